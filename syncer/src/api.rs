@@ -1,0 +1,210 @@
+//! The workspace APIs of tmc: `SyncTarget` and `ClusterWorkloadPlacement`
+//! (group `workload.kcp.io`, version `v1alpha1`, both cluster-scoped).
+//!
+//! The CRD manifests in `config/crds/` are generated from these types
+//! (`tmcd crds`), so the types are the single source of truth.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the tmc workspace APIs.
+pub const GROUP: &str = "workload.kcp.io";
+/// API version of the tmc workspace APIs.
+pub const VERSION: &str = "v1alpha1";
+
+/// A physical cluster that workloads can be placed on.
+///
+/// Its location is given by the labels `topology.kubernetes.io/region` and
+/// `topology.kubernetes.io/zone`; any other label can be used by placements'
+/// location selectors.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "workload.kcp.io",
+    version = "v1alpha1",
+    kind = "SyncTarget",
+    plural = "synctargets",
+    shortname = "st",
+    category = "tmc",
+    status = "SyncTargetStatus",
+    doc = "A physical cluster registered with tmc; its syncer heartbeats into the status.",
+    printcolumn(name = "Region", type_ = "string", json_path = ".metadata.labels.topology\\.kubernetes\\.io/region"),
+    printcolumn(name = "Zone", type_ = "string", json_path = ".metadata.labels.topology\\.kubernetes\\.io/zone", priority = "1"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.syncMode"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloadCount"),
+    printcolumn(name = "Unschedulable", type_ = "boolean", json_path = ".spec.unschedulable", priority = "1"),
+    printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastSyncerHeartbeatTime", priority = "1"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncTargetSpec {
+    /// Cordon: when true the target receives no new placements; what it holds stays.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// How the target's syncer runs: inside tmcd (`Push`) or beside the cluster (`Pull`).
+    #[serde(default)]
+    pub sync_mode: SyncMode,
+    /// Taints keep workloads off the target unless their placement tolerates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
+/// Where a target's syncer runs.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum SyncMode {
+    /// tmcd applies to the cluster itself.
+    #[default]
+    Push,
+    /// A `tmc-syncer` agent beside the cluster reads the decisions and applies them.
+    Pull,
+}
+
+/// A taint on a sync target (same meaning as a Node taint).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// `NoSchedule` (no new placements) or `NoExecute` (placements move away).
+    pub effect: String,
+}
+
+/// Observed state of a sync target, written by its syncer and by tmcd.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncTargetStatus {
+    /// `Ready` (the syncer heartbeats in time and reaches its cluster) and `HeartbeatHealthy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// When the syncer last reported in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_syncer_heartbeat_time: Option<Time>,
+    /// The resources the syncer syncs and whether the cluster serves them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synced_resources: Vec<SyncedResource>,
+    /// How many workloads are placed on the target.
+    #[serde(default)]
+    pub workload_count: u32,
+}
+
+/// One resource kind a syncer syncs.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncedResource {
+    pub group: String,
+    pub resource: String,
+    pub version: String,
+    /// `Accepted` when the physical cluster serves the resource, `Incompatible` otherwise.
+    pub state: String,
+}
+
+/// Which workloads go where: selects workloads, selects target locations, and
+/// names the placement policy and transformation policies to run.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "workload.kcp.io",
+    version = "v1alpha1",
+    kind = "ClusterWorkloadPlacement",
+    plural = "clusterworkloadplacements",
+    shortname = "cwp",
+    category = "tmc",
+    status = "ClusterWorkloadPlacementStatus",
+    doc = "Places the workloads it selects onto sync targets with a WebAssembly placement policy.",
+    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policy.name"),
+    printcolumn(name = "Transformations", type_ = "string", json_path = ".spec.transformations[*].name", priority = "1"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloadCount"),
+    printcolumn(name = "Targets", type_ = "string", json_path = ".status.targets[*].name", priority = "1"),
+    printcolumn(name = "Policy-Generation", type_ = "integer", json_path = ".status.policyGeneration", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterWorkloadPlacementSpec {
+    /// Namespaces whose workloads this placement governs (absent: all namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Workloads (by their labels) this placement governs (absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+    /// Kinds this placement governs, e.g. `{group: apps, kind: Deployment}` (empty: every synced kind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<WorkloadKind>,
+    /// Targets must match one of these selectors (empty: every target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub location_selectors: Vec<LabelSelector>,
+    /// Preferred target locations, most preferred first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub location_preferences: Vec<LabelSelector>,
+    /// The placement policy module to run and its settings.
+    pub policy: PolicyRef,
+    /// Transformation policy modules, applied in order to each target's copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transformations: Vec<PolicyRef>,
+    /// How long a target may be not Ready before its workloads are placed elsewhere (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_grace_period_seconds: Option<u32>,
+    /// When several placements select a workload, the highest priority wins (then the name).
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// A kind of workload: API group (empty for the core group) and kind.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadKind {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+}
+
+/// A policy module by name (the file stem in the policy directory) and its settings.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    pub name: String,
+    /// Free-form settings handed to the module, validated by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub settings: Option<serde_json::Value>,
+}
+
+/// Observed state of a placement, written by tmcd.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterWorkloadPlacementStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (policy loaded and settings valid) and `PolicyValid`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the policy set the last decisions were made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_generation: Option<u64>,
+    /// How many workloads this placement governs.
+    #[serde(default)]
+    pub workload_count: u32,
+    /// Where its workloads went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetSummary>,
+}
+
+/// How much of a placement's workloads one target holds.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSummary {
+    pub name: String,
+    pub workloads: u32,
+    #[serde(default)]
+    pub replicas: u32,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
