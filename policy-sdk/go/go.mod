@@ -1,0 +1,3 @@
+module tmc.dev/policy-sdk/go
+
+go 1.24

@@ -1,0 +1,45 @@
+package policy
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestDefaultSettingsValidator(t *testing.T) {
+	cases := []struct {
+		settings string
+		want     string
+	}{
+		{``, `{"ok":{"valid":true}}`},
+		{`null`, `{"ok":{"valid":true}}`},
+		{`{}`, `{"ok":{"valid":true}}`},
+		{`{"a":1}`, `{"ok":{"valid":false,"message":"this policy takes no settings: remove them from the placement"}}`},
+		{`[1]`, `{"ok":{"valid":false,"message":"settings must be a JSON object, got [1]"}}`},
+	}
+	for _, c := range cases {
+		input, err := json.Marshal(SettingsRequest{Settings: json.RawMessage(c.settings)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(HandleValidateSettings(input)); got != c.want {
+			t.Errorf("settings %q: got %s, want %s", c.settings, got, c.want)
+		}
+	}
+}
+
+func TestSettingsObject(t *testing.T) {
+	fields, err := SettingsObject(json.RawMessage(` {"Mode":"x","mode":"y"} `))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != 2 || string(fields["mode"]) != `"y"` {
+		t.Errorf("field names must be kept exactly, got %v", fields)
+	}
+	if _, err := SettingsObject(json.RawMessage(`"x"`)); err == nil || !strings.Contains(err.Error(), "must be a JSON object") {
+		t.Errorf("a string must be refused, got %v", err)
+	}
+	if !IsNull(nil) || !IsNull(json.RawMessage(" null")) || IsNull(json.RawMessage("{}")) {
+		t.Error("IsNull is wrong")
+	}
+}
