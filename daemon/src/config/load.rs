@@ -1,0 +1,168 @@
+//! Reading `tmc.toml` and locating its errors as `FILE:LINE:COLUMN`.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::Config;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the configuration file: {source} (fix: pass an existing file with --config)")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A syntax, type or semantic error at a place in the file.
+    #[error("{path}:{line}:{column}: {message}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Reads, parses and checks the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(path, &text, base_dir)
+}
+
+/// Parses and checks `text` (the content of `path`); relative paths resolve against `base_dir`.
+pub fn parse(path: &Path, text: &str, base_dir: PathBuf) -> Result<Config, ConfigError> {
+    let mut config: Config = toml::from_str(text).map_err(|err| {
+        let span = err.span().unwrap_or(0..0);
+        at(path, text, span, err.message().trim().to_string())
+    })?;
+    config.base_dir = base_dir;
+    super::validate::check(&config).map_err(|(span, message)| at(path, text, span, message))?;
+    Ok(config)
+}
+
+/// An error at byte range `span` of `text`.
+fn at(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
+    let (line, column) = line_column(text, span.start);
+    ConfigError::At {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        match parse(Path::new("tmc.toml"), text, dir.path().to_path_buf()) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = err("log_format = \"text\"\n\n[admin]\nadress = \"127.0.0.1:1\"\n");
+        assert!(e.starts_with("tmc.toml:4:1: "), "{e}");
+        assert!(e.contains("adress") && e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_located() {
+        let e = err("log_format = \"xml\"\n");
+        assert!(e.starts_with("tmc.toml:1:14: "), "{e}");
+        assert!(e.contains("text") && e.contains("json"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_cluster_points_at_second() {
+        let e = err("[[clusters]]\nname = \"west\"\nmode = \"pull\"\n\n[[clusters]]\nname = \"west\"\nmode = \"pull\"\n");
+        assert!(e.starts_with("tmc.toml:6:8: "), "{e}");
+        assert!(e.contains("duplicate cluster name \"west\""), "{e}");
+    }
+
+    #[test]
+    fn invalid_cluster_name_is_refused() {
+        let e = err("[[clusters]]\nname = \"West_1\"\nmode = \"pull\"\n");
+        assert!(e.starts_with("tmc.toml:2:8: "), "{e}");
+        assert!(e.contains("DNS label"), "{e}");
+    }
+
+    #[test]
+    fn missing_kubeconfig_is_refused() {
+        let e = err("[[clusters]]\nname = \"west\"\nkubeconfig = \"nope.kubeconfig\"\n");
+        assert!(e.starts_with("tmc.toml:3:14: "), "{e}");
+        assert!(e.contains("nope.kubeconfig"), "{e}");
+    }
+
+    #[test]
+    fn push_cluster_needs_kubeconfig() {
+        let e = err("[[clusters]]\nname = \"west\"\n");
+        assert!(e.starts_with("tmc.toml:2:8: "), "{e}");
+        assert!(e.contains("kubeconfig"), "{e}");
+    }
+
+    #[test]
+    fn unknown_resource_form_is_refused() {
+        let e = err("[sync]\nresources = [\"Deployment\"]\n");
+        assert!(e.starts_with("tmc.toml:2:14: "), "{e}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        let config = parse(
+            Path::new("tmc.toml"),
+            "[control_plane]\nworkspace = \"root:tmc\"\n",
+            dir.path().to_path_buf(),
+        )
+        .expect("valid");
+        assert_eq!(config.synced_from(), "root-tmc");
+        assert_eq!(config.sync.resources.len(), 4);
+        assert_eq!(config.sync.heartbeat_threshold().as_secs(), 30);
+        assert!(config.leader_election.enabled);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tmc.example.toml");
+        let text = std::fs::read_to_string(&path).expect("config/tmc.example.toml exists");
+        // The example names kubeconfig files of a demo set-up: check against a
+        // directory where they exist.
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["kcp.kubeconfig", "west.kubeconfig", "east.kubeconfig"] {
+            std::fs::write(dir.path().join(file), "").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        let config = parse(&path, &text, dir.path().to_path_buf()).expect("example parses");
+        assert_eq!(config.clusters.len(), 2);
+        assert_eq!(config.clusters[0].name.get_ref(), "west");
+    }
+}

@@ -1,0 +1,305 @@
+//! `tmc.toml`: what tmcd connects to, what it syncs and how it runs.
+//!
+//! [`load`] reads and checks a file; every error names `FILE:LINE:COLUMN`
+//! and how to fix it (see [`ConfigError`]).
+
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use load::{ConfigError, load, parse};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the workloads are deployed (the kcp workspace or a plain API server).
+    #[serde(default)]
+    pub control_plane: ControlPlane,
+    /// Physical clusters, each registered as a SyncTarget of the same name.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// What is synced and how.
+    #[serde(default)]
+    pub sync: Sync,
+    /// The policy directory and the sandbox limits.
+    #[serde(default)]
+    pub policies: Policies,
+    /// Value of the `workload.kcp.io/synced-from` label (default: workspace path sanitized).
+    #[serde(default)]
+    pub synced_from: Option<Spanned<String>>,
+    /// The admin server: health, readiness, metrics and the JSON API.
+    #[serde(default)]
+    pub admin: Admin,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Only the replica holding the lease runs controllers and syncers.
+    #[serde(default)]
+    pub leader_election: LeaderElection,
+    /// Directory of the file, to resolve relative paths (not a key of the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Connection to the control plane.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    /// Kubeconfig file (absent: `$KUBECONFIG`, `~/.kube/config` or in-cluster).
+    pub kubeconfig: Option<Spanned<PathBuf>>,
+    /// Context of the kubeconfig (absent: its current context).
+    pub context: Option<String>,
+    /// kcp workspace path such as `root:tmc` (absent: use the server URL as is).
+    pub workspace: Option<Spanned<String>>,
+}
+
+/// One physical cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// SyncTarget name: a DNS label.
+    pub name: Spanned<String>,
+    /// Kubeconfig file of the cluster (push mode).
+    pub kubeconfig: Option<Spanned<PathBuf>>,
+    /// Context of the kubeconfig.
+    pub context: Option<String>,
+    /// `topology.kubernetes.io/region` of the SyncTarget.
+    pub region: Option<String>,
+    /// `topology.kubernetes.io/zone` of the SyncTarget.
+    pub zone: Option<String>,
+    /// Further labels of the SyncTarget, for location selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `push` (tmcd runs the syncer) or `pull` (an agent beside the cluster does).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Where a cluster's syncer runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// In tmcd.
+    #[default]
+    Push,
+    /// In a `tmc-syncer` agent.
+    Pull,
+}
+
+/// What is synced and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// Resources as `plural.group` (`deployments.apps`) or `plural` for the core group.
+    #[serde(default = "default_resources")]
+    pub resources: Vec<Spanned<String>>,
+    /// `same` (downstream namespace = upstream namespace) or `prefixed`.
+    #[serde(default)]
+    pub namespace_mapping: NamespaceMapping,
+    /// Prefix of downstream namespaces when `namespace_mapping = "prefixed"`.
+    #[serde(default = "default_namespace_prefix")]
+    pub namespace_prefix: Spanned<String>,
+    /// How often syncers heartbeat their SyncTarget.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_seconds: u32,
+    /// A target whose heartbeat is older than this is not Ready (default: 3 heartbeats).
+    pub heartbeat_threshold_seconds: Option<u32>,
+}
+
+impl Default for Sync {
+    fn default() -> Self {
+        Self {
+            resources: default_resources(),
+            namespace_mapping: NamespaceMapping::default(),
+            namespace_prefix: default_namespace_prefix(),
+            heartbeat_interval_seconds: default_heartbeat_interval(),
+            heartbeat_threshold_seconds: None,
+        }
+    }
+}
+
+impl Sync {
+    /// The heartbeat age after which a target is not Ready.
+    pub fn heartbeat_threshold(&self) -> std::time::Duration {
+        let secs = self
+            .heartbeat_threshold_seconds
+            .unwrap_or(self.heartbeat_interval_seconds.saturating_mul(3));
+        std::time::Duration::from_secs(u64::from(secs))
+    }
+}
+
+/// How upstream namespaces map to downstream namespaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceMapping {
+    /// The same name.
+    #[default]
+    Same,
+    /// `namespace_prefix` + the upstream name.
+    Prefixed,
+}
+
+/// Policy modules and their sandbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// Directory of `.wasm` modules (file stem = policy name), hot reloaded.
+    #[serde(default = "default_policy_dir")]
+    pub directory: Spanned<PathBuf>,
+    /// Linear memory limit of one evaluation, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub max_memory_mib: u32,
+    /// Wall-clock limit of one evaluation, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Fuel (instruction budget) of one evaluation; absent: no fuel metering.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self {
+            directory: default_policy_dir(),
+            max_memory_mib: default_memory_mib(),
+            timeout_ms: default_timeout_ms(),
+            fuel: None,
+        }
+    }
+}
+
+/// The admin server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Listen address of `/healthz`, `/readyz`, `/metrics` and `/api/v1`.
+    #[serde(default = "default_admin_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { address: default_admin_address() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Leader election through a `coordination.k8s.io/v1` Lease in the workspace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElection {
+    /// Off: this replica always leads (run only one).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Name of the Lease.
+    #[serde(default = "default_lease_name")]
+    pub lease_name: Spanned<String>,
+    /// Namespace of the Lease.
+    #[serde(default = "default_lease_namespace")]
+    pub lease_namespace: String,
+    /// How long a lease is valid without renewal.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration_seconds: u32,
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_name: default_lease_name(),
+            lease_namespace: default_lease_namespace(),
+            lease_duration_seconds: default_lease_duration(),
+        }
+    }
+}
+
+impl Config {
+    /// `path` resolved against the directory of the configuration file.
+    pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+
+    /// The `workload.kcp.io/synced-from` label value.
+    pub fn synced_from(&self) -> String {
+        if let Some(name) = &self.synced_from {
+            return name.get_ref().clone();
+        }
+        match &self.control_plane.workspace {
+            Some(ws) => sanitize_label_value(ws.get_ref()),
+            None => "tmc".to_string(),
+        }
+    }
+
+    /// The workspace path, or `default` for a plain API server.
+    pub fn source_cluster(&self) -> String {
+        self.control_plane
+            .workspace
+            .as_ref()
+            .map(|ws| ws.get_ref().clone())
+            .unwrap_or_else(|| "default".to_string())
+    }
+}
+
+/// Turns any text into a valid label value: `[A-Za-z0-9._-]`, at most 63
+/// characters, alphanumeric at both ends (`root:tmc` becomes `root-tmc`).
+pub fn sanitize_label_value(text: &str) -> String {
+    let mapped: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .take(63)
+        .collect();
+    mapped.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+fn default_resources() -> Vec<Spanned<String>> {
+    ["deployments.apps", "services", "configmaps", "secrets"]
+        .iter()
+        .map(|r| Spanned::new(0..0, (*r).to_string()))
+        .collect()
+}
+fn default_namespace_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "tmc-".to_string())
+}
+fn default_heartbeat_interval() -> u32 {
+    10
+}
+fn default_policy_dir() -> Spanned<PathBuf> {
+    Spanned::new(0..0, PathBuf::from("policies"))
+}
+fn default_memory_mib() -> u32 {
+    16
+}
+fn default_timeout_ms() -> u64 {
+    100
+}
+fn default_admin_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9470))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_lease_name() -> Spanned<String> {
+    Spanned::new(0..0, "tmcd".to_string())
+}
+fn default_lease_namespace() -> String {
+    "default".to_string()
+}
+fn default_lease_duration() -> u32 {
+    15
+}

@@ -1,0 +1,127 @@
+//! Semantic checks of a parsed configuration; each failure names the byte
+//! range of the offending value and how to fix it.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use super::{Config, Mode};
+
+type Failure = (Range<usize>, String);
+
+/// Checks what the types cannot: names, files, references.
+pub fn check(config: &Config) -> Result<(), Failure> {
+    let mut seen = HashSet::new();
+    for cluster in &config.clusters {
+        let name = cluster.name.get_ref();
+        if !is_dns_label(name) {
+            return Err((
+                cluster.name.span(),
+                format!(
+                    "cluster name {name:?} is not a DNS label (fix: use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit)"
+                ),
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            return Err((
+                cluster.name.span(),
+                format!("duplicate cluster name {name:?} (fix: give each [[clusters]] entry its own name)"),
+            ));
+        }
+        match &cluster.kubeconfig {
+            Some(file) => {
+                let resolved = config.resolve(file.get_ref());
+                if !resolved.is_file() {
+                    return Err((
+                        file.span(),
+                        format!(
+                            "kubeconfig {} of cluster {name:?} does not exist (fix: point `kubeconfig` at the cluster's kubeconfig file)",
+                            resolved.display()
+                        ),
+                    ));
+                }
+            }
+            None if cluster.mode == Mode::Push => {
+                return Err((
+                    cluster.name.span(),
+                    format!(
+                        "push-mode cluster {name:?} has no kubeconfig (fix: add `kubeconfig = \"...\"` or set `mode = \"pull\"`)"
+                    ),
+                ));
+            }
+            None => {}
+        }
+    }
+    if let Some(file) = &config.control_plane.kubeconfig {
+        let resolved = config.resolve(file.get_ref());
+        if !resolved.is_file() {
+            return Err((
+                file.span(),
+                format!(
+                    "control plane kubeconfig {} does not exist (fix: point `control_plane.kubeconfig` at the kcp admin kubeconfig)",
+                    resolved.display()
+                ),
+            ));
+        }
+    }
+    if let Some(ws) = &config.control_plane.workspace {
+        let valid = !ws.get_ref().is_empty()
+            && ws.get_ref().split(':').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        if !valid {
+            return Err((
+                ws.span(),
+                format!("workspace path {:?} is not valid (fix: use a path such as \"root:tmc\")", ws.get_ref()),
+            ));
+        }
+    }
+    for resource in &config.sync.resources {
+        let text = resource.get_ref();
+        let (plural, group) = text.split_once('.').unwrap_or((text.as_str(), ""));
+        let plural_ok = !plural.is_empty() && plural.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let group_ok = group.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+        if !plural_ok || !group_ok {
+            return Err((
+                resource.span(),
+                format!(
+                    "resource {text:?} is not of the form `plural.group` (fix: e.g. \"deployments.apps\", or \"configmaps\" for the core group)"
+                ),
+            ));
+        }
+    }
+    if config.sync.heartbeat_interval_seconds == 0 {
+        return Err((0..0, "sync.heartbeat_interval_seconds must be at least 1 (fix: e.g. 10)".to_string()));
+    }
+    let prefix = config.sync.namespace_prefix.get_ref();
+    if !prefix.is_empty() && !is_dns_label(prefix.trim_end_matches('-')) {
+        return Err((
+            config.sync.namespace_prefix.span(),
+            format!("namespace_prefix {prefix:?} must be lowercase letters, digits and '-' (fix: e.g. \"tmc-\")"),
+        ));
+    }
+    if !is_dns_label(config.leader_election.lease_name.get_ref()) {
+        return Err((
+            config.leader_election.lease_name.span(),
+            "lease_name must be a DNS label (fix: e.g. \"tmcd\")".to_string(),
+        ));
+    }
+    let dir = config.resolve(config.policies.directory.get_ref());
+    if !dir.is_dir() {
+        return Err((
+            config.policies.directory.span(),
+            format!(
+                "policy directory {} does not exist (fix: create it or point `policies.directory` at the directory of .wasm modules)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
