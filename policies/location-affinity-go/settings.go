@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"tmc.dev/policy-sdk/go/policy"
@@ -36,7 +38,9 @@ func parseSettings(raw json.RawMessage) (Settings, error) {
 	if err != nil {
 		return settings, fmt.Errorf("invalid settings: %w", err)
 	}
-	for key, value := range fields {
+	// Sorted keys: the first error reported does not depend on map order.
+	for _, key := range slices.Sorted(maps.Keys(fields)) {
+		value := fields[key]
 		switch key {
 		case "mode":
 			var mode string
