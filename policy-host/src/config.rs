@@ -1,0 +1,61 @@
+//! Limits and knobs of the policy host.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Host configuration; [`HostConfig::default`] gives the documented defaults
+/// (ABI section 4).
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Wall-clock deadline of one evaluation (instantiation included).
+    pub deadline: Duration,
+    /// Epoch tick period: the deadline's granularity.
+    pub epoch_tick: Duration,
+    /// Fuel given to one evaluation (`_initialize` included).
+    pub fuel: u64,
+    /// Largest linear memory a policy may grow to, in bytes.
+    pub memory_cap: usize,
+    /// Largest input the host sends, in bytes.
+    pub input_cap: usize,
+    /// Largest output the host accepts, in bytes.
+    pub output_cap: usize,
+    /// Largest captured stdout (and, separately, stderr) per evaluation, in bytes.
+    pub stdio_cap: usize,
+    /// Evaluations running at once; more callers wait.
+    pub max_concurrent: usize,
+    /// Quiet time after the last file event before a reload.
+    pub debounce: Duration,
+    /// Directory for compiled modules (`Module::serialize`), keyed by module
+    /// digest and engine configuration; `None` keeps the cache in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            deadline: Duration::from_millis(100),
+            epoch_tick: Duration::from_millis(1),
+            // Location-affinity on 10 targets burns ~0.2 M units and a Go
+            // runtime start a few M; 1e9 is ~0.5-1 s of straight-line guest
+            // code, so the deadline normally fires first and fuel is the
+            // deterministic backstop when the host is slowed down.
+            fuel: 1_000_000_000,
+            memory_cap: 64 << 20,
+            input_cap: 4 << 20,
+            output_cap: 1 << 20,
+            stdio_cap: 64 << 10,
+            max_concurrent: 2 * cores,
+            debounce: Duration::from_millis(50),
+            cache_dir: None,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Deadline expressed in epoch ticks (at least one).
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let tick = self.epoch_tick.as_nanos().max(1);
+        (self.deadline.as_nanos().div_ceil(tick)).max(1) as u64
+    }
+}

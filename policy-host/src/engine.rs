@@ -1,0 +1,57 @@
+//! The shared wasmtime engine, its linker, and the epoch ticker.
+
+use std::time::Duration;
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig,
+};
+
+use crate::config::HostConfig;
+use crate::sandbox::StoreState;
+
+/// Builds the engine: Cranelift, epoch interruption, fuel, pooling allocator
+/// sized for `max_concurrent` evaluations (plus head-room for validations and
+/// synchronous callers).
+pub(crate) fn build_engine(config: &HostConfig) -> anyhow::Result<Engine> {
+    let slots = u32::try_from(config.max_concurrent.saturating_mul(2).saturating_add(8))
+        .unwrap_or(u32::MAX);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .max_memory_size(config.memory_cap)
+        .table_elements(100_000)
+        .max_core_instance_size(4 << 20);
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true)
+        .consume_fuel(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .parallel_compilation(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))
+}
+
+/// The linker: WASI preview 1 and nothing else.
+pub(crate) fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| &mut s.wasi)
+        .map_err(|e| anyhow::anyhow!("cannot link WASI preview 1: {e}"))?;
+    Ok(linker)
+}
+
+/// Ticks the engine's epoch every `tick` until the engine is dropped.
+pub(crate) fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> anyhow::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("tmc-policy-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker thread: {e}"))
+}

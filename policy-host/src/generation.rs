@@ -1,0 +1,145 @@
+//! Immutable policy sets. A reload builds a new [`Generation`] and swaps it in
+//! atomically; evaluations in flight keep the `Arc` of the one they started on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::module::{CompiledPolicy, PolicyKind};
+
+/// State of one policy name in a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyStatus {
+    /// The file's current content is loaded and serving.
+    Active,
+    /// The file changed to something broken; the last good version serves.
+    UpdateRefused,
+    /// The file was deleted; the last good version serves.
+    Deleted,
+    /// The file is broken and there is no good version to serve.
+    Refused,
+}
+
+impl std::fmt::Display for PolicyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Active => "Active",
+            Self::UpdateRefused => "Update refused, still serving last good version",
+            Self::Deleted => "Deleted, still serving last good version",
+            Self::Refused => "Refused, nothing to serve",
+        })
+    }
+}
+
+/// A loaded module serving a policy name.
+#[derive(Clone)]
+pub struct ActivePolicy {
+    /// SHA-256 of the module bytes (hex).
+    pub digest: String,
+    pub kind: PolicyKind,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    pub loaded_at: SystemTime,
+    pub(crate) compiled: Arc<CompiledPolicy>,
+}
+
+impl std::fmt::Debug for ActivePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivePolicy")
+            .field("digest", &self.digest)
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .field("loaded_at", &self.loaded_at)
+            .finish()
+    }
+}
+
+/// One policy name: what serves it (if anything), its status and last error.
+#[derive(Debug, Clone)]
+pub struct PolicyEntry {
+    pub name: String,
+    pub status: PolicyStatus,
+    /// Why the latest file content was refused, if it was.
+    pub last_error: Option<String>,
+    /// The version serving evaluations.
+    pub active: Option<ActivePolicy>,
+}
+
+/// A row of `tmcd policy list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySummary {
+    pub name: String,
+    pub digest: Option<String>,
+    pub kind: Option<PolicyKind>,
+    pub status: PolicyStatus,
+    pub status_text: String,
+    pub last_error: Option<String>,
+    pub source: Option<PathBuf>,
+    /// Seconds since the Unix epoch.
+    pub loaded_at: Option<u64>,
+}
+
+/// An immutable set of policies.
+#[derive(Debug, Clone, Default)]
+pub struct Generation {
+    /// Increases by one at every swap; 0 is the empty set before any load.
+    pub number: u64,
+    pub policies: BTreeMap<String, PolicyEntry>,
+}
+
+impl Generation {
+    /// The entry of `name`, if that name was ever seen.
+    pub fn get(&self, name: &str) -> Option<&PolicyEntry> {
+        self.policies.get(name)
+    }
+
+    /// The version serving `name`, if any.
+    pub fn active(&self, name: &str) -> Option<&ActivePolicy> {
+        self.policies.get(name).and_then(|e| e.active.as_ref())
+    }
+
+    /// One summary per policy name, sorted by name.
+    pub fn summaries(&self) -> Vec<PolicySummary> {
+        self.policies
+            .values()
+            .map(|e| PolicySummary {
+                name: e.name.clone(),
+                digest: e.active.as_ref().map(|a| a.digest.clone()),
+                kind: e.active.as_ref().map(|a| a.kind),
+                status: e.status,
+                status_text: e.status.to_string(),
+                last_error: e.last_error.clone(),
+                source: e.active.as_ref().map(|a| a.source.clone()),
+                loaded_at: e.active.as_ref().and_then(|a| {
+                    a.loaded_at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs())
+                }),
+            })
+            .collect()
+    }
+
+    /// True when both generations serve the same digests with the same statuses.
+    pub(crate) fn same_content(&self, other: &Generation) -> bool {
+        let key = |g: &Generation| {
+            g.policies
+                .values()
+                .map(|e| {
+                    (
+                        e.name.clone(),
+                        e.status,
+                        e.last_error.clone(),
+                        e.active
+                            .as_ref()
+                            .map(|a| (a.digest.clone(), a.source.clone())),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        key(self) == key(other)
+    }
+}

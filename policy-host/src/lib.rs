@@ -1,0 +1,38 @@
+//! # tmc-policy-host
+//!
+//! The sandboxed wasmtime host for tmc policies (ABI in `docs/policy-abi.md`):
+//! one shared engine with epoch interruption, fuel and a pooling allocator;
+//! modules compiled once and cached by SHA-256; a fresh instance per
+//! evaluation on a blocking thread; policy sets as immutable generations
+//! swapped atomically, with hot reload that keeps the last good version.
+//!
+//! ```no_run
+//! # async fn demo(req: tmc_policy_sdk::PlacementRequest) -> anyhow::Result<()> {
+//! use tmc_policy_host::{HostConfig, PolicyHost};
+//! let host = PolicyHost::new(HostConfig::default())?;
+//! host.load_dir("/etc/tmc/policies").await?;
+//! let _watch = host.watch("/etc/tmc/policies")?;
+//! let eval = host.place("location-affinity", &req).await?;
+//! println!("{:?} because {}", eval.value.targets, eval.value.reason);
+//! # Ok(()) }
+//! ```
+
+mod cache;
+mod config;
+mod engine;
+mod error;
+mod generation;
+mod host;
+mod invoke;
+mod loader;
+mod module;
+mod sandbox;
+mod watch;
+
+pub use config::HostConfig;
+pub use error::PolicyError;
+pub use generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus, PolicySummary};
+pub use host::{Evaluation, PolicyHost};
+pub use loader::{ReloadReport, is_policy_file};
+pub use module::PolicyKind;
+pub use watch::WatchHandle;

@@ -1,0 +1,114 @@
+//! The per-evaluation store: a deterministic, empty WASI p1 context with
+//! captured stdio, and a memory limiter that remembers what it refused.
+
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+/// Frozen wall clock: 2024-01-01T00:00:00Z.
+const FROZEN_UNIX_SECS: u64 = 1_704_067_200;
+
+/// Data of one evaluation's `Store`.
+pub(crate) struct StoreState {
+    pub wasi: WasiP1Ctx,
+    pub limiter: MemoryCap,
+    pub stdout: MemoryOutputPipe,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl StoreState {
+    /// An empty sandbox: no files, env, args or network; frozen clocks,
+    /// deterministic random; stdout/stderr captured up to `stdio_cap` bytes.
+    pub fn new(memory_cap: usize, stdio_cap: usize) -> Self {
+        let stdout = MemoryOutputPipe::new(stdio_cap);
+        let stderr = MemoryOutputPipe::new(stdio_cap);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FrozenWallClock)
+            .monotonic_clock(FrozenMonotonicClock)
+            .secure_random(Deterministic::new(seed_bytes()))
+            .insecure_random(Deterministic::new(seed_bytes()))
+            .insecure_random_seed(0x746d_635f_7365_6564)
+            .build_p1();
+        Self {
+            wasi,
+            limiter: MemoryCap {
+                cap: memory_cap,
+                refused: None,
+            },
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// 256 fixed pseudo-random bytes (splitmix64 from a constant seed).
+fn seed_bytes() -> Vec<u8> {
+    let mut state: u64 = 0x746d_6370_6f6c_6963;
+    let mut out = Vec::with_capacity(256);
+    while out.len() < 256 {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+struct FrozenWallClock;
+
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(FROZEN_UNIX_SECS)
+    }
+}
+
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Caps linear memory and records the first growth it refused, so a guest
+/// that dies after a refused `memory.grow` is reported as a memory-cap breach.
+pub(crate) struct MemoryCap {
+    cap: usize,
+    pub refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.refused.get_or_insert(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
