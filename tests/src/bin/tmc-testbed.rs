@@ -1,0 +1,120 @@
+//! `tmc-testbed up`: runs the test bed (kcp + physical clusters) until SIGINT/SIGTERM, for demos and manual use.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kube::config::Kubeconfig;
+use tmc_tests::testbed::{TestBed, progress};
+
+#[derive(Parser, Debug)]
+#[command(name = "tmc-testbed", about = "Run a test bed of real API servers: kcp + physical clusters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the bed and run until SIGINT/SIGTERM.
+    Up {
+        /// Directory for kubeconfigs, logs and data (created; must be empty or absent).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Physical clusters, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "west,east")]
+        clusters: Vec<String>,
+        /// kcp workspace to create; the current context of DIR/admin.kubeconfig points at it.
+        #[arg(long, default_value = "root:tmc")]
+        workspace: String,
+        /// Prefix of the physical clusters' context names in the merged DIR/kubeconfig.
+        #[arg(long, default_value = "kind-")]
+        context_prefix: String,
+        /// kwok nodes per cluster.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Also install the apps/v1 Deployment CRD into the workspace.
+        #[arg(long)]
+        install_kube_crds: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Up {
+            dir,
+            clusters,
+            workspace,
+            context_prefix,
+            nodes,
+            install_kube_crds,
+        } => {
+            let bed = TestBed::builder()
+                .clusters(clusters)
+                .workspace(workspace)
+                .nodes_per_cluster(nodes)
+                .dir(&dir)
+                .start()
+                .await?;
+            if install_kube_crds {
+                bed.install_kube_crds().await?;
+            }
+            let merged = bed.dir().join("kubeconfig");
+            write_merged(&bed, &merged, &context_prefix)?;
+            let contexts: Vec<String> = bed.cluster_names().iter().map(|c| format!("{context_prefix}{c}")).collect();
+            println!(
+                "READY kcp={} admin-kubeconfig={} kubeconfig={} contexts={} dir={}",
+                bed.kcp()?.base_url(),
+                bed.kcp()?.kubeconfig_path().display(),
+                merged.display(),
+                contexts.join(","),
+                bed.dir().display()
+            );
+            wait_for_signal().await?;
+            progress("signal received, stopping the bed");
+            drop(bed);
+            Ok(())
+        }
+    }
+}
+
+/// Merges the physical clusters' kubeconfigs into one file with `<prefix><cluster>` contexts.
+fn write_merged(bed: &TestBed, path: &Path, prefix: &str) -> Result<()> {
+    let mut merged = Kubeconfig::default();
+    for name in bed.cluster_names() {
+        let source = bed.kubeconfig_path(&name)?;
+        let mut kc = Kubeconfig::read_from(&source).with_context(|| format!("reading {}", source.display()))?;
+        let renamed = format!("{prefix}{name}");
+        for c in &mut kc.clusters {
+            c.name = renamed.clone();
+        }
+        for u in &mut kc.auth_infos {
+            u.name = renamed.clone();
+        }
+        for ctx in &mut kc.contexts {
+            ctx.name = renamed.clone();
+            if let Some(c) = ctx.context.as_mut() {
+                c.cluster = renamed.clone();
+                c.user = Some(renamed.clone());
+            }
+        }
+        merged.clusters.extend(kc.clusters);
+        merged.auth_infos.extend(kc.auth_infos);
+        merged.contexts.extend(kc.contexts);
+    }
+    merged.current_context = bed.cluster_names().first().map(|n| format!("{prefix}{n}"));
+    merged.api_version = Some("v1".into());
+    merged.kind = Some("Config".into());
+    let text = serde_yaml::to_string(&merged).context("serializing the merged kubeconfig")?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}

@@ -1,0 +1,6 @@
+//! Test bed of real API servers (kcp, kube-apiserver + etcd, kube-controller-manager, kube-scheduler, kwok)
+//! and helpers shared by the integration tests.
+//!
+//! Start a bed with [`testbed::TestBed::builder`]; see `docs/testbed.md`.
+
+pub mod testbed;

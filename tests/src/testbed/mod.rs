@@ -1,0 +1,390 @@
+//! The test bed: one kcp (the virtual cluster) and N physical clusters, all real servers on loopback ports.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use tmc_tests::testbed::TestBed;
+//! let bed = TestBed::builder().clusters(["west", "east"]).workspace("root:tmc").start().await?;
+//! let kcp = bed.kcp_client().await?; // base URL <kcp>/clusters/root:tmc
+//! let west = bed.cluster_client("west").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Everything lives in one directory (a temp dir unless [`TestBedBuilder::dir`] is given): `admin.kubeconfig`
+//! and `kcp.log` for kcp, `<cluster>.kubeconfig` and `<cluster>/<component>.log` per cluster. Dropping the bed
+//! stops every process; if the thread is panicking it first prints the tail of every log and keeps the dir.
+
+pub mod binaries;
+pub mod cluster;
+pub mod kcp;
+pub mod kubeconfig;
+pub mod pki;
+pub mod ports;
+pub mod process;
+pub mod wait;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+pub use binaries::Binaries;
+pub use cluster::{ClusterOptions, PhysicalCluster};
+pub use kcp::Kcp;
+
+/// Name reserved for kcp in [`TestBed::kubeconfig_path`].
+pub const KCP: &str = "kcp";
+
+/// Environment variable: when set to `1`, the bed directory is kept after drop.
+pub const KEEP_ENV: &str = "TMC_TESTBED_KEEP";
+
+/// Prints a timestamped progress line on stderr.
+pub fn progress(msg: &str) {
+    eprintln!("[testbed {}] {msg}", chrono::Utc::now().format("%H:%M:%S%.3f"));
+}
+
+/// Configures and starts a [`TestBed`].
+#[derive(Debug, Clone)]
+pub struct TestBedBuilder {
+    clusters: Vec<String>,
+    workspace: Option<String>,
+    dir: Option<PathBuf>,
+    nodes: usize,
+    bin_dir: Option<PathBuf>,
+}
+
+impl Default for TestBedBuilder {
+    fn default() -> Self {
+        Self {
+            clusters: Vec::new(),
+            workspace: Some("root:tmc".into()),
+            dir: None,
+            nodes: 1,
+            bin_dir: None,
+        }
+    }
+}
+
+impl TestBedBuilder {
+    /// Physical clusters to start (names are also kubeconfig context names).
+    pub fn clusters<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.clusters = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The kcp workspace to create (default `root:tmc`).
+    pub fn workspace(mut self, path: impl Into<String>) -> Self {
+        self.workspace = Some(path.into());
+        self
+    }
+
+    /// Start no kcp at all (physical clusters only).
+    pub fn without_kcp(mut self) -> Self {
+        self.workspace = None;
+        self
+    }
+
+    /// kwok nodes per cluster (default 1; each has 32 cpu, 256Gi memory, 110 pods).
+    pub fn nodes_per_cluster(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Use this directory (created, must be empty or absent) instead of a temp dir; it is kept after drop.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Use binaries from this directory instead of `$TMC_TESTBED_BIN` / `hack/testbed/build.sh --print-bin-dir`.
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Starts kcp and every cluster in parallel and waits until all are ready.
+    pub async fn start(self) -> Result<TestBed> {
+        let started = Instant::now();
+        self.validate()?;
+        let bins = match &self.bin_dir {
+            Some(d) => Binaries::at(d),
+            None => Binaries::locate()?,
+        };
+        let mut needed = vec!["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"];
+        if self.clusters.is_empty() {
+            needed.clear();
+        }
+        if self.workspace.is_some() {
+            needed.push("kcp");
+        }
+        bins.require(&needed)?;
+        let dir = BedDir::new(self.dir.as_deref())?;
+        progress(&format!(
+            "starting bed in {}: kcp {:?}, clusters {:?}",
+            dir.path().display(),
+            self.workspace,
+            self.clusters
+        ));
+        let pki = pki::Pki::generate(&dir.path().join("pki"))?;
+
+        let kcp_fut = async {
+            match &self.workspace {
+                Some(ws) => Kcp::start(&bins, dir.path(), ws).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let clusters_fut = futures::future::join_all(self.clusters.iter().map(|name| {
+            let options = ClusterOptions {
+                name: name.clone(),
+                nodes: self.nodes,
+            };
+            let (bins, pki, dir) = (&bins, &pki, dir.path());
+            async move { PhysicalCluster::start(bins, pki, dir, &options).await }
+        }));
+        let (kcp, clusters) = tokio::join!(kcp_fut, clusters_fut);
+
+        // Keep whatever started so Drop stops it, then report the first failure.
+        let mut bed = TestBed {
+            dir,
+            bins,
+            kcp: None,
+            clusters: BTreeMap::new(),
+            started,
+        };
+        let mut errors = Vec::new();
+        match kcp {
+            Ok(k) => bed.kcp = k,
+            Err(e) => errors.push(e.context("starting kcp")),
+        }
+        for (name, result) in self.clusters.iter().zip(clusters) {
+            match result {
+                Ok(c) => {
+                    bed.clusters.insert(name.clone(), c);
+                }
+                Err(e) => errors.push(e.context(format!("starting cluster {name}"))),
+            }
+        }
+        if let Some(first) = errors.into_iter().next() {
+            bed.dir.keep = true;
+            return Err(first.context(format!("test bed failed; logs kept in {}", bed.dir.path().display())));
+        }
+        progress(&format!("bed ready in {:.1} s", started.elapsed().as_secs_f64()));
+        Ok(bed)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.clusters {
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid || name == KCP || name == "admin" || name == "pki" {
+                bail!("cluster name {name:?} is invalid: use lowercase letters, digits and '-', not kcp/admin/pki");
+            }
+            if !seen.insert(name) {
+                bail!("cluster name {name:?} is given twice");
+            }
+        }
+        if let Some(ws) = &self.workspace {
+            kcp::workspace_levels(ws)?;
+        }
+        if self.workspace.is_none() && self.clusters.is_empty() {
+            bail!("nothing to start: give clusters or a kcp workspace");
+        }
+        Ok(())
+    }
+}
+
+/// The bed directory: a temp dir (removed on drop unless kept) or a given dir.
+#[derive(Debug)]
+struct BedDir {
+    temp: Option<tempfile::TempDir>,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl BedDir {
+    fn new(dir: Option<&Path>) -> Result<Self> {
+        let keep_env = std::env::var(KEEP_ENV).is_ok_and(|v| v == "1");
+        match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating bed dir {}", d.display()))?;
+                let empty = std::fs::read_dir(d)
+                    .with_context(|| format!("reading bed dir {}", d.display()))?
+                    .next()
+                    .is_none();
+                if !empty {
+                    bail!("bed dir {} is not empty; remove it or pick another --dir", d.display());
+                }
+                let path = d.canonicalize().with_context(|| format!("resolving {}", d.display()))?;
+                Ok(Self { temp: None, path, keep: true })
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("tmc-testbed-")
+                    .tempdir()
+                    .context("creating a temp dir for the bed")?;
+                let path = temp.path().to_path_buf();
+                Ok(Self { temp: Some(temp), path, keep: keep_env })
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BedDir {
+    fn drop(&mut self) {
+        if self.keep
+            && let Some(temp) = self.temp.take()
+        {
+            let _ = temp.keep();
+        }
+    }
+}
+
+/// A running test bed. Dropping it stops every process it started.
+#[derive(Debug)]
+pub struct TestBed {
+    // Field order matters: processes are stopped in Drop before the dir goes away.
+    kcp: Option<Kcp>,
+    clusters: BTreeMap<String, PhysicalCluster>,
+    bins: Binaries,
+    dir: BedDir,
+    started: Instant,
+}
+
+impl TestBed {
+    /// A builder with the default workspace `root:tmc` and no clusters.
+    pub fn builder() -> TestBedBuilder {
+        TestBedBuilder::default()
+    }
+
+    /// The bed directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory the binaries come from.
+    pub fn bin_dir(&self) -> &Path {
+        self.bins.dir()
+    }
+
+    /// Keep the bed directory after drop (a temp dir is otherwise removed).
+    pub fn keep_dir(&mut self) {
+        self.dir.keep = true;
+    }
+
+    /// The kcp server, if started.
+    pub fn kcp(&self) -> Result<&Kcp> {
+        self.kcp
+            .as_ref()
+            .ok_or_else(|| anyhow!("this bed runs no kcp (built with without_kcp())"))
+    }
+
+    /// Client for the kcp workspace: base URL `<kcp>/clusters/<workspace>`.
+    pub async fn kcp_client(&self) -> Result<kube::Client> {
+        self.kcp()?.workspace_client().await
+    }
+
+    /// Installs `deployments.apps` (apps/v1) into the kcp workspace; see [`Kcp::install_kube_crds`].
+    pub async fn install_kube_crds(&self) -> Result<()> {
+        self.kcp()?.install_kube_crds().await
+    }
+
+    /// Names of the physical clusters.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.clusters.keys().cloned().collect()
+    }
+
+    /// A physical cluster by name.
+    pub fn cluster(&self, name: &str) -> Result<&PhysicalCluster> {
+        self.clusters.get(name).ok_or_else(|| self.unknown(name))
+    }
+
+    /// Admin client of a physical cluster.
+    pub async fn cluster_client(&self, name: &str) -> Result<kube::Client> {
+        self.cluster(name)?.client().await
+    }
+
+    /// Kubeconfig of a physical cluster, or of kcp for [`KCP`] (`"kcp"`).
+    pub fn kubeconfig_path(&self, name: &str) -> Result<PathBuf> {
+        if name == KCP {
+            return Ok(self.kcp()?.kubeconfig_path().to_path_buf());
+        }
+        Ok(self.cluster(name)?.kubeconfig_path().to_path_buf())
+    }
+
+    /// Stops the cluster's kube-apiserver only (etcd and the rest keep running): it looks unreachable.
+    pub async fn stop_cluster(&mut self, name: &str) -> Result<()> {
+        let cluster = self.clusters.get_mut(name).ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
+        cluster.stop_apiserver().await;
+        Ok(())
+    }
+
+    /// Restarts the cluster's kube-apiserver on the same port and data and waits until it is ready.
+    pub async fn start_cluster(&mut self, name: &str) -> Result<()> {
+        let cluster = self.clusters.get_mut(name).ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
+        cluster.start_apiserver().await
+    }
+
+    /// Every log file of the bed.
+    pub fn logs(&self) -> Vec<PathBuf> {
+        let mut logs: Vec<PathBuf> = self.kcp.iter().map(|k| k.log().to_path_buf()).collect();
+        logs.extend(self.clusters.values().flat_map(PhysicalCluster::logs));
+        logs
+    }
+
+    /// Process ids of every running server (for measuring, e.g. RSS).
+    pub fn pids(&mut self) -> Vec<(String, u32)> {
+        let mut pids = Vec::new();
+        if let Some(kcp) = self.kcp.as_mut() {
+            pids.push(("kcp".to_owned(), kcp.process_mut().pid()));
+        }
+        for c in self.clusters.values_mut() {
+            for p in c.processes_mut() {
+                pids.push((p.spec().name.clone(), p.pid()));
+            }
+        }
+        pids
+    }
+
+    /// How long ago [`TestBedBuilder::start`] began.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops every process now (also done by Drop).
+    pub fn shutdown(&mut self) {
+        let mut procs: Vec<&mut process::Supervised> = Vec::new();
+        for c in self.clusters.values_mut() {
+            procs.extend(c.processes_mut());
+        }
+        if let Some(kcp) = self.kcp.as_mut() {
+            procs.push(kcp.process_mut());
+        }
+        process::stop_all(&mut procs, Duration::from_secs(3));
+    }
+
+    fn unknown(&self, name: &str) -> anyhow::Error {
+        anyhow!("no cluster named {name:?} in this bed (clusters: {:?})", self.cluster_names())
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.keep = true;
+            for log in self.logs() {
+                eprintln!("----- last lines of {} -----\n{}", log.display(), process::tail(&log, 40));
+            }
+            eprintln!("----- test bed dir kept: {} -----", self.dir.path().display());
+        }
+        self.shutdown();
+    }
+}
