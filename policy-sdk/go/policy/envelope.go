@@ -16,7 +16,7 @@ func Handle[Req, Resp any](entry string, input []byte, fn func(Req) (Resp, error
 		}
 	}()
 	var req Req
-	if err := json.Unmarshal(input, &req); err != nil {
+	if err := unmarshal(input, &req); err != nil {
 		return ErrorEnvelope(fmt.Sprintf("%s: input is not a valid %T: %v", entry, req, err))
 	}
 	resp, err := fn(req)
@@ -26,29 +26,39 @@ func Handle[Req, Resp any](entry string, input []byte, fn func(Req) (Resp, error
 	return OkEnvelope(entry, resp)
 }
 
+// unmarshal decodes input into v, calling the reflection-free decoder of the
+// ABI types directly (json.Unmarshal would scan the input once more first).
+func unmarshal(input []byte, v any) error {
+	if u, ok := v.(json.Unmarshaler); ok {
+		return u.UnmarshalJSON(input)
+	}
+	return json.Unmarshal(input, v)
+}
+
+// appender is an ABI output type that encodes itself without reflection.
+type appender interface {
+	appendJSON(dst []byte) []byte
+}
+
 // OkEnvelope encodes {"ok": value}, or an error envelope naming entry if
 // value cannot be encoded.
 func OkEnvelope(entry string, value any) []byte {
-	encoded, err := json.Marshal(value)
-	if err != nil {
-		return ErrorEnvelope(fmt.Sprintf("%s: cannot encode the answer %T: %v", entry, value, err))
+	out := []byte(`{"ok":`)
+	if a, ok := value.(appender); ok {
+		out = a.appendJSON(out)
+	} else {
+		encoded, err := json.Marshal(value)
+		if err != nil {
+			return ErrorEnvelope(fmt.Sprintf("%s: cannot encode the answer %T: %v", entry, value, err))
+		}
+		out = append(out, encoded...)
 	}
-	out := make([]byte, 0, len(encoded)+7)
-	out = append(out, `{"ok":`...)
-	out = append(out, encoded...)
 	return append(out, '}')
 }
 
 // ErrorEnvelope encodes {"error": message}.
 func ErrorEnvelope(message string) []byte {
-	out, err := json.Marshal(struct {
-		Error string `json:"error"`
-	}{message})
-	if err != nil {
-		// A struct holding one string always encodes; keep the envelope valid regardless.
-		return []byte(`{"error":"policy: cannot encode an error message"}`)
-	}
-	return out
+	return append(appendString([]byte(`{"error":`), message), '}')
 }
 
 // DecodeEnvelope splits an answer into its ok value and its error message;

@@ -4,14 +4,13 @@ import "encoding/json"
 
 // This file holds the JSON details that make Go output identical to the
 // Rust types: nil maps and required nil lists encode as {} and [] (the Rust
-// side rejects null there), and empty MapEdits are left out.
+// side rejects null there), and empty MapEdits are left out. Output types
+// encode without reflection (jsonwrite.go); request types, which only tests
+// and test vectors encode, go through encoding/json.
 
-// MarshalJSON encodes a nil map as {}.
+// MarshalJSON encodes the map with sorted keys, and a nil map as {}.
 func (m StringMap) MarshalJSON() ([]byte, error) {
-	if m == nil {
-		return []byte("{}"), nil
-	}
-	return json.Marshal(map[string]string(m))
+	return appendStringMap(nil, m), nil
 }
 
 // MarshalJSON encodes nil Targets as [] and missing Settings as null.
@@ -46,35 +45,32 @@ func (r SettingsRequest) MarshalJSON() ([]byte, error) {
 
 // MarshalJSON encodes nil Targets as [].
 func (d PlacementDecision) MarshalJSON() ([]byte, error) {
-	type plain PlacementDecision
-	if d.Targets == nil {
-		d.Targets = []TargetDecision{}
-	}
-	return json.Marshal(plain(d))
+	return d.appendJSON(nil), nil
 }
 
 // MarshalJSON encodes nil Targets as [].
 func (e PlacementDecisionExpectation) MarshalJSON() ([]byte, error) {
-	type plain PlacementDecisionExpectation
-	if e.Targets == nil {
-		e.Targets = []TargetDecision{}
-	}
-	return json.Marshal(plain(e))
+	return e.appendJSON(nil), nil
 }
 
 // MarshalJSON leaves out empty label and annotation edits.
 func (r TransformResult) MarshalJSON() ([]byte, error) {
-	out := struct {
-		Labels      *MapEdits `json:"labels,omitempty"`
-		Annotations *MapEdits `json:"annotations,omitempty"`
-	}{}
-	if !r.Labels.IsEmpty() {
-		out.Labels = &r.Labels
-	}
-	if !r.Annotations.IsEmpty() {
-		out.Annotations = &r.Annotations
-	}
-	return json.Marshal(out)
+	return r.appendJSON(nil), nil
+}
+
+// MarshalJSON leaves out empty set and remove lists.
+func (e MapEdits) MarshalJSON() ([]byte, error) {
+	return e.appendJSON(nil), nil
+}
+
+// MarshalJSON leaves out an empty message.
+func (v SettingsVerdict) MarshalJSON() ([]byte, error) {
+	return v.appendJSON(nil), nil
+}
+
+// MarshalJSON leaves out nil replicas.
+func (d TargetDecision) MarshalJSON() ([]byte, error) {
+	return d.appendJSON(nil), nil
 }
 
 // IsEmpty reports whether applying the edits changes nothing.

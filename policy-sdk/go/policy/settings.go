@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 )
 
 // SettingsFunc judges a policy's settings. Return a verdict with Valid false
@@ -37,18 +38,41 @@ func acceptNoSettings(req SettingsRequest) (SettingsVerdict, error) {
 }
 
 // SettingsObject decodes settings that must be a JSON object into its fields,
-// keyed by their exact names. Absent or null settings give an empty map.
+// keyed by their exact (case-sensitive) names; a key given twice is an
+// error. Absent or null settings give an empty map.
 func SettingsObject(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	trimmed := bytes.TrimSpace(raw)
+	fields := map[string]json.RawMessage{}
 	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
-		return map[string]json.RawMessage{}, nil
+		return fields, nil
 	}
 	if trimmed[0] != '{' {
 		return nil, fmt.Errorf("settings must be a JSON object, got %s", truncate(trimmed))
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(trimmed, &fields); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	if _, err := dec.Token(); err != nil {
 		return nil, fmt.Errorf("settings are not a valid JSON object: %w", err)
+	}
+	for dec.More() {
+		token, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("settings are not a valid JSON object: %w", err)
+		}
+		key, _ := token.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, fmt.Errorf("settings field %q is not valid JSON: %w", key, err)
+		}
+		if _, seen := fields[key]; seen {
+			return nil, fmt.Errorf("settings field %q is given twice: keep one", key)
+		}
+		fields[key] = value
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("settings are not a valid JSON object: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("settings have data after the object: %s", truncate(trimmed))
 	}
 	return fields, nil
 }

@@ -39,6 +39,16 @@ func TestSettingsObject(t *testing.T) {
 	if _, err := SettingsObject(json.RawMessage(`"x"`)); err == nil || !strings.Contains(err.Error(), "must be a JSON object") {
 		t.Errorf("a string must be refused, got %v", err)
 	}
+	for doc, want := range map[string]string{
+		`{"a":1,"a":2}`: `settings field "a" is given twice`,
+		`{"a":}`:        `settings field "a" is not valid JSON`,
+		`{"a":1} {}`:    `data after the object`,
+		`{"a":1`:        `not a valid JSON object`,
+	} {
+		if _, err := SettingsObject(json.RawMessage(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want one containing %q", doc, err, want)
+		}
+	}
 	if !IsNull(nil) || !IsNull(json.RawMessage(" null")) || IsNull(json.RawMessage("{}")) {
 		t.Error("IsNull is wrong")
 	}
