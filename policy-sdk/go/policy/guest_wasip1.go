@@ -4,7 +4,6 @@ package policy
 
 import (
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"unsafe"
 )
@@ -14,17 +13,6 @@ import (
 // entry point with (ptr, len); the entry point answers ptr<<32 | len of its
 // JSON output. Buffers stay referenced from package variables so the garbage
 // collector keeps them while the host reads or writes them.
-
-// SoftMemoryLimit is the Go heap's soft limit in a policy module. The host
-// caps linear memory (64 MiB by default) and Go's heap goal doubles after
-// each collection, so without a limit a large input overshoots the cap; with
-// it the collector works harder instead. A policy run under another cap can
-// call debug.SetMemoryLimit from its own init, which runs after this one.
-const SoftMemoryLimit = 40 << 20
-
-func init() {
-	debug.SetMemoryLimit(SoftMemoryLimit)
-}
 
 // pinned holds the buffers handed out by tmc_alloc until an entry point consumes them.
 var pinned [][]byte
