@@ -104,6 +104,9 @@ func checkDocument(t *testing.T, doc string) {
 	refErr := json.Unmarshal([]byte(doc), &ref)
 	var got PlacementRequest
 	err := got.UnmarshalJSON([]byte(doc))
+	if tooDeep(err) {
+		return
+	}
 	if (err == nil) != (refErr == nil) {
 		t.Fatalf("%.200s:\n reader error: %v\n encoding/json error: %v", doc, err, refErr)
 	}

@@ -25,8 +25,10 @@ type reader struct {
 	depth int
 }
 
-// maxDepth bounds nesting, as encoding/json does.
-const maxDepth = 10000
+// maxDepth bounds nesting. encoding/json allows 10000, but in wasm each
+// level is a few calls on the engine's stack (wasmtime's default is 512 KiB),
+// so a deeper document would trap instead of being answered with an error.
+const maxDepth = 1000
 
 // decodeError is a decoding failure at a byte offset. The path to the value
 // ("PlacementRequest.targets[0].ready") is prefixed while the error travels
@@ -38,10 +40,15 @@ type decodeError struct {
 }
 
 func (e *decodeError) Error() string {
-	if e.path == "" {
+	const keep = 60 // a path longer than 2*keep shows its ends only
+	path := e.path
+	if len(path) > 2*keep {
+		path = path[:keep] + "..." + path[len(path)-keep:]
+	}
+	if path == "" {
 		return fmt.Sprintf("invalid JSON at byte %d: %s", e.pos, e.msg)
 	}
-	return fmt.Sprintf("invalid JSON at byte %d: %s: %s", e.pos, e.path, e.msg)
+	return fmt.Sprintf("invalid JSON at byte %d: %s: %s", e.pos, path, e.msg)
 }
 
 func (r *reader) errorf(format string, args ...any) error {

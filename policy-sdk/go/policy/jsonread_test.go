@@ -66,7 +66,7 @@ func TestReaderUint32MatchesEncodingJSON(t *testing.T) {
 var syntaxCases = []string{
 	`{}`, `[]`, `null`, `true`, `false`, `{"a":[1,2,{"b":null}],"c":"d"}`, ` [ 1 , -2.5e+3 , "x" ] `,
 	`{"a":1,}`, `[1,]`, `{"a" 1}`, `{a:1}`, `[1 2]`, `nul`, `tru`, `{"a":1}}`, `[`, `{`, `"`, ``, `  `, `{"a":[}`, `[-]`,
-	strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+	strings.Repeat("[", 10001) + strings.Repeat("]", 10001), strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth),
 }
 
 // skip accepts exactly the documents encoding/json accepts.
@@ -83,8 +83,28 @@ func checkSyntax(t *testing.T, doc string) {
 	if err == nil {
 		err = r.end()
 	}
-	if valid := json.Valid([]byte(doc)); valid != (err == nil) {
+	if valid := json.Valid([]byte(doc)); valid != (err == nil) && !tooDeep(err) {
 		t.Errorf("%.60q: json.Valid %v, reader error %v", doc, valid, err)
+	}
+}
+
+// tooDeep tells the one refusal encoding/json does not share: nesting deeper
+// than maxDepth (encoding/json allows 10000).
+func tooDeep(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "nesting deeper than")
+}
+
+func TestReaderDepthLimit(t *testing.T) {
+	doc := `{"settings":` + strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth) + "}"
+	var req SettingsRequest
+	err := req.UnmarshalJSON([]byte(doc))
+	if !tooDeep(err) {
+		t.Fatalf("nesting %d deep: error %v, want the depth limit", maxDepth+1, err)
+	}
+	want := "invalid JSON at byte 1011: SettingsRequest.settings" + strings.Repeat("[0]", 12) + "..." +
+		strings.Repeat("[0]", 20) + ": nesting deeper than 1000"
+	if err.Error() != want {
+		t.Errorf("error\n %s\nwant\n %s", err, want)
 	}
 }
 
