@@ -47,12 +47,14 @@ fi
 step "test bed binaries (hack/testbed/build.sh)"
 ./hack/testbed/build.sh
 
-step "Go SDK and Go policy tests"
-for dir in policy-sdk/go policies/location-affinity-go; do
-  if [ -f "$dir/go.mod" ]; then
-    (cd "$dir" && go test ./...)
-  fi
+step "Go SDK and Go policy: gofmt, go vet, go test, the module in a WASI runtime"
+go_dirs=(policy-sdk/go policies/location-affinity-go)
+unformatted=$(gofmt -l "${go_dirs[@]}")
+[ -z "$unformatted" ] || { echo "gofmt: run 'gofmt -w' on: $unformatted" >&2; exit 1; }
+for dir in "${go_dirs[@]}"; do
+  (cd "$dir" && go vet ./... && go test ./...)
 done
+node --no-warnings policies/location-affinity-go/wasm_check.mjs
 
 step "unit and integration tests (cargo test --workspace)"
 cargo test --workspace --no-fail-fast
