@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# Starts the test bed (kcp + the physical clusters, real API servers) for the demo and lays out the state
+# directory the brief's commands expect. Needs common.sh, TMC_TESTBED, BIN_DIR.
+
+BED_CLUSTERS=(kcp-west kcp-east)
+BED_WORKSPACE="root:tmc"
+BED_READY_TIMEOUT="${TMC_DEMO_BED_TIMEOUT:-600}"
+
+# start_bed STATE: runs `tmc-testbed up` in the background (own session, logs in STATE/testbed.log), waits for
+# its READY line, then writes STATE/admin.kubeconfig and the links.
+start_bed() {
+  local state="$1" log="$1/testbed.log" pid clusters
+  clusters="$(IFS=,; echo "${BED_CLUSTERS[*]}")"
+  info "tmc-testbed up --dir ${state}/bed --clusters ${clusters} --workspace ${BED_WORKSPACE} --install-kube-crds"
+  TMC_TESTBED_BIN="${BIN_DIR}" setsid "${TMC_TESTBED}" up --dir "${state}/bed" --clusters "${clusters}" \
+    --workspace "${BED_WORKSPACE}" --context-prefix kind- --install-kube-crds </dev/null >"${log}" 2>&1 &
+  pid=$!
+  record_pid "${state}" tmc-testbed "${pid}"
+  local deadline=$((SECONDS + BED_READY_TIMEOUT)) shown=0 lines
+  while ! grep -q '^READY ' "${log}" 2>/dev/null; do
+    if ! pid_alive "${pid}"; then
+      tail -n 30 "${log}" >&2
+      die "tmc-testbed exited before it was ready (log: ${log}; component logs under ${state}/bed/)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "${log}" >&2
+      die "the test bed was not ready within ${BED_READY_TIMEOUT}s (log: ${log}; kcp: ${state}/bed/kcp.log)"
+    fi
+    # Progress: the bed's own timestamped lines as they come.
+    lines="$(wc -l <"${log}")"
+    if ((lines > shown)); then
+      sed -n "$((shown + 1)),${lines}p" "${log}" | sed 's/^/    /'
+      shown="${lines}"
+    fi
+    sleep 1
+  done
+  ok "$(grep '^READY ' "${log}")"
+  layout_state "${state}"
+}
+
+# layout_state STATE: admin.kubeconfig = the workspace (current context) + kind-<cluster> contexts, and links
+# so that /tmp/kcp-demo-*/kcp.log and /tmp/kcp-demo-*/<cluster>.kubeconfig exist as the brief says.
+layout_state() {
+  local state="$1" bed="$1/bed" c
+  [[ -f "${bed}/admin.kubeconfig" ]] || die "the bed wrote no ${bed}/admin.kubeconfig"
+  [[ -f "${bed}/kubeconfig" ]] || die "the bed wrote no ${bed}/kubeconfig (the merged kind-* contexts)"
+  KUBECONFIG="${bed}/admin.kubeconfig:${bed}/kubeconfig" kubectl config view --flatten >"${state}/admin.kubeconfig" ||
+    die "merging ${bed}/admin.kubeconfig and ${bed}/kubeconfig failed"
+  KUBECONFIG="${state}/admin.kubeconfig" kubectl config use-context "${BED_WORKSPACE}" >/dev/null ||
+    die "no context ${BED_WORKSPACE} in ${bed}/admin.kubeconfig"
+  ln -sf bed/kcp.log "${state}/kcp.log"
+  for c in "${BED_CLUSTERS[@]}"; do
+    ln -sf "bed/${c}.kubeconfig" "${state}/${c}.kubeconfig"
+    ln -sfn "bed/${c}" "${state}/${c}"
+    KUBECONFIG="${state}/admin.kubeconfig" kubectl config get-contexts "kind-${c}" >/dev/null 2>&1 ||
+      die "admin.kubeconfig lacks context kind-${c} (the bed's ${bed}/kubeconfig should hold it)"
+  done
+  ok "${state}/admin.kubeconfig: current context ${BED_WORKSPACE}, plus kind-kcp-west and kind-kcp-east"
+}

@@ -1,0 +1,175 @@
+# shellcheck shell=bash
+# Shared by tmc-virtual-cluster-demo.sh and tmc-syncer-helper.sh: output, bounded waits, the demo's state
+# directory (/tmp/kcp-demo-<id>/) and the processes recorded in it.
+#
+# State directory layout (written by the demo):
+#   admin.kubeconfig      kcp workspace (current context) + kind-kcp-west / kind-kcp-east contexts
+#   kcp.log               kcp's log (link into bed/)
+#   kcp-west.kubeconfig   per-cluster kubeconfigs (links into bed/), kcp-west/ kcp-east/ component logs
+#   bed/                  the test bed's own directory (tmc-testbed up --dir)
+#   tmc.toml              tmcd's configuration;  tmcd.log, tmc-syncer-kcp-east.log, testbed.log
+#   policies/             tmcd's hot-reloaded policy directory
+#   pids                  "<name> <pid>" per process the demo started (stop order: last first)
+#   admin.url             http://127.0.0.1:<port> of tmcd's admin server
+#   env                   TMC_DEMO_BIN_DIR (test bed binaries), TMC_DEMO_TMCD (tmcd binary)
+
+TMC_DEMO_STATE_GLOB="${TMC_DEMO_STATE_GLOB:-/tmp/kcp-demo-*}"
+
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
+  C_BOLD=$'\e[1m'; C_DIM=$'\e[2m'; C_RED=$'\e[31m'; C_GREEN=$'\e[32m'; C_YELLOW=$'\e[33m'; C_BLUE=$'\e[34m'; C_OFF=$'\e[0m'
+else
+  C_BOLD=""; C_DIM=""; C_RED=""; C_GREEN=""; C_YELLOW=""; C_BLUE=""; C_OFF=""
+fi
+
+# Step banner: step N "title" "what it does".
+step() {
+  echo
+  echo "${C_BOLD}${C_BLUE}=== Step $1: $2 ===${C_OFF}"
+  [[ -n "${3:-}" ]] && echo "${C_DIM}$3${C_OFF}"
+  return 0
+}
+info() { echo "${C_BLUE}-->${C_OFF} $*"; }
+ok() { echo "${C_GREEN} ok${C_OFF} $*"; }
+warn() { echo "${C_YELLOW}WARNING:${C_OFF} $*" >&2; }
+die() {
+  echo "${C_RED}${C_BOLD}FAILED:${C_OFF} $*" >&2
+  exit 1
+}
+# Shows a command, then runs it (evidence for the audience).
+show() {
+  echo "${C_DIM}\$ $*${C_OFF}"
+  "$@"
+}
+
+# wait_until TIMEOUT_S "what is expected" "where to look" CMD...: polls CMD every 2 s until it succeeds.
+# On timeout: exits with the expectation, CMD's last output and the log paths.
+wait_until() {
+  local timeout="$1" what="$2" where="$3"
+  shift 3
+  local deadline=$((SECONDS + timeout)) last=""
+  while true; do
+    if last="$("$@" 2>&1)"; then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      die "expected ${what} within ${timeout}s, but it did not happen.
+  last check ($*): ${last:-<no output>}
+  look at: ${where}"
+    fi
+    sleep 2
+  done
+}
+
+# A free TCP port on 127.0.0.1 (nothing answers a connection to it).
+free_port() {
+  local port
+  for port in $(seq "${1:-19470}" "$((${1:-19470} + 200))"); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
+      echo "${port}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# --- processes recorded in STATE/pids -------------------------------------------------------------
+
+# record_pid STATE NAME PID
+record_pid() { echo "$2 $3" >>"$1/pids"; }
+
+# True when PID is alive and not a zombie.
+pid_alive() {
+  [[ -n "$1" && -d "/proc/$1" ]] || return 1
+  local state
+  state="$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null)"
+  [[ -n "${state}" && "${state}" != Z ]]
+}
+
+# Live "<name> <pid>" lines of STATE/pids, in recording order.
+live_pids() {
+  local name pid
+  [[ -f "$1/pids" ]] || return 0
+  while read -r name pid; do
+    pid_alive "${pid}" && echo "${name} ${pid}"
+  done <"$1/pids"
+  return 0
+}
+
+# PIDs of processes whose command line names STATE/bed/ (the test bed's kcp, etcd, apiservers, kwok).
+pids_mentioning() {
+  local dir="$1/bed" p
+  for p in /proc/[0-9]*; do
+    [[ "${p#/proc/}" == "$$" ]] && continue
+    if tr '\0' ' ' <"${p}/cmdline" 2>/dev/null | grep -qF -- "${dir}/"; then
+      pid_alive "${p#/proc/}" && echo "${p#/proc/}"
+    fi
+  done
+  return 0
+}
+
+# stop_pid NAME PID: SIGTERM, wait up to 30 s, then SIGKILL.
+stop_pid() {
+  local name="$1" pid="$2" i
+  pid_alive "${pid}" || return 0
+  kill -TERM "${pid}" 2>/dev/null || true
+  for i in $(seq 1 60); do
+    pid_alive "${pid}" || { echo "stopped ${name} (pid ${pid})"; return 0; }
+    sleep 0.5
+  done
+  warn "${name} (pid ${pid}) ignored SIGTERM for 30 s; sending SIGKILL"
+  kill -KILL "${pid}" 2>/dev/null || true
+  sleep 1
+}
+
+# stop_state STATE: stops every recorded process, last started first, then any leftover process whose
+# command line names STATE (the bed kills its children itself; this is the safety net).
+stop_state() {
+  local dir="$1" lines=() i name pid
+  mapfile -t lines < <(live_pids "${dir}")
+  for ((i = ${#lines[@]} - 1; i >= 0; i--)); do
+    read -r name pid <<<"${lines[i]}"
+    stop_pid "${name}" "${pid}"
+  done
+  for pid in $(pids_mentioning "${dir}"); do
+    stop_pid "leftover process" "${pid}"
+  done
+  rm -f "${dir}/running"
+}
+
+# --- finding a demo ---------------------------------------------------------------------------------
+
+# The state dir of the running demo: $TMC_DEMO_DIR, else the newest /tmp/kcp-demo-* whose tmcd is alive,
+# else the newest one at all (for logs of a stopped demo). Fails when there is none.
+find_state_dir() {
+  if [[ -n "${TMC_DEMO_DIR:-}" ]]; then
+    [[ -d "${TMC_DEMO_DIR}" ]] || die "TMC_DEMO_DIR=${TMC_DEMO_DIR} is not a directory"
+    echo "${TMC_DEMO_DIR}"
+    return 0
+  fi
+  local d newest_alive="" newest=""
+  # shellcheck disable=SC2086
+  for d in $(ls -1dt ${TMC_DEMO_STATE_GLOB} 2>/dev/null); do
+    [[ -d "$d" ]] || continue
+    [[ -z "${newest}" ]] && newest="$d"
+    if [[ -z "${newest_alive}" ]] && live_pids "$d" | grep -q '^tmcd '; then
+      newest_alive="$d"
+    fi
+  done
+  if [[ -n "${newest_alive}" ]]; then
+    echo "${newest_alive}"
+  elif [[ -n "${newest}" ]]; then
+    echo "${newest}"
+  else
+    die "no demo state found under ${TMC_DEMO_STATE_GLOB} (start one: ./tmc-virtual-cluster-demo.sh --skip-cleanup)"
+  fi
+}
+
+# Every /tmp/kcp-demo-* directory.
+all_state_dirs() {
+  local d
+  # shellcheck disable=SC2086
+  for d in ${TMC_DEMO_STATE_GLOB}; do
+    [[ -d "$d" ]] && echo "$d"
+  done
+  return 0
+}

@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# tmc-virtual-cluster-demo.sh: the Transparent Multi-Cluster demo. Workloads are deployed TO one kcp
+# workspace (the virtual cluster); tmcd places them on two physical clusters with WebAssembly policies and
+# syncers copy them there. Walkthrough: docs/demo.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=demo/lib/common.sh
+source "${ROOT}/demo/lib/common.sh"
+# shellcheck source=demo/lib/build.sh
+source "${ROOT}/demo/lib/build.sh"
+# shellcheck source=demo/lib/bed.sh
+source "${ROOT}/demo/lib/bed.sh"
+# shellcheck source=demo/lib/observe.sh
+source "${ROOT}/demo/lib/observe.sh"
+# shellcheck source=demo/lib/daemon.sh
+source "${ROOT}/demo/lib/daemon.sh"
+
+usage() {
+  cat <<'USAGE'
+Usage: ./tmc-virtual-cluster-demo.sh [options]
+
+Runs the TMC virtual cluster demo: two physical clusters (kcp-west in us-west-1, kcp-east in us-east-1),
+a kcp workspace acting as the virtual cluster, tmcd with its placement policies and syncers, a workload
+deployed TO the virtual cluster, its propagation, a policy hot reload and a placement change.
+Each step shows its evidence and checks it; the script exits non-zero naming the failed expectation.
+
+Options:
+  --force-recreate   stop any running demo and delete old /tmp/kcp-demo-* state first
+  --debug            trace the script (set -x) and run tmcd and the syncer with RUST_LOG=debug
+  --skip-cleanup     leave everything running at the end and print how to explore it and how to stop it
+  --non-interactive  no "press Enter" pauses (also: TMC_DEMO_NONINTERACTIVE=1, CI set, or stdin not a TTY)
+  --rebuild          rebuild tmcd, tmc-syncer, tmc-testbed and the policies even when they exist
+  --help             this text
+
+Environment:
+  TMC_DEMO_EAST_MODE   pull (default: kcp-east gets a tmc-syncer agent, falling back to push if it fails) or push
+  TMC_DEMO_BED_TIMEOUT seconds to wait for the test bed (default 600)
+  TMC_DEMO_TIMEOUT     seconds to wait for each expectation (default 120)
+
+State: /tmp/kcp-demo-<id>/ (admin.kubeconfig, kcp.log, <cluster>.kubeconfig, tmcd.log, pids, ...).
+Afterwards: ./tmc-syncer-helper.sh status | logs --cluster NAME | sync-workload --cluster NAME | verify | stop
+USAGE
+}
+
+FORCE_RECREATE=0
+DEBUG=0
+SKIP_CLEANUP=0
+REBUILD=0
+NONINTERACTIVE="${TMC_DEMO_NONINTERACTIVE:-0}"
+[[ -n "${CI:-}" ]] && NONINTERACTIVE=1
+[[ -t 0 ]] || NONINTERACTIVE=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --force-recreate) FORCE_RECREATE=1 ;;
+    --debug) DEBUG=1 ;;
+    --skip-cleanup) SKIP_CLEANUP=1 ;;
+    --non-interactive) NONINTERACTIVE=1 ;;
+    --rebuild) REBUILD=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option: $1 (see ./tmc-virtual-cluster-demo.sh --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ "${DEBUG}" == 1 ]] && set -x
+TIMEOUT="${TMC_DEMO_TIMEOUT:-120}"
+EAST_MODE="${TMC_DEMO_EAST_MODE:-pull}"
+[[ "${EAST_MODE}" == pull || "${EAST_MODE}" == push ]] || die "TMC_DEMO_EAST_MODE must be pull or push, not ${EAST_MODE}"
+export RUST_LOG="${RUST_LOG:-$([[ "${DEBUG}" == 1 ]] && echo debug || echo info)}"
+
+pause() {
+  [[ "${NONINTERACTIVE}" == 1 ]] && return 0
+  read -r -p "${C_DIM}Press Enter to continue...${C_OFF}" _ || true
+}
+
+# --- before the steps: old demos, builds, state dir -----------------------------------------------------
+
+running_demos() {
+  local d
+  for d in $(all_state_dirs); do
+    [[ -n "$(live_pids "$d")" ]] && echo "$d"
+  done
+  return 0
+}
+
+if [[ "${FORCE_RECREATE}" == 1 ]]; then
+  for d in $(all_state_dirs); do
+    info "stopping the demo in ${d} and removing it (--force-recreate)"
+    stop_state "${d}"
+    rm -rf "${d}"
+  done
+else
+  running="$(running_demos)"
+  [[ -z "${running}" ]] || die "a demo is already running in ${running}
+  explore it (export KUBECONFIG=${running%%$'\n'*}/admin.kubeconfig), stop it with ./tmc-syncer-helper.sh stop,
+  or start afresh with ./tmc-virtual-cluster-demo.sh --force-recreate"
+fi
+
+echo "${C_BOLD}TMC virtual cluster demo${C_OFF}: preparing binaries"
+build_testbed_binaries
+export PATH="${BIN_DIR}:${PATH}"
+build_tmc_binaries "${REBUILD}"
+build_policies "${REBUILD}" location-affinity active-passive
+
+STATE="$(mktemp -d /tmp/kcp-demo-XXXXXX)"
+chmod 755 "${STATE}"
+touch "${STATE}/pids" "${STATE}/running"
+printf 'TMC_DEMO_BIN_DIR=%q\nTMC_DEMO_TMCD=%q\n' "${BIN_DIR}" "${TMCD}" >"${STATE}/env"
+export KUBECONFIG="${STATE}/admin.kubeconfig"
+info "state directory: ${STATE}"
+
+cleanup() {
+  local rc=$?
+  set +x
+  if [[ "${SKIP_CLEANUP}" == 1 && ${rc} -eq 0 ]]; then
+    return 0
+  fi
+  if [[ "${SKIP_CLEANUP}" == 1 ]]; then
+    echo "the demo failed; --skip-cleanup: leaving its processes running for inspection (stop: ./tmc-syncer-helper.sh stop)" >&2
+    return 0
+  fi
+  echo
+  info "cleaning up: stopping every process the demo started (state and logs stay in ${STATE})"
+  stop_state "${STATE}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- the steps ----------------------------------------------------------------------------------------------
+
+step 1 "Physical clusters kcp-west and kcp-east, and kcp" \
+  "Real API servers instead of Kind: each physical cluster is etcd + kube-apiserver + kube-controller-manager +
+kube-scheduler + kwok (fake nodes that run pods); kcp is the control plane of the virtual cluster."
+start_bed "${STATE}"
+for c in kcp-west kcp-east; do
+  show kubectl --context "kind-${c}" get nodes
+done
+pause
+
+step 2 "The TMC virtual cluster: kcp workspace ${BED_WORKSPACE}, with core Kubernetes and TMC CRDs" \
+  "Users deploy to this one workspace. kcp serves namespaces and configmaps itself; deployments (installed by
+the bed), services and pods come from CRDs; the TMC APIs are SyncTarget and ClusterWorkloadPlacement."
+show kubectl --context root get workspaces
+show kubectl apply -f "${ROOT}/demo/crds/services.yaml" -f "${ROOT}/demo/crds/pods.yaml"
+show kubectl apply -f "${ROOT}/config/crds/"
+show kubectl wait --for condition=Established --timeout=60s crd/services.core crd/pods.core \
+  crd/synctargets.workload.kcp.io crd/clusterworkloadplacements.workload.kcp.io crd/deployments.apps
+wait_until 60 "the workspace to serve deployments, services, pods and the TMC APIs" "${STATE}/kcp.log" \
+  kubectl get deployments,services,pods,synctargets,clusterworkloadplacements -A
+show kubectl api-resources --api-group=workload.kcp.io
+pause
+
+step 3 "SyncTarget registration" \
+  "tmcd starts with ${STATE}/tmc.toml: it registers kcp-west (us-west-1, push mode) and kcp-east (us-east-1,
+${EAST_MODE} mode) as SyncTargets, loads the policy modules of ${STATE}/policies/ and serves its admin API."
+mkdir -p "${STATE}/policies"
+install_policy "${POLICY_SRC}/location-affinity.wasm" "${STATE}/policies/demo-placement.wasm"
+if [[ "${EAST_MODE}" == pull ]] && ! "${TMC_SYNCER}" --version >/dev/null 2>&1; then
+  warn "${TMC_SYNCER} does not run; kcp-east uses push mode too"
+  EAST_MODE=push
+fi
+start_tmcd "${STATE}" "${EAST_MODE}"
+wait_until "${TIMEOUT}" "SyncTargets kcp-west and kcp-east in the workspace" "${STATE}/tmcd.log" \
+  kubectl get synctarget kcp-west kcp-east
+show kubectl get synctargets -o wide --show-labels
+pause
+
+step 4 "Syncers" \
+  "kcp-west's syncer runs inside tmcd (push mode). kcp-east's $([[ "${EAST_MODE}" == pull ]] &&
+    echo "runs as a separate tmc-syncer agent beside its cluster (pull mode): it reads tmcd's decisions from the
+workspace and applies them" || echo "runs inside tmcd as well (push mode)"). Both heartbeat into their SyncTarget.
+The ClusterWorkloadPlacement 'demo' names the policy slot demo-placement (location-affinity for now)."
+if [[ "${EAST_MODE}" == pull ]]; then
+  start_pull_syncer "${STATE}" kcp-east
+  if ! wait_ready kcp-east 60; then
+    warn "the pull-mode syncer did not make kcp-east Ready within 60s (log: ${STATE}/tmc-syncer-kcp-east.log);
+  falling back to push mode for kcp-east: restarting tmcd"
+    stop_named "${STATE}" tmc-syncer-kcp-east
+    stop_named "${STATE}" tmcd
+    EAST_MODE=push
+    start_tmcd "${STATE}" push
+  fi
+fi
+for c in kcp-west kcp-east; do
+  wait_until "${TIMEOUT}" "SyncTarget ${c} to be Ready (its syncer heartbeats)" \
+    "${STATE}/tmcd.log, ${STATE}/tmc-syncer-kcp-east.log" expect_ready "${c}"
+done
+ok "both SyncTargets are Ready (kcp-west: push, kcp-east: ${EAST_MODE})"
+show kubectl get synctargets -o wide
+show kubectl apply -f "${ROOT}/demo/manifests/placement.yaml"
+show "${TMCD}" status --admin "$(cat "${STATE}/admin.url")"
+pause
+
+step 5 "Workloads deployed TO the virtual cluster" \
+  "Namespace demo-app with a Deployment (4 replicas), a Service and a ConfigMap, applied to the workspace only.
+No physical cluster is addressed."
+show kubectl apply -f "${ROOT}/demo/manifests/namespace.yaml" -f "${ROOT}/demo/manifests/workload.yaml"
+show kubectl get deployments,services,configmaps,pods -n demo-app --show-labels
+pause
+
+step 6 "Propagation to the physical clusters" \
+  "location-affinity selects both ready regions and splits the 4 replicas evenly (us-west-1 preferred first).
+The copies carry the TMC lifecycle labels and annotations."
+for c in kcp-west kcp-east; do
+  wait_until "${TIMEOUT}" "the Deployment, Service and ConfigMap on kind-${c}" "${STATE}/tmcd.log" expect_copies "${c}"
+done
+wait_until "${TIMEOUT}" "4 replicas split over both clusters (location-affinity)" "${STATE}/tmcd.log" \
+  expect_split_over_both 4
+for c in kcp-west kcp-east; do
+  wait_until 30 "the TMC labels on kind-${c}'s copy" "${STATE}/tmcd.log" expect_tmc_labels "${c}"
+  ok "$(expect_tmc_labels "${c}")"
+done
+show_distribution
+for c in kcp-west kcp-east; do show_cluster "${c}"; done
+show kubectl --context kind-kcp-west -n demo-app get deployment web -o \
+  jsonpath='{"labels: "}{.metadata.labels}{"\nannotations: "}{.metadata.annotations}{"\n"}'
+show kubectl get clusterworkloadplacement demo -o wide
+pause
+
+step 7 "Dynamic placement: hot reload of the policy, then a placement change" \
+  "(a) The policy file demo-placement.wasm is replaced, atomically, by active-passive while tmcd runs: all
+replicas gather in the most preferred region (us-west-1), without a restart and without editing the placement.
+(b) The placement's preferences are changed to us-east-1 first: the workload moves to kcp-east."
+tmcd_pid_before="$(pid_of "${STATE}" tmcd)"
+gen_before="$(policy_generation "${STATE}")" || die "cannot read the policy generation from tmcd: ${gen_before}"
+info "tmcd pid ${tmcd_pid_before}, policy generation ${gen_before}"
+show install_policy "${POLICY_SRC}/active-passive.wasm" "${STATE}/policies/demo-placement.wasm"
+wait_until "${TIMEOUT}" "tmcd to load the new module (policy generation above ${gen_before})" "${STATE}/tmcd.log" \
+  expect_generation_above "${STATE}" "${gen_before}"
+wait_until "${TIMEOUT}" "all 4 replicas on kcp-west and no copy left on kcp-east (active-passive)" \
+  "${STATE}/tmcd.log" expect_distribution 4 absent
+wait_until "${TIMEOUT}" "the Service and ConfigMap copies gone from kind-kcp-east" "${STATE}/tmcd.log" \
+  expect_no_copies kcp-east
+[[ "$(pid_of "${STATE}" tmcd)" == "${tmcd_pid_before}" ]] || die "tmcd restarted during the hot reload (pid changed)"
+ok "hot reload: same tmcd (pid ${tmcd_pid_before}), policy generation $(policy_generation "${STATE}") (was ${gen_before})"
+show_distribution
+show "${TMCD}" status --admin "$(cat "${STATE}/admin.url")"
+pause
+
+show kubectl patch clusterworkloadplacement demo --type merge -p \
+  '{"spec":{"locationPreferences":[{"matchLabels":{"topology.kubernetes.io/region":"us-east-1"}},{"matchLabels":{"topology.kubernetes.io/region":"us-west-1"}}]}}'
+wait_until "${TIMEOUT}" "all 4 replicas moved to kcp-east and no copy left on kcp-west" "${STATE}/tmcd.log" \
+  expect_distribution absent 4
+wait_until "${TIMEOUT}" "the Service and ConfigMap copies on kind-kcp-east" "${STATE}/tmcd.log" expect_copies kcp-east
+wait_until "${TIMEOUT}" "the Service and ConfigMap copies gone from kind-kcp-west" "${STATE}/tmcd.log" \
+  expect_no_copies kcp-west
+show_distribution
+show_cluster kcp-east
+ok "placement change: the workload moved from kcp-west to kcp-east"
+
+echo
+echo "${C_BOLD}${C_GREEN}Demo complete: every step's expectation held.${C_OFF}"
+if [[ "${SKIP_CLEANUP}" == 1 ]]; then
+  cat <<EXPLORE
+
+Everything keeps running (--skip-cleanup). Explore:
+
+  export KUBECONFIG=${STATE}/admin.kubeconfig
+  kubectl get deployments,services,pods -n demo-app
+  kubectl get synctargets -o wide
+  kubectl get clusterworkloadplacements -o yaml
+  kubectl --context kind-kcp-west get all -n demo-app --show-labels
+  kubectl --context kind-kcp-east get all -n demo-app --show-labels
+  ./tmc-syncer-helper.sh status
+  ./tmc-syncer-helper.sh logs --cluster kcp-west
+  tail -f ${STATE}/kcp.log ${STATE}/tmcd.log
+
+  (kubectl: ${BIN_DIR}/kubectl; put it first on PATH: export PATH=${BIN_DIR}:\$PATH)
+
+Stop everything:  ./tmc-syncer-helper.sh stop
+EXPLORE
+fi
