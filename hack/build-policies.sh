@@ -17,7 +17,7 @@ done
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-rust_policies=(location-affinity replica-spread label-stamper)
+rust_policies=(location-affinity replica-spread label-stamper active-passive)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   echo "==> adding the wasm32-wasip1 target"
@@ -38,12 +38,8 @@ done
 
 go_build="$root/policies/location-affinity-go/build.sh"
 if [[ -f "$go_build" ]]; then
-  echo "==> $go_build"
-  bash "$go_build"
-  go_wasm="$root/target/policies/location-affinity-go.wasm"
-  if [[ -f "$go_wasm" && "$out" != "$root/target/policies" ]]; then
-    cp "$go_wasm" "$out/"
-  fi
+  echo "==> $go_build $out"
+  bash "$go_build" "$out"
 else
   echo "==> skipping the Go policy ($go_build not found)"
 fi

@@ -77,8 +77,9 @@ impl HostMonotonicClock for FrozenMonotonicClock {
     fn resolution(&self) -> u64 {
         1
     }
+    /// A fixed non-zero reading: the Go runtime aborts on a monotonic clock of 0.
     fn now(&self) -> u64 {
-        0
+        1_000_000_000
     }
 }
 
