@@ -5,4 +5,19 @@
 //! transformation policies, records the decision on the upstream object (see
 //! `tmc_syncer::decision`) and brings the copies' status back.
 
+pub mod admin;
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod crds;
+pub mod daemon;
+pub mod kubeconn;
+pub mod leader;
+pub mod logging;
+pub mod placement;
+pub mod policy;
+pub mod state;
+pub mod syncers;
+pub mod synctargets;
+
+pub use daemon::Daemon;

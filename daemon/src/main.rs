@@ -1,1 +1,36 @@
-fn main() {}
+//! `tmcd`: see `tmcd --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tmc_daemon::cli::{Cli, Command};
+use tmc_daemon::{commands, config};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Crds { split }) => commands::crds(split.as_deref()),
+        Some(Command::CheckConfig) => config::load(&cli.config)
+            .map(|c| {
+                println!(
+                    "{}: ok ({} clusters, {} resources)",
+                    cli.config.display(),
+                    c.clusters.len(),
+                    c.sync.resources.len()
+                )
+            })
+            .map_err(Into::into),
+        Some(Command::Status { admin, json }) => commands::status(&admin, json).await,
+        Some(Command::Syncer(cmd)) => commands::syncer(cmd).await,
+        Some(Command::Verify) => commands::verify(&cli.config).await,
+        Some(Command::Run) | None => commands::run(&cli.config, cli.log_format).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tmcd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

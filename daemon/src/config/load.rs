@@ -9,7 +9,9 @@ use super::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: cannot read the configuration file: {source} (fix: pass an existing file with --config)")]
+    #[error(
+        "{path}: cannot read the configuration file: {source} (fix: pass an existing file with --config)"
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -63,7 +65,11 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -102,7 +108,9 @@ mod tests {
 
     #[test]
     fn duplicate_cluster_points_at_second() {
-        let e = err("[[clusters]]\nname = \"west\"\nmode = \"pull\"\n\n[[clusters]]\nname = \"west\"\nmode = \"pull\"\n");
+        let e = err(
+            "[[clusters]]\nname = \"west\"\nmode = \"pull\"\n\n[[clusters]]\nname = \"west\"\nmode = \"pull\"\n",
+        );
         assert!(e.starts_with("tmc.toml:6:8: "), "{e}");
         assert!(e.contains("duplicate cluster name \"west\""), "{e}");
     }

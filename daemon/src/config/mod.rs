@@ -103,7 +103,7 @@ pub struct Sync {
     /// `same` (downstream namespace = upstream namespace) or `prefixed`.
     #[serde(default)]
     pub namespace_mapping: NamespaceMapping,
-    /// Prefix of downstream namespaces when `namespace_mapping = "prefixed"`.
+    /// Downstream namespaces are `<prefix>-<namespace>` when `namespace_mapping = "prefixed"`.
     #[serde(default = "default_namespace_prefix")]
     pub namespace_prefix: Spanned<String>,
     /// How often syncers heartbeat their SyncTarget.
@@ -142,7 +142,7 @@ pub enum NamespaceMapping {
     /// The same name.
     #[default]
     Same,
-    /// `namespace_prefix` + the upstream name.
+    /// `<namespace_prefix>-<upstream name>`.
     Prefixed,
 }
 
@@ -185,7 +185,9 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: default_admin_address() }
+        Self {
+            address: default_admin_address(),
+        }
     }
 }
 
@@ -232,7 +234,11 @@ impl Default for LeaderElection {
 impl Config {
     /// `path` resolved against the directory of the configuration file.
     pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 
     /// The `workload.kcp.io/synced-from` label value.
@@ -261,10 +267,18 @@ impl Config {
 pub fn sanitize_label_value(text: &str) -> String {
     let mapped: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
-    mapped.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    mapped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 fn default_resources() -> Vec<Spanned<String>> {
@@ -274,7 +288,7 @@ fn default_resources() -> Vec<Spanned<String>> {
         .collect()
 }
 fn default_namespace_prefix() -> Spanned<String> {
-    Spanned::new(0..0, "tmc-".to_string())
+    Spanned::new(0..0, "tmc".to_string())
 }
 fn default_heartbeat_interval() -> u32 {
     10

@@ -24,7 +24,9 @@ pub fn check(config: &Config) -> Result<(), Failure> {
         if !seen.insert(name.clone()) {
             return Err((
                 cluster.name.span(),
-                format!("duplicate cluster name {name:?} (fix: give each [[clusters]] entry its own name)"),
+                format!(
+                    "duplicate cluster name {name:?} (fix: give each [[clusters]] entry its own name)"
+                ),
             ));
         }
         match &cluster.kubeconfig {
@@ -65,19 +67,32 @@ pub fn check(config: &Config) -> Result<(), Failure> {
     }
     if let Some(ws) = &config.control_plane.workspace {
         let valid = !ws.get_ref().is_empty()
-            && ws.get_ref().split(':').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            && ws.get_ref().split(':').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
         if !valid {
             return Err((
                 ws.span(),
-                format!("workspace path {:?} is not valid (fix: use a path such as \"root:tmc\")", ws.get_ref()),
+                format!(
+                    "workspace path {:?} is not valid (fix: use a path such as \"root:tmc\")",
+                    ws.get_ref()
+                ),
             ));
         }
     }
     for resource in &config.sync.resources {
         let text = resource.get_ref();
         let (plural, group) = text.split_once('.').unwrap_or((text.as_str(), ""));
-        let plural_ok = !plural.is_empty() && plural.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        let group_ok = group.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+        let plural_ok = !plural.is_empty()
+            && plural
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let group_ok = group
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
         if !plural_ok || !group_ok {
             return Err((
                 resource.span(),
@@ -88,13 +103,18 @@ pub fn check(config: &Config) -> Result<(), Failure> {
         }
     }
     if config.sync.heartbeat_interval_seconds == 0 {
-        return Err((0..0, "sync.heartbeat_interval_seconds must be at least 1 (fix: e.g. 10)".to_string()));
+        return Err((
+            0..0,
+            "sync.heartbeat_interval_seconds must be at least 1 (fix: e.g. 10)".to_string(),
+        ));
     }
     let prefix = config.sync.namespace_prefix.get_ref();
-    if !prefix.is_empty() && !is_dns_label(prefix.trim_end_matches('-')) {
+    if !is_dns_label(prefix) {
         return Err((
             config.sync.namespace_prefix.span(),
-            format!("namespace_prefix {prefix:?} must be lowercase letters, digits and '-' (fix: e.g. \"tmc-\")"),
+            format!(
+                "namespace_prefix {prefix:?} must be a DNS label (fix: e.g. \"tmc\"; namespaces become tmc-<namespace>)"
+            ),
         ));
     }
     if !is_dns_label(config.leader_election.lease_name.get_ref()) {
@@ -121,7 +141,9 @@ pub fn is_dns_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }

@@ -1,0 +1,104 @@
+//! The `tmcd` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+/// tmcd: transparent multi-cluster for Kubernetes.
+///
+/// Deploy workloads to ONE kcp workspace; tmcd places them on physical
+/// clusters with WebAssembly policies, syncs the copies and brings status back.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tmcd",
+    version,
+    after_help = "Examples:\n  \
+        tmcd --config tmc.toml                   run the daemon (same as `tmcd run`)\n  \
+        tmcd check-config --config tmc.toml      check a configuration file and exit\n  \
+        tmcd crds > crds.yaml                    print the CRDs (kubectl apply -f crds.yaml)\n  \
+        tmcd status                              targets, policies and placements of a running tmcd\n  \
+        tmcd syncer logs --cluster west          recent log lines of west's syncer\n  \
+        tmcd syncer resync --cluster west        re-queue every workload placed on west\n  \
+        tmcd verify --config tmc.toml            check connectivity to the control plane and each cluster\n\n\
+        Logs: RUST_LOG=tmc_daemon=debug,info tmcd --config tmc.toml --log-format json"
+)]
+pub struct Cli {
+    /// Configuration file (when no subcommand is given: run with it).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "TMC_CONFIG",
+        default_value = "tmc.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format, overriding `log_format` of the file.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Print the CRD manifests generated from the API types.
+    #[command(
+        after_help = "Examples:\n  tmcd crds | kubectl apply -f -\n  tmcd crds --split config/crds   (regenerate the committed copies)"
+    )]
+    Crds {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long)]
+        split: Option<PathBuf>,
+    },
+    /// Check a configuration file: syntax, values, names and files; exit non-zero with FILE:LINE:COLUMN.
+    #[command(after_help = "Example:\n  tmcd check-config --config tmc.toml")]
+    CheckConfig,
+    /// Show targets, policies and placements of a running tmcd.
+    #[command(
+        after_help = "Examples:\n  tmcd status\n  tmcd status --admin http://127.0.0.1:9470 --json"
+    )]
+    Status {
+        /// Admin address of the running tmcd.
+        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        admin: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or drive the syncer of one cluster.
+    #[command(subcommand)]
+    Syncer(SyncerCommand),
+    /// Check connectivity to the control plane and each configured cluster.
+    #[command(after_help = "Example:\n  tmcd verify --config tmc.toml")]
+    Verify,
+}
+
+/// `tmcd syncer ...`.
+#[derive(Debug, Subcommand)]
+pub enum SyncerCommand {
+    /// Recent log lines of a cluster's syncer.
+    #[command(after_help = "Example:\n  tmcd syncer logs --cluster west")]
+    Logs {
+        /// The cluster (SyncTarget name).
+        #[arg(long)]
+        cluster: String,
+        /// Admin address of the running tmcd.
+        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        admin: String,
+    },
+    /// Re-queue every workload placed on a cluster.
+    #[command(after_help = "Example:\n  tmcd syncer resync --cluster east")]
+    Resync {
+        /// The cluster (SyncTarget name).
+        #[arg(long)]
+        cluster: String,
+        /// Admin address of the running tmcd.
+        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        admin: String,
+    },
+}

@@ -1,0 +1,261 @@
+//! The subcommands of `tmcd` other than argument parsing.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::admin::client;
+use crate::cli::SyncerCommand;
+use crate::config::{self, LogFormat};
+use crate::{Daemon, crds, kubeconn, logging};
+
+/// `tmcd crds [--split DIR]`.
+pub fn crds(split: Option<&Path>) -> Result<()> {
+    match split {
+        None => print!("{}", crds::yaml_stream()?),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, yaml) in crds::files()? {
+                let path = dir.join(&file);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tmcd [run]`: runs until SIGINT or SIGTERM.
+pub async fn run(path: &Path, log_format: Option<LogFormat>) -> Result<()> {
+    let config = config::load(path)?;
+    let logs = logging::init(log_format.unwrap_or(config.log_format));
+    let daemon = Daemon::start(config, logs).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    daemon.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn get_json(admin: &str, method: &str, path: &str) -> Result<Value> {
+    let reply = client::request(admin, method, path).await?;
+    let body: Value = serde_json::from_str(&reply.body).with_context(|| {
+        format!(
+            "tmcd at {admin} answered {} with a body that is not JSON",
+            reply.status
+        )
+    })?;
+    if reply.status >= 400 {
+        bail!(
+            "{}",
+            body.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or(&reply.body)
+        );
+    }
+    Ok(body)
+}
+
+/// `tmcd status`.
+pub async fn status(admin: &str, raw: bool) -> Result<()> {
+    let body = get_json(admin, "GET", "/api/v1/status").await?;
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    print!("{}", render_status(&body));
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The human-readable form of `GET /api/v1/status`.
+pub fn render_status(body: &Value) -> String {
+    let mut out = String::new();
+    let role = if body["leader"].as_bool() == Some(true) {
+        "leader"
+    } else {
+        "standby"
+    };
+    out.push_str(&format!(
+        "tmcd {} ({role}), policy generation {}\n\n",
+        s(&body["identity"]),
+        s(&body["policyGeneration"])
+    ));
+    out.push_str(&format!(
+        "{:<12} {:<6} {:<6} {:<10} {:<10} {:<26} {}\n",
+        "TARGET", "MODE", "READY", "REGION", "ZONE", "HEARTBEAT", "SYNCER"
+    ));
+    for t in body["targets"].as_array().into_iter().flatten() {
+        let syncer = match &t["syncer"] {
+            Value::Null => "-".to_string(),
+            h => format!(
+                "up={} down={} synced={} err={}",
+                s(&h["upstreamConnected"]),
+                s(&h["downstreamConnected"]),
+                s(&h["objectsSynced"]),
+                s(&h["lastError"])
+            ),
+        };
+        out.push_str(&format!(
+            "{:<12} {:<6} {:<6} {:<10} {:<10} {:<26} {}\n",
+            s(&t["name"]),
+            s(&t["mode"]),
+            s(&t["ready"]),
+            s(&t["region"]),
+            s(&t["zone"]),
+            s(&t["lastHeartbeat"]),
+            syncer
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<24} {:<14} {:<8} {:<6} {}\n",
+        "POLICY", "KIND", "STATUS", "", "DIGEST"
+    ));
+    for p in body["policies"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<24} {:<14} {:<8} {:<6} {}\n",
+            s(&p["name"]),
+            s(&p["kind"]),
+            s(&p["status"]),
+            "",
+            s(&p["digest"]).chars().take(16).collect::<String>()
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<24} {:<20} {:<6} {:<10} {}\n",
+        "PLACEMENT", "POLICY", "READY", "WORKLOADS", "TARGETS"
+    ));
+    for p in body["placements"].as_array().into_iter().flatten() {
+        let ready = p["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| s(&c["status"]))
+            .unwrap_or_else(|| "-".into());
+        let targets: Vec<String> = p["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "{}:{}w/{}r",
+                    s(&t["name"]),
+                    s(&t["workloads"]),
+                    s(&t["replicas"])
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<24} {:<20} {:<6} {:<10} {}\n",
+            s(&p["name"]),
+            s(&p["policy"]),
+            ready,
+            s(&p["workloadCount"]),
+            targets.join(" ")
+        ));
+    }
+    out
+}
+
+/// `tmcd syncer logs|resync`.
+pub async fn syncer(cmd: SyncerCommand) -> Result<()> {
+    match cmd {
+        SyncerCommand::Logs { cluster, admin } => {
+            let body = get_json(&admin, "GET", &format!("/api/v1/syncers/{cluster}")).await?;
+            if let Some(health) = body.get("health").filter(|h| !h.is_null()) {
+                println!("# {cluster}: {}", serde_json::to_string(health)?);
+            } else {
+                println!(
+                    "# {cluster}: no push syncer runs in this tmcd (mode {}, leader {})",
+                    s(&body["mode"]),
+                    s(&body["leader"])
+                );
+            }
+            for line in body["logs"].as_array().into_iter().flatten() {
+                println!("{}", s(line));
+            }
+        }
+        SyncerCommand::Resync { cluster, admin } => {
+            get_json(&admin, "POST", &format!("/api/v1/syncers/{cluster}/resync")).await?;
+            println!("re-queued every workload for {cluster}");
+        }
+    }
+    Ok(())
+}
+
+/// `tmcd verify`: reaches the control plane (and the workspace) and each cluster.
+pub async fn verify(path: &Path) -> Result<()> {
+    let config = config::load(path)?;
+    let mut failures = 0;
+    let cp = &config.control_plane;
+    let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
+    let ws = cp.workspace.as_ref().map(|w| w.get_ref().as_str());
+    let label = format!(
+        "control plane{}",
+        ws.map(|w| format!(" (workspace {w})")).unwrap_or_default()
+    );
+    match kubeconn::client(kubeconfig.as_deref(), cp.context.as_deref(), ws).await {
+        Ok(c) => match c.list_core_api_versions().await {
+            Ok(_) => println!("ok    {label}"),
+            Err(err) => {
+                failures += 1;
+                println!("FAIL  {label}: {err}");
+            }
+        },
+        Err(err) => {
+            failures += 1;
+            println!("FAIL  {label}: {err:#}");
+        }
+    }
+    for cluster in &config.clusters {
+        let name = cluster.name.get_ref();
+        let Some(kc) = cluster.kubeconfig.as_ref() else {
+            println!(
+                "skip  cluster {name}: pull mode without kubeconfig (its agent connects on its own)"
+            );
+            continue;
+        };
+        let kc = config.resolve(kc.get_ref());
+        let reached = match kubeconn::client(Some(&kc), cluster.context.as_deref(), None).await {
+            Ok(c) => c
+                .apiserver_version()
+                .await
+                .map(|v| v.git_version)
+                .map_err(anyhow::Error::from),
+            Err(err) => Err(err),
+        };
+        match reached {
+            Ok(version) => println!("ok    cluster {name} ({version})"),
+            Err(err) => {
+                failures += 1;
+                println!("FAIL  cluster {name}: {err:#}");
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} connection(s) failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The CRDs of tmc, generated from the types in `tmc_syncer::api`: printed by
+//! `tmcd crds`, committed in `config/crds/`, installed by tmcd at start.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, CustomResourceExt};
+use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_syncer::decision::FIELD_MANAGER;
+
+/// Every CRD of tmc.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![SyncTarget::crd(), ClusterWorkloadPlacement::crd()]
+}
+
+/// `(file name in config/crds/, YAML)` for every CRD.
+pub fn files() -> Result<Vec<(String, String)>> {
+    all()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let yaml =
+                serde_yaml::to_string(&crd).with_context(|| format!("serializing CRD {name}"))?;
+            Ok((format!("{name}.yaml"), yaml))
+        })
+        .collect()
+}
+
+/// All CRDs as one multi-document YAML stream (`tmcd crds`).
+pub fn yaml_stream() -> Result<String> {
+    Ok(files()?
+        .into_iter()
+        .map(|(_, yaml)| format!("---\n{yaml}"))
+        .collect::<String>())
+}
+
+/// Installs or updates the CRDs (server-side apply) and waits until each is Established.
+pub async fn install(client: &Client, timeout: Duration) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .with_context(|| {
+                format!("applying CRD {name} (fix: the control plane user needs to manage CRDs)")
+            })?;
+        tokio::time::timeout(
+            timeout,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not Established after {timeout:?}"))?
+        .with_context(|| format!("waiting for CRD {name}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crds_match_the_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/crds");
+        for (file, yaml) in files().expect("generate") {
+            let committed = std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
+            assert!(
+                committed == yaml,
+                "config/crds/{file} differs from the CRD generated from syncer/src/api.rs; regenerate with:\n  \
+                 cargo run -p tmc-daemon -- crds --split config/crds"
+            );
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Wiring: one kube-runtime Controller per synced kind, re-queued as a whole
+//! by placement, target and policy changes, plus the placement status loop.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use tmc_syncer::SyncedKind;
+
+use super::reconcile::{KindCtx, error_policy, reconcile};
+use super::runner::PolicyRunner;
+use super::watch::Stores;
+use crate::state::State;
+
+/// How often placement statuses are refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(3);
+
+/// Runs the controllers of `kinds` until `shutdown` turns true.
+pub async fn run(
+    state: Arc<State>,
+    client: Client,
+    kinds: Vec<SyncedKind>,
+    stores: &Stores,
+    runner: Arc<dyn PolicyRunner>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "tmcd".into(),
+            instance: Some(state.identity.clone()),
+        },
+    );
+    let mut workload_stores = Vec::new();
+    let mut runs = Vec::new();
+    for kind in kinds {
+        let ar = kind.api_resource();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let ctx = Arc::new(KindCtx {
+            state: state.clone(),
+            client: client.clone(),
+            kind: kind.clone(),
+            ar: ar.clone(),
+            targets: stores.targets.clone(),
+            placements: stores.placements.clone(),
+            namespaces: stores.namespaces.clone(),
+            runner: runner.clone(),
+            recorder: recorder.clone(),
+            failures: Mutex::default(),
+            unplaced: Mutex::default(),
+        });
+        let mut stop = shutdown.clone();
+        let c = Controller::new_with(api, watcher::Config::default(), ar)
+            .with_config(
+                controller::Config::default()
+                    .debounce(Duration::from_millis(200))
+                    .concurrency(4),
+            )
+            .reconcile_all_on(state.triggers.subscribe())
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        workload_stores.push(c.store());
+        let name = kind.to_string();
+        runs.push(tokio::spawn(async move {
+            tracing::info!(kind = %name, "placement controller started");
+            c.run(reconcile, error_policy, ctx)
+                .for_each(|res| async move {
+                    if let Err(err) = res {
+                        tracing::debug!(error = %err, "controller event");
+                    }
+                })
+                .await;
+        }));
+    }
+    let mut generation = runner.subscribe();
+    let mut stop = shutdown.clone();
+    let status_state = state.clone();
+    let placements = stores.placements.clone();
+    let status_loop = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                changed = generation.changed() => {
+                    if changed.is_ok() {
+                        tracing::info!(generation = *generation.borrow(), "policy set changed: re-evaluating every workload");
+                        status_state.triggers.fire();
+                    }
+                }
+                _ = tokio::time::sleep(STATUS_EVERY) => {}
+            }
+            super::placement_status::refresh(&status_state, &client, &placements, &workload_stores)
+                .await;
+        }
+    });
+    join_all(runs).await;
+    status_loop.abort();
+}

@@ -1,0 +1,15 @@
+//! The placement controller: per workload, pick the governing placement, the
+//! candidate targets, run the policies and record the decision.
+
+pub mod assignment;
+pub mod controller;
+pub mod placement_status;
+pub mod plan;
+pub mod reconcile;
+pub mod runner;
+pub mod selector;
+pub mod status;
+pub mod targets;
+pub mod triggers;
+pub mod watch;
+pub mod workload;

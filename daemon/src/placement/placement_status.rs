@@ -1,0 +1,288 @@
+//! The status of each ClusterWorkloadPlacement: observed generation,
+//! conditions, policy generation, how many workloads and where they went.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
+
+use super::assignment;
+use crate::state::State;
+
+/// The status `placement` should show, given the workloads it placed
+/// (`recorded` per workload), its last policy error and the policy generation.
+pub fn desired(
+    placement: &ClusterWorkloadPlacement,
+    recorded: &[BTreeMap<String, assignment::Recorded>],
+    policy_error: Option<&str>,
+    policy_loaded: bool,
+    generation: u64,
+    now: Time,
+) -> ClusterWorkloadPlacementStatus {
+    let name = placement.name_any();
+    let mut workloads = 0u32;
+    let mut per_target: BTreeMap<String, TargetSummary> = BTreeMap::new();
+    for rec in recorded {
+        let mine: Vec<(&String, &assignment::Recorded)> = rec
+            .iter()
+            .filter(|(_, r)| {
+                r.holds() && r.result.as_ref().is_some_and(|res| res.placement == name)
+            })
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        workloads += 1;
+        for (target, r) in mine {
+            let entry = per_target
+                .entry(target.clone())
+                .or_insert_with(|| TargetSummary {
+                    name: target.clone(),
+                    ..Default::default()
+                });
+            entry.workloads += 1;
+            entry.replicas += r.result.as_ref().and_then(|res| res.replicas).unwrap_or(0);
+        }
+    }
+    let previous = placement.status.clone().unwrap_or_default();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: since,
+            observed_generation: placement.metadata.generation,
+        }
+    };
+    let policy = &placement.spec.policy.name;
+    let valid = match policy_error {
+        Some(err) => condition("PolicyValid", false, "PolicyFailed", err.to_string()),
+        None if !policy_loaded => condition(
+            "PolicyValid",
+            false,
+            "PolicyNotLoaded",
+            format!(
+                "policy {policy:?} is not in the active policy set (check the policy directory)"
+            ),
+        ),
+        None => condition(
+            "PolicyValid",
+            true,
+            "PolicyEvaluated",
+            format!("policy {policy:?} is loaded and answers"),
+        ),
+    };
+    let ready_ok = valid.status == "True";
+    let ready = condition(
+        "Ready",
+        ready_ok,
+        if ready_ok { "Placing" } else { "PolicyInvalid" },
+        if ready_ok {
+            format!("{workloads} workloads placed")
+        } else {
+            valid.message.clone()
+        },
+    );
+    ClusterWorkloadPlacementStatus {
+        observed_generation: placement.metadata.generation,
+        conditions: vec![ready, valid],
+        policy_generation: Some(generation),
+        workload_count: workloads,
+        targets: per_target.into_values().collect(),
+    }
+}
+
+/// Rewrites every placement's status that changed; also refreshes the
+/// per-target sync error gauge.
+pub async fn refresh(
+    state: &Arc<State>,
+    client: &Client,
+    placements: &Store<ClusterWorkloadPlacement>,
+    workloads: &[Store<DynamicObject>],
+) {
+    let recorded: Vec<BTreeMap<String, assignment::Recorded>> = workloads
+        .iter()
+        .flat_map(|s| s.state())
+        .map(|o| {
+            assignment::read(
+                &o.metadata.labels.clone().unwrap_or_default(),
+                &o.metadata.annotations.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut errors: BTreeMap<String, i64> = BTreeMap::new();
+    for rec in &recorded {
+        for (target, r) in rec {
+            let failed = r.holds() && r.status.as_ref().is_some_and(|s| s.error.is_some());
+            *errors.entry(target.clone()).or_default() += i64::from(failed);
+        }
+    }
+    for (target, n) in errors {
+        state
+            .metrics
+            .target_sync_errors
+            .get_or_create(&vec![("target".to_string(), target)])
+            .set(n);
+    }
+    let runner = state.policies();
+    let generation = runner.as_ref().map_or(0, |r| r.generation());
+    state.metrics.policy_generation.set(generation);
+    let loaded: Vec<String> = runner
+        .as_ref()
+        .map(|r| r.policies())
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| {
+            p.get("serving")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true)
+        })
+        .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect();
+    let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    for placement in placements.state() {
+        let name = placement.name_any();
+        let error = state
+            .policy_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&name)
+            .cloned();
+        let want = desired(
+            &placement,
+            &recorded,
+            error.as_deref(),
+            loaded.contains(&placement.spec.policy.name),
+            generation,
+            now.clone(),
+        );
+        if placement.status.as_ref() == Some(&want) {
+            continue;
+        }
+        let patch = json!({ "status": want });
+        if let Err(err) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(placement = %name, error = %err, "writing placement status failed; retrying later");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tmc_syncer::api::{ClusterWorkloadPlacementSpec, PolicyRef};
+    use tmc_syncer::decision::{result_annotation, state_label};
+
+    fn rec(entries: &[(&str, &str, u32)]) -> BTreeMap<String, assignment::Recorded> {
+        let labels = entries
+            .iter()
+            .map(|(t, _, _)| (state_label(t), "Sync".to_string()))
+            .collect();
+        let annotations = entries
+            .iter()
+            .map(|(t, p, r)| {
+                (
+                    result_annotation(t),
+                    json!({"replicas": r, "placement": p}).to_string(),
+                )
+            })
+            .collect();
+        assignment::read(&labels, &annotations)
+    }
+
+    #[test]
+    fn counts_workloads_and_replicas_per_target() {
+        let mut p = ClusterWorkloadPlacement::new(
+            "spread",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: "rs".into(),
+                    settings: None,
+                },
+                ..Default::default()
+            },
+        );
+        p.metadata.generation = Some(4);
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("ts"));
+        let all = vec![
+            rec(&[("west", "spread", 2), ("east", "spread", 1)]),
+            rec(&[("west", "spread", 1)]),
+            rec(&[("west", "other", 5)]),
+        ];
+        let s = desired(&p, &all, None, true, 7, now.clone());
+        assert_eq!(s.workload_count, 2);
+        assert_eq!(s.policy_generation, Some(7));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(
+            s.targets,
+            vec![
+                TargetSummary {
+                    name: "east".into(),
+                    workloads: 1,
+                    replicas: 1
+                },
+                TargetSummary {
+                    name: "west".into(),
+                    workloads: 2,
+                    replicas: 3
+                },
+            ]
+        );
+        assert!(s.conditions.iter().all(|c| c.status == "True"));
+        let failed = desired(
+            &p,
+            &all,
+            Some("policy \"rs\" failed: trap"),
+            true,
+            7,
+            now.clone(),
+        );
+        let valid = failed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "PolicyValid")
+            .expect("cond");
+        assert_eq!(
+            (valid.status.as_str(), valid.message.as_str()),
+            ("False", "policy \"rs\" failed: trap")
+        );
+        let missing = desired(&p, &all, None, false, 7, now);
+        assert!(missing.conditions.iter().all(|c| c.status == "False"));
+    }
+
+    #[test]
+    fn an_unchanged_condition_keeps_its_transition_time() {
+        let mut p = ClusterWorkloadPlacement::new(
+            "spread",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: "rs".into(),
+                    settings: None,
+                },
+                ..Default::default()
+            },
+        );
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("ts"));
+        let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(200).expect("ts"));
+        p.status = Some(desired(&p, &[], None, true, 1, t1.clone()));
+        let again = desired(&p, &[], None, true, 1, t2);
+        assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
+        assert_eq!(again.conditions[0].last_transition_time, t1);
+    }
+}

@@ -1,0 +1,314 @@
+//! From a decision to the smallest metadata change of the upstream object,
+//! including create-before-delete movement.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use tmc_syncer::decision::{
+    STATE_SYNC, TargetResult, deletion_annotation, finalizer, result_annotation, state_label,
+};
+
+use super::assignment::{Recorded, applied};
+
+/// Metadata edits that record a decision; empty when the object already says it all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Label key -> new value (`None`: remove).
+    pub labels: BTreeMap<String, Option<String>>,
+    /// Annotation key -> new value (`None`: remove).
+    pub annotations: BTreeMap<String, Option<String>>,
+    /// The full new finalizer list, when it changes.
+    pub finalizers: Option<Vec<String>>,
+    /// Targets asked to remove their copy by this plan.
+    pub deleting: Vec<String>,
+    /// Old holders kept until every newly chosen target has applied its copy.
+    pub waiting: Vec<String>,
+}
+
+impl Plan {
+    /// True when nothing needs writing.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty() && self.finalizers.is_none()
+    }
+
+    /// A JSON merge patch of the edits, guarded by `resource_version` (a
+    /// concurrent change makes the write fail with a conflict and re-queue).
+    pub fn merge_patch(&self, resource_version: Option<&str>) -> Value {
+        let mut meta = Map::new();
+        if let Some(rv) = resource_version {
+            meta.insert("resourceVersion".into(), json!(rv));
+        }
+        if !self.labels.is_empty() {
+            meta.insert("labels".into(), json!(self.labels));
+        }
+        if !self.annotations.is_empty() {
+            meta.insert("annotations".into(), json!(self.annotations));
+        }
+        if let Some(finalizers) = &self.finalizers {
+            meta.insert("finalizers".into(), json!(finalizers));
+        }
+        json!({ "metadata": meta })
+    }
+}
+
+/// Two results ask for the same copy (the policy generation alone does not count).
+pub fn same_decision(a: &TargetResult, b: &TargetResult) -> bool {
+    a.replicas == b.replicas
+        && a.labels == b.labels
+        && a.annotations == b.annotations
+        && a.placement == b.placement
+}
+
+/// The plan that makes the object record `chosen` (target -> result), given
+/// what it `recorded` and its `finalizers`. Targets no longer chosen are asked
+/// to delete only once every chosen target `applied` its copy at `generation`;
+/// an empty choice removes nothing.
+pub fn plan(
+    recorded: &BTreeMap<String, Recorded>,
+    finalizers: &[String],
+    chosen: &BTreeMap<String, TargetResult>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Plan, serde_json::Error> {
+    let mut out = Plan::default();
+    let mut new_finalizers = finalizers.to_vec();
+    let empty = Recorded::default();
+    for (target, result) in chosen {
+        let rec = recorded.get(target).unwrap_or(&empty);
+        if rec.state.as_deref() != Some(STATE_SYNC) {
+            out.labels
+                .insert(state_label(target), Some(STATE_SYNC.to_string()));
+        }
+        if !rec
+            .result
+            .as_ref()
+            .is_some_and(|r| same_decision(r, result))
+        {
+            out.annotations.insert(
+                result_annotation(target),
+                Some(serde_json::to_string(result)?),
+            );
+        }
+        if rec.deleting {
+            out.annotations.insert(deletion_annotation(target), None);
+        }
+        let fin = finalizer(target);
+        if !new_finalizers.contains(&fin) {
+            new_finalizers.push(fin);
+        }
+    }
+    let all_applied = chosen.iter().all(|(target, result)| {
+        let rec = recorded.get(target).unwrap_or(&empty);
+        let in_place = rec.holds()
+            && rec
+                .result
+                .as_ref()
+                .is_some_and(|r| same_decision(r, result));
+        in_place && applied(rec.status.as_ref(), result, generation)
+    });
+    for (target, rec) in recorded {
+        if chosen.contains_key(target) || !rec.holds() {
+            continue;
+        }
+        if !chosen.is_empty() && all_applied {
+            out.annotations.insert(
+                deletion_annotation(target),
+                Some(now.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            );
+            out.deleting.push(target.clone());
+        } else {
+            out.waiting.push(target.clone());
+        }
+    }
+    if new_finalizers != finalizers {
+        out.finalizers = Some(new_finalizers);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::assignment::read;
+    use tmc_syncer::decision::{finalizer as fin, status_annotation};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("time")
+    }
+
+    fn result(replicas: u32) -> TargetResult {
+        TargetResult {
+            replicas: Some(replicas),
+            placement: "p".into(),
+            ..Default::default()
+        }
+    }
+
+    struct Obj {
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+        finalizers: Vec<String>,
+    }
+
+    impl Obj {
+        fn new() -> Self {
+            Self {
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+                finalizers: vec![],
+            }
+        }
+        fn apply(&mut self, plan: &Plan) {
+            for (k, v) in &plan.labels {
+                match v {
+                    Some(v) => self.labels.insert(k.clone(), v.clone()),
+                    None => self.labels.remove(k),
+                };
+            }
+            for (k, v) in &plan.annotations {
+                match v {
+                    Some(v) => self.annotations.insert(k.clone(), v.clone()),
+                    None => self.annotations.remove(k),
+                };
+            }
+            if let Some(f) = &plan.finalizers {
+                self.finalizers = f.clone();
+            }
+        }
+        fn report(&mut self, target: &str, ready: u32) {
+            self.annotations.insert(
+                status_annotation(target),
+                json!({"appliedHash": "h", "observedGeneration": 1, "status": {"readyReplicas": ready}}).to_string(),
+            );
+        }
+        fn plan(&self, chosen: &BTreeMap<String, TargetResult>) -> Plan {
+            plan(
+                &read(&self.labels, &self.annotations),
+                &self.finalizers,
+                chosen,
+                Some(1),
+                now(),
+            )
+            .expect("plan")
+        }
+    }
+
+    #[test]
+    fn first_decision_records_everything_then_nothing_changes() {
+        let mut obj = Obj::new();
+        let chosen: BTreeMap<_, _> = [
+            ("west".to_string(), result(2)),
+            ("east".to_string(), result(1)),
+        ]
+        .into();
+        let p = obj.plan(&chosen);
+        assert_eq!(p.labels.len(), 2);
+        assert_eq!(p.annotations.len(), 2);
+        assert_eq!(p.finalizers, Some(vec![fin("east"), fin("west")]));
+        obj.apply(&p);
+        let again = obj.plan(&chosen);
+        assert!(
+            again.is_empty(),
+            "second pass must write nothing: {again:?}"
+        );
+        // A new policy generation alone is no change.
+        let regen: BTreeMap<_, _> = chosen
+            .iter()
+            .map(|(t, r)| {
+                (
+                    t.clone(),
+                    TargetResult {
+                        policy_generation: Some(9),
+                        ..r.clone()
+                    },
+                )
+            })
+            .collect();
+        assert!(obj.plan(&regen).is_empty());
+    }
+
+    #[test]
+    fn replicas_redistribute_at_once() {
+        let mut obj = Obj::new();
+        obj.apply(
+            &obj.plan(
+                &[
+                    ("west".to_string(), result(2)),
+                    ("east".to_string(), result(1)),
+                ]
+                .into(),
+            ),
+        );
+        let p = obj.plan(
+            &[
+                ("west".to_string(), result(1)),
+                ("east".to_string(), result(2)),
+            ]
+            .into(),
+        );
+        assert_eq!(p.annotations.len(), 2);
+        assert!(p.labels.is_empty() && p.finalizers.is_none());
+    }
+
+    #[test]
+    fn move_is_create_before_delete() {
+        let mut obj = Obj::new();
+        obj.apply(&obj.plan(&[("west".to_string(), result(3))].into()));
+        obj.report("west", 3);
+        let to_east: BTreeMap<_, _> = [("east".to_string(), result(3))].into();
+        // East is chosen; west keeps its copy until east reports it applied.
+        let p = obj.plan(&to_east);
+        assert_eq!(p.waiting, vec!["west".to_string()]);
+        assert!(p.deleting.is_empty());
+        assert!(!p.annotations.contains_key(&deletion_annotation("west")));
+        obj.apply(&p);
+        assert!(
+            obj.plan(&to_east).is_empty(),
+            "nothing new while east is not ready"
+        );
+        obj.report("east", 0);
+        assert!(obj.plan(&to_east).is_empty(), "no ready replica yet");
+        obj.report("east", 1);
+        let p = obj.plan(&to_east);
+        assert_eq!(p.deleting, vec!["west".to_string()]);
+        assert_eq!(
+            p.annotations.get(&deletion_annotation("west")),
+            Some(&Some("2027-01-15T08:00:00Z".to_string()))
+        );
+        obj.apply(&p);
+        assert!(obj.plan(&to_east).is_empty(), "deletion asked once");
+    }
+
+    #[test]
+    fn choosing_a_target_again_cancels_its_deletion() {
+        let mut obj = Obj::new();
+        obj.apply(&obj.plan(&[("west".to_string(), result(1))].into()));
+        obj.annotations
+            .insert(deletion_annotation("west"), "2026-01-01T00:00:00Z".into());
+        let p = obj.plan(&[("west".to_string(), result(1))].into());
+        assert_eq!(p.annotations.get(&deletion_annotation("west")), Some(&None));
+    }
+
+    #[test]
+    fn an_empty_choice_deletes_nothing() {
+        let mut obj = Obj::new();
+        obj.apply(&obj.plan(&[("west".to_string(), result(1))].into()));
+        obj.report("west", 1);
+        let p = obj.plan(&BTreeMap::new());
+        assert!(p.is_empty());
+        assert_eq!(p.waiting, vec!["west".to_string()]);
+    }
+
+    #[test]
+    fn merge_patch_carries_removals_and_resource_version() {
+        let mut p = Plan::default();
+        p.annotations.insert("a".into(), None);
+        p.labels.insert("l".into(), Some("v".into()));
+        let patch = p.merge_patch(Some("42"));
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "42", "labels": {"l": "v"}, "annotations": {"a": null}}})
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! One reconcile of one workload: governing placement, candidates, policies,
+//! decision recorded, status brought back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tmc_policy_sdk::abi::{Placement, PlacementRequest};
+use tmc_syncer::SyncedKind;
+use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+
+use super::runner::{PolicyRunner, evaluate};
+use super::selector::{WorkloadKey, governing, to_abi};
+use super::targets::{TargetView, candidates};
+use super::{assignment, plan, status, workload};
+use crate::state::State;
+
+/// Default `evictionGracePeriodSeconds`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+/// Re-check interval of a settled workload.
+const SETTLED: Duration = Duration::from_secs(300);
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("writing {object}: {source}")]
+    Write {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("encoding the decision of {object}: {source}")]
+    Encode {
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Everything the reconciles of one kind share.
+pub struct KindCtx {
+    pub state: Arc<State>,
+    pub client: Client,
+    pub kind: SyncedKind,
+    pub ar: ApiResource,
+    pub targets: Store<SyncTarget>,
+    pub placements: Store<ClusterWorkloadPlacement>,
+    pub namespaces: Store<Namespace>,
+    pub runner: Arc<dyn PolicyRunner>,
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// Objects told once that no placement selects them.
+    pub unplaced: Mutex<HashSet<String>>,
+}
+
+fn key(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// The controller's reconcile function.
+pub async fn reconcile(
+    obj: Arc<DynamicObject>,
+    ctx: Arc<KindCtx>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    ctx.state.metrics.queue_depth.inc();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.state.metrics.queue_depth.dec();
+    ctx.state
+        .metrics
+        .reconciled(&ctx.kind.kind, result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key(&obj));
+    }
+    result
+}
+
+/// The controller's error policy: exponential backoff per object, 1 s to 5 min.
+pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, ctx: Arc<KindCtx>) -> Action {
+    let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
+    let n = failures.entry(key(&obj)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*n - 1).min(8)).min(SETTLED);
+    tracing::warn!(kind = %ctx.kind.kind, object = %key(&obj), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, ReconcileError> {
+    let kind = ctx.kind.kind.as_str();
+    if obj.metadata.deletion_timestamp.is_some() || workload::excluded(kind, obj).is_some() {
+        return Ok(Action::await_change());
+    }
+    let object = key(obj);
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+    let ns_labels = obj
+        .metadata
+        .namespace
+        .as_deref()
+        .and_then(|ns| ctx.namespaces.get(&ObjectRef::new(ns)))
+        .and_then(|ns| ns.metadata.labels.clone())
+        .unwrap_or_default();
+    let placements = ctx.placements.state();
+    let wkey = WorkloadKey {
+        group: &ctx.kind.group,
+        kind,
+        labels: &labels,
+        namespace_labels: &ns_labels,
+    };
+    let Some(placement) = governing(placements.iter().map(Arc::as_ref), &wkey) else {
+        let first = ctx
+            .unplaced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(object.clone());
+        if first {
+            tracing::info!(kind, object = %object, "no placement selects this workload: nothing placed");
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "NoPlacement",
+                "no ClusterWorkloadPlacement selects this workload; it is not placed".into(),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    };
+    ctx.unplaced
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&object);
+    let placement_name = placement.name_any();
+
+    let recorded = assignment::read(&labels, &annotations);
+    let holders = assignment::holders(&recorded);
+    let now = Utc::now();
+    let threshold = ctx.state.config.sync.heartbeat_threshold();
+    let views: Vec<TargetView> = ctx
+        .targets
+        .state()
+        .iter()
+        .map(|t| TargetView::of(t, now, threshold))
+        .collect();
+    let location: Vec<_> = placement
+        .spec
+        .location_selectors
+        .iter()
+        .map(to_abi)
+        .collect();
+    let grace = placement
+        .spec
+        .eviction_grace_period_seconds
+        .map_or(DEFAULT_GRACE, |s| Duration::from_secs(u64::from(s)));
+    let cands = candidates(&views, &location, &holders, grace, now);
+    let req = PlacementRequest {
+        workload: workload::summary(&ctx.kind.api_version(), kind, obj),
+        placement: Placement {
+            name: placement_name.clone(),
+            location_selectors: location,
+            location_preferences: placement
+                .spec
+                .location_preferences
+                .iter()
+                .map(to_abi)
+                .collect(),
+        },
+        settings: placement
+            .spec
+            .policy
+            .settings
+            .clone()
+            .unwrap_or(serde_json::Value::Null),
+        targets: cands.targets.clone(),
+    };
+
+    let outcome = match evaluate(ctx.runner.as_ref(), &ctx.state.metrics, placement, &req).await {
+        Ok(outcome) => {
+            ctx.state
+                .policy_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&placement_name);
+            outcome
+        }
+        Err(failure) => {
+            tracing::warn!(kind, object = %object, placement = %placement_name, policy = %failure.policy, error = %failure.message, "policy failed: keeping the last decision");
+            ctx.state
+                .policy_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(placement_name.clone(), failure.to_string());
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "PolicyFailed",
+                format!("{failure}; the last decision stays"),
+            )
+            .await;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+
+    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let the_plan =
+        plan::plan(&recorded, &finalizers, &outcome.chosen, generation, now).map_err(|source| {
+            ReconcileError::Encode {
+                object: object.clone(),
+                source,
+            }
+        })?;
+    let api: Api<DynamicObject> = match obj.metadata.namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ctx.ar),
+        None => Api::all_with(ctx.client.clone(), &ctx.ar),
+    };
+    if !the_plan.is_empty() {
+        let patch = the_plan.merge_patch(obj.metadata.resource_version.as_deref());
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| ReconcileError::Write {
+            object: object.clone(),
+            source,
+        })?;
+        let now_on: BTreeMap<String, Option<u32>> = outcome
+            .chosen
+            .iter()
+            .map(|(t, r)| (t.clone(), r.replicas))
+            .collect();
+        if now_on != holders || !the_plan.deleting.is_empty() {
+            let mut note = format!("placed by {placement_name} on {}", describe(&now_on));
+            if !the_plan.waiting.is_empty() {
+                note.push_str(&format!(
+                    "; {} keep their copy until the new targets run it",
+                    the_plan.waiting.join(", ")
+                ));
+            }
+            if !the_plan.deleting.is_empty() {
+                note.push_str(&format!(
+                    "; removing the copy on {}",
+                    the_plan.deleting.join(", ")
+                ));
+            }
+            if !outcome.reason.is_empty() {
+                note.push_str(&format!(": {}", outcome.reason));
+            }
+            tracing::info!(kind, object = %object, "{note}");
+            publish(ctx, obj, EventType::Normal, "Placed", note).await;
+        }
+    }
+
+    if let Some(desired) = status::aggregate(kind, &recorded)
+        && !status::contains(obj.data.get("status"), &desired)
+    {
+        let patch = json!({ "status": desired });
+        if let Err(err) = api
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(kind, object = %object, error = %err, "writing the aggregated status failed");
+        }
+    }
+
+    let mut next = SETTLED;
+    if let Some(left) = cands.grace_ends_in {
+        next = next.min(left + Duration::from_secs(1));
+    }
+    if !the_plan.waiting.is_empty() {
+        next = next.min(Duration::from_secs(10));
+    }
+    Ok(Action::requeue(next))
+}
+
+/// `west (2), east (1)` or `nowhere`.
+fn describe(on: &BTreeMap<String, Option<u32>>) -> String {
+    if on.is_empty() {
+        return "nowhere".into();
+    }
+    on.iter()
+        .map(|(t, r)| match r {
+            Some(n) => format!("{t} ({n})"),
+            None => t.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Publishes an Event on the workload; failures are logged, never fatal.
+async fn publish(ctx: &KindCtx, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Place".into(),
+        secondary: None,
+    };
+    let reference = obj.object_ref(&ctx.ar);
+    if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(error = %err, reason, "publishing an event failed");
+    }
+}

@@ -1,0 +1,384 @@
+//! Running the placement policy and the transformation policies of one
+//! workload, behind a small trait so the pipeline is testable without wasm.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tmc_policy_sdk::abi::{PlacementDecision, PlacementRequest, TransformRequest, TransformResult};
+use tmc_policy_sdk::rules;
+use tmc_syncer::api::ClusterWorkloadPlacement;
+use tmc_syncer::decision::TargetResult;
+
+/// What evaluates policies: the wasm host in tmcd, a fake in tests.
+pub trait PolicyRunner: Send + Sync + 'static {
+    /// Runs placement policy `policy` on `req`.
+    fn place<'a>(
+        &'a self,
+        policy: &'a str,
+        req: &'a PlacementRequest,
+    ) -> BoxFuture<'a, Result<PlacementDecision, String>>;
+    /// Runs transformation policy `policy` on `req`.
+    fn transform<'a>(
+        &'a self,
+        policy: &'a str,
+        req: &'a TransformRequest,
+    ) -> BoxFuture<'a, Result<TransformResult, String>>;
+    /// The generation of the active policy set.
+    fn generation(&self) -> u64;
+    /// Changes of the generation (a hot reload swapped the policy set).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The policies of the active set, for the status API: objects with at
+    /// least `name` and `serving` (a version answers evaluations).
+    fn policies(&self) -> Vec<serde_json::Value>;
+}
+
+/// Why a workload could not be (re)placed; the previous decision stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy {policy:?} failed: {message}")]
+pub struct PolicyFailure {
+    /// The policy that failed.
+    pub policy: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The outcome of the policies for one workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Target -> the result to record.
+    pub chosen: BTreeMap<String, TargetResult>,
+    /// The placement policy's explanation.
+    pub reason: String,
+    /// Policy generation used.
+    pub generation: u64,
+}
+
+/// Observes the time and result of each evaluation (metrics).
+pub trait EvalObserver: Send + Sync {
+    /// One evaluation of `policy` took `elapsed`, and failed when `failed`.
+    fn observe(&self, policy: &str, elapsed: Duration, failed: bool);
+}
+
+/// Runs `placement`'s policy on `req`, checks the decision against the
+/// request, then runs the transformations, in order, for every chosen target.
+pub async fn evaluate(
+    runner: &dyn PolicyRunner,
+    observer: &dyn EvalObserver,
+    placement: &ClusterWorkloadPlacement,
+    req: &PlacementRequest,
+) -> Result<Outcome, PolicyFailure> {
+    let generation = runner.generation();
+    let policy = &placement.spec.policy.name;
+    let started = Instant::now();
+    let decided = runner.place(policy, req).await.and_then(|decision| {
+        rules::check_decision(req, &decision).map_err(|v| format!("invalid decision: {v}"))?;
+        Ok(decision)
+    });
+    observer.observe(policy, started.elapsed(), decided.is_err());
+    let decision = decided.map_err(|message| PolicyFailure {
+        policy: policy.clone(),
+        message,
+    })?;
+    let placement_name = placement.metadata.name.clone().unwrap_or_default();
+    let mut chosen = BTreeMap::new();
+    for choice in &decision.targets {
+        let Some(target) = req.targets.iter().find(|t| t.name == choice.name) else {
+            continue; // check_decision refused unknown targets already
+        };
+        let mut result = TargetResult {
+            replicas: choice.replicas,
+            placement: placement_name.clone(),
+            policy_generation: Some(generation),
+            ..Default::default()
+        };
+        for transformation in &placement.spec.transformations {
+            let treq = TransformRequest {
+                workload: req.workload.clone(),
+                target: target.clone(),
+                replicas: choice.replicas,
+                settings: transformation
+                    .settings
+                    .clone()
+                    .unwrap_or(serde_json::Value::Null),
+            };
+            let started = Instant::now();
+            let edited = runner
+                .transform(&transformation.name, &treq)
+                .await
+                .and_then(|edits| {
+                    rules::check_transform(&edits).map_err(|v| format!("invalid result: {v}"))?;
+                    Ok(edits)
+                });
+            observer.observe(&transformation.name, started.elapsed(), edited.is_err());
+            let edits = edited.map_err(|message| PolicyFailure {
+                policy: transformation.name.clone(),
+                message,
+            })?;
+            merge_edits(&mut result.labels, edits.labels);
+            merge_edits(&mut result.annotations, edits.annotations);
+        }
+        chosen.insert(choice.name.clone(), result);
+    }
+    Ok(Outcome {
+        chosen,
+        reason: decision.reason,
+        generation,
+    })
+}
+
+/// Folds `later` into `acc` so that applying `acc` equals applying both in order.
+fn merge_edits(acc: &mut tmc_policy_sdk::MapEdits, later: tmc_policy_sdk::MapEdits) {
+    for key in &later.remove {
+        acc.set.remove(key);
+        if !acc.remove.contains(key) {
+            acc.remove.push(key.clone());
+        }
+    }
+    for (key, value) in later.set {
+        acc.remove.retain(|k| k != &key);
+        acc.set.insert(key, value);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A policy runner of plain Rust closures.
+    use super::*;
+    use std::sync::Mutex;
+
+    type PlaceFn =
+        Box<dyn Fn(&PlacementRequest) -> Result<PlacementDecision, String> + Send + Sync>;
+    type TransformFn =
+        Box<dyn Fn(&TransformRequest) -> Result<TransformResult, String> + Send + Sync>;
+
+    /// Policies by name.
+    pub struct FakeRunner {
+        pub place: BTreeMap<String, PlaceFn>,
+        pub transform: BTreeMap<String, TransformFn>,
+        pub generation: tokio::sync::watch::Sender<u64>,
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeRunner {
+        pub fn new() -> Self {
+            Self {
+                place: BTreeMap::new(),
+                transform: BTreeMap::new(),
+                generation: tokio::sync::watch::channel(1).0,
+                calls: Mutex::new(vec![]),
+            }
+        }
+    }
+
+    impl PolicyRunner for FakeRunner {
+        fn place<'a>(
+            &'a self,
+            policy: &'a str,
+            req: &'a PlacementRequest,
+        ) -> BoxFuture<'a, Result<PlacementDecision, String>> {
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.push(policy.to_string());
+            }
+            let out = match self.place.get(policy) {
+                Some(f) => f(req),
+                None => Err(format!("policy {policy:?} is not loaded")),
+            };
+            Box::pin(async move { out })
+        }
+        fn transform<'a>(
+            &'a self,
+            policy: &'a str,
+            req: &'a TransformRequest,
+        ) -> BoxFuture<'a, Result<TransformResult, String>> {
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.push(policy.to_string());
+            }
+            let out = match self.transform.get(policy) {
+                Some(f) => f(req),
+                None => Err(format!("policy {policy:?} is not loaded")),
+            };
+            Box::pin(async move { out })
+        }
+        fn generation(&self) -> u64 {
+            *self.generation.borrow()
+        }
+        fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.generation.subscribe()
+        }
+        fn policies(&self) -> Vec<serde_json::Value> {
+            self.place
+                .keys()
+                .map(|k| serde_json::json!({"name": k, "serving": true}))
+                .collect()
+        }
+    }
+
+    /// Observes nothing.
+    pub struct NoObserver;
+    impl EvalObserver for NoObserver {
+        fn observe(&self, _: &str, _: Duration, _: bool) {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{FakeRunner, NoObserver};
+    use super::*;
+    use tmc_policy_sdk::abi::{Target, TargetDecision, Workload};
+    use tmc_syncer::api::{ClusterWorkloadPlacementSpec, PolicyRef};
+
+    fn placement(transformations: &[&str]) -> ClusterWorkloadPlacement {
+        ClusterWorkloadPlacement::new(
+            "spread",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: "split".into(),
+                    settings: None,
+                },
+                transformations: transformations
+                    .iter()
+                    .map(|t| PolicyRef {
+                        name: t.to_string(),
+                        settings: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn request() -> PlacementRequest {
+        PlacementRequest {
+            workload: Workload {
+                kind: "Deployment".into(),
+                name: "web".into(),
+                replicas: Some(3),
+                ..Default::default()
+            },
+            targets: ["east", "west"]
+                .iter()
+                .map(|n| Target {
+                    name: n.to_string(),
+                    ready: true,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn split_runner() -> FakeRunner {
+        let mut runner = FakeRunner::new();
+        runner.place.insert(
+            "split".into(),
+            Box::new(|_| {
+                Ok(PlacementDecision {
+                    targets: vec![
+                        TargetDecision {
+                            name: "east".into(),
+                            replicas: Some(1),
+                        },
+                        TargetDecision {
+                            name: "west".into(),
+                            replicas: Some(2),
+                        },
+                    ],
+                    reason: "spread".into(),
+                })
+            }),
+        );
+        runner.transform.insert(
+            "stamp".into(),
+            Box::new(|req| {
+                let mut r = TransformResult::default();
+                r.labels
+                    .set
+                    .insert("cluster".into(), req.target.name.clone());
+                r.labels.remove.push("debug".into());
+                Ok(r)
+            }),
+        );
+        runner.transform.insert(
+            "unstamp".into(),
+            Box::new(|_| {
+                let mut r = TransformResult::default();
+                r.labels.remove.push("cluster".into());
+                r.annotations.set.insert("note".into(), "x".into());
+                Ok(r)
+            }),
+        );
+        runner
+    }
+
+    #[tokio::test]
+    async fn places_and_transforms_each_target_in_order() {
+        let runner = split_runner();
+        let out = evaluate(&runner, &NoObserver, &placement(&["stamp"]), &request())
+            .await
+            .expect("ok");
+        assert_eq!(out.reason, "spread");
+        assert_eq!(out.chosen["west"].replicas, Some(2));
+        assert_eq!(
+            out.chosen["west"]
+                .labels
+                .set
+                .get("cluster")
+                .map(String::as_str),
+            Some("west")
+        );
+        assert_eq!(out.chosen["east"].placement, "spread");
+        let out = evaluate(
+            &runner,
+            &NoObserver,
+            &placement(&["stamp", "unstamp"]),
+            &request(),
+        )
+        .await
+        .expect("ok");
+        let west = &out.chosen["west"];
+        assert!(west.labels.set.is_empty(), "later removal wins: {west:?}");
+        assert!(west.labels.remove.contains(&"cluster".to_string()));
+        assert_eq!(
+            west.annotations.set.get("note").map(String::as_str),
+            Some("x")
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_name_the_policy() {
+        let runner = split_runner();
+        let mut bad = placement(&["missing"]);
+        let err = evaluate(&runner, &NoObserver, &bad, &request())
+            .await
+            .expect_err("transform fails");
+        assert_eq!(err.policy, "missing");
+        bad.spec.policy.name = "gone".into();
+        let err = evaluate(&runner, &NoObserver, &bad, &request())
+            .await
+            .expect_err("place fails");
+        assert_eq!(err.policy, "gone");
+        assert!(err.to_string().contains("not loaded"));
+    }
+
+    #[tokio::test]
+    async fn a_decision_that_breaks_the_rules_is_refused() {
+        let mut runner = FakeRunner::new();
+        runner.place.insert(
+            "split".into(),
+            Box::new(|_| {
+                Ok(PlacementDecision {
+                    targets: vec![TargetDecision {
+                        name: "mars".into(),
+                        replicas: Some(3),
+                    }],
+                    reason: String::new(),
+                })
+            }),
+        );
+        let err = evaluate(&runner, &NoObserver, &placement(&[]), &request())
+            .await
+            .expect_err("unknown target");
+        assert!(err.message.contains("mars"), "{err}");
+    }
+}

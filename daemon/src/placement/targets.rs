@@ -1,0 +1,313 @@
+//! SyncTargets as placement sees them: readiness from the heartbeat, and the
+//! candidates of one workload (with the eviction grace period).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tmc_policy_sdk::StringMap;
+use tmc_policy_sdk::abi::{self, Assignment, Location};
+use tmc_syncer::api::SyncTarget;
+
+/// Label holding a target's region.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// Label holding a target's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Reason of the Ready condition tmcd sets when the heartbeat is too old.
+pub const HEARTBEAT_STALE: &str = "HeartbeatStale";
+
+/// What placement needs of one SyncTarget at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetView {
+    pub name: String,
+    pub labels: StringMap,
+    /// Heartbeat younger than the threshold and no syncer-reported failure.
+    pub ready: bool,
+    /// Since when the target counts as not Ready (last heartbeat + threshold).
+    pub not_ready_since: Option<DateTime<Utc>>,
+    /// Not cordoned and not tainted `NoSchedule`.
+    pub schedulable: bool,
+    /// Tainted `NoExecute`: what it holds moves away.
+    pub evicting: bool,
+}
+
+impl TargetView {
+    /// The view of `target` at `now`, given the heartbeat `threshold`.
+    pub fn of(target: &SyncTarget, now: DateTime<Utc>, threshold: Duration) -> Self {
+        let threshold = chrono::Duration::from_std(threshold).unwrap_or(chrono::Duration::MAX);
+        let heartbeat = target
+            .status
+            .as_ref()
+            .and_then(|s| s.last_syncer_heartbeat_time.as_ref());
+        let heartbeat: Option<DateTime<Utc>> =
+            heartbeat.and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+        let fresh = heartbeat.is_some_and(|hb| now.signed_duration_since(hb) < threshold);
+        let failed = ready_condition(target)
+            .is_some_and(|c| c.status == "False" && c.reason != HEARTBEAT_STALE);
+        let ready = fresh && !failed;
+        let not_ready_since = if ready {
+            None
+        } else {
+            Some(
+                heartbeat
+                    .map(|hb| hb + threshold)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
+                    .min(now),
+            )
+        };
+        let taints = &target.spec.taints;
+        Self {
+            name: target.metadata.name.clone().unwrap_or_default(),
+            labels: target
+                .metadata
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            ready,
+            not_ready_since,
+            schedulable: !target.spec.unschedulable
+                && !taints.iter().any(|t| t.effect == "NoSchedule"),
+            evicting: taints.iter().any(|t| t.effect == "NoExecute"),
+        }
+    }
+
+    /// The view without the moment-dependent time, to tell whether placement inputs changed.
+    pub fn without_time(&self) -> Self {
+        Self {
+            not_ready_since: None,
+            ..self.clone()
+        }
+    }
+
+    /// The location from the well-known labels.
+    pub fn location(&self) -> Location {
+        Location {
+            region: self.labels.get(REGION_LABEL).cloned().unwrap_or_default(),
+            zone: self.labels.get(ZONE_LABEL).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// The `Ready` condition of a target, if any.
+pub fn ready_condition(
+    target: &SyncTarget,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    target
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+/// The candidates of one workload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidates {
+    /// ABI targets, sorted by name.
+    pub targets: Vec<abi::Target>,
+    /// When the earliest grace period of a not-Ready holder ends (re-evaluate then).
+    pub grace_ends_in: Option<Duration>,
+}
+
+/// Filters `views` into the candidates of a workload currently held by
+/// `holders` (target name -> replicas): Ready and schedulable targets that
+/// match one of `location` (empty: all); a holder stays a candidate while it
+/// is cordoned, and while it is not Ready for less than `grace`.
+pub fn candidates(
+    views: &[TargetView],
+    location: &[abi::LabelSelector],
+    holders: &std::collections::BTreeMap<String, Option<u32>>,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Candidates {
+    let grace_c = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let mut out = Candidates::default();
+    let mut names = BTreeSet::new();
+    let mut sorted: Vec<&TargetView> = views.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for view in sorted {
+        if !names.insert(view.name.clone()) {
+            continue;
+        }
+        if !location.is_empty() && !location.iter().any(|s| s.matches(&view.labels)) {
+            continue;
+        }
+        let held = holders.get(&view.name);
+        if view.evicting || (held.is_none() && (!view.ready || !view.schedulable)) {
+            continue;
+        }
+        if !view.ready {
+            let since = view.not_ready_since.unwrap_or(now);
+            let ends = since
+                .checked_add_signed(grace_c)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            if ends <= now {
+                continue;
+            }
+            let left = (ends - now).to_std().unwrap_or_default();
+            out.grace_ends_in = Some(out.grace_ends_in.map_or(left, |d| d.min(left)));
+        }
+        out.targets.push(abi::Target {
+            name: view.name.clone(),
+            labels: view.labels.clone(),
+            location: view.location(),
+            ready: view.ready,
+            schedulable: view.schedulable,
+            capacity: None,
+            current: held.map(|replicas| Assignment {
+                replicas: *replicas,
+            }),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use std::collections::BTreeMap;
+    use tmc_syncer::api::{SyncTargetSpec, SyncTargetStatus, Taint};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("time")
+    }
+
+    fn target(name: &str, heartbeat_age: Option<i64>) -> SyncTarget {
+        let mut t = SyncTarget::new(name, SyncTargetSpec::default());
+        t.metadata.labels = Some([(REGION_LABEL.to_string(), format!("r-{name}"))].into());
+        t.status = Some(SyncTargetStatus {
+            last_syncer_heartbeat_time: heartbeat_age.map(|age| {
+                Time(
+                    k8s_openapi::jiff::Timestamp::from_second(
+                        (now() - chrono::Duration::seconds(age)).timestamp(),
+                    )
+                    .expect("ts"),
+                )
+            }),
+            ..Default::default()
+        });
+        t
+    }
+
+    const T: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn readiness_follows_heartbeat_age() {
+        assert!(TargetView::of(&target("a", Some(5)), now(), T).ready);
+        let stale = TargetView::of(&target("a", Some(40)), now(), T);
+        assert!(!stale.ready);
+        assert_eq!(
+            stale.not_ready_since,
+            Some(now() - chrono::Duration::seconds(10))
+        );
+        assert!(!TargetView::of(&target("a", None), now(), T).ready);
+    }
+
+    #[test]
+    fn syncer_reported_failure_is_not_ready_but_our_stale_mark_is_overridden_by_a_fresh_heartbeat()
+    {
+        let mut t = target("a", Some(1));
+        let cond = |reason: &str| Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::from_second(0).expect("ts")),
+            observed_generation: None,
+        };
+        t.status.as_mut().expect("status").conditions = vec![cond(HEARTBEAT_STALE)];
+        assert!(TargetView::of(&t, now(), T).ready);
+        t.status.as_mut().expect("status").conditions = vec![cond("ClusterUnreachable")];
+        assert!(!TargetView::of(&t, now(), T).ready);
+    }
+
+    #[test]
+    fn cordon_and_taints() {
+        let mut t = target("a", Some(1));
+        t.spec.unschedulable = true;
+        assert!(!TargetView::of(&t, now(), T).schedulable);
+        t.spec.unschedulable = false;
+        t.spec.taints = vec![Taint {
+            key: "k".into(),
+            value: String::new(),
+            effect: "NoExecute".into(),
+        }];
+        assert!(TargetView::of(&t, now(), T).evicting);
+    }
+
+    #[test]
+    fn candidates_filter_readiness_and_keep_holders_in_grace() {
+        let views: Vec<TargetView> = [
+            target("a", Some(1)),
+            target("b", Some(50)),
+            target("c", Some(200)),
+        ]
+        .iter()
+        .map(|t| TargetView::of(t, now(), T))
+        .collect();
+        let grace = Duration::from_secs(60);
+        // Nobody holds it: only the Ready one.
+        let c = candidates(&views, &[], &BTreeMap::new(), grace, now());
+        assert_eq!(
+            c.targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(c.grace_ends_in, None);
+        // b (not Ready for 20 s) and c (for 170 s) hold it: b stays in grace, c is out.
+        let holders: BTreeMap<String, Option<u32>> =
+            [("b".to_string(), Some(2)), ("c".to_string(), Some(1))].into();
+        let c = candidates(&views, &[], &holders, grace, now());
+        assert_eq!(
+            c.targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let b = &c.targets[1];
+        assert!(!b.ready);
+        assert_eq!(b.current, Some(Assignment { replicas: Some(2) }));
+        assert_eq!(c.grace_ends_in, Some(Duration::from_secs(40)));
+    }
+
+    #[test]
+    fn candidates_respect_location_selectors_and_cordon() {
+        let mut cordoned = target("b", Some(1));
+        cordoned.spec.unschedulable = true;
+        let views: Vec<TargetView> = [target("a", Some(1)), cordoned]
+            .iter()
+            .map(|t| TargetView::of(t, now(), T))
+            .collect();
+        let west = abi::LabelSelector {
+            match_labels: [(REGION_LABEL.to_string(), "r-a".to_string())].into(),
+            ..Default::default()
+        };
+        let c = candidates(
+            &views,
+            std::slice::from_ref(&west),
+            &BTreeMap::new(),
+            T,
+            now(),
+        );
+        assert_eq!(
+            c.targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(c.targets[0].location.region, "r-a");
+        // Cordoned: no new placement, but a holder stays (unschedulable).
+        let c = candidates(&views, &[], &BTreeMap::new(), T, now());
+        assert_eq!(c.targets.len(), 1);
+        let c = candidates(&views, &[], &[("b".to_string(), None)].into(), T, now());
+        assert_eq!(c.targets.len(), 2);
+        assert!(!c.targets[1].schedulable);
+    }
+}

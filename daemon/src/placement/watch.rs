@@ -1,0 +1,146 @@
+//! Shared reflectors of SyncTargets, placements and namespaces; a change that
+//! matters to placement re-queues every workload.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+
+use super::targets::TargetView;
+use crate::state::State;
+
+/// The stores, filled in the background until `shutdown`.
+pub struct Stores {
+    pub targets: Store<SyncTarget>,
+    pub placements: Store<ClusterWorkloadPlacement>,
+    pub namespaces: Store<Namespace>,
+}
+
+/// Starts the reflectors; the returned stores fill as the watches run.
+pub fn start(
+    client: &Client,
+    state: &Arc<State>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Stores {
+    let targets = spawn_reflector::<SyncTarget, _>(client, state, shutdown.clone(), |o| {
+        // Only what placement reads; the heartbeat itself is checked on a timer.
+        let view =
+            TargetView::of(o, chrono::Utc::now(), Duration::from_secs(u64::MAX / 4)).without_time();
+        format!("{:?}|{:?}|{:?}", view.labels, o.spec, ready_reason(o))
+    });
+    let placements =
+        spawn_reflector::<ClusterWorkloadPlacement, _>(client, state, shutdown.clone(), |o| {
+            format!(
+                "{:?}|{:?}",
+                o.metadata.generation, o.metadata.deletion_timestamp
+            )
+        });
+    let namespaces = spawn_reflector::<Namespace, _>(client, state, shutdown, |o| {
+        format!("{:?}", o.metadata.labels)
+    });
+    Stores {
+        targets,
+        placements,
+        namespaces,
+    }
+}
+
+fn ready_reason(o: &SyncTarget) -> Option<(String, String)> {
+    super::targets::ready_condition(o).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Runs a reflector of `K`; fires the state's triggers when `fingerprint` of
+/// an object changes, an object goes, or the initial list completes.
+fn spawn_reflector<K, F>(
+    client: &Client,
+    state: &Arc<State>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    fingerprint: F,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(&K) -> String + Send + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let state = state.clone();
+    let kind = K::kind(&()).to_string();
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff();
+        futures::pin_mut!(stream);
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.changed() => break,
+                event = stream.next() => event,
+            };
+            let Some(event) = event else { break };
+            match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    let print = fingerprint(&obj);
+                    let name = obj.name_any();
+                    if seen.get(&name) != Some(&print) {
+                        seen.insert(name, print);
+                        state.triggers.fire();
+                    }
+                }
+                Ok(watcher::Event::Delete(obj)) => {
+                    seen.remove(&obj.name_any());
+                    state.triggers.fire();
+                }
+                Ok(watcher::Event::InitDone) => state.triggers.fire(),
+                Ok(watcher::Event::Init) => {}
+                Err(err) => tracing::debug!(kind = %kind, error = %err, "watch error; retrying"),
+            }
+        }
+    });
+    reader
+}
+
+/// Re-queues every workload when the readiness of a target flips with time
+/// (heartbeats age without any event), and marks stale targets when leading.
+pub async fn watch_readiness(
+    state: Arc<State>,
+    client: Client,
+    targets: Store<SyncTarget>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(u64::from(
+        state.config.sync.heartbeat_interval_seconds.max(1),
+    ));
+    let threshold = state.config.sync.heartbeat_threshold();
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let all = targets.state();
+        let now = chrono::Utc::now();
+        let ready: BTreeMap<String, bool> = all
+            .iter()
+            .map(|t| (t.name_any(), TargetView::of(t, now, threshold).ready))
+            .collect();
+        if ready != last {
+            last = ready;
+            state.triggers.fire();
+        }
+        if state.is_leader() {
+            crate::synctargets::mark_stale(&client, &all, threshold).await;
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The wasm policy host behind the placement pipeline's [`PolicyRunner`].
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tmc_policy_host::{HostConfig, PolicyHost, PolicyStatus};
+use tmc_policy_sdk::abi::{PlacementDecision, PlacementRequest, TransformRequest, TransformResult};
+
+use crate::config::Policies;
+use crate::placement::runner::PolicyRunner;
+
+/// The host's limits from `[policies]`.
+pub fn host_config(policies: &Policies) -> HostConfig {
+    let defaults = HostConfig::default();
+    HostConfig {
+        deadline: std::time::Duration::from_millis(policies.timeout_ms),
+        fuel: policies.fuel.unwrap_or(defaults.fuel),
+        memory_cap: usize::try_from(policies.max_memory_mib)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20),
+        ..defaults
+    }
+}
+
+/// [`PolicyRunner`] over the sandboxed wasm host.
+#[derive(Clone)]
+pub struct HostRunner(pub PolicyHost);
+
+impl PolicyRunner for HostRunner {
+    fn place<'a>(
+        &'a self,
+        policy: &'a str,
+        req: &'a PlacementRequest,
+    ) -> BoxFuture<'a, Result<PlacementDecision, String>> {
+        Box::pin(async move {
+            self.0
+                .place(policy, req)
+                .await
+                .map(|e| e.value)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn transform<'a>(
+        &'a self,
+        policy: &'a str,
+        req: &'a TransformRequest,
+    ) -> BoxFuture<'a, Result<TransformResult, String>> {
+        Box::pin(async move {
+            self.0
+                .transform(policy, req)
+                .await
+                .map(|e| e.value)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.generation().number
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
+    fn policies(&self) -> Vec<Value> {
+        self.0
+            .generation()
+            .summaries()
+            .into_iter()
+            .map(|s| {
+                let serving = s.status != PolicyStatus::Refused;
+                let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+                if let Value::Object(map) = &mut v {
+                    map.insert("serving".into(), Value::Bool(serving));
+                }
+                v
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,120 @@
+//! What the parts of a running tmcd share: metrics, logs, leadership, the
+//! watched stores, the policy runner and the push syncers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use kube::runtime::reflector::Store;
+use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_syncer::{Syncer, SyncerHealth};
+
+use crate::admin::logs::SyncerLogs;
+use crate::admin::metrics::Metrics;
+use crate::config::Config;
+use crate::placement::runner::PolicyRunner;
+use crate::placement::triggers::Triggers;
+
+/// Shared state of one tmcd.
+pub struct State {
+    pub config: Config,
+    /// This replica's identity in the lease.
+    pub identity: String,
+    pub metrics: Metrics,
+    pub logs: SyncerLogs,
+    leader: AtomicBool,
+    /// Re-queue all workloads (placement, target or policy changes, resync requests).
+    pub triggers: Triggers,
+    policies: RwLock<Option<Arc<dyn PolicyRunner>>>,
+    stores: RwLock<Option<(Store<SyncTarget>, Store<ClusterWorkloadPlacement>)>>,
+    syncers: Mutex<BTreeMap<String, Arc<Syncer>>>,
+    /// Last policy error per placement (cleared by a success).
+    pub policy_errors: Mutex<BTreeMap<String, String>>,
+}
+
+impl State {
+    /// Fresh state for `config`.
+    pub fn new(config: Config, identity: String, logs: SyncerLogs) -> Self {
+        Self {
+            config,
+            identity,
+            metrics: Metrics::default(),
+            logs,
+            leader: AtomicBool::new(false),
+            triggers: Triggers::default(),
+            policies: RwLock::new(None),
+            stores: RwLock::new(None),
+            syncers: Mutex::new(BTreeMap::new()),
+            policy_errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether this replica leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// Records leadership.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Ordering::SeqCst);
+        self.metrics.leader.set(i64::from(leading));
+    }
+
+    /// The policy runner, once loaded.
+    pub fn policies(&self) -> Option<Arc<dyn PolicyRunner>> {
+        self.policies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Installs the policy runner.
+    pub fn set_policies(&self, runner: Arc<dyn PolicyRunner>) {
+        *self
+            .policies
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(runner);
+    }
+
+    /// The SyncTarget and placement stores, once watching.
+    pub fn stores(&self) -> Option<(Store<SyncTarget>, Store<ClusterWorkloadPlacement>)> {
+        self.stores
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Installs the stores.
+    pub fn set_stores(
+        &self,
+        targets: Store<SyncTarget>,
+        placements: Store<ClusterWorkloadPlacement>,
+    ) {
+        *self.stores.write().unwrap_or_else(PoisonError::into_inner) = Some((targets, placements));
+    }
+
+    /// Registers a running push syncer.
+    pub fn add_syncer(&self, syncer: Arc<Syncer>) {
+        self.syncers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(syncer.target().to_string(), syncer);
+    }
+
+    /// Forgets all push syncers (leadership lost).
+    pub fn clear_syncers(&self) {
+        self.syncers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Health of the push syncer of `target`, if one runs here.
+    pub fn syncer_health(&self, target: &str) -> Option<SyncerHealth> {
+        self.syncers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(target)
+            .map(|s| s.health())
+    }
+}

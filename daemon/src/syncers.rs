@@ -1,0 +1,118 @@
+//! Push mode: a `tmc_syncer::Syncer` per push cluster, run inside tmcd while
+//! it leads. Pull clusters run their own agent; nothing runs here for them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tracing::Instrument as _;
+
+use crate::config::{self, Cluster, Mode};
+use crate::kubeconn;
+use crate::state::State;
+
+/// Delay before a failed syncer is started again.
+const RESTART: Duration = Duration::from_secs(5);
+
+/// The syncer configuration of one push cluster.
+pub fn syncer_config(
+    state: &State,
+    cluster: &Cluster,
+    upstream: Client,
+    downstream: Client,
+    kinds: &[SyncedKind],
+) -> SyncerConfig {
+    let cfg = &state.config;
+    let source = SourceIdentity {
+        workspace_path: cfg.source_cluster(),
+        synced_from: cfg.synced_from(),
+    };
+    let mut sc = SyncerConfig::new(cluster.name.get_ref(), upstream, downstream, source);
+    sc.kinds = kinds.to_vec();
+    sc.namespace_mapping = match cfg.sync.namespace_mapping {
+        config::NamespaceMapping::Same => NamespaceMapping::Same,
+        config::NamespaceMapping::Prefixed => {
+            NamespaceMapping::Prefixed(cfg.sync.namespace_prefix.get_ref().clone())
+        }
+    };
+    sc.heartbeat_interval = Duration::from_secs(u64::from(cfg.sync.heartbeat_interval_seconds));
+    sc
+}
+
+/// Runs a syncer for every push cluster until `shutdown` turns true; a syncer
+/// that stops with an error (or whose cluster cannot be reached to start
+/// with) is started again after a pause.
+pub async fn run_push(
+    state: Arc<State>,
+    upstream: Client,
+    kinds: Vec<SyncedKind>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tasks = Vec::new();
+    for cluster in state
+        .config
+        .clusters
+        .iter()
+        .filter(|c| c.mode == Mode::Push)
+        .cloned()
+    {
+        let state = state.clone();
+        let upstream = upstream.clone();
+        let kinds = kinds.clone();
+        let mut stop = shutdown.clone();
+        let name = cluster.name.get_ref().clone();
+        let span = tracing::info_span!("syncer", cluster = %name);
+        tasks.push(tokio::spawn(
+            async move {
+                loop {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    match start_one(&state, &cluster, upstream.clone(), &kinds).await {
+                        Ok(syncer) => {
+                            tracing::info!("push syncer started");
+                            let mut until = stop.clone();
+                            let result = syncer
+                                .run(async move {
+                                    let _ = until.wait_for(|s| *s).await;
+                                })
+                                .await;
+                            match result {
+                                Ok(()) => tracing::info!("push syncer stopped"),
+                                Err(err) => tracing::error!(error = %format!("{err:#}"), "push syncer failed; restarting"),
+                            }
+                        }
+                        Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot start the push syncer; retrying"),
+                    }
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(RESTART) => {}
+                    }
+                }
+            }
+            .instrument(span),
+        ));
+    }
+    futures::future::join_all(tasks).await;
+    state.clear_syncers();
+}
+
+async fn start_one(
+    state: &Arc<State>,
+    cluster: &Cluster,
+    upstream: Client,
+    kinds: &[SyncedKind],
+) -> anyhow::Result<Arc<Syncer>> {
+    let kubeconfig = cluster
+        .kubeconfig
+        .as_ref()
+        .map(|k| state.config.resolve(k.get_ref()));
+    let downstream =
+        kubeconn::client(kubeconfig.as_deref(), cluster.context.as_deref(), None).await?;
+    let syncer = Arc::new(Syncer::new(syncer_config(
+        state, cluster, upstream, downstream, kinds,
+    )));
+    state.add_syncer(syncer.clone());
+    Ok(syncer)
+}
