@@ -42,15 +42,16 @@ parse_cluster() {
   [[ -n "${CLUSTER}" ]] || die "missing --cluster NAME (e.g. --cluster kcp-west)"
 }
 
-# Loads the running demo: STATE, TMCD, ADMIN, BIN_DIR.
+# Loads the running demo: STATE, TMCD, ADMIN.
 load_demo() {
   STATE="$(find_state_dir)"
   [[ -f "${STATE}/env" ]] || die "${STATE} is not a demo state directory (no env file)"
+  # Both are assigned by the env file; only the tmcd path is needed here.
+  # shellcheck disable=SC2034
   local TMC_DEMO_BIN_DIR="" TMC_DEMO_TMCD=""
   # shellcheck disable=SC1091
   source "${STATE}/env"
   TMCD="${TMC_DEMO_TMCD}"
-  BIN_DIR="${TMC_DEMO_BIN_DIR}"
   [[ -x "${TMCD}" ]] || die "tmcd binary ${TMCD} (recorded in ${STATE}/env) is missing; rebuild: cargo build -p tmc-daemon"
   ADMIN="$(cat "${STATE}/admin.url" 2>/dev/null)" || die "no ${STATE}/admin.url: tmcd was never started in this demo"
 }

@@ -30,13 +30,14 @@ Options:
   --debug            trace the script (set -x) and run tmcd and the syncer with RUST_LOG=debug
   --skip-cleanup     leave everything running at the end and print how to explore it and how to stop it
   --non-interactive  no "press Enter" pauses (also: TMC_DEMO_NONINTERACTIVE=1, CI set, or stdin not a TTY)
-  --rebuild          rebuild tmcd, tmc-syncer, tmc-testbed and the policies even when they exist
+  --rebuild          rebuild the policy modules even when target/policies/ has them
   --help             this text
 
 Environment:
   TMC_DEMO_EAST_MODE   pull (default: kcp-east gets a tmc-syncer agent, falling back to push if it fails) or push
   TMC_DEMO_BED_TIMEOUT seconds to wait for the test bed (default 600)
   TMC_DEMO_TIMEOUT     seconds to wait for each expectation (default 120)
+  TMC_DEMO_ROOT        parent of the state directory (default /tmp)
 
 State: /tmp/kcp-demo-<id>/ (admin.kubeconfig, kcp.log, <cluster>.kubeconfig, tmcd.log, pids, ...).
 Afterwards: ./tmc-syncer-helper.sh status | logs --cluster NAME | sync-workload --cluster NAME | verify | stop
@@ -99,10 +100,10 @@ fi
 echo "${C_BOLD}TMC virtual cluster demo${C_OFF}: preparing binaries"
 build_testbed_binaries
 export PATH="${BIN_DIR}:${PATH}"
-build_tmc_binaries "${REBUILD}"
+build_tmc_binaries
 build_policies "${REBUILD}" location-affinity active-passive
 
-STATE="$(mktemp -d /tmp/kcp-demo-XXXXXX)"
+STATE="$(mktemp -d "${TMC_DEMO_ROOT}/kcp-demo-XXXXXX")"
 chmod 755 "${STATE}"
 touch "${STATE}/pids" "${STATE}/running"
 printf 'TMC_DEMO_BIN_DIR=%q\nTMC_DEMO_TMCD=%q\n' "${BIN_DIR}" "${TMCD}" >"${STATE}/env"

@@ -19,11 +19,11 @@ start_bed() {
   local deadline=$((SECONDS + BED_READY_TIMEOUT)) shown=0 lines
   while ! grep -q '^READY ' "${log}" 2>/dev/null; do
     if ! pid_alive "${pid}"; then
-      tail -n 30 "${log}" >&2
+      log_tail "${log}"
       die "tmc-testbed exited before it was ready (log: ${log}; component logs under ${state}/bed/)"
     fi
     if ((SECONDS >= deadline)); then
-      tail -n 30 "${log}" >&2
+      log_tail "${log}"
       die "the test bed was not ready within ${BED_READY_TIMEOUT}s (log: ${log}; kcp: ${state}/bed/kcp.log)"
     fi
     # Progress: the bed's own timestamped lines as they come.

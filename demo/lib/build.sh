@@ -24,26 +24,22 @@ build_testbed_binaries() {
   ok "test bed binaries built in ${BIN_DIR}"
 }
 
-# build_tmc_binaries FORCE: cargo build of tmcd, tmc-syncer and tmc-testbed when one is missing (or FORCE=1).
+# build_tmc_binaries: cargo build of tmcd, tmc-syncer and tmc-testbed. Always asked: cargo rebuilds only what is
+# missing or stale (a stale binary would demo old code), and is a no-op otherwise.
 # Sets TMCD, TMC_SYNCER, TMC_TESTBED.
 build_tmc_binaries() {
-  local force="$1" dir
+  local dir b
   dir="$(target_dir)/debug"
   TMCD="${dir}/tmcd"
   TMC_SYNCER="${dir}/tmc-syncer"
   TMC_TESTBED="${dir}/tmc-testbed"
-  if [[ "${force}" != 1 && -x "${TMCD}" && -x "${TMC_SYNCER}" && -x "${TMC_TESTBED}" ]]; then
-    ok "tmcd, tmc-syncer and tmc-testbed present in ${dir} (--rebuild to rebuild them)"
-    return 0
-  fi
-  info "cargo build -p tmc-daemon -p tmc-syncer -p tmc-tests (tmcd, tmc-syncer, tmc-testbed); waits for the shared target lock"
+  info "cargo build -p tmc-daemon -p tmc-syncer -p tmc-tests (tmcd, tmc-syncer, tmc-testbed; builds what is missing or stale, waits for the shared target lock)"
   (cd "${ROOT}" && cargo build -p tmc-daemon -p tmc-syncer -p tmc-tests --bin tmcd --bin tmc-syncer --bin tmc-testbed) ||
     die "cargo build of tmcd, tmc-syncer and tmc-testbed failed (see the compiler output above)"
-  local b
   for b in "${TMCD}" "${TMC_SYNCER}" "${TMC_TESTBED}"; do
     [[ -x "${b}" ]] || die "cargo build finished but ${b} is missing"
   done
-  ok "built tmcd, tmc-syncer and tmc-testbed"
+  ok "tmcd, tmc-syncer and tmc-testbed are up to date in ${dir}"
 }
 
 # build_policies FORCE NAME...: hack/build-policies.sh when a target/policies/NAME.wasm is missing (or FORCE=1).

@@ -13,7 +13,10 @@
 #   admin.url             http://127.0.0.1:<port> of tmcd's admin server
 #   env                   TMC_DEMO_BIN_DIR (test bed binaries), TMC_DEMO_TMCD (tmcd binary)
 
-TMC_DEMO_STATE_GLOB="${TMC_DEMO_STATE_GLOB:-/tmp/kcp-demo-*}"
+# Parent of the state directories: /tmp, so the brief's /tmp/kcp-demo-*/ paths hold. Tests point it at a
+# private directory so that they neither see nor stop a demo someone runs by hand.
+TMC_DEMO_ROOT="${TMC_DEMO_ROOT:-/tmp}"
+TMC_DEMO_STATE_GLOB="${TMC_DEMO_ROOT}/kcp-demo-*"
 
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
   C_BOLD=$'\e[1m'; C_DIM=$'\e[2m'; C_RED=$'\e[31m'; C_GREEN=$'\e[32m'; C_YELLOW=$'\e[33m'; C_BLUE=$'\e[34m'; C_OFF=$'\e[0m'
@@ -58,6 +61,12 @@ wait_until() {
     fi
     sleep 2
   done
+}
+
+# log_tail FILE: its last 30 lines on stderr, without Rust backtrace frames.
+log_tail() {
+  echo "--- last lines of $1:" >&2
+  grep -v -E '^[[:space:]]+([0-9]+: |at )' "$1" | tail -n 30 >&2 || true
 }
 
 # A free TCP port on 127.0.0.1 (nothing answers a connection to it).
@@ -147,7 +156,8 @@ find_state_dir() {
     return 0
   fi
   local d newest_alive="" newest=""
-  # shellcheck disable=SC2086
+  # Newest first; the names come from mktemp (no spaces), so splitting ls output is safe here.
+  # shellcheck disable=SC2086,SC2045
   for d in $(ls -1dt ${TMC_DEMO_STATE_GLOB} 2>/dev/null); do
     [[ -d "$d" ]] || continue
     [[ -z "${newest}" ]] && newest="$d"

@@ -45,7 +45,7 @@ start_tmcd() {
   local deadline=$((SECONDS + ${TIMEOUT:-120}))
   until "${TMCD}" status --admin "${url}" >/dev/null 2>&1; do
     if ! pid_alive "${pid}"; then
-      tail -n 30 "${state}/tmcd.log" >&2
+      log_tail "${state}/tmcd.log"
       die "tmcd exited during start (log: ${state}/tmcd.log)"
     fi
     ((SECONDS < deadline)) || die "tmcd's admin API at ${url} did not answer within ${TIMEOUT:-120}s (log: ${state}/tmcd.log)"

@@ -37,7 +37,10 @@ fn request(replicas: Option<u32>, preferences: &[&str]) -> PlacementRequest {
             replicas,
             ..Default::default()
         },
-        targets: vec![target("kcp-east", "us-east-1"), target("kcp-west", "us-west-1")],
+        targets: vec![
+            target("kcp-east", "us-east-1"),
+            target("kcp-west", "us-west-1"),
+        ],
         ..Default::default()
     };
     req.placement.name = "demo".into();
@@ -130,9 +133,7 @@ fn replicas_always_sum_to_the_workload() {
 
 #[test]
 fn settings_are_empty_and_unknown_fields_refused() {
-    let verdict = |v| {
-        testing::validate_placement_settings::<ActivePassive>(v).expect("answers")
-    };
+    let verdict = |v| testing::validate_placement_settings::<ActivePassive>(v).expect("answers");
     assert!(verdict(json!({})).valid);
     assert!(verdict(json!(null)).valid);
     let refused = verdict(json!({"mode": "preferred"}));

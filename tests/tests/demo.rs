@@ -1,0 +1,335 @@
+//! Runs `./tmc-virtual-cluster-demo.sh --non-interactive --skip-cleanup` against real servers, then every
+//! verb of `./tmc-syncer-helper.sh` against the tmcd it left running, then `stop`, and checks that no
+//! process of the demo is left.
+//!
+//! The demo checks its own expectations at every step (copies on both clusters, replica split, hot reload,
+//! placement change) and exits non-zero naming the one that failed; this test asserts its exit code and
+//! what the helper reports. It needs the binaries of `hack/testbed/build.sh` (the demo builds what is
+//! missing) and runs in a private state root (`TMC_DEMO_ROOT`), so it neither sees nor stops a demo run
+//! by hand.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Runs a script of the repository with the private state root; stdin is closed.
+fn script(root: &Path, name: &str, args: &[&str]) -> Result<Output> {
+    let path = repo_root().join(name);
+    Command::new(&path)
+        .args(args)
+        .current_dir(repo_root())
+        .env("TMC_DEMO_ROOT", root)
+        .env("NO_COLOR", "1")
+        .env_remove("TMC_DEMO_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", path.display()))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Output of a run that must succeed; the error shows both streams.
+fn succeeded(what: &str, out: &Output) -> Result<String> {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    if !out.status.success() {
+        bail!(
+            "{what} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        );
+    }
+    Ok(stdout)
+}
+
+/// Stops the demo (whatever happened) when dropped.
+struct StopOnDrop<'a>(&'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(out) = script(self.0, "tmc-syncer-helper.sh", &["stop"]) {
+            eprintln!("cleanup: {}", text(&out.stdout).trim());
+        }
+    }
+}
+
+/// The single state directory the demo created under `root`.
+fn state_dir(root: &Path) -> Result<PathBuf> {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kcp-demo-"))
+        })
+        .collect();
+    match dirs.as_slice() {
+        [one] => Ok(one.clone()),
+        other => bail!(
+            "expected one kcp-demo-* directory in {}, found {other:?}",
+            root.display()
+        ),
+    }
+}
+
+/// PIDs recorded in STATE/pids.
+fn recorded_pids(state: &Path) -> Result<Vec<(String, u32)>> {
+    let file = state.join("pids");
+    let body =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (name, pid) = l
+                .split_once(' ')
+                .with_context(|| format!("malformed line {l:?} in {}", file.display()))?;
+            Ok((
+                name.to_string(),
+                pid.trim()
+                    .parse()
+                    .with_context(|| format!("pid in {l:?}"))?,
+            ))
+        })
+        .collect()
+}
+
+/// True when the process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Live processes whose command line names `dir`.
+fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = text(&cmd).replace('\0', " ");
+            (cmd.contains(&needle) && alive(pid)).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+fn sha256_prefix(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("running sha256sum")?;
+    let stdout = succeeded("sha256sum", &out)?;
+    let digest = stdout
+        .split_whitespace()
+        .next()
+        .context("empty sha256sum output")?;
+    Ok(digest.chars().take(16).collect())
+}
+
+/// The policy generation on the first line of `tmcd status`: "... policy generation N".
+fn generation(status: &str) -> Result<u64> {
+    let first = status
+        .lines()
+        .find(|l| l.contains("policy generation"))
+        .context("no 'policy generation' line in the status output")?;
+    first
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no generation number in {first:?}"))
+}
+
+#[test]
+fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
+    let root = tempfile::Builder::new()
+        .prefix("tmc-demo-test-")
+        .tempdir_in("/tmp")
+        .context("creating the private demo root")?;
+    let root = root.path();
+    let _stop = StopOnDrop(root);
+
+    let demo = script(
+        root,
+        "tmc-virtual-cluster-demo.sh",
+        &["--non-interactive", "--skip-cleanup"],
+    )?;
+    let demo_out = succeeded("the demo", &demo)?;
+    for expected in [
+        "Step 7",
+        "Demo complete: every step's expectation held.",
+        "export KUBECONFIG=",
+        "./tmc-syncer-helper.sh stop",
+    ] {
+        ensure!(
+            demo_out.contains(expected),
+            "demo output lacks {expected:?}:\n{demo_out}"
+        );
+    }
+    let state = state_dir(root)?;
+    for file in [
+        "admin.kubeconfig",
+        "kcp.log",
+        "kcp-west.kubeconfig",
+        "kcp-east.kubeconfig",
+        "tmc.toml",
+    ] {
+        ensure!(
+            state.join(file).exists(),
+            "{} is missing",
+            state.join(file).display()
+        );
+    }
+
+    // status: both targets, the hot-reloaded module (active-passive's digest), a generation past the first.
+    let status = succeeded(
+        "helper status",
+        &script(root, "tmc-syncer-helper.sh", &["status"])?,
+    )?;
+    for expected in ["kcp-west", "kcp-east", "demo-placement", "tmcd "] {
+        ensure!(
+            status.contains(expected),
+            "status lacks {expected:?}:\n{status}"
+        );
+    }
+    let active_passive = sha256_prefix(&repo_root().join("target/policies/active-passive.wasm"))?;
+    ensure!(
+        status.contains(&active_passive),
+        "status does not show active-passive's digest {active_passive} for demo-placement:\n{status}"
+    );
+    ensure!(
+        generation(&status)? >= 2,
+        "the hot reload did not raise the policy generation:\n{status}"
+    );
+
+    // logs: the push syncer's lines through tmcd; the pull agent's log tail for kcp-east.
+    let west = succeeded(
+        "helper logs kcp-west",
+        &script(
+            root,
+            "tmc-syncer-helper.sh",
+            &["logs", "--cluster", "kcp-west"],
+        )?,
+    )?;
+    ensure!(
+        west.contains("# kcp-west:"),
+        "logs of kcp-west lack the header:\n{west}"
+    );
+    ensure!(
+        west.lines().count() > 2,
+        "no log lines for kcp-west's syncer:\n{west}"
+    );
+    let east = succeeded(
+        "helper logs kcp-east",
+        &script(
+            root,
+            "tmc-syncer-helper.sh",
+            &["logs", "--cluster", "kcp-east"],
+        )?,
+    )?;
+    ensure!(
+        east.contains("# kcp-east:"),
+        "logs of kcp-east lack the header:\n{east}"
+    );
+    let unknown = script(
+        root,
+        "tmc-syncer-helper.sh",
+        &["logs", "--cluster", "nowhere"],
+    )?;
+    ensure!(
+        !unknown.status.success(),
+        "logs of an unknown cluster succeeded"
+    );
+    ensure!(
+        text(&unknown.stderr).contains("nowhere"),
+        "the error does not name the unknown cluster:\n{}",
+        text(&unknown.stderr)
+    );
+
+    // sync-workload: tmcd re-queues and logs it.
+    let tmcd_log = state.join("tmcd.log");
+    let resyncs = || -> Result<usize> {
+        Ok(std::fs::read_to_string(&tmcd_log)
+            .with_context(|| format!("reading {}", tmcd_log.display()))?
+            .matches("resync requested")
+            .count())
+    };
+    let before = resyncs()?;
+    let sync = succeeded(
+        "helper sync-workload",
+        &script(
+            root,
+            "tmc-syncer-helper.sh",
+            &["sync-workload", "--cluster", "kcp-east"],
+        )?,
+    )?;
+    ensure!(
+        sync.contains("re-queued every workload for kcp-east"),
+        "sync-workload said:\n{sync}"
+    );
+    ensure!(
+        resyncs()? > before,
+        "tmcd.log has no new 'resync requested' line"
+    );
+
+    // verify: the control plane and both clusters are reachable.
+    let verify = succeeded(
+        "helper verify",
+        &script(root, "tmc-syncer-helper.sh", &["verify"])?,
+    )?;
+    for expected in [
+        "ok    control plane (workspace root:tmc)",
+        "ok    cluster kcp-west",
+        "ok    cluster kcp-east",
+    ] {
+        ensure!(
+            verify.contains(expected),
+            "verify lacks {expected:?}:\n{verify}"
+        );
+    }
+
+    // stop: every recorded process and every bed process is gone.
+    let pids = recorded_pids(&state)?;
+    ensure!(
+        pids.iter().any(|(n, _)| n == "tmcd"),
+        "no tmcd in {}/pids",
+        state.display()
+    );
+    let stop = succeeded(
+        "helper stop",
+        &script(root, "tmc-syncer-helper.sh", &["stop"])?,
+    )?;
+    ensure!(stop.contains("stopped 1 demo"), "stop said:\n{stop}");
+    let left: Vec<_> = pids.iter().filter(|(_, pid)| alive(*pid)).collect();
+    ensure!(left.is_empty(), "still running after stop: {left:?}");
+    let leftovers = processes_naming(&state);
+    ensure!(
+        leftovers.is_empty(),
+        "processes naming {} after stop: {leftovers:?}",
+        state.display()
+    );
+    let again = succeeded(
+        "helper status after stop",
+        &script(root, "tmc-syncer-helper.sh", &["stop"])?,
+    )?;
+    ensure!(
+        again.contains("no running demo"),
+        "a second stop found something:\n{again}"
+    );
+    Ok(())
+}
