@@ -68,20 +68,28 @@ async fn kcp_workspace_serves_a_new_crd() -> Result<()> {
     wait::until("Widget w1 to be created", TIMEOUT, POLL, || {
         let (widgets, widget) = (widgets.clone(), widget.clone());
         async move {
-            Ok(match widgets.create(&PostParams::default(), &widget).await {
-                Ok(_) => Poll::Ready(()),
-                Err(e) => Poll::Pending(e.to_string()),
-            })
+            Ok(
+                match widgets.create(&PostParams::default(), &widget).await {
+                    Ok(_) => Poll::Ready(()),
+                    Err(e) => Poll::Pending(e.to_string()),
+                },
+            )
         }
     })
     .await?;
     let back = widgets.get("w1").await.context("reading Widget w1 back")?;
-    assert_eq!(back.data.pointer("/spec/size").and_then(|v| v.as_i64()), Some(7));
+    assert_eq!(
+        back.data.pointer("/spec/size").and_then(|v| v.as_i64()),
+        Some(7)
+    );
 
     // The object lives in root:tmc only: the root workspace has no such resource.
     let root = bed.kcp()?.client("root").await?;
     let in_root: Api<DynamicObject> = Api::namespaced_with(root, "default", &resource);
-    assert!(in_root.get("w1").await.is_err(), "Widget must not be visible in root");
+    assert!(
+        in_root.get("w1").await.is_err(),
+        "Widget must not be visible in root"
+    );
     Ok(())
 }
 
@@ -95,7 +103,9 @@ async fn kcp_workspace_serves_deployments_after_install_kube_crds() -> Result<()
         "kcp must not serve deployments before install_kube_crds"
     );
     bed.install_kube_crds().await?;
-    bed.install_kube_crds().await.context("install_kube_crds must be idempotent")?;
+    bed.install_kube_crds()
+        .await
+        .context("install_kube_crds must be idempotent")?;
     deployments
         .create(&PostParams::default(), &deployment("web", 3)?)
         .await
@@ -111,7 +121,11 @@ async fn kcp_workspace_serves_deployments_after_install_kube_crds() -> Result<()
 /// stopping and restarting west's kube-apiserver keeps the data.
 #[tokio::test]
 async fn physical_cluster_runs_deployments_on_kwok_nodes() -> Result<()> {
-    let mut bed = TestBed::builder().clusters(["west"]).without_kcp().start().await?;
+    let mut bed = TestBed::builder()
+        .clusters(["west"])
+        .without_kcp()
+        .start()
+        .await?;
     let client = bed.cluster_client("west").await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments
@@ -119,28 +133,42 @@ async fn physical_cluster_runs_deployments_on_kwok_nodes() -> Result<()> {
         .await
         .context("creating a Deployment in west")?;
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    wait::until("2 Running pods and 2 ready replicas in west", TIMEOUT, POLL, || {
-        let (deployments, pods) = (deployments.clone(), pods.clone());
-        async move {
-            let list = pods.list(&ListParams::default().labels("app=web")).await?;
-            let phases: BTreeMap<String, String> = list
-                .items
-                .iter()
-                .map(|p| {
-                    let name = p.metadata.name.clone().unwrap_or_default();
-                    let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-                    (name, phase)
+    wait::until(
+        "2 Running pods and 2 ready replicas in west",
+        TIMEOUT,
+        POLL,
+        || {
+            let (deployments, pods) = (deployments.clone(), pods.clone());
+            async move {
+                let list = pods.list(&ListParams::default().labels("app=web")).await?;
+                let phases: BTreeMap<String, String> = list
+                    .items
+                    .iter()
+                    .map(|p| {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        let phase = p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.phase.clone())
+                            .unwrap_or_default();
+                        (name, phase)
+                    })
+                    .collect();
+                let running = phases.values().filter(|p| *p == "Running").count();
+                let ready = deployments
+                    .get("web")
+                    .await?
+                    .status
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                Ok(if running == 2 && ready == 2 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending(format!("pods {phases:?}, ready replicas {ready}"))
                 })
-                .collect();
-            let running = phases.values().filter(|p| *p == "Running").count();
-            let ready = deployments.get("web").await?.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            Ok(if running == 2 && ready == 2 {
-                Poll::Ready(())
-            } else {
-                Poll::Pending(format!("pods {phases:?}, ready replicas {ready}"))
-            })
-        }
-    })
+            }
+        },
+    )
     .await?;
     let pod_list = pods.list(&ListParams::default().labels("app=web")).await?;
     assert!(
@@ -152,9 +180,15 @@ async fn physical_cluster_runs_deployments_on_kwok_nodes() -> Result<()> {
     );
 
     bed.stop_cluster("west").await?;
-    assert!(deployments.get("web").await.is_err(), "west must be unreachable while stopped");
+    assert!(
+        deployments.get("web").await.is_err(),
+        "west must be unreachable while stopped"
+    );
     bed.start_cluster("west").await?;
-    let back = deployments.get("web").await.context("reading the Deployment after restart")?;
+    let back = deployments
+        .get("web")
+        .await
+        .context("reading the Deployment after restart")?;
     assert_eq!(back.spec.and_then(|s| s.replicas), Some(2));
     Ok(())
 }

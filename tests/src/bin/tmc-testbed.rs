@@ -8,7 +8,10 @@ use kube::config::Kubeconfig;
 use tmc_tests::testbed::{TestBed, progress};
 
 #[derive(Parser, Debug)]
-#[command(name = "tmc-testbed", about = "Run a test bed of real API servers: kcp + physical clusters")]
+#[command(
+    name = "tmc-testbed",
+    about = "Run a test bed of real API servers: kcp + physical clusters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +65,11 @@ async fn main() -> Result<()> {
             }
             let merged = bed.dir().join("kubeconfig");
             write_merged(&bed, &merged, &context_prefix)?;
-            let contexts: Vec<String> = bed.cluster_names().iter().map(|c| format!("{context_prefix}{c}")).collect();
+            let contexts: Vec<String> = bed
+                .cluster_names()
+                .iter()
+                .map(|c| format!("{context_prefix}{c}"))
+                .collect();
             println!(
                 "READY kcp={} admin-kubeconfig={} kubeconfig={} contexts={} dir={}",
                 bed.kcp()?.base_url(),
@@ -84,7 +91,8 @@ fn write_merged(bed: &TestBed, path: &Path, prefix: &str) -> Result<()> {
     let mut merged = Kubeconfig::default();
     for name in bed.cluster_names() {
         let source = bed.kubeconfig_path(&name)?;
-        let mut kc = Kubeconfig::read_from(&source).with_context(|| format!("reading {}", source.display()))?;
+        let mut kc = Kubeconfig::read_from(&source)
+            .with_context(|| format!("reading {}", source.display()))?;
         let renamed = format!("{prefix}{name}");
         for c in &mut kc.clusters {
             c.name = renamed.clone();

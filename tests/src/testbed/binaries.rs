@@ -31,7 +31,9 @@ impl Binaries {
     /// Finds the bin dir: `$TMC_TESTBED_BIN` if set, else what `hack/testbed/build.sh --print-bin-dir` prints.
     pub fn locate() -> Result<Self> {
         if let Some(dir) = std::env::var_os(BIN_ENV).filter(|d| !d.is_empty()) {
-            return Ok(Self { dir: PathBuf::from(dir) });
+            return Ok(Self {
+                dir: PathBuf::from(dir),
+            });
         }
         let script = repo_root().join(BUILD_SCRIPT);
         let out = Command::new("bash")
@@ -51,7 +53,9 @@ impl Binaries {
         if dir.is_empty() {
             bail!("`{} --print-bin-dir` printed nothing", script.display());
         }
-        Ok(Self { dir: PathBuf::from(dir) })
+        Ok(Self {
+            dir: PathBuf::from(dir),
+        })
     }
 
     /// Uses an explicit directory.
@@ -108,7 +112,9 @@ mod tests {
     fn require_names_missing_binaries_and_the_build_command() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bins = Binaries::at(dir.path());
-        let err = bins.require(&["etcd", "kcp"]).expect_err("empty dir must fail");
+        let err = bins
+            .require(&["etcd", "kcp"])
+            .expect_err("empty dir must fail");
         let msg = err.to_string();
         assert!(msg.contains("etcd, kcp"), "{msg}");
         assert!(msg.contains(BUILD_SCRIPT), "{msg}");
@@ -121,6 +127,8 @@ mod tests {
         let path = dir.path().join("etcd");
         std::fs::write(&path, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        Binaries::at(dir.path()).require(&["etcd"]).expect("present");
+        Binaries::at(dir.path())
+            .require(&["etcd"])
+            .expect("present");
     }
 }

@@ -48,13 +48,24 @@ pub struct ClusterOptions {
 impl PhysicalCluster {
     /// Starts the cluster under `bed_dir/<name>/`, its kubeconfig at `bed_dir/<name>.kubeconfig`, and waits
     /// until the API server is ready and every kwok node reports Ready.
-    pub async fn start(bins: &Binaries, pki: &Pki, bed_dir: &Path, options: &ClusterOptions) -> Result<Self> {
+    pub async fn start(
+        bins: &Binaries,
+        pki: &Pki,
+        bed_dir: &Path,
+        options: &ClusterOptions,
+    ) -> Result<Self> {
         let name = options.name.as_str();
         let dir = bed_dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (etcd_port, peer_port, apiserver_port) = (free_port()?, free_port()?, free_port()?);
 
-        let etcd = Supervised::spawn(spec(bins, &dir, name, "etcd", etcd_args(&dir, name, etcd_port, peer_port)))?;
+        let etcd = Supervised::spawn(spec(
+            bins,
+            &dir,
+            name,
+            "etcd",
+            etcd_args(&dir, name, etcd_port, peer_port),
+        ))?;
         let apiserver_spec = spec(
             bins,
             &dir,
@@ -85,14 +96,20 @@ impl PhysicalCluster {
             controllers: Vec::new(),
         };
         cluster.wait_apiserver_ready().await?;
-        progress(&format!("{name}: kube-apiserver ready on 127.0.0.1:{apiserver_port}"));
+        progress(&format!(
+            "{name}: kube-apiserver ready on 127.0.0.1:{apiserver_port}"
+        ));
 
         let kc = cluster.kubeconfig.clone();
         let (kcm_port, sched_port, kwok_port) = (free_port()?, free_port()?, free_port()?);
         let kcm = controller_manager_args(&kc, pki, name, kcm_port);
         let sched = scheduler_args(&kc, sched_port);
         let kwok = kwok_args(&kc, kwok_port);
-        for (component, args) in [("kube-controller-manager", kcm), ("kube-scheduler", sched), ("kwok", kwok)] {
+        for (component, args) in [
+            ("kube-controller-manager", kcm),
+            ("kube-scheduler", sched),
+            ("kwok", kwok),
+        ] {
             let s = spec(bins, &cluster.dir, name, component, args);
             cluster.controllers.push(Supervised::spawn(s)?);
         }
@@ -160,7 +177,10 @@ impl PhysicalCluster {
 
     /// Log files of every component ever started.
     pub fn logs(&self) -> Vec<PathBuf> {
-        let mut logs = vec![self.etcd.spec().log.clone(), self.apiserver_spec.log.clone()];
+        let mut logs = vec![
+            self.etcd.spec().log.clone(),
+            self.apiserver_spec.log.clone(),
+        ];
         logs.extend(self.controllers.iter().map(|p| p.spec().log.clone()));
         logs
     }
@@ -169,10 +189,13 @@ impl PhysicalCluster {
         let client = self.client().await?;
         let what = format!("{} kube-apiserver /readyz", self.name);
         wait::until(&what, READY_TIMEOUT, POLL, || {
-            let alive = self.etcd.ensure_running().and_then(|()| match self.apiserver.as_mut() {
-                Some(a) => a.ensure_running(),
-                None => bail!("{} kube-apiserver is stopped", self.name),
-            });
+            let alive = self
+                .etcd
+                .ensure_running()
+                .and_then(|()| match self.apiserver.as_mut() {
+                    Some(a) => a.ensure_running(),
+                    None => bail!("{} kube-apiserver is stopped", self.name),
+                });
             let client = client.clone();
             async move {
                 alive?;
@@ -199,11 +222,16 @@ impl PhysicalCluster {
         let what = format!("{count} kwok node(s) of {} to be Ready", self.name);
         let controllers = &mut self.controllers;
         wait::until(&what, READY_TIMEOUT, POLL, || {
-            let alive: Result<()> = controllers.iter_mut().try_for_each(Supervised::ensure_running);
+            let alive: Result<()> = controllers
+                .iter_mut()
+                .try_for_each(Supervised::ensure_running);
             let nodes = nodes.clone();
             async move {
                 alive?;
-                let list = nodes.list(&ListParams::default()).await.context("listing nodes")?;
+                let list = nodes
+                    .list(&ListParams::default())
+                    .await
+                    .context("listing nodes")?;
                 let ready = list.items.iter().filter(|n| node_ready(n)).count();
                 Ok(if ready >= count {
                     Poll::Ready(())
@@ -216,7 +244,13 @@ impl PhysicalCluster {
     }
 }
 
-fn spec(bins: &Binaries, dir: &Path, cluster: &str, component: &str, args: Vec<OsString>) -> ProcessSpec {
+fn spec(
+    bins: &Binaries,
+    dir: &Path,
+    cluster: &str,
+    component: &str,
+    args: Vec<OsString>,
+) -> ProcessSpec {
     ProcessSpec {
         name: format!("{cluster}/{component}"),
         program: bins.path(component),
@@ -270,7 +304,12 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd: u16, port: u16) -> Vec<OsString> 
     ])
 }
 
-fn controller_manager_args(kubeconfig: &Path, pki: &Pki, cluster: &str, port: u16) -> Vec<OsString> {
+fn controller_manager_args(
+    kubeconfig: &Path,
+    pki: &Pki,
+    cluster: &str,
+    port: u16,
+) -> Vec<OsString> {
     let kc = kubeconfig.display();
     os(vec![
         format!("--kubeconfig={kc}"),
@@ -280,7 +319,10 @@ fn controller_manager_args(kubeconfig: &Path, pki: &Pki, cluster: &str, port: u1
         format!("--secure-port={port}"),
         "--leader-elect=false".into(),
         "--use-service-account-credentials=false".into(),
-        format!("--service-account-private-key-file={}", pki.sa_key.display()),
+        format!(
+            "--service-account-private-key-file={}",
+            pki.sa_key.display()
+        ),
         format!("--root-ca-file={}", pki.ca_cert.display()),
         format!("--cluster-name={cluster}"),
         "--profiling=false".into(),
@@ -350,8 +392,14 @@ mod tests {
     fn fake_node_is_managed_by_kwok_and_has_capacity() {
         let node = fake_node("west-node-0", "west").expect("node");
         let annotations = node.metadata.annotations.expect("annotations");
-        assert_eq!(annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str), Some("fake"));
-        let allocatable = node.status.and_then(|s| s.allocatable).expect("allocatable");
+        assert_eq!(
+            annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str),
+            Some("fake")
+        );
+        let allocatable = node
+            .status
+            .and_then(|s| s.allocatable)
+            .expect("allocatable");
         assert_eq!(allocatable.get("pods").map(|q| q.0.as_str()), Some("110"));
         assert!(!node_ready(&fake_node("x", "west").expect("node")));
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 
 use super::binaries::Binaries;
 use super::kubeconfig::{self, Ca, Entry};
@@ -41,7 +43,8 @@ impl Kcp {
     pub async fn start(bins: &Binaries, bed_dir: &Path, workspace: &str) -> Result<Self> {
         let levels = workspace_levels(workspace)?;
         let root_dir = bed_dir.join("kcp");
-        std::fs::create_dir_all(&root_dir).with_context(|| format!("creating {}", root_dir.display()))?;
+        std::fs::create_dir_all(&root_dir)
+            .with_context(|| format!("creating {}", root_dir.display()))?;
         let (port, etcd_client, etcd_peer) = (free_port()?, free_port()?, free_port()?);
         let args: Vec<OsString> = [
             "start".to_owned(),
@@ -111,7 +114,9 @@ impl Kcp {
         progress(&format!("kcp ready on {base}"));
 
         for pair in levels.windows(2) {
-            kcp.create_workspace(&pair[0], &pair[1]).await.map_err(|e| kcp.with_log(e))?;
+            kcp.create_workspace(&pair[0], &pair[1])
+                .await
+                .map_err(|e| kcp.with_log(e))?;
         }
         progress(&format!("kcp workspace {workspace} Ready"));
         Ok(kcp)
@@ -156,30 +161,45 @@ impl Kcp {
     /// until `deployments.apps` is served there. Idempotent (server-side apply).
     pub async fn install_kube_crds(&self) -> Result<()> {
         let client = self.workspace_client().await?;
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(DEPLOYMENTS_CRD).context("parsing the embedded deployments.apps CRD")?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(DEPLOYMENTS_CRD)
+            .context("parsing the embedded deployments.apps CRD")?;
         let name = crd.metadata.name.clone().unwrap_or_default();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name} in kcp workspace {}", self.workspace))?;
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name} in kcp workspace {}", self.workspace))?;
         let deployments: Api<Deployment> = Api::namespaced(client, "default");
-        let what = format!("deployments.apps to be served in kcp workspace {}", self.workspace);
+        let what = format!(
+            "deployments.apps to be served in kcp workspace {}",
+            self.workspace
+        );
         wait::until(&what, READY_TIMEOUT, POLL, || {
             let (crds, deployments, name) = (crds.clone(), deployments.clone(), name.clone());
             async move {
-                let crd = crds.get(&name).await.with_context(|| format!("reading CRD {name}"))?;
+                let crd = crds
+                    .get(&name)
+                    .await
+                    .with_context(|| format!("reading CRD {name}"))?;
                 if !crd_established(&crd) {
                     return Ok(Poll::Pending(format!("CRD {name} not Established yet")));
                 }
-                Ok(match deployments.list(&ListParams::default().limit(1)).await {
-                    Ok(_) => Poll::Ready(()),
-                    Err(e) => Poll::Pending(format!("listing deployments: {e}")),
-                })
+                Ok(
+                    match deployments.list(&ListParams::default().limit(1)).await {
+                        Ok(_) => Poll::Ready(()),
+                        Err(e) => Poll::Pending(format!("listing deployments: {e}")),
+                    },
+                )
             }
         })
         .await?;
-        progress(&format!("kcp workspace {}: deployments.apps served", self.workspace));
+        progress(&format!(
+            "kcp workspace {}: deployments.apps served",
+            self.workspace
+        ));
         Ok(())
     }
 
@@ -193,14 +213,23 @@ impl Kcp {
         match workspaces.create(&PostParams::default(), &object).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(e) => return Err(e).with_context(|| format!("creating kcp workspace {name} in {parent}")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating kcp workspace {name} in {parent}"));
+            }
         }
         let what = format!("kcp workspace {child} to be Ready");
         wait::until(&what, READY_TIMEOUT, POLL, || {
             let workspaces = workspaces.clone();
             async move {
-                let ws = workspaces.get(name).await.with_context(|| format!("reading workspace {name}"))?;
-                let phase = ws.data.pointer("/status/phase").and_then(|p| p.as_str()).unwrap_or("");
+                let ws = workspaces
+                    .get(name)
+                    .await
+                    .with_context(|| format!("reading workspace {name}"))?;
+                let phase = ws
+                    .data
+                    .pointer("/status/phase")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("");
                 Ok(if phase == "Ready" {
                     Poll::Ready(())
                 } else {
@@ -211,15 +240,20 @@ impl Kcp {
         .await?;
         // Ready in the parent does not yet mean the workspace URL answers: check it does.
         let inner: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client(child).await?);
-        wait::until(&format!("kcp workspace {child} to serve requests"), READY_TIMEOUT, POLL, || {
-            let inner = inner.clone();
-            async move {
-                Ok(match inner.list(&ListParams::default().limit(1)).await {
-                    Ok(_) => Poll::Ready(()),
-                    Err(e) => Poll::Pending(format!("listing namespaces: {e}")),
-                })
-            }
-        })
+        wait::until(
+            &format!("kcp workspace {child} to serve requests"),
+            READY_TIMEOUT,
+            POLL,
+            || {
+                let inner = inner.clone();
+                async move {
+                    Ok(match inner.list(&ListParams::default().limit(1)).await {
+                        Ok(_) => Poll::Ready(()),
+                        Err(e) => Poll::Pending(format!("listing namespaces: {e}")),
+                    })
+                }
+            },
+        )
         .await
     }
 
@@ -240,8 +274,10 @@ struct Credentials {
 }
 
 fn read_credentials(path: &Path) -> Result<Credentials> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let named = |list: &str, name: &str, field: &str| -> Option<serde_yaml::Value> {
         doc.get(list)?
             .as_sequence()?
@@ -250,7 +286,8 @@ fn read_credentials(path: &Path) -> Result<Credentials> {
             .get(field)
             .cloned()
     };
-    let context = named("contexts", "root", "context").ok_or_else(|| anyhow!("no context 'root' in {}", path.display()))?;
+    let context = named("contexts", "root", "context")
+        .ok_or_else(|| anyhow!("no context 'root' in {}", path.display()))?;
     let field = |key: &str| context.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     let (cluster, user) = field("cluster")
         .zip(field("user"))
@@ -259,8 +296,17 @@ fn read_credentials(path: &Path) -> Result<Credentials> {
         .and_then(|u| u.get("token").and_then(|t| t.as_str()).map(str::to_owned))
         .ok_or_else(|| anyhow!("user {user} in {} has no token", path.display()))?;
     let ca_data = named("clusters", &cluster, "cluster")
-        .and_then(|c| c.get("certificate-authority-data").and_then(|t| t.as_str()).map(str::to_owned))
-        .ok_or_else(|| anyhow!("cluster {cluster} in {} has no certificate-authority-data", path.display()))?;
+        .and_then(|c| {
+            c.get("certificate-authority-data")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "cluster {cluster} in {} has no certificate-authority-data",
+                path.display()
+            )
+        })?;
     Ok(Credentials { token, ca_data })
 }
 
@@ -274,11 +320,15 @@ pub fn workspace_levels(path: &str) -> Result<Vec<String>> {
     for part in parts {
         let valid = !part.is_empty()
             && part.len() <= 63
-            && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !part.starts_with('-')
             && !part.ends_with('-');
         if !valid {
-            bail!("workspace path {path:?}: {part:?} is not a valid workspace name (lowercase letters, digits, '-')");
+            bail!(
+                "workspace path {path:?}: {part:?} is not a valid workspace name (lowercase letters, digits, '-')"
+            );
         }
         let parent = levels.last().cloned().unwrap_or_default();
         levels.push(format!("{parent}:{part}"));
@@ -290,7 +340,10 @@ fn crd_established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
 }
 
 #[cfg(test)]
@@ -300,7 +353,10 @@ mod tests {
     #[test]
     fn workspace_levels_walk_down_from_root() {
         assert_eq!(workspace_levels("root").expect("root"), ["root"]);
-        assert_eq!(workspace_levels("root:tmc:a").expect("nested"), ["root", "root:tmc", "root:tmc:a"]);
+        assert_eq!(
+            workspace_levels("root:tmc:a").expect("nested"),
+            ["root", "root:tmc", "root:tmc:a"]
+        );
         assert!(workspace_levels("tmc").is_err());
         assert!(workspace_levels("root::x").is_err());
         assert!(workspace_levels("root:Bad").is_err());
@@ -311,7 +367,12 @@ mod tests {
         let crd: CustomResourceDefinition = serde_yaml::from_str(DEPLOYMENTS_CRD).expect("parse");
         assert_eq!(crd.metadata.name.as_deref(), Some("deployments.apps"));
         assert_eq!(crd.spec.group, "apps");
-        assert!(crd.spec.versions.iter().any(|v| v.name == "v1" && v.served && v.storage));
+        assert!(
+            crd.spec
+                .versions
+                .iter()
+                .any(|v| v.name == "v1" && v.served && v.storage)
+        );
     }
 
     #[test]
@@ -326,7 +387,10 @@ mod tests {
         )
         .expect("write");
         let creds = read_credentials(&path).expect("creds");
-        assert_eq!((creds.token.as_str(), creds.ca_data.as_str()), ("t0k", "Q0E="));
+        assert_eq!(
+            (creds.token.as_str(), creds.ca_data.as_str()),
+            ("t0k", "Q0E=")
+        );
         assert!(read_credentials(&dir.path().join("missing")).is_err());
     }
 }

@@ -63,8 +63,8 @@ pub fn write(path: &Path, entries: &[Entry], current: &str) -> Result<()> {
 
 /// A client for `context` (or the current context) of the kubeconfig at `path`.
 pub async fn client(path: &Path, context: Option<&str>) -> Result<kube::Client> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
@@ -72,7 +72,8 @@ pub async fn client(path: &Path, context: Option<&str>) -> Result<kube::Client> 
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .with_context(|| format!("loading context {context:?} of {}", path.display()))?;
-    kube::Client::try_from(config).with_context(|| format!("building a client from {}", path.display()))
+    kube::Client::try_from(config)
+        .with_context(|| format!("building a client from {}", path.display()))
 }
 
 #[cfg(test)]
@@ -105,7 +106,13 @@ mod tests {
             .iter()
             .filter_map(|c| c.cluster.as_ref().and_then(|c| c.server.clone()))
             .collect();
-        assert_eq!(servers, ["https://127.0.0.1:1/clusters/root:tmc", "https://127.0.0.1:2"]);
+        assert_eq!(
+            servers,
+            [
+                "https://127.0.0.1:1/clusters/root:tmc",
+                "https://127.0.0.1:2"
+            ]
+        );
         assert_eq!(kc.auth_infos.len(), 2);
     }
 }

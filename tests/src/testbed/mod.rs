@@ -40,7 +40,10 @@ pub const KEEP_ENV: &str = "TMC_TESTBED_KEEP";
 
 /// Prints a timestamped progress line on stderr.
 pub fn progress(msg: &str) {
-    eprintln!("[testbed {}] {msg}", chrono::Utc::now().format("%H:%M:%S%.3f"));
+    eprintln!(
+        "[testbed {}] {msg}",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
 }
 
 /// Configures and starts a [`TestBed`].
@@ -114,7 +117,13 @@ impl TestBedBuilder {
             Some(d) => Binaries::at(d),
             None => Binaries::locate()?,
         };
-        let mut needed = vec!["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"];
+        let mut needed = vec![
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        ];
         if self.clusters.is_empty() {
             needed.clear();
         }
@@ -170,9 +179,15 @@ impl TestBedBuilder {
         }
         if let Some(first) = errors.into_iter().next() {
             bed.dir.keep = true;
-            return Err(first.context(format!("test bed failed; logs kept in {}", bed.dir.path().display())));
+            return Err(first.context(format!(
+                "test bed failed; logs kept in {}",
+                bed.dir.path().display()
+            )));
         }
-        progress(&format!("bed ready in {:.1} s", started.elapsed().as_secs_f64()));
+        progress(&format!(
+            "bed ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
         Ok(bed)
     }
 
@@ -180,9 +195,13 @@ impl TestBedBuilder {
         let mut seen = std::collections::HashSet::new();
         for name in &self.clusters {
             let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid || name == KCP || name == "admin" || name == "pki" {
-                bail!("cluster name {name:?} is invalid: use lowercase letters, digits and '-', not kcp/admin/pki");
+                bail!(
+                    "cluster name {name:?} is invalid: use lowercase letters, digits and '-', not kcp/admin/pki"
+                );
             }
             if !seen.insert(name) {
                 bail!("cluster name {name:?} is given twice");
@@ -211,16 +230,26 @@ impl BedDir {
         let keep_env = std::env::var(KEEP_ENV).is_ok_and(|v| v == "1");
         match dir {
             Some(d) => {
-                std::fs::create_dir_all(d).with_context(|| format!("creating bed dir {}", d.display()))?;
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("creating bed dir {}", d.display()))?;
                 let empty = std::fs::read_dir(d)
                     .with_context(|| format!("reading bed dir {}", d.display()))?
                     .next()
                     .is_none();
                 if !empty {
-                    bail!("bed dir {} is not empty; remove it or pick another --dir", d.display());
+                    bail!(
+                        "bed dir {} is not empty; remove it or pick another --dir",
+                        d.display()
+                    );
                 }
-                let path = d.canonicalize().with_context(|| format!("resolving {}", d.display()))?;
-                Ok(Self { temp: None, path, keep: true })
+                let path = d
+                    .canonicalize()
+                    .with_context(|| format!("resolving {}", d.display()))?;
+                Ok(Self {
+                    temp: None,
+                    path,
+                    keep: true,
+                })
             }
             None => {
                 let temp = tempfile::Builder::new()
@@ -228,7 +257,11 @@ impl BedDir {
                     .tempdir()
                     .context("creating a temp dir for the bed")?;
                 let path = temp.path().to_path_buf();
-                Ok(Self { temp: Some(temp), path, keep: keep_env })
+                Ok(Self {
+                    temp: Some(temp),
+                    path,
+                    keep: keep_env,
+                })
             }
         }
     }
@@ -322,14 +355,20 @@ impl TestBed {
 
     /// Stops the cluster's kube-apiserver only (etcd and the rest keep running): it looks unreachable.
     pub async fn stop_cluster(&mut self, name: &str) -> Result<()> {
-        let cluster = self.clusters.get_mut(name).ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
+        let cluster = self
+            .clusters
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
         cluster.stop_apiserver().await;
         Ok(())
     }
 
     /// Restarts the cluster's kube-apiserver on the same port and data and waits until it is ready.
     pub async fn start_cluster(&mut self, name: &str) -> Result<()> {
-        let cluster = self.clusters.get_mut(name).ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
+        let cluster = self
+            .clusters
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
         cluster.start_apiserver().await
     }
 
@@ -372,7 +411,10 @@ impl TestBed {
     }
 
     fn unknown(&self, name: &str) -> anyhow::Error {
-        anyhow!("no cluster named {name:?} in this bed (clusters: {:?})", self.cluster_names())
+        anyhow!(
+            "no cluster named {name:?} in this bed (clusters: {:?})",
+            self.cluster_names()
+        )
     }
 }
 
@@ -381,9 +423,16 @@ impl Drop for TestBed {
         if std::thread::panicking() {
             self.dir.keep = true;
             for log in self.logs() {
-                eprintln!("----- last lines of {} -----\n{}", log.display(), process::tail(&log, 40));
+                eprintln!(
+                    "----- last lines of {} -----\n{}",
+                    log.display(),
+                    process::tail(&log, 40)
+                );
             }
-            eprintln!("----- test bed dir kept: {} -----", self.dir.path().display());
+            eprintln!(
+                "----- test bed dir kept: {} -----",
+                self.dir.path().display()
+            );
         }
         self.shutdown();
     }

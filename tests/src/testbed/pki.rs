@@ -41,13 +41,45 @@ impl Pki {
             token_file: p("tokens.csv"),
             admin_token: random_token()?,
         };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        openssl(dir, &[&["req", "-x509"], &ec[..], &[
-            "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", "/CN=tmc-testbed-ca",
-        ]])?;
-        openssl(dir, &[&["req"], &ec[..], &[
-            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=kube-apiserver",
-        ]])?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            dir,
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "3650",
+                    "-subj",
+                    "/CN=tmc-testbed-ca",
+                ],
+            ],
+        )?;
+        openssl(
+            dir,
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=kube-apiserver",
+                ],
+            ],
+        )?;
         std::fs::write(
             p("server.ext"),
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
@@ -56,12 +88,42 @@ impl Pki {
              DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n",
         )
         .context("writing server.ext")?;
-        openssl(dir, &[&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "3650", "-extfile", "server.ext",
-        ]])?;
-        openssl(dir, &[&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"]])?;
-        openssl(dir, &[&["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"]])?;
+        openssl(
+            dir,
+            &[&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "3650",
+                "-extfile",
+                "server.ext",
+            ]],
+        )?;
+        openssl(
+            dir,
+            &[&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "sa.key",
+            ]],
+        )?;
+        openssl(
+            dir,
+            &[&["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"]],
+        )?;
         std::fs::write(
             &pki.token_file,
             format!("{},admin,admin,system:masters\n", pki.admin_token),
@@ -113,7 +175,11 @@ mod tests {
             .arg(&pki.server_cert)
             .output()
             .expect("openssl verify");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let tokens = std::fs::read_to_string(&pki.token_file).expect("tokens");
         assert!(tokens.starts_with(&pki.admin_token));
         assert_eq!(pki.admin_token.len(), 32);

@@ -17,8 +17,12 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 pub fn free_port() -> Result<u16> {
     let mut seen = handed_out().lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..64 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-        let port = listener.local_addr().context("reading the bound address")?.port();
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
         if seen.insert(port) {
             return Ok(port);
         }

@@ -88,7 +88,14 @@ impl Supervised {
         let parent = std::process::id() as libc::pid_t;
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // The parent may have died before prctl took effect.
@@ -98,9 +105,8 @@ impl Supervised {
                 Ok(())
             });
         }
-        let child = spawn_on_spawner_thread(cmd).with_context(|| {
-            format!("starting {} ({})", spec.name, spec.program.display())
-        })?;
+        let child = spawn_on_spawner_thread(cmd)
+            .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
         Ok(Self {
             spec,
             child,
@@ -231,14 +237,18 @@ mod tests {
     fn alive(pid: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
             .is_some_and(|zombie| !zombie)
     }
 
     #[test]
     fn output_goes_to_the_log_and_exit_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut p = Supervised::spawn(spec(dir.path(), "echo hello; echo oops >&2; exit 3")).expect("spawn");
+        let mut p = Supervised::spawn(spec(dir.path(), "echo hello; echo oops >&2; exit 3"))
+            .expect("spawn");
         let deadline = Instant::now() + Duration::from_secs(10);
         while p.exit_status().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -253,8 +263,11 @@ mod tests {
     fn stop_kills_the_whole_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         // The shell ignores TERM and starts a grandchild; both must be gone after stop.
-        let mut p = Supervised::spawn(spec(dir.path(), "trap '' TERM; sleep 300 & echo $! > child.pid; wait"))
-            .expect("spawn");
+        let mut p = Supervised::spawn(spec(
+            dir.path(),
+            "trap '' TERM; sleep 300 & echo $! > child.pid; wait",
+        ))
+        .expect("spawn");
         let pid_file = dir.path().join("child.pid");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !pid_file.exists() && Instant::now() < deadline {

@@ -8,7 +8,12 @@ use anyhow::{Result, anyhow};
 /// Polls `check` every `every` until it returns `Ok(Some(v))`, an error, or `timeout` passes.
 ///
 /// `Ok(None)` means "not yet"; the last reason given through `pending` is quoted in the timeout error.
-pub async fn until<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<T>
+pub async fn until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Poll<T>>>,
@@ -20,7 +25,9 @@ where
             Poll::Pending(reason) => reason,
         };
         if Instant::now() >= deadline {
-            return Err(anyhow!("timed out after {timeout:?} waiting for {what}; last state: {last}"));
+            return Err(anyhow!(
+                "timed out after {timeout:?} waiting for {what}; last state: {last}"
+            ));
         }
         tokio::time::sleep(every).await;
     }
@@ -55,11 +62,22 @@ mod tests {
     #[tokio::test]
     async fn until_returns_the_value_once_ready() {
         let mut n = 0;
-        let v = until("n to reach 3", Duration::from_secs(5), Duration::from_millis(1), || {
-            n += 1;
-            let n = n;
-            async move { Ok(if n >= 3 { Poll::Ready(n) } else { Poll::Pending(format!("n={n}")) }) }
-        })
+        let v = until(
+            "n to reach 3",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                let n = n;
+                async move {
+                    Ok(if n >= 3 {
+                        Poll::Ready(n)
+                    } else {
+                        Poll::Pending(format!("n={n}"))
+                    })
+                }
+            },
+        )
         .await
         .expect("ready");
         assert_eq!(v, 3);
@@ -67,9 +85,12 @@ mod tests {
 
     #[tokio::test]
     async fn until_times_out_with_the_last_reason() {
-        let err = until::<(), _, _>("never", Duration::from_millis(20), Duration::from_millis(5), || async {
-            Ok(Poll::Pending("still no".into()))
-        })
+        let err = until::<(), _, _>(
+            "never",
+            Duration::from_millis(20),
+            Duration::from_millis(5),
+            || async { Ok(Poll::Pending("still no".into())) },
+        )
         .await
         .expect_err("times out");
         let msg = err.to_string();
