@@ -4,6 +4,9 @@
 //! The CRD manifests in `config/crds/` are generated from these types
 //! (`tmcd crds`), so the types are the single source of truth.
 
+// `#[kube(printcolumn(...))]` repeats `type_`/`priority` per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -29,15 +32,51 @@ pub const VERSION: &str = "v1alpha1";
     category = "tmc",
     status = "SyncTargetStatus",
     doc = "A physical cluster registered with tmc; its syncer heartbeats into the status.",
-    printcolumn(name = "Region", type_ = "string", json_path = ".metadata.labels.topology\\.kubernetes\\.io/region"),
-    printcolumn(name = "Zone", type_ = "string", json_path = ".metadata.labels.topology\\.kubernetes\\.io/zone", priority = "1"),
+    printcolumn(
+        name = "Region",
+        type_ = "string",
+        json_path = ".metadata.labels.topology\\.kubernetes\\.io/region"
+    ),
+    printcolumn(
+        name = "Zone",
+        type_ = "string",
+        json_path = ".metadata.labels.topology\\.kubernetes\\.io/zone",
+        priority = "1"
+    ),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.syncMode"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloadCount"),
-    printcolumn(name = "Unschedulable", type_ = "boolean", json_path = ".spec.unschedulable", priority = "1"),
-    printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastSyncerHeartbeatTime", priority = "1"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Workloads",
+        type_ = "integer",
+        json_path = ".status.workloadCount"
+    ),
+    printcolumn(
+        name = "Unschedulable",
+        type_ = "boolean",
+        json_path = ".spec.unschedulable",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Heartbeat",
+        type_ = "date",
+        json_path = ".status.lastSyncerHeartbeatTime",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncTargetSpec {
@@ -115,12 +154,39 @@ pub struct SyncedResource {
     status = "ClusterWorkloadPlacementStatus",
     doc = "Places the workloads it selects onto sync targets with a WebAssembly placement policy.",
     printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policy.name"),
-    printcolumn(name = "Transformations", type_ = "string", json_path = ".spec.transformations[*].name", priority = "1"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloadCount"),
-    printcolumn(name = "Targets", type_ = "string", json_path = ".status.targets[*].name", priority = "1"),
-    printcolumn(name = "Policy-Generation", type_ = "integer", json_path = ".status.policyGeneration", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Transformations",
+        type_ = "string",
+        json_path = ".spec.transformations[*].name",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Workloads",
+        type_ = "integer",
+        json_path = ".status.workloadCount"
+    ),
+    printcolumn(
+        name = "Targets",
+        type_ = "string",
+        json_path = ".status.targets[*].name",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Policy-Generation",
+        type_ = "integer",
+        json_path = ".status.policyGeneration",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterWorkloadPlacementSpec {

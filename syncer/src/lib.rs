@@ -4,6 +4,31 @@
 //! objects, and the per-target syncer that applies placed workloads to a
 //! physical cluster. tmcd runs it in-process (push mode); the `tmc-syncer`
 //! binary runs it beside a physical cluster (pull mode).
+//!
+//! ```no_run
+//! # async fn demo(upstream: kube::Client, downstream: kube::Client) -> anyhow::Result<()> {
+//! use tmc_syncer::{SourceIdentity, Syncer, SyncerConfig};
+//! let config = SyncerConfig::new("west", upstream, downstream, SourceIdentity::new("root:org:team"));
+//! let syncer = Syncer::new(config);
+//! syncer.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod api;
+pub mod copy;
 pub mod decision;
+mod engine;
+pub mod error;
+pub mod health;
+pub mod heartbeat;
+pub mod identity;
+pub mod kinds;
+pub mod protocol;
+pub mod queue;
+mod syncer;
+
+pub use error::{Error, Result};
+pub use health::{KindCounts, SyncerHealth};
+pub use identity::{NamespaceMapping, SourceIdentity};
+pub use kinds::SyncedKind;
+pub use syncer::{Syncer, SyncerConfig};

@@ -1,1 +1,267 @@
-fn main() {}
+//! `tmc-syncer`: the pull-mode agent. Runs beside a physical cluster, reads
+//! the placement decisions recorded on the workspace's objects, and applies
+//! them to the cluster. Policies never run here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tracing::{info, warn};
+
+/// Pull-mode syncer of tmc: copies the workloads placed on one SyncTarget from a
+/// kcp workspace (upstream) to a physical cluster (downstream), corrects drift,
+/// reports each copy's status back, and heartbeats into the SyncTarget.
+///
+/// It only deletes a copy on positive evidence (tmcd's deletion annotation, an
+/// upstream delete, or a successful lookup that finds the upstream object gone),
+/// never because a cluster is unreachable, and it never deletes namespaces.
+///
+/// Example:
+///   tmc-syncer --upstream-kubeconfig ws.kubeconfig --downstream-kubeconfig west.kubeconfig \
+///     --sync-target west --resources apps/v1/Deployment,v1/ConfigMap
+#[derive(Debug, Parser)]
+#[command(name = "tmc-syncer", version, verbatim_doc_comment)]
+struct Args {
+    /// Kubeconfig of the upstream workspace (its server URL should end in /clusters/<workspace path>).
+    #[arg(long, env = "TMC_UPSTREAM_KUBECONFIG", value_name = "PATH")]
+    upstream_kubeconfig: PathBuf,
+    /// Context to use in the upstream kubeconfig (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    upstream_context: Option<String>,
+    /// Kubeconfig of the physical cluster the copies go to.
+    #[arg(long, env = "TMC_DOWNSTREAM_KUBECONFIG", value_name = "PATH")]
+    downstream_kubeconfig: PathBuf,
+    /// Context to use in the downstream kubeconfig (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    downstream_context: Option<String>,
+    /// Name of the SyncTarget this syncer serves (it must exist in the workspace).
+    #[arg(long, env = "TMC_SYNC_TARGET", value_name = "NAME")]
+    sync_target: String,
+    /// Kinds to sync, comma-separated GROUP/VERSION/Kind (VERSION/Kind for the core group).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "apps/v1/Deployment,v1/Service,v1/ConfigMap,v1/Secret"
+    )]
+    resources: String,
+    /// Workspace path written to the copies' source-cluster annotation
+    /// (default: taken from the upstream server URL's /clusters/<path>).
+    #[arg(long, value_name = "PATH")]
+    workspace_path: Option<String>,
+    /// Value of the copies' synced-from label (default: the workspace path made a valid label value).
+    /// Two syncers writing to one cluster from different workspaces must differ here.
+    #[arg(long, value_name = "VALUE")]
+    synced_from: Option<String>,
+    /// Downstream namespace of each upstream namespace: `same`, or `prefix:<p>` for `<p>-<namespace>`.
+    #[arg(long, value_name = "MAPPING", default_value = "same")]
+    namespace_mapping: NamespaceMapping,
+    /// Seconds between heartbeats into the SyncTarget status.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    heartbeat_interval: u64,
+    /// Seconds between full resyncs of every known object.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    resync_interval: u64,
+    /// Objects reconciled concurrently.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    workers: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let upstream_config = load_config(
+        &args.upstream_kubeconfig,
+        args.upstream_context.clone(),
+        "upstream",
+    )
+    .await?;
+    let upstream_url = upstream_config.cluster_url.to_string();
+    let upstream = client(upstream_config, &args.upstream_kubeconfig, "upstream")?;
+    let downstream_config = load_config(
+        &args.downstream_kubeconfig,
+        args.downstream_context.clone(),
+        "downstream",
+    )
+    .await?;
+    let downstream = client(downstream_config, &args.downstream_kubeconfig, "downstream")?;
+
+    let workspace_path = match &args.workspace_path {
+        Some(path) => path.clone(),
+        None => workspace_from_url(&upstream_url).unwrap_or_else(|| {
+            warn!(url = %upstream_url, "the upstream URL names no /clusters/<workspace>; using `default` as the workspace path (set --workspace-path)");
+            "default".to_string()
+        }),
+    };
+    let mut source = SourceIdentity::new(&workspace_path);
+    if let Some(value) = &args.synced_from {
+        source.synced_from = value.clone();
+    }
+
+    let mut kinds = Vec::new();
+    for parsed in SyncedKind::parse_list(&args.resources)? {
+        match parsed.discover(&upstream).await {
+            Ok(Some(kind)) => kinds.push(kind),
+            Ok(None) => {
+                warn!(kind = %parsed, "the upstream does not serve this kind (yet); watching it anyway with the guessed plural {}", parsed.plural);
+                kinds.push(parsed);
+            }
+            Err(err) => {
+                warn!(kind = %parsed, error = %err, "upstream discovery failed; using the guessed plural {}", parsed.plural);
+                kinds.push(parsed);
+            }
+        }
+    }
+
+    let mut config = SyncerConfig::new(&args.sync_target, upstream, downstream, source);
+    config.kinds = kinds;
+    config.namespace_mapping = args.namespace_mapping;
+    config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
+    config.resync_interval = Duration::from_secs(args.resync_interval.max(1));
+    config.workers = args.workers.max(1);
+    info!(?config, "starting pull-mode syncer");
+    Syncer::new(config).run(shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn load_config(
+    path: &PathBuf,
+    context: Option<String>,
+    side: &str,
+) -> anyhow::Result<kube::Config> {
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| {
+        format!(
+            "reading the {side} kubeconfig {} (pass --{side}-kubeconfig PATH)",
+            path.display()
+        )
+    })?;
+    let options = KubeConfigOptions {
+        context: context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .with_context(|| {
+            format!(
+                "loading the {side} kubeconfig {} (context {}); check --{side}-context",
+                path.display(),
+                context.as_deref().unwrap_or("<current>")
+            )
+        })
+}
+
+fn client(
+    config: kube::Config,
+    path: &std::path::Path,
+    side: &str,
+) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(config)
+        .with_context(|| format!("building the {side} client from {}", path.display()))
+}
+
+/// The workspace path in a kcp URL such as `https://kcp:6443/clusters/root:org:team`.
+fn workspace_from_url(url: &str) -> Option<String> {
+    let rest = url.split_once("/clusters/")?.1;
+    let path = rest.split(['/', '?']).next()?.trim();
+    (!path.is_empty()).then(|| path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn workspace_path_comes_from_the_kcp_url() {
+        assert_eq!(
+            workspace_from_url("https://kcp:6443/clusters/root:org:team").as_deref(),
+            Some("root:org:team")
+        );
+        assert_eq!(
+            workspace_from_url("https://kcp:6443/clusters/root:a/").as_deref(),
+            Some("root:a")
+        );
+        assert_eq!(workspace_from_url("https://west:6443/"), None);
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let args = Args::try_parse_from([
+            "tmc-syncer",
+            "--upstream-kubeconfig",
+            "u",
+            "--downstream-kubeconfig",
+            "d",
+            "--sync-target",
+            "west",
+        ])
+        .unwrap();
+        assert_eq!(
+            SyncedKind::parse_list(&args.resources).unwrap(),
+            SyncedKind::defaults()
+        );
+        assert_eq!(args.namespace_mapping, NamespaceMapping::Same);
+        let bad = Args::try_parse_from([
+            "tmc-syncer",
+            "--upstream-kubeconfig",
+            "u",
+            "--downstream-kubeconfig",
+            "d",
+            "--sync-target",
+            "west",
+            "--namespace-mapping",
+            "hash",
+        ]);
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Errors of the syncer and helpers to classify Kubernetes API errors.
+
+use std::time::Duration;
+
+/// Everything that can go wrong while syncing one target.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the upstream (workspace) API failed.
+    #[error("upstream {action}: {source}")]
+    Upstream {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A call to the downstream (physical cluster) API failed.
+    #[error("downstream {action}: {source}")]
+    Downstream {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A resource string such as `apps/v1/Deployment` could not be parsed.
+    #[error(
+        "invalid resource {input:?}: {reason} (expected GROUP/VERSION/Kind, or VERSION/Kind for the core group, e.g. apps/v1/Deployment or v1/ConfigMap)"
+    )]
+    InvalidKind { input: String, reason: String },
+    /// A namespace mapping string could not be parsed.
+    #[error(
+        "invalid namespace mapping {input:?}: expected `same` or `prefix:<prefix>` (e.g. prefix:tmc)"
+    )]
+    InvalidNamespaceMapping { input: String },
+    /// The upstream object or the protocol keys on it are malformed.
+    #[error("object {object}: {reason}")]
+    InvalidObject { object: String, reason: String },
+    /// A downstream object with the copy's name exists but tmc does not manage it.
+    #[error(
+        "downstream {object} exists and is not managed by tmc (no {label}=true label, or another sync target/workspace); rename or remove it, tmc never touches objects it does not own"
+    )]
+    NotOwned { object: String, label: &'static str },
+    /// Work is not finished yet (e.g. a delete is in progress); try again later.
+    #[error("{what}: retry in {after:?}")]
+    Requeue { what: String, after: Duration },
+}
+
+/// Result type of the syncer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an upstream API error with what was being done.
+    pub fn upstream(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Upstream {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// Wraps a downstream API error with what was being done.
+    pub fn downstream(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Downstream {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// True when the downstream cluster could not be reached (no API answer at all).
+    pub fn is_downstream_unreachable(&self) -> bool {
+        matches!(self, Self::Downstream { source, .. } if !matches!(source, kube::Error::Api(_)))
+    }
+}
+
+/// True when `err` is an API answer "object `name` not found" (a 404 that names
+/// the object), as opposed to an unserved resource or a transport failure.
+pub fn is_object_not_found(err: &kube::Error, name: &str) -> bool {
+    match err {
+        kube::Error::Api(status) if status.code == 404 || status.reason == "NotFound" => status
+            .details
+            .as_ref()
+            .is_some_and(|details| details.name == name),
+        _ => false,
+    }
+}
+
+/// True when `err` is any API 404 answer.
+pub fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.is_not_found())
+}
+
+/// True when `err` is an API 409 conflict answer.
+pub fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.is_conflict())
+}
+
+/// True when `err` is an API 409 "already exists" answer.
+pub fn is_already_exists(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.is_already_exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+    use kube::core::response::StatusDetails;
+
+    fn not_found(details_name: Option<&str>) -> kube::Error {
+        let mut status = Status::failure("not found", "NotFound").with_code(404);
+        if let Some(name) = details_name {
+            let details: StatusDetails =
+                serde_json::from_value(serde_json::json!({ "name": name })).unwrap();
+            status = status.with_details(details);
+        }
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn object_not_found_needs_the_object_name() {
+        assert!(is_object_not_found(&not_found(Some("web")), "web"));
+        assert!(!is_object_not_found(&not_found(Some("other")), "web"));
+        // An unserved resource answers 404 without details: not evidence of absence.
+        assert!(!is_object_not_found(&not_found(None), "web"));
+        assert!(is_not_found(&not_found(None)));
+    }
+
+    #[test]
+    fn conflict_is_classified() {
+        let err = kube::Error::Api(
+            Status::failure("conflict", "Conflict")
+                .with_code(409)
+                .boxed(),
+        );
+        assert!(is_conflict(&err));
+        assert!(!is_not_found(&err));
+    }
+}

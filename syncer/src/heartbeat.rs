@@ -1,0 +1,240 @@
+//! The heartbeat: the syncer reports into its SyncTarget's status that it is
+//! alive, whether it reaches its cluster, which resources the cluster serves,
+//! and how many workloads it holds.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
+use serde_json::{Value, json};
+
+use crate::api::SyncedResource;
+use crate::error::{Error, Result};
+use crate::kinds::SyncedKind;
+
+/// Condition type: the syncer heartbeats in time.
+pub const HEARTBEAT_HEALTHY: &str = "HeartbeatHealthy";
+/// Condition type: the target is usable (syncer alive and cluster reachable).
+pub const READY: &str = "Ready";
+/// Ready reason when the syncer cannot reach its cluster.
+pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";
+
+/// What one heartbeat found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// `None` when the downstream cluster could not be reached (with why in `unreachable`).
+    pub synced_resources: Option<Vec<SyncedResource>>,
+    /// Why the cluster is unreachable.
+    pub unreachable: Option<String>,
+    /// Workloads currently placed on the target.
+    pub workload_count: usize,
+}
+
+/// Checks which `kinds` the downstream cluster serves. `Err` (with the
+/// transport error) when the cluster cannot be reached.
+pub async fn discover(
+    downstream: &kube::Client,
+    kinds: &[SyncedKind],
+) -> Result<Vec<SyncedResource>, kube::Error> {
+    let mut out = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let state = match kind.discover(downstream).await? {
+            Some(_) => "Accepted",
+            None => "Incompatible",
+        };
+        out.push(SyncedResource {
+            group: kind.group.clone(),
+            resource: kind.plural.clone(),
+            version: kind.version.clone(),
+            state: state.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Sets condition `type_` in `conditions`, keeping its lastTransitionTime when the status did not change.
+pub fn set_condition(
+    conditions: &mut Vec<Value>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) {
+    let now = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let existing = conditions
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_));
+    match existing {
+        Some(cond) => {
+            if cond.get("status").and_then(Value::as_str) != Some(status) {
+                cond["lastTransitionTime"] = json!(now);
+            }
+            cond["status"] = json!(status);
+            cond["reason"] = json!(reason);
+            cond["message"] = json!(message);
+        }
+        None => conditions.push(json!({
+            "type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now,
+        })),
+    }
+}
+
+/// The status merge patch for `observation` on top of the SyncTarget's current status.
+pub fn status_patch(current: &Value, observation: &Observation, now: DateTime<Utc>) -> Value {
+    let mut conditions: Vec<Value> = current
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    set_condition(
+        &mut conditions,
+        HEARTBEAT_HEALTHY,
+        "True",
+        "HeartbeatReceived",
+        "the syncer reported in",
+        now,
+    );
+    match &observation.unreachable {
+        None => set_condition(
+            &mut conditions,
+            READY,
+            "True",
+            "SyncerReady",
+            "the syncer reaches the cluster",
+            now,
+        ),
+        Some(why) => set_condition(
+            &mut conditions,
+            READY,
+            "False",
+            CLUSTER_UNREACHABLE,
+            why,
+            now,
+        ),
+    }
+    let mut status = json!({
+        "lastSyncerHeartbeatTime": now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "conditions": conditions,
+        "workloadCount": observation.workload_count,
+    });
+    // Unreachable: keep the last known resources as they are.
+    if let Some(resources) = &observation.synced_resources {
+        status["syncedResources"] = json!(resources);
+    }
+    json!({
+        "metadata": {"resourceVersion": current.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)},
+        "status": status,
+    })
+}
+
+/// Writes one heartbeat for `target` into its SyncTarget through the status subresource.
+pub async fn beat(
+    upstream: &kube::Client,
+    target: &str,
+    observation: &Observation,
+) -> Result<DateTime<Utc>> {
+    let ar = ApiResource::erase::<crate::api::SyncTarget>(&());
+    let api: Api<DynamicObject> = Api::all_with(upstream.clone(), &ar);
+    let current = api.get_status(target).await.map_err(|err| {
+        Error::upstream(
+            format!("read SyncTarget {target} (create it in the workspace, e.g. `kubectl apply` a SyncTarget named {target})"),
+            err,
+        )
+    })?;
+    let current = serde_json::to_value(&current).map_err(|err| Error::InvalidObject {
+        object: format!("SyncTarget {target}"),
+        reason: err.to_string(),
+    })?;
+    let now = Utc::now();
+    let patch = status_patch(&current, observation, now);
+    api.patch_status(target, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|err| Error::upstream(format!("write heartbeat to SyncTarget {target}"), err))?;
+    Ok(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn reachable_heartbeat_sets_ready_and_resources() {
+        let obs = Observation {
+            synced_resources: Some(vec![SyncedResource {
+                group: "apps".into(),
+                resource: "deployments".into(),
+                version: "v1".into(),
+                state: "Accepted".into(),
+            }]),
+            unreachable: None,
+            workload_count: 3,
+        };
+        let current = json!({"metadata": {"resourceVersion": "5"}, "status": {"conditions": [
+            {"type": "Other", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        let patch = status_patch(&current, &obs, at("2026-02-01T00:00:00Z"));
+        assert_eq!(patch["metadata"]["resourceVersion"], "5");
+        let status = &patch["status"];
+        assert_eq!(status["lastSyncerHeartbeatTime"], "2026-02-01T00:00:00Z");
+        assert_eq!(status["workloadCount"], 3);
+        assert_eq!(status["syncedResources"][0]["state"], "Accepted");
+        let types: Vec<&str> = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Other", HEARTBEAT_HEALTHY, READY]);
+        assert_eq!(status["conditions"][2]["status"], "True");
+    }
+
+    #[test]
+    fn unreachable_heartbeat_reports_not_ready_and_keeps_resources() {
+        let obs = Observation {
+            synced_resources: None,
+            unreachable: Some("connection refused".into()),
+            workload_count: 1,
+        };
+        let patch = status_patch(&json!({}), &obs, at("2026-02-01T00:00:00Z"));
+        let ready = &patch["status"]["conditions"][1];
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], CLUSTER_UNREACHABLE);
+        assert_eq!(ready["message"], "connection refused");
+        assert!(patch["status"].get("syncedResources").is_none());
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_status_change() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            READY,
+            "True",
+            "R",
+            "",
+            at("2026-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut conditions,
+            READY,
+            "True",
+            "R",
+            "",
+            at("2026-01-02T00:00:00Z"),
+        );
+        assert_eq!(conditions[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        set_condition(
+            &mut conditions,
+            READY,
+            "False",
+            CLUSTER_UNREACHABLE,
+            "down",
+            at("2026-01-03T00:00:00Z"),
+        );
+        assert_eq!(conditions[0]["lastTransitionTime"], "2026-01-03T00:00:00Z");
+        assert_eq!(conditions.len(), 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! Where copies come from ([`SourceIdentity`]) and which downstream namespace
+//! an upstream namespace maps to ([`NamespaceMapping`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// The upstream control plane a syncer copies from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    /// Workspace path (e.g. `root:org:team`), written to the source-cluster annotation.
+    pub workspace_path: String,
+    /// The same as a label value (see [`SourceIdentity::new`]), written to the synced-from label.
+    pub synced_from: String,
+}
+
+impl SourceIdentity {
+    /// Identity of `workspace_path`, with `synced_from` derived from it as a
+    /// valid label value.
+    pub fn new(workspace_path: &str) -> Self {
+        Self {
+            workspace_path: workspace_path.to_string(),
+            synced_from: label_value(workspace_path),
+        }
+    }
+}
+
+/// `input` as a Kubernetes label value: characters outside `[A-Za-z0-9._-]`
+/// become `-`, it starts and ends alphanumeric, and when over 63 characters it
+/// is cut and suffixed with a digest so distinct inputs stay distinct.
+pub fn label_value(input: &str) -> String {
+    let cleaned: String = input
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.len() <= 63 && !trimmed.is_empty() {
+        return trimmed.to_string();
+    }
+    let digest = short_digest(input);
+    let keep = trimmed.get(..63 - digest.len() - 1).unwrap_or(trimmed);
+    let keep = keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if keep.is_empty() {
+        digest
+    } else {
+        format!("{keep}-{digest}")
+    }
+}
+
+/// First 10 hex digits of the SHA-256 of `input`.
+fn short_digest(input: &str) -> String {
+    let mut digest = hex::encode(Sha256::digest(input.as_bytes()));
+    digest.truncate(10);
+    digest
+}
+
+/// How upstream namespaces map to downstream namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NamespaceMapping {
+    /// The downstream namespace has the upstream name.
+    #[default]
+    Same,
+    /// The downstream namespace is `<prefix>-<upstream namespace>` (cut with a
+    /// digest when longer than 63 characters); copies and namespaces carry
+    /// the upstream-namespace annotation.
+    Prefixed(String),
+}
+
+impl NamespaceMapping {
+    /// Downstream namespace for `upstream`.
+    pub fn downstream(&self, upstream: &str) -> String {
+        match self {
+            Self::Same => upstream.to_string(),
+            Self::Prefixed(prefix) => {
+                let full = format!("{prefix}-{upstream}");
+                if full.len() <= 63 {
+                    return full;
+                }
+                let digest = short_digest(&full);
+                let keep = full.get(..63 - digest.len() - 1).unwrap_or(&full);
+                format!("{}-{digest}", keep.trim_end_matches('-'))
+            }
+        }
+    }
+
+    /// Upstream namespace of a downstream copy in namespace `downstream`,
+    /// preferring the copy's upstream-namespace annotation when present.
+    pub fn upstream(&self, downstream: &str, annotation: Option<&str>) -> Option<String> {
+        if let Some(ns) = annotation.filter(|ns| !ns.is_empty()) {
+            return Some(ns.to_string());
+        }
+        match self {
+            Self::Same => Some(downstream.to_string()),
+            Self::Prefixed(prefix) => downstream
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .filter(|rest| !rest.is_empty())
+                .map(str::to_string),
+        }
+    }
+
+    /// Whether copies carry the upstream-namespace annotation.
+    pub fn annotates(&self) -> bool {
+        matches!(self, Self::Prefixed(_))
+    }
+}
+
+impl FromStr for NamespaceMapping {
+    type Err = Error;
+
+    /// Parses `same` or `prefix:<prefix>`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidNamespaceMapping {
+            input: s.to_string(),
+        };
+        match s.trim() {
+            "" | "same" => Ok(Self::Same),
+            other => {
+                let prefix = other.strip_prefix("prefix:").ok_or_else(invalid)?;
+                let valid = !prefix.is_empty()
+                    && prefix.len() <= 40
+                    && prefix
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+                    && !prefix.ends_with('-');
+                if valid {
+                    Ok(Self::Prefixed(prefix.to_string()))
+                } else {
+                    Err(invalid())
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for NamespaceMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Same => f.write_str("same"),
+            Self::Prefixed(prefix) => write!(f, "prefix:{prefix}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_paths_become_label_values() {
+        assert_eq!(label_value("root:org:team"), "root-org-team");
+        assert_eq!(label_value("root"), "root");
+        let long = format!("root:{}", "x".repeat(80));
+        let value = label_value(&long);
+        assert!(value.len() <= 63, "{value}");
+        assert_ne!(value, label_value(&format!("root:{}", "x".repeat(81))));
+        assert_eq!(SourceIdentity::new("root:a").synced_from, "root-a");
+    }
+
+    #[test]
+    fn same_mapping_is_identity_both_ways() {
+        let m = NamespaceMapping::Same;
+        assert_eq!(m.downstream("shop"), "shop");
+        assert_eq!(m.upstream("shop", None).as_deref(), Some("shop"));
+        assert!(!m.annotates());
+    }
+
+    #[test]
+    fn prefixed_mapping_round_trips() {
+        let m: NamespaceMapping = "prefix:tmc".parse().unwrap();
+        assert_eq!(m.downstream("shop"), "tmc-shop");
+        assert_eq!(m.upstream("tmc-shop", None).as_deref(), Some("shop"));
+        assert_eq!(m.upstream("other", None), None);
+        assert_eq!(
+            m.upstream("anything", Some("shop")).as_deref(),
+            Some("shop")
+        );
+        let long = m.downstream(&"n".repeat(62));
+        assert!(long.len() <= 63 && long.starts_with("tmc-"), "{long}");
+        assert_eq!(m.to_string(), "prefix:tmc");
+    }
+
+    #[test]
+    fn mapping_strings_are_validated() {
+        assert_eq!(
+            "same".parse::<NamespaceMapping>().unwrap(),
+            NamespaceMapping::Same
+        );
+        for bad in ["prefix:", "prefix:Bad", "hash", "prefix:-x"] {
+            let err = bad.parse::<NamespaceMapping>().unwrap_err().to_string();
+            assert!(err.contains("prefix:<prefix>"), "{err}");
+        }
+    }
+}

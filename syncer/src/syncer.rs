@@ -1,0 +1,441 @@
+//! [`Syncer`]: one target's watches, work queue, workers, resync and
+//! heartbeat, run until a shutdown future resolves.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::Store;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::{self, Event, watcher};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::copy::{CopyContext, annotation};
+use crate::decision::{
+    MANAGED_LABEL, SYNCED_FROM_LABEL, UPSTREAM_NAMESPACE_ANNOTATION, state_label,
+};
+use crate::engine::{Engine, ObjectKey, Outcome};
+use crate::error::Error;
+use crate::health::{HealthCell, KindCounts, SyncerHealth};
+use crate::heartbeat::{self, Observation};
+use crate::identity::{NamespaceMapping, SourceIdentity};
+use crate::kinds::SyncedKind;
+use crate::protocol::{Assignment, assignment, is_our_copy};
+use crate::queue::{Backoff, WorkQueue};
+
+/// Everything a [`Syncer`] for one target needs.
+#[derive(Clone)]
+pub struct SyncerConfig {
+    /// The SyncTarget name `<t>`.
+    pub target: String,
+    /// Client of the workspace (or any Kubernetes API) holding the workloads and the SyncTarget.
+    pub upstream: kube::Client,
+    /// Client of the physical cluster.
+    pub downstream: kube::Client,
+    /// Kinds to sync (see [`SyncedKind::defaults`]).
+    pub kinds: Vec<SyncedKind>,
+    /// Where the copies come from.
+    pub source: SourceIdentity,
+    /// Downstream namespace of each upstream namespace.
+    pub namespace_mapping: NamespaceMapping,
+    /// How often to heartbeat into the SyncTarget (default 10 s).
+    pub heartbeat_interval: Duration,
+    /// How often every known object is reconciled again (default 5 min).
+    pub resync_interval: Duration,
+    /// Objects reconciled concurrently (default 4).
+    pub workers: usize,
+    /// Retry delays of failing objects.
+    pub backoff: Backoff,
+}
+
+impl SyncerConfig {
+    /// A config with the default kinds, `Same` namespace mapping and default intervals.
+    pub fn new(
+        target: &str,
+        upstream: kube::Client,
+        downstream: kube::Client,
+        source: SourceIdentity,
+    ) -> Self {
+        Self {
+            target: target.to_string(),
+            upstream,
+            downstream,
+            kinds: SyncedKind::defaults(),
+            source,
+            namespace_mapping: NamespaceMapping::Same,
+            heartbeat_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(300),
+            workers: 4,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl fmt::Debug for SyncerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncerConfig")
+            .field("target", &self.target)
+            .field(
+                "kinds",
+                &self
+                    .kinds
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+            .field("source", &self.source)
+            .field("namespace_mapping", &self.namespace_mapping)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("resync_interval", &self.resync_interval)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The syncer of one target (push mode in tmcd, pull mode in `tmc-syncer`).
+pub struct Syncer {
+    config: SyncerConfig,
+    engine: Arc<Engine>,
+}
+
+impl Syncer {
+    /// A syncer for `config` (nothing runs until [`Syncer::run`]).
+    pub fn new(config: SyncerConfig) -> Self {
+        let health = HealthCell::new(&config.target);
+        let ctx = CopyContext {
+            target: config.target.clone(),
+            source: config.source.clone(),
+            namespace_mapping: config.namespace_mapping.clone(),
+        };
+        let engine = Arc::new(Engine::new(
+            ctx,
+            config.kinds.clone(),
+            config.upstream.clone(),
+            config.downstream.clone(),
+            health,
+        ));
+        Self { config, engine }
+    }
+
+    /// The target this syncer serves.
+    pub fn target(&self) -> &str {
+        &self.config.target
+    }
+
+    /// A cheap snapshot of the syncer's health.
+    pub fn health(&self) -> SyncerHealth {
+        self.engine.health.snapshot()
+    }
+
+    /// Runs the syncer until `shutdown` resolves. Errors of single objects are
+    /// retried with backoff and reported in [`Syncer::health`]; they never end the run.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let config = &self.config;
+        if config.kinds.is_empty() {
+            anyhow::bail!(
+                "syncer {}: no kinds to sync; configure at least one, e.g. apps/v1/Deployment",
+                config.target
+            );
+        }
+        info!(target_name = %config.target, kinds = ?config.kinds.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            source = %config.source.workspace_path, mapping = %config.namespace_mapping, "syncer starting");
+        let queue = WorkQueue::new(config.backoff);
+        let mut background = JoinSet::new();
+        let mut upstream_stores = Vec::new();
+        let mut downstream_stores = Vec::new();
+        for (index, kind) in config.kinds.iter().enumerate() {
+            let ar = kind.api_resource();
+            let up_writer = Writer::new(ar.clone());
+            upstream_stores.push(up_writer.as_reader());
+            background.spawn(watch_upstream(
+                self.engine.clone(),
+                queue.clone(),
+                index,
+                up_writer,
+            ));
+            let down_writer = Writer::new(ar);
+            downstream_stores.push(down_writer.as_reader());
+            background.spawn(watch_downstream(
+                self.engine.clone(),
+                queue.clone(),
+                index,
+                down_writer,
+            ));
+        }
+        let stores = Arc::new(Stores {
+            upstream: upstream_stores,
+            downstream: downstream_stores,
+        });
+        background.spawn(resync(
+            self.engine.clone(),
+            queue.clone(),
+            stores.clone(),
+            config.resync_interval,
+        ));
+        background.spawn(heartbeats(
+            self.engine.clone(),
+            stores,
+            config.heartbeat_interval,
+        ));
+
+        let mut workers = JoinSet::new();
+        for _ in 0..config.workers.max(1) {
+            workers.spawn(work(self.engine.clone(), queue.clone()));
+        }
+        shutdown.await;
+        info!(target_name = %config.target, "syncer stopping");
+        queue.shut_down();
+        background.abort_all();
+        // Let workers finish the object in hand (every step is idempotent, so an abort is safe too).
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            workers.abort_all();
+        }
+        while background.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Reflector stores of every kind, upstream and downstream.
+struct Stores {
+    upstream: Vec<Store<DynamicObject>>,
+    downstream: Vec<Store<DynamicObject>>,
+}
+
+impl Stores {
+    fn our_copies(&self, engine: &Engine, kind: usize) -> Vec<Arc<DynamicObject>> {
+        let target = &engine.ctx.target;
+        let synced_from = &engine.ctx.source.synced_from;
+        self.downstream[kind].state_filter(|o| {
+            serde_json::to_value(o).is_ok_and(|v| is_our_copy(&v, target, synced_from))
+        })
+    }
+
+    fn update_counts(&self, engine: &Engine) {
+        let counts: Vec<(String, KindCounts)> = engine
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let counts = KindCounts {
+                    upstream: self.upstream[i].len(),
+                    downstream: self.our_copies(engine, i).len(),
+                };
+                (kind.to_string(), counts)
+            })
+            .collect();
+        engine
+            .health
+            .update(|h| h.kinds = counts.into_iter().collect());
+    }
+
+    fn workload_count(&self, target: &str) -> usize {
+        self.upstream
+            .iter()
+            .flat_map(Store::state)
+            .filter(|o| {
+                serde_json::to_value(o.as_ref())
+                    .is_ok_and(|v| assignment(&v, target) == Assignment::Sync)
+            })
+            .count()
+    }
+}
+
+fn upstream_key(kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
+    Some(ObjectKey {
+        kind,
+        namespace: object.metadata.namespace.clone(),
+        name: object.metadata.name.clone()?,
+    })
+}
+
+fn downstream_key(engine: &Engine, kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
+    let value = serde_json::to_value(object).ok()?;
+    if !is_our_copy(&value, &engine.ctx.target, &engine.ctx.source.synced_from) {
+        return None;
+    }
+    let namespace = match &object.metadata.namespace {
+        Some(ns) => Some(
+            engine
+                .ctx
+                .namespace_mapping
+                .upstream(ns, annotation(&value, UPSTREAM_NAMESPACE_ANNOTATION))?,
+        ),
+        None => None,
+    };
+    Some(ObjectKey {
+        kind,
+        namespace,
+        name: object.metadata.name.clone()?,
+    })
+}
+
+/// Watches upstream objects labelled for the target and queues them.
+async fn watch_upstream(
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    kind: usize,
+    mut writer: Writer<DynamicObject>,
+) {
+    let api: Api<DynamicObject> = Api::all_with(engine.upstream.clone(), &engine.resources[kind]);
+    let config = watcher::Config::default().labels(&state_label(&engine.ctx.target));
+    let what = engine.kinds[kind].to_string();
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                writer.apply_watcher_event(&event);
+                engine.health.update(|h| h.upstream_connected = true);
+                if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event
+                    && let Some(key) = upstream_key(kind, o)
+                {
+                    queue.add(key);
+                }
+            }
+            Err(err) => {
+                engine.health.update(|h| h.upstream_connected = false);
+                engine
+                    .health
+                    .error(format!("upstream watch of {what}: {err}"));
+                warn!(kind = %what, error = %err, "upstream watch failed; retrying with backoff (nothing is deleted)");
+            }
+        }
+    }
+}
+
+/// Watches downstream copies of this syncer and queues their upstream keys (drift correction).
+async fn watch_downstream(
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    kind: usize,
+    mut writer: Writer<DynamicObject>,
+) {
+    let api: Api<DynamicObject> = Api::all_with(engine.downstream.clone(), &engine.resources[kind]);
+    let selector = format!(
+        "{MANAGED_LABEL}=true,{SYNCED_FROM_LABEL}={}",
+        engine.ctx.source.synced_from
+    );
+    let config = watcher::Config::default().labels(&selector);
+    let what = engine.kinds[kind].to_string();
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                writer.apply_watcher_event(&event);
+                engine.health.update(|h| h.downstream_connected = true);
+                if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event
+                    && let Some(key) = downstream_key(&engine, kind, o)
+                {
+                    queue.add(key);
+                }
+            }
+            Err(err) => {
+                engine.health.update(|h| h.downstream_connected = false);
+                engine
+                    .health
+                    .error(format!("downstream watch of {what}: {err}"));
+                warn!(kind = %what, error = %err, "downstream watch failed; retrying with backoff (nothing is deleted)");
+            }
+        }
+    }
+}
+
+/// Reconciles queued objects until the queue shuts down.
+async fn work(engine: Arc<Engine>, queue: Arc<WorkQueue<ObjectKey>>) {
+    while let Some(key) = queue.next().await {
+        match engine.reconcile(&key).await {
+            Ok(Outcome::Done) => queue.forget(&key),
+            Ok(Outcome::After(delay)) => {
+                queue.forget(&key);
+                queue.add_after(key.clone(), delay);
+            }
+            Err(Error::Requeue { what, after }) => {
+                debug!(%what, "requeued");
+                queue.add_after(key.clone(), after);
+            }
+            Err(err) => {
+                let delay = queue.retry(key.clone());
+                warn!(object = ?key, error = %err, retry_in = ?delay, "reconcile failed");
+                engine.health.error(err.to_string());
+            }
+        }
+        queue.done(&key);
+    }
+}
+
+/// Queues every known object every `interval` and refreshes the counts.
+async fn resync(
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    stores: Arc<Stores>,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        for kind in 0..engine.kinds.len() {
+            for object in stores.upstream[kind].state() {
+                if let Some(key) = upstream_key(kind, &object) {
+                    queue.add(key);
+                }
+            }
+            for object in stores.our_copies(&engine, kind) {
+                if let Some(key) = downstream_key(&engine, kind, &object) {
+                    queue.add(key);
+                }
+            }
+        }
+        stores.update_counts(&engine);
+    }
+}
+
+/// Heartbeats every `interval`.
+async fn heartbeats(engine: Arc<Engine>, stores: Arc<Stores>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        stores.update_counts(&engine);
+        let discovered = tokio::time::timeout(
+            interval.max(Duration::from_secs(5)),
+            heartbeat::discover(&engine.downstream, &engine.kinds),
+        )
+        .await;
+        let (synced_resources, unreachable) = match discovered {
+            Ok(Ok(resources)) => (Some(resources), None),
+            Ok(Err(err)) => (None, Some(format!("cannot reach the cluster: {err}"))),
+            Err(_) => (
+                None,
+                Some("cannot reach the cluster: discovery timed out".to_string()),
+            ),
+        };
+        engine
+            .health
+            .update(|h| h.downstream_connected = unreachable.is_none());
+        let observation = Observation {
+            synced_resources,
+            unreachable,
+            workload_count: stores.workload_count(&engine.ctx.target),
+        };
+        match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
+            Ok(at) => engine.health.update(|h| {
+                h.last_heartbeat = Some(at);
+                h.upstream_connected = true;
+            }),
+            Err(err) => {
+                warn!(error = %err, "heartbeat failed");
+                engine.health.error(err.to_string());
+            }
+        }
+    }
+}
