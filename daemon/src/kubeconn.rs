@@ -43,27 +43,25 @@ pub async fn client(
         )?,
     };
     if let Some(ws) = workspace {
-        config.cluster_url = workspace_url(&config.cluster_url, ws)?;
+        let url = workspace_url(&config.cluster_url.to_string(), ws);
+        config.cluster_url = url
+            .parse()
+            .with_context(|| format!("workspace path {ws:?} gives an invalid URL {url}"))?;
     }
     Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// `url` with its path set to `/clusters/<workspace>` (replacing any
 /// workspace path the kubeconfig already names).
-pub fn workspace_url(url: &http::Uri, workspace: &str) -> Result<http::Uri> {
-    let path = url.path();
+pub fn workspace_url(url: &str, workspace: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let path = format!("/{path}");
     let base = match path.find("/clusters/") {
         Some(i) => &path[..i],
         None => path.trim_end_matches('/'),
     };
-    let mut parts = url.clone().into_parts();
-    parts.path_and_query = Some(
-        format!("{base}/clusters/{workspace}")
-            .parse()
-            .with_context(|| format!("workspace path {workspace:?} does not fit in a URL"))?,
-    );
-    http::Uri::from_parts(parts)
-        .with_context(|| format!("building the URL of workspace {workspace:?}"))
+    format!("{scheme}://{authority}{base}/clusters/{workspace}")
 }
 
 #[cfg(test)]
@@ -72,11 +70,11 @@ mod tests {
 
     #[test]
     fn workspace_is_appended_or_replaced() {
-        let plain: http::Uri = "https://127.0.0.1:6443".parse().expect("uri");
-        let url = workspace_url(&plain, "root:tmc").expect("url");
-        assert_eq!(url.to_string(), "https://127.0.0.1:6443/clusters/root:tmc");
-        let kcp: http::Uri = "https://127.0.0.1:6443/clusters/root".parse().expect("uri");
-        let url = workspace_url(&kcp, "root:tmc").expect("url");
-        assert_eq!(url.to_string(), "https://127.0.0.1:6443/clusters/root:tmc");
+        assert_eq!(workspace_url("https://127.0.0.1:6443", "root:tmc"), "https://127.0.0.1:6443/clusters/root:tmc");
+        assert_eq!(workspace_url("https://127.0.0.1:6443/", "root:tmc"), "https://127.0.0.1:6443/clusters/root:tmc");
+        assert_eq!(
+            workspace_url("https://127.0.0.1:6443/clusters/root", "root:tmc"),
+            "https://127.0.0.1:6443/clusters/root:tmc"
+        );
     }
 }
