@@ -1,0 +1,142 @@
+//! The example policies through the real host. They are built by
+//! `hack/build-policies.sh` into `target/policies/`; the tests fail with that
+//! command if a module is missing.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::json;
+use tmc_policy_host::{PolicyError, PolicyKind, PolicyStatus};
+use tmc_policy_sdk::{TestVector, TransformRequest, Workload, vectors};
+
+const RUST_POLICIES: [&str; 3] = ["location-affinity", "replica-spread", "label-stamper"];
+
+#[tokio::test]
+async fn example_policies_load_and_pass_their_own_vectors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in RUST_POLICIES {
+        write_policy(dir.path(), name, &built_module(name));
+    }
+    let host = host();
+    let report = host.load_dir(dir.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(report.loaded.len(), 3);
+    let generation = host.generation();
+    assert_eq!(generation.number, 1);
+    for name in RUST_POLICIES {
+        let entry = generation.get(name).expect("listed");
+        assert_eq!(entry.status, PolicyStatus::Active);
+    }
+    let kinds: Vec<_> = generation
+        .summaries()
+        .into_iter()
+        .map(|s| (s.name, s.kind))
+        .collect();
+    assert!(kinds.contains(&("label-stamper".into(), Some(PolicyKind::Transformation))));
+    assert!(kinds.contains(&("replica-spread".into(), Some(PolicyKind::Placement))));
+}
+
+#[tokio::test]
+async fn rust_and_go_location_affinity_agree_on_every_shared_vector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_policy(dir.path(), "rust", &built_module("location-affinity"));
+    write_policy(dir.path(), "go", &built_module("location-affinity-go"));
+    let host = host();
+    let report = host.load_dir(dir.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies/testdata/location-affinity-vectors.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let list = vectors::parse(&text).expect("vectors parse");
+    assert!(!list.is_empty());
+    let mut checked = 0;
+    for vector in &list {
+        let TestVector::Place {
+            name,
+            input,
+            expect,
+        } = vector
+        else {
+            continue;
+        };
+        for policy in ["rust", "go"] {
+            let eval = host
+                .place(policy, input)
+                .await
+                .unwrap_or_else(|e| panic!("vector {name:?}: {e}"));
+            vectors::check_place(expect, &eval.value)
+                .unwrap_or_else(|e| panic!("{policy} module, vector {name:?}: {e}"));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * list.len());
+}
+
+#[tokio::test]
+async fn settings_are_validated_by_the_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_policy(
+        dir.path(),
+        "location-affinity",
+        &built_module("location-affinity"),
+    );
+    let host = host();
+    host.load_dir(dir.path()).await.expect("load");
+    host.validate_settings("location-affinity", &json!({"mode": "preferred"}))
+        .await
+        .expect("valid");
+    let err = host
+        .validate_settings("location-affinity", &json!({"mode": "sometimes"}))
+        .await
+        .expect_err("invalid");
+    assert!(
+        matches!(&err, PolicyError::SettingsRejected { message, .. } if message.contains("sometimes")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn label_stamper_stamps_through_the_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_policy(dir.path(), "label-stamper", &built_module("label-stamper"));
+    let host = host();
+    host.load_dir(dir.path()).await.expect("load");
+    let req = TransformRequest {
+        workload: Workload::default(),
+        target: target("west", "us-west-1"),
+        replicas: Some(2),
+        settings: json!({"labels": {"environment": "prod"}}),
+    };
+    let eval = host.transform("label-stamper", &req).await.expect("stamps");
+    let labels = &eval.value.labels.set;
+    assert_eq!(labels["tmc.kcp.io/target"], "west");
+    assert_eq!(labels["tmc.kcp.io/region"], "us-west-1");
+    assert_eq!(labels["environment"], "prod");
+    assert!(eval.fuel_used > 0);
+}
+
+#[tokio::test]
+async fn evaluation_names_policy_digest_and_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = built_module("replica-spread");
+    write_policy(dir.path(), "replica-spread", &bytes);
+    let host = host();
+    host.load_dir(dir.path()).await.expect("load");
+    let eval = host
+        .place("replica-spread", &request(Some(5)))
+        .await
+        .expect("places");
+    assert_eq!(eval.policy, "replica-spread");
+    assert_eq!(eval.generation, 1);
+    assert_eq!(eval.digest.len(), 64);
+    let total: u32 = eval.value.targets.iter().filter_map(|t| t.replicas).sum();
+    assert_eq!(total, 5);
+    let blocking = host
+        .place_blocking("replica-spread", &request(Some(5)))
+        .expect("places on the calling thread");
+    assert_eq!(blocking.value, eval.value);
+}
