@@ -98,19 +98,24 @@ impl Kcp {
         }));
         kubeconfig::write(&kubeconfig, &entries, workspace)?;
 
-        let kcp = Self {
+        let mut kcp = Self {
             process,
             port,
             kubeconfig,
             workspace: workspace.to_owned(),
         };
         let base_client = kcp.client("base").await?;
-        wait::until("kcp /readyz", READY_TIMEOUT, POLL, || {
+        let process = &mut kcp.process;
+        let ready = wait::until("kcp /readyz", READY_TIMEOUT, POLL, || {
+            let alive = process.ensure_running();
             let client = base_client.clone();
-            async move { Ok(wait::readyz(&client).await) }
+            async move {
+                alive?;
+                Ok(wait::readyz(&client).await)
+            }
         })
-        .await
-        .map_err(|e| kcp.with_log(e))?;
+        .await;
+        ready.map_err(|e| kcp.with_log(e))?;
         progress(&format!("kcp ready on {base}"));
 
         for pair in levels.windows(2) {
@@ -214,7 +219,8 @@ impl Kcp {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("creating kcp workspace {name} in {parent}"));
+                return Err(e)
+                    .with_context(|| format!("creating kcp workspace {name} in {parent}"));
             }
         }
         let what = format!("kcp workspace {child} to be Ready");

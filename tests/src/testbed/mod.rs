@@ -179,6 +179,7 @@ impl TestBedBuilder {
         }
         if let Some(first) = errors.into_iter().next() {
             bed.dir.keep = true;
+            bed.print_log_tails();
             return Err(first.context(format!(
                 "test bed failed; logs kept in {}",
                 bed.dir.path().display()
@@ -410,6 +411,18 @@ impl TestBed {
         process::stop_all(&mut procs, Duration::from_secs(3));
     }
 
+    /// Prints the last 40 lines of every log and where the bed dir is.
+    pub fn print_log_tails(&self) {
+        for log in self.logs() {
+            eprintln!(
+                "----- last lines of {} -----\n{}",
+                log.display(),
+                process::tail(&log, 40)
+            );
+        }
+        eprintln!("----- test bed dir: {} -----", self.dir.path().display());
+    }
+
     fn unknown(&self, name: &str) -> anyhow::Error {
         anyhow!(
             "no cluster named {name:?} in this bed (clusters: {:?})",
@@ -422,17 +435,7 @@ impl Drop for TestBed {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.dir.keep = true;
-            for log in self.logs() {
-                eprintln!(
-                    "----- last lines of {} -----\n{}",
-                    log.display(),
-                    process::tail(&log, 40)
-                );
-            }
-            eprintln!(
-                "----- test bed dir kept: {} -----",
-                self.dir.path().display()
-            );
+            self.print_log_tails();
         }
         self.shutdown();
     }
