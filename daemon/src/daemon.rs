@@ -143,30 +143,56 @@ fn identity() -> String {
     format!("{host}-{}-{nanos:08x}", std::process::id())
 }
 
-/// The configured resources (`plural.group`) as kinds the control plane serves.
+/// The configured resources (`plural.group`) as kinds the control plane
+/// serves; a resource it does not serve is skipped with a warning (install
+/// its CRD and restart tmcd to sync it), and none served at all is an error.
 async fn resolve_kinds(client: &Client, config: &Config) -> Result<Vec<SyncedKind>> {
     let mut kinds = Vec::new();
     for resource in &config.sync.resources {
         let text = resource.get_ref();
-        let (plural, group) = text.split_once('.').unwrap_or((text.as_str(), ""));
-        let api_group = kube::discovery::group(client, group).await.with_context(|| {
-            format!("the control plane does not serve API group {group:?} of resource {text:?} (fix: install its CRDs in the workspace, or remove it from sync.resources)")
-        })?;
-        let (ar, caps) = api_group
-            .recommended_resources()
-            .into_iter()
-            .find(|(ar, _)| ar.plural == plural)
-            .with_context(|| format!("the control plane does not serve resource {text:?} (fix: install its CRD in the workspace, or remove it from sync.resources)"))?;
-        let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
-        kinds.push(SyncedKind::new(
-            &ar.group,
-            &ar.version,
-            &ar.kind,
-            &ar.plural,
-            namespaced,
-        ));
+        match resolve_kind(client, text).await {
+            Ok(kind) => kinds.push(kind),
+            Err(err) => {
+                tracing::warn!(resource = %text, error = %format!("{err:#}"), "not syncing this resource")
+            }
+        }
+    }
+    if kinds.is_empty() {
+        anyhow::bail!(
+            "the control plane serves none of sync.resources {:?} (fix: install their CRDs in the workspace, e.g. deployments.apps)",
+            config
+                .sync
+                .resources
+                .iter()
+                .map(|r| r.get_ref())
+                .collect::<Vec<_>>()
+        );
     }
     Ok(kinds)
+}
+
+async fn resolve_kind(client: &Client, text: &str) -> Result<SyncedKind> {
+    let (plural, group) = text.split_once('.').unwrap_or((text, ""));
+    let api_group = kube::discovery::group(client, group)
+        .await
+        .with_context(|| format!("the control plane does not serve API group {group:?} (fix: install the CRD of {text} in the workspace)"))?;
+    let (ar, caps) = api_group
+        .recommended_resources()
+        .into_iter()
+        .find(|(ar, _)| ar.plural == plural)
+        .with_context(|| {
+            format!(
+                "the control plane does not serve {text} (fix: install its CRD in the workspace)"
+            )
+        })?;
+    let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+    Ok(SyncedKind::new(
+        &ar.group,
+        &ar.version,
+        &ar.kind,
+        &ar.plural,
+        namespaced,
+    ))
 }
 
 /// What the leader runs, and the election around it.

@@ -70,8 +70,14 @@ mod tests {
 
     #[test]
     fn workspace_is_appended_or_replaced() {
-        assert_eq!(workspace_url("https://127.0.0.1:6443", "root:tmc"), "https://127.0.0.1:6443/clusters/root:tmc");
-        assert_eq!(workspace_url("https://127.0.0.1:6443/", "root:tmc"), "https://127.0.0.1:6443/clusters/root:tmc");
+        assert_eq!(
+            workspace_url("https://127.0.0.1:6443", "root:tmc"),
+            "https://127.0.0.1:6443/clusters/root:tmc"
+        );
+        assert_eq!(
+            workspace_url("https://127.0.0.1:6443/", "root:tmc"),
+            "https://127.0.0.1:6443/clusters/root:tmc"
+        );
         assert_eq!(
             workspace_url("https://127.0.0.1:6443/clusters/root", "root:tmc"),
             "https://127.0.0.1:6443/clusters/root:tmc"

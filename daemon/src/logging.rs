@@ -10,8 +10,13 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber; returns the syncer log buffers it feeds.
 pub fn init(format: LogFormat) -> SyncerLogs {
+    init_with_default(format, "info")
+}
+
+/// [`init`] with `default` as the filter when `RUST_LOG` is not set.
+pub fn init_with_default(format: LogFormat, default: &str) -> SyncerLogs {
     let logs = SyncerLogs::default();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(logs.layer());

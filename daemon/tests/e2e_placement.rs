@@ -1,0 +1,155 @@
+//! End to end on real servers: a Deployment in the kcp workspace is placed on
+//! both clusters, split, its status summed, moved without a gap, and deleted.
+
+mod common;
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+use tmc_syncer::decision::{
+    MANAGED_LABEL, SOURCE_CLUSTER_ANNOTATION, SYNC_TARGET_ANNOTATION, SYNC_TIMESTAMP_ANNOTATION,
+    SYNCED_FROM_LABEL, state_label,
+};
+use tmc_tests::testbed::wait::Poll;
+
+use common::{Env, NS, apply_placement, copy, create_deployment, ready, replicas, until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_split_status_move_and_delete() -> Result<()> {
+    let env = Env::start().await?;
+    env.install_policy("replica-spread", "replica-spread")?;
+    env.install_policy("label-stamper", "label-stamper")?;
+    let daemon = env.daemon("").await?;
+    let kcp = env.kcp().await?;
+    let west = env.cluster("west").await?;
+    let east = env.cluster("east").await?;
+
+    apply_placement(&kcp, "spread", json!({
+        "policy": {"name": "replica-spread"},
+        "transformations": [{"name": "label-stamper", "settings": {"labels": {"team": "demo"}}}],
+    }))
+    .await?;
+    create_deployment(&kcp, "web", 3).await?;
+
+    // On both clusters, with the brief's labels and annotations, replicas split 3 = 2 + 1 (in some order).
+    let (w, e) = until("web on west and east with 3 replicas in all", || async {
+        let (w, e) = (copy(&west, "web").await?, copy(&east, "web").await?);
+        Ok(
+            if w.is_some() && e.is_some() && replicas(&w) + replicas(&e) == 3 {
+                Poll::Ready((w, e))
+            } else {
+                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
+            },
+        )
+    })
+    .await?;
+    for (target, d) in [("west", w), ("east", e)] {
+        let d = d.expect("present");
+        let labels = d.metadata.labels.clone().unwrap_or_default();
+        let annotations = d.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(MANAGED_LABEL).map(String::as_str),
+            Some("true"),
+            "{target}: {labels:?}"
+        );
+        assert_eq!(
+            labels.get(SYNCED_FROM_LABEL).map(String::as_str),
+            Some("tmc-workloads")
+        );
+        assert_eq!(
+            labels.get("team").map(String::as_str),
+            Some("demo"),
+            "transformation applied on {target}"
+        );
+        assert_eq!(
+            annotations
+                .get(SOURCE_CLUSTER_ANNOTATION)
+                .map(String::as_str),
+            Some("root:tmc")
+        );
+        assert_eq!(
+            annotations.get(SYNC_TARGET_ANNOTATION).map(String::as_str),
+            Some(target)
+        );
+        assert!(annotations.contains_key(SYNC_TIMESTAMP_ANNOTATION));
+        assert!(
+            labels
+                .keys()
+                .all(|k| !k.starts_with("state.workload.kcp.io/")),
+            "protocol keys stay upstream"
+        );
+    }
+
+    // Upstream status is the sum of kwok's ready pods on both clusters.
+    let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
+    until("upstream readyReplicas = 3", || async {
+        let d = upstream.get("web").await?;
+        let r = d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        Ok(if r == 3 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("readyReplicas {r}"))
+        })
+    })
+    .await?;
+
+    // Keep it to one region: it moves to east, and at every observation some copy is ready.
+    apply_placement(&kcp, "spread", json!({
+        "policy": {"name": "replica-spread"},
+        "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": "us-east"}}],
+        "transformations": [{"name": "label-stamper", "settings": {"labels": {"team": "demo"}}}],
+    }))
+    .await?;
+    until("web only on east with 3 replicas", || async {
+        let (w, e) = (copy(&west, "web").await?, copy(&east, "web").await?);
+        let ready_total = ready(&w) + ready(&e);
+        anyhow::ensure!(
+            ready_total >= 1,
+            "gap during the move: no ready replica on any cluster (west {w:?}, east {e:?})"
+        );
+        Ok(if w.is_none() && replicas(&e) == 3 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!(
+                "west present {} east replicas {}",
+                w.is_some(),
+                replicas(&e)
+            ))
+        })
+    })
+    .await?;
+    let d = upstream.get("web").await?;
+    let labels = d.metadata.labels.unwrap_or_default();
+    assert!(
+        !labels.contains_key(&state_label("west")),
+        "west released upstream: {labels:?}"
+    );
+
+    // Delete upstream: the copy goes and the upstream object is released by the syncers.
+    upstream.delete("web", &DeleteParams::default()).await?;
+    until("web gone everywhere", || async {
+        let (w, e) = (copy(&west, "web").await?, copy(&east, "web").await?);
+        let up = upstream.get_opt("web").await?;
+        Ok(if w.is_none() && e.is_none() && up.is_none() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!(
+                "west {} east {} upstream {}",
+                w.is_some(),
+                e.is_some(),
+                up.is_some()
+            ))
+        })
+    })
+    .await?;
+
+    let metrics = daemon.state().metrics.render();
+    assert!(metrics.contains("tmcd_reconciles_total"), "{metrics}");
+    daemon.stop().await;
+    Ok(())
+}
