@@ -1,0 +1,324 @@
+//! Shared fixture of the syncer integration tests: a real test bed (kcp
+//! workspace `root:tmc` + physical cluster `west`), the SyncTarget API, and a
+//! syncer for `west` running in the test process.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use serde_json::{Value, json};
+use tmc_syncer::api::{SyncTarget, SyncTargetSpec};
+use tmc_syncer::{SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tmc_tests::testbed::TestBed;
+use tmc_tests::testbed::wait::{self, Poll};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous: the machine is small and shared.
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(300);
+pub const WORKSPACE: &str = "root:tmc";
+pub const NS: &str = "shop";
+
+/// Polls `check` until it returns `Some`, failing after [`TIMEOUT`] with `what` and the last state.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, String>>>,
+{
+    wait::until(what, TIMEOUT, POLL, || {
+        let fut = check();
+        async move {
+            Ok(match fut.await? {
+                Ok(v) => Poll::Ready(v),
+                Err(why) => Poll::Pending(why),
+            })
+        }
+    })
+    .await
+}
+
+/// The bed, clients and a running syncer.
+pub struct Fixture {
+    pub bed: TestBed,
+    pub kcp: kube::Client,
+    pub west: kube::Client,
+    pub syncer: Option<RunningSyncer>,
+}
+
+/// A syncer task and the means to stop it.
+pub struct RunningSyncer {
+    pub syncer: Arc<Syncer>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningSyncer {
+    /// Stops the syncer and waits for its run to return.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("syncer task panicked")?
+    }
+}
+
+impl Fixture {
+    /// Starts the bed, installs deployments and the SyncTarget API in the
+    /// workspace, creates SyncTarget `west` and namespace `shop` upstream.
+    pub async fn start() -> Result<Self> {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tmc_syncer=debug,kube=warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+        let bed = TestBed::builder()
+            .clusters(["west"])
+            .workspace(WORKSPACE)
+            .start()
+            .await?;
+        bed.install_kube_crds().await?;
+        keep_pod_template_metadata(&bed.kcp_client().await?).await?;
+        let kcp = bed.kcp_client().await?;
+        let west = bed.cluster_client("west").await?;
+        install_synctarget_crd(&kcp).await?;
+        let targets: Api<SyncTarget> = Api::all(kcp.clone());
+        let target = SyncTarget::new("west", SyncTargetSpec::default());
+        wait_until("SyncTarget west to be created", || {
+            let (targets, target) = (targets.clone(), target.clone());
+            async move {
+                Ok(
+                    match targets.create(&PostParams::default(), &target).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                )
+            }
+        })
+        .await?;
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
+        Api::<Namespace>::all(kcp.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .context("creating namespace shop in kcp")?;
+        Ok(Self {
+            bed,
+            kcp,
+            west,
+            syncer: None,
+        })
+    }
+
+    /// Starts a syncer for `west` (heartbeat 1 s, resync 5 s).
+    pub fn start_syncer(&mut self) {
+        let mut config = SyncerConfig::new(
+            "west",
+            self.kcp.clone(),
+            self.west.clone(),
+            SourceIdentity::new(WORKSPACE),
+        );
+        config.kinds = vec![
+            SyncedKind::parse("apps/v1/Deployment").expect("valid kind"),
+            SyncedKind::parse("v1/ConfigMap").expect("valid kind"),
+        ];
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.resync_interval = Duration::from_secs(5);
+        let syncer = Arc::new(Syncer::new(config));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let syncer = syncer.clone();
+            async move {
+                syncer
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        self.syncer = Some(RunningSyncer { syncer, stop, task });
+    }
+
+    /// Stops the running syncer, if any.
+    pub async fn stop_syncer(&mut self) -> Result<()> {
+        match self.syncer.take() {
+            Some(running) => running.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn syncer(&self) -> &Syncer {
+        &self.syncer.as_ref().expect("a syncer is running").syncer
+    }
+
+    pub fn upstream_deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.kcp.clone(), NS)
+    }
+
+    pub fn west_deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.west.clone(), NS)
+    }
+
+    /// Creates upstream Deployment `name` placed on `west` with `replicas` in its result.
+    pub async fn create_placed(&self, name: &str, replicas: u32) -> Result<Deployment> {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {"app": name, "state.workload.kcp.io/west": "Sync"},
+                "annotations": {"result.workload.kcp.io/west": json!({"replicas": replicas}).to_string()},
+            },
+            "spec": {
+                "replicas": 9,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+                },
+            },
+        }))?;
+        self.upstream_deployments()
+            .create(&PostParams::default(), &deployment)
+            .await
+            .with_context(|| format!("creating upstream Deployment {name}"))
+    }
+
+    /// Waits until west holds copy `name` with `replicas` and returns it.
+    pub async fn wait_copy(&self, name: &str, replicas: i32) -> Result<Deployment> {
+        let api = self.west_deployments();
+        wait_until(
+            &format!("copy {name} with {replicas} replicas in west"),
+            || {
+                let api = api.clone();
+                async move {
+                    Ok(match api.get_opt(name).await? {
+                        Some(d) if d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas) => {
+                            Ok(d)
+                        }
+                        Some(d) => Err(format!("replicas {:?}", d.spec.and_then(|s| s.replicas))),
+                        None => Err("no copy yet".into()),
+                    })
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until west has no copy `name`.
+    pub async fn wait_copy_gone(&self, name: &str) -> Result<()> {
+        let api = self.west_deployments();
+        wait_until(&format!("copy {name} to be gone from west"), || {
+            let api = api.clone();
+            async move {
+                Ok(match api.get_opt(name).await? {
+                    Some(d) => Err(format!(
+                        "still there (deleting: {})",
+                        d.metadata.deletion_timestamp.is_some()
+                    )),
+                    None => Ok(()),
+                })
+            }
+        })
+        .await
+    }
+
+    /// The SyncTarget `west` as JSON.
+    pub async fn sync_target(&self) -> Result<Value> {
+        let st = Api::<SyncTarget>::all(self.kcp.clone()).get("west").await?;
+        Ok(serde_json::to_value(st)?)
+    }
+
+    /// Waits until SyncTarget west's Ready condition has `status` (and `reason` if given).
+    pub async fn wait_ready(&self, status: &str, reason: Option<&str>) -> Result<Value> {
+        wait_until(
+            &format!("SyncTarget west Ready={status} {reason:?}"),
+            || async {
+                let st = self.sync_target().await?;
+                let ready = st
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .cloned();
+                Ok(match ready {
+                    Some(c) if c["status"] == status && reason.is_none_or(|r| c["reason"] == r) => {
+                        Ok(st)
+                    }
+                    other => Err(format!("Ready condition {other:?}")),
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// The testbed's deployments CRD declares `spec.template.metadata` as a bare
+/// object, so kcp prunes the pod template's labels and no copy is valid
+/// downstream (`selector does not match template labels`). Until the CRD
+/// carries `x-kubernetes-preserve-unknown-fields: true` there, add it.
+async fn keep_pod_template_metadata(client: &kube::Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds
+        .get("deployments.apps")
+        .await
+        .context("reading CRD deployments.apps")?;
+    let mut value = serde_json::to_value(&crd)?;
+    let versions = value
+        .pointer_mut("/spec/versions")
+        .and_then(Value::as_array_mut)
+        .context("CRD deployments.apps has no versions")?;
+    for version in versions {
+        let metadata = version
+            .pointer_mut(
+                "/schema/openAPIV3Schema/properties/spec/properties/template/properties/metadata",
+            )
+            .context("CRD deployments.apps has no pod template metadata schema")?;
+        metadata["x-kubernetes-preserve-unknown-fields"] = json!(true);
+    }
+    let updated: CustomResourceDefinition = serde_json::from_value(value)?;
+    crds.replace("deployments.apps", &PostParams::default(), &updated)
+        .await
+        .context("letting deployments.apps keep pod template metadata")?;
+    Ok(())
+}
+
+/// Server-side applies the SyncTarget CRD (generated from the types) and waits until it is served.
+async fn install_synctarget_crd(client: &kube::Client) -> Result<()> {
+    let crd = SyncTarget::crd();
+    let name = crd.name_any();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply("tmc-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .with_context(|| format!("applying CRD {name}"))?;
+    let targets: Api<SyncTarget> = Api::all(client.clone());
+    wait_until("synctargets to be served", || {
+        let targets = targets.clone();
+        async move {
+            Ok(match targets.list(&Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            })
+        }
+    })
+    .await
+}
+
+/// Labels of an object.
+pub fn labels_of<K: ResourceExt>(object: &K) -> std::collections::BTreeMap<String, String> {
+    object.labels().clone()
+}
+
+/// Annotations of an object.
+pub fn annotations_of<K: ResourceExt>(object: &K) -> std::collections::BTreeMap<String, String> {
+    object.annotations().clone()
+}

@@ -1,0 +1,292 @@
+//! The syncer against real servers: sync, status back, drift, removal on
+//! request and on upstream delete. Needs the test bed binaries
+//! (`hack/testbed/build.sh`).
+
+mod common;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use tmc_syncer::decision::TargetStatus;
+
+use common::{Fixture, NS, WORKSPACE, annotations_of, labels_of, wait_until};
+
+#[tokio::test]
+async fn syncs_reports_corrects_drift_and_removes_on_evidence() -> Result<()> {
+    let mut fx = Fixture::start().await?;
+    fx.start_syncer();
+
+    // 1. A Deployment placed on west with a result of 2 replicas appears there, marked.
+    fx.create_placed("web", 2).await?;
+    let copy = fx.wait_copy("web", 2).await?;
+    let labels = labels_of(&copy);
+    assert_eq!(
+        labels.get("workload.kcp.io/managed").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        labels
+            .get("workload.kcp.io/synced-from")
+            .map(String::as_str),
+        Some("root-tmc")
+    );
+    assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+    assert!(
+        !labels.contains_key("state.workload.kcp.io/west"),
+        "protocol labels must not be copied: {labels:?}"
+    );
+    let annotations = annotations_of(&copy);
+    assert_eq!(
+        annotations
+            .get("workload.kcp.io/sync-target")
+            .map(String::as_str),
+        Some("west")
+    );
+    assert_eq!(
+        annotations
+            .get("workload.kcp.io/source-cluster")
+            .map(String::as_str),
+        Some(WORKSPACE)
+    );
+    assert!(
+        annotations.contains_key("workload.kcp.io/content-hash"),
+        "{annotations:?}"
+    );
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("result.workload.kcp.io/")),
+        "{annotations:?}"
+    );
+    let timestamp = annotations
+        .get("workload.kcp.io/sync-timestamp")
+        .cloned()
+        .context("sync-timestamp annotation")?;
+    let west_ns = Api::<Namespace>::all(fx.west.clone()).get(NS).await?;
+    assert_eq!(
+        labels_of(&west_ns)
+            .get("workload.kcp.io/managed")
+            .map(String::as_str),
+        Some("true")
+    );
+
+    // The upstream object holds the syncer's finalizer.
+    let up = fx.upstream_deployments().get("web").await?;
+    assert!(
+        up.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"workload.kcp.io/syncer-west".to_string())
+    );
+
+    // 2. kwok runs the pods; the status annotation upstream shows readyReplicas 2.
+    let ups = fx.upstream_deployments();
+    let status: TargetStatus =
+        wait_until("status.workload.kcp.io/west with readyReplicas 2", || {
+            let ups = ups.clone();
+            async move {
+                let up = ups.get("web").await?;
+                let raw = annotations_of(&up)
+                    .get("status.workload.kcp.io/west")
+                    .cloned();
+                let status: Option<TargetStatus> =
+                    raw.as_deref().map(serde_json::from_str).transpose()?;
+                Ok(match status {
+                    Some(s)
+                        if s.status
+                            .as_ref()
+                            .and_then(|st| st["readyReplicas"].as_i64())
+                            == Some(2) =>
+                    {
+                        Ok(s)
+                    }
+                    other => Err(format!("status {other:?}")),
+                })
+            }
+        })
+        .await?;
+    assert_eq!(status.error, None);
+    assert_eq!(status.observed_generation, up_generation(&fx, "web").await?);
+    assert_eq!(
+        Some(status.applied_hash.as_str()),
+        annotations
+            .get("workload.kcp.io/content-hash")
+            .map(String::as_str)
+    );
+
+    // 3. The heartbeat: Ready, HeartbeatHealthy, resources accepted, one workload.
+    let st = fx.wait_ready("True", None).await?;
+    assert!(
+        st.pointer("/status/lastSyncerHeartbeatTime").is_some(),
+        "{st}"
+    );
+    let resources = st
+        .pointer("/status/syncedResources")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        resources.as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r["resource"] == "deployments" && r["state"] == "Accepted")),
+        "{resources}"
+    );
+    let heartbeat_ok = st
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "HeartbeatHealthy" && c["status"] == "True")
+        });
+    assert!(heartbeat_ok, "{st}");
+    assert_eq!(st.pointer("/status/workloadCount"), Some(&json!(1)));
+
+    // 4. Drift: an edit of the copy's replicas is corrected, the content did not change so the timestamp stays.
+    fx.west_deployments()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await?;
+    let healed = fx.wait_copy("web", 2).await?;
+    assert_eq!(
+        annotations_of(&healed).get("workload.kcp.io/sync-timestamp"),
+        Some(&timestamp)
+    );
+
+    // A deleted copy comes back (a new object).
+    let old_uid = healed.metadata.uid.clone();
+    fx.west_deployments()
+        .delete("web", &DeleteParams::default())
+        .await?;
+    let west = fx.west_deployments();
+    wait_until("copy web to be recreated", || {
+        let (west, old_uid) = (west.clone(), old_uid.clone());
+        async move {
+            Ok(match west.get_opt("web").await? {
+                Some(d) if d.metadata.uid != old_uid && d.metadata.deletion_timestamp.is_none() => {
+                    Ok(())
+                }
+                Some(_) => Err("still the old copy".into()),
+                None => Err("no copy".into()),
+            })
+        }
+    })
+    .await?;
+
+    // A downstream object without our labels is never touched.
+    let foreign: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "foreign", "namespace": NS}, "data": {"a": "b"}}),
+    )?;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(fx.west.clone(), NS)
+        .create(&Default::default(), &foreign)
+        .await?;
+
+    // 5. The deletion annotation removes the copy, then every protocol key of west.
+    fx.upstream_deployments()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"deletion.internal.workload.kcp.io/west": "2026-01-01T00:00:00Z"}}})),
+        )
+        .await?;
+    fx.wait_copy_gone("web").await?;
+    let ups = fx.upstream_deployments();
+    wait_until("protocol keys of west to be removed from web", || {
+        let ups = ups.clone();
+        async move {
+            let up = ups.get("web").await?;
+            let mut left: Vec<String> = labels_of(&up)
+                .into_keys()
+                .chain(annotations_of(&up).into_keys())
+                .chain(up.metadata.finalizers.clone().unwrap_or_default())
+                .filter(|k| {
+                    k.ends_with("workload.kcp.io/west") || k == "workload.kcp.io/syncer-west"
+                })
+                .collect();
+            left.sort();
+            Ok(if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            })
+        }
+    })
+    .await?;
+    // The namespace it created stays (tmc never deletes namespaces), and so does the foreign object.
+    assert!(
+        Api::<Namespace>::all(fx.west.clone())
+            .get_opt(NS)
+            .await?
+            .is_some()
+    );
+    assert!(
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(fx.west.clone(), NS)
+            .get_opt("foreign")
+            .await?
+            .is_some()
+    );
+
+    // 6. An upstream delete waits on the finalizer until the copy is gone. With the
+    //    syncer stopped the delete must hang (nothing else removes the finalizer).
+    fx.create_placed("api", 1).await?;
+    fx.wait_copy("api", 1).await?;
+    let ups = fx.upstream_deployments();
+    wait_until("finalizer on api", || {
+        let ups = ups.clone();
+        async move {
+            let up = ups.get("api").await?;
+            let has = up
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .contains(&"workload.kcp.io/syncer-west".to_string());
+            Ok(if has {
+                Ok(())
+            } else {
+                Err("no finalizer yet".into())
+            })
+        }
+    })
+    .await?;
+    fx.stop_syncer().await?;
+    fx.upstream_deployments()
+        .delete("api", &DeleteParams::default())
+        .await?;
+    let pending = fx
+        .upstream_deployments()
+        .get("api")
+        .await
+        .context("upstream api must wait on the finalizer")?;
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert!(
+        fx.west_deployments().get_opt("api").await?.is_some(),
+        "the copy stays while the syncer is down"
+    );
+    fx.start_syncer();
+    fx.wait_copy_gone("api").await?;
+    let ups = fx.upstream_deployments();
+    wait_until("upstream api to be deleted once its copy is gone", || {
+        let ups = ups.clone();
+        async move {
+            Ok(if ups.get_opt("api").await?.is_none() {
+                Ok(())
+            } else {
+                Err("still there".into())
+            })
+        }
+    })
+    .await?;
+    fx.stop_syncer().await?;
+    Ok(())
+}
+
+async fn up_generation(fx: &Fixture, name: &str) -> Result<Option<i64>> {
+    Ok(fx
+        .upstream_deployments()
+        .get(name)
+        .await?
+        .metadata
+        .generation)
+}
