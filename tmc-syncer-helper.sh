@@ -57,7 +57,7 @@ load_demo() {
 }
 
 require_running() {
-  live_pids "${STATE}" | grep -q '^tmcd ' ||
+  grep -q '^tmcd ' <<<"$(live_pids "${STATE}")" ||
     die "tmcd of the demo in ${STATE} is not running (start one: ./tmc-virtual-cluster-demo.sh --skip-cleanup)"
 }
 
@@ -82,7 +82,7 @@ cmd_logs() {
   require_running
   run "${TMCD}" syncer logs --cluster "${CLUSTER}" --admin "${ADMIN}"
   local agent_log="${STATE}/tmc-syncer-${CLUSTER}.log"
-  if live_pids "${STATE}" | grep -q "^tmc-syncer-${CLUSTER} "; then
+  if grep -q "^tmc-syncer-${CLUSTER} " <<<"$(live_pids "${STATE}")"; then
     echo
     echo "# pull-mode agent tmc-syncer for ${CLUSTER}: last 40 lines of ${agent_log}"
     tail -n 40 "${agent_log}"
@@ -121,7 +121,7 @@ cmd_stop() {
   if ((stopped == 0)); then
     echo "no running demo found under ${TMC_DEMO_DIR:-${TMC_DEMO_STATE_GLOB}}"
   else
-    echo "stopped ${stopped} demo(s); state and logs are kept (remove them with: rm -rf /tmp/kcp-demo-*)"
+    echo "stopped ${stopped} demo(s); state and logs are kept (remove them with: rm -rf ${TMC_DEMO_STATE_GLOB})"
   fi
 }
 

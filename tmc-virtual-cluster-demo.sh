@@ -139,11 +139,11 @@ done
 pause
 
 step 2 "The TMC virtual cluster: kcp workspace ${BED_WORKSPACE}, with core Kubernetes and TMC CRDs" \
-  "Users deploy to this one workspace. kcp serves namespaces and configmaps itself; deployments (installed by
-the bed), services and pods come from CRDs; the TMC APIs are SyncTarget and ClusterWorkloadPlacement."
+  "Users deploy to this one workspace. kcp serves namespaces and configmaps itself; deployments, services and
+pods come from CRDs (demo/crds/); the TMC APIs are SyncTarget and ClusterWorkloadPlacement (config/crds/)."
 show kubectl --context root get workspaces
-show kubectl apply -f "${ROOT}/demo/crds/services.yaml" -f "${ROOT}/demo/crds/pods.yaml"
-show kubectl apply -f "${ROOT}/config/crds/"
+show kubectl apply --server-side --force-conflicts --field-manager tmc-demo -f "${ROOT}/demo/crds/"
+show kubectl apply --server-side --force-conflicts --field-manager tmc-demo -f "${ROOT}/config/crds/"
 show kubectl wait --for condition=Established --timeout=60s crd/services.core crd/pods.core \
   crd/synctargets.workload.kcp.io crd/clusterworkloadplacements.workload.kcp.io crd/deployments.apps
 wait_until 60 "the workspace to serve deployments, services, pods and the TMC APIs" "${STATE}/kcp.log" \
@@ -201,7 +201,7 @@ pause
 
 step 6 "Propagation to the physical clusters" \
   "location-affinity selects both ready regions and splits the 4 replicas evenly (us-west-1 preferred first).
-The copies carry the TMC lifecycle labels and annotations."
+The copies carry the TMC lifecycle labels and annotations; their status comes back to the virtual cluster."
 for c in kcp-west kcp-east; do
   wait_until "${TIMEOUT}" "the Deployment, Service and ConfigMap on kind-${c}" "${STATE}/tmcd.log" expect_copies "${c}"
 done
@@ -211,10 +211,14 @@ for c in kcp-west kcp-east; do
   wait_until 30 "the TMC labels on kind-${c}'s copy" "${STATE}/tmcd.log" expect_tmc_labels "${c}"
   ok "$(expect_tmc_labels "${c}")"
 done
+wait_until "${TIMEOUT}" "the status of both copies brought back: 4 ready replicas on the virtual cluster's Deployment" \
+  "${STATE}/tmcd.log, ${STATE}/tmc-syncer-kcp-east.log" expect_upstream_ready 4
+ok "$(expect_upstream_ready 4)"
 show_distribution
 for c in kcp-west kcp-east; do show_cluster "${c}"; done
 show kubectl --context kind-kcp-west -n demo-app get deployment web -o \
   jsonpath='{"labels: "}{.metadata.labels}{"\nannotations: "}{.metadata.annotations}{"\n"}'
+show kubectl get deployments -n demo-app
 show kubectl get clusterworkloadplacement demo -o wide
 pause
 
@@ -270,4 +274,7 @@ Everything keeps running (--skip-cleanup). Explore:
 
 Stop everything:  ./tmc-syncer-helper.sh stop
 EXPLORE
+  if [[ "${TMC_DEMO_ROOT}" != /tmp ]]; then
+    echo "(the state is under TMC_DEMO_ROOT=${TMC_DEMO_ROOT}: export it too, so that the helper finds this demo)"
+  fi
 fi

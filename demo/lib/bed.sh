@@ -6,9 +6,29 @@ BED_CLUSTERS=(kcp-west kcp-east)
 BED_WORKSPACE="root:tmc"
 BED_READY_TIMEOUT="${TMC_DEMO_BED_TIMEOUT:-600}"
 
-# start_bed STATE: runs `tmc-testbed up` in the background (own session, logs in STATE/testbed.log), waits for
-# its READY line, then writes STATE/admin.kubeconfig and the links.
+# start_bed STATE: runs `tmc-testbed up` in the background (own session, log in STATE/testbed.log), waits for
+# its READY line, then writes STATE/admin.kubeconfig and the links. A bed that fails to start is retried once
+# with a fresh directory (kcp sometimes refuses the first workspace while it is still bootstrapping).
 start_bed() {
+  local state="$1"
+  if run_bed "${state}"; then
+    layout_state "${state}"
+    return 0
+  fi
+  log_tail "${state}/testbed.log"
+  warn "the test bed failed to start (above; logs kept in ${state}/testbed.1.log and ${state}/bed.1/); retrying once"
+  mv "${state}/testbed.log" "${state}/testbed.1.log"
+  mv "${state}/bed" "${state}/bed.1"
+  if run_bed "${state}"; then
+    layout_state "${state}"
+    return 0
+  fi
+  log_tail "${state}/testbed.log"
+  die "the test bed failed to start twice (log: ${state}/testbed.log; component logs under ${state}/bed/)"
+}
+
+# run_bed STATE: one attempt; returns non-zero when tmc-testbed exits or times out before READY.
+run_bed() {
   local state="$1" log="$1/testbed.log" pid clusters
   clusters="$(IFS=,; echo "${BED_CLUSTERS[*]}")"
   info "tmc-testbed up --dir ${state}/bed --clusters ${clusters} --workspace ${BED_WORKSPACE} --install-kube-crds"
@@ -18,24 +38,21 @@ start_bed() {
   record_pid "${state}" tmc-testbed "${pid}"
   local deadline=$((SECONDS + BED_READY_TIMEOUT)) shown=0 lines
   while ! grep -q '^READY ' "${log}" 2>/dev/null; do
-    if ! pid_alive "${pid}"; then
-      log_tail "${log}"
-      die "tmc-testbed exited before it was ready (log: ${log}; component logs under ${state}/bed/)"
-    fi
-    if ((SECONDS >= deadline)); then
-      log_tail "${log}"
-      die "the test bed was not ready within ${BED_READY_TIMEOUT}s (log: ${log}; kcp: ${state}/bed/kcp.log)"
-    fi
     # Progress: the bed's own timestamped lines as they come.
-    lines="$(wc -l <"${log}")"
+    lines="$(grep -c '^\[testbed ' "${log}" 2>/dev/null || true)"
     if ((lines > shown)); then
-      sed -n "$((shown + 1)),${lines}p" "${log}" | sed 's/^/    /'
+      grep '^\[testbed ' "${log}" | sed -n "$((shown + 1)),${lines}p" | sed 's/^/    /'
       shown="${lines}"
+    fi
+    pid_alive "${pid}" || return 1
+    if ((SECONDS >= deadline)); then
+      warn "the test bed was not ready within ${BED_READY_TIMEOUT}s"
+      stop_pid tmc-testbed "${pid}"
+      return 1
     fi
     sleep 1
   done
   ok "$(grep '^READY ' "${log}")"
-  layout_state "${state}"
 }
 
 # layout_state STATE: admin.kubeconfig = the workspace (current context) + kind-<cluster> contexts, and links

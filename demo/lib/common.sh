@@ -63,10 +63,15 @@ wait_until() {
   done
 }
 
-# log_tail FILE: its last 30 lines on stderr, without Rust backtrace frames.
+# log_tail FILE: on stderr, a Rust program's final error ("Error: ..." up to its backtrace) when FILE has one,
+# else its last 30 lines without backtrace frames; long lines cut at 400 characters.
 log_tail() {
-  echo "--- last lines of $1:" >&2
-  grep -v -E '^[[:space:]]+([0-9]+: |at )' "$1" | tail -n 30 >&2 || true
+  echo "--- from $1:" >&2
+  if grep -q '^Error: ' "$1" 2>/dev/null; then
+    awk '/^Error: /{p=1} /^Stack backtrace:/{p=0} p' "$1" | head -n 20 | cut -c1-400 >&2
+  else
+    grep -v -E '^[[:space:]]+([0-9]+: |at )' "$1" 2>/dev/null | tail -n 30 | cut -c1-400 >&2 || true
+  fi
 }
 
 # A free TCP port on 127.0.0.1 (nothing answers a connection to it).
@@ -109,7 +114,7 @@ pids_mentioning() {
   local dir="$1/bed" p
   for p in /proc/[0-9]*; do
     [[ "${p#/proc/}" == "$$" ]] && continue
-    if tr '\0' ' ' <"${p}/cmdline" 2>/dev/null | grep -qF -- "${dir}/"; then
+    if { tr '\0' ' ' <"${p}/cmdline"; } 2>/dev/null | grep -qF -- "${dir}/"; then
       pid_alive "${p#/proc/}" && echo "${p#/proc/}"
     fi
   done
@@ -161,7 +166,7 @@ find_state_dir() {
   for d in $(ls -1dt ${TMC_DEMO_STATE_GLOB} 2>/dev/null); do
     [[ -d "$d" ]] || continue
     [[ -z "${newest}" ]] && newest="$d"
-    if [[ -z "${newest_alive}" ]] && live_pids "$d" | grep -q '^tmcd '; then
+    if [[ -z "${newest_alive}" ]] && grep -q '^tmcd ' <<<"$(live_pids "$d")"; then
       newest_alive="$d"
     fi
   done

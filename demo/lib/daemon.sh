@@ -24,7 +24,7 @@ render_config() {
     -e "s|@POLICY_DIR@|${state}/policies|" \
     -e "s|@ADMIN_ADDRESS@|$3|" \
     "${ROOT}/demo/tmc.toml.template" >"${state}/tmc.toml"
-  if grep -n '@[A-Z_]*@' "${state}/tmc.toml"; then
+  if grep -n '^[^#]*@[A-Z_]*@' "${state}/tmc.toml"; then
     die "unfilled placeholders in ${state}/tmc.toml (demo/tmc.toml.template and demo/lib/daemon.sh disagree)"
   fi
 }

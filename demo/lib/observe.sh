@@ -83,6 +83,14 @@ expect_tmc_labels() {
   [[ "${managed}" == true && "${synced}" == tmc-workloads && "${target}" == "$1" && -n "${source}" ]]
 }
 
+# expect_upstream_ready N: the Deployment in the virtual cluster reports N ready replicas (summed from the copies).
+expect_upstream_ready() {
+  local ready
+  ready="$(kubectl -n "${DEMO_NS}" get deployment "${DEMO_DEPLOYMENT}" -o jsonpath='{.status.readyReplicas}' 2>&1)"
+  echo "virtual cluster deployment/${DEMO_DEPLOYMENT}: readyReplicas=${ready:-<none>} (expected $1)"
+  [[ "${ready}" == "$1" ]]
+}
+
 # show_distribution: a small table of replicas per cluster.
 show_distribution() {
   local c
