@@ -12,6 +12,7 @@ use kube::api::{
 };
 
 use super::binaries::Binaries;
+use super::kcp_snapshot;
 use super::kubeconfig::{self, Ca, Entry};
 use super::ports::free_port;
 use super::process::{ProcessSpec, Supervised};
@@ -40,10 +41,65 @@ impl Kcp {
     ///
     /// Writes `bed_dir/admin.kubeconfig` with contexts `base` (no workspace), `root`, one per workspace level,
     /// the current one being `workspace`.
+    ///
+    /// Unless `TMC_TESTBED_KCP_SNAPSHOT=0`, the root dir starts as a copy of a bootstrapped snapshot (see
+    /// [`kcp_snapshot`](super::kcp_snapshot)), primed by the first bed that needs it.
     pub async fn start(bins: &Binaries, bed_dir: &Path, workspace: &str) -> Result<Self> {
-        let levels = workspace_levels(workspace)?;
         let root_dir = bed_dir.join("kcp");
-        std::fs::create_dir_all(&root_dir)
+        if kcp_snapshot::enabled() {
+            let snapshot = Self::ensure_snapshot(bins, bed_dir, workspace).await?;
+            kcp_snapshot::restore(&snapshot, &root_dir)?;
+        }
+        let paths = KcpPaths {
+            root_dir,
+            log: bed_dir.join("kcp.log"),
+            kubeconfig: bed_dir.join("admin.kubeconfig"),
+        };
+        Self::launch(bins, &paths, workspace).await
+    }
+
+    /// Returns the snapshot dir for `workspace`, priming it first if missing.
+    async fn ensure_snapshot(bins: &Binaries, bed_dir: &Path, workspace: &str) -> Result<PathBuf> {
+        let dir = kcp_snapshot::snapshot_dir(&bins.path("kcp"), workspace)?;
+        let _lock = kcp_snapshot::lock(&dir).await?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        progress(&format!(
+            "priming kcp snapshot {} (once per kcp binary and workspace)",
+            dir.display()
+        ));
+        let scratch = dir.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let paths = KcpPaths {
+            root_dir: scratch.clone(),
+            log: bed_dir.join("kcp-snapshot.log"),
+            kubeconfig: bed_dir.join("kcp-snapshot.kubeconfig"),
+        };
+        let mut kcp = match Self::launch(bins, &paths, workspace).await {
+            Ok(kcp) => kcp,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e.context("priming the kcp snapshot"));
+            }
+        };
+        kcp.process.stop_async(Duration::from_secs(10)).await;
+        std::fs::rename(&scratch, &dir).with_context(|| {
+            format!(
+                "moving kcp snapshot {} to {}",
+                scratch.display(),
+                dir.display()
+            )
+        })?;
+        progress("kcp snapshot primed");
+        Ok(dir)
+    }
+
+    /// Runs kcp on `paths.root_dir` (fresh or restored) and waits for it and `workspace`.
+    async fn launch(bins: &Binaries, paths: &KcpPaths, workspace: &str) -> Result<Self> {
+        let levels = workspace_levels(workspace)?;
+        let root_dir = &paths.root_dir;
+        std::fs::create_dir_all(root_dir)
             .with_context(|| format!("creating {}", root_dir.display()))?;
         let (port, etcd_client, etcd_peer) = (free_port()?, free_port()?, free_port()?);
         let args: Vec<OsString> = [
@@ -63,8 +119,8 @@ impl Kcp {
             name: "kcp".into(),
             program: bins.path("kcp"),
             args,
-            cwd: bed_dir.to_path_buf(),
-            log: bed_dir.join("kcp.log"),
+            cwd: root_dir.clone(),
+            log: paths.log.clone(),
         })?;
 
         // kcp writes its own admin kubeconfig once its certificates and tokens exist.
@@ -82,7 +138,7 @@ impl Kcp {
         })
         .await?;
 
-        let kubeconfig = bed_dir.join("admin.kubeconfig");
+        let kubeconfig = paths.kubeconfig.clone();
         let base = format!("https://127.0.0.1:{port}");
         let mut entries = vec![Entry {
             name: "base".into(),
@@ -270,6 +326,14 @@ impl Kcp {
             super::process::tail(self.log(), 30)
         )
     }
+}
+
+/// Where one kcp keeps its state, log and our kubeconfig.
+#[derive(Debug, Clone)]
+struct KcpPaths {
+    root_dir: PathBuf,
+    log: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 /// Token and CA of kcp's own admin kubeconfig (context `root`).

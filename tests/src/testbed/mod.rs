@@ -16,6 +16,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod kcp;
+pub mod kcp_snapshot;
 pub mod kubeconfig;
 pub mod pki;
 pub mod ports;
