@@ -25,8 +25,9 @@ pub struct Observation {
     pub synced_resources: Option<Vec<SyncedResource>>,
     /// Why the cluster is unreachable.
     pub unreachable: Option<String>,
-    /// Workloads currently placed on the target.
-    pub workload_count: usize,
+    /// Workloads currently placed on the target; `None` until the upstream
+    /// watches have listed everything (the last count is kept meanwhile).
+    pub workload_count: Option<usize>,
 }
 
 /// Checks which `kinds` the downstream cluster serves. `Err` (with the
@@ -115,8 +116,10 @@ pub fn status_patch(current: &Value, observation: &Observation, now: DateTime<Ut
     let mut status = json!({
         "lastSyncerHeartbeatTime": now.to_rfc3339_opts(SecondsFormat::Secs, true),
         "conditions": conditions,
-        "workloadCount": observation.workload_count,
     });
+    if let Some(count) = observation.workload_count {
+        status["workloadCount"] = json!(count);
+    }
     // Unreachable: keep the last known resources as they are.
     if let Some(resources) = &observation.synced_resources {
         status["syncedResources"] = json!(resources);
@@ -171,7 +174,7 @@ mod tests {
                 state: "Accepted".into(),
             }]),
             unreachable: None,
-            workload_count: 3,
+            workload_count: Some(3),
         };
         let current = json!({"metadata": {"resourceVersion": "5"}, "status": {"conditions": [
             {"type": "Other", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
@@ -196,7 +199,7 @@ mod tests {
         let obs = Observation {
             synced_resources: None,
             unreachable: Some("connection refused".into()),
-            workload_count: 1,
+            workload_count: None,
         };
         let patch = status_patch(&json!({}), &obs, at("2026-02-01T00:00:00Z"));
         let ready = &patch["status"]["conditions"][1];
@@ -204,6 +207,7 @@ mod tests {
         assert_eq!(ready["reason"], CLUSTER_UNREACHABLE);
         assert_eq!(ready["message"], "connection refused");
         assert!(patch["status"].get("syncedResources").is_none());
+        assert!(patch["status"].get("workloadCount").is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::WatchStreamExt;
@@ -238,15 +238,26 @@ impl Stores {
             .update(|h| h.kinds = counts.into_iter().collect());
     }
 
-    fn workload_count(&self, target: &str) -> usize {
-        self.upstream
+    /// Assigned upstream objects, once every upstream watch has listed.
+    fn workload_count(&self, target: &str) -> Option<usize> {
+        let listed = self.upstream.iter().all(|s| {
+            s.wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
+        });
+        if !listed {
+            return None;
+        }
+        let count = self
+            .upstream
             .iter()
             .flat_map(Store::state)
             .filter(|o| {
                 serde_json::to_value(o.as_ref())
                     .is_ok_and(|v| assignment(&v, target) == Assignment::Sync)
             })
-            .count()
+            .count();
+        Some(count)
     }
 }
 

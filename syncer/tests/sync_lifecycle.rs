@@ -139,7 +139,16 @@ async fn syncs_reports_corrects_drift_and_removes_on_evidence() -> Result<()> {
                 .any(|c| c["type"] == "HeartbeatHealthy" && c["status"] == "True")
         });
     assert!(heartbeat_ok, "{st}");
-    assert_eq!(st.pointer("/status/workloadCount"), Some(&json!(1)));
+    wait_until("SyncTarget west workloadCount 1", || async {
+        let st = fx.sync_target().await?;
+        let count = st.pointer("/status/workloadCount").cloned();
+        Ok(if count == Some(json!(1)) {
+            Ok(())
+        } else {
+            Err(format!("workloadCount {count:?}"))
+        })
+    })
+    .await?;
 
     // 4. Drift: an edit of the copy's replicas is corrected, the content did not change so the timestamp stays.
     fx.west_deployments()
