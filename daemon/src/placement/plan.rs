@@ -1,7 +1,7 @@
 //! From a decision to the smallest metadata change of the upstream object,
 //! including create-before-delete movement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -63,11 +63,13 @@ pub fn same_decision(a: &TargetResult, b: &TargetResult) -> bool {
 /// The plan that makes the object record `chosen` (target -> result), given
 /// what it `recorded` and its `finalizers`. Targets no longer chosen are asked
 /// to delete only once every chosen target `applied` its copy at `generation`;
-/// an empty choice removes nothing.
+/// an empty choice removes nothing, and neither does a target in `in_grace`
+/// (not Ready, within its eviction grace period: unreachable is no reason).
 pub fn plan(
     recorded: &BTreeMap<String, Recorded>,
     finalizers: &[String],
     chosen: &BTreeMap<String, TargetResult>,
+    in_grace: &BTreeSet<String>,
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Plan, serde_json::Error> {
@@ -111,7 +113,7 @@ pub fn plan(
         if chosen.contains_key(target) || !rec.holds() {
             continue;
         }
-        if !chosen.is_empty() && all_applied {
+        if !chosen.is_empty() && all_applied && !in_grace.contains(target) {
             out.annotations.insert(
                 deletion_annotation(target),
                 Some(now.to_rfc3339_opts(SecondsFormat::Secs, true)),
@@ -183,10 +185,19 @@ mod tests {
             );
         }
         fn plan(&self, chosen: &BTreeMap<String, TargetResult>) -> Plan {
+            self.plan_with(chosen, &BTreeSet::new())
+        }
+        fn plan_with(
+            &self,
+            chosen: &BTreeMap<String, TargetResult>,
+            in_grace: &BTreeSet<String>,
+        ) -> Plan {
+            let recorded = read(&self.labels, &self.annotations);
             plan(
-                &read(&self.labels, &self.annotations),
+                &recorded,
                 &self.finalizers,
                 chosen,
+                in_grace,
                 Some(1),
                 now(),
             )
@@ -288,6 +299,31 @@ mod tests {
             .insert(deletion_annotation("west"), "2026-01-01T00:00:00Z".into());
         let p = obj.plan(&[("west".to_string(), result(1))].into());
         assert_eq!(p.annotations.get(&deletion_annotation("west")), Some(&None));
+    }
+
+    #[test]
+    fn a_holder_in_its_grace_period_is_never_asked_to_delete() {
+        let mut obj = Obj::new();
+        obj.apply(
+            &obj.plan(
+                &[
+                    ("west".to_string(), result(1)),
+                    ("east".to_string(), result(1)),
+                ]
+                .into(),
+            ),
+        );
+        obj.report("west", 2);
+        obj.report("east", 1);
+        // East went unreachable; the policy put everything on west.
+        let west_only: BTreeMap<_, _> = [("west".to_string(), result(2))].into();
+        let p = obj.plan_with(&west_only, &["east".to_string()].into());
+        assert!(p.deleting.is_empty(), "{p:?}");
+        assert_eq!(p.waiting, vec!["east".to_string()]);
+        obj.apply(&p);
+        // Grace over: now it may go.
+        let p = obj.plan_with(&west_only, &BTreeSet::new());
+        assert_eq!(p.deleting, vec!["east".to_string()]);
     }
 
     #[test]

@@ -220,13 +220,18 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
 
     let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
-    let the_plan =
-        plan::plan(&recorded, &finalizers, &outcome.chosen, generation, now).map_err(|source| {
-            ReconcileError::Encode {
-                object: object.clone(),
-                source,
-            }
-        })?;
+    let the_plan = plan::plan(
+        &recorded,
+        &finalizers,
+        &outcome.chosen,
+        &cands.in_grace,
+        generation,
+        now,
+    )
+    .map_err(|source| ReconcileError::Encode {
+        object: object.clone(),
+        source,
+    })?;
     let api: Api<DynamicObject> = match obj.metadata.namespace.as_deref() {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ctx.ar),
         None => Api::all_with(ctx.client.clone(), &ctx.ar),

@@ -50,7 +50,7 @@ impl TargetView {
         } else {
             Some(
                 heartbeat
-                    .map(|hb| hb + threshold)
+                    .and_then(|hb| hb.checked_add_signed(threshold))
                     .unwrap_or(DateTime::<Utc>::MIN_UTC)
                     .min(now),
             )
@@ -109,6 +109,8 @@ pub struct Candidates {
     pub targets: Vec<abi::Target>,
     /// When the earliest grace period of a not-Ready holder ends (re-evaluate then).
     pub grace_ends_in: Option<Duration>,
+    /// Not-Ready holders within their grace period: never asked to delete.
+    pub in_grace: BTreeSet<String>,
 }
 
 /// Filters `views` into the candidates of a workload currently held by
@@ -148,6 +150,7 @@ pub fn candidates(
             }
             let left = (ends - now).to_std().unwrap_or_default();
             out.grace_ends_in = Some(out.grace_ends_in.map_or(left, |d| d.min(left)));
+            out.in_grace.insert(view.name.clone());
         }
         out.targets.push(abi::Target {
             name: view.name.clone(),
@@ -274,6 +277,7 @@ mod tests {
         assert!(!b.ready);
         assert_eq!(b.current, Some(Assignment { replicas: Some(2) }));
         assert_eq!(c.grace_ends_in, Some(Duration::from_secs(40)));
+        assert_eq!(c.in_grace, ["b".to_string()].into());
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! A cluster that stops answering: its SyncTarget turns not Ready, and
+//! nothing is deleted anywhere because of it.
+
+mod common;
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use serde_json::json;
+use tmc_syncer::api::SyncTarget;
+use tmc_syncer::decision::state_label;
+use tmc_tests::testbed::wait::Poll;
+
+use common::{Env, NS, apply_placement, copy, create_deployment, replicas, until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> {
+    let mut env = Env::start().await?;
+    env.install_policy("replica-spread", "replica-spread")?;
+    let daemon = env.daemon("").await?;
+    let kcp = env.kcp().await?;
+    let west = env.cluster("west").await?;
+    apply_placement(
+        &kcp,
+        "spread",
+        json!({"policy": {"name": "replica-spread"}, "evictionGracePeriodSeconds": 3600}),
+    )
+    .await?;
+    create_deployment(&kcp, "web", 2).await?;
+    until("web on both clusters", || async {
+        let (w, e) = (
+            copy(&west, "web").await?,
+            copy(&env.cluster("east").await?, "web").await?,
+        );
+        Ok(
+            if replicas(&w) + replicas(&e) == 2 && w.is_some() && e.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
+            },
+        )
+    })
+    .await?;
+
+    env.bed.stop_cluster("east").await?;
+    let targets: Api<SyncTarget> = Api::all(kcp.clone());
+    until("SyncTarget east not Ready", || async {
+        let t = targets.get("east").await?;
+        let ready = t
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready");
+        Ok(match ready {
+            Some(c) if c.status == "False" => Poll::Ready(()),
+            other => Poll::Pending(format!("{other:?}")),
+        })
+    })
+    .await?;
+    // Well past the heartbeat threshold: east is still assigned upstream, west untouched.
+    let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
+    let d = upstream.get("web").await?;
+    let labels = d.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get(&state_label("east")).map(String::as_str),
+        Some("Sync"),
+        "{labels:?}"
+    );
+    let annotations = d.metadata.annotations.unwrap_or_default();
+    assert!(
+        annotations
+            .keys()
+            .all(|k| !k.starts_with("deletion.internal.workload.kcp.io/")),
+        "{annotations:?}"
+    );
+    assert!(copy(&west, "web").await?.is_some());
+
+    // East comes back: Ready again and still holding its copy.
+    env.bed.start_cluster("east").await?;
+    until("SyncTarget east Ready again", || async {
+        let t = targets.get("east").await?;
+        let ready = t
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready");
+        Ok(match ready {
+            Some(c) if c.status == "True" => Poll::Ready(()),
+            other => Poll::Pending(format!("{other:?}")),
+        })
+    })
+    .await?;
+    assert!(
+        copy(&env.cluster("east").await?, "web").await?.is_some(),
+        "east kept its copy"
+    );
+    daemon.stop().await;
+    Ok(())
+}
