@@ -8,6 +8,7 @@
 //! missing) and runs in a private state root (`TMC_DEMO_ROOT`), so it neither sees nor stops a demo run
 //! by hand.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -157,11 +158,18 @@ fn generation(status: &str) -> Result<u64> {
 
 #[test]
 fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
-    let root = tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("tmc-demo-test-")
         .tempdir_in("/tmp")
         .context("creating the private demo root")?;
-    let root = root.path();
+    let result = run_demo_and_helper(dir.path());
+    if result.is_err() {
+        eprintln!("keeping {} for its logs", dir.keep().display());
+    }
+    result
+}
+
+fn run_demo_and_helper(root: &Path) -> Result<()> {
     let _stop = StopOnDrop(root);
 
     let demo = script(
@@ -331,5 +339,90 @@ fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
         again.contains("no running demo"),
         "a second stop found something:\n{again}"
     );
+    Ok(())
+}
+
+/// Runs `body` in bash with demo/lib/common.sh and observe.sh sourced and a fake `kubectl` first on PATH that
+/// reports `west` as kcp-west's replicas and NotFound for kcp-east.
+fn with_fake_kubectl(west: &str, body: &str) -> Result<Output> {
+    let bin = tempfile::tempdir().context("creating a dir for the fake kubectl")?;
+    let fake = bin.path().join("kubectl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/usr/bin/env bash\ncase \"$*\" in\n  *kind-kcp-west*) echo '{west} ' ;;\n  \
+             *) echo 'Error from server (NotFound): deployments.apps \"web\" not found' >&2; exit 1 ;;\nesac\n"
+        ),
+    )?;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", fake.display()))?;
+    let lib = repo_root().join("demo/lib");
+    let script = format!(
+        "set -euo pipefail; source {}/common.sh; source {}/observe.sh; {body}",
+        lib.display(),
+        lib.display()
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .context("running bash")
+}
+
+/// The demo's checks fail, naming what they saw, when the clusters do not hold what a step expects; and a
+/// wait that times out exits non-zero with the expectation and where to look.
+#[test]
+fn demo_expectations_fail_on_the_wrong_distribution() -> Result<()> {
+    let held = with_fake_kubectl("3", "expect_distribution 3 absent")?;
+    ensure!(
+        held.status.success(),
+        "3/absent should hold: {}",
+        text(&held.stdout)
+    );
+
+    let wrong = with_fake_kubectl("3", "expect_distribution 4 absent")?;
+    ensure!(!wrong.status.success(), "4/absent held against 3/absent");
+    ensure!(
+        text(&wrong.stdout)
+            .contains("seen kcp-west=3 kcp-east=absent, expected kcp-west=4 kcp-east=absent"),
+        "the check does not say what it saw: {}",
+        text(&wrong.stdout)
+    );
+    let split = with_fake_kubectl("4", "expect_split_over_both 4")?;
+    ensure!(
+        !split.status.success(),
+        "a split over both held with kcp-east absent"
+    );
+
+    let timeout = with_fake_kubectl(
+        "2",
+        "wait_until 1 'all 4 replicas on kcp-west' 'tmcd.log' expect_distribution 4 absent; echo unreachable",
+    )?;
+    let stderr = text(&timeout.stderr);
+    ensure!(
+        !timeout.status.success(),
+        "wait_until returned on a failed expectation"
+    );
+    ensure!(
+        !text(&timeout.stdout).contains("unreachable"),
+        "the script went on after a failed wait"
+    );
+    for expected in [
+        "FAILED: expected all 4 replicas on kcp-west within 1s",
+        "seen kcp-west=2 kcp-east=absent",
+        "look at: tmcd.log",
+    ] {
+        ensure!(
+            stderr.contains(expected),
+            "the failure lacks {expected:?}:\n{stderr}"
+        );
+    }
     Ok(())
 }
