@@ -42,7 +42,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --help|-h) usage; exit 0 ;;
     --print-bin-dir) echo "${BIN_DIR}"; exit 0 ;;
-    --only) [[ $# -ge 2 ]] || { echo "[testbed] --only needs a NAME (kcp, kubernetes, etcd, kwok)" >&2; exit 2; }
+    --only) [[ $# -ge 2 && "$2" =~ ^(kcp|kubernetes|etcd|kwok)$ ]] \
+              || { echo "[testbed] --only needs a NAME: kcp, kubernetes, etcd or kwok" >&2; exit 2; }
             ONLY+=("$2"); shift 2 ;;
     *) echo "[testbed] unknown argument '$1'; see --help" >&2; exit 2 ;;
   esac
@@ -111,7 +112,7 @@ build_set() {
 }
 
 build_etcd() {
-  log "building etcd ${ETCD_VERSION} (cold build, ~3 min)..."
+  log "building etcd ${ETCD_VERSION} (cold build, ~1 min on 2 cores)..."
   # server/go.mod replaces its sibling modules with ../<dir>: lay them out the same way.
   local pair
   for pair in server:server/v3 api:api/v3 client/pkg:client/pkg/v3 client/v3:client/v3 pkg:pkg/v3; do
@@ -121,29 +122,34 @@ build_etcd() {
 }
 
 build_kubernetes() {
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ${KUBERNETES_VERSION} (cold build, ~25 min)..."
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ${KUBERNETES_VERSION} (cold build, ~9 min on 2 cores)..."
   copy_mod k8s.io/kubernetes "${KUBERNETES_VERSION}" "$1"
   local staging_version="v0.${KUBERNETES_VERSION#v1.}" x
-  for x in $(sed -n 's#^[[:space:]]*k8s.io/\([a-z0-9-]*\) => ./staging/src/k8s.io/.*#\1#p' "$1/go.mod"); do
+  local staging; staging="$(sed -n 's#^[[:space:]]*k8s.io/\([a-z0-9-]*\) => ./staging/src/k8s.io/.*#\1#p' "$1/go.mod")"
+  while read -r x; do
     log "  staging k8s.io/${x}@${staging_version}"
-    if ! copy_mod "k8s.io/${x}" "${staging_version}" "$1/staging/src/k8s.io/${x}" 2>/dev/null; then
-      # Some staging modules (samples) are not published; the commands we build do not import them,
+    if [[ "${x}" == sample-* ]] && ! copy_mod "k8s.io/${x}" "${staging_version}" "$1/staging/src/k8s.io/${x}" 2>/dev/null; then
+      # Some sample modules are not published; the commands we build do not import them,
       # but the replace target still needs a go.mod.
       log "  k8s.io/${x}@${staging_version} not on the proxy; not needed by the commands built, using an empty module"
       mkdir -p "$1/staging/src/k8s.io/${x}"
       printf 'module k8s.io/%s\n\ngo 1.24.0\n' "${x}" > "$1/staging/src/k8s.io/${x}/go.mod"
+    elif [[ "${x}" != sample-* ]]; then
+      copy_mod "k8s.io/${x}" "${staging_version}" "$1/staging/src/k8s.io/${x}" \
+        || { echo "[testbed] cannot fetch staging module k8s.io/${x}@${staging_version}" >&2; return 1; }
     fi
-  done
+  done <<<"${staging}"
   local ld; ld="-s -w $(version_ldflags "${KUBERNETES_VERSION}" k8s.io/component-base/version k8s.io/client-go/pkg/version)"
   (cd "$1" && "${GO_BUILD[@]}" -ldflags="${ld}" -o "$2/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler ./cmd/kubectl)
 }
 
 build_kcp() {
-  log "building kcp ${KCP_VERSION} (cold build, ~20 min)..."
+  log "building kcp ${KCP_VERSION} (cold build, ~10 min on 2 cores)..."
   copy_mod github.com/kcp-dev/kcp "${KCP_VERSION}" "$1"
   rm -rf "$1/sdk"
   copy_mod github.com/kcp-dev/kcp/sdk "${KCP_VERSION}" "$1/sdk"
-  local kube; kube="$(cd "$1" && go list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null || true)"
+  local kube=""
+  if ! kube="$(cd "$1" && go list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null)"; then kube=""; fi
   # kcp reports "<kube version>+kcp-<kcp version>" like its Makefile does; the fork's pseudo-version is not semver-friendly.
   kube="${kube%%-*}"
   local ld="-s -w"
@@ -154,7 +160,7 @@ build_kcp() {
 }
 
 build_kwok() {
-  log "building kwok ${KWOK_VERSION} (cold build, ~5 min)..."
+  log "building kwok ${KWOK_VERSION} (cold build, ~5 min on 2 cores)..."
   copy_mod sigs.k8s.io/kwok "${KWOK_VERSION}" "$1"
   (cd "$1" && "${GO_BUILD[@]}" -ldflags="-s -w" -o "$2/kwok" ./cmd/kwok)
 }
