@@ -54,6 +54,19 @@ impl PhysicalCluster {
         bed_dir: &Path,
         options: &ClusterOptions,
     ) -> Result<Self> {
+        let dir = bed_dir.join(&options.name);
+        // On failure the processes started so far are stopped by Drop; keep their last words in the error.
+        Self::start_in(bins, pki, bed_dir, options)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}\n{}", super::process::tails_of_dir(&dir, 20)))
+    }
+
+    async fn start_in(
+        bins: &Binaries,
+        pki: &Pki,
+        bed_dir: &Path,
+        options: &ClusterOptions,
+    ) -> Result<Self> {
         let name = options.name.as_str();
         let dir = bed_dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

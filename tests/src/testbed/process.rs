@@ -219,6 +219,28 @@ pub fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// The last `lines` lines of every `*.log` file in `dir`, each under a header naming the file.
+pub fn tails_of_dir(dir: &Path, lines: usize) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    logs.iter()
+        .map(|p| {
+            format!(
+                "----- last lines of {} -----\n{}",
+                p.display(),
+                tail(p, lines)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +310,20 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!alive(grandchild), "grandchild {grandchild} survived");
+    }
+
+    #[test]
+    fn tails_of_dir_covers_every_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("etcd.log"), "e1\ne2\n").expect("write");
+        std::fs::write(dir.path().join("kwok.log"), "k1\n").expect("write");
+        std::fs::write(dir.path().join("data.db"), "x").expect("write");
+        let text = tails_of_dir(dir.path(), 1);
+        assert!(
+            text.contains("etcd.log") && text.contains("e2") && !text.contains("e1"),
+            "{text}"
+        );
+        assert!(text.contains("k1") && !text.contains("data.db"), "{text}");
     }
 
     #[test]
