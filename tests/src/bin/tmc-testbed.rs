@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kube::config::Kubeconfig;
 use tmc_tests::testbed::{TestBed, progress};
@@ -64,7 +64,12 @@ async fn main() -> Result<()> {
                 bed.install_kube_crds().await?;
             }
             let merged = bed.dir().join("kubeconfig");
-            write_merged(&bed, &merged, &context_prefix)?;
+            write_merged(&bed, &merged, &context_prefix, None)?;
+            // admin.kubeconfig gets the cluster contexts too, its current context staying the workspace.
+            let admin = bed.kcp()?.kubeconfig_path().to_path_buf();
+            let kcp_only = Kubeconfig::read_from(&admin)
+                .with_context(|| format!("reading {}", admin.display()))?;
+            write_merged(&bed, &admin, &context_prefix, Some(kcp_only))?;
             let contexts: Vec<String> = bed
                 .cluster_names()
                 .iter()
@@ -86,14 +91,22 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Merges the physical clusters' kubeconfigs into one file with `<prefix><cluster>` contexts.
-fn write_merged(bed: &TestBed, path: &Path, prefix: &str) -> Result<()> {
-    let mut merged = Kubeconfig::default();
+/// Writes the physical clusters' kubeconfigs into one file with `<prefix><cluster>` contexts, added to `base`
+/// (whose current context is kept) or to an empty kubeconfig whose current context is the first cluster.
+fn write_merged(bed: &TestBed, path: &Path, prefix: &str, base: Option<Kubeconfig>) -> Result<()> {
+    let keep_current = base.is_some();
+    let mut merged = base.unwrap_or_default();
     for name in bed.cluster_names() {
         let source = bed.kubeconfig_path(&name)?;
         let mut kc = Kubeconfig::read_from(&source)
             .with_context(|| format!("reading {}", source.display()))?;
         let renamed = format!("{prefix}{name}");
+        if merged.contexts.iter().any(|c| c.name == renamed) {
+            bail!(
+                "context {renamed} already exists in {}; pick another --context-prefix",
+                path.display()
+            );
+        }
         for c in &mut kc.clusters {
             c.name = renamed.clone();
         }
@@ -111,7 +124,9 @@ fn write_merged(bed: &TestBed, path: &Path, prefix: &str) -> Result<()> {
         merged.auth_infos.extend(kc.auth_infos);
         merged.contexts.extend(kc.contexts);
     }
-    merged.current_context = bed.cluster_names().first().map(|n| format!("{prefix}{n}"));
+    if !keep_current {
+        merged.current_context = bed.cluster_names().first().map(|n| format!("{prefix}{n}"));
+    }
     merged.api_version = Some("v1".into());
     merged.kind = Some("Config".into());
     let text = serde_yaml::to_string(&merged).context("serializing the merged kubeconfig")?;
