@@ -7,6 +7,7 @@
 //! namespace deletions on lost connections and restarts.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub(crate) struct Engine {
     pub downstream: kube::Client,
     pub health: HealthCell,
     known_namespaces: Mutex<HashSet<String>>,
+    /// Set by the heartbeat when a GET of the SyncTarget answered 404: while
+    /// set, nothing is applied (a deleted target must not get workloads back).
+    target_missing: AtomicBool,
 }
 
 impl Engine {
@@ -77,11 +81,17 @@ impl Engine {
             downstream,
             health,
             known_namespaces: Mutex::new(HashSet::new()),
+            target_missing: AtomicBool::new(false),
         }
     }
 
     fn target(&self) -> &str {
         &self.ctx.target
+    }
+
+    /// Records whether the SyncTarget object exists upstream (see `target_missing`).
+    pub(crate) fn set_target_missing(&self, missing: bool) {
+        self.target_missing.store(missing, Ordering::Relaxed);
     }
 
     fn api(
@@ -150,6 +160,16 @@ impl Engine {
         object: &Value,
     ) -> Result<Outcome> {
         let what = self.describe(key);
+        if self.target_missing.load(Ordering::Relaxed) {
+            let err = Error::TargetMissing {
+                target: self.target().to_string(),
+            };
+            self.report_error(key, up, object, &err).await;
+            return Err(Error::Requeue {
+                what: format!("not applying {what}: {err}"),
+                after: Duration::from_secs(5),
+            });
+        }
         if let Some(patch) = add_finalizer_patch(object, self.target()) {
             up.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -161,14 +181,24 @@ impl Engine {
                 Ok(Outcome::Done)
             }
             Err(err) => {
-                // Keep what was last applied; add the error.
-                let mut status = reported_status(object, self.target()).unwrap_or_default();
-                status.error = Some(err.to_string());
-                if let Err(report_err) = self.report(key, up, object, status).await {
-                    warn!(object = %what, error = %report_err, "could not report the sync error upstream");
-                }
+                self.report_error(key, up, object, &err).await;
                 Err(err)
             }
+        }
+    }
+
+    /// Reports `err` upstream, keeping what was last applied.
+    async fn report_error(
+        &self,
+        key: &ObjectKey,
+        up: &Api<DynamicObject>,
+        object: &Value,
+        err: &Error,
+    ) {
+        let mut status = reported_status(object, self.target()).unwrap_or_default();
+        status.error = Some(err.to_string());
+        if let Err(report_err) = self.report(key, up, object, status).await {
+            warn!(object = %self.describe(key), error = %report_err, "could not report the sync error upstream");
         }
     }
 

@@ -37,6 +37,11 @@ pub enum Error {
         "downstream {object} exists and is not managed by tmc (no {label}=true label, or another sync target/workspace); rename or remove it, tmc never touches objects it does not own"
     )]
     NotOwned { object: String, label: &'static str },
+    /// The SyncTarget object does not exist upstream.
+    #[error(
+        "SyncTarget {target} does not exist in the workspace; create it (kind SyncTarget, group workload.kcp.io) to let its syncer apply workloads"
+    )]
+    TargetMissing { target: String },
     /// Work is not finished yet (e.g. a delete is in progress); try again later.
     #[error("{what}: retry in {after:?}")]
     Requeue { what: String, after: Duration },
@@ -60,6 +65,11 @@ impl Error {
             action: action.into(),
             source,
         }
+    }
+
+    /// True when the SyncTarget itself was not found upstream (heartbeat read).
+    pub fn is_target_missing(&self) -> bool {
+        matches!(self, Self::TargetMissing { .. })
     }
 
     /// True when the downstream cluster could not be reached (no API answer at all).

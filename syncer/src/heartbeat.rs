@@ -8,7 +8,7 @@ use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
 use crate::api::SyncedResource;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_object_not_found};
 use crate::kinds::SyncedKind;
 
 /// Condition type: the syncer heartbeats in time.
@@ -138,12 +138,15 @@ pub async fn beat(
 ) -> Result<DateTime<Utc>> {
     let ar = ApiResource::erase::<crate::api::SyncTarget>(&());
     let api: Api<DynamicObject> = Api::all_with(upstream.clone(), &ar);
-    let current = api.get_status(target).await.map_err(|err| {
-        Error::upstream(
-            format!("read SyncTarget {target} (create it in the workspace, e.g. `kubectl apply` a SyncTarget named {target})"),
-            err,
-        )
-    })?;
+    let current = match api.get_status(target).await {
+        Ok(current) => current,
+        Err(err) if is_object_not_found(&err, target) => {
+            return Err(Error::TargetMissing {
+                target: target.to_string(),
+            });
+        }
+        Err(err) => return Err(Error::upstream(format!("read SyncTarget {target}"), err)),
+    };
     let current = serde_json::to_value(&current).map_err(|err| Error::InvalidObject {
         object: format!("SyncTarget {target}"),
         reason: err.to_string(),

@@ -439,11 +439,17 @@ async fn heartbeats(engine: Arc<Engine>, stores: Arc<Stores>, interval: Duration
             workload_count: stores.workload_count(&engine.ctx.target),
         };
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
-            Ok(at) => engine.health.update(|h| {
-                h.last_heartbeat = Some(at);
-                h.upstream_connected = true;
-            }),
+            Ok(at) => {
+                engine.set_target_missing(false);
+                engine.health.update(|h| {
+                    h.last_heartbeat = Some(at);
+                    h.upstream_connected = true;
+                });
+            }
             Err(err) => {
+                if err.is_target_missing() {
+                    engine.set_target_missing(true);
+                }
                 warn!(error = %err, "heartbeat failed");
                 engine.health.error(err.to_string());
             }

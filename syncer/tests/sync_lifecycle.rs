@@ -5,9 +5,11 @@
 mod common;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
+use tmc_syncer::api::{SyncTarget, SyncTargetSpec};
 use tmc_syncer::decision::TargetStatus;
 
 use common::{Fixture, NS, WORKSPACE, annotations_of, labels_of, wait_until};
@@ -287,6 +289,112 @@ async fn syncs_reports_corrects_drift_and_removes_on_evidence() -> Result<()> {
         }
     })
     .await?;
+
+    // 7. Deleting an upstream namespace completes: the finalizers go once the copies are gone
+    //    (kcp TMC once blocked namespace deletion forever). The downstream namespace stays.
+    let temp: Namespace = serde_json::from_value(json!({"metadata": {"name": "temp"}}))?;
+    let kcp_namespaces = Api::<Namespace>::all(fx.kcp.clone());
+    kcp_namespaces.create(&Default::default(), &temp).await?;
+    let temp_deployments: Api<Deployment> = Api::namespaced(fx.kcp.clone(), "temp");
+    let mut tmp = fx
+        .upstream_deployments()
+        .get("web")
+        .await
+        .context("web still exists")?;
+    tmp.metadata = serde_json::from_value(json!({
+        "name": "tmp", "namespace": "temp",
+        "labels": {"app": "web", "state.workload.kcp.io/west": "Sync"},
+    }))?;
+    tmp.status = None;
+    temp_deployments.create(&Default::default(), &tmp).await?;
+    let west_temp: Api<Deployment> = Api::namespaced(fx.west.clone(), "temp");
+    wait_until("copy temp/tmp in west", || {
+        let west_temp = west_temp.clone();
+        async move {
+            Ok(if west_temp.get_opt("tmp").await?.is_some() {
+                Ok(())
+            } else {
+                Err("no copy".into())
+            })
+        }
+    })
+    .await?;
+    kcp_namespaces
+        .delete("temp", &DeleteParams::default())
+        .await?;
+    wait_until(
+        "upstream namespace temp to be deleted and its copy gone",
+        || {
+            let (kcp_namespaces, west_temp) = (kcp_namespaces.clone(), west_temp.clone());
+            async move {
+                let ns = kcp_namespaces.get_opt("temp").await?;
+                let copy = west_temp.get_opt("tmp").await?;
+                Ok(if ns.is_none() && copy.is_none() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "namespace present: {}, copy present: {}",
+                        ns.is_some(),
+                        copy.is_some()
+                    ))
+                })
+            }
+        },
+    )
+    .await?;
+    assert!(
+        Api::<Namespace>::all(fx.west.clone())
+            .get_opt("temp")
+            .await?
+            .is_some()
+    );
+
+    // 8. A deleted SyncTarget gets nothing applied (kcp TMC once brought old pods back
+    //    to a re-added target); once it exists again, syncing resumes.
+    let targets: Api<SyncTarget> = Api::all(fx.kcp.clone());
+    targets.delete("west", &DeleteParams::default()).await?;
+    wait_until("the syncer to notice the missing SyncTarget", || async {
+        let health = fx.syncer().health();
+        let noticed = health
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not exist"));
+        Ok(if noticed {
+            Ok(())
+        } else {
+            Err(format!("{health:?}"))
+        })
+    })
+    .await?;
+    fx.create_placed("ghost", 1).await?;
+    let ups = fx.upstream_deployments();
+    wait_until("ghost to report the missing SyncTarget", || {
+        let ups = ups.clone();
+        async move {
+            let up = ups.get("ghost").await?;
+            let raw = annotations_of(&up)
+                .get("status.workload.kcp.io/west")
+                .cloned()
+                .unwrap_or_default();
+            Ok(if raw.contains("does not exist") {
+                Ok(())
+            } else {
+                Err(format!("status {raw:?}"))
+            })
+        }
+    })
+    .await?;
+    assert!(
+        fx.west_deployments().get_opt("ghost").await?.is_none(),
+        "nothing is applied for a missing SyncTarget"
+    );
+    targets
+        .create(
+            &Default::default(),
+            &SyncTarget::new("west", SyncTargetSpec::default()),
+        )
+        .await?;
+    fx.wait_copy("ghost", 1).await?;
     fx.stop_syncer().await?;
     Ok(())
 }
