@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt};
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
@@ -37,7 +39,9 @@ pub fn yaml_stream() -> Result<String> {
         .collect::<String>())
 }
 
-/// Installs or updates the CRDs (server-side apply) and waits until each is Established.
+/// Installs or updates the CRDs (server-side apply) and waits until each is
+/// Established and its resource answers a list (kcp serves a new CRD a moment
+/// after it reports Established).
 pub async fn install(client: &Client, timeout: Duration) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();

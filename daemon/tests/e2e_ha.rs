@@ -19,15 +19,14 @@ async fn one_leader_takeover_and_restart_mid_sync() -> Result<()> {
     let kcp = env.kcp().await?;
     let west = env.cluster("west").await?;
     let east = env.cluster("east").await?;
+    let a = env.daemon("").await?;
+    let b = env.daemon("").await?;
     apply_placement(
         &kcp,
         "spread",
         json!({"policy": {"name": "replica-spread"}}),
     )
     .await?;
-
-    let a = env.daemon("").await?;
-    let b = env.daemon("").await?;
     let (first, second) = until("exactly one leader", || async {
         let leaders = [a.state().is_leader(), b.state().is_leader()];
         Ok(match leaders {
