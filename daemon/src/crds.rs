@@ -59,6 +59,35 @@ pub async fn install(client: &Client, timeout: Duration) -> Result<()> {
         .await
         .with_context(|| format!("CRD {name} not Established after {timeout:?}"))?
         .with_context(|| format!("waiting for CRD {name}"))?;
+        wait_served(client, &crd, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Polls a list of the CRD's resource until it answers.
+async fn wait_served(
+    client: &Client,
+    crd: &CustomResourceDefinition,
+    timeout: Duration,
+) -> Result<()> {
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let version = crd
+        .spec
+        .versions
+        .first()
+        .map(|v| v.name.clone())
+        .unwrap_or_default();
+    let gvk = GroupVersionKind::gvk(&crd.spec.group, &version, &crd.spec.names.kind);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+    let objects: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Err(err) = objects.list(&ListParams::default().limit(1)).await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(err).with_context(|| {
+                format!("CRD {name} is Established but not served after {timeout:?}")
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
 }
