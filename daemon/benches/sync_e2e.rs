@@ -87,10 +87,9 @@ mod knobs {
         T::Err: std::error::Error + Send + Sync + 'static,
     {
         match std::env::var(name) {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={v:?} is not a valid number (fix: e.g. {name}=100)")),
+            Ok(v) => v.trim().parse().with_context(|| {
+                format!("{name}={v:?} is not a valid number (fix: e.g. {name}=100)")
+            }),
             Err(_) => Ok(default),
         }
     }
@@ -145,7 +144,9 @@ mod tracker {
     impl Seen {
         /// How many of `keys` are present.
         pub fn count_present<'a>(&self, keys: impl IntoIterator<Item = &'a String>) -> usize {
-            keys.into_iter().filter(|k| self.present.contains(*k)).count()
+            keys.into_iter()
+                .filter(|k| self.present.contains(*k))
+                .count()
         }
     }
 
@@ -380,12 +381,14 @@ mod objects {
     pub async fn create(client: &kube::Client, d: &Deployment) -> Result<()> {
         let ns = d.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        api.create(&PostParams::default(), d).await.with_context(|| {
-            format!(
-                "creating deployment {ns}/{}",
-                d.metadata.name.as_deref().unwrap_or("")
-            )
-        })?;
+        api.create(&PostParams::default(), d)
+            .await
+            .with_context(|| {
+                format!(
+                    "creating deployment {ns}/{}",
+                    d.metadata.name.as_deref().unwrap_or("")
+                )
+            })?;
         Ok(())
     }
 
@@ -464,7 +467,10 @@ mod env {
             let mut trackers = HashMap::new();
             for name in ["west", "east"] {
                 let client = bed.cluster_client(name).await?;
-                trackers.insert(name.to_string(), tracker::Tracker::start(name, client.clone()));
+                trackers.insert(
+                    name.to_string(),
+                    tracker::Tracker::start(name, client.clone()),
+                );
                 clusters.insert(name.to_string(), client);
             }
             progress(&format!("starting {}", knobs.tmcd.display()));
@@ -479,7 +485,10 @@ mod env {
                 bed,
             };
             env.wait_targets_ready().await?;
-            progress(&format!("tmcd (pid {}) has both targets Ready", env.tmcd.pid()));
+            progress(&format!(
+                "tmcd (pid {}) has both targets Ready",
+                env.tmcd.pid()
+            ));
             Ok(env)
         }
 
@@ -602,8 +611,8 @@ address = "127.0.0.1:0"
     async fn keep_pod_template_metadata(client: &kube::Client) -> Result<()> {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
         let path = repo_root().join("tests/src/testbed/crds/apps_deployments.yaml");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let mut crd: Value = serde_yaml::from_str(&text)?;
         for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
             let template = version
@@ -633,7 +642,10 @@ address = "127.0.0.1:0"
 
 /// Prints a timestamped progress line on stderr.
 fn progress(msg: &str) {
-    eprintln!("[bench {}] {msg}", chrono::Utc::now().format("%H:%M:%S%.3f"));
+    eprintln!(
+        "[bench {}] {msg}",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
 }
 
 /// One row of the final table.
@@ -673,7 +685,11 @@ async fn latency(env: &env::Env) -> Result<Vec<Row>> {
     .await?;
     // Warm-up: the placement is observed and the downstream namespace exists before timing.
     let r = env.knobs.replicas;
-    objects::create(&env.kcp, &objects::deployment("lat", "warm", "lat", r, json!({}))?).await?;
+    objects::create(
+        &env.kcp,
+        &objects::deployment("lat", "warm", "lat", r, json!({}))?,
+    )
+    .await?;
     seen_at(env, "west", "lat/warm").await?;
     progress(&format!("latency: {n} creates, tmc and direct interleaved"));
     let (mut tmc, mut base) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -746,12 +762,16 @@ async fn burst(env: &env::Env, items: Vec<(kube::Client, String, Deployment)>) -
     for (cluster, keys) in &want {
         let at = env
             .tracker(cluster)?
-            .until(&format!("{} deployments", keys.len()), env.knobs.timeout, |s| {
-                if s.count_present(keys.iter()) < keys.len() {
-                    return None;
-                }
-                keys.iter().filter_map(|k| s.first.get(k)).max().copied()
-            })
+            .until(
+                &format!("{} deployments", keys.len()),
+                env.knobs.timeout,
+                |s| {
+                    if s.count_present(keys.iter()) < keys.len() {
+                        return None;
+                    }
+                    keys.iter().filter_map(|k| s.first.get(k)).max().copied()
+                },
+            )
             .await?;
         last = last.max(at);
     }
@@ -773,13 +793,23 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
         json!({"policy": {"name": "affinity"}}),
     )
     .await?;
-    let region = |i: usize| if i % 2 == 0 { ("west", "us-west") } else { ("east", "us-east") };
+    let region = |i: usize| {
+        if i % 2 == 0 {
+            ("west", "us-west")
+        } else {
+            ("east", "us-east")
+        }
+    };
     // Warm-up: one per target, so downstream namespaces exist before timing.
     for i in 0..2 {
         let (cluster, reg) = region(i);
         let ann = json!({"tmc.kcp.io/regions": reg});
         let name = format!("warm-{cluster}");
-        objects::create(&env.kcp, &objects::deployment("tput", &name, "tput", r, ann)?).await?;
+        objects::create(
+            &env.kcp,
+            &objects::deployment("tput", &name, "tput", r, ann)?,
+        )
+        .await?;
         seen_at(env, cluster, &format!("tput/{name}")).await?;
     }
     progress(&format!(
@@ -813,7 +843,10 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
     let per_s = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
     Ok(vec![
         Row {
-            what: format!("{n} creates -> all on 2 targets (c={})", env.knobs.concurrency),
+            what: format!(
+                "{n} creates -> all on 2 targets (c={})",
+                env.knobs.concurrency
+            ),
             tmc: format!("{:.2} s", tmc.as_secs_f64()),
             baseline: format!("{:.2} s", base.as_secs_f64()),
             ratio: stats::ratio(tmc.as_secs_f64(), base.as_secs_f64()),
@@ -838,7 +871,10 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
 
 /// Benchmark 3 (two readings): tmcd memory now, after a quiet period.
 async fn memory(env: &env::Env, label: &str) -> Result<(u64, u64)> {
-    progress(&format!("memory: settling {:?} ({label})", env.knobs.settle));
+    progress(&format!(
+        "memory: settling {:?} ({label})",
+        env.knobs.settle
+    ));
     tokio::time::sleep(env.knobs.settle).await;
     let (rss, hwm) = env.tmcd.memory_kib()?;
     progress(&format!(
@@ -888,12 +924,16 @@ async fn reload(env: &env::Env) -> Result<Vec<Row>> {
         };
         let t0 = env::install_policy(&env.policy_dir(), module, "mover")?;
         let first = east
-            .until("the first change after the reload", env.knobs.timeout, |s| {
-                s.changes
-                    .iter()
-                    .find(|(at, key, _)| *at >= t0 && key.starts_with("reload/"))
-                    .map(|(at, _, _)| *at)
-            })
+            .until(
+                "the first change after the reload",
+                env.knobs.timeout,
+                |s| {
+                    s.changes
+                        .iter()
+                        .find(|(at, key, _)| *at >= t0 && key.starts_with("reload/"))
+                        .map(|(at, _, _)| *at)
+                },
+            )
             .await?;
         let done = east
             .until("every reload workload moved", env.knobs.timeout, |s| {
@@ -916,7 +956,10 @@ async fn reload(env: &env::Env) -> Result<Vec<Row>> {
     let p50 = stats::percentile(&samples, 50.0);
     let max = samples.iter().max().copied().unwrap_or_default();
     Ok(vec![Row {
-        what: format!("policy rename -> first downstream change (reps={})", samples.len()),
+        what: format!(
+            "policy rename -> first downstream change (reps={})",
+            samples.len()
+        ),
         tmc: format!("p50 {} max {}", stats::ms(p50), stats::ms(max)),
         baseline: "-".into(),
         ratio: "-".into(),
@@ -925,7 +968,12 @@ async fn reload(env: &env::Env) -> Result<Vec<Row>> {
 }
 
 fn print_table(rows: &[Row]) {
-    let w = rows.iter().map(|r| r.what.len()).max().unwrap_or(10).max(10);
+    let w = rows
+        .iter()
+        .map(|r| r.what.len())
+        .max()
+        .unwrap_or(10)
+        .max(10);
     println!();
     println!(
         "{:<w$} | {:>24} | {:>14} | {:>8} | {}",
@@ -971,7 +1019,11 @@ async fn run() -> Result<()> {
     }
     .await;
     if let Err(err) = result {
-        eprintln!("tmcd log tail ({}):\n{}", env.tmcd.log.display(), env.tmcd.tail(40));
+        eprintln!(
+            "tmcd log tail ({}):\n{}",
+            env.tmcd.log.display(),
+            env.tmcd.tail(40)
+        );
         print_table(&rows);
         return Err(err);
     }

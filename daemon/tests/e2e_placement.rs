@@ -13,6 +13,8 @@ use tmc_syncer::decision::{
 };
 use tmc_tests::testbed::wait::Poll;
 
+use tmc_daemon::admin::client::request;
+
 use common::{Env, NS, apply_placement, copy, create_deployment, ready, replicas, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +82,44 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
             "protocol keys stay upstream"
         );
     }
+
+    // The admin API a person (or the helper script) uses.
+    let admin = format!("http://{}", daemon.admin_addr());
+    let ready_z = request(&admin, "GET", "/readyz").await?;
+    assert_eq!(ready_z.status, 200, "{}", ready_z.body);
+    let status: serde_json::Value =
+        serde_json::from_str(&request(&admin, "GET", "/api/v1/status").await?.body)?;
+    assert_eq!(status["leader"], true);
+    let names: Vec<&str> = status["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["east", "west"]);
+    assert!(
+        status["targets"][0]["syncer"].is_object(),
+        "push syncer health: {status}"
+    );
+    assert!(
+        status["policies"].as_array().is_some_and(|p| p.len() == 2),
+        "{status}"
+    );
+    let west_logs: serde_json::Value =
+        serde_json::from_str(&request(&admin, "GET", "/api/v1/syncers/west").await?.body)?;
+    assert!(
+        west_logs["logs"].as_array().is_some_and(|l| !l.is_empty()),
+        "{west_logs}"
+    );
+    let resync = request(&admin, "POST", "/api/v1/syncers/west/resync").await?;
+    assert_eq!(resync.status, 200, "{}", resync.body);
+    let unknown = request(&admin, "GET", "/api/v1/syncers/mars").await?;
+    assert_eq!(unknown.status, 404);
+    let rendered = tmc_daemon::commands::render_status(&status);
+    assert!(
+        rendered.contains("spread") && rendered.contains("west"),
+        "{rendered}"
+    );
 
     // Upstream status is the sum of kwok's ready pods on both clusters.
     let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
@@ -150,6 +190,32 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
 
     let metrics = daemon.state().metrics.render();
     assert!(metrics.contains("tmcd_reconciles_total"), "{metrics}");
+    // Figures for the report: mean reconcile and policy evaluation latency.
+    for (what, prefix) in [
+        ("reconcile (Deployment)", "tmcd_reconcile_duration_seconds_"),
+        (
+            "policy replica-spread",
+            "tmcd_policy_evaluation_duration_seconds_",
+        ),
+    ] {
+        let value = |suffix: &str| -> f64 {
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{prefix}{suffix}"))
+                        && (l.contains("Deployment") || l.contains("replica-spread"))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .sum()
+        };
+        let (sum, count) = (value("sum"), value("count"));
+        if count > 0.0 {
+            eprintln!(
+                "MEASURED {what}: {count} calls, mean {:.3} ms",
+                sum / count * 1000.0
+            );
+        }
+    }
     daemon.stop().await;
     Ok(())
 }

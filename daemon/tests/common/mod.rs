@@ -27,12 +27,14 @@ pub const NS: &str = "demo";
 pub struct Env {
     pub bed: TestBed,
     pub dir: tempfile::TempDir,
+    /// The syncer log buffers fed by this process's tracing subscriber.
+    pub logs: SyncerLogs,
 }
 
 impl Env {
     /// Starts kcp (workspace `root:tmc`, Deployments installed) and clusters west and east.
     pub async fn start() -> Result<Self> {
-        let _ = tmc_daemon::logging::init_with_default(
+        let logs = tmc_daemon::logging::init_with_default(
             tmc_daemon::config::LogFormat::Text,
             "info,kube_client=off,kube_runtime=warn",
         );
@@ -45,7 +47,7 @@ impl Env {
         keep_pod_template_metadata(&bed.kcp_client().await?).await?;
         let dir = tempfile::tempdir()?;
         std::fs::create_dir(dir.path().join("policies"))?;
-        let env = Self { bed, dir };
+        let env = Self { bed, dir, logs };
         let kcp = env.bed.kcp_client().await?;
         let ns: Api<Namespace> = Api::all(kcp);
         let body: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
@@ -129,7 +131,7 @@ lease_duration_seconds = 6
         let path = self.dir.path().join("tmc.toml");
         std::fs::write(&path, &text)?;
         let config = tmc_daemon::config::parse(&path, &text, self.dir.path().to_path_buf())?;
-        Daemon::start(config, SyncerLogs::default()).await
+        Daemon::start(config, self.logs.clone()).await
     }
 
     pub async fn kcp(&self) -> Result<kube::Client> {
