@@ -101,7 +101,7 @@ echo "${C_BOLD}TMC virtual cluster demo${C_OFF}: preparing binaries"
 build_testbed_binaries
 export PATH="${BIN_DIR}:${PATH}"
 build_tmc_binaries
-build_policies "${REBUILD}" location-affinity active-passive
+build_policies "${REBUILD}" location-affinity active-passive label-stamper
 
 STATE="$(mktemp -d "${TMC_DEMO_ROOT}/kcp-demo-XXXXXX")"
 chmod 755 "${STATE}"
@@ -153,9 +153,11 @@ pause
 
 step 3 "SyncTarget registration" \
   "tmcd starts with ${STATE}/tmc.toml: it registers kcp-west (us-west-1, push mode) and kcp-east (us-east-1,
-${EAST_MODE} mode) as SyncTargets, loads the policy modules of ${STATE}/policies/ and serves its admin API."
+${EAST_MODE} mode) as SyncTargets, loads the policy modules of ${STATE}/policies/ (the placement slot
+demo-placement and the transformation label-stamper) and serves its admin API."
 mkdir -p "${STATE}/policies"
 install_policy "${POLICY_SRC}/location-affinity.wasm" "${STATE}/policies/demo-placement.wasm"
+install_policy "${POLICY_SRC}/label-stamper.wasm" "${STATE}/policies/label-stamper.wasm"
 if [[ "${EAST_MODE}" == pull ]] && ! "${TMC_SYNCER}" --version >/dev/null 2>&1; then
   warn "${TMC_SYNCER} does not run; kcp-east uses push mode too"
   EAST_MODE=push
@@ -170,7 +172,8 @@ step 4 "Syncers" \
   "kcp-west's syncer runs inside tmcd (push mode). kcp-east's $([[ "${EAST_MODE}" == pull ]] &&
     echo "runs as a separate tmc-syncer agent beside its cluster (pull mode): it reads tmcd's decisions from the
 workspace and applies them" || echo "runs inside tmcd as well (push mode)"). Both heartbeat into their SyncTarget.
-The ClusterWorkloadPlacement 'demo' names the policy slot demo-placement (location-affinity for now)."
+The ClusterWorkloadPlacement 'demo' names the policy slot demo-placement (location-affinity for now) and the
+transformation label-stamper."
 if [[ "${EAST_MODE}" == pull ]]; then
   start_pull_syncer "${STATE}" kcp-east
   if ! wait_ready kcp-east 60; then
@@ -201,7 +204,8 @@ pause
 
 step 6 "Propagation to the physical clusters" \
   "location-affinity selects both ready regions and splits the 4 replicas evenly (us-west-1 preferred first).
-The copies carry the TMC lifecycle labels and annotations; their status comes back to the virtual cluster."
+The copies carry the TMC lifecycle labels and annotations, plus the labels label-stamper computes for their
+cluster; their status comes back to the virtual cluster."
 for c in kcp-west kcp-east; do
   wait_until "${TIMEOUT}" "the Deployment, Service and ConfigMap on kind-${c}" "${STATE}/tmcd.log" expect_copies "${c}"
 done
@@ -211,6 +215,10 @@ for c in kcp-west kcp-east; do
   wait_until 30 "the TMC labels on kind-${c}'s copy" "${STATE}/tmcd.log" expect_tmc_labels "${c}"
   ok "$(expect_tmc_labels "${c}")"
 done
+wait_until 30 "label-stamper's labels on kind-kcp-west's copy" "${STATE}/tmcd.log" expect_stamped kcp-west us-west-1
+ok "$(expect_stamped kcp-west us-west-1)"
+wait_until 30 "label-stamper's labels on kind-kcp-east's copy" "${STATE}/tmcd.log" expect_stamped kcp-east us-east-1
+ok "$(expect_stamped kcp-east us-east-1)"
 wait_until "${TIMEOUT}" "the status of both copies brought back: 4 ready replicas on the virtual cluster's Deployment" \
   "${STATE}/tmcd.log, ${STATE}/tmc-syncer-kcp-east.log" expect_upstream_ready 4
 ok "$(expect_upstream_ready 4)"

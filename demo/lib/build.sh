@@ -42,20 +42,24 @@ build_tmc_binaries() {
   ok "tmcd, tmc-syncer and tmc-testbed are up to date in ${dir}"
 }
 
-# build_policies FORCE NAME...: hack/build-policies.sh when a target/policies/NAME.wasm is missing (or FORCE=1).
-# Sets POLICY_SRC (the directory of the built modules).
+# build_policies FORCE NAME...: hack/build-policies.sh when a target/policies/NAME.wasm is missing or older than
+# its crate or the SDK (or FORCE=1). Sets POLICY_SRC (the directory of the built modules).
 build_policies() {
-  local force="$1" missing=() p
+  local force="$1" missing=() p wasm
   shift
   POLICY_SRC="${ROOT}/target/policies"
   for p in "$@"; do
-    [[ -f "${POLICY_SRC}/${p}.wasm" ]] || missing+=("${p}")
+    wasm="${POLICY_SRC}/${p}.wasm"
+    if [[ ! -f "${wasm}" ]] ||
+      [[ -n "$(find "${ROOT}/policies/${p}" "${ROOT}/policy-sdk/src" -type f -newer "${wasm}" -print -quit 2>/dev/null)" ]]; then
+      missing+=("${p}")
+    fi
   done
   if [[ "${force}" != 1 && ${#missing[@]} -eq 0 ]]; then
     ok "policy modules present in ${POLICY_SRC}: $*"
     return 0
   fi
-  info "building the example policies with hack/build-policies.sh (missing: ${missing[*]:-none})"
+  info "building the example policies with hack/build-policies.sh (missing or stale: ${missing[*]:-none})"
   "${ROOT}/hack/build-policies.sh" --out "${POLICY_SRC}" || die "hack/build-policies.sh failed (see its output above)"
   for p in "$@"; do
     [[ -f "${POLICY_SRC}/${p}.wasm" ]] ||

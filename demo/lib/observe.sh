@@ -91,6 +91,17 @@ expect_upstream_ready() {
   [[ "${ready}" == "$1" ]]
 }
 
+# expect_stamped CLUSTER REGION: the transformation label-stamper put tmc.kcp.io/target=CLUSTER and
+# tmc.kcp.io/region=REGION on the Deployment's copy there.
+expect_stamped() {
+  local out
+  out="$(kubectl --context "kind-$1" -n "${DEMO_NS}" get deployment "${DEMO_DEPLOYMENT}" -o \
+    jsonpath='{.metadata.labels.tmc\.kcp\.io/target}|{.metadata.labels.tmc\.kcp\.io/region}' 2>&1)" ||
+    { echo "${out}"; return 1; }
+  echo "kind-$1 deployment/${DEMO_DEPLOYMENT}: tmc.kcp.io/target|tmc.kcp.io/region = ${out}"
+  [[ "${out}" == "$1|$2" ]]
+}
+
 # show_distribution: a small table of replicas per cluster.
 show_distribution() {
   local c

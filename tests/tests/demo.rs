@@ -209,7 +209,13 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
         "helper status",
         &script(root, "tmc-syncer-helper.sh", &["status"])?,
     )?;
-    for expected in ["kcp-west", "kcp-east", "demo-placement", "tmcd "] {
+    for expected in [
+        "kcp-west",
+        "kcp-east",
+        "demo-placement",
+        "label-stamper",
+        "tmcd ",
+    ] {
         ensure!(
             status.contains(expected),
             "status lacks {expected:?}:\n{status}"
