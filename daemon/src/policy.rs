@@ -62,6 +62,19 @@ impl PolicyRunner for HostRunner {
         self.0.subscribe()
     }
 
+    fn validate_settings<'a>(
+        &'a self,
+        policy: &'a str,
+        settings: &'a Value,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .validate_settings(policy, settings)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn policies(&self) -> Vec<Value> {
         self.0
             .generation()

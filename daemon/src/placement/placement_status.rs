@@ -12,6 +12,7 @@ use serde_json::json;
 use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
 use super::assignment;
+use super::runner::check_settings;
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
@@ -156,12 +157,18 @@ pub async fn refresh(
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     for placement in placements.state() {
         let name = placement.name_any();
-        let error = state
+        let mut error = state
             .policy_errors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&name)
             .cloned();
+        if error.is_none()
+            && let Some(runner) = runner.as_ref()
+            && let Err(refused) = check_settings(runner.as_ref(), &placement).await
+        {
+            error = Some(refused.to_string());
+        }
         let want = desired(
             &placement,
             &recorded,

@@ -31,6 +31,32 @@ pub trait PolicyRunner: Send + Sync + 'static {
     /// The policies of the active set, for the status API: objects with at
     /// least `name` and `serving` (a version answers evaluations).
     fn policies(&self) -> Vec<serde_json::Value>;
+    /// Asks `policy` whether `settings` are valid; `Err` carries its message.
+    fn validate_settings<'a>(
+        &'a self,
+        policy: &'a str,
+        settings: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Checks the settings of `placement`'s policy and of each transformation;
+/// the first refusal names the policy.
+pub async fn check_settings(
+    runner: &dyn PolicyRunner,
+    placement: &ClusterWorkloadPlacement,
+) -> Result<(), PolicyFailure> {
+    let spec = &placement.spec;
+    for policy in std::iter::once(&spec.policy).chain(spec.transformations.iter()) {
+        let settings = policy.settings.clone().unwrap_or(serde_json::Value::Null);
+        runner
+            .validate_settings(&policy.name, &settings)
+            .await
+            .map_err(|message| PolicyFailure {
+                policy: policy.name.clone(),
+                message,
+            })?;
+    }
+    Ok(())
 }
 
 /// Why a workload could not be (re)placed; the previous decision stays.
@@ -206,6 +232,20 @@ pub(crate) mod fake {
         fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
             self.generation.subscribe()
         }
+        fn validate_settings<'a>(
+            &'a self,
+            policy: &'a str,
+            settings: &'a serde_json::Value,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            let out = if !self.place.contains_key(policy) && !self.transform.contains_key(policy) {
+                Err(format!("policy {policy:?} is not loaded"))
+            } else if settings.get("invalid").is_some() {
+                Err("settings: unknown field `invalid`".to_string())
+            } else {
+                Ok(())
+            };
+            Box::pin(async move { out })
+        }
         fn policies(&self) -> Vec<serde_json::Value> {
             self.place
                 .keys()
@@ -359,6 +399,21 @@ mod tests {
             .expect_err("place fails");
         assert_eq!(err.policy, "gone");
         assert!(err.to_string().contains("not loaded"));
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked_for_every_policy_of_the_placement() {
+        let runner = split_runner();
+        assert!(
+            check_settings(&runner, &placement(&["stamp"]))
+                .await
+                .is_ok()
+        );
+        let mut bad = placement(&["stamp"]);
+        bad.spec.transformations[0].settings = Some(serde_json::json!({"invalid": 1}));
+        let err = check_settings(&runner, &bad).await.expect_err("refused");
+        assert_eq!(err.policy, "stamp");
+        assert!(err.message.contains("invalid"));
     }
 
     #[tokio::test]
