@@ -452,3 +452,197 @@ fn to_value(object: &DynamicObject, what: &str) -> Result<Value> {
         reason: format!("cannot be serialized: {err}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine against a fake API server (a tower service answering from a
+    //! routing function and recording every request): the deletion rules.
+
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::identity::{NamespaceMapping, SourceIdentity};
+
+    type Route = fn(&Method, &str) -> Option<(StatusCode, Value)>;
+
+    /// A client whose every request is logged and answered by `route`
+    /// (`None` makes the request fail like a connection error).
+    fn fake(route: Route) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = log.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let line = format!("{} {}", req.method(), req.uri().path());
+            seen.lock().unwrap().push(line);
+            let answer = route(req.method(), req.uri().path());
+            async move {
+                match answer {
+                    Some((code, body)) => Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+                    None => Err("connection refused".into()),
+                }
+            }
+        });
+        (kube::Client::new(service, "default"), log)
+    }
+
+    fn not_found(name: &str) -> (StatusCode, Value) {
+        (
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                   "message": format!("deployments.apps \"{name}\" not found"),
+                   "details": {"name": name, "group": "apps", "kind": "deployments"}}),
+        )
+    }
+
+    fn unserved() -> (StatusCode, Value) {
+        (
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                   "message": "the server could not find the requested resource", "details": {}}),
+        )
+    }
+
+    fn copy(name: &str, target: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+            "name": name, "namespace": "shop", "uid": "uid-1",
+            "labels": {"workload.kcp.io/managed": "true", "workload.kcp.io/synced-from": "root-tmc"},
+            "annotations": {"workload.kcp.io/sync-target": target}}})
+    }
+
+    fn engine(upstream: kube::Client, downstream: kube::Client) -> Engine {
+        let ctx = CopyContext {
+            target: "west".into(),
+            source: SourceIdentity::new("root:tmc"),
+            namespace_mapping: NamespaceMapping::Same,
+        };
+        let kinds = vec![SyncedKind::parse("apps/v1/Deployment").unwrap()];
+        Engine::new(ctx, kinds, upstream, downstream, HealthCell::new("west"))
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey {
+            kind: 0,
+            namespace: Some("shop".into()),
+            name: "web".into(),
+        }
+    }
+
+    fn deletes(log: &Mutex<Vec<String>>) -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("DELETE"))
+            .cloned()
+            .collect()
+    }
+
+    fn our_copy_route(method: &Method, _: &str) -> Option<(StatusCode, Value)> {
+        match *method {
+            Method::GET => Some((StatusCode::OK, copy("web", "west"))),
+            Method::DELETE => Some((
+                StatusCode::OK,
+                json!({"kind": "Status", "status": "Success"}),
+            )),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_deletes_nothing() {
+        let (up, _) = fake(|_, _| None);
+        let (down, down_log) = fake(our_copy_route);
+        let err = engine(up, down).reconcile(&key()).await.unwrap_err();
+        assert!(matches!(err, Error::Upstream { .. }), "{err}");
+        assert!(
+            down_log.lock().unwrap().is_empty(),
+            "downstream must not even be read"
+        );
+    }
+
+    #[tokio::test]
+    async fn upstream_server_error_deletes_nothing() {
+        let (up, _) = fake(|_, _| {
+            Some((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"kind": "Status", "code": 500, "message": "etcd down"}),
+            ))
+        });
+        let (down, down_log) = fake(our_copy_route);
+        assert!(engine(up, down).reconcile(&key()).await.is_err());
+        assert!(deletes(&down_log).is_empty());
+    }
+
+    #[tokio::test]
+    async fn unserved_resource_is_not_evidence_of_absence() {
+        let (up, _) = fake(|_, _| Some(unserved()));
+        let (down, down_log) = fake(our_copy_route);
+        assert!(engine(up, down).reconcile(&key()).await.is_err());
+        assert!(deletes(&down_log).is_empty());
+    }
+
+    #[tokio::test]
+    async fn confirmed_absence_deletes_our_copy_by_uid() {
+        let (up, _) = fake(|_, _| Some(not_found("web")));
+        let (down, down_log) = fake(our_copy_route);
+        let outcome = engine(up, down).reconcile(&key()).await.unwrap();
+        assert_eq!(outcome, Outcome::Done);
+        assert_eq!(
+            deletes(&down_log),
+            ["DELETE /apis/apps/v1/namespaces/shop/deployments/web"]
+        );
+    }
+
+    #[tokio::test]
+    async fn confirmed_absence_leaves_foreign_objects_alone() {
+        let (up, _) = fake(|_, _| Some(not_found("web")));
+        let (down, down_log) = fake(|method, _| match *method {
+            // Same name, but the copy of another sync target.
+            Method::GET => Some((StatusCode::OK, copy("web", "east"))),
+            _ => Some((StatusCode::OK, json!({}))),
+        });
+        engine(up, down).reconcile(&key()).await.unwrap();
+        assert!(deletes(&down_log).is_empty());
+    }
+
+    #[tokio::test]
+    async fn unreachable_downstream_reports_the_error_and_deletes_nothing() {
+        let (up, up_log) = fake(|method, _| match *method {
+            Method::GET => Some((
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+                    "name": "web", "namespace": "shop", "resourceVersion": "3",
+                    "labels": {"state.workload.kcp.io/west": "Sync"},
+                    "finalizers": ["workload.kcp.io/syncer-west"]}, "spec": {}}),
+            )),
+            _ => Some((
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+            )),
+        });
+        let (down, down_log) = fake(|_, _| None);
+        let engine = engine(up, down);
+        let err = engine.reconcile(&key()).await.unwrap_err();
+        assert!(err.is_downstream_unreachable(), "{err}");
+        assert!(deletes(&down_log).is_empty());
+        // The error is reported upstream in the status annotation (a PATCH), nothing else is written.
+        let writes: Vec<String> = up_log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.starts_with("GET"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            writes,
+            ["PATCH /apis/apps/v1/namespaces/shop/deployments/web"]
+        );
+        assert!(!engine.health.snapshot().downstream_connected);
+    }
+}

@@ -180,6 +180,7 @@ impl Syncer {
         ));
         background.spawn(heartbeats(
             self.engine.clone(),
+            queue.clone(),
             stores,
             config.heartbeat_interval,
         ));
@@ -236,6 +237,22 @@ impl Stores {
         engine
             .health
             .update(|h| h.kinds = counts.into_iter().collect());
+    }
+
+    /// Queues every known upstream object and downstream copy.
+    fn enqueue_all(&self, engine: &Engine, queue: &WorkQueue<ObjectKey>) {
+        for kind in 0..engine.kinds.len() {
+            for object in self.upstream[kind].state() {
+                if let Some(key) = upstream_key(kind, &object) {
+                    queue.add(key);
+                }
+            }
+            for object in self.our_copies(engine, kind) {
+                if let Some(key) = downstream_key(engine, kind, &object) {
+                    queue.add(key);
+                }
+            }
+        }
     }
 
     /// Assigned upstream objects, once every upstream watch has listed.
@@ -394,26 +411,22 @@ async fn resync(
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        for kind in 0..engine.kinds.len() {
-            for object in stores.upstream[kind].state() {
-                if let Some(key) = upstream_key(kind, &object) {
-                    queue.add(key);
-                }
-            }
-            for object in stores.our_copies(&engine, kind) {
-                if let Some(key) = downstream_key(&engine, kind, &object) {
-                    queue.add(key);
-                }
-            }
-        }
+        stores.enqueue_all(&engine, &queue);
         stores.update_counts(&engine);
     }
 }
 
-/// Heartbeats every `interval`.
-async fn heartbeats(engine: Arc<Engine>, stores: Arc<Stores>, interval: Duration) {
+/// Heartbeats every `interval`. When the cluster becomes reachable again,
+/// every object is queued at once (instead of waiting out its backoff).
+async fn heartbeats(
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    stores: Arc<Stores>,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_unreachable = false;
     loop {
         ticker.tick().await;
         stores.update_counts(&engine);
@@ -433,6 +446,11 @@ async fn heartbeats(engine: Arc<Engine>, stores: Arc<Stores>, interval: Duration
         engine
             .health
             .update(|h| h.downstream_connected = unreachable.is_none());
+        if was_unreachable && unreachable.is_none() {
+            info!(target_name = %engine.ctx.target, "cluster reachable again; resyncing every object");
+            stores.enqueue_all(&engine, &queue);
+        }
+        was_unreachable = unreachable.is_some();
         let observation = Observation {
             synced_resources,
             unreachable,
