@@ -1,15 +1,20 @@
 //! The pull-mode binary against real servers: `tmc-syncer` with the
-//! workspace's and `west`'s kubeconfigs applies a placed Deployment and
-//! heartbeats. Needs the test bed binaries (`hack/testbed/build.sh`).
+//! workspace's and `west`'s kubeconfigs and a prefixed namespace mapping
+//! applies a placed Deployment into `tmc-shop`, heals a deleted copy there,
+//! and heartbeats. Prints the agent's resident memory. Needs the test bed
+//! binaries (`hack/testbed/build.sh`).
 
 mod common;
 
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams};
 use tmc_tests::testbed::KCP;
 
-use common::{Fixture, annotations_of, labels_of};
+use common::{Fixture, annotations_of, labels_of, wait_until};
 
 #[tokio::test]
 async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
@@ -29,6 +34,7 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
             "apps/v1/Deployment,v1/ConfigMap",
         ])
         .args(["--heartbeat-interval", "1", "--log-format", "json"])
+        .args(["--namespace-mapping", "prefix:tmc"])
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
@@ -37,7 +43,25 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
 
     let outcome = async {
         fx.create_placed("web", 2).await?;
-        let copy = fx.wait_copy("web", 2).await?;
+        let prefixed: Api<Deployment> = Api::namespaced(fx.west.clone(), "tmc-shop");
+        let copy = wait_until("copy web in west namespace tmc-shop", || {
+            let prefixed = prefixed.clone();
+            async move {
+                Ok(match prefixed.get_opt("web").await? {
+                    Some(d) => Ok(d),
+                    None => Err("no copy".to_string()),
+                })
+            }
+        })
+        .await?;
+        assert_eq!(copy.spec.as_ref().and_then(|s| s.replicas), Some(2));
+        let annotations = annotations_of(&copy);
+        assert_eq!(
+            annotations
+                .get("workload.kcp.io/upstream-namespace")
+                .map(String::as_str),
+            Some("shop")
+        );
         // The workspace path comes from the upstream URL (/clusters/root:tmc).
         assert_eq!(
             labels_of(&copy)
@@ -46,11 +70,46 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
             Some("root-tmc")
         );
         assert_eq!(
-            annotations_of(&copy)
+            annotations
                 .get("workload.kcp.io/source-cluster")
                 .map(String::as_str),
             Some("root:tmc")
         );
+        let ns = Api::<Namespace>::all(fx.west.clone())
+            .get("tmc-shop")
+            .await?;
+        assert_eq!(
+            annotations_of(&ns)
+                .get("workload.kcp.io/upstream-namespace")
+                .map(String::as_str),
+            Some("shop")
+        );
+        // A deleted copy is recreated: the downstream key maps back to shop/web.
+        let old_uid = copy.metadata.uid.clone();
+        prefixed.delete("web", &DeleteParams::default()).await?;
+        wait_until("copy web to be recreated in tmc-shop", || {
+            let (prefixed, old_uid) = (prefixed.clone(), old_uid.clone());
+            async move {
+                Ok(match prefixed.get_opt("web").await? {
+                    Some(d) if d.metadata.uid != old_uid => Ok(()),
+                    _ => Err("not recreated yet".to_string()),
+                })
+            }
+        })
+        .await?;
+        assert!(
+            fx.west_deployments().get_opt("web").await?.is_none(),
+            "nothing lands in the unprefixed namespace"
+        );
+        if let Some(pid) = child.id()
+            && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(rss) = status.lines().find(|l| l.starts_with("VmRSS:"))
+        {
+            println!(
+                "MEASURE tmc-syncer pull agent after syncing 1 Deployment: {}",
+                rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+            );
+        }
         fx.wait_ready("True", None).await?;
         anyhow::Ok(())
     }
