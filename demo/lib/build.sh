@@ -31,7 +31,8 @@ build_tmc_binaries() {
   local dir b
   dir="$(target_dir)/debug"
   TMCD="${dir}/tmcd"
-  TMC_SYNCER="${dir}/tmc-syncer"
+  # TMC_DEMO_TMC_SYNCER: another pull-mode agent binary (e.g. to try the push fallback with /bin/false).
+  TMC_SYNCER="${TMC_DEMO_TMC_SYNCER:-${dir}/tmc-syncer}"
   TMC_TESTBED="${dir}/tmc-testbed"
   info "cargo build -p tmc-daemon -p tmc-syncer -p tmc-tests (tmcd, tmc-syncer, tmc-testbed; builds what is missing or stale, waits for the shared target lock)"
   (cd "${ROOT}" && cargo build -p tmc-daemon -p tmc-syncer -p tmc-tests --bin tmcd --bin tmc-syncer --bin tmc-testbed) ||

@@ -24,12 +24,24 @@ else
   C_BOLD=""; C_DIM=""; C_RED=""; C_GREEN=""; C_YELLOW=""; C_BLUE=""; C_OFF=""
 fi
 
-# Step banner: step N "title" "what it does".
+# Step banner: step N "title" "what it does". Records when each step starts, for step_timings.
+STEP_STARTS=()
+STEP_TITLES=()
 step() {
+  STEP_STARTS+=("${SECONDS}")
+  STEP_TITLES+=("$1. $2")
   echo
   echo "${C_BOLD}${C_BLUE}=== Step $1: $2 ===${C_OFF}"
   [[ -n "${3:-}" ]] && echo "${C_DIM}$3${C_OFF}"
   return 0
+}
+# step_timings: how long each step took (wall clock, seconds).
+step_timings() {
+  local i end
+  for i in "${!STEP_STARTS[@]}"; do
+    end="${STEP_STARTS[i + 1]:-${SECONDS}}"
+    printf '    %4ds  %s\n' "$((end - STEP_STARTS[i]))" "${STEP_TITLES[i]}"
+  done
 }
 info() { echo "${C_BLUE}-->${C_OFF} $*"; }
 ok() { echo "${C_GREEN} ok${C_OFF} $*"; }
@@ -44,7 +56,7 @@ show() {
   "$@"
 }
 
-# wait_until TIMEOUT_S "what is expected" "where to look" CMD...: polls CMD every 2 s until it succeeds.
+# wait_until TIMEOUT_S "what is expected" "where to look" CMD...: polls CMD every second until it succeeds.
 # On timeout: exits with the expectation, CMD's last output and the log paths.
 wait_until() {
   local timeout="$1" what="$2" where="$3"
@@ -59,7 +71,7 @@ wait_until() {
   last check ($*): ${last:-<no output>}
   look at: ${where}"
     fi
-    sleep 2
+    sleep 1
   done
 }
 
