@@ -205,7 +205,7 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
                     l.starts_with(&format!("{prefix}{suffix}"))
                         && (l.contains("Deployment") || l.contains("replica-spread"))
                 })
-                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
         let (sum, count) = (value("sum"), value("count"));
