@@ -9,6 +9,8 @@
 //! natively through the same JSON bytes, for unit tests and benchmarks.
 
 pub mod abi;
+#[cfg(target_arch = "wasm32")]
+pub mod bump;
 pub mod guest;
 mod macros;
 #[doc(hidden)]
@@ -20,3 +22,8 @@ pub mod vectors;
 
 pub use abi::*;
 pub use guest::{PlacementPolicy, TransformPolicy};
+
+/// Guests never free: see [`bump`].
+#[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]
+#[global_allocator]
+static GLOBAL: bump::BumpAlloc = bump::BumpAlloc::new();
