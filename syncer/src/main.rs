@@ -48,10 +48,11 @@ struct Args {
     )]
     resources: String,
     /// Workspace path written to the copies' source-cluster annotation
-    /// (default: taken from the upstream server URL's /clusters/<path>).
+    /// (default: taken from the upstream server URL's /clusters/<path>, else `default`).
     #[arg(long, value_name = "PATH")]
     workspace_path: Option<String>,
-    /// Value of the copies' synced-from label (default: the workspace path made a valid label value).
+    /// Value of the copies' synced-from label (default: the workspace path made a valid label
+    /// value, or `tmc` without a workspace, as tmcd does).
     /// Two syncers writing to one cluster from different workspaces must differ here.
     #[arg(long, value_name = "VALUE")]
     synced_from: Option<String>,
@@ -98,18 +99,14 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let downstream = client(downstream_config, &args.downstream_kubeconfig, "downstream")?;
 
-    let workspace_path = match &args.workspace_path {
-        Some(path) => path.clone(),
-        None => workspace_from_url(&upstream_url).unwrap_or_else(|| {
-            warn!(url = %upstream_url, "the upstream URL names no /clusters/<workspace>; using `default` as the workspace path (set --workspace-path)");
-            "default".to_string()
-        }),
-    };
-    let mut source = SourceIdentity::new(&workspace_path);
-    if let Some(value) = &args.synced_from {
-        source.synced_from = value.clone();
+    let source = source_identity(
+        args.workspace_path.as_deref(),
+        args.synced_from.as_deref(),
+        &upstream_url,
+    );
+    if args.workspace_path.is_none() && workspace_from_url(&upstream_url).is_none() {
+        warn!(url = %upstream_url, "the upstream URL names no /clusters/<workspace>; using workspace path `default` and synced-from `tmc` like tmcd (set --workspace-path)");
     }
-
     let mut kinds = Vec::new();
     for parsed in SyncedKind::parse_list(&args.resources)? {
         match parsed.discover(&upstream).await {
@@ -204,6 +201,30 @@ fn client(
         .with_context(|| format!("building the {side} client from {}", path.display()))
 }
 
+/// The source identity, the way tmcd derives it: the workspace path from the
+/// flag or the upstream URL; without a workspace, path `default` and
+/// synced-from `tmc`. `synced_from` overrides the label value.
+fn source_identity(
+    workspace_path: Option<&str>,
+    synced_from: Option<&str>,
+    upstream_url: &str,
+) -> SourceIdentity {
+    let mut source = match workspace_path
+        .map(str::to_string)
+        .or_else(|| workspace_from_url(upstream_url))
+    {
+        Some(path) => SourceIdentity::new(&path),
+        None => SourceIdentity {
+            workspace_path: "default".to_string(),
+            synced_from: "tmc".to_string(),
+        },
+    };
+    if let Some(value) = synced_from {
+        source.synced_from = value.to_string();
+    }
+    source
+}
+
 /// The workspace path in a kcp URL such as `https://kcp:6443/clusters/root:org:team`.
 fn workspace_from_url(url: &str) -> Option<String> {
     let rest = url.split_once("/clusters/")?.1;
@@ -232,6 +253,29 @@ mod tests {
             Some("root:a")
         );
         assert_eq!(workspace_from_url("https://west:6443/"), None);
+    }
+
+    #[test]
+    fn source_identity_matches_tmcd() {
+        let ws = source_identity(None, None, "https://kcp:6443/clusters/root:tmc");
+        assert_eq!(
+            (ws.workspace_path.as_str(), ws.synced_from.as_str()),
+            ("root:tmc", "root-tmc")
+        );
+        let plain = source_identity(None, None, "https://west:6443/");
+        assert_eq!(
+            (plain.workspace_path.as_str(), plain.synced_from.as_str()),
+            ("default", "tmc")
+        );
+        let flags = source_identity(
+            Some("root:a"),
+            Some("custom"),
+            "https://kcp:6443/clusters/root:tmc",
+        );
+        assert_eq!(
+            (flags.workspace_path.as_str(), flags.synced_from.as_str()),
+            ("root:a", "custom")
+        );
     }
 
     #[test]
