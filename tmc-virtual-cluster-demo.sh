@@ -106,7 +106,7 @@ build_policies "${REBUILD}" location-affinity active-passive label-stamper
 
 STATE="$(mktemp -d "${TMC_DEMO_ROOT}/kcp-demo-XXXXXX")"
 chmod 755 "${STATE}"
-touch "${STATE}/pids" "${STATE}/running"
+touch "${STATE}/pids"
 printf 'TMC_DEMO_BIN_DIR=%q\nTMC_DEMO_TMCD=%q\n' "${BIN_DIR}" "${TMCD}" >"${STATE}/env"
 export KUBECONFIG="${STATE}/admin.kubeconfig"
 info "state directory: ${STATE}"
@@ -118,7 +118,7 @@ cleanup() {
     return 0
   fi
   if [[ "${SKIP_CLEANUP}" == 1 ]]; then
-    echo "the demo failed; --skip-cleanup: leaving its processes running for inspection (stop: ./tmc-syncer-helper.sh stop)" >&2
+    echo "the demo did not finish; --skip-cleanup: leaving its processes running for inspection (stop: ./tmc-syncer-helper.sh stop)" >&2
     return 0
   fi
   echo

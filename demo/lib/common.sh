@@ -100,8 +100,20 @@ free_port() {
 
 # --- processes recorded in STATE/pids -------------------------------------------------------------
 
-# record_pid STATE NAME PID
-record_pid() { echo "$2 $3" >>"$1/pids"; }
+# start_time PID: the process's start time in clock ticks since boot (field 22 of /proc/PID/stat), which
+# tells a recorded process from a later one that reuses its pid.
+start_time() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  # Field 2 (comm) may hold spaces; everything after its closing parenthesis is space-separated.
+  stat="${stat##*) }"
+  # shellcheck disable=SC2086
+  set -- ${stat}
+  echo "${20}"
+}
+
+# record_pid STATE NAME PID: appends "NAME PID START_TIME" to STATE/pids.
+record_pid() { echo "$2 $3 $(start_time "$3")" >>"$1/pids"; }
 
 # True when PID is alive and not a zombie.
 pid_alive() {
@@ -111,12 +123,15 @@ pid_alive() {
   [[ -n "${state}" && "${state}" != Z ]]
 }
 
-# Live "<name> <pid>" lines of STATE/pids, in recording order.
+# Live "<name> <pid>" lines of STATE/pids, in recording order: alive, and still the process that was
+# recorded (same start time), never a later process that got the same pid.
 live_pids() {
-  local name pid
+  local name pid started
   [[ -f "$1/pids" ]] || return 0
-  while read -r name pid; do
-    pid_alive "${pid}" && echo "${name} ${pid}"
+  while read -r name pid started; do
+    pid_alive "${pid}" || continue
+    [[ -z "${started}" || "$(start_time "${pid}")" == "${started}" ]] || continue
+    echo "${name} ${pid}"
   done <"$1/pids"
   return 0
 }
@@ -148,7 +163,7 @@ stop_pid() {
 }
 
 # stop_state STATE: stops every recorded process, last started first, then any leftover process whose
-# command line names STATE (the bed kills its children itself; this is the safety net).
+# command line names STATE/bed/ (the bed kills its children itself; this is the safety net).
 stop_state() {
   local dir="$1" lines=() i name pid
   mapfile -t lines < <(live_pids "${dir}")
@@ -159,7 +174,6 @@ stop_state() {
   for pid in $(pids_mentioning "${dir}"); do
     stop_pid "leftover process" "${pid}"
   done
-  rm -f "${dir}/running"
 }
 
 # --- finding a demo ---------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ fn state_dir(root: &Path) -> Result<PathBuf> {
     }
 }
 
-/// PIDs recorded in STATE/pids.
+/// PIDs recorded in STATE/pids (lines "NAME PID START_TIME").
 fn recorded_pids(state: &Path) -> Result<Vec<(String, u32)>> {
     let file = state.join("pids");
     let body =
@@ -90,14 +90,13 @@ fn recorded_pids(state: &Path) -> Result<Vec<(String, u32)>> {
     body.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let (name, pid) = l
-                .split_once(' ')
-                .with_context(|| format!("malformed line {l:?} in {}", file.display()))?;
+            let mut fields = l.split_whitespace();
+            let (Some(name), Some(pid)) = (fields.next(), fields.next()) else {
+                bail!("malformed line {l:?} in {}", file.display());
+            };
             Ok((
                 name.to_string(),
-                pid.trim()
-                    .parse()
-                    .with_context(|| format!("pid in {l:?}"))?,
+                pid.parse().with_context(|| format!("pid in {l:?}"))?,
             ))
         })
         .collect()
