@@ -17,7 +17,10 @@ use common::{Env, NS, apply_placement, copy, create_deployment, replicas, until}
 async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> {
     let mut env = Env::start().await?;
     env.install_policy("replica-spread", "replica-spread")?;
-    let daemon = env.daemon("").await?;
+    // A pull cluster whose agent never runs: registered, never Ready.
+    let daemon = env
+        .daemon("\n[[clusters]]\nname = \"north\"\nmode = \"pull\"\nregion = \"us-north\"\n")
+        .await?;
     let kcp = env.kcp().await?;
     let west = env.cluster("west").await?;
     apply_placement(
@@ -42,8 +45,31 @@ async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> 
     })
     .await?;
 
-    env.bed.stop_cluster("east").await?;
     let targets: Api<SyncTarget> = Api::all(kcp.clone());
+    let north = until("SyncTarget north marked HeartbeatStale", || async {
+        let t = targets.get("north").await?;
+        let ready = t
+            .status
+            .clone()
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready");
+        Ok(match ready {
+            Some(c) if c.status == "False" && c.reason == "HeartbeatStale" => Poll::Ready(t),
+            other => Poll::Pending(format!("{other:?}")),
+        })
+    })
+    .await?;
+    assert_eq!(north.spec.sync_mode, tmc_syncer::api::SyncMode::Pull);
+    let d: Deployment = Api::namespaced(kcp.clone(), NS).get("web").await?;
+    let labels = d.metadata.labels.unwrap_or_default();
+    assert!(
+        !labels.contains_key(&state_label("north")),
+        "a target that never heartbeated gets nothing"
+    );
+
+    env.bed.stop_cluster("east").await?;
     until("SyncTarget east not Ready", || async {
         let t = targets.get("east").await?;
         let ready = t
