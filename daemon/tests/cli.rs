@@ -1,0 +1,109 @@
+//! The `tmcd` binary's offline subcommands.
+
+use std::process::Command;
+
+fn tmcd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tmcd"))
+        .args(args)
+        .output()
+        .expect("tmcd runs")
+}
+
+#[test]
+fn check_config_locates_mistakes_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+    let path = dir.path().join("tmc.toml");
+    std::fs::write(
+        &path,
+        "[sync]\nheartbeat_interval_seconds = 10\nresync = true\n",
+    )
+    .expect("write");
+    let out = tmcd(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tmc.toml:3:1:") && err.contains("resync"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "[sync]\nheartbeat_interval_seconds = 10\n").expect("write");
+    let out = tmcd(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
+
+#[test]
+fn crds_prints_both_definitions() {
+    let out = tmcd(&["crds"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    let names: Vec<&str> = docs
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "synctargets.workload.kcp.io",
+            "clusterworkloadplacements.workload.kcp.io"
+        ]
+    );
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let out = tmcd(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for example in [
+        "tmcd --config tmc.toml",
+        "tmcd status",
+        "tmcd syncer logs --cluster west",
+        "tmcd verify",
+    ] {
+        assert!(text.contains(example), "missing {example:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn status_without_a_running_tmcd_says_what_to_check() {
+    // Port 9 (discard) on loopback: nothing listens there in the test environment.
+    let out = tmcd(&["status", "--admin", "http://127.0.0.1:9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is tmcd running"), "{err}");
+}
+
+#[test]
+fn status_table_shows_targets_policies_and_placements() {
+    let body = serde_json::json!({
+        "identity": "host-1", "leader": true, "policyGeneration": 3,
+        "targets": [{"name": "west", "mode": "Push", "ready": true, "region": "us-west", "zone": "a", "lastHeartbeat": "2026-01-01T00:00:00Z",
+                     "syncer": {"upstreamConnected": true, "downstreamConnected": true, "objectsSynced": 4, "lastError": null}}],
+        "policies": [{"name": "replica-spread", "kind": "placement", "status": "active", "digest": "0123456789abcdef0123"}],
+        "placements": [{"name": "spread", "policy": "replica-spread", "workloadCount": 2,
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "targets": [{"name": "west", "workloads": 2, "replicas": 5}]}],
+    });
+    let table = tmc_daemon::commands::render_status(&body);
+    assert!(
+        table.contains("tmcd host-1 (leader), policy generation 3"),
+        "{table}"
+    );
+    assert!(
+        table.contains("west") && table.contains("up=true down=true synced=4"),
+        "{table}"
+    );
+    assert!(
+        table.contains("replica-spread") && table.contains("0123456789abcdef"),
+        "{table}"
+    );
+    assert!(table.contains("west:2w/5r"), "{table}");
+}
