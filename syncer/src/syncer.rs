@@ -216,9 +216,8 @@ impl Stores {
     fn our_copies(&self, engine: &Engine, kind: usize) -> Vec<Arc<DynamicObject>> {
         let target = &engine.ctx.target;
         let synced_from = &engine.ctx.source.synced_from;
-        self.downstream[kind].state_filter(|o| {
-            serde_json::to_value(o).is_ok_and(|v| is_our_copy(&v, target, synced_from))
-        })
+        self.downstream[kind]
+            .state_filter(|o| meta_value(o).is_some_and(|v| is_our_copy(&v, target, synced_from)))
     }
 
     fn update_counts(&self, engine: &Engine) {
@@ -269,13 +268,16 @@ impl Stores {
             .upstream
             .iter()
             .flat_map(Store::state)
-            .filter(|o| {
-                serde_json::to_value(o.as_ref())
-                    .is_ok_and(|v| assignment(&v, target) == Assignment::Sync)
-            })
+            .filter(|o| meta_value(o).is_some_and(|v| assignment(&v, target) == Assignment::Sync))
             .count();
         Some(count)
     }
+}
+
+/// Only the metadata of `object` as JSON, enough for the protocol checks
+/// (cheaper than serializing the whole object).
+fn meta_value(object: &DynamicObject) -> Option<serde_json::Value> {
+    Some(serde_json::json!({ "metadata": serde_json::to_value(&object.metadata).ok()? }))
 }
 
 fn upstream_key(kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
@@ -287,7 +289,7 @@ fn upstream_key(kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
 }
 
 fn downstream_key(engine: &Engine, kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
-    let value = serde_json::to_value(object).ok()?;
+    let value = meta_value(object)?;
     if !is_our_copy(&value, &engine.ctx.target, &engine.ctx.source.synced_from) {
         return None;
     }
