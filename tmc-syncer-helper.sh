@@ -14,8 +14,10 @@ Usage: ./tmc-syncer-helper.sh COMMAND [options]
 
 Commands:
   status                        syncer and target status, policies and placements (tmcd status)
-  logs --cluster NAME           recent log lines of NAME's syncer (tmcd syncer logs; for a pull-mode
-                                cluster also the tail of its tmc-syncer agent's log file)
+  logs --cluster NAME [--follow]
+                                recent log lines of NAME's syncer (tmcd syncer logs; for a pull-mode
+                                cluster also the tail of its tmc-syncer agent's log file); --follow then
+                                keeps printing new lines from the log files until Ctrl-C
   sync-workload --cluster NAME  re-queue every workload placed on NAME (tmcd syncer resync)
   verify                        check connectivity to kcp and to each physical cluster (tmcd verify)
   stop                          stop every process of the demo (syncers, tmcd, the test bed)
@@ -32,8 +34,10 @@ USAGE
 # Parses "--cluster NAME" from the remaining arguments; sets CLUSTER.
 parse_cluster() {
   CLUSTER=""
+  FOLLOW=0
   while [[ $# -gt 0 ]]; do
     case "$1" in
+      --follow | -f) [[ "${ALLOW_FOLLOW:-0}" == 1 ]] || die "--follow only goes with logs"; FOLLOW=1; shift ;;
       --cluster) CLUSTER="${2:-}"; [[ -n "${CLUSTER}" ]] || die "--cluster needs a NAME (kcp-west or kcp-east)"; shift 2 ;;
       --cluster=*) CLUSTER="${1#--cluster=}"; shift ;;
       *) die "unknown argument: $1 (see ./tmc-syncer-helper.sh --help)" ;;
@@ -77,15 +81,25 @@ cmd_status() {
 }
 
 cmd_logs() {
-  parse_cluster "$@"
+  ALLOW_FOLLOW=1 parse_cluster "$@"
   load_demo
   require_running
   run "${TMCD}" syncer logs --cluster "${CLUSTER}" --admin "${ADMIN}"
-  local agent_log="${STATE}/tmc-syncer-${CLUSTER}.log"
-  if grep -q "^tmc-syncer-${CLUSTER} " <<<"$(live_pids "${STATE}")"; then
+  local agent_log="${STATE}/tmc-syncer-${CLUSTER}.log" pull=0
+  grep -q "^tmc-syncer-${CLUSTER} " <<<"$(live_pids "${STATE}")" && pull=1
+  if [[ "${pull}" == 1 ]]; then
     echo
     echo "# pull-mode agent tmc-syncer for ${CLUSTER}: last 40 lines of ${agent_log}"
     tail -n 40 "${agent_log}"
+  fi
+  [[ "${FOLLOW}" == 1 ]] || return 0
+  # tmcd's admin API serves recent lines only: following reads the log files (Ctrl-C stops).
+  if [[ "${pull}" == 1 ]]; then
+    echo "# following ${agent_log}"
+    tail -n 0 -F "${agent_log}"
+  else
+    echo "# following the lines of ${STATE}/tmcd.log that name ${CLUSTER}"
+    tail -n 0 -F "${STATE}/tmcd.log" | grep --line-buffered -F -- "${CLUSTER}"
   fi
 }
 
