@@ -92,7 +92,7 @@ pub fn decide(req: &PlacementRequest, settings: &Settings) -> PlacementDecision 
         .filter(|t| {
             regions
                 .as_ref()
-                .is_none_or(|r| r.iter().any(|x| *x == t.location.region))
+                .is_none_or(|r| r.contains(&t.location.region))
         })
         .collect();
     let criteria = describe_criteria(req, &regions);
