@@ -36,7 +36,7 @@ impl PlacementPolicy for ReplicaSpread {
 tmc_policy_sdk::export_placement_policy!(ReplicaSpread);
 tmc_policy_sdk::export_test_vectors!(include_str!("../vectors.json"));
 
-fn candidates<'a>(req: &'a PlacementRequest) -> Vec<&'a Target> {
+fn candidates(req: &PlacementRequest) -> Vec<&Target> {
     let selectors = &req.placement.location_selectors;
     req.targets
         .iter()
