@@ -92,7 +92,17 @@ pub async fn reconcile(
 }
 
 /// The controller's error policy: exponential backoff per object, 1 s to 5 min.
+/// A write that lost a race (409 Conflict) is retried at once, quietly.
 pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, ctx: Arc<KindCtx>) -> Action {
+    if let ReconcileError::Write {
+        source: kube::Error::Api(status),
+        ..
+    } = err
+        && status.code == 409
+    {
+        tracing::debug!(kind = %ctx.kind.kind, object = %key(&obj), "write conflict; re-reading");
+        return Action::requeue(Duration::from_millis(100));
+    }
     let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
     let n = failures.entry(key(&obj)).or_insert(0);
     *n = n.saturating_add(1);
