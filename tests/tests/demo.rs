@@ -244,8 +244,11 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
         "logs of kcp-west lack the header:\n{west}"
     );
     ensure!(
-        west.lines().count() > 2,
-        "no log lines for kcp-west's syncer:\n{west}"
+        west.lines()
+            .skip_while(|l| !l.starts_with("# kcp-west:"))
+            .skip(1)
+            .any(|l| l.contains("target_name=kcp-west")),
+        "no line of kcp-west's push syncer after the header:\n{west}"
     );
     let east = succeeded(
         "helper logs kcp-east",
@@ -258,6 +261,13 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
     ensure!(
         east.contains("# kcp-east:"),
         "logs of kcp-east lack the header:\n{east}"
+    );
+    // The workload ends on kcp-east: the agent's last lines are its copies being applied there.
+    ensure!(
+        east.lines()
+            .skip_while(|l| !l.starts_with("# pull-mode agent tmc-syncer for kcp-east"))
+            .any(|l| l.contains("demo-app/web") && l.contains("target=kcp-east")),
+        "logs of kcp-east lack the pull agent's lines about demo-app/web:\n{east}"
     );
     let unknown = script(
         root,
