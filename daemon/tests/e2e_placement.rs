@@ -87,10 +87,16 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(kcp.clone(), NS);
     let note = until("a Placed event on web", || async {
         let list = events.list(&Default::default()).await?;
-        Ok(match list.items.into_iter().find(|e| e.reason.as_deref() == Some("Placed")) {
-            Some(e) => Poll::Ready(e.note.unwrap_or_default()),
-            None => Poll::Pending("no Placed event yet".into()),
-        })
+        Ok(
+            match list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("Placed"))
+            {
+                Some(e) => Poll::Ready(e.note.unwrap_or_default()),
+                None => Poll::Pending("no Placed event yet".into()),
+            },
+        )
     })
     .await?;
     assert!(note.contains("placed by spread on"), "{note}");
