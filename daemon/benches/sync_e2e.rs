@@ -155,18 +155,20 @@ mod tracker {
         pub cluster: String,
         seen: Mutex<Seen>,
         changed: Notify,
+        task: Mutex<Option<tokio::task::AbortHandle>>,
     }
 
     impl Tracker {
-        /// Starts watching `client`'s Deployments; the task ends with the runtime.
+        /// Starts watching `client`'s Deployments until [`stop`](Self::stop).
         pub fn start(cluster: &str, client: kube::Client) -> Arc<Self> {
             let tracker = Arc::new(Self {
                 cluster: cluster.to_string(),
                 seen: Mutex::new(Seen::default()),
                 changed: Notify::new(),
+                task: Mutex::new(None),
             });
             let t = tracker.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let api: Api<Deployment> = Api::all(client);
                 let mut events = watcher(api, watcher::Config::default()).boxed();
                 loop {
@@ -180,7 +182,17 @@ mod tracker {
                     }
                 }
             });
+            if let Ok(mut slot) = tracker.task.lock() {
+                *slot = Some(task.abort_handle());
+            }
             tracker
+        }
+
+        /// Stops the watch (before the servers go away).
+        pub fn stop(&self) {
+            if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+                task.abort();
+            }
         }
 
         fn record(&self, event: watcher::Event<Deployment>) {
@@ -254,15 +266,19 @@ mod child {
     }
 
     impl Tmcd {
-        /// Starts `binary --config <config>` with its output in `<dir>/tmcd.log`.
-        pub fn start(binary: &Path, config: &Path, dir: &Path) -> Result<Self> {
+        /// Starts `binary --config <config>` with its output in `log`.
+        pub fn start(binary: &Path, config: &Path, log: &Path) -> Result<Self> {
             if !binary.is_file() {
                 bail!(
                     "{} is missing (fix: cargo build --release -p tmc-daemon --bin tmcd, or set TMC_BENCH_TMCD)",
                     binary.display()
                 );
             }
-            let log = dir.join("tmcd.log");
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let log = log.to_path_buf();
             let out = std::fs::File::create(&log)
                 .with_context(|| format!("creating {}", log.display()))?;
             let err = out.try_clone()?;
@@ -318,24 +334,30 @@ mod child {
             Ok((field("VmRSS:")?, field("VmHWM:")?))
         }
 
-        /// User + system CPU time so far, from `/proc/<pid>/stat` (clock ticks of 10 ms).
+        /// User + system CPU time so far.
         pub fn cpu(&self) -> Result<Duration> {
-            let path = format!("/proc/{}/stat", self.pid());
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-            // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
-            let rest = text
-                .rsplit_once(')')
-                .map(|(_, r)| r)
-                .with_context(|| format!("{path}: unexpected format"))?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let tick = |i: usize| -> Result<u64> {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse().ok())
-                    .with_context(|| format!("{path}: no field {}", i + 3))
-            };
-            Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+            proc_cpu(self.pid())
         }
+    }
+
+    /// User + system CPU time of process `pid` so far, from `/proc/<pid>/stat`
+    /// (clock ticks of 10 ms, the Linux default).
+    pub fn proc_cpu(pid: u32) -> Result<Duration> {
+        let path = format!("/proc/{pid}/stat");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
+        let rest = text
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .with_context(|| format!("{path}: unexpected format"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{path}: no field {}", i + 3))
+        };
+        Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
     }
 
     impl Drop for Tmcd {
@@ -439,6 +461,8 @@ mod env {
         pub clusters: HashMap<String, kube::Client>,
         pub trackers: HashMap<String, Arc<tracker::Tracker>>,
         pub tmcd: child::Tmcd,
+        /// Every server of the bed, by name, for CPU accounting.
+        pub servers: Vec<(String, u32)>,
         pub dir: tempfile::TempDir,
         // Dropped last: stops every server.
         pub bed: TestBed,
@@ -448,7 +472,7 @@ mod env {
         /// Starts the bed, installs Deployments in kcp, starts tmcd and waits for both targets Ready.
         pub async fn start(knobs: knobs::Knobs) -> Result<Self> {
             progress("starting the test bed (kcp + west + east)");
-            let bed = TestBed::builder()
+            let mut bed = TestBed::builder()
                 .clusters(["west", "east"])
                 .workspace("root:tmc")
                 .start()
@@ -474,13 +498,16 @@ mod env {
                 clusters.insert(name.to_string(), client);
             }
             progress(&format!("starting {}", knobs.tmcd.display()));
-            let tmcd = child::Tmcd::start(&knobs.tmcd, &config, dir.path())?;
+            let log = repo_root().join("target/bench/sync_e2e-tmcd.log");
+            let tmcd = child::Tmcd::start(&knobs.tmcd, &config, &log)?;
+            let servers = bed.pids();
             let mut env = Self {
                 knobs,
                 kcp,
                 clusters,
                 trackers,
                 tmcd,
+                servers,
                 dir,
                 bed,
             };
@@ -497,6 +524,15 @@ mod env {
             self.dir.path().join("policies")
         }
 
+        /// CPU time so far of tmcd and of every server of the bed.
+        pub fn cpu_times(&self) -> Vec<(String, Duration)> {
+            let mut all = vec![("tmcd".to_string(), self.tmcd.pid())];
+            all.extend(self.servers.iter().cloned());
+            all.into_iter()
+                .filter_map(|(name, pid)| child::proc_cpu(pid).ok().map(|cpu| (name, cpu)))
+                .collect()
+        }
+
         /// The watch on `cluster`.
         pub fn tracker(&self, cluster: &str) -> Result<&Arc<tracker::Tracker>> {
             self.trackers
@@ -509,6 +545,18 @@ mod env {
             self.clusters
                 .get(cluster)
                 .with_context(|| format!("no client for cluster {cluster}"))
+        }
+
+        /// tmcd's admin address, from its "tmcd started" log line.
+        pub fn admin_addr(&self) -> Option<String> {
+            let text = std::fs::read_to_string(&self.tmcd.log).ok()?;
+            let line = text.lines().find(|l| l.contains("tmcd started"))?;
+            let at = line.find("127.0.0.1:")?;
+            let addr: String = line[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            Some(addr)
         }
 
         async fn wait_targets_ready(&mut self) -> Result<()> {
@@ -543,6 +591,14 @@ mod env {
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            for t in self.trackers.values() {
+                t.stop();
             }
         }
     }
@@ -657,6 +713,40 @@ struct Row {
     target: String,
 }
 
+/// tmcd's own counters (reconciles by result, reconcile time, sync errors),
+/// read from its admin `/metrics`: how much work a phase cost, for the profile.
+async fn tmcd_counters(env: &env::Env) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(addr) = env.admin_addr() else {
+        return vec!["(tmcd admin address not found in its log)".into()];
+    };
+    let fetch = async {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: tmcd\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await?;
+        anyhow::Ok(body)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), fetch).await {
+        Ok(Ok(body)) => body
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.starts_with("tmcd_reconciles_total")
+                        || l.starts_with("tmcd_reconcile_duration_seconds_sum")
+                        || l.starts_with("tmcd_reconcile_duration_seconds_count")
+                        || l.starts_with("tmcd_policy_evaluation_duration_seconds_sum")
+                        || l.starts_with("tmcd_policy_evaluation_duration_seconds_count")
+                        || l.starts_with("tmcd_target_sync_errors"))
+            })
+            .map(str::to_string)
+            .collect(),
+        Ok(Err(err)) => vec![format!("(GET http://{addr}/metrics failed: {err})")],
+        Err(_) => vec![format!("(GET http://{addr}/metrics timed out)")],
+    }
+}
+
 /// Waits until `key` is present on `cluster`; returns when it was first seen.
 async fn seen_at(env: &env::Env, cluster: &str, key: &str) -> Result<Instant> {
     let key = key.to_string();
@@ -750,6 +840,7 @@ async fn burst(env: &env::Env, items: Vec<(kube::Client, String, Deployment)>) -
         want.entry(cluster.clone()).or_default().push(key);
     }
     let total = items.len();
+    let cpu0 = env.cpu_times();
     let t0 = Instant::now();
     futures::stream::iter(items)
         .map(|(client, _, d)| async move { objects::create(&client, &d).await })
@@ -775,6 +866,17 @@ async fn burst(env: &env::Env, items: Vec<(kube::Client, String, Deployment)>) -
             .await?;
         last = last.max(at);
     }
+    let cpu: Vec<String> = env
+        .cpu_times()
+        .into_iter()
+        .filter_map(|(name, end)| {
+            let start = cpu0.iter().find(|(n, _)| *n == name)?.1;
+            let used = end.saturating_sub(start);
+            (used >= Duration::from_millis(100))
+                .then(|| format!("{name} {:.1}", used.as_secs_f64()))
+        })
+        .collect();
+    progress(&format!("  CPU seconds used meanwhile: {}", cpu.join(", ")));
     Ok(last - t0)
 }
 
@@ -835,6 +937,9 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
     }
     let tmc = burst(env, items).await?;
     let cpu = env.tmcd.cpu()? - cpu0;
+    for line in tmcd_counters(env).await {
+        progress(&format!("throughput: tmcd metric {line}"));
+    }
     progress(&format!(
         "throughput: tmc took {} (tmcd CPU {:.2} s)",
         stats::ms(tmc),
@@ -1020,9 +1125,10 @@ async fn run() -> Result<()> {
     .await;
     if let Err(err) = result {
         eprintln!(
-            "tmcd log tail ({}):\n{}",
+            "tmcd log tail ({}):\n{}\n(test bed: {})",
             env.tmcd.log.display(),
-            env.tmcd.tail(40)
+            env.tmcd.tail(40),
+            env.bed.dir().display()
         );
         print_table(&rows);
         return Err(err);
