@@ -36,10 +36,11 @@ impl Default for HostConfig {
         Self {
             deadline: Duration::from_millis(100),
             epoch_tick: Duration::from_millis(1),
-            // Location-affinity on 10 targets burns ~0.2 M units and a Go
-            // runtime start a few M; 1e9 is ~0.5-1 s of straight-line guest
-            // code, so the deadline normally fires first and fuel is the
-            // deterministic backstop when the host is slowed down.
+            // Measured (docs/benchmarks.md): location-affinity on 10 targets
+            // burns ~0.29 M units in ~35 us, the Go twin ~2.5 M units. So 1e9
+            // is ~400x the heaviest real policy and ~0.1 s of guest code: the
+            // same order as the deadline, and a deterministic cut-off that does
+            // not depend on how busy the host is.
             fuel: 1_000_000_000,
             memory_cap: 64 << 20,
             input_cap: 4 << 20,

@@ -51,10 +51,11 @@ fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, PolicyError> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(fail)? {
         let path = entry.map_err(fail)?.path();
-        if is_policy_file(&path) && path.is_file() {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                files.insert(stem.to_string(), path);
-            }
+        if is_policy_file(&path)
+            && path.is_file()
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            files.insert(stem.to_string(), path);
         }
     }
     Ok(files)

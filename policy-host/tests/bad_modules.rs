@@ -279,3 +279,40 @@ async fn same_bytes_compile_once() {
     host.load_dir(dir.path()).await.expect("reload back");
     assert_eq!(host.compiled_modules(), 2, "v1 came back from the cache");
 }
+
+#[tokio::test]
+async fn guest_stdout_past_the_cap_is_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host_with(HostConfig {
+        stdio_cap: 8,
+        ..HostConfig::default()
+    });
+    write_policy(dir.path(), "chatty", &fixture("chatty"));
+    host.load_dir(dir.path()).await.expect("load");
+    // fd_write takes the 8 bytes that fit and reports a short write; the
+    // module ignores it, so the evaluation succeeds with truncated logs.
+    let eval = host.place("chatty", &request(None)).await.expect("works");
+    assert_eq!(eval.value.reason, "v1");
+}
+
+#[tokio::test]
+async fn disk_cache_serves_a_second_host_without_compiling() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_policy(dir.path(), "p", &fixture("good-v1"));
+    let config = HostConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..HostConfig::default()
+    };
+    let first = host_with(config.clone());
+    first.load_dir(dir.path()).await.expect("load");
+    assert_eq!(first.compiled_modules(), 1);
+    let entries = std::fs::read_dir(cache.path()).expect("cache dir").count();
+    assert_eq!(entries, 1, "one serialized module");
+
+    let second = host_with(config);
+    second.load_dir(dir.path()).await.expect("load from cache");
+    assert_eq!(second.compiled_modules(), 0);
+    let eval = second.place("p", &request(None)).await.expect("works");
+    assert_eq!(eval.value.reason, "v1");
+}

@@ -19,7 +19,7 @@ async fn example_policies_load_and_pass_their_own_vectors() {
     for name in RUST_POLICIES {
         write_policy(dir.path(), name, &built_module(name));
     }
-    let host = host();
+    let host = cached_host();
     let report = host.load_dir(dir.path()).await.expect("load");
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     assert_eq!(report.loaded.len(), 3);
@@ -43,7 +43,7 @@ async fn rust_and_go_location_affinity_agree_on_every_shared_vector() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_policy(dir.path(), "rust", &built_module("location-affinity"));
     write_policy(dir.path(), "go", &built_module("location-affinity-go"));
-    let host = host();
+    let host = cached_host();
     let report = host.load_dir(dir.path()).await.expect("load");
     assert!(report.refused.is_empty(), "{:?}", report.refused);
 
@@ -84,7 +84,7 @@ async fn settings_are_validated_by_the_module() {
         "location-affinity",
         &built_module("location-affinity"),
     );
-    let host = host();
+    let host = cached_host();
     host.load_dir(dir.path()).await.expect("load");
     host.validate_settings("location-affinity", &json!({"mode": "preferred"}))
         .await
@@ -103,7 +103,7 @@ async fn settings_are_validated_by_the_module() {
 async fn label_stamper_stamps_through_the_host() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_policy(dir.path(), "label-stamper", &built_module("label-stamper"));
-    let host = host();
+    let host = cached_host();
     host.load_dir(dir.path()).await.expect("load");
     let req = TransformRequest {
         workload: Workload::default(),
@@ -124,7 +124,7 @@ async fn evaluation_names_policy_digest_and_generation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bytes = built_module("replica-spread");
     write_policy(dir.path(), "replica-spread", &bytes);
-    let host = host();
+    let host = cached_host();
     host.load_dir(dir.path()).await.expect("load");
     let eval = host
         .place("replica-spread", &request(Some(5)))

@@ -32,6 +32,15 @@ pub fn host() -> PolicyHost {
     host_with(HostConfig::default())
 }
 
+/// A host whose compiled modules persist in `target/policy-test-cache`, so
+/// big modules (the Go policy) compile once across tests and runs.
+pub fn cached_host() -> PolicyHost {
+    host_with(HostConfig {
+        cache_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/policy-test-cache")),
+        ..HostConfig::default()
+    })
+}
+
 pub fn host_with(config: HostConfig) -> PolicyHost {
     PolicyHost::new(config).expect("policy host starts")
 }
