@@ -80,7 +80,7 @@ wait_until() {
 log_tail() {
   echo "--- from $1:" >&2
   if grep -q '^Error: ' "$1" 2>/dev/null; then
-    awk '/^Error: /{p=1} /^Stack backtrace:/{p=0} p' "$1" | head -n 20 | cut -c1-400 >&2
+    awk '/^Error: /{p=1} /^Stack backtrace:/{p=0} p' "$1" | head -n 20 | cut -c1-400 >&2 || true
   else
     grep -v -E '^[[:space:]]+([0-9]+: |at )' "$1" 2>/dev/null | tail -n 30 | cut -c1-400 >&2 || true
   fi
@@ -141,7 +141,7 @@ pids_mentioning() {
   local dir="$1/bed" p
   for p in /proc/[0-9]*; do
     [[ "${p#/proc/}" == "$$" ]] && continue
-    if { tr '\0' ' ' <"${p}/cmdline"; } 2>/dev/null | grep -qF -- "${dir}/"; then
+    if grep -qF -- "${dir}/" <<<"$({ tr '\0' ' ' <"${p}/cmdline"; } 2>/dev/null)"; then
       pid_alive "${p#/proc/}" && echo "${p#/proc/}"
     fi
   done

@@ -29,10 +29,26 @@ render_config() {
   fi
 }
 
-# start_tmcd STATE EAST_MODE: renders the configuration, checks it, starts tmcd and waits for its admin API.
+# start_tmcd STATE EAST_MODE: renders the configuration, checks it, starts tmcd and waits until its admin API
+# answers as this very process (the identity holds its pid). A port taken between the check and tmcd's bind
+# is retried with another port, twice at most.
 start_tmcd() {
+  local state="$1" attempt
+  for attempt in 1 2 3; do
+    if try_start_tmcd "${state}" "$2"; then
+      return 0
+    fi
+    grep -q 'binding the admin server' "${state}/tmcd.log" ||
+      die "tmcd exited during start (log: ${state}/tmcd.log)"
+    warn "tmcd's admin port was taken meanwhile (attempt ${attempt}); trying another port"
+  done
+  die "tmcd could not bind an admin port in 3 attempts (log: ${state}/tmcd.log)"
+}
+
+# try_start_tmcd STATE EAST_MODE: one start; non-zero when tmcd exits before its admin API answers.
+try_start_tmcd() {
   local state="$1" port pid url
-  port="$(free_port 19470)" || die "no free TCP port for tmcd's admin server on 127.0.0.1 in 19470-19670"
+  port="$(free_port $((20000 + RANDOM % 9000)))" || die "no free TCP port for tmcd's admin server on 127.0.0.1"
   url="http://127.0.0.1:${port}"
   render_config "${state}" "$2" "127.0.0.1:${port}"
   show "${TMCD}" check-config --config "${state}/tmc.toml" ||
@@ -43,10 +59,10 @@ start_tmcd() {
   pid=$!
   record_pid "${state}" tmcd "${pid}"
   local deadline=$((SECONDS + ${TIMEOUT:-120}))
-  until "${TMCD}" status --admin "${url}" >/dev/null 2>&1; do
+  until grep -q "\"identity\": \".*-${pid}-" <<<"$("${TMCD}" status --admin "${url}" --json 2>/dev/null)"; do
     if ! pid_alive "${pid}"; then
       log_tail "${state}/tmcd.log"
-      die "tmcd exited during start (log: ${state}/tmcd.log)"
+      return 1
     fi
     ((SECONDS < deadline)) || die "tmcd's admin API at ${url} did not answer within ${TIMEOUT:-120}s (log: ${state}/tmcd.log)"
     sleep 1
