@@ -84,7 +84,6 @@ impl Fixture {
             .start()
             .await?;
         bed.install_kube_crds().await?;
-        keep_pod_template_metadata(&bed.kcp_client().await?).await?;
         let kcp = bed.kcp_client().await?;
         let west = bed.cluster_client("west").await?;
         install_synctarget_crd(&kcp).await?;
@@ -256,36 +255,6 @@ impl Fixture {
         )
         .await
     }
-}
-
-/// The testbed's deployments CRD declares `spec.template.metadata` as a bare
-/// object, so kcp prunes the pod template's labels and no copy is valid
-/// downstream (`selector does not match template labels`). Until the CRD
-/// carries `x-kubernetes-preserve-unknown-fields: true` there, add it.
-async fn keep_pod_template_metadata(client: &kube::Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crds
-        .get("deployments.apps")
-        .await
-        .context("reading CRD deployments.apps")?;
-    let mut value = serde_json::to_value(&crd)?;
-    let versions = value
-        .pointer_mut("/spec/versions")
-        .and_then(Value::as_array_mut)
-        .context("CRD deployments.apps has no versions")?;
-    for version in versions {
-        let metadata = version
-            .pointer_mut(
-                "/schema/openAPIV3Schema/properties/spec/properties/template/properties/metadata",
-            )
-            .context("CRD deployments.apps has no pod template metadata schema")?;
-        metadata["x-kubernetes-preserve-unknown-fields"] = json!(true);
-    }
-    let updated: CustomResourceDefinition = serde_json::from_value(value)?;
-    crds.replace("deployments.apps", &PostParams::default(), &updated)
-        .await
-        .context("letting deployments.apps keep pod template metadata")?;
-    Ok(())
 }
 
 /// Server-side applies the SyncTarget CRD (generated from the types) and waits until it is served.
