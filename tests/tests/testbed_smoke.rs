@@ -111,13 +111,18 @@ async fn kcp_workspace_serves_deployments_after_install_kube_crds() -> Result<()
         .await
         .context("creating a Deployment in kcp")?;
     let back = deployments.get("web").await?;
-    let spec = back.spec.clone().context("the Deployment read back has no spec")?;
+    let spec = back
+        .spec
+        .clone()
+        .context("the Deployment read back has no spec")?;
     assert_eq!(spec.replicas, Some(3));
     // The pod template's labels survive (kcp's stock CRD prunes them, which would make
     // every copy on a physical cluster invalid: its selector would match no template).
     let template_labels = spec.template.metadata.and_then(|m| m.labels);
     assert_eq!(
-        template_labels.and_then(|l| l.get("app").cloned()).as_deref(),
+        template_labels
+            .and_then(|l| l.get("app").cloned())
+            .as_deref(),
         Some("web")
     );
     // Nothing runs it in kcp: no controller sets status.
