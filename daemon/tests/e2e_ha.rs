@@ -94,6 +94,37 @@ async fn one_leader_takeover_and_restart_mid_sync() -> Result<()> {
             "app-{i}: {finalizers:?}"
         );
     }
+    // A plain restart: the decisions survive (read back from the objects) and new work is placed.
+    let results = |d: &Deployment| -> Vec<(String, String)> {
+        d.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("result.workload.kcp.io/"))
+            .collect()
+    };
+    let before = results(&upstream.get("app-0").await?);
     standby.stop().await;
+    let restarted = env.daemon("").await?;
+    create_deployment(&kcp, "app-4", 2).await?;
+    until("app-4 placed after the restart", || async {
+        let (w, e) = (copy(&west, "app-4").await?, copy(&east, "app-4").await?);
+        Ok(
+            if replicas(&w) + replicas(&e) == 2 && w.is_some() && e.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
+            },
+        )
+    })
+    .await?;
+    assert!(restarted.state().is_leader());
+    assert_eq!(
+        results(&upstream.get("app-0").await?),
+        before,
+        "decisions unchanged by the restart"
+    );
+    restarted.stop().await;
     Ok(())
 }
