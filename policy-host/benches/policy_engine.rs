@@ -97,6 +97,25 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
     );
     println!("fuel per evaluation: {fuel}");
 
+    let unmetered_host = PolicyHost::new(HostConfig {
+        fuel: 0,
+        ..HostConfig::default()
+    })?;
+    unmetered_host.load_dir(dir.path()).await?;
+    let unmetered = sample(PLACE_ITERS, || {
+        unmetered_host
+            .place_blocking("location-affinity", &req)
+            .map(|_| ())
+            .map_err(Into::into)
+    })?;
+    let (u50, u99) = percentiles(unmetered);
+    println!(
+        "wasm place_blocking, no fuel p50 {:>9} p99 {:>9}  ratio p50 {:.2}x native",
+        us(u50),
+        us(u99),
+        ratio(u50, n50)
+    );
+
     // Optional: another build of the same policy (e.g. other opt-level or
     // allocator) at target/policies/location-affinity-alt.wasm, measured in
     // the same run for a fair comparison.

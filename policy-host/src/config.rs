@@ -11,7 +11,8 @@ pub struct HostConfig {
     pub deadline: Duration,
     /// Epoch tick period: the deadline's granularity.
     pub epoch_tick: Duration,
-    /// Fuel given to one evaluation (`_initialize` included).
+    /// Fuel given to one evaluation (`_initialize` included); 0 turns fuel
+    /// metering off (the deadline alone then bounds a runaway policy).
     pub fuel: u64,
     /// Largest linear memory a policy may grow to, in bytes.
     pub memory_cap: usize,

@@ -29,7 +29,7 @@ pub(crate) fn build_engine(config: &HostConfig) -> anyhow::Result<Engine> {
         .pagemap_scan(Enabled::Auto);
     let mut wasm = Config::new();
     wasm.epoch_interruption(true)
-        .consume_fuel(true)
+        .consume_fuel(config.fuel > 0)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true)
         .memory_init_cow(true)

@@ -36,7 +36,7 @@ pub struct Evaluation<T> {
     pub generation: u64,
     /// Wall time of the call, instantiation included.
     pub duration: Duration,
-    /// Fuel the call burned.
+    /// Fuel the call burned (0 when fuel metering is off).
     pub fuel_used: u64,
 }
 
@@ -126,6 +126,8 @@ impl PolicyHost {
     /// Same as [`place`](Self::place) on the calling thread, for callers that
     /// are not in an async context (CLI, benchmarks). It bypasses the
     /// concurrency semaphore; the instance pool still bounds concurrency.
+    /// Do not call it on an async runtime's worker thread: a policy that calls
+    /// WASI (the Go runtime does) would panic there; use `spawn_blocking`.
     pub fn place_blocking(
         &self,
         policy: &str,

@@ -102,13 +102,18 @@ fn in_sandbox(
         policy: name.into(),
         message: e.to_string(),
     };
-    store.set_fuel(config.fuel).map_err(internal)?;
+    if config.fuel > 0 {
+        store.set_fuel(config.fuel).map_err(internal)?;
+    }
     store.set_epoch_deadline(config.deadline_ticks());
     store.epoch_deadline_trap();
 
     let result =
         instantiate(&mut store, name, policy).and_then(|instance| body(&mut store, &instance));
-    let fuel_used = config.fuel - store.get_fuel().unwrap_or(0);
+    let fuel_used = match store.get_fuel() {
+        Ok(left) => config.fuel.saturating_sub(left),
+        Err(_) => 0,
+    };
     forward_stdio(name, store.data());
     let bytes = result.map_err(|failure| classify(failure, name, export, config, store.data()))?;
     Ok(RawOutput {

@@ -316,3 +316,13 @@ async fn disk_cache_serves_a_second_host_without_compiling() {
     let eval = second.place("p", &request(None)).await.expect("works");
     assert_eq!(eval.value.reason, "v1");
 }
+
+#[tokio::test]
+async fn fuel_zero_turns_metering_off_and_the_deadline_still_holds() {
+    let host = host_with(HostConfig {
+        fuel: 0,
+        ..HostConfig::default()
+    });
+    let err = runtime_failure(&host, "infinite-loop", None).await;
+    assert!(matches!(err, PolicyError::Deadline { .. }), "{err}");
+}
