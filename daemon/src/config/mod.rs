@@ -247,7 +247,7 @@ impl Config {
             return name.get_ref().clone();
         }
         match &self.control_plane.workspace {
-            Some(ws) => sanitize_label_value(ws.get_ref()),
+            Some(ws) => tmc_syncer::identity::label_value(ws.get_ref()),
             None => "tmc".to_string(),
         }
     }
@@ -260,25 +260,6 @@ impl Config {
             .map(|ws| ws.get_ref().clone())
             .unwrap_or_else(|| "default".to_string())
     }
-}
-
-/// Turns any text into a valid label value: `[A-Za-z0-9._-]`, at most 63
-/// characters, alphanumeric at both ends (`root:tmc` becomes `root-tmc`).
-pub fn sanitize_label_value(text: &str) -> String {
-    let mapped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
 }
 
 fn default_resources() -> Vec<Spanned<String>> {

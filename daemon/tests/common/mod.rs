@@ -44,7 +44,6 @@ impl Env {
             .start()
             .await?;
         bed.install_kube_crds().await?;
-        keep_pod_template_metadata(&bed.kcp_client().await?).await?;
         let dir = tempfile::tempdir()?;
         std::fs::create_dir(dir.path().join("policies"))?;
         let env = Self { bed, dir, logs };
@@ -141,37 +140,6 @@ lease_duration_seconds = 6
     pub async fn cluster(&self, name: &str) -> Result<kube::Client> {
         self.bed.cluster_client(name).await
     }
-}
-
-/// The test bed's deployments.apps CRD declares `spec.template.metadata` as a
-/// bare object, so the API server prunes the pod template's labels and no
-/// copy passes a physical cluster's validation. Re-apply it with that field
-/// preserved (see the report: the fix belongs in the test bed's CRD).
-async fn keep_pod_template_metadata(client: &kube::Client) -> Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let path = repo_root().join("tests/src/testbed/crds/apps_deployments.yaml");
-    let mut crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        let template = version
-            .pointer_mut(
-                "/schema/openAPIV3Schema/properties/spec/properties/template/properties/metadata",
-            )
-            .context("deployments CRD has no spec.template.metadata schema")?;
-        template["x-kubernetes-preserve-unknown-fields"] = json!(true);
-    }
-    crd["metadata"]
-        .as_object_mut()
-        .map(|m| m.remove("creationTimestamp"));
-    crd.as_object_mut().map(|m| m.remove("status"));
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "deployments.apps",
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .context("re-applying deployments.apps with pod template metadata preserved")?;
-    Ok(())
 }
 
 /// Applies a placement (server-side apply).
