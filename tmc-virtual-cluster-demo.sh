@@ -91,6 +91,7 @@ if [[ "${FORCE_RECREATE}" == 1 ]]; then
     stop_state "${d}"
     rm -rf "${d}"
   done
+  rm -f "${TMC_DEMO_LATEST_LINK}"
 else
   running="$(running_demos)"
   [[ -z "${running}" ]] || die "a demo is already running in ${running}
@@ -108,6 +109,7 @@ STATE="$(mktemp -d "${TMC_DEMO_ROOT}/kcp-demo-XXXXXX")"
 chmod 755 "${STATE}"
 touch "${STATE}/pids"
 printf 'TMC_DEMO_BIN_DIR=%q\nTMC_DEMO_TMCD=%q\n' "${BIN_DIR}" "${TMCD}" >"${STATE}/env"
+ln -sfn "$(basename "${STATE}")" "${TMC_DEMO_LATEST_LINK}"
 export KUBECONFIG="${STATE}/admin.kubeconfig"
 info "state directory: ${STATE}"
 
@@ -275,7 +277,7 @@ if [[ "${SKIP_CLEANUP}" == 1 ]]; then
 
 Everything keeps running (--skip-cleanup). Explore:
 
-  export KUBECONFIG=${STATE}/admin.kubeconfig
+  export KUBECONFIG=${STATE}/admin.kubeconfig     # or, as in the brief: ${TMC_DEMO_ROOT}/kcp-demo-*/admin.kubeconfig
   kubectl get deployments,services,pods -n demo-app
   kubectl get synctargets -o wide
   kubectl get clusterworkloadplacements -o yaml

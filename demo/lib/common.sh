@@ -17,6 +17,11 @@
 # private directory so that they neither see nor stop a demo someone runs by hand.
 TMC_DEMO_ROOT="${TMC_DEMO_ROOT:-/tmp}"
 TMC_DEMO_STATE_GLOB="${TMC_DEMO_ROOT}/kcp-demo-*"
+# A symlink whose name is literally "kcp-demo-*", pointing at the newest demo's state dir: bash does not expand
+# globs in `export KUBECONFIG=/tmp/kcp-demo-*/admin.kubeconfig`, so that line of the brief works as typed
+# only if this literal path exists. It is skipped wherever the state dirs are listed.
+# shellcheck disable=SC2034  # used by tmc-virtual-cluster-demo.sh, which sources this file
+TMC_DEMO_LATEST_LINK="${TMC_DEMO_ROOT}/kcp-demo-*"
 
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
   C_BOLD=$'\e[1m'; C_DIM=$'\e[2m'; C_RED=$'\e[31m'; C_GREEN=$'\e[32m'; C_YELLOW=$'\e[33m'; C_BLUE=$'\e[34m'; C_OFF=$'\e[0m'
@@ -186,11 +191,11 @@ find_state_dir() {
     echo "${TMC_DEMO_DIR}"
     return 0
   fi
-  local d newest_alive="" newest=""
-  # Newest first; the names come from mktemp (no spaces), so splitting ls output is safe here.
-  # shellcheck disable=SC2086,SC2045
-  for d in $(ls -1dt ${TMC_DEMO_STATE_GLOB} 2>/dev/null); do
-    [[ -d "$d" ]] || continue
+  local d newest_alive="" newest="" dirs=()
+  mapfile -t dirs < <(all_state_dirs)
+  # Newest first (the names come from mktemp: one line each).
+  ((${#dirs[@]} == 0)) || mapfile -t dirs < <(ls -1dt "${dirs[@]}")
+  for d in "${dirs[@]}"; do
     [[ -z "${newest}" ]] && newest="$d"
     if [[ -z "${newest_alive}" ]] && grep -q '^tmcd ' <<<"$(live_pids "$d")"; then
       newest_alive="$d"
@@ -205,12 +210,12 @@ find_state_dir() {
   fi
 }
 
-# Every /tmp/kcp-demo-* directory.
+# Every /tmp/kcp-demo-* directory (not the kcp-demo-* link).
 all_state_dirs() {
   local d
   # shellcheck disable=SC2086
   for d in ${TMC_DEMO_STATE_GLOB}; do
-    [[ -d "$d" ]] && echo "$d"
+    [[ -d "$d" && ! -L "$d" ]] && echo "$d"
   done
   return 0
 }

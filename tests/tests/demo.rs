@@ -62,11 +62,12 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// The single state directory the demo created under `root`.
+/// The single state directory the demo created under `root` (not the literal `kcp-demo-*` link to it).
 fn state_dir(root: &Path) -> Result<PathBuf> {
     let dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("listing {}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.is_symlink())
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
@@ -189,6 +190,13 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
         );
     }
     let state = state_dir(root)?;
+    let link = root.join("kcp-demo-*");
+    ensure!(
+        std::fs::canonicalize(&link).ok() == std::fs::canonicalize(&state).ok(),
+        "{} does not point at {}",
+        link.display(),
+        state.display()
+    );
     for file in [
         "admin.kubeconfig",
         "kcp.log",
@@ -201,6 +209,56 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
             "{} is missing",
             state.join(file).display()
         );
+    }
+
+    // The brief's exploring commands, typed as written (only /tmp replaced by the private root).
+    let bin_dir = std::fs::read_to_string(state.join("env"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("TMC_DEMO_BIN_DIR=").map(str::to_string))
+        .context("no TMC_DEMO_BIN_DIR in the demo's env file")?;
+    let explore = |command: &str| -> Result<String> {
+        let line = format!(
+            "export PATH={bin_dir}:$PATH; export KUBECONFIG={}/kcp-demo-*/admin.kubeconfig; {command}",
+            root.display()
+        );
+        let out = Command::new("bash")
+            .args(["-c", &line])
+            .stdin(Stdio::null())
+            .output()
+            .context("running bash")?;
+        succeeded(command, &out)
+    };
+    let checks: [(&str, &[&str]); 5] = [
+        (
+            "kubectl get deployments,services,pods -n demo-app",
+            &["deployment.apps/web", "service/web"],
+        ),
+        (
+            "kubectl get synctargets -o wide",
+            &["kcp-west", "kcp-east", "us-west-1", "True"],
+        ),
+        (
+            "kubectl get clusterworkloadplacements -o yaml",
+            &["name: demo-placement", "name: label-stamper"],
+        ),
+        (
+            "kubectl --context kind-kcp-east get all -n demo-app --show-labels",
+            &[
+                "deployment.apps/web",
+                "workload.kcp.io/managed=true",
+                "pod/web-",
+            ],
+        ),
+        (
+            "kubectl --context kind-kcp-west get all -n demo-app --show-labels",
+            &[],
+        ),
+    ];
+    for (command, expected) in checks {
+        let out = explore(command)?;
+        for e in expected {
+            ensure!(out.contains(e), "`{command}` lacks {e:?}:\n{out}");
+        }
     }
 
     // status: both targets, the hot-reloaded module (active-passive's digest), a generation past the first.
