@@ -21,7 +21,10 @@ use crate::config::LogFormat;
         tmcd status                              targets, policies and placements of a running tmcd\n  \
         tmcd syncer logs --cluster west          recent log lines of west's syncer\n  \
         tmcd syncer resync --cluster west        re-queue every workload placed on west\n  \
-        tmcd verify --config tmc.toml            check connectivity to the control plane and each cluster\n\n\
+        tmcd verify --config tmc.toml            check connectivity to the control plane and each cluster\n  \
+        tmcd policy check target/policies/location-affinity.wasm       validate a policy module\n  \
+        tmcd policy eval M.wasm --workload web.yaml --targets t.yaml   dry-run a policy on files\n  \
+        tmcd policy list                         the running tmcd's active policy generation\n\n\
         Logs: RUST_LOG=tmc_daemon=debug,info tmcd --config tmc.toml --log-format json"
 )]
 pub struct Cli {
@@ -76,6 +79,81 @@ pub enum Command {
     /// Check connectivity to the control plane and each configured cluster.
     #[command(after_help = "Example:\n  tmcd verify --config tmc.toml")]
     Verify,
+    /// Evaluate or check a policy module offline, or list the running tmcd's policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+/// `tmcd policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Dry-run a module on a workload file and a targets file; print the decision and the reason.
+    ///
+    /// The workload is a Kubernetes object (YAML or JSON, e.g. a Deployment);
+    /// the targets a YAML list (or `kind: List`) of SyncTargets
+    /// (workload.kcp.io/v1alpha1), Ready when their `Ready` condition is
+    /// "True"; the placement a ClusterWorkloadPlacement whose location
+    /// selectors, preferences and policy settings are used. A transformation
+    /// module runs once per candidate target (or only `--target`) and prints
+    /// its edits. Exits 1 with the policy's error when it fails.
+    #[command(after_help = "Examples:\n  \
+        tmcd policy eval target/policies/location-affinity.wasm --workload web.yaml --targets targets.yaml\n  \
+        tmcd policy eval target/policies/location-affinity.wasm --workload web.yaml --targets targets.yaml \\\n      \
+        --placement eu-only.yaml --settings '{\"mode\":\"preferred\"}' --json\n  \
+        tmcd policy eval target/policies/label-stamper.wasm --workload web.yaml --targets targets.yaml --target west")]
+    Eval {
+        /// The policy module (.wasm).
+        module: PathBuf,
+        /// The workload: a Kubernetes object file (YAML or JSON).
+        #[arg(long)]
+        workload: PathBuf,
+        /// The targets: a YAML list or `kind: List` of SyncTargets.
+        #[arg(long)]
+        targets: PathBuf,
+        /// A ClusterWorkloadPlacement file (selectors, preferences, settings).
+        #[arg(long)]
+        placement: Option<PathBuf>,
+        /// Policy settings as JSON, overriding the placement's.
+        #[arg(long, conflicts_with = "settings_file")]
+        settings: Option<String>,
+        /// Policy settings from a JSON or YAML file.
+        #[arg(long)]
+        settings_file: Option<PathBuf>,
+        /// Transformation modules: only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Treat every target as Ready, whatever its conditions say.
+        #[arg(long)]
+        all_ready: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile and validate a module like a hot reload does (exports, ABI version, settings, test vectors).
+    #[command(after_help = "Examples:\n  \
+        tmcd policy check target/policies/location-affinity.wasm\n  \
+        tmcd policy check target/policies/location-affinity.wasm --settings '{\"mode\":\"required\"}'")]
+    Check {
+        /// The policy module (.wasm).
+        module: PathBuf,
+        /// Also ask the module whether these settings (JSON) are valid.
+        #[arg(long)]
+        settings: Option<String>,
+    },
+    /// The running tmcd's active policy generation: name, kind, digest, status, last error.
+    #[command(
+        after_help = "Examples:\n  tmcd policy list\n  tmcd policy list --admin http://127.0.0.1:9470 --json"
+    )]
+    List {
+        /// Admin address of the running tmcd.
+        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        admin: String,
+        /// Print the raw JSON of the policies.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `tmcd syncer ...`.

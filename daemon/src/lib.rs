@@ -16,6 +16,7 @@ pub mod leader;
 pub mod logging;
 pub mod placement;
 pub mod policy;
+pub mod policy_cli;
 pub mod state;
 pub mod syncers;
 pub mod synctargets;

@@ -1,0 +1,632 @@
+//! `tmcd policy eval|check|list`: run a policy module offline against files,
+//! validate one like the hot-reload path does, or show the running daemon's
+//! active generation.
+//!
+//! Offline commands load the module into a real [`PolicyHost`] (from a
+//! private temporary directory holding a copy), so compilation, export
+//! checks, the ABI version, settings and the module's test vectors are the
+//! very checks tmcd applies; requests are built with the placement
+//! controller's own functions.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use chrono::Utc;
+use kube::api::DynamicObject;
+use serde_json::Value;
+use tmc_policy_host::{HostConfig, PolicyHost, PolicyKind};
+use tmc_policy_sdk::abi::{Placement, PlacementRequest, TransformRequest, TransformResult};
+use tmc_syncer::api::{
+    ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget,
+};
+
+use crate::admin::client;
+use crate::cli::PolicyCommand;
+use crate::placement::runner::{self, EvalObserver};
+use crate::placement::selector::to_abi;
+use crate::placement::targets::{self, TargetView, ready_condition};
+use crate::placement::workload;
+use crate::policy::HostRunner;
+
+/// Runs one `tmcd policy` subcommand.
+pub async fn run(cmd: PolicyCommand) -> Result<()> {
+    match cmd {
+        PolicyCommand::Eval {
+            module,
+            workload,
+            targets,
+            placement,
+            settings,
+            settings_file,
+            target,
+            all_ready,
+            json,
+        } => {
+            let settings = read_settings(settings.as_deref(), settings_file.as_deref())?;
+            let args = EvalArgs {
+                module,
+                workload,
+                targets,
+                placement,
+                settings,
+                target,
+                all_ready,
+            };
+            let report = eval(&args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render_eval(&report));
+            }
+            Ok(())
+        }
+        PolicyCommand::Check { module, settings } => {
+            let settings = read_settings(settings.as_deref(), None)?;
+            let loaded = load(&module).await?;
+            let outcome = check(&loaded, settings.as_ref()).await;
+            loaded.cleanup();
+            print!("{}", outcome?);
+            Ok(())
+        }
+        PolicyCommand::List { admin, json } => list(&admin, json).await,
+    }
+}
+
+/// Inputs of `tmcd policy eval`.
+#[derive(Debug, Clone)]
+pub struct EvalArgs {
+    pub module: PathBuf,
+    pub workload: PathBuf,
+    pub targets: PathBuf,
+    pub placement: Option<PathBuf>,
+    /// `--settings` / `--settings-file`, overriding the placement's.
+    pub settings: Option<Value>,
+    /// Only this target (transformation modules).
+    pub target: Option<String>,
+    pub all_ready: bool,
+}
+
+/// `--settings JSON` or `--settings-file F` (JSON or YAML).
+fn read_settings(inline: Option<&str>, file: Option<&Path>) -> Result<Option<Value>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("give --settings or --settings-file, not both"),
+        (Some(text), None) => serde_json::from_str(text).map(Some).with_context(|| {
+            format!("--settings {text:?} is not JSON (fix: e.g. --settings '{{\"mode\":\"preferred\"}}')")
+        }),
+        (None, Some(path)) => read_doc(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a YAML or JSON file into a JSON value.
+fn read_doc(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} (fix: check the path)", path.display()))?;
+    serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not valid YAML or JSON", path.display()))
+}
+
+/// A module loaded alone into a fresh host.
+pub struct Loaded {
+    pub host: PolicyHost,
+    /// The policy name (file stem).
+    pub name: String,
+    pub kind: PolicyKind,
+    pub digest: String,
+    pub size: usize,
+    pub exports: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Loaded {
+    /// Removes the temporary directory holding the copy.
+    pub fn cleanup(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Compiles and validates `module` exactly as a hot reload does.
+pub async fn load(module: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(module)
+        .with_context(|| format!("cannot read module {} (fix: check the path; build the examples with hack/build-policies.sh)", module.display()))?;
+    let name = module
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty() && !s.starts_with('.'))
+        .with_context(|| {
+            format!(
+                "{}: the module needs a file name such as my-policy.wasm",
+                module.display()
+            )
+        })?
+        .to_string();
+    let exports = wasm_exports(&bytes).with_context(|| {
+        format!(
+            "{} is not a WebAssembly module (fix: build it for wasm32-wasip1)",
+            module.display()
+        )
+    })?;
+    let dir = private_dir()?;
+    let loaded = async {
+        std::fs::write(dir.join(format!("{name}.wasm")), &bytes)
+            .with_context(|| format!("cannot copy the module into {}", dir.display()))?;
+        let host = PolicyHost::new(HostConfig::default())?;
+        let report = host.load_dir(&dir).await?;
+        if let Some((_, cause)) = report.refused.iter().find(|(n, _)| *n == name) {
+            bail!("{} refused: {cause}", module.display());
+        }
+        let active =
+            host.generation().active(&name).cloned().with_context(|| {
+                format!("{}: the host loaded nothing from it", module.display())
+            })?;
+        Ok(Loaded {
+            host,
+            name: name.clone(),
+            kind: active.kind,
+            digest: active.digest,
+            size: bytes.len(),
+            exports,
+            dir: dir.clone(),
+        })
+    }
+    .await;
+    if loaded.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    loaded
+}
+
+fn private_dir() -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("tmcd-policy-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create {} (fix: set TMPDIR to a writable directory)",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
+}
+
+/// The names of a module's function exports, read from its export section.
+pub fn wasm_exports(bytes: &[u8]) -> Result<Vec<String>> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take(4)? != b"\0asm" {
+        bail!("no \\0asm magic number");
+    }
+    r.take(4)?;
+    let mut names = Vec::new();
+    while r.pos < bytes.len() {
+        let id = r.byte()?;
+        let size = usize::try_from(r.leb()?)?;
+        let body = r.take(size)?;
+        if id != 7 {
+            continue;
+        }
+        let mut s = Reader {
+            bytes: body,
+            pos: 0,
+        };
+        for _ in 0..s.leb()? {
+            let len = usize::try_from(s.leb()?)?;
+            let name = String::from_utf8_lossy(s.take(len)?).into_owned();
+            let kind = s.byte()?;
+            s.leb()?;
+            if kind == 0 {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let end = end.with_context(|| format!("truncated at byte {}", self.pos))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn byte(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn leb(&mut self) -> Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        bail!("bad LEB128 number at byte {}", self.pos)
+    }
+}
+
+/// `tmcd policy check`: what the module is, and that it passed validation.
+async fn check(loaded: &Loaded, settings: Option<&Value>) -> Result<String> {
+    if let Some(settings) = settings {
+        loaded
+            .host
+            .validate_settings(&loaded.name, settings)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: settings {settings} refused (fix the settings or see the policy's README)",
+                    loaded.name
+                )
+            })?;
+    }
+    let vectors = if loaded.exports.iter().any(|e| e == "tmc_test_vectors") {
+        "shipped (tmc_test_vectors), all passed"
+    } else {
+        "none shipped"
+    };
+    let mut out = format!(
+        "{}: ok\n  kind:     {}\n  abi:      version {}\n  digest:   sha256:{}\n  size:     {} bytes\n  exports:  {}\n  vectors:  {vectors}\n",
+        loaded.name,
+        loaded.kind,
+        tmc_policy_sdk::abi::ABI_VERSION,
+        loaded.digest,
+        loaded.size,
+        loaded.exports.join(", "),
+    );
+    if let Some(settings) = settings {
+        out.push_str(&format!("  settings: {settings} accepted\n"));
+    }
+    Ok(out)
+}
+
+/// The result of `tmcd policy eval`, printed as a table or JSON.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalReport {
+    pub policy: String,
+    pub kind: PolicyKind,
+    pub workload: String,
+    /// Placement: the targets chosen, with replicas and edits of transformations.
+    pub targets: Vec<TargetRow>,
+    pub reason: String,
+    pub micros: u128,
+}
+
+/// One target of an evaluation.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRow {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Edits of a transformation module.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edits: Option<TransformResult>,
+}
+
+struct NoObserver;
+impl EvalObserver for NoObserver {
+    fn observe(&self, _: &str, _: Duration, _: bool) {}
+}
+
+/// `tmcd policy eval`.
+pub async fn eval(args: &EvalArgs) -> Result<EvalReport> {
+    let loaded = load(&args.module).await?;
+    let report = eval_loaded(&loaded, args).await;
+    loaded.cleanup();
+    report
+}
+
+async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
+    let obj = read_workload(&args.workload)?;
+    let views = read_targets(&args.targets, args.all_ready)?;
+    let mut placement = match &args.placement {
+        Some(path) => read_placement(path)?,
+        None => ClusterWorkloadPlacement::new(
+            "policy-eval",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: loaded.name.clone(),
+                    settings: None,
+                },
+                ..Default::default()
+            },
+        ),
+    };
+    placement.spec.policy.name = loaded.name.clone();
+    placement.spec.transformations.clear();
+    if args.settings.is_some() {
+        placement.spec.policy.settings = args.settings.clone();
+    }
+    let api_version = obj
+        .types
+        .as_ref()
+        .map(|t| t.api_version.clone())
+        .unwrap_or_default();
+    let kind = obj
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    let req = request(
+        &placement,
+        workload::summary(&api_version, &kind, &obj),
+        &views,
+    );
+    let settings = placement
+        .spec
+        .policy
+        .settings
+        .clone()
+        .unwrap_or(Value::Null);
+    let policy_failed =
+        |e: String| anyhow::anyhow!("{} ({}) failed: {e}", loaded.name, args.module.display());
+    let hostrunner = HostRunner(loaded.host.clone());
+    let started = Instant::now();
+    let (targets, reason) = if loaded.kind.places() {
+        runner::check_settings(&hostrunner, &placement)
+            .await
+            .map_err(|f| policy_failed(f.message))?;
+        let outcome = runner::evaluate(&hostrunner, &NoObserver, &placement, &req)
+            .await
+            .map_err(|f| policy_failed(f.message))?;
+        let rows = outcome
+            .chosen
+            .into_iter()
+            .map(|(name, r)| TargetRow {
+                name,
+                replicas: r.replicas,
+                edits: None,
+            })
+            .collect();
+        (rows, outcome.reason)
+    } else {
+        loaded
+            .host
+            .validate_settings(&loaded.name, &settings)
+            .await
+            .map_err(|e| policy_failed(e.to_string()))?;
+        let chosen: Vec<_> = req
+            .targets
+            .iter()
+            .filter(|t| args.target.as_deref().is_none_or(|n| n == t.name))
+            .collect();
+        if chosen.is_empty() {
+            bail!(
+                "no target to transform for in {} (fix: check --target, the location selectors, or pass --all-ready)",
+                args.targets.display()
+            );
+        }
+        let mut rows = Vec::new();
+        for target in chosen {
+            let treq = TransformRequest {
+                workload: req.workload.clone(),
+                target: target.clone(),
+                replicas: req.workload.replicas,
+                settings: settings.clone(),
+            };
+            let edits = loaded
+                .host
+                .transform(&loaded.name, &treq)
+                .await
+                .map_err(|e| policy_failed(e.to_string()))?;
+            rows.push(TargetRow {
+                name: target.name.clone(),
+                replicas: req.workload.replicas,
+                edits: Some(edits.value),
+            });
+        }
+        (rows, "transformation of each target's copy".to_string())
+    };
+    Ok(EvalReport {
+        policy: loaded.name.clone(),
+        kind: loaded.kind,
+        workload: format!("{kind} {}/{}", req.workload.namespace, req.workload.name),
+        targets,
+        reason,
+        micros: started.elapsed().as_micros(),
+    })
+}
+
+/// The request the placement controller would send, for a workload that no
+/// target holds yet.
+fn request(
+    placement: &ClusterWorkloadPlacement,
+    workload: tmc_policy_sdk::abi::Workload,
+    views: &[TargetView],
+) -> PlacementRequest {
+    let location: Vec<_> = placement
+        .spec
+        .location_selectors
+        .iter()
+        .map(to_abi)
+        .collect();
+    let cands = targets::candidates(
+        views,
+        &location,
+        &Default::default(),
+        Duration::ZERO,
+        Utc::now(),
+    );
+    PlacementRequest {
+        workload,
+        placement: Placement {
+            name: placement.metadata.name.clone().unwrap_or_default(),
+            location_selectors: location,
+            location_preferences: placement
+                .spec
+                .location_preferences
+                .iter()
+                .map(to_abi)
+                .collect(),
+        },
+        settings: placement
+            .spec
+            .policy
+            .settings
+            .clone()
+            .unwrap_or(Value::Null),
+        targets: cands.targets,
+    }
+}
+
+fn read_workload(path: &Path) -> Result<DynamicObject> {
+    let doc = read_doc(path)?;
+    let obj: DynamicObject = serde_json::from_value(doc)
+        .with_context(|| format!("{} is not a Kubernetes object", path.display()))?;
+    if obj
+        .types
+        .as_ref()
+        .is_none_or(|t| t.kind.is_empty() || t.api_version.is_empty())
+    {
+        bail!(
+            "{}: the workload needs apiVersion and kind (fix: e.g. apiVersion: apps/v1, kind: Deployment)",
+            path.display()
+        );
+    }
+    if obj.metadata.name.is_none() {
+        bail!("{}: the workload needs metadata.name", path.display());
+    }
+    Ok(obj)
+}
+
+/// SyncTargets from a YAML list or a `kind: List`; ready per their `Ready`
+/// condition, or all ready with `all_ready`.
+fn read_targets(path: &Path, all_ready: bool) -> Result<Vec<TargetView>> {
+    let doc = read_doc(path)?;
+    let items = match doc {
+        Value::Array(items) => items,
+        Value::Object(mut map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+            match map.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            }
+        }
+        _ => bail!(
+            "{}: expected a YAML list of SyncTargets or a kind: List (fix: start each target with `- apiVersion: workload.kcp.io/v1alpha1`)",
+            path.display()
+        ),
+    };
+    if items.is_empty() {
+        bail!("{}: no SyncTargets in it", path.display());
+    }
+    let mut views = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let target: SyncTarget = serde_json::from_value(item).with_context(|| {
+            format!(
+                "{}: item {i} is not a SyncTarget (workload.kcp.io/v1alpha1)",
+                path.display()
+            )
+        })?;
+        let mut view = TargetView::of(&target, Utc::now(), Duration::MAX);
+        view.ready = all_ready || ready_condition(&target).is_some_and(|c| c.status == "True");
+        view.not_ready_since = (!view.ready).then(Utc::now);
+        views.push(view);
+    }
+    Ok(views)
+}
+
+fn read_placement(path: &Path) -> Result<ClusterWorkloadPlacement> {
+    let doc = read_doc(path)?;
+    serde_json::from_value(doc).with_context(|| {
+        format!(
+            "{} is not a ClusterWorkloadPlacement (fix: compare with `tmcd crds`)",
+            path.display()
+        )
+    })
+}
+
+/// The human-readable form of an evaluation.
+pub fn render_eval(report: &EvalReport) -> String {
+    let mut out = format!(
+        "policy {} ({}) on {}\n\n",
+        report.policy, report.kind, report.workload
+    );
+    if report.targets.is_empty() {
+        out.push_str("(no target chosen: the workload stays pending)\n");
+    } else {
+        out.push_str(&format!("{:<20} {:<9} {}\n", "TARGET", "REPLICAS", "EDITS"));
+    }
+    for row in &report.targets {
+        let replicas = row.replicas.map_or("-".to_string(), |r| r.to_string());
+        let edits = row.edits.as_ref().map_or("-".to_string(), render_edits);
+        out.push_str(&format!("{:<20} {:<9} {edits}\n", row.name, replicas));
+    }
+    out.push_str(&format!(
+        "\nreason: {}\nevaluated in {} us\n",
+        report.reason, report.micros
+    ));
+    out
+}
+
+fn render_edits(edits: &TransformResult) -> String {
+    let mut parts = Vec::new();
+    for (what, map) in [("label", &edits.labels), ("annotation", &edits.annotations)] {
+        for (k, v) in &map.set {
+            parts.push(format!("{what} {k}={v}"));
+        }
+        for k in &map.remove {
+            parts.push(format!("{what} -{k}"));
+        }
+    }
+    if parts.is_empty() {
+        "(none)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `tmcd policy list`: the running daemon's active generation.
+async fn list(admin: &str, json: bool) -> Result<()> {
+    let reply = client::request(admin, "GET", "/api/v1/status")
+        .await
+        .with_context(|| format!("no tmcd answers at {admin} (fix: start tmcd, or pass --admin with its [admin] address)"))?;
+    let body: Value = serde_json::from_str(&reply.body).with_context(|| {
+        format!(
+            "tmcd at {admin} answered {} with a body that is not JSON",
+            reply.status
+        )
+    })?;
+    if reply.status >= 400 {
+        bail!("tmcd at {admin} answered {}: {}", reply.status, reply.body);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body["policies"])?);
+    } else {
+        print!("{}", render_list(&body));
+    }
+    Ok(())
+}
+
+/// The policy table of a `GET /api/v1/status` body.
+pub fn render_list(body: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!("policy generation {}\n\n", text(&body["policyGeneration"]));
+    out.push_str(&format!(
+        "{:<24} {:<24} {:<14} {:<14} {}\n",
+        "NAME", "KIND", "DIGEST", "STATUS", "LAST ERROR"
+    ));
+    for p in body["policies"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<24} {:<24} {:<14} {:<14} {}\n",
+            text(&p["name"]),
+            text(&p["kind"]),
+            text(&p["digest"]).chars().take(12).collect::<String>(),
+            text(&p["status"]),
+            text(&p["lastError"])
+        ));
+    }
+    out
+}
