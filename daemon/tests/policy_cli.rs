@@ -1,0 +1,253 @@
+//! `tmcd policy eval|check|list` run as a binary against the example modules
+//! in `target/policies/` (built by `hack/build-policies.sh`).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A built example module; fails with the command that builds them.
+fn module(name: &str) -> String {
+    let path = root().join("target/policies").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run hack/build-policies.sh first",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/policy-cli")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn tmcd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tmcd"))
+        .args(args)
+        .output()
+        .expect("tmcd runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "tmcd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The target rows of the eval table: (name, replicas, edits).
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("TARGET"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn eval_splits_four_replicas_over_two_ready_targets() {
+    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
+    let out = tmcd(&[
+        "policy",
+        "eval",
+        &module("location-affinity"),
+        "--workload",
+        &workload,
+        "--targets",
+        &targets,
+    ]);
+    let text = stdout(&out);
+    let rows = rows(&text);
+    let pairs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    assert_eq!(pairs, [("east", "2"), ("west", "2")], "{text}");
+    assert!(text.contains("reason: "), "{text}");
+    assert!(text.contains("evaluated in "), "{text}");
+}
+
+#[test]
+fn eval_with_a_region_selector_places_on_one_target_as_json() {
+    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
+    let placement = fixture("west-only.yaml");
+    let out = tmcd(&[
+        "policy",
+        "eval",
+        &module("location-affinity"),
+        "--workload",
+        &workload,
+        "--targets",
+        &targets,
+        "--placement",
+        &placement,
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(
+        report["targets"],
+        serde_json::json!([{"name": "west", "replicas": 4}]),
+        "{report}"
+    );
+    assert!(report["reason"].as_str().is_some_and(|r| !r.is_empty()));
+}
+
+#[test]
+fn eval_of_a_not_ready_target_leaves_it_out_unless_all_ready() {
+    let dir = tempfile::tempdir().expect("dir");
+    let text = std::fs::read_to_string(fixture("targets.yaml")).expect("fixture");
+    let targets = dir.path().join("targets.yaml");
+    std::fs::write(
+        &targets,
+        text.replacen("status: \"True\"", "status: \"False\"", 1),
+    )
+    .expect("write");
+    let targets = targets.to_string_lossy().into_owned();
+    let workload = fixture("deployment.yaml");
+    let base = [
+        "policy",
+        "eval",
+        "--workload",
+        &workload,
+        "--targets",
+        &targets,
+    ];
+    let affinity = module("location-affinity");
+    let out = tmcd(&[&base[..], &[affinity.as_str()]].concat());
+    let names: Vec<String> = rows(&stdout(&out))
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(names, ["east"], "west is not Ready");
+    let out = tmcd(&[&base[..], &[affinity.as_str(), "--all-ready"]].concat());
+    assert_eq!(rows(&stdout(&out)).len(), 2);
+}
+
+#[test]
+fn eval_of_a_transformation_prints_its_edits_per_target() {
+    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
+    let out = tmcd(&[
+        "policy",
+        "eval",
+        &module("label-stamper"),
+        "--workload",
+        &workload,
+        "--targets",
+        &targets,
+        "--target",
+        "west",
+        "--settings",
+        r#"{"labels":{"team":"web-{region}"}}"#,
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("(transformation)"), "{text}");
+    let rows = rows(&text);
+    assert_eq!(rows.len(), 1, "only --target west: {text}");
+    let line = rows[0].join(" ");
+    assert!(line.starts_with("west 4 "), "{text}");
+    assert!(line.contains("label tmc.kcp.io/target=west"), "{text}");
+    assert!(line.contains("label team=web-us-west"), "{text}");
+}
+
+#[test]
+fn eval_refusing_settings_exits_1_naming_the_module() {
+    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
+    let out = tmcd(&[
+        "policy",
+        "eval",
+        &module("location-affinity"),
+        "--workload",
+        &workload,
+        "--targets",
+        &targets,
+        "--settings",
+        r#"{"mode":"sideways"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("location-affinity") && err.contains("sideways"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_of_a_good_module_reports_kind_exports_and_vectors() {
+    let out = tmcd(&[
+        "policy",
+        "check",
+        &module("location-affinity"),
+        "--settings",
+        r#"{"mode":"preferred"}"#,
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("location-affinity: ok"), "{text}");
+    assert!(text.contains("kind:     placement"), "{text}");
+    assert!(
+        text.contains("tmc_place") && text.contains("tmc_abi_version"),
+        "{text}"
+    );
+    assert!(text.contains("vectors:  shipped"), "{text}");
+    assert!(text.contains("all passed"), "{text}");
+    assert!(text.contains("digest:   sha256:"), "{text}");
+}
+
+#[test]
+fn check_of_garbage_exits_1_naming_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\x7fELF not a wasm module at all").expect("write");
+    let out = tmcd(&["policy", "check", junk.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("junk.wasm") && err.contains("not a WebAssembly module"),
+        "{err}"
+    );
+
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x01\0\0\0").expect("write");
+    let out = tmcd(&["policy", "check", empty.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("empty.wasm refused") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_without_a_daemon_names_the_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let admin = format!("http://{addr}");
+    let out = tmcd(&["policy", "list", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&admin) && err.contains("start tmcd"), "{err}");
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    for cmd in ["eval", "check", "list"] {
+        let out = tmcd(&["policy", cmd, "--help"]);
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!("tmcd policy {cmd} ")),
+            "{cmd}: {text}"
+        );
+    }
+}
