@@ -13,6 +13,7 @@ pub mod abi;
 pub mod bump;
 pub mod guest;
 mod macros;
+pub mod placement;
 #[doc(hidden)]
 pub mod rt;
 pub mod rules;
@@ -22,6 +23,7 @@ pub mod vectors;
 
 pub use abi::*;
 pub use guest::{PlacementPolicy, TransformPolicy};
+pub use placement::even_split;
 
 /// Guests never free: see [`bump`].
 #[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]

@@ -8,14 +8,13 @@
 //! are in this crate's README.md.
 
 mod settings;
-mod split;
 
 use tmc_policy_sdk::{
     LabelSelector, PlacementDecision, PlacementPolicy, PlacementRequest, Target, TargetDecision,
+    even_split,
 };
 
 pub use settings::Settings;
-pub use split::even_split;
 
 /// The policy type exported to wasm.
 pub struct ActivePassive;
@@ -30,16 +29,6 @@ impl PlacementPolicy for ActivePassive {
 
 tmc_policy_sdk::export_placement_policy!(ActivePassive);
 tmc_policy_sdk::export_test_vectors!(include_str!("../vectors.json"));
-
-/// Ready, schedulable targets matching one of the location selectors (all when there are none).
-fn candidates(req: &PlacementRequest) -> Vec<&Target> {
-    let selectors = &req.placement.location_selectors;
-    req.targets
-        .iter()
-        .filter(|t| t.ready && t.schedulable)
-        .filter(|t| selectors.is_empty() || selectors.iter().any(|s| s.matches(&t.labels)))
-        .collect()
-}
 
 /// The active group: the candidates of the first preference that has any,
 /// with that preference's index; all candidates (index `None`) when the
@@ -63,7 +52,7 @@ fn active_group<'a>(
 
 /// The whole decision, pure and deterministic.
 pub fn decide(req: &PlacementRequest) -> PlacementDecision {
-    let candidates = candidates(req);
+    let candidates = req.eligible_targets();
     let prefs = &req.placement.location_preferences;
     let head = format!(
         "{} of {} targets are ready, schedulable and selected",

@@ -149,10 +149,3 @@ fn settings_errors_reach_the_caller_of_place() {
     let err = testing::place::<ActivePassive>(&req).expect_err("refused");
     assert!(err.contains("invalid settings"), "{err}");
 }
-
-#[test]
-fn even_split_gives_extras_to_the_first() {
-    assert_eq!(even_split(5, 2), [3, 2]);
-    assert_eq!(even_split(1, 3), [1, 0, 0]);
-    assert!(even_split(4, 0).is_empty());
-}

@@ -8,14 +8,13 @@
 //! `policies/testdata/location-affinity-vectors.json`.
 
 mod settings;
-mod split;
 
 use tmc_policy_sdk::{
     LabelSelector, PlacementDecision, PlacementPolicy, PlacementRequest, Target, TargetDecision,
+    even_split,
 };
 
 pub use settings::{Mode, Settings};
-pub use split::even_split;
 
 /// Workload annotation restricting placement to a comma-separated list of regions.
 pub const REGIONS_ANNOTATION: &str = "tmc.kcp.io/regions";
@@ -51,10 +50,6 @@ fn requested_regions(req: &PlacementRequest) -> Option<Vec<String>> {
     (!regions.is_empty()).then_some(regions)
 }
 
-fn matches_selectors(selectors: &[LabelSelector], target: &Target) -> bool {
-    selectors.is_empty() || selectors.iter().any(|s| s.matches(&target.labels))
-}
-
 fn rank(preferences: &[LabelSelector], target: &Target) -> usize {
     preferences
         .iter()
@@ -80,15 +75,11 @@ fn describe_criteria(req: &PlacementRequest, regions: &Option<Vec<String>>) -> S
 /// The whole decision, pure and deterministic.
 pub fn decide(req: &PlacementRequest, settings: &Settings) -> PlacementDecision {
     let regions = requested_regions(req);
-    let candidates: Vec<&Target> = req
-        .targets
-        .iter()
-        .filter(|t| t.ready && t.schedulable)
-        .collect();
+    let candidates: Vec<&Target> = req.targets.iter().filter(|t| t.is_eligible()).collect();
     let matching: Vec<&Target> = candidates
         .iter()
         .copied()
-        .filter(|t| matches_selectors(&req.placement.location_selectors, t))
+        .filter(|t| req.placement.admits(t))
         .filter(|t| {
             regions
                 .as_ref()

@@ -119,11 +119,3 @@ fn bad_settings_in_a_request_are_a_guest_error() {
     let err = testing::place::<LocationAffinity>(&req).expect_err("refused");
     assert!(err.contains("invalid settings"), "{err}");
 }
-
-#[test]
-fn even_split_gives_extras_to_the_first() {
-    assert_eq!(even_split(5, 2), [3, 2]);
-    assert_eq!(even_split(1, 3), [1, 0, 0]);
-    assert_eq!(even_split(0, 2), [0, 0]);
-    assert!(even_split(4, 0).is_empty());
-}

@@ -11,9 +11,7 @@
 mod apportion;
 mod settings;
 
-use tmc_policy_sdk::{
-    PlacementDecision, PlacementPolicy, PlacementRequest, Target, TargetDecision,
-};
+use tmc_policy_sdk::{PlacementDecision, PlacementPolicy, PlacementRequest, TargetDecision};
 
 pub use apportion::{Share, apportion};
 pub use settings::{By, Settings};
@@ -36,18 +34,9 @@ impl PlacementPolicy for ReplicaSpread {
 tmc_policy_sdk::export_placement_policy!(ReplicaSpread);
 tmc_policy_sdk::export_test_vectors!(include_str!("../vectors.json"));
 
-fn candidates(req: &PlacementRequest) -> Vec<&Target> {
-    let selectors = &req.placement.location_selectors;
-    req.targets
-        .iter()
-        .filter(|t| t.ready && t.schedulable)
-        .filter(|t| selectors.is_empty() || selectors.iter().any(|s| s.matches(&t.labels)))
-        .collect()
-}
-
 /// The whole decision, pure and deterministic.
 pub fn decide(req: &PlacementRequest, settings: &Settings) -> PlacementDecision {
-    let chosen = candidates(req);
+    let chosen = req.eligible_targets();
     if chosen.is_empty() {
         return PlacementDecision {
             targets: Vec::new(),
