@@ -96,8 +96,8 @@ pub enum PolicyCommand {
     /// (workload.kcp.io/v1alpha1), Ready when their `Ready` condition is
     /// "True"; the placement a ClusterWorkloadPlacement whose location
     /// selectors, preferences and policy settings are used. A transformation
-    /// module runs once per candidate target (or only `--target`) and prints
-    /// its edits. Exits 1 with the policy's error when it fails.
+    /// module runs once per candidate target (or only `--target`), given the
+    /// workload's replica count, and prints its edits. Exits 1 with the policy's error when it fails.
     #[command(after_help = "Examples:\n  \
         tmcd policy eval target/policies/location-affinity.wasm --workload web.yaml --targets targets.yaml\n  \
         tmcd policy eval target/policies/location-affinity.wasm --workload web.yaml --targets targets.yaml \\\n      \

@@ -356,6 +356,12 @@ async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
         .as_ref()
         .map(|t| t.kind.clone())
         .unwrap_or_default();
+    if let Some(why) = workload::excluded(&kind, &obj) {
+        bail!(
+            "{}: tmcd never places this object ({why}); pick a workload it places",
+            args.workload.display()
+        );
+    }
     let req = request(
         &placement,
         workload::summary(&api_version, &kind, &obj),
@@ -629,4 +635,55 @@ pub fn render_list(body: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_are_read_from_the_export_section() {
+        // (module (memory (export "memory") 1) (func (export "tmc_place")) ...)
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        bytes.extend([1, 4, 1, 0x60, 0, 0]); // type section: () -> ()
+        bytes.extend([3, 2, 1, 0]); // function section: one func of type 0
+        bytes.extend([5, 3, 1, 0, 1]); // memory section: one memory, min 1
+        let mut exports = vec![2];
+        for (name, kind) in [("tmc_place", 0u8), ("memory", 2u8)] {
+            exports.push(u8::try_from(name.len()).expect("short"));
+            exports.extend(name.bytes());
+            exports.extend([kind, 0]);
+        }
+        bytes.push(7);
+        bytes.push(u8::try_from(exports.len()).expect("short"));
+        bytes.extend(exports);
+        bytes.extend([10, 4, 1, 2, 0, 0x0b]); // code section: empty body
+        assert_eq!(wasm_exports(&bytes).expect("parses"), ["tmc_place"]);
+        let err = wasm_exports(&bytes[..bytes.len() - 3]).expect_err("truncated");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(wasm_exports(b"\x7fELF....").is_err());
+    }
+
+    #[test]
+    fn list_shows_each_policy_with_a_digest_prefix_and_its_error() {
+        let body = serde_json::json!({
+            "policyGeneration": 7,
+            "policies": [
+                {"name": "location-affinity", "kind": "placement", "digest": "761fef51d895a28acb86", "status": "active", "lastError": null},
+                {"name": "broken", "kind": null, "digest": null, "status": "refused", "lastError": "export \"memory\" is missing"}
+            ]
+        });
+        let text = render_list(&body);
+        assert!(text.starts_with("policy generation 7\n"), "{text}");
+        let lines: Vec<&str> = text.lines().skip(3).collect();
+        assert!(lines[0].starts_with("location-affinity"), "{text}");
+        assert!(
+            lines[0].contains("761fef51d895 ") && !lines[0].contains("761fef51d895a"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("refused") && lines[1].contains("memory"),
+            "{text}"
+        );
+    }
 }
