@@ -142,8 +142,9 @@ done
 pause
 
 step 2 "The TMC virtual cluster: kcp workspace ${BED_WORKSPACE}, with core Kubernetes and TMC CRDs" \
-  "Users deploy to this one workspace. kcp serves namespaces and configmaps itself; deployments, services and
-pods come from CRDs (demo/crds/); the TMC APIs are SyncTarget and ClusterWorkloadPlacement (config/crds/)."
+  "Users deploy to this one workspace. kcp serves namespaces and configmaps itself; deployments come from a CRD
+the bed installed (--install-kube-crds), services and pods from demo/crds/; the TMC APIs are SyncTarget and
+ClusterWorkloadPlacement (config/crds/)."
 show kubectl --context root get workspaces
 show kubectl apply --server-side --force-conflicts --field-manager tmc-demo -f "${ROOT}/demo/crds/"
 show kubectl apply --server-side --force-conflicts --field-manager tmc-demo -f "${ROOT}/config/crds/"
