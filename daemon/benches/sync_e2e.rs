@@ -461,6 +461,8 @@ mod env {
         pub clusters: HashMap<String, kube::Client>,
         pub trackers: HashMap<String, Arc<tracker::Tracker>>,
         pub tmcd: child::Tmcd,
+        /// The throughput creates into kcp alone, before tmcd started.
+        pub kcp_alone: Duration,
         /// Every server of the bed, by name, for CPU accounting.
         pub servers: Vec<(String, u32)>,
         pub dir: tempfile::TempDir,
@@ -497,6 +499,7 @@ mod env {
                 );
                 clusters.insert(name.to_string(), client);
             }
+            let kcp_alone = kcp_alone(&kcp, &knobs).await?;
             progress(&format!("starting {}", knobs.tmcd.display()));
             let log = repo_root().join("target/bench/sync_e2e-tmcd.log");
             let tmcd = child::Tmcd::start(&knobs.tmcd, &config, &log)?;
@@ -507,6 +510,7 @@ mod env {
                 clusters,
                 trackers,
                 tmcd,
+                kcp_alone,
                 servers,
                 dir,
                 bed,
@@ -593,6 +597,40 @@ mod env {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
+    }
+
+    /// The virtual cluster's own floor: the throughput burst's creates into kcp
+    /// with nobody watching, same concurrency; the objects are deleted after.
+    async fn kcp_alone(kcp: &kube::Client, knobs: &knobs::Knobs) -> Result<Duration> {
+        let n = knobs.throughput_n;
+        progress(&format!(
+            "kcp alone: {n} creates, concurrency {}",
+            knobs.concurrency
+        ));
+        objects::namespace(kcp, "floor").await?;
+        let mut items = Vec::with_capacity(n);
+        for i in 0..n {
+            items.push(objects::deployment(
+                "floor",
+                &format!("f-{i:05}"),
+                "floor",
+                knobs.replicas,
+                json!({}),
+            )?);
+        }
+        let t0 = Instant::now();
+        futures::stream::iter(items)
+            .map(|d| async move { objects::create(kcp, &d).await })
+            .buffer_unordered(knobs.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let took = t0.elapsed();
+        progress(&format!("kcp alone: {n} created in {}", stats::ms(took)));
+        let api: Api<Deployment> = Api::namespaced(kcp.clone(), "floor");
+        api.delete_collection(&Default::default(), &Default::default())
+            .await
+            .context("deleting the kcp-alone deployments in namespace floor")?;
+        Ok(took)
     }
 
     impl Drop for Env {
@@ -696,6 +734,83 @@ address = "127.0.0.1:0"
     }
 }
 
+/// Where the latency goes: stage times of each object from tmcd's own log lines
+/// (`placed by <placement>` after the placement patch, `applied copy` after the
+/// downstream apply), between the create and the watch event.
+mod breakdown {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    /// One object's create and seen times (wall clock).
+    pub struct Trace {
+        pub key: String,
+        pub created: DateTime<Utc>,
+        pub seen: DateTime<Utc>,
+    }
+
+    /// Stage durations: create -> placed, placed -> applied, applied -> seen.
+    pub type Stages = (Vec<Duration>, Vec<Duration>, Vec<Duration>);
+
+    fn at(line: &str) -> Option<DateTime<Utc>> {
+        let stamp = line.split_whitespace().next()?;
+        DateTime::parse_from_rfc3339(stamp)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The log without ANSI colour sequences.
+    fn plain(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Stage durations of every trace found in `log` (placement `placement`).
+    pub fn stages(log: &Path, placement: &str, traces: &[Trace]) -> Result<Stages> {
+        let text =
+            std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+        let text = plain(&text);
+        let mut placed: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        let mut applied: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        let placed_note = format!("placed by {placement} ");
+        for line in text.lines() {
+            let Some(t) = at(line) else { continue };
+            if line.contains(&placed_note) {
+                if let Some(key) = line.rsplit("object=").next() {
+                    placed.entry(key.trim()).or_insert(t);
+                }
+            } else if let Some(rest) = line.split("applied copy object=").nth(1)
+                && let Some(key) = rest.split_whitespace().nth(1)
+            {
+                applied.entry(key).or_insert(t);
+            }
+        }
+        let span = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).to_std().unwrap_or_default();
+        let mut out: Stages = Default::default();
+        for tr in traces {
+            let (Some(p), Some(a)) = (placed.get(tr.key.as_str()), applied.get(tr.key.as_str()))
+            else {
+                continue;
+            };
+            out.0.push(span(tr.created, *p));
+            out.1.push(span(*p, *a));
+            out.2.push(span(*a, tr.seen));
+        }
+        Ok(out)
+    }
+}
+
 /// Prints a timestamped progress line on stderr.
 fn progress(msg: &str) {
     eprintln!(
@@ -783,6 +898,7 @@ async fn latency(env: &env::Env) -> Result<Vec<Row>> {
     seen_at(env, "west", "lat/warm").await?;
     progress(&format!("latency: {n} creates, tmc and direct interleaved"));
     let (mut tmc, mut base) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut traces = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("l-{i:05}");
         let d = objects::deployment("lat-base", &name, "lat", r, json!({}))?;
@@ -790,9 +906,13 @@ async fn latency(env: &env::Env) -> Result<Vec<Row>> {
         objects::create(west, &d).await?;
         base.push(seen_at(env, "west", &format!("lat-base/{name}")).await? - t0);
         let d = objects::deployment("lat", &name, "lat", r, json!({}))?;
-        let t0 = Instant::now();
+        let (t0, created) = (Instant::now(), chrono::Utc::now());
         objects::create(&env.kcp, &d).await?;
-        tmc.push(seen_at(env, "west", &format!("lat/{name}")).await? - t0);
+        let key = format!("lat/{name}");
+        let took = seen_at(env, "west", &key).await? - t0;
+        tmc.push(took);
+        let seen = created + chrono::Duration::from_std(took).unwrap_or_default();
+        traces.push(breakdown::Trace { key, created, seen });
         if (i + 1) % 50 == 0 {
             progress(&format!(
                 "latency: {}/{n}, tmc p50 {} direct p50 {}",
@@ -813,6 +933,27 @@ async fn latency(env: &env::Env) -> Result<Vec<Row>> {
             target: target.into(),
         });
     }
+    let (placed, applied, seen) = breakdown::stages(&env.tmcd.log, "lat", &traces)?;
+    for (stage, samples) in [
+        (
+            "create -> tmcd placed it (watch, debounce, policy, patch)",
+            placed,
+        ),
+        ("placed -> syncer applied the copy", applied),
+        ("applied -> seen by the watch on west", seen),
+    ] {
+        rows.push(Row {
+            what: format!("  {stage}, p50/p99 (n={})", samples.len()),
+            tmc: format!(
+                "{} / {}",
+                stats::ms(stats::percentile(&samples, 50.0)),
+                stats::ms(stats::percentile(&samples, 99.0))
+            ),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "-".into(),
+        });
+    }
     let max = (
         tmc.iter().max().copied().unwrap_or_default(),
         base.iter().max().copied().unwrap_or_default(),
@@ -828,8 +969,12 @@ async fn latency(env: &env::Env) -> Result<Vec<Row>> {
 }
 
 /// Creates `objects` on their `(client, cluster)` with bounded concurrency, and waits
-/// until every one is seen on its cluster; returns the elapsed time.
-async fn burst(env: &env::Env, items: Vec<(kube::Client, String, Deployment)>) -> Result<Duration> {
+/// until every one is seen on its cluster; returns the time the creates took and
+/// the time until all were seen.
+async fn burst(
+    env: &env::Env,
+    items: Vec<(kube::Client, String, Deployment)>,
+) -> Result<(Duration, Duration)> {
     let mut want: HashMap<String, Vec<String>> = HashMap::new();
     for (_, cluster, d) in &items {
         let key = format!(
@@ -877,7 +1022,7 @@ async fn burst(env: &env::Env, items: Vec<(kube::Client, String, Deployment)>) -
         })
         .collect();
     progress(&format!("  CPU seconds used meanwhile: {}", cpu.join(", ")));
-    Ok(last - t0)
+    Ok((created, last - t0))
 }
 
 /// Benchmark 2: a burst of Deployments over two targets, tmc and direct.
@@ -924,7 +1069,7 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
         let d = objects::deployment("tput-base", &format!("t-{i:05}"), "tput", r, json!({}))?;
         items.push((env.cluster(cluster)?.clone(), cluster.to_string(), d));
     }
-    let base = burst(env, items).await?;
+    let (_, base) = burst(env, items).await?;
     progress(&format!("throughput: direct took {}", stats::ms(base)));
     let cpu0 = env.tmcd.cpu()?;
     progress(&format!("throughput: through tmc, {n} deployments"));
@@ -935,7 +1080,7 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
         let d = objects::deployment("tput", &format!("t-{i:05}"), "tput", r, ann)?;
         items.push((env.kcp.clone(), cluster.to_string(), d));
     }
-    let tmc = burst(env, items).await?;
+    let (created, tmc) = burst(env, items).await?;
     let cpu = env.tmcd.cpu()? - cpu0;
     for line in tmcd_counters(env).await {
         progress(&format!("throughput: tmcd metric {line}"));
@@ -956,6 +1101,13 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
             baseline: format!("{:.2} s", base.as_secs_f64()),
             ratio: stats::ratio(tmc.as_secs_f64(), base.as_secs_f64()),
             target: "<= 30 s".into(),
+        },
+        Row {
+            what: format!("  {n} creates into kcp: with tmcd / kcp alone"),
+            tmc: format!("{:.2} s", created.as_secs_f64()),
+            baseline: format!("{:.2} s", env.kcp_alone.as_secs_f64()),
+            ratio: stats::ratio(created.as_secs_f64(), env.kcp_alone.as_secs_f64()),
+            target: "-".into(),
         },
         Row {
             what: "  objects/s".into(),
