@@ -251,3 +251,70 @@ fn help_teaches_with_examples() {
         );
     }
 }
+
+/// Serves one `GET /api/v1/status` with `body`, like tmcd's admin server.
+fn serve_once(body: String) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).expect("read");
+        let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(reply.as_bytes()).expect("write");
+        request
+    });
+    (admin, handle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_shows_the_active_generation_of_the_status_api() {
+    use tmc_daemon::placement::runner::PolicyRunner;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::copy(
+        module("location-affinity"),
+        dir.path().join("location-affinity.wasm"),
+    )
+    .expect("copy");
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0").expect("write");
+    let host = tmc_policy_host::PolicyHost::new(Default::default()).expect("host");
+    host.load_dir(dir.path()).await.expect("load");
+    let runner = tmc_daemon::policy::HostRunner(host);
+    // The same fields as the status handler's `policyGeneration` and `policies`.
+    let body = serde_json::json!({
+        "policyGeneration": runner.generation(),
+        "policies": runner.policies(),
+    });
+    let digest = body["policies"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "location-affinity"))
+        .and_then(|p| p["digest"].as_str())
+        .expect("digest")
+        .to_string();
+    let (admin, server) = serve_once(body.to_string());
+    let out = tokio::task::spawn_blocking(move || tmcd(&["policy", "list", "--admin", &admin]))
+        .await
+        .expect("tmcd");
+    let request = server.join().expect("server");
+    assert!(request.starts_with("GET /api/v1/status "), "{request}");
+    let text = stdout(&out);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row: {text}"))
+            .to_string()
+    };
+    let good = line("location-affinity");
+    assert!(
+        good.contains("placement") && good.contains(&digest[..12]),
+        "{text}"
+    );
+    assert!(!good.contains(&digest[..13]), "digest prefix only: {text}");
+    let bad = line("broken");
+    assert!(bad.contains("refused") && bad.contains("memory"), "{text}");
+}
