@@ -271,14 +271,22 @@ impl Kcp {
         let resource = ApiResource::from_gvk_with_plural(&gvk, "workspaces");
         let workspaces: Api<DynamicObject> = Api::all_with(self.client(parent).await?, &resource);
         let object = DynamicObject::new(name, &resource);
-        match workspaces.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("creating kcp workspace {name} in {parent}"));
+        // A starting kcp may refuse the create for a while (e.g. 403 "workspacetypes
+        // root:root not found" until its admission caches fill): retry, bounded.
+        let what = format!("kcp to accept workspace {name} in {parent}");
+        wait::until(&what, READY_TIMEOUT, POLL, || {
+            let (workspaces, object) = (workspaces.clone(), object.clone());
+            async move {
+                Ok(
+                    match workspaces.create(&PostParams::default(), &object).await {
+                        Ok(_) => Poll::Ready(()),
+                        Err(kube::Error::Api(status)) if status.code == 409 => Poll::Ready(()),
+                        Err(e) => Poll::Pending(format!("creating it: {e}")),
+                    },
+                )
             }
-        }
+        })
+        .await?;
         let what = format!("kcp workspace {child} to be Ready");
         wait::until(&what, READY_TIMEOUT, POLL, || {
             let workspaces = workspaces.clone();
