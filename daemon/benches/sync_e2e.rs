@@ -1041,7 +1041,7 @@ async fn throughput(env: &env::Env) -> Result<Vec<Row>> {
     )
     .await?;
     let region = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             ("west", "us-west")
         } else {
             ("east", "us-east")
@@ -1233,8 +1233,8 @@ fn print_table(rows: &[Row]) {
         .max(10);
     println!();
     println!(
-        "{:<w$} | {:>24} | {:>14} | {:>8} | {}",
-        "benchmark", "tmc", "baseline", "ratio", "target"
+        "{:<w$} | {:>24} | {:>14} | {:>8} | target",
+        "benchmark", "tmc", "baseline", "ratio"
     );
     println!("{}", "-".repeat(w + 70));
     for r in rows {
