@@ -14,7 +14,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event, watcher};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::copy::{CopyContext, annotation};
 use crate::decision::{
@@ -153,41 +153,43 @@ impl Syncer {
             let ar = kind.api_resource();
             let up_writer = Writer::new(ar.clone());
             upstream_stores.push(up_writer.as_reader());
-            background.spawn(watch_upstream(
-                self.engine.clone(),
-                queue.clone(),
-                index,
-                up_writer,
-            ));
+            background.spawn(
+                watch_upstream(self.engine.clone(), queue.clone(), index, up_writer)
+                    .in_current_span(),
+            );
             let down_writer = Writer::new(ar);
             downstream_stores.push(down_writer.as_reader());
-            background.spawn(watch_downstream(
-                self.engine.clone(),
-                queue.clone(),
-                index,
-                down_writer,
-            ));
+            background.spawn(
+                watch_downstream(self.engine.clone(), queue.clone(), index, down_writer)
+                    .in_current_span(),
+            );
         }
         let stores = Arc::new(Stores {
             upstream: upstream_stores,
             downstream: downstream_stores,
         });
-        background.spawn(resync(
-            self.engine.clone(),
-            queue.clone(),
-            stores.clone(),
-            config.resync_interval,
-        ));
-        background.spawn(heartbeats(
-            self.engine.clone(),
-            queue.clone(),
-            stores,
-            config.heartbeat_interval,
-        ));
+        background.spawn(
+            resync(
+                self.engine.clone(),
+                queue.clone(),
+                stores.clone(),
+                config.resync_interval,
+            )
+            .in_current_span(),
+        );
+        background.spawn(
+            heartbeats(
+                self.engine.clone(),
+                queue.clone(),
+                stores,
+                config.heartbeat_interval,
+            )
+            .in_current_span(),
+        );
 
         let mut workers = JoinSet::new();
         for _ in 0..config.workers.max(1) {
-            workers.spawn(work(self.engine.clone(), queue.clone()));
+            workers.spawn(work(self.engine.clone(), queue.clone()).in_current_span());
         }
         shutdown.await;
         info!(target_name = %config.target, "syncer stopping");
