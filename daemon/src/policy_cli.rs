@@ -16,7 +16,7 @@ use chrono::Utc;
 use kube::api::DynamicObject;
 use serde_json::Value;
 use tmc_policy_host::{HostConfig, PolicyHost, PolicyKind};
-use tmc_policy_sdk::abi::{Placement, PlacementRequest, TransformRequest, TransformResult};
+use tmc_policy_sdk::abi::{PlacementRequest, TransformRequest, TransformResult};
 use tmc_syncer::api::{
     ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget,
 };
@@ -24,7 +24,7 @@ use tmc_syncer::api::{
 use crate::admin::client;
 use crate::cli::PolicyCommand;
 use crate::placement::runner::{self, EvalObserver};
-use crate::placement::selector::to_abi;
+use crate::placement::selector;
 use crate::placement::targets::{self, TargetView, ready_condition};
 use crate::placement::workload;
 use crate::policy::HostRunner;
@@ -449,37 +449,18 @@ fn request(
     workload: tmc_policy_sdk::abi::Workload,
     views: &[TargetView],
 ) -> PlacementRequest {
-    let location: Vec<_> = placement
-        .spec
-        .location_selectors
-        .iter()
-        .map(to_abi)
-        .collect();
+    let abi = selector::abi_placement(placement);
     let cands = targets::candidates(
         views,
-        &location,
+        &abi.location_selectors,
         &Default::default(),
         Duration::ZERO,
         Utc::now(),
     );
     PlacementRequest {
         workload,
-        placement: Placement {
-            name: placement.metadata.name.clone().unwrap_or_default(),
-            location_selectors: location,
-            location_preferences: placement
-                .spec
-                .location_preferences
-                .iter()
-                .map(to_abi)
-                .collect(),
-        },
-        settings: placement
-            .spec
-            .policy
-            .settings
-            .clone()
-            .unwrap_or(Value::Null),
+        placement: abi,
+        settings: selector::policy_settings(placement),
         targets: cands.targets,
     }
 }

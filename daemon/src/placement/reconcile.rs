@@ -13,12 +13,12 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tmc_policy_sdk::abi::{Placement, PlacementRequest};
+use tmc_policy_sdk::abi::PlacementRequest;
 use tmc_syncer::SyncedKind;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
 use super::runner::{PolicyRunner, evaluate};
-use super::selector::{WorkloadKey, governing, to_abi};
+use super::selector::{WorkloadKey, abi_placement, governing, policy_settings};
 use super::targets::{TargetView, candidates};
 use super::{assignment, plan, status, workload};
 use crate::state::State;
@@ -168,35 +168,16 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .iter()
         .map(|t| TargetView::of(t, now, threshold))
         .collect();
-    let location: Vec<_> = placement
-        .spec
-        .location_selectors
-        .iter()
-        .map(to_abi)
-        .collect();
     let grace = placement
         .spec
         .eviction_grace_period_seconds
         .map_or(DEFAULT_GRACE, |s| Duration::from_secs(u64::from(s)));
-    let cands = candidates(&views, &location, &holders, grace, now);
+    let abi = abi_placement(placement);
+    let cands = candidates(&views, &abi.location_selectors, &holders, grace, now);
     let req = PlacementRequest {
         workload: workload::summary(&ctx.kind.api_version(), kind, obj),
-        placement: Placement {
-            name: placement_name.clone(),
-            location_selectors: location,
-            location_preferences: placement
-                .spec
-                .location_preferences
-                .iter()
-                .map(to_abi)
-                .collect(),
-        },
-        settings: placement
-            .spec
-            .policy
-            .settings
-            .clone()
-            .unwrap_or(serde_json::Value::Null),
+        placement: abi,
+        settings: policy_settings(placement),
         targets: cands.targets.clone(),
     };
 

@@ -27,6 +27,26 @@ pub fn to_abi(selector: &LabelSelector) -> abi::LabelSelector {
     }
 }
 
+/// The placement as its policy sees it: name, location selectors and preferences.
+pub fn abi_placement(placement: &ClusterWorkloadPlacement) -> abi::Placement {
+    let spec = &placement.spec;
+    abi::Placement {
+        name: placement.metadata.name.clone().unwrap_or_default(),
+        location_selectors: spec.location_selectors.iter().map(to_abi).collect(),
+        location_preferences: spec.location_preferences.iter().map(to_abi).collect(),
+    }
+}
+
+/// The settings handed to the placement's policy (`null` when absent).
+pub fn policy_settings(placement: &ClusterWorkloadPlacement) -> serde_json::Value {
+    placement
+        .spec
+        .policy
+        .settings
+        .clone()
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// True when `selector` (absent: everything) selects `labels`.
 pub fn selects(selector: Option<&LabelSelector>, labels: &StringMap) -> bool {
     selector.is_none_or(|s| to_abi(s).matches(labels))
