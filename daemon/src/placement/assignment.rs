@@ -20,6 +20,8 @@ pub struct Recorded {
     pub deleting: bool,
     /// What the target's syncer reports.
     pub status: Option<TargetStatus>,
+    /// A status annotation is present (parsed into `status` when it is readable).
+    pub status_raw: bool,
 }
 
 impl Recorded {
@@ -48,7 +50,9 @@ pub fn read(
         } else if let Some(t) = key.strip_prefix(DELETION_ANNOTATION_PREFIX) {
             out.entry(t.to_string()).or_default().deleting = true;
         } else if let Some(t) = key.strip_prefix(STATUS_ANNOTATION_PREFIX) {
-            out.entry(t.to_string()).or_default().status = serde_json::from_str(value).ok();
+            let entry = out.entry(t.to_string()).or_default();
+            entry.status_raw = true;
+            entry.status = serde_json::from_str(value).ok();
         }
     }
     out

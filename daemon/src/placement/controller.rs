@@ -20,6 +20,10 @@ use crate::state::State;
 
 /// How often placement statuses are refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(3);
+/// Reconciles of one kind running at once. A reconcile spends most of its
+/// time waiting on the control plane (a merge patch, a status patch), so
+/// this is about round trips in flight, not CPU.
+const WORKERS: u16 = 16;
 
 /// Runs the controllers of `kinds` until `shutdown` turns true.
 pub async fn run(
@@ -37,6 +41,22 @@ pub async fn run(
             instance: Some(state.identity.clone()),
         },
     );
+    // Deciding on partial knowledge would be wrong: an empty target cache
+    // would look like deleted targets, an empty placement cache like
+    // unplaced workloads.
+    let ready = futures::future::try_join3(
+        stores.targets.wait_until_ready(),
+        stores.placements.wait_until_ready(),
+        stores.namespaces.wait_until_ready(),
+    );
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        res = ready => if res.is_err() {
+            tracing::error!("the SyncTarget, placement or namespace watch stopped before its first list; placement controllers not started");
+            return;
+        },
+        _ = stop.wait_for(|s| *s) => return,
+    }
     let mut workload_stores = Vec::new();
     let mut runs = Vec::new();
     for kind in kinds {
@@ -57,11 +77,7 @@ pub async fn run(
         });
         let mut stop = shutdown.clone();
         let c = Controller::new_with(api, watcher::Config::default(), ar)
-            .with_config(
-                controller::Config::default()
-                    .debounce(Duration::from_millis(200))
-                    .concurrency(4),
-            )
+            .with_config(controller::Config::default().concurrency(WORKERS))
             .reconcile_all_on(state.triggers.subscribe())
             .graceful_shutdown_on(async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod controller;
+pub mod gone;
 pub mod placement_status;
 pub mod plan;
 pub mod reconcile;

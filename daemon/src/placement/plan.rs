@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tmc_syncer::decision::{
     STATE_SYNC, TargetResult, deletion_annotation, finalizer, result_annotation, state_label,
+    status_annotation,
 };
 
 use super::assignment::{Recorded, applied};
@@ -24,6 +25,8 @@ pub struct Plan {
     pub deleting: Vec<String>,
     /// Old holders kept until every newly chosen target has applied its copy.
     pub waiting: Vec<String>,
+    /// Deleted SyncTargets whose protocol keys and finalizer this plan removes.
+    pub forgotten: Vec<String>,
 }
 
 impl Plan {
@@ -60,22 +63,57 @@ pub fn same_decision(a: &TargetResult, b: &TargetResult) -> bool {
         && a.placement == b.placement
 }
 
+/// The targets the object names that are not simply Ready candidates.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetSets<'a> {
+    /// Not Ready, within the eviction grace period: never asked to delete
+    /// (unreachable is no reason).
+    pub in_grace: &'a BTreeSet<String>,
+    /// SyncTargets confirmed deleted (a GET answered 404): their protocol
+    /// keys and finalizer are removed, so an upstream delete never waits on a
+    /// syncer that will not come, and a re-created target starts clean.
+    pub gone: &'a BTreeSet<String>,
+}
+
 /// The plan that makes the object record `chosen` (target -> result), given
 /// what it `recorded` and its `finalizers`. Targets no longer chosen are asked
 /// to delete only once every chosen target `applied` its copy at `generation`;
-/// an empty choice removes nothing, and neither does a target in `in_grace`
-/// (not Ready, within its eviction grace period: unreachable is no reason).
+/// an empty choice removes nothing, and neither does a target in grace (see
+/// [`TargetSets`]). Deleted targets are forgotten.
 pub fn plan(
     recorded: &BTreeMap<String, Recorded>,
     finalizers: &[String],
     chosen: &BTreeMap<String, TargetResult>,
-    in_grace: &BTreeSet<String>,
+    targets: TargetSets<'_>,
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Plan, serde_json::Error> {
     let mut out = Plan::default();
     let mut new_finalizers = finalizers.to_vec();
     let empty = Recorded::default();
+    for target in targets.gone.iter().filter(|t| !chosen.contains_key(*t)) {
+        let fin = finalizer(target);
+        let rec = recorded.get(target);
+        if rec.is_none() && !new_finalizers.contains(&fin) {
+            continue;
+        }
+        new_finalizers.retain(|f| *f != fin);
+        if let Some(rec) = rec {
+            if rec.state.is_some() {
+                out.labels.insert(state_label(target), None);
+            }
+            if rec.result_raw.is_some() {
+                out.annotations.insert(result_annotation(target), None);
+            }
+            if rec.deleting {
+                out.annotations.insert(deletion_annotation(target), None);
+            }
+            if rec.status_raw {
+                out.annotations.insert(status_annotation(target), None);
+            }
+        }
+        out.forgotten.push(target.clone());
+    }
     for (target, result) in chosen {
         let rec = recorded.get(target).unwrap_or(&empty);
         if rec.state.as_deref() != Some(STATE_SYNC) {
@@ -110,10 +148,10 @@ pub fn plan(
         in_place && applied(rec.status.as_ref(), result, generation)
     });
     for (target, rec) in recorded {
-        if chosen.contains_key(target) || !rec.holds() {
+        if chosen.contains_key(target) || !rec.holds() || targets.gone.contains(target) {
             continue;
         }
-        if !chosen.is_empty() && all_applied && !in_grace.contains(target) {
+        if !chosen.is_empty() && all_applied && !targets.in_grace.contains(target) {
             out.annotations.insert(
                 deletion_annotation(target),
                 Some(now.to_rfc3339_opts(SecondsFormat::Secs, true)),
@@ -197,7 +235,10 @@ mod tests {
                 &recorded,
                 &self.finalizers,
                 chosen,
-                in_grace,
+                TargetSets {
+                    in_grace,
+                    gone: &BTreeSet::new(),
+                },
                 Some(1),
                 now(),
             )

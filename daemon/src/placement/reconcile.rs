@@ -1,7 +1,7 @@
 //! One reconcile of one workload: governing placement, candidates, policies,
 //! decision recorded, status brought back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 use super::runner::{PolicyRunner, evaluate};
 use super::selector::{WorkloadKey, abi_placement, governing, policy_settings};
 use super::targets::{TargetView, candidates};
-use super::{assignment, plan, status, workload};
+use super::{assignment, gone, plan, status, workload};
 use crate::state::State;
 
 /// Default `evictionGracePeriodSeconds`.
@@ -111,9 +111,94 @@ pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, ctx: Arc<Kind
     Action::requeue(delay)
 }
 
+/// The object's API (namespaced or cluster-scoped).
+fn object_api(ctx: &KindCtx, obj: &DynamicObject) -> Api<DynamicObject> {
+    match obj.metadata.namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ctx.ar),
+        None => Api::all_with(ctx.client.clone(), &ctx.ar),
+    }
+}
+
+/// Deleted SyncTargets that `obj` still names (see [`gone`]).
+async fn gone_targets(
+    ctx: &KindCtx,
+    recorded: &BTreeMap<String, assignment::Recorded>,
+    finalizers: &[String],
+) -> BTreeSet<String> {
+    let unknown = gone::unknown_targets(recorded, finalizers, &ctx.targets);
+    if unknown.is_empty() {
+        return unknown;
+    }
+    gone::confirm_gone(&Api::all(ctx.client.clone()), unknown).await
+}
+
+/// Writes `the_plan` as one merge patch guarded by the object's resourceVersion.
+async fn write_plan(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    the_plan: &plan::Plan,
+    object: &str,
+) -> Result<(), ReconcileError> {
+    let patch = the_plan.merge_patch(obj.metadata.resource_version.as_deref());
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| ReconcileError::Write {
+        object: object.to_string(),
+        source,
+    })?;
+    if !the_plan.forgotten.is_empty() {
+        tracing::info!(object = %object, targets = %the_plan.forgotten.join(", "), "forgot deleted SyncTargets: their labels, annotations and finalizers are removed");
+    }
+    Ok(())
+}
+
+/// Removes what `obj` records for deleted SyncTargets and nothing else: the
+/// path of an object being deleted upstream (its copies are removed by the
+/// targets' syncers; only a deleted target's finalizer is tmcd's to release)
+/// and of an object no placement selects.
+async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, ReconcileError> {
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    let recorded = assignment::read(&labels, &annotations);
+    let gone = gone_targets(ctx, &recorded, &finalizers).await;
+    if gone.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let object = key(obj);
+    let no_grace = BTreeSet::new();
+    let targets = plan::TargetSets {
+        in_grace: &no_grace,
+        gone: &gone,
+    };
+    let the_plan = plan::plan(
+        &recorded,
+        &finalizers,
+        &BTreeMap::new(),
+        targets,
+        obj.metadata.generation,
+        Utc::now(),
+    )
+    .map_err(|source| ReconcileError::Encode {
+        object: object.clone(),
+        source,
+    })?;
+    if !the_plan.is_empty() {
+        write_plan(&object_api(ctx, obj), obj, &the_plan, &object).await?;
+    }
+    Ok(Action::await_change())
+}
+
 async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, ReconcileError> {
     let kind = ctx.kind.kind.as_str();
-    if obj.metadata.deletion_timestamp.is_some() || workload::excluded(kind, obj).is_some() {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return forget_gone(obj, ctx).await;
+    }
+    if workload::excluded(kind, obj).is_some() {
         return Ok(Action::await_change());
     }
     let object = key(obj);
@@ -147,10 +232,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                 EventType::Normal,
                 "NoPlacement",
                 "no ClusterWorkloadPlacement selects this workload; it is not placed".into(),
-            )
-            .await;
+            );
         }
-        return Ok(Action::await_change());
+        return forget_gone(obj, ctx).await;
     };
     ctx.unplaced
         .lock()
@@ -159,6 +243,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     let placement_name = placement.name_any();
 
     let recorded = assignment::read(&labels, &annotations);
+    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    let gone = gone_targets(ctx, &recorded, &finalizers).await;
     let holders = assignment::holders(&recorded);
     let now = Utc::now();
     let threshold = ctx.state.config.sync.heartbeat_threshold();
@@ -203,42 +289,30 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                 EventType::Warning,
                 "PolicyFailed",
                 format!("{failure}; the last decision stays"),
-            )
-            .await;
+            );
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
 
-    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
-    let generation = obj.metadata.generation;
+    let targets = plan::TargetSets {
+        in_grace: &cands.in_grace,
+        gone: &gone,
+    };
     let the_plan = plan::plan(
         &recorded,
         &finalizers,
         &outcome.chosen,
-        &cands.in_grace,
-        generation,
+        targets,
+        obj.metadata.generation,
         now,
     )
     .map_err(|source| ReconcileError::Encode {
         object: object.clone(),
         source,
     })?;
-    let api: Api<DynamicObject> = match obj.metadata.namespace.as_deref() {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ctx.ar),
-        None => Api::all_with(ctx.client.clone(), &ctx.ar),
-    };
+    let api = object_api(ctx, obj);
     if !the_plan.is_empty() {
-        let patch = the_plan.merge_patch(obj.metadata.resource_version.as_deref());
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|source| ReconcileError::Write {
-            object: object.clone(),
-            source,
-        })?;
+        write_plan(&api, obj, &the_plan, &object).await?;
         let now_on: BTreeMap<String, Option<u32>> = outcome
             .chosen
             .iter()
@@ -262,7 +336,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                 note.push_str(&format!(": {}", outcome.reason));
             }
             tracing::info!(kind, object = %object, "{note}");
-            publish(ctx, obj, EventType::Normal, "Placed", note).await;
+            publish(ctx, obj, EventType::Normal, "Placed", note);
         }
     }
 
@@ -306,8 +380,15 @@ fn describe(on: &BTreeMap<String, Option<u32>>) -> String {
         .join(", ")
 }
 
-/// Publishes an Event on the workload; failures are logged, never fatal.
-async fn publish(ctx: &KindCtx, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+/// Publishes an Event on the workload in the background (the reconcile does
+/// not wait on it); failures are logged, never fatal.
+fn publish(
+    ctx: &KindCtx,
+    obj: &DynamicObject,
+    type_: EventType,
+    reason: &'static str,
+    note: String,
+) {
     let mut note = note;
     if note.len() > 1000 {
         let mut cut = 1000;
@@ -324,7 +405,10 @@ async fn publish(ctx: &KindCtx, obj: &DynamicObject, type_: EventType, reason: &
         secondary: None,
     };
     let reference = obj.object_ref(&ctx.ar);
-    if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(error = %err, reason, "publishing an event failed");
-    }
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        if let Err(err) = recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %err, reason, "publishing an event failed");
+        }
+    });
 }
