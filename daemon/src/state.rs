@@ -30,6 +30,8 @@ pub struct State {
     syncers: Mutex<BTreeMap<String, Arc<Syncer>>>,
     /// Last policy error per placement (cleared by a success).
     pub policy_errors: Mutex<BTreeMap<String, String>>,
+    /// A decision was written: placement statuses are refreshed soon.
+    pub decisions_changed: tokio::sync::Notify,
 }
 
 impl State {
@@ -46,6 +48,7 @@ impl State {
             stores: RwLock::new(None),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
+            decisions_changed: tokio::sync::Notify::new(),
         }
     }
 

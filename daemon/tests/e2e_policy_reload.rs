@@ -68,10 +68,29 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
         after > generation,
         "policy generation advanced: {generation} -> {after}"
     );
+    let placements: Api<ClusterWorkloadPlacement> = Api::all(kcp.clone());
+    until("the placement's status shows the new split", || async {
+        let status = placements.get("choose").await?.status.unwrap_or_default();
+        let split: Vec<(String, u32)> = status
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.replicas))
+            .collect();
+        Ok(
+            if split == [("west".to_string(), 4)] && status.policy_generation >= Some(after) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!(
+                    "{split:?} at policy generation {:?}",
+                    status.policy_generation
+                ))
+            },
+        )
+    })
+    .await?;
 
     // A placement naming a policy that is not loaded: nothing moves, the placement says why.
     apply_placement(&kcp, "choose", spec("missing")).await?;
-    let placements: Api<ClusterWorkloadPlacement> = Api::all(kcp.clone());
     let message = until("PolicyValid False on the placement", || async {
         let p = placements.get("choose").await?;
         let cond = p

@@ -18,8 +18,10 @@ use super::runner::PolicyRunner;
 use super::watch::Stores;
 use crate::state::State;
 
-/// How often placement statuses are refreshed.
+/// How often placement statuses are refreshed when no decision changes.
 const STATUS_EVERY: Duration = Duration::from_secs(3);
+/// After a decision is written, how long to wait for more before refreshing.
+const STATUS_COALESCE: Duration = Duration::from_millis(300);
 /// Reconciles of one kind running at once. A reconcile spends most of its
 /// time waiting on the control plane (a merge patch, a status patch), so
 /// this is about round trips in flight, not CPU.
@@ -55,7 +57,7 @@ pub async fn run(
             tracing::error!("the SyncTarget, placement or namespace watch stopped before its first list; placement controllers not started");
             return;
         },
-        _ = stop.wait_for(|s| *s) => return,
+        _ = stopped(&mut stop) => return,
     }
     let mut workload_stores = Vec::new();
     let mut runs = Vec::new();
@@ -100,14 +102,25 @@ pub async fn run(
     let status_state = state.clone();
     let placements = stores.placements.clone();
     let status_loop = tokio::spawn(async move {
+        let mut policies_open = true;
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                changed = generation.changed() => {
-                    if changed.is_ok() {
-                        tracing::info!(generation = *generation.borrow(), "policy set changed: re-evaluating every workload");
-                        status_state.triggers.fire();
+                _ = stopped(&mut stop) => return,
+                changed = generation.changed(), if policies_open => {
+                    if changed.is_err() {
+                        policies_open = false;
+                        continue;
                     }
+                    let now_active = *generation.borrow_and_update();
+                    tracing::info!(generation = now_active, "policy set changed: re-evaluating every workload");
+                    status_state.triggers.fire();
+                    // The statuses follow the new decisions, not the swap.
+                    continue;
+                }
+                _ = status_state.decisions_changed.notified() => {
+                    // Let the decisions of one change (a reload, a burst) land
+                    // in the caches before summing them up.
+                    tokio::time::sleep(STATUS_COALESCE).await;
                 }
                 _ = tokio::time::sleep(STATUS_EVERY) => {}
             }
@@ -117,4 +130,9 @@ pub async fn run(
     });
     join_all(runs).await;
     status_loop.abort();
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

@@ -134,6 +134,7 @@ async fn gone_targets(
 
 /// Writes `the_plan` as one merge patch guarded by the object's resourceVersion.
 async fn write_plan(
+    ctx: &KindCtx,
     api: &Api<DynamicObject>,
     obj: &DynamicObject,
     the_plan: &plan::Plan,
@@ -150,6 +151,7 @@ async fn write_plan(
         object: object.to_string(),
         source,
     })?;
+    ctx.state.decisions_changed.notify_one();
     if !the_plan.forgotten.is_empty() {
         tracing::info!(object = %object, targets = %the_plan.forgotten.join(", "), "forgot deleted SyncTargets: their labels, annotations and finalizers are removed");
     }
@@ -188,7 +190,7 @@ async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, Recon
         source,
     })?;
     if !the_plan.is_empty() {
-        write_plan(&object_api(ctx, obj), obj, &the_plan, &object).await?;
+        write_plan(ctx, &object_api(ctx, obj), obj, &the_plan, &object).await?;
     }
     Ok(Action::await_change())
 }
@@ -312,7 +314,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     })?;
     let api = object_api(ctx, obj);
     if !the_plan.is_empty() {
-        write_plan(&api, obj, &the_plan, &object).await?;
+        write_plan(ctx, &api, obj, &the_plan, &object).await?;
         let now_on: BTreeMap<String, Option<u32>> = outcome
             .chosen
             .iter()
