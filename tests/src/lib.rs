@@ -3,4 +3,5 @@
 //!
 //! Start a bed with [`testbed::TestBed::builder`]; see `docs/testbed.md`.
 
+pub mod fixtures;
 pub mod testbed;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tmc_daemon::Daemon;
 use tmc_daemon::admin::logs::SyncerLogs;
 use tmc_syncer::api::ClusterWorkloadPlacement;
+use tmc_tests::fixtures;
 use tmc_tests::testbed::TestBed;
-use tmc_tests::testbed::binaries::repo_root;
 use tmc_tests::testbed::wait::{self, Poll};
 
 /// Generous: real servers on a shared 2-core machine.
@@ -63,47 +63,16 @@ impl Env {
 
     /// Installs built policy `built` (from `target/policies/`) as `<name>.wasm`.
     pub fn install_policy(&self, built: &str, name: &str) -> Result<()> {
-        let src = repo_root()
-            .join("target/policies")
-            .join(format!("{built}.wasm"));
-        if !src.is_file() {
-            bail!(
-                "{} is missing (fix: run hack/build-policies.sh)",
-                src.display()
-            );
-        }
-        // Write then rename, so the watcher never sees half a file.
-        let tmp = self.dir.path().join(format!("{name}.wasm.tmp"));
-        std::fs::copy(&src, &tmp)?;
-        std::fs::rename(&tmp, self.policy_dir().join(format!("{name}.wasm")))?;
-        Ok(())
+        fixtures::install_policy(&self.policy_dir(), built, name).map(drop)
     }
 
     /// tmc.toml for this bed (`extra` is appended).
     pub fn config_text(&self, extra: &str) -> Result<String> {
-        let kcp = self.bed.kubeconfig_path("kcp")?;
-        let west = self.bed.kubeconfig_path("west")?;
-        let east = self.bed.kubeconfig_path("east")?;
-        Ok(format!(
-            r#"synced_from = "tmc-workloads"
-
-[control_plane]
-kubeconfig = "{}"
-workspace = "root:tmc"
-
-[[clusters]]
-name = "west"
-kubeconfig = "{}"
-region = "us-west"
-zone = "us-west-1a"
-
-[[clusters]]
-name = "east"
-kubeconfig = "{}"
-region = "us-east"
-zone = "us-east-1a"
-
-[sync]
+        fixtures::tmc_toml(
+            &self.bed,
+            "tmc-workloads",
+            &format!(
+                r#"[sync]
 resources = ["deployments.apps", "configmaps"]
 heartbeat_interval_seconds = 2
 heartbeat_threshold_seconds = 8
@@ -117,11 +86,9 @@ address = "127.0.0.1:0"
 
 [leader_election]
 lease_duration_seconds = 6
-{extra}"#,
-            kcp.display(),
-            west.display(),
-            east.display()
-        ))
+{extra}"#
+            ),
+        )
     }
 
     /// Starts a tmcd in-process with [`config_text`](Self::config_text).

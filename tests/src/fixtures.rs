@@ -1,0 +1,66 @@
+//! What tmcd's integration tests and benchmarks set up the same way on a bed
+//! with clusters `west` and `east`: the `tmc.toml` that points at it, and
+//! policy modules installed into a policy directory.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::testbed::TestBed;
+use crate::testbed::binaries::repo_root;
+
+/// A `tmc.toml` for `bed`: the workspace `root:tmc` as control plane, `west`
+/// (region `us-west`) and `east` (region `us-east`) as push clusters, then
+/// `sections` verbatim (`[sync]`, `[policies]`, ... as the caller needs them).
+pub fn tmc_toml(bed: &TestBed, synced_from: &str, sections: &str) -> Result<String> {
+    let kcp = bed.kubeconfig_path("kcp")?;
+    let west = bed.kubeconfig_path("west")?;
+    let east = bed.kubeconfig_path("east")?;
+    Ok(format!(
+        r#"synced_from = "{synced_from}"
+
+[control_plane]
+kubeconfig = "{}"
+workspace = "root:tmc"
+
+[[clusters]]
+name = "west"
+kubeconfig = "{}"
+region = "us-west"
+zone = "us-west-1a"
+
+[[clusters]]
+name = "east"
+kubeconfig = "{}"
+region = "us-east"
+zone = "us-east-1a"
+
+{sections}"#,
+        kcp.display(),
+        west.display(),
+        east.display()
+    ))
+}
+
+/// Installs the built policy `target/policies/<built>.wasm` as
+/// `<policy_dir>/<name>.wasm`: written under a temporary name, then renamed,
+/// so a watcher never sees half a file. Returns the instant just before the
+/// rename (what a hot-reload measurement starts from).
+pub fn install_policy(policy_dir: &Path, built: &str, name: &str) -> Result<Instant> {
+    let src = repo_root()
+        .join("target/policies")
+        .join(format!("{built}.wasm"));
+    if !src.is_file() {
+        bail!(
+            "{} is missing (fix: run hack/build-policies.sh)",
+            src.display()
+        );
+    }
+    let tmp = policy_dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+    let at = Instant::now();
+    std::fs::rename(&tmp, policy_dir.join(format!("{name}.wasm")))
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok(at)
+}
