@@ -64,3 +64,31 @@ pub fn install_policy(policy_dir: &Path, built: &str, name: &str) -> Result<Inst
         .with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(at)
 }
+
+/// Creates or updates the ClusterWorkloadPlacement `name` with `spec`
+/// (server-side apply as `manager`).
+pub async fn apply_placement(
+    client: &kube::Client,
+    manager: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<()> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let gvk = GroupVersionKind::gvk("workload.kcp.io", "v1alpha1", "ClusterWorkloadPlacement");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "clusterworkloadplacements");
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let body = serde_json::json!({
+        "apiVersion": "workload.kcp.io/v1alpha1",
+        "kind": "ClusterWorkloadPlacement",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .with_context(|| format!("applying placement {name}"))?;
+    Ok(())
+}

@@ -62,19 +62,5 @@ pub async fn placement(
     mut spec: Value,
 ) -> Result<()> {
     spec["workloadSelector"] = json!({"matchLabels": {"bench": scenario}});
-    let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
-    let body = json!({
-        "apiVersion": "workload.kcp.io/v1alpha1",
-        "kind": "ClusterWorkloadPlacement",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("tmc-bench").force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .with_context(|| format!("applying placement {name}"))?;
-    Ok(())
+    fixtures::apply_placement(client, "tmc-bench", name, spec).await
 }

@@ -9,11 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tmc_daemon::Daemon;
 use tmc_daemon::admin::logs::SyncerLogs;
-use tmc_syncer::api::ClusterWorkloadPlacement;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::wait::{self, Poll};
@@ -111,21 +110,7 @@ lease_duration_seconds = 6
 
 /// Applies a placement (server-side apply).
 pub async fn apply_placement(client: &kube::Client, name: &str, spec: Value) -> Result<()> {
-    let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
-    let body = json!({
-        "apiVersion": "workload.kcp.io/v1alpha1",
-        "kind": "ClusterWorkloadPlacement",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .with_context(|| format!("applying placement {name}"))?;
-    Ok(())
+    fixtures::apply_placement(client, "e2e", name, spec).await
 }
 
 /// Creates Deployment `demo/<name>` upstream.
