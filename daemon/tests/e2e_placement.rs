@@ -184,12 +184,21 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
         })
     })
     .await?;
-    let d = upstream.get("web").await?;
-    let labels = d.metadata.labels.unwrap_or_default();
-    assert!(
-        !labels.contains_key(&state_label("west")),
-        "west released upstream: {labels:?}"
-    );
+    // The syncer removes west's keys upstream right after its copy is gone.
+    until("west released upstream", || async {
+        let labels = upstream
+            .get("web")
+            .await?
+            .metadata
+            .labels
+            .unwrap_or_default();
+        Ok(if labels.contains_key(&state_label("west")) {
+            Poll::Pending(format!("{labels:?}"))
+        } else {
+            Poll::Ready(())
+        })
+    })
+    .await?;
 
     // Delete upstream: the copy goes and the upstream object is released by the syncers.
     upstream.delete("web", &DeleteParams::default()).await?;
