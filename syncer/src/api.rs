@@ -173,8 +173,7 @@ pub struct SyncedResource {
     printcolumn(
         name = "Targets",
         type_ = "string",
-        json_path = ".status.targets[*].name",
-        priority = "1"
+        json_path = ".status.targetsSummary"
     ),
     printcolumn(
         name = "Policy-Generation",
@@ -239,8 +238,14 @@ pub struct PolicyRef {
 }
 
 /// Observed state of a placement, written by tmcd.
+//
+// Serialized with one derived field, `targetsSummary` (see
+// `TargetSummary::summary`), so the `Targets` printer column shows every
+// target without tmcd setting anything: it is computed from `targets`
+// whenever the status is serialized, and ignored when read.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", into = "StatusWithSummary")]
+#[schemars(transform = with_targets_summary)]
 pub struct ClusterWorkloadPlacementStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -258,6 +263,54 @@ pub struct ClusterWorkloadPlacementStatus {
     pub targets: Vec<TargetSummary>,
 }
 
+/// The serialized form of [`ClusterWorkloadPlacementStatus`]: its fields plus
+/// `targetsSummary` (the CRD schema is the status's, see `with_targets_summary`).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct StatusWithSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conditions: Vec<Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_generation: Option<u64>,
+    workload_count: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    targets: Vec<TargetSummary>,
+    /// Empty (and then omitted) when nothing is placed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    targets_summary: String,
+}
+
+impl From<ClusterWorkloadPlacementStatus> for StatusWithSummary {
+    fn from(status: ClusterWorkloadPlacementStatus) -> Self {
+        Self {
+            targets_summary: TargetSummary::summary(&status.targets),
+            observed_generation: status.observed_generation,
+            conditions: status.conditions,
+            policy_generation: status.policy_generation,
+            workload_count: status.workload_count,
+            targets: status.targets,
+        }
+    }
+}
+
+/// Adds `targetsSummary` to the status schema (a structural schema would prune it otherwise).
+fn with_targets_summary(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        properties.insert(
+            "targetsSummary".to_string(),
+            serde_json::json!({
+                "description": "Workloads per target in one line, `west=2,east=1` (derived from `targets`, for `kubectl get`).",
+                "type": "string",
+            }),
+        );
+    }
+}
+
 /// How much of a placement's workloads one target holds.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -268,9 +321,66 @@ pub struct TargetSummary {
     pub replicas: u32,
 }
 
+impl TargetSummary {
+    /// `name=workloads` of every target, comma-separated, in the given order
+    /// (e.g. `west=2,east=1`): the `Targets` column of `kubectl get cwp`.
+    pub fn summary(targets: &[TargetSummary]) -> String {
+        targets
+            .iter()
+            .map(|t| format!("{}={}", t.name, t.workloads))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::json;
+
+    use super::*;
+
+    fn target(name: &str, workloads: u32) -> TargetSummary {
+        TargetSummary {
+            name: name.into(),
+            workloads,
+            replicas: 2 * workloads,
+        }
+    }
+
+    #[test]
+    fn placement_status_carries_a_summary_of_every_target() {
+        let status = ClusterWorkloadPlacementStatus {
+            workload_count: 3,
+            targets: vec![target("east", 1), target("west", 2)],
+            ..Default::default()
+        };
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(value["targetsSummary"], json!("east=1,west=2"));
+        // Read back, the summary is ignored (it is derived) and the status is unchanged.
+        let back: ClusterWorkloadPlacementStatus = serde_json::from_value(value).unwrap();
+        assert_eq!(back, status);
+        // Nothing placed: no summary.
+        let empty = serde_json::to_value(ClusterWorkloadPlacementStatus::default()).unwrap();
+        assert_eq!(empty, json!({"workloadCount": 0}));
+    }
+
+    #[test]
+    fn targets_column_shows_the_summary_and_the_schema_keeps_it() {
+        let crd = serde_json::to_value(ClusterWorkloadPlacement::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        let columns = version["additionalPrinterColumns"].as_array().unwrap();
+        let targets = columns.iter().find(|c| c["name"] == "Targets").unwrap();
+        assert_eq!(targets["jsonPath"], ".status.targetsSummary");
+        assert_eq!(targets.get("priority"), None, "shown without -o wide");
+        let summary = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["targetsSummary"];
+        assert_eq!(summary["type"], "string", "{summary}");
+    }
 }

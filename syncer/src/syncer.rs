@@ -20,9 +20,9 @@ use crate::copy::{CopyContext, annotation};
 use crate::decision::{
     MANAGED_LABEL, SYNCED_FROM_LABEL, UPSTREAM_NAMESPACE_ANNOTATION, state_label,
 };
-use crate::engine::{Engine, ObjectKey, Outcome};
+use crate::engine::{Engine, ObjectKey, Outcome, STATUS_COALESCE};
 use crate::error::Error;
-use crate::health::{HealthCell, KindCounts, SyncerHealth};
+use crate::health::{HealthCell, SyncerHealth};
 use crate::heartbeat::{self, Observation};
 use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
@@ -52,6 +52,10 @@ pub struct SyncerConfig {
     pub workers: usize,
     /// Retry delays of failing objects.
     pub backoff: Backoff,
+    /// After a status report, how long changes of a copy's `.status` alone
+    /// are held back and coalesced into one report (default 2 s). Reports of a
+    /// new apply, generation or error are never held back.
+    pub status_coalesce: Duration,
 }
 
 impl SyncerConfig {
@@ -73,6 +77,7 @@ impl SyncerConfig {
             resync_interval: Duration::from_secs(300),
             workers: 4,
             backoff: Backoff::default(),
+            status_coalesce: STATUS_COALESCE,
         }
     }
 }
@@ -94,6 +99,7 @@ impl fmt::Debug for SyncerConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("resync_interval", &self.resync_interval)
             .field("workers", &self.workers)
+            .field("status_coalesce", &self.status_coalesce)
             .finish_non_exhaustive()
     }
 }
@@ -113,13 +119,15 @@ impl Syncer {
             source: config.source.clone(),
             namespace_mapping: config.namespace_mapping.clone(),
         };
-        let engine = Arc::new(Engine::new(
+        let mut engine = Engine::new(
             ctx,
             config.kinds.clone(),
             config.upstream.clone(),
             config.downstream.clone(),
             health,
-        ));
+        );
+        engine.status_coalesce = config.status_coalesce;
+        let engine = Arc::new(engine);
         Self { config, engine }
     }
 
@@ -128,8 +136,12 @@ impl Syncer {
         &self.config.target
     }
 
-    /// A cheap snapshot of the syncer's health.
+    /// A cheap snapshot of the syncer's health; the per-kind object counts
+    /// are read from the watch caches now (not from the last heartbeat).
     pub fn health(&self) -> SyncerHealth {
+        if let Some(stores) = self.engine.caches() {
+            stores.update_counts(&self.engine);
+        }
         self.engine.health.snapshot()
     }
 
@@ -168,6 +180,7 @@ impl Syncer {
             upstream: upstream_stores,
             downstream: downstream_stores,
         });
+        self.engine.set_caches(Some(stores.clone()));
         background.spawn(
             resync(
                 self.engine.clone(),
@@ -204,14 +217,15 @@ impl Syncer {
             workers.abort_all();
         }
         while background.join_next().await.is_some() {}
+        self.engine.set_caches(None);
         Ok(())
     }
 }
 
-/// Reflector stores of every kind, upstream and downstream.
-struct Stores {
-    upstream: Vec<Store<DynamicObject>>,
-    downstream: Vec<Store<DynamicObject>>,
+/// Reflector stores of every kind, upstream and downstream (the watch caches).
+pub(crate) struct Stores {
+    pub(crate) upstream: Vec<Store<DynamicObject>>,
+    pub(crate) downstream: Vec<Store<DynamicObject>>,
 }
 
 impl Stores {
@@ -223,21 +237,13 @@ impl Stores {
     }
 
     fn update_counts(&self, engine: &Engine) {
-        let counts: Vec<(String, KindCounts)> = engine
-            .kinds
-            .iter()
-            .enumerate()
-            .map(|(i, kind)| {
-                let counts = KindCounts {
-                    upstream: self.upstream[i].len(),
-                    downstream: self.our_copies(engine, i).len(),
-                };
-                (kind.to_string(), counts)
-            })
-            .collect();
-        engine
-            .health
-            .update(|h| h.kinds = counts.into_iter().collect());
+        for (i, kind) in engine.kinds.iter().enumerate() {
+            engine.health.set_counts(
+                &kind.to_string(),
+                self.upstream[i].len(),
+                self.our_copies(engine, i).len(),
+            );
+        }
     }
 
     /// Queues every known upstream object and downstream copy.
@@ -321,12 +327,14 @@ async fn watch_upstream(
     let api: Api<DynamicObject> = Api::all_with(engine.upstream.clone(), &engine.resources[kind]);
     let config = watcher::Config::default().labels(&state_label(&engine.ctx.target));
     let what = engine.kinds[kind].to_string();
+    let scope = format!("upstream watch of {what}");
     let mut stream = watcher(api, config).default_backoff().boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
                 writer.apply_watcher_event(&event);
                 engine.health.update(|h| h.upstream_connected = true);
+                engine.health.resolve(&scope);
                 if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event
                     && let Some(key) = upstream_key(kind, o)
                 {
@@ -335,9 +343,7 @@ async fn watch_upstream(
             }
             Err(err) => {
                 engine.health.update(|h| h.upstream_connected = false);
-                engine
-                    .health
-                    .error(format!("upstream watch of {what}: {err}"));
+                engine.health.error(&scope, format!("{scope}: {err}"));
                 warn!(kind = %what, error = %err, "upstream watch failed; retrying with backoff (nothing is deleted)");
             }
         }
@@ -358,12 +364,14 @@ async fn watch_downstream(
     );
     let config = watcher::Config::default().labels(&selector);
     let what = engine.kinds[kind].to_string();
+    let scope = format!("downstream watch of {what}");
     let mut stream = watcher(api, config).default_backoff().boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
                 writer.apply_watcher_event(&event);
                 engine.health.update(|h| h.downstream_connected = true);
+                engine.health.resolve(&scope);
                 if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event
                     && let Some(key) = downstream_key(&engine, kind, o)
                 {
@@ -372,9 +380,7 @@ async fn watch_downstream(
             }
             Err(err) => {
                 engine.health.update(|h| h.downstream_connected = false);
-                engine
-                    .health
-                    .error(format!("downstream watch of {what}: {err}"));
+                engine.health.error(&scope, format!("{scope}: {err}"));
                 warn!(kind = %what, error = %err, "downstream watch failed; retrying with backoff (nothing is deleted)");
             }
         }
@@ -385,9 +391,13 @@ async fn watch_downstream(
 async fn work(engine: Arc<Engine>, queue: Arc<WorkQueue<ObjectKey>>) {
     while let Some(key) = queue.next().await {
         match engine.reconcile(&key).await {
-            Ok(Outcome::Done) => queue.forget(&key),
+            Ok(Outcome::Done) => {
+                queue.forget(&key);
+                engine.health.resolve(&engine.describe(&key));
+            }
             Ok(Outcome::After(delay)) => {
                 queue.forget(&key);
+                engine.health.resolve(&engine.describe(&key));
                 queue.add_after(key.clone(), delay);
             }
             Err(Error::Requeue { what, after }) => {
@@ -397,7 +407,7 @@ async fn work(engine: Arc<Engine>, queue: Arc<WorkQueue<ObjectKey>>) {
             Err(err) => {
                 let delay = queue.retry(key.clone());
                 warn!(object = ?key, error = %err, retry_in = ?delay, "reconcile failed");
-                engine.health.error(err.to_string());
+                engine.health.error(&engine.describe(&key), err.to_string());
             }
         }
         queue.done(&key);
@@ -417,8 +427,12 @@ async fn resync(
         ticker.tick().await;
         stores.enqueue_all(&engine, &queue);
         stores.update_counts(&engine);
+        engine.prune();
     }
 }
+
+/// Health scope of heartbeat errors.
+const HEARTBEAT_SCOPE: &str = "heartbeat";
 
 /// Heartbeats every `interval`. When the cluster becomes reachable again,
 /// every object is queued at once (instead of waiting out its backoff).
@@ -463,6 +477,7 @@ async fn heartbeats(
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
             Ok(at) => {
                 engine.set_target_missing(false);
+                engine.health.resolve(HEARTBEAT_SCOPE);
                 engine.health.update(|h| {
                     h.last_heartbeat = Some(at);
                     h.upstream_connected = true;
@@ -473,7 +488,7 @@ async fn heartbeats(
                     engine.set_target_missing(true);
                 }
                 warn!(error = %err, "heartbeat failed");
-                engine.health.error(err.to_string());
+                engine.health.error(HEARTBEAT_SCOPE, err.to_string());
             }
         }
     }

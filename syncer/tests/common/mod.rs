@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,12 +12,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 use tmc_syncer::api::{SyncTarget, SyncTargetSpec};
 use tmc_syncer::{SourceIdentity, SyncedKind, Syncer, SyncerConfig};
-use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::wait::{self, Poll};
+use tmc_tests::testbed::{KCP, TestBed};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -116,18 +117,24 @@ impl Fixture {
 
     /// Starts a syncer for `west` (heartbeat 1 s, resync 5 s).
     pub fn start_syncer(&mut self) {
-        let mut config = SyncerConfig::new(
-            "west",
-            self.kcp.clone(),
-            self.west.clone(),
-            SourceIdentity::new(WORKSPACE),
-        );
+        self.start_syncer_with(self.kcp.clone(), self.west.clone(), Duration::from_secs(5));
+    }
+
+    /// Starts a syncer for `west` with these clients and resync interval (heartbeat 1 s).
+    pub fn start_syncer_with(
+        &mut self,
+        upstream: kube::Client,
+        downstream: kube::Client,
+        resync: Duration,
+    ) {
+        let mut config =
+            SyncerConfig::new("west", upstream, downstream, SourceIdentity::new(WORKSPACE));
         config.kinds = vec![
             SyncedKind::parse("apps/v1/Deployment").expect("valid kind"),
             SyncedKind::parse("v1/ConfigMap").expect("valid kind"),
         ];
         config.heartbeat_interval = Duration::from_secs(1);
-        config.resync_interval = Duration::from_secs(5);
+        config.resync_interval = resync;
         let syncer = Arc::new(Syncer::new(config));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn({
@@ -141,6 +148,29 @@ impl Fixture {
             }
         });
         self.syncer = Some(RunningSyncer { syncer, stop, task });
+    }
+
+    /// A client of the workspace (`name` = [`KCP`]) or of a physical cluster
+    /// that records every request it sends as `METHOD path?query`.
+    pub async fn recording_client(&self, name: &str) -> Result<(kube::Client, RequestLog)> {
+        let path = self.bed.kubeconfig_path(name)?;
+        let kubeconfig = Kubeconfig::read_from(&path)?;
+        let options = KubeConfigOptions {
+            context: (name == KCP).then(|| WORKSPACE.to_string()),
+            ..KubeConfigOptions::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+        let log = RequestLog::default();
+        let seen = log.clone();
+        let layer =
+            tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+                seen.record(format!("{} {}", req.method(), req.uri()));
+                req
+            });
+        let client = kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&layer)
+            .build();
+        Ok((client, log))
     }
 
     /// Stops the running syncer, if any.
@@ -290,4 +320,30 @@ pub fn labels_of<K: ResourceExt>(object: &K) -> std::collections::BTreeMap<Strin
 /// Annotations of an object.
 pub fn annotations_of<K: ResourceExt>(object: &K) -> std::collections::BTreeMap<String, String> {
     object.annotations().clone()
+}
+
+/// The requests a [`Fixture::recording_client`] sent, in order.
+#[derive(Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<String>>>);
+
+impl RequestLog {
+    fn record(&self, line: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+
+    /// Every request so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Requests with `method` on exactly `path` (no watches or lists of a collection).
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.lines()
+            .iter()
+            .filter(|l| {
+                let (m, uri) = l.split_once(' ').unwrap_or_default();
+                m == method && uri.split('?').next() == Some(path)
+            })
+            .count()
+    }
 }
