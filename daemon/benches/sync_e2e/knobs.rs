@@ -24,7 +24,8 @@ pub struct Knobs {
     pub settle: Duration,
     /// `TMC_BENCH_TIMEOUT_S`: longest wait for any one expectation (default 300).
     pub timeout: Duration,
-    /// `TMC_BENCH_TMCD`: the tmcd binary (default `target/release/tmcd`).
+    /// `TMC_BENCH_TMCD`: the tmcd binary (default `release/tmcd` in `CARGO_TARGET_DIR`,
+    /// or in the repository's `target/`).
     pub tmcd: PathBuf,
 }
 
@@ -43,7 +44,11 @@ impl Knobs {
             timeout: Duration::from_secs(num("TMC_BENCH_TIMEOUT_S", 300)?),
             tmcd: std::env::var_os("TMC_BENCH_TMCD")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target/release/tmcd")),
+                .unwrap_or_else(|| {
+                    std::env::var_os("CARGO_TARGET_DIR")
+                        .map_or_else(|| root.join("target"), PathBuf::from)
+                        .join("release/tmcd")
+                }),
         })
     }
 }
