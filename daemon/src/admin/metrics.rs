@@ -32,8 +32,11 @@ pub struct Metrics {
     pub policy_errors: Family<Labels, Counter>,
     /// Workloads whose copy on a target reports an apply error, by target.
     pub target_sync_errors: Family<Labels, Gauge>,
-    /// Reconciles running or waiting for a worker.
-    pub queue_depth: Gauge,
+    /// Reconciles running now, all kinds.
+    pub reconciles_in_flight: Gauge,
+    /// Workloads changed since their last successful reconcile (waiting,
+    /// running or backing off after an error), by kind: the placement queue.
+    pub workloads_pending: Family<Labels, Gauge>,
     /// 1 when this replica leads.
     pub leader: Gauge,
     /// Generation of the active policy set.
@@ -74,11 +77,17 @@ impl Default for Metrics {
             "Workloads whose copy on the target reports an apply error",
             target_sync_errors.clone(),
         );
-        let queue_depth = Gauge::default();
+        let reconciles_in_flight = Gauge::default();
         registry.register(
-            "queue_depth",
-            "Reconciles running or waiting for a worker",
-            queue_depth.clone(),
+            "reconciles_in_flight",
+            "Reconciles running now",
+            reconciles_in_flight.clone(),
+        );
+        let workloads_pending = Family::default();
+        registry.register(
+            "workloads_pending",
+            "Workloads changed since their last successful reconcile (the placement queue)",
+            workloads_pending.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -99,7 +108,8 @@ impl Default for Metrics {
             policy_seconds,
             policy_errors,
             target_sync_errors,
-            queue_depth,
+            reconciles_in_flight,
+            workloads_pending,
             leader,
             policy_generation,
         }
@@ -114,6 +124,13 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Sets how many workloads of `kind` wait for a reconcile.
+    pub fn set_pending(&self, kind: &str, pending: usize) {
+        self.workloads_pending
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Records one reconcile of `kind`.

@@ -10,6 +10,7 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tmc_syncer::SyncedKind;
 
@@ -22,6 +23,8 @@ use crate::state::State;
 const STATUS_EVERY: Duration = Duration::from_secs(3);
 /// After a decision is written, how long to wait for more before refreshing.
 const STATUS_COALESCE: Duration = Duration::from_millis(300);
+/// How often the pending-workloads gauge is recomputed.
+const PENDING_EVERY: Duration = Duration::from_secs(1);
 /// Reconciles of one kind running at once. A reconcile spends most of its
 /// time waiting on the control plane (a merge patch, a status patch), so
 /// this is about round trips in flight, not CPU.
@@ -61,6 +64,7 @@ pub async fn run(
     }
     let mut workload_stores = Vec::new();
     let mut runs = Vec::new();
+    let mut gauges = Vec::new();
     for kind in kinds {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -76,6 +80,7 @@ pub async fn run(
             recorder: recorder.clone(),
             failures: Mutex::default(),
             unplaced: Mutex::default(),
+            reconciled: Mutex::default(),
         });
         let mut stop = shutdown.clone();
         let c = Controller::new_with(api, watcher::Config::default(), ar)
@@ -85,6 +90,7 @@ pub async fn run(
                 let _ = stop.wait_for(|s| *s).await;
             });
         workload_stores.push(c.store());
+        gauges.push(tokio::spawn(report_pending(ctx.clone(), c.store())));
         let name = kind.to_string();
         runs.push(tokio::spawn(async move {
             tracing::info!(kind = %name, "placement controller started");
@@ -130,6 +136,18 @@ pub async fn run(
     });
     join_all(runs).await;
     status_loop.abort();
+    for gauge in gauges {
+        gauge.abort();
+    }
+}
+
+/// Keeps the kind's `workloads_pending` gauge current.
+async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
+    loop {
+        tokio::time::sleep(PENDING_EVERY).await;
+        let pending = ctx.pending(&store.state());
+        ctx.state.metrics.set_pending(&ctx.kind.kind, pending);
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -60,6 +60,30 @@ pub struct KindCtx {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Objects told once that no placement selects them.
     pub unplaced: Mutex<HashSet<String>>,
+    /// The resourceVersion each object had at its last successful reconcile.
+    pub reconciled: Mutex<HashMap<String, String>>,
+}
+
+impl KindCtx {
+    /// Objects of `current` (the kind's cache) changed since their last
+    /// successful reconcile; forgets objects that are gone.
+    pub fn pending(&self, current: &[Arc<DynamicObject>]) -> usize {
+        let mut reconciled = self
+            .reconciled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pending_in(&mut reconciled, current)
+    }
+}
+
+/// See [`KindCtx::pending`]; `reconciled` maps object keys to resourceVersions.
+fn pending_in(reconciled: &mut HashMap<String, String>, current: &[Arc<DynamicObject>]) -> usize {
+    let keys: HashSet<String> = current.iter().map(|o| key(o)).collect();
+    reconciled.retain(|k, _| keys.contains(k));
+    current
+        .iter()
+        .filter(|o| reconciled.get(&key(o)) != o.metadata.resource_version.as_ref())
+        .count()
 }
 
 fn key(obj: &DynamicObject) -> String {
@@ -76,17 +100,24 @@ pub async fn reconcile(
     ctx: Arc<KindCtx>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    ctx.state.metrics.queue_depth.inc();
+    ctx.state.metrics.reconciles_in_flight.inc();
     let result = reconcile_inner(&obj, &ctx).await;
-    ctx.state.metrics.queue_depth.dec();
+    ctx.state.metrics.reconciles_in_flight.dec();
     ctx.state
         .metrics
         .reconciled(&ctx.kind.kind, result.is_ok(), started.elapsed());
     if result.is_ok() {
+        let object = key(&obj);
         ctx.failures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key(&obj));
+            .remove(&object);
+        if let Some(rv) = &obj.metadata.resource_version {
+            ctx.reconciled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(object, rv.clone());
+        }
     }
     result
 }
@@ -413,4 +444,30 @@ fn publish(
             tracing::debug!(error = %err, reason, "publishing an event failed");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, rv: &str) -> Arc<DynamicObject> {
+        let mut o = DynamicObject::new(name, &ApiResource::erase::<Namespace>(&()));
+        o.metadata.namespace = Some("demo".into());
+        o.metadata.resource_version = Some(rv.into());
+        Arc::new(o)
+    }
+
+    #[test]
+    fn pending_counts_changed_and_new_objects_and_forgets_deleted_ones() {
+        let mut reconciled: HashMap<String, String> = [
+            ("demo/a".to_string(), "1".to_string()),
+            ("demo/b".to_string(), "5".to_string()),
+            ("demo/gone".to_string(), "2".to_string()),
+        ]
+        .into();
+        // a unchanged, b changed since, c never reconciled.
+        let current = [object("a", "1"), object("b", "6"), object("c", "3")];
+        assert_eq!(pending_in(&mut reconciled, &current), 2);
+        assert!(!reconciled.contains_key("demo/gone"));
+    }
 }
