@@ -112,10 +112,11 @@ pub fn render_status(body: &Value) -> String {
         let syncer = match &t["syncer"] {
             Value::Null => "-".to_string(),
             h => format!(
-                "up={} down={} synced={} err={}",
+                "up={} down={} synced={} failing={} err={}",
                 s(&h["upstreamConnected"]),
                 s(&h["downstreamConnected"]),
                 s(&h["objectsSynced"]),
+                s(&h["failing"]),
                 s(&h["lastError"])
             ),
         };

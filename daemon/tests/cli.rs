@@ -86,7 +86,7 @@ fn status_table_shows_targets_policies_and_placements() {
     let body = serde_json::json!({
         "identity": "host-1", "leader": true, "policyGeneration": 3,
         "targets": [{"name": "west", "mode": "Push", "ready": true, "region": "us-west", "zone": "a", "lastHeartbeat": "2026-01-01T00:00:00Z",
-                     "syncer": {"upstreamConnected": true, "downstreamConnected": true, "objectsSynced": 4, "lastError": null}}],
+                     "syncer": {"upstreamConnected": true, "downstreamConnected": true, "objectsSynced": 4, "failing": 0, "lastError": null}}],
         "policies": [{"name": "replica-spread", "kind": "placement", "status": "active", "digest": "0123456789abcdef0123"}],
         "placements": [{"name": "spread", "policy": "replica-spread", "workloadCount": 2,
                         "conditions": [{"type": "Ready", "status": "True"}],
@@ -98,7 +98,7 @@ fn status_table_shows_targets_policies_and_placements() {
         "{table}"
     );
     assert!(
-        table.contains("west") && table.contains("up=true down=true synced=4"),
+        table.contains("west") && table.contains("up=true down=true synced=4 failing=0 err=-"),
         "{table}"
     );
     assert!(

@@ -1,0 +1,169 @@
+//! Reads from the syncer's watch caches, and the memory of our own writes:
+//! what a write returned is newer than the cache until its watch event arrives.
+
+use std::sync::{Arc, PoisonError};
+
+use kube::core::{DynamicObject, TypeMeta};
+use kube::runtime::reflector::ObjectRef;
+use tokio::time::Instant;
+
+use super::{Engine, ObjectKey};
+use crate::syncer::Stores;
+
+/// Which side an object lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Side {
+    Upstream,
+    Downstream,
+}
+
+impl Engine {
+    /// Uses the watch caches of a running syncer for reads (`None`: GET everything).
+    pub(crate) fn set_caches(&self, caches: Option<Arc<Stores>>) {
+        *self.caches.write().unwrap_or_else(PoisonError::into_inner) = caches;
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The watch caches of the running syncer, if it runs.
+    pub(crate) fn caches(&self) -> Option<Arc<Stores>> {
+        self.caches
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops bookkeeping that no longer matters (called on every resync):
+    /// expired holds, and remembered writes whose watch event never came
+    /// (they only save requests; forgetting one costs at most a redundant write).
+    pub(crate) fn prune(&self) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let now = Instant::now();
+        self.report_hold
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, until| *until > now);
+    }
+
+    /// The freshest object we know of `key` on `side` without a request: the
+    /// watch cache's, or what our own last write returned if that is newer.
+    /// `None` when the cache does not hold it (it may not exist, or not be
+    /// ours, or the cache may lag): the caller then GETs.
+    pub(super) fn cached(&self, side: Side, key: &ObjectKey) -> Option<DynamicObject> {
+        let caches = self.caches()?;
+        let (store, namespace) = match side {
+            Side::Upstream => (&caches.upstream[key.kind], key.namespace.clone()),
+            Side::Downstream => (&caches.downstream[key.kind], self.downstream_namespace(key)),
+        };
+        let mut reference = ObjectRef::new_with(&key.name, self.resources[key.kind].clone());
+        if let Some(ns) = namespace.filter(|_| self.kinds[key.kind].namespaced) {
+            reference = reference.within(&ns);
+        }
+        let cached = store.get(&reference)?;
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = (side, key.clone());
+        let mut object = match written.get(&slot) {
+            Some(ours) if is_newer(ours, &cached) => ours.clone(),
+            Some(_) => {
+                // The cache has caught up with our write.
+                written.remove(&slot);
+                (*cached).clone()
+            }
+            None => (*cached).clone(),
+        };
+        // Items of a list (the watch's initial state) come without apiVersion and kind.
+        if object.types.is_none() {
+            let ar = &self.resources[key.kind];
+            object.types = Some(TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+        }
+        Some(object)
+    }
+
+    /// Remembers what a write of ours returned (see `written`).
+    pub(super) fn remember(&self, side: Side, key: &ObjectKey, object: DynamicObject) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((side, key.clone()), object);
+    }
+
+    /// Forgets everything remembered about `key` (it is read fresh or gone).
+    pub(super) fn forget(&self, key: &ObjectKey) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        written.remove(&(Side::Upstream, key.clone()));
+        written.remove(&(Side::Downstream, key.clone()));
+        drop(written);
+        self.report_hold
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// True when `newer` has a higher resourceVersion than `older`. Versions are
+/// opaque to clients in general; the API servers tmc talks to (etcd-backed
+/// kube-apiserver, kcp) use integers. Anything else counts as not newer, so
+/// the watch cache wins.
+fn is_newer(newer: &DynamicObject, older: &DynamicObject) -> bool {
+    let version = |o: &DynamicObject| {
+        o.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    matches!((version(newer), version(older)), (Some(a), Some(b)) if a > b)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::{Value, json};
+
+    use super::super::test_support::{
+        cached_engine, engine, fake, key, live_copy, namespace_ensured, placed,
+    };
+    use crate::copy::build_copy;
+    use crate::decision::TargetStatus;
+    use crate::engine::Outcome;
+
+    #[tokio::test]
+    async fn listed_objects_without_api_version_and_kind_are_not_applied_again() {
+        // A watch's initial list gives items without apiVersion and kind.
+        let untyped = |mut v: Value| {
+            let map = v.as_object_mut().unwrap();
+            map.remove("apiVersion");
+            map.remove("kind");
+            v
+        };
+        let (up, up_log) = fake(|_, _| None);
+        let (down, down_log) = fake(|_, _| None);
+        let object = placed(json!({}));
+        let probe = engine(up.clone(), down.clone());
+        let live = live_copy(&probe, &object, json!({"replicas": 1}));
+        let status = TargetStatus {
+            applied_hash: build_copy(&object, &probe.ctx, None, None, Utc::now())
+                .unwrap()
+                .hash,
+            observed_generation: Some(1),
+            status: Some(json!({"replicas": 1})),
+            error: None,
+        };
+        let mut object = object;
+        object["metadata"]["annotations"]["status.workload.kcp.io/west"] =
+            json!(serde_json::to_string(&status).unwrap());
+        let (engine, _w1, _w2) =
+            cached_engine(up, down, Some(&untyped(object)), Some(&untyped(live)));
+        namespace_ensured(&engine);
+        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
+        assert!(up_log.lock().unwrap().is_empty(), "{up_log:?}");
+        assert!(down_log.lock().unwrap().is_empty(), "{down_log:?}");
+    }
+}

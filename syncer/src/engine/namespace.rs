@@ -1,0 +1,88 @@
+//! Downstream namespaces: the engine creates a missing one (labelled managed)
+//! and NEVER deletes a namespace, not even one it created: a namespace may
+//! hold objects tmc does not own, and kcp TMC's worst bugs were namespace
+//! deletions on lost connections and restarts.
+
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tracing::info;
+
+use super::Engine;
+use crate::decision::{
+    FIELD_MANAGER, MANAGED_LABEL, SYNC_TARGET_ANNOTATION, SYNCED_FROM_LABEL,
+    UPSTREAM_NAMESPACE_ANNOTATION,
+};
+use crate::error::{Error, Result, is_already_exists};
+
+impl Engine {
+    /// Creates downstream namespace `ns` (labelled managed) when missing.
+    pub(super) async fn ensure_namespace(&self, ns: &str, upstream_ns: &str) -> Result<()> {
+        if self
+            .known_namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(ns)
+        {
+            return Ok(());
+        }
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.downstream.clone());
+        match api.get_opt(ns).await {
+            Ok(Some(existing)) if existing.metadata.deletion_timestamp.is_none() => {}
+            Ok(Some(_)) => {
+                return Err(Error::Requeue {
+                    what: format!("downstream namespace {ns} is terminating"),
+                    after: Duration::from_secs(2),
+                });
+            }
+            Ok(None) => {
+                let mut annotations = json!({SYNC_TARGET_ANNOTATION: self.target()});
+                if self.ctx.namespace_mapping.annotates() {
+                    annotations[UPSTREAM_NAMESPACE_ANNOTATION] = json!(upstream_ns);
+                }
+                let namespace = serde_json::from_value(json!({
+                    "metadata": {
+                        "name": ns,
+                        "labels": {MANAGED_LABEL: "true", SYNCED_FROM_LABEL: self.ctx.source.synced_from},
+                        "annotations": annotations,
+                    }
+                }))
+                .map_err(|err| Error::InvalidObject { object: format!("namespace {ns}"), reason: err.to_string() })?;
+                match api
+                    .create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.to_string()),
+                            ..PostParams::default()
+                        },
+                        &namespace,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        info!(namespace = ns, target = %self.target(), "created downstream namespace")
+                    }
+                    Err(err) if is_already_exists(&err) => {}
+                    Err(err) => {
+                        return Err(self.downstream_error(format!("create namespace {ns}"), err));
+                    }
+                }
+            }
+            Err(err) => return Err(self.downstream_error(format!("get namespace {ns}"), err)),
+        }
+        self.known_namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ns.to_string());
+        Ok(())
+    }
+
+    /// Forgets that `ns` exists (an apply into it said 404): the next apply ensures it again.
+    pub(super) fn forget_namespace(&self, ns: &str) {
+        self.known_namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(ns);
+    }
+}

@@ -1,0 +1,172 @@
+//! Status reports upstream, and the window that coalesces changes of the
+//! copy's `.status` alone.
+
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DynamicObject;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::cache::Side;
+use super::{Engine, ObjectKey, Outcome};
+use crate::decision::TargetStatus;
+use crate::error::{Error, Result, is_object_not_found};
+use crate::protocol::{reported_status, status_patch};
+
+/// Default of [`Engine::status_coalesce`]: after a status report, changes of
+/// the copy's `.status` alone wait this long, so that a rollout's several
+/// status updates make one or two kcp writes instead of one each.
+pub(crate) const STATUS_COALESCE: Duration = Duration::from_secs(2);
+
+impl Engine {
+    /// Reports `err` upstream, keeping what was last applied.
+    pub(super) async fn report_error(
+        &self,
+        key: &ObjectKey,
+        up: &Api<DynamicObject>,
+        object: &Value,
+        err: &Error,
+    ) {
+        let mut status = reported_status(object, self.target()).unwrap_or_default();
+        status.error = Some(err.to_string());
+        if let Err(report_err) = self.report(key, up, object, status).await {
+            warn!(object = %self.describe(key), error = %report_err, "could not report the sync error upstream");
+        }
+    }
+
+    /// Writes the status annotation upstream when it changed. A change of the
+    /// copy's `.status` alone is held back for `status_coalesce` after the
+    /// previous report (the object is looked at again then); a new apply,
+    /// generation or error is reported at once (tmcd's create-before-delete
+    /// movement waits for the "applied" report).
+    pub(super) async fn report(
+        &self,
+        key: &ObjectKey,
+        up: &Api<DynamicObject>,
+        object: &Value,
+        status: TargetStatus,
+    ) -> Result<Outcome> {
+        let Some(patch) = status_patch(object, self.target(), &status) else {
+            return Ok(Outcome::Done);
+        };
+        let status_only = reported_status(object, self.target()).is_some_and(|previous| {
+            previous.applied_hash == status.applied_hash
+                && previous.observed_generation == status.observed_generation
+                && previous.error == status.error
+        });
+        let now = Instant::now();
+        {
+            let holds = self
+                .report_hold
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if status_only
+                && let Some(until) = holds.get(key)
+                && *until > now
+            {
+                return Ok(Outcome::After(*until - now));
+            }
+        }
+        match up
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => {
+                self.remember(Side::Upstream, key, updated);
+                self.report_hold
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.clone(), now + self.status_coalesce);
+                Ok(Outcome::Done)
+            }
+            // Deleted meanwhile: nothing to report on.
+            Err(err) if is_object_not_found(&err, &key.name) => Ok(Outcome::Done),
+            Err(err) => Err(Error::upstream(
+                format!("report status of {}", self.describe(key)),
+                err,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use http::StatusCode;
+    use kube::runtime::watcher::Event;
+    use serde_json::{Value, json};
+
+    use super::super::test_support::{
+        cached_engine, dynamic, engine, fake, key, live_copy, methods, namespace_ensured, placed,
+    };
+    use super::STATUS_COALESCE;
+    use crate::copy::build_copy;
+    use crate::decision::TargetStatus;
+    use crate::engine::Outcome;
+
+    #[tokio::test(start_paused = true)]
+    async fn status_only_changes_are_coalesced_but_applies_are_reported_at_once() {
+        let (up, up_log) = fake(|_, _| {
+            Some((
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+            ))
+        });
+        let (down, down_log) = fake(|_, _| None);
+        let engine = engine(up.clone(), down.clone());
+        let bare = placed(json!({}));
+        let hash = build_copy(&bare, &engine.ctx, None, None, Utc::now())
+            .unwrap()
+            .hash;
+        let reported = |status: Value| {
+            let s = TargetStatus {
+                applied_hash: hash.clone(),
+                observed_generation: Some(1),
+                status: Some(status),
+                error: None,
+            };
+            placed(json!({"status.workload.kcp.io/west": serde_json::to_string(&s).unwrap()}))
+        };
+        let object = reported(json!({"replicas": 1}));
+        let copy_v1 = live_copy(&engine, &bare, json!({"replicas": 1, "readyReplicas": 1}));
+        let (engine, mut up_cache, mut down_cache) =
+            cached_engine(up, down, Some(&object), Some(&copy_v1));
+        namespace_ensured(&engine);
+        // No report in the last window: written at once.
+        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
+        assert_eq!(methods(&up_log), ["PATCH"]);
+        // The watch delivers our report; then the copy's status changes again: held back.
+        up_cache.apply_watcher_event(&Event::Apply(dynamic(&reported(
+            json!({"replicas": 1, "readyReplicas": 1}),
+        ))));
+        let mut copy_v2 = copy_v1.clone();
+        copy_v2["status"]["availableReplicas"] = json!(1);
+        down_cache.apply_watcher_event(&Event::Apply(dynamic(&copy_v2)));
+        let outcome = engine.reconcile(&key()).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::After(d) if d > Duration::ZERO && d <= STATUS_COALESCE),
+            "{outcome:?}"
+        );
+        assert_eq!(methods(&up_log), ["PATCH"], "held back");
+        // Once the window is over, the latest status is written.
+        tokio::time::advance(STATUS_COALESCE).await;
+        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
+        assert_eq!(methods(&up_log), ["PATCH", "PATCH"]);
+        // A new decision (other content) inside the next window is applied and reported at once.
+        assert!(down_log.lock().unwrap().is_empty(), "nothing applied yet");
+        let mut changed =
+            reported(json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}));
+        changed["metadata"]["resourceVersion"] = json!("9");
+        changed["metadata"]["annotations"]["result.workload.kcp.io/west"] =
+            json!("{\"replicas\":2}");
+        up_cache.apply_watcher_event(&Event::Apply(dynamic(&changed)));
+        // The downstream fake refuses connections: the error is reported at once, too.
+        assert!(engine.reconcile(&key()).await.is_err());
+        assert_eq!(methods(&up_log), ["PATCH", "PATCH", "PATCH"]);
+    }
+}
