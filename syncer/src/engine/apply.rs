@@ -185,6 +185,7 @@ mod tests {
         placed,
     };
     use crate::engine::Outcome;
+    use crate::engine::report::FIRST_REPORT_DELAY;
     use crate::error::Error;
 
     #[tokio::test]
@@ -242,9 +243,13 @@ mod tests {
         });
         let object = placed(json!({}));
         let (engine, _w1, _w2) = cached_engine(up, down, Some(&object), None);
-        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
-        // Upstream: only the "applied" report; downstream: namespace, copy (absent from the cache), apply.
-        assert_eq!(methods(&up_log), ["PATCH"]);
+        // Applied; its first report waits for the copy's first status.
+        assert_eq!(
+            engine.reconcile(&key()).await.unwrap(),
+            Outcome::After(FIRST_REPORT_DELAY)
+        );
+        // Upstream: nothing read, nothing written yet; downstream: namespace, copy (absent from the cache), apply.
+        assert!(methods(&up_log).is_empty(), "{up_log:?}");
         assert_eq!(methods(&down_log), ["GET", "GET", "PATCH"]);
         let health = engine.health.snapshot();
         assert_eq!(health.kinds["apps/v1/Deployment"].synced, 1);
@@ -270,7 +275,10 @@ mod tests {
         // The cached copy is ours but has other content: an apply is due.
         let (engine, _w1, _w2) = cached_engine(up, down, Some(&object), Some(&copy("web", "west")));
         namespace_ensured(&engine);
-        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
+        assert_eq!(
+            engine.reconcile(&key()).await.unwrap(),
+            Outcome::After(FIRST_REPORT_DELAY)
+        );
         assert_eq!(methods(&down_log), ["PATCH", "GET", "PATCH"]);
     }
 

@@ -21,6 +21,13 @@ use crate::protocol::{reported_status, status_patch};
 /// status updates make one or two kcp writes instead of one each.
 pub(crate) const STATUS_COALESCE: Duration = Duration::from_secs(2);
 
+/// The first report of a new copy waits this long (at most the coalescing
+/// window), so that it carries the status the cluster's controllers give
+/// the new object within moments: one kcp write (and one aggregated status
+/// write by tmcd) instead of two. Nothing waits on a first report but a
+/// move's create-before-delete, which needs the later ready status anyway.
+pub(crate) const FIRST_REPORT_DELAY: Duration = Duration::from_millis(500);
+
 impl Engine {
     /// Reports `err` upstream, keeping what was last applied.
     pub(super) async fn report_error(
@@ -37,11 +44,11 @@ impl Engine {
         }
     }
 
-    /// Writes the status annotation upstream when it changed. A change of the
-    /// copy's `.status` alone is held back for `status_coalesce` after the
-    /// previous report (the object is looked at again then); a new apply,
-    /// generation or error is reported at once (tmcd's create-before-delete
-    /// movement waits for the "applied" report).
+    /// Writes the status annotation upstream when it changed. The first
+    /// report of a copy waits [`FIRST_REPORT_DELAY`]; a change of the copy's
+    /// `.status` alone is held back for `status_coalesce` after the previous
+    /// report (the object is looked at again then); a new apply, generation
+    /// or error of a copy already reported is reported at once.
     pub(super) async fn report(
         &self,
         key: &ObjectKey,
@@ -52,22 +59,31 @@ impl Engine {
         let Some(patch) = status_patch(object, self.target(), &status) else {
             return Ok(Outcome::Done);
         };
-        let status_only = reported_status(object, self.target()).is_some_and(|previous| {
+        let previous = reported_status(object, self.target());
+        let first = previous.is_none() && status.error.is_none();
+        let status_only = previous.is_some_and(|previous| {
             previous.applied_hash == status.applied_hash
                 && previous.observed_generation == status.observed_generation
                 && previous.error == status.error
         });
         let now = Instant::now();
         {
-            let holds = self
+            let mut holds = self
                 .report_hold
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if status_only
-                && let Some(until) = holds.get(key)
-                && *until > now
+            let until = if first {
+                let delay = FIRST_REPORT_DELAY.min(self.status_coalesce);
+                Some(*holds.entry(key.clone()).or_insert(now + delay))
+            } else if status_only {
+                holds.get(key).copied()
+            } else {
+                None
+            };
+            if let Some(until) = until
+                && until > now
             {
-                return Ok(Outcome::After(*until - now));
+                return Ok(Outcome::After(until - now));
             }
         }
         match up
@@ -104,7 +120,7 @@ mod tests {
     use super::super::test_support::{
         cached_engine, dynamic, engine, fake, key, live_copy, methods, namespace_ensured, placed,
     };
-    use super::STATUS_COALESCE;
+    use super::{FIRST_REPORT_DELAY, STATUS_COALESCE};
     use crate::copy::build_copy;
     use crate::decision::TargetStatus;
     use crate::engine::Outcome;
@@ -168,5 +184,27 @@ mod tests {
         // The downstream fake refuses connections: the error is reported at once, too.
         assert!(engine.reconcile(&key()).await.is_err());
         assert_eq!(methods(&up_log), ["PATCH", "PATCH", "PATCH"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_report_of_a_copy_waits_for_its_first_status() {
+        let (up, up_log) = fake(|_, _| {
+            Some((
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+            ))
+        });
+        let (down, _) = fake(|_, _| None);
+        let engine = engine(up.clone(), down.clone());
+        let object = placed(json!({}));
+        let copy = live_copy(&engine, &object, json!({"observedGeneration": 1}));
+        let (engine, _up_cache, _down_cache) = cached_engine(up, down, Some(&object), Some(&copy));
+        namespace_ensured(&engine);
+        let outcome = engine.reconcile(&key()).await.unwrap();
+        assert_eq!(outcome, Outcome::After(FIRST_REPORT_DELAY));
+        assert!(methods(&up_log).is_empty(), "held back: {up_log:?}");
+        tokio::time::advance(FIRST_REPORT_DELAY).await;
+        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
+        assert_eq!(methods(&up_log), ["PATCH"]);
     }
 }
