@@ -76,15 +76,22 @@ impl PolicyHost {
         };
         let optimized = tier_engine(Strategy::Cranelift)?;
         let baseline = if config.tiered {
-            Some(tier_engine(Strategy::Winch)?)
+            // Winch does not support every target; without it the host
+            // compiles with Cranelift only.
+            tier_engine(Strategy::Winch)
+                .inspect_err(|e| {
+                    tracing::warn!("no baseline compiler, tiered compilation off: {e:#}");
+                })
+                .ok()
         } else {
             None
         };
+        let tiered = baseline.is_some();
         let cache = ModuleCache::new(optimized, baseline, config.cache_dir.clone());
         engine::spawn_epoch_ticker(&cache.engines(), config.epoch_tick)?;
         let (generation_tx, _) = watch::channel(0);
         let (tier_pending, _) = watch::channel(0);
-        let (tier_jobs, tier_queue) = if config.tiered {
+        let (tier_jobs, tier_queue) = if tiered {
             let (tx, rx) = tier::channel();
             (Some(tx), Some(rx))
         } else {

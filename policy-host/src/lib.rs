@@ -3,9 +3,10 @@
 //! The sandboxed wasmtime host for tmc policies (ABI in `docs/policy-abi.md`):
 //! one shared engine per compiler tier with epoch interruption, fuel and a
 //! pooling allocator; modules compiled once and cached by SHA-256 (tiered:
-//! Winch first so a new module serves quickly, Cranelift in the background); a fresh instance per
-//! evaluation on a blocking thread; policy sets as immutable generations
-//! swapped atomically, with hot reload that keeps the last good version.
+//! Winch first so a new module serves quickly, Cranelift in the background);
+//! a fresh instance per evaluation on a blocking thread; policy sets as
+//! immutable generations swapped atomically, with hot reload that keeps the
+//! last good version.
 //!
 //! ```no_run
 //! # async fn demo(req: tmc_policy_sdk::PlacementRequest) -> anyhow::Result<()> {
