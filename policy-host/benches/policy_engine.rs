@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use location_affinity::LocationAffinity;
-use tmc_policy_host::{HostConfig, PolicyHost};
+use tmc_policy_host::{HostConfig, PolicyHost, Tier};
 use tmc_policy_sdk::{
     LabelSelector, Location, Placement, PlacementRequest, StringMap, Target, Workload, testing,
 };
@@ -48,8 +48,27 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
     let host = PolicyHost::new(HostConfig::default())?;
     let report = host.load_dir(dir.path()).await?;
     anyhow::ensure!(report.refused.is_empty(), "refused: {:?}", report.refused);
+    // Evaluations are measured on the optimized (Cranelift) code.
+    host.wait_optimized().await;
+    anyhow::ensure!(
+        host.generation()
+            .active("location-affinity")
+            .is_some_and(|a| a.tier() == Tier::Optimized),
+        "location-affinity is not served by optimized code"
+    );
 
     let req = typical_request();
+    if let Ok(secs) = std::env::var("TMC_BENCH_PLACE_LOOP_S") {
+        // Profiling aid: only `place_blocking` in a loop for that many seconds.
+        let until = Instant::now() + Duration::from_secs(secs.parse()?);
+        let mut calls = 0u64;
+        while Instant::now() < until {
+            host.place_blocking("location-affinity", &req)?;
+            calls += 1;
+        }
+        println!("{calls} calls");
+        return Ok(());
+    }
     let input_len = serde_json::to_vec(&req)?.len();
     println!(
         "== placement: location-affinity, 10 candidate targets, request {input_len} bytes JSON"
@@ -102,6 +121,7 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
         ..HostConfig::default()
     })?;
     unmetered_host.load_dir(dir.path()).await?;
+    unmetered_host.wait_optimized().await;
     let unmetered = sample(PLACE_ITERS, || {
         unmetered_host
             .place_blocking("location-affinity", &req)
@@ -125,6 +145,7 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
         std::fs::copy(&alt, alt_dir.path().join("alt.wasm"))?;
         let alt_host = PolicyHost::new(HostConfig::default())?;
         alt_host.load_dir(alt_dir.path()).await?;
+        alt_host.wait_optimized().await;
         let again = sample(PLACE_ITERS, || {
             host.place_blocking("location-affinity", &req)
                 .map(|_| ())
@@ -153,6 +174,7 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
     std::fs::write(trivial_dir.path().join("trivial.wasm"), trivial)?;
     let trivial_host = PolicyHost::new(HostConfig::default())?;
     trivial_host.load_dir(trivial_dir.path()).await?;
+    trivial_host.wait_optimized().await;
     let fixed = sample(PLACE_ITERS, || {
         trivial_host
             .place_blocking("trivial", &req)
@@ -204,32 +226,74 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
     let target = reload_dir.path().join("p.wasm");
     let cold = reload_samples(&reload_host, &target, |i| variant(module, i)).await?;
     let warm = reload_samples(&reload_host, &target, |i| variant(module, i % 2)).await?;
-    let debounce = reload_host.config().debounce;
-    let (c50, c99) = percentiles(cold);
-    let (w50, w99) = percentiles(warm);
-    println!("debounce {:?} included in both", debounce);
+    // Baseline in the same run: Cranelift only (tiered compilation off).
+    let single_dir = tempfile::tempdir()?;
+    let single_host = PolicyHost::new(HostConfig {
+        tiered: false,
+        ..HostConfig::default()
+    })?;
+    single_host.load_dir(single_dir.path()).await?;
+    let _single_watch = single_host.watch(single_dir.path())?;
+    let single = reload_samples(&single_host, &single_dir.path().join("p.wasm"), |i| {
+        variant(module, 100 + i)
+    })
+    .await?;
+    let config = reload_host.config();
     println!(
-        "new module (compiled)        p50 {:>9} p99 {:>9}",
-        ms(c50),
-        ms(c99)
+        "settle {:?} after a rename (debounce {:?} after partial writes)",
+        config.settle, config.debounce
+    );
+    let (c50, c99) = percentiles(cold.iter().map(|s| s.active).collect());
+    let (o50, o99) = percentiles(cold.iter().map(|s| s.optimized).collect());
+    let (w50, w99) = percentiles(warm.iter().map(|s| s.active).collect());
+    let (s50, s99) = percentiles(single.iter().map(|s| s.active).collect());
+    println!(
+        "new module, Cranelift only (tiered off)  p50 {:>9} p99 {:>9}",
+        ms(s50),
+        ms(s99)
     );
     println!(
-        "module seen before (cache)   p50 {:>9} p99 {:>9}  ratio p50 {:.2}x compiled",
+        "new module, tiered: active (Winch)       p50 {:>9} p99 {:>9}  ratio p50 {:.2}x Cranelift only",
+        ms(c50),
+        ms(c99),
+        ratio(c50, s50)
+    );
+    println!(
+        "new module, tiered: optimized swapped in p50 {:>9} p99 {:>9}",
+        ms(o50),
+        ms(o99)
+    );
+    println!(
+        "module seen before (cache)               p50 {:>9} p99 {:>9}  ratio p50 {:.2}x Cranelift only",
         ms(w50),
         ms(w99),
-        ratio(w50, c50)
+        ratio(w50, s50)
     );
-    println!("compilations: {}", reload_host.compiled_modules());
+    let baseline_tier = cold.iter().filter(|s| s.tier == Tier::Baseline).count();
+    println!(
+        "tier at activation: {baseline_tier}/{} new modules baseline; compilations: {} (+{} Cranelift in the background)",
+        cold.len(),
+        reload_host.compiled_modules(),
+        reload_host.optimized_modules()
+    );
     Ok(())
 }
 
+/// One reload: rename -> new generation active, and -> optimized code serving.
+struct ReloadSample {
+    active: Duration,
+    optimized: Duration,
+    tier: Tier,
+}
+
 /// Writes `make(i)` to `path` (via rename, as deploy tools do) and waits for
-/// the generation it produces; returns one duration per iteration.
+/// the generation it produces, then for its optimized code; the next write
+/// starts from an idle host.
 async fn reload_samples(
     host: &PolicyHost,
     path: &PathBuf,
     make: impl Fn(usize) -> Vec<u8>,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Vec<ReloadSample>> {
     let mut out = Vec::with_capacity(RELOAD_ITERS);
     let tmp = path.with_extension("tmp");
     // Prime: the first two variants, so the warm series starts from cached modules.
@@ -243,8 +307,20 @@ async fn reload_samples(
         tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|g| *g > before))
             .await
             .map_err(|_| anyhow::anyhow!("no reload within 30 s"))??;
+        let active = t.elapsed();
+        let tier = host
+            .generation()
+            .active("p")
+            .map(|a| a.tier())
+            .ok_or_else(|| anyhow::anyhow!("p is not active"))?;
+        host.wait_optimized().await;
+        let optimized = t.elapsed();
         if i >= 2 {
-            out.push(t.elapsed());
+            out.push(ReloadSample {
+                active,
+                optimized,
+                tier,
+            });
         }
         // Let the file events of this write drain before the next one.
         tokio::time::sleep(host.config().debounce * 2).await;

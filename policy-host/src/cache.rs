@@ -1,6 +1,10 @@
 //! Compiled-module cache keyed by the SHA-256 of the module bytes: in memory
-//! always, and optionally on disk (`Module::serialize`) keyed by digest and
-//! engine configuration, so a module seen before is never compiled twice.
+//! always, and optionally on disk (`Module::serialize` of the optimized code)
+//! keyed by digest and engine configuration, so a module seen before is never
+//! compiled again.
+//!
+//! With tiered compilation a digest first gets Winch code (fast to compile);
+//! [`ModuleCache::optimize`] later replaces it with Cranelift code.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -12,75 +16,153 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Linker, Module};
 
 use crate::error::PolicyError;
-use crate::module::{self, CompiledPolicy};
+use crate::module::{self, CompiledPolicy, Tier};
 use crate::sandbox::StoreState;
 
+/// One compiler tier: its engine and linker.
+pub(crate) struct TierEngine {
+    pub engine: Engine,
+    pub linker: Linker<StoreState>,
+}
+
+/// What the cache holds for a digest.
+#[derive(Clone)]
+enum Entry {
+    Compiled(Tier, Module),
+    /// The compiler's message for broken bytes.
+    Broken(String),
+}
+
 pub(crate) struct ModuleCache {
-    engine: Engine,
-    linker: Linker<StoreState>,
+    optimized: TierEngine,
+    baseline: Option<TierEngine>,
     disk: Option<PathBuf>,
     engine_key: String,
-    /// digest -> compiled module, or the compiler's message for broken bytes.
-    modules: Mutex<HashMap<String, Result<Module, String>>>,
+    modules: Mutex<HashMap<String, Entry>>,
     compiles: AtomicU64,
+    optimizations: AtomicU64,
 }
 
 impl ModuleCache {
-    pub fn new(engine: Engine, linker: Linker<StoreState>, disk: Option<PathBuf>) -> Self {
-        let engine_key = engine_key(&engine);
+    pub fn new(optimized: TierEngine, baseline: Option<TierEngine>, disk: Option<PathBuf>) -> Self {
+        let engine_key = engine_key(&optimized.engine);
         Self {
-            engine,
-            linker,
+            optimized,
+            baseline,
             disk,
             engine_key,
             modules: Mutex::new(HashMap::new()),
             compiles: AtomicU64::new(0),
+            optimizations: AtomicU64::new(0),
         }
     }
 
-    /// How many times Cranelift ran (cache misses), for tests and metrics.
+    /// The engines, optimizing tier first.
+    pub fn engines(&self) -> Vec<&Engine> {
+        std::iter::once(&self.optimized.engine)
+            .chain(self.baseline.as_ref().map(|t| &t.engine))
+            .collect()
+    }
+
+    /// How many digests were compiled on the load path (cache misses), for
+    /// tests and metrics.
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
 
-    /// Returns the module for `bytes`, compiling only on a cache miss, then
-    /// checks its exports and pre-links it under `name`.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<CompiledPolicy>, PolicyError> {
-        let digest = module::digest(bytes);
-        let cached = self.lock().get(&digest).cloned();
-        let compiled = match cached {
-            Some(result) => result,
-            None => {
-                let result = self.compile_or_read(name, &digest, bytes);
-                self.lock().insert(digest.clone(), result.clone());
-                result
-            }
-        };
-        let module = compiled.map_err(|message| PolicyError::Compile {
-            policy: name.into(),
-            message,
-        })?;
-        module::prepare(name, module, digest, &self.linker)
+    /// How many baseline modules were recompiled by Cranelift.
+    pub fn optimizations(&self) -> u64 {
+        self.optimizations.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Result<Module, String>>> {
+    /// Returns the module whose SHA-256 is `digest` (the caller hashed
+    /// `bytes` already), compiling only on a cache miss, then checks its
+    /// exports and pre-links it under `name`. A miss compiles with the
+    /// baseline tier when there is one (and Cranelift when Winch refuses the
+    /// module, e.g. a wasm feature Winch lacks), else with Cranelift.
+    pub fn load(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        let cached = self.lock().get(digest).cloned();
+        let entry = match cached {
+            Some(entry) => entry,
+            None => {
+                let entry = self.compile_or_read(name, digest, bytes);
+                self.lock().insert(digest.to_string(), entry.clone());
+                entry
+            }
+        };
+        match entry {
+            Entry::Compiled(tier, module) => self.prepare(name, module, digest, tier),
+            Entry::Broken(message) => Err(PolicyError::Compile {
+                policy: name.into(),
+                message,
+            }),
+        }
+    }
+
+    /// Cranelift code for `digest`: from the cache if it has it, else compiled
+    /// (and written to the disk cache) and remembered.
+    pub fn optimize(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        if let Some(Entry::Compiled(Tier::Optimized, module)) = self.lock().get(digest).cloned() {
+            return self.prepare(name, module, digest, Tier::Optimized);
+        }
+        self.optimizations.fetch_add(1, Ordering::Relaxed);
+        let module =
+            self.cranelift(name, digest, bytes)
+                .map_err(|message| PolicyError::Compile {
+                    policy: name.into(),
+                    message,
+                })?;
+        self.lock().insert(
+            digest.to_string(),
+            Entry::Compiled(Tier::Optimized, module.clone()),
+        );
+        self.prepare(name, module, digest, Tier::Optimized)
+    }
+
+    fn prepare(
+        &self,
+        name: &str,
+        module: Module,
+        digest: &str,
+        tier: Tier,
+    ) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        let linker = match (tier, &self.baseline) {
+            (Tier::Baseline, Some(baseline)) => &baseline.linker,
+            _ => &self.optimized.linker,
+        };
+        module::prepare(name, module, digest.to_string(), tier, linker)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A poisoned map is still a valid map: entries are inserted whole.
         self.modules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn compile_or_read(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Module, String> {
-        let file = self
-            .disk
+    fn disk_file(&self, digest: &str) -> Option<PathBuf> {
+        self.disk
             .as_ref()
-            .map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_key)));
-        if let Some(file) = &file
+            .map(|dir| dir.join(format!("{digest}-{}.cwasm", self.engine_key)))
+    }
+
+    fn compile_or_read(&self, name: &str, digest: &str, bytes: &[u8]) -> Entry {
+        if let Some(file) = self.disk_file(digest)
             && file.exists()
         {
             // SAFETY: the file was written by `Module::serialize` of an engine
             // with the same wasmtime version and configuration (both are in its
             // name), under a directory the host owns.
-            match unsafe { Module::deserialize_file(&self.engine, file) } {
-                Ok(module) => return Ok(module),
+            match unsafe { Module::deserialize_file(&self.optimized.engine, &file) } {
+                Ok(module) => return Entry::Compiled(Tier::Optimized, module),
                 Err(e) => tracing::warn!(
                     policy = name,
                     file = %file.display(),
@@ -89,9 +171,25 @@ impl ModuleCache {
             }
         }
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        let module = Module::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
-        if let Some(file) = &file {
-            write_cache_file(&module, file, name);
+        if let Some(baseline) = &self.baseline {
+            match Module::new(&baseline.engine, bytes) {
+                Ok(module) => return Entry::Compiled(Tier::Baseline, module),
+                Err(e) => tracing::debug!(
+                    policy = name,
+                    "Winch cannot compile the module ({e:#}); trying Cranelift"
+                ),
+            }
+        }
+        match self.cranelift(name, digest, bytes) {
+            Ok(module) => Entry::Compiled(Tier::Optimized, module),
+            Err(message) => Entry::Broken(message),
+        }
+    }
+
+    fn cranelift(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Module, String> {
+        let module = Module::new(&self.optimized.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        if let Some(file) = self.disk_file(digest) {
+            write_cache_file(&module, &file, name);
         }
         Ok(module)
     }

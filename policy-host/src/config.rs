@@ -24,8 +24,21 @@ pub struct HostConfig {
     pub stdio_cap: usize,
     /// Evaluations running at once; more callers wait.
     pub max_concurrent: usize,
-    /// Quiet time after the last file event before a reload.
+    /// Quiet time before a reload after a file event of a write that may
+    /// still be going on (file created, data written); editors and copy tools
+    /// that write a file in several steps get this long to finish.
     pub debounce: Duration,
+    /// Quiet time before a reload after an event saying a file's content is
+    /// final (renamed into place, closed after writing, deleted): coalesces a
+    /// burst of such events (several files deployed at once).
+    pub settle: Duration,
+    /// Tiered compilation: a module never seen before is compiled with Winch
+    /// (the baseline compiler, ~10x faster to compile, slower code) so its
+    /// generation becomes active quickly; Cranelift then recompiles it in the
+    /// background and, once the optimized code passed the same validation,
+    /// it replaces the baseline code (same digest, same behaviour, same
+    /// generation number). `false`: Cranelift only.
+    pub tiered: bool,
     /// Directory for compiled modules (`Module::serialize`), keyed by module
     /// digest and engine configuration; `None` keeps the cache in memory only.
     pub cache_dir: Option<PathBuf>,
@@ -49,6 +62,8 @@ impl Default for HostConfig {
             stdio_cap: 64 << 10,
             max_concurrent: 2 * cores,
             debounce: Duration::from_millis(50),
+            settle: Duration::from_millis(5),
+            tiered: true,
             cache_dir: None,
         }
     }

@@ -1,18 +1,21 @@
-//! The shared wasmtime engine, its linker, and the epoch ticker.
+//! The shared wasmtime engines (one per compiler tier), their linkers, and the
+//! epoch ticker.
 
 use std::time::Duration;
 
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig,
+    Strategy,
 };
 
 use crate::config::HostConfig;
 use crate::sandbox::StoreState;
 
-/// Builds the engine: Cranelift, epoch interruption, fuel, pooling allocator
-/// sized for `max_concurrent` evaluations (plus head-room for validations and
-/// synchronous callers).
-pub(crate) fn build_engine(config: &HostConfig) -> anyhow::Result<Engine> {
+/// Builds an engine: epoch interruption, fuel, pooling allocator sized for
+/// `max_concurrent` evaluations (plus head-room for validations and
+/// synchronous callers), compiled with `strategy` (Cranelift or Winch). The
+/// two tiers' engines differ in nothing else.
+pub(crate) fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::Result<Engine> {
     let slots = u32::try_from(config.max_concurrent.saturating_mul(2).saturating_add(8))
         .unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::default();
@@ -28,32 +31,43 @@ pub(crate) fn build_engine(config: &HostConfig) -> anyhow::Result<Engine> {
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
     let mut wasm = Config::new();
-    wasm.epoch_interruption(true)
+    wasm.strategy(strategy)
+        .epoch_interruption(true)
         .consume_fuel(config.fuel > 0)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true)
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os("TMC_POLICY_PERFMAP").is_some() {
+        // Profiling aid: /tmp/perf-<pid>.map names the guest functions for `perf report`.
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))
 }
 
 /// The linker: WASI preview 1 and nothing else.
 pub(crate) fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| &mut s.wasi)
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreState::wasi)
         .map_err(|e| anyhow::anyhow!("cannot link WASI preview 1: {e}"))?;
     Ok(linker)
 }
 
-/// Ticks the engine's epoch every `tick` until the engine is dropped.
-pub(crate) fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> anyhow::Result<()> {
-    let weak = engine.weak();
+/// Ticks the engines' epochs every `tick` until they are all dropped.
+pub(crate) fn spawn_epoch_ticker(engines: &[&Engine], tick: Duration) -> anyhow::Result<()> {
+    let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
     std::thread::Builder::new()
         .name("tmc-policy-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let mut alive = false;
+                for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                    engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    return;
+                }
                 std::thread::sleep(tick);
             }
         })

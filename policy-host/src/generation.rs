@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::module::{CompiledPolicy, PolicyKind};
+use crate::module::{CompiledPolicy, PolicyKind, Tier};
 
 /// State of one policy name in a generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +45,13 @@ pub struct ActivePolicy {
     pub(crate) compiled: Arc<CompiledPolicy>,
 }
 
+impl ActivePolicy {
+    /// The compiler tier of the code serving it now.
+    pub fn tier(&self) -> Tier {
+        self.compiled.tier
+    }
+}
+
 impl std::fmt::Debug for ActivePolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActivePolicy")
@@ -52,6 +59,7 @@ impl std::fmt::Debug for ActivePolicy {
             .field("kind", &self.kind)
             .field("source", &self.source)
             .field("loaded_at", &self.loaded_at)
+            .field("tier", &self.compiled.tier)
             .finish()
     }
 }

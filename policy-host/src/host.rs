@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
-use wasmtime::Engine;
+use wasmtime::Strategy;
 
 use tmc_policy_sdk::abi::{
     PlacementDecision, PlacementRequest, Response, SettingsRequest, SettingsVerdict,
@@ -16,13 +16,14 @@ use tmc_policy_sdk::abi::{
 };
 use tmc_policy_sdk::rules;
 
-use crate::cache::ModuleCache;
+use crate::cache::{ModuleCache, TierEngine};
 use crate::config::HostConfig;
 use crate::engine;
 use crate::error::PolicyError;
 use crate::generation::{ActivePolicy, Generation};
 use crate::invoke::{self, Export, RawOutput};
 use crate::module::CompiledPolicy;
+use crate::tier;
 
 /// A policy's answer and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,38 +49,68 @@ pub struct PolicyHost {
 
 pub(crate) struct Inner {
     pub config: HostConfig,
-    pub engine: Engine,
     pub cache: ModuleCache,
     pub current: ArcSwap<Generation>,
     pub generation_tx: watch::Sender<u64>,
     pub permits: Arc<Semaphore>,
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// Queue of the tier-up worker (`None` without tiered compilation).
+    pub tier_jobs: Option<std::sync::mpsc::Sender<tier::Job>>,
+    /// Modules queued for Cranelift and not yet done.
+    pub tier_pending: watch::Sender<usize>,
 }
 
 impl PolicyHost {
-    /// Creates the engine (pooling allocator, epoch ticker thread) with an
-    /// empty generation 0.
+    /// Creates the engines (Cranelift, plus Winch with tiered compilation;
+    /// pooling allocator, epoch ticker thread, tier-up thread) with an empty
+    /// generation 0.
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(
             config.max_concurrent > 0,
             "policy host: max_concurrent must be at least 1"
         );
-        let engine = engine::build_engine(&config)?;
-        let linker = engine::build_linker(&engine)?;
-        engine::spawn_epoch_ticker(&engine, config.epoch_tick)?;
-        let cache = ModuleCache::new(engine.clone(), linker, config.cache_dir.clone());
+        let tier_engine = |strategy| -> anyhow::Result<TierEngine> {
+            let engine = engine::build_engine(&config, strategy)?;
+            let linker = engine::build_linker(&engine)?;
+            Ok(TierEngine { engine, linker })
+        };
+        let optimized = tier_engine(Strategy::Cranelift)?;
+        let baseline = if config.tiered {
+            // Winch does not support every target; without it the host
+            // compiles with Cranelift only.
+            tier_engine(Strategy::Winch)
+                .inspect_err(|e| {
+                    tracing::warn!("no baseline compiler, tiered compilation off: {e:#}");
+                })
+                .ok()
+        } else {
+            None
+        };
+        let tiered = baseline.is_some();
+        let cache = ModuleCache::new(optimized, baseline, config.cache_dir.clone());
+        engine::spawn_epoch_ticker(&cache.engines(), config.epoch_tick)?;
         let (generation_tx, _) = watch::channel(0);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                permits: Arc::new(Semaphore::new(config.max_concurrent)),
-                config,
-                engine,
-                cache,
-                current: ArcSwap::from_pointee(Generation::default()),
-                generation_tx,
-                reload_lock: tokio::sync::Mutex::new(()),
-            }),
-        })
+        let (tier_pending, _) = watch::channel(0);
+        let (tier_jobs, tier_queue) = if tiered {
+            let (tx, rx) = tier::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let inner = Arc::new(Inner {
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
+            cache,
+            current: ArcSwap::from_pointee(Generation::default()),
+            generation_tx,
+            reload_lock: tokio::sync::Mutex::new(()),
+            tier_jobs,
+            tier_pending,
+        });
+        if let Some(queue) = tier_queue {
+            tier::spawn_worker(Arc::downgrade(&inner), queue)?;
+        }
+        Ok(Self { inner })
     }
 
     /// The configuration the host runs with.
@@ -97,9 +128,24 @@ impl PolicyHost {
         self.inner.generation_tx.subscribe()
     }
 
-    /// How many modules were compiled so far (cache misses).
+    /// How many modules were compiled on the load path so far (cache
+    /// misses, one per new digest whichever tier compiled it).
     pub fn compiled_modules(&self) -> u64 {
         self.inner.cache.compiles()
+    }
+
+    /// How many baseline (Winch) modules were recompiled by Cranelift.
+    pub fn optimized_modules(&self) -> u64 {
+        self.inner.cache.optimizations()
+    }
+
+    /// Waits until every module queued for Cranelift so far was recompiled
+    /// and swapped in (or failed to be; the baseline code then keeps serving).
+    /// Returns at once without tiered compilation.
+    pub async fn wait_optimized(&self) {
+        let mut pending = self.inner.tier_pending.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = pending.wait_for(|n| *n == 0).await;
     }
 
     /// Runs placement policy `policy` on `req`; the decision passed the host rules.
@@ -137,7 +183,6 @@ impl PolicyHost {
         let input = encode(policy, req)?;
         let inner = &self.inner;
         let raw = invoke::call(
-            &inner.engine,
             &inner.config,
             policy,
             &active.compiled,
@@ -257,17 +302,21 @@ impl PolicyHost {
         let name = policy.to_string();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            invoke::call(
-                &inner.engine,
-                &inner.config,
-                &name,
-                &compiled,
-                export,
-                &input,
-            )
+            invoke::call(&inner.config, &name, &compiled, export, &input)
         })
         .await
         .map_err(|e| internal(format!("evaluation thread failed: {e}")))?
+    }
+}
+
+impl Inner {
+    /// Queues a baseline module for recompilation by Cranelift.
+    pub(crate) fn queue_tier_up(&self, job: tier::Job) {
+        let Some(jobs) = &self.tier_jobs else { return };
+        self.tier_pending.send_modify(|n| *n += 1);
+        if jobs.send(job).is_err() {
+            self.tier_pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
     }
 }
 

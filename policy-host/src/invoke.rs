@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, Instance, Store, Trap};
+use wasmtime::{Extern, Instance, Memory, ModuleExport, Store, Trap, TypedFunc};
 
 use crate::config::HostConfig;
 use crate::error::PolicyError;
@@ -41,7 +41,6 @@ pub(crate) struct RawOutput {
 
 /// Runs `export` of `policy` on `input` (ignored for `TestVectors`) in a fresh instance.
 pub(crate) fn call(
-    engine: &Engine,
     config: &HostConfig,
     name: &str,
     policy: &CompiledPolicy,
@@ -56,27 +55,24 @@ pub(crate) fn call(
         });
     }
     let output_cap = config.output_cap;
-    in_sandbox(engine, config, name, policy, export, |store, instance| {
-        run(store, instance, name, export, input, output_cap)
+    in_sandbox(config, name, policy, export, |store, instance| {
+        run(store, instance, name, policy, export, input, output_cap)
     })
 }
 
 /// Instantiates `policy` and returns `tmc_abi_version()`.
 pub(crate) fn abi_version(
-    engine: &Engine,
     config: &HostConfig,
     name: &str,
     policy: &CompiledPolicy,
 ) -> Result<i32, PolicyError> {
     let out = in_sandbox(
-        engine,
         config,
         name,
         policy,
         Export::AbiVersion,
         |store, instance| {
-            let version = instance
-                .get_typed_func::<(), i32>(&mut *store, "tmc_abi_version")?
+            let version = typed::<(), i32>(store, instance, &policy.exports.abi_version)?
                 .call(&mut *store, ())?;
             Ok(version.to_le_bytes().to_vec())
         },
@@ -88,7 +84,6 @@ pub(crate) fn abi_version(
 /// A fresh store with the limits, a fresh instance (`_initialize` called),
 /// then `body`; failures are classified and guest stdio is logged.
 fn in_sandbox(
-    engine: &Engine,
     config: &HostConfig,
     name: &str,
     policy: &CompiledPolicy,
@@ -96,6 +91,8 @@ fn in_sandbox(
     body: impl FnOnce(&mut Store<StoreState>, &Instance) -> Result<Vec<u8>, Failure>,
 ) -> Result<RawOutput, PolicyError> {
     let started = Instant::now();
+    // The engine of the module's tier.
+    let engine = policy.pre.module().engine();
     let mut store = Store::new(engine, StoreState::new(config.memory_cap, config.stdio_cap));
     store.limiter(|s| &mut s.limiter);
     let internal = |e: wasmtime::Error| PolicyError::Internal {
@@ -138,12 +135,24 @@ fn instantiate(
             })
         }
     })?;
-    if policy.has_initialize {
-        instance
-            .get_typed_func::<(), ()>(&mut *store, "_initialize")?
-            .call(&mut *store, ())?;
+    if let Some(initialize) = &policy.exports.initialize {
+        typed::<(), ()>(store, &instance, initialize)?.call(&mut *store, ())?;
     }
     Ok(instance)
+}
+
+/// The typed function behind an export resolved when the module was prepared
+/// (no lookup by name per call).
+fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    store: &mut Store<StoreState>,
+    instance: &Instance,
+    export: &ModuleExport,
+) -> Result<TypedFunc<P, R>, Failure> {
+    let func = instance
+        .get_module_export(&mut *store, export)
+        .and_then(Extern::into_func)
+        .ok_or_else(|| wasmtime::Error::msg("a checked export is missing from its instance"))?;
+    Ok(func.typed::<P, R>(&*store)?)
 }
 
 /// Why a call did not produce output: a wasmtime error, or a host-detected problem.
@@ -162,15 +171,40 @@ fn run(
     store: &mut Store<StoreState>,
     instance: &Instance,
     name: &str,
+    policy: &CompiledPolicy,
     export: Export,
     input: &[u8],
     output_cap: usize,
 ) -> Result<Vec<u8>, Failure> {
+    let exports = &policy.exports;
+    let missing = || {
+        Failure::Host(PolicyError::MissingExport {
+            policy: name.into(),
+            export: export.name().into(),
+            problem: "is missing".into(),
+        })
+    };
+    let memory = instance
+        .get_module_export(&mut *store, &exports.memory)
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| {
+            Failure::Host(PolicyError::MissingExport {
+                policy: name.into(),
+                export: "memory".into(),
+                problem: "is missing".into(),
+            })
+        })?;
     let packed = if export == Export::TestVectors {
-        instance
-            .get_typed_func::<(), i64>(&mut *store, export.name())?
-            .call(&mut *store, ())?
+        let index = exports.test_vectors.as_ref().ok_or_else(missing)?;
+        typed::<(), i64>(store, instance, index)?.call(&mut *store, ())?
     } else {
+        let index = match export {
+            Export::ValidateSettings => Some(&exports.validate_settings),
+            Export::Place => exports.place.as_ref(),
+            Export::Transform => exports.transform.as_ref(),
+            Export::TestVectors | Export::AbiVersion => None,
+        }
+        .ok_or_else(missing)?;
         let len = i32::try_from(input.len()).map_err(|_| {
             Failure::Host(PolicyError::InputTooLarge {
                 policy: name.into(),
@@ -178,39 +212,20 @@ fn run(
                 cap: i32::MAX as usize,
             })
         })?;
-        let ptr = instance
-            .get_typed_func::<i32, i32>(&mut *store, "tmc_alloc")?
-            .call(&mut *store, len)?;
-        write_input(store, instance, name, ptr, input)?;
-        instance
-            .get_typed_func::<(i32, i32), i64>(&mut *store, export.name())?
-            .call(&mut *store, (ptr, len))?
+        let ptr = typed::<i32, i32>(store, instance, &exports.alloc)?.call(&mut *store, len)?;
+        write_input(store, memory, name, ptr, input)?;
+        typed::<(i32, i32), i64>(store, instance, index)?.call(&mut *store, (ptr, len))?
     };
-    read_output(store, instance, name, export, packed, output_cap)
-}
-
-fn memory(
-    store: &mut Store<StoreState>,
-    instance: &Instance,
-    name: &str,
-) -> Result<wasmtime::Memory, Failure> {
-    instance.get_memory(&mut *store, "memory").ok_or_else(|| {
-        Failure::Host(PolicyError::MissingExport {
-            policy: name.into(),
-            export: "memory".into(),
-            problem: "is missing".into(),
-        })
-    })
+    read_output(store, memory, name, export, packed, output_cap)
 }
 
 fn write_input(
     store: &mut Store<StoreState>,
-    instance: &Instance,
+    memory: Memory,
     name: &str,
     ptr: i32,
     input: &[u8],
 ) -> Result<(), Failure> {
-    let memory = memory(store, instance, name)?;
     let bad = |why: String| {
         Failure::Host(PolicyError::MalformedOutput {
             policy: name.into(),
@@ -236,7 +251,7 @@ fn write_input(
 
 fn read_output(
     store: &mut Store<StoreState>,
-    instance: &Instance,
+    memory: Memory,
     name: &str,
     export: Export,
     packed: i64,
@@ -252,7 +267,6 @@ fn read_output(
             cap: output_cap,
         }));
     }
-    let memory = memory(store, instance, name)?;
     let data = memory.data(&*store);
     ptr.checked_add(len)
         .and_then(|end| data.get(ptr..end))
@@ -290,8 +304,10 @@ fn classify(
             cap: config.memory_cap,
         };
     }
-    if state.stdout.contents().len() >= config.stdio_cap
-        || state.stderr.contents().len() >= config.stdio_cap
+    if state
+        .stdio()
+        .iter()
+        .any(|(_, bytes)| bytes.len() >= config.stdio_cap)
     {
         return PolicyError::StdioCap {
             policy,
@@ -332,8 +348,7 @@ fn classify(
 
 /// Logs captured guest output, one line per `tracing` event, under the policy's name.
 fn forward_stdio(name: &str, state: &StoreState) {
-    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
-        let bytes = pipe.contents();
+    for (stream, bytes) in state.stdio() {
         if bytes.is_empty() {
             continue;
         }

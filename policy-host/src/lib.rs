@@ -1,10 +1,12 @@
 //! # tmc-policy-host
 //!
 //! The sandboxed wasmtime host for tmc policies (ABI in `docs/policy-abi.md`):
-//! one shared engine with epoch interruption, fuel and a pooling allocator;
-//! modules compiled once and cached by SHA-256; a fresh instance per
-//! evaluation on a blocking thread; policy sets as immutable generations
-//! swapped atomically, with hot reload that keeps the last good version.
+//! one shared engine per compiler tier with epoch interruption, fuel and a
+//! pooling allocator; modules compiled once and cached by SHA-256 (tiered:
+//! Winch first so a new module serves quickly, Cranelift in the background);
+//! a fresh instance per evaluation on a blocking thread; policy sets as
+//! immutable generations swapped atomically, with hot reload that keeps the
+//! last good version.
 //!
 //! ```no_run
 //! # async fn demo(req: tmc_policy_sdk::PlacementRequest) -> anyhow::Result<()> {
@@ -27,6 +29,7 @@ mod invoke;
 mod loader;
 mod module;
 mod sandbox;
+mod tier;
 mod watch;
 
 pub use config::HostConfig;
@@ -34,5 +37,5 @@ pub use error::PolicyError;
 pub use generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus, PolicySummary};
 pub use host::{Evaluation, PolicyHost};
 pub use loader::{ReloadReport, is_policy_file};
-pub use module::PolicyKind;
+pub use module::{PolicyKind, Tier};
 pub use watch::WatchHandle;

@@ -16,7 +16,8 @@ use crate::error::PolicyError;
 use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
 use crate::host::{Inner, PolicyHost, check_place, decode};
 use crate::invoke::{self, Export};
-use crate::module::{self, CompiledPolicy};
+use crate::module::{self, CompiledPolicy, Tier};
+use crate::tier;
 
 /// What one reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,7 +145,7 @@ impl PolicyHost {
                         }),
                     };
                 }
-                self.admit(name, bytes).await
+                self.admit(name, digest, bytes).await
             }
         };
         match outcome {
@@ -186,7 +187,12 @@ impl PolicyHost {
     }
 
     /// Compiles (or finds in the cache) and validates one module.
-    async fn admit(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    async fn admit(
+        &self,
+        name: &str,
+        digest: String,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<CompiledPolicy>, PolicyError> {
         let internal = |e: tokio::task::JoinError| PolicyError::Internal {
             policy: name.into(),
             message: format!("load thread failed: {e}"),
@@ -205,8 +211,15 @@ impl PolicyHost {
         let owned = name.to_string();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let compiled = inner.cache.load(&owned, &bytes)?;
+            let compiled = inner.cache.load(&owned, &digest, &bytes)?;
             validate(&inner, &owned, &compiled)?;
+            if compiled.tier == Tier::Baseline {
+                inner.queue_tier_up(tier::Job {
+                    name: owned,
+                    digest,
+                    bytes,
+                });
+            }
             Ok(compiled)
         })
         .await
@@ -215,9 +228,13 @@ impl PolicyHost {
 }
 
 /// ABI version, default settings, then the module's own test vectors.
-fn validate(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(), PolicyError> {
-    let (engine, config) = (&inner.engine, &inner.config);
-    let found = invoke::abi_version(engine, config, name, compiled)?;
+pub(crate) fn validate(
+    inner: &Inner,
+    name: &str,
+    compiled: &CompiledPolicy,
+) -> Result<(), PolicyError> {
+    let config = &inner.config;
+    let found = invoke::abi_version(config, name, compiled)?;
     if found != 1 {
         return Err(PolicyError::AbiVersion {
             policy: name.into(),
@@ -225,14 +242,7 @@ fn validate(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(), 
         });
     }
     let input = br#"{"settings":{}}"#;
-    let raw = invoke::call(
-        engine,
-        config,
-        name,
-        compiled,
-        Export::ValidateSettings,
-        input,
-    )?;
+    let raw = invoke::call(config, name, compiled, Export::ValidateSettings, input)?;
     let verdict: SettingsVerdict = decode(name, Export::ValidateSettings, &raw.bytes)?;
     if !verdict.valid {
         tracing::info!(
@@ -241,22 +251,22 @@ fn validate(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(), 
             verdict.message
         );
     }
-    if compiled.has_vectors {
+    if compiled.exports.test_vectors.is_some() {
         run_vectors(inner, name, compiled)?;
     }
     Ok(())
 }
 
 fn run_vectors(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(), PolicyError> {
-    let (engine, config) = (&inner.engine, &inner.config);
-    let raw = invoke::call(engine, config, name, compiled, Export::TestVectors, &[])?;
+    let config = &inner.config;
+    let raw = invoke::call(config, name, compiled, Export::TestVectors, &[])?;
     let list: Vec<TestVector> = decode(name, Export::TestVectors, &raw.bytes)?;
     let place = |req: &PlacementRequest| {
         if !compiled.kind.places() {
             return Err("the module has no tmc_place".to_string());
         }
         let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let raw = invoke::call(engine, config, name, compiled, Export::Place, &input)
+        let raw = invoke::call(config, name, compiled, Export::Place, &input)
             .map_err(|e| e.to_string())?;
         check_place(name, req, &raw).map_err(|e| e.to_string())
     };
@@ -265,7 +275,7 @@ fn run_vectors(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(
             return Err("the module has no tmc_transform".to_string());
         }
         let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let raw = invoke::call(engine, config, name, compiled, Export::Transform, &input)
+        let raw = invoke::call(config, name, compiled, Export::Transform, &input)
             .map_err(|e| e.to_string())?;
         let result: TransformResult =
             decode(name, Export::Transform, &raw.bytes).map_err(|e| e.to_string())?;

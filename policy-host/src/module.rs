@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{ExternType, InstancePre, Linker, Module, ValType};
+use wasmtime::{ExternType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use crate::error::PolicyError;
 use crate::sandbox::StoreState;
@@ -41,13 +41,47 @@ impl std::fmt::Display for PolicyKind {
     }
 }
 
+/// Which compiler produced a module's machine code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Tier {
+    /// Winch, the baseline compiler: compiles in a fraction of Cranelift's
+    /// time, runs slower. Serves a module never seen before until its
+    /// optimized code is ready.
+    Baseline,
+    /// Cranelift, the optimizing compiler.
+    Optimized,
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Baseline => "baseline (Winch)",
+            Self::Optimized => "optimized (Cranelift)",
+        })
+    }
+}
+
 /// A compiled, export-checked module ready to instantiate.
 pub(crate) struct CompiledPolicy {
     pub digest: String,
     pub kind: PolicyKind,
+    pub tier: Tier,
     pub pre: InstancePre<StoreState>,
-    pub has_initialize: bool,
-    pub has_vectors: bool,
+    pub exports: Exports,
+}
+
+/// The exports an evaluation calls, resolved once per module so a call never
+/// looks an export up by name.
+pub(crate) struct Exports {
+    pub memory: ModuleExport,
+    pub initialize: Option<ModuleExport>,
+    pub abi_version: ModuleExport,
+    pub alloc: ModuleExport,
+    pub validate_settings: ModuleExport,
+    pub place: Option<ModuleExport>,
+    pub transform: Option<ModuleExport>,
+    pub test_vectors: Option<ModuleExport>,
 }
 
 /// SHA-256 of the module bytes, lower-case hex.
@@ -60,6 +94,7 @@ pub(crate) fn prepare(
     name: &str,
     module: Module,
     digest: String,
+    tier: Tier,
     linker: &Linker<StoreState>,
 ) -> Result<Arc<CompiledPolicy>, PolicyError> {
     for import in module.imports() {
@@ -91,6 +126,27 @@ pub(crate) fn prepare(
     let transforms = expect_func(name, &module, "tmc_transform", &entry, &[i64_()], false)?;
     let has_vectors = expect_func(name, &module, "tmc_test_vectors", &[], &[i64_()], false)?;
     let has_initialize = expect_func(name, &module, "_initialize", &[], &[], false)?;
+    let index =
+        |export: &str, present: bool| present.then(|| module.get_export_index(export)).flatten();
+    let required = |export: &str| {
+        module
+            .get_export_index(export)
+            .ok_or_else(|| PolicyError::MissingExport {
+                policy: name.into(),
+                export: export.into(),
+                problem: "is missing".into(),
+            })
+    };
+    let exports = Exports {
+        memory: required("memory")?,
+        initialize: index("_initialize", has_initialize),
+        abi_version: required("tmc_abi_version")?,
+        alloc: required("tmc_alloc")?,
+        validate_settings: required("tmc_validate_settings")?,
+        place: index("tmc_place", places),
+        transform: index("tmc_transform", transforms),
+        test_vectors: index("tmc_test_vectors", has_vectors),
+    };
     let kind = match (places, transforms) {
         (true, true) => PolicyKind::Both,
         (true, false) => PolicyKind::Placement,
@@ -112,9 +168,9 @@ pub(crate) fn prepare(
     Ok(Arc::new(CompiledPolicy {
         digest,
         kind,
+        tier,
         pre,
-        has_initialize,
-        has_vectors,
+        exports,
     }))
 }
 

@@ -12,42 +12,66 @@ use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBui
 const FROZEN_UNIX_SECS: u64 = 1_704_067_200;
 
 /// Data of one evaluation's `Store`.
+///
+/// The WASI context (and its stdout/stderr pipes) is built on the guest's
+/// first WASI call, not per store: a Rust policy that never prints, reads the
+/// clock or asks for random bytes during an evaluation never pays for it.
 pub(crate) struct StoreState {
-    pub wasi: WasiP1Ctx,
+    wasi: Option<WasiP1Ctx>,
     pub limiter: MemoryCap,
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
+    stdio: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+    stdio_cap: usize,
 }
 
 impl StoreState {
     /// An empty sandbox: no files, env, args or network; frozen clocks,
     /// deterministic random; stdout/stderr captured up to `stdio_cap` bytes.
     pub fn new(memory_cap: usize, stdio_cap: usize) -> Self {
-        let stdout = MemoryOutputPipe::new(stdio_cap);
-        let stderr = MemoryOutputPipe::new(stdio_cap);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .wall_clock(FrozenWallClock)
-            .monotonic_clock(FrozenMonotonicClock)
-            .secure_random(Deterministic::new(seed_bytes()))
-            .insecure_random(Deterministic::new(seed_bytes()))
-            .insecure_random_seed(0x746d_635f_7365_6564)
-            .build_p1();
         Self {
-            wasi,
+            wasi: None,
             limiter: MemoryCap {
                 cap: memory_cap,
                 refused: None,
             },
-            stdout,
-            stderr,
+            stdio: None,
+            stdio_cap,
+        }
+    }
+
+    /// The WASI context, built on first use.
+    pub fn wasi(&mut self) -> &mut WasiP1Ctx {
+        let stdio_cap = self.stdio_cap;
+        let stdio = &mut self.stdio;
+        self.wasi.get_or_insert_with(|| {
+            let stdout = MemoryOutputPipe::new(stdio_cap);
+            let stderr = MemoryOutputPipe::new(stdio_cap);
+            *stdio = Some((stdout.clone(), stderr.clone()));
+            WasiCtxBuilder::new()
+                .stdout(stdout)
+                .stderr(stderr)
+                .wall_clock(FrozenWallClock)
+                .monotonic_clock(FrozenMonotonicClock)
+                .secure_random(Deterministic::new(SEED.to_vec()))
+                .insecure_random(Deterministic::new(SEED.to_vec()))
+                .insecure_random_seed(0x746d_635f_7365_6564)
+                .build_p1()
+        })
+    }
+
+    /// What the guest wrote to stdout and stderr (empty when it never did).
+    pub fn stdio(&self) -> [(&'static str, Vec<u8>); 2] {
+        match &self.stdio {
+            Some((out, err)) => [
+                ("stdout", out.contents().to_vec()),
+                ("stderr", err.contents().to_vec()),
+            ],
+            None => [("stdout", Vec::new()), ("stderr", Vec::new())],
         }
     }
 }
 
 /// 256 fixed pseudo-random bytes (splitmix64 from a constant seed).
-fn seed_bytes() -> Vec<u8> {
+static SEED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     let mut state: u64 = 0x746d_6370_6f6c_6963;
     let mut out = Vec::with_capacity(256);
     while out.len() < 256 {
@@ -58,7 +82,7 @@ fn seed_bytes() -> Vec<u8> {
         out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out
-}
+});
 
 struct FrozenWallClock;
 

@@ -1,8 +1,11 @@
-//! Hot reload: watch a directory with `notify`, debounce events, reload.
+//! Hot reload: watch a directory with `notify`, wait until writes are done,
+//! reload.
 
 use std::path::{Path, PathBuf};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -22,11 +25,36 @@ impl Drop for WatchHandle {
     }
 }
 
+/// What a file event says about the file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// The content is final: renamed into place (or away), closed after
+    /// writing, or deleted.
+    Complete,
+    /// A write may still be going on (created, data or metadata changed).
+    InProgress,
+}
+
+/// Classifies an event; `None` for events that cannot change a file's
+/// content (opens and reads, including the host's own reads of the file).
+fn classify(kind: &EventKind) -> Option<Write> {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Write::Complete),
+        EventKind::Access(_) => None,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Some(Write::Complete),
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other => {
+            Some(Write::InProgress)
+        }
+    }
+}
+
 impl PolicyHost {
     /// Watches `dir` and reloads it (see [`load_dir`](Self::load_dir)) after
-    /// every burst of changes to `*.wasm` files, once `debounce` passed without
-    /// a new event. Call [`load_dir`](Self::load_dir) first for the initial
-    /// load. Must be called inside a tokio runtime.
+    /// every burst of changes to `*.wasm` files: `settle` after the burst's
+    /// last event when that event says the content is final (a rename into
+    /// place, a close after writing, a delete), `debounce` when a write may
+    /// still be going on. Call [`load_dir`](Self::load_dir) first for the
+    /// initial load. Must be called inside a tokio runtime.
     pub fn watch(&self, dir: impl AsRef<Path>) -> Result<WatchHandle, PolicyError> {
         let dir = dir.as_ref().to_path_buf();
         let fail = |e: notify::Error| PolicyError::Directory {
@@ -37,7 +65,9 @@ impl PolicyHost {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) if event.paths.iter().any(|p| is_policy_file(p)) => {
-                    let _ = tx.send(());
+                    if let Some(write) = classify(&event.kind) {
+                        let _ = tx.send(write);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("policy directory watch error: {e}"),
@@ -46,11 +76,13 @@ impl PolicyHost {
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(fail)?;
+        let config = &self.inner.config;
         let task = tokio::spawn(reload_loop(
             Arc::downgrade(&self.inner),
             dir,
             rx,
-            self.inner.config.debounce,
+            config.settle,
+            config.debounce,
         ));
         Ok(WatchHandle {
             _watcher: watcher,
@@ -59,19 +91,23 @@ impl PolicyHost {
     }
 }
 
-use std::sync::Arc;
-
 async fn reload_loop(
     inner: Weak<Inner>,
     dir: PathBuf,
-    mut events: mpsc::UnboundedReceiver<()>,
-    debounce: std::time::Duration,
+    mut events: mpsc::UnboundedReceiver<Write>,
+    settle: Duration,
+    debounce: Duration,
 ) {
-    while events.recv().await.is_some() {
-        // Debounce: wait until the directory has been quiet for `debounce`.
+    while let Some(mut last) = events.recv().await {
+        // Wait until the directory has been quiet for `settle` after a final
+        // event, or for `debounce` after an event of a write in progress.
         loop {
-            match tokio::time::timeout(debounce, events.recv()).await {
-                Ok(Some(())) => continue,
+            let quiet = match last {
+                Write::Complete => settle,
+                Write::InProgress => debounce,
+            };
+            match tokio::time::timeout(quiet, events.recv()).await {
+                Ok(Some(write)) => last = write,
                 Ok(None) => return,
                 Err(_) => break,
             }
@@ -81,5 +117,30 @@ async fn reload_loop(
         if let Err(e) = host.load_dir(&dir).await {
             tracing::error!("policy reload failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn events_are_classified_by_what_they_say_about_the_content() {
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let removed = EventKind::Remove(RemoveKind::File);
+        let created = EventKind::Create(CreateKind::File);
+        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(classify(&rename), Some(Write::Complete));
+        assert_eq!(classify(&closed), Some(Write::Complete));
+        assert_eq!(classify(&removed), Some(Write::Complete));
+        assert_eq!(classify(&created), Some(Write::InProgress));
+        assert_eq!(classify(&written), Some(Write::InProgress));
+        assert_eq!(classify(&opened), None);
+        assert_eq!(classify(&read), None);
     }
 }

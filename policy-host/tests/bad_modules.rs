@@ -307,6 +307,9 @@ async fn disk_cache_serves_a_second_host_without_compiling() {
     let first = host_with(config.clone());
     first.load_dir(dir.path()).await.expect("load");
     assert_eq!(first.compiled_modules(), 1);
+    // With tiered compilation the optimized code (the one written to disk)
+    // is compiled in the background.
+    first.wait_optimized().await;
     let entries = std::fs::read_dir(cache.path()).expect("cache dir").count();
     assert_eq!(entries, 1, "one serialized module");
 

@@ -2,16 +2,33 @@
 //!
 //! The host runs every evaluation in a fresh instance and discards it (ABI
 //! section 1.2), so freeing is wasted work: allocation is a pointer bump and
-//! `dealloc` does nothing. It takes memory above whatever the module already
-//! has and grows linear memory (capped by the host) as needed. Enabled for
-//! `target_arch = "wasm32"` by the default feature `bump-alloc`.
+//! `dealloc` does nothing. It first serves from a zero-initialized arena in
+//! the module's own memory image (`.bss`, part of the initial memory, so a
+//! typical evaluation never executes `memory.grow`: growing costs the host two
+//! `mprotect` calls and TLB shootdowns per instance), then takes memory above
+//! whatever the module has and grows linear memory (capped by the host) as
+//! needed. Enabled for `target_arch = "wasm32"` by the default feature
+//! `bump-alloc`.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::wasm32;
-use core::cell::Cell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
 const PAGE: usize = 65_536;
+
+/// Size of the arena in the initial memory: a placement over tens of targets
+/// allocates a few tens of KiB. Untouched pages cost the host nothing.
+const ARENA: usize = 512 << 10;
+
+#[repr(C, align(16))]
+struct Arena(UnsafeCell<[u8; ARENA]>);
+
+// SAFETY: wasm32 guests are single-threaded (no shared memory in the ABI);
+// only the allocator hands out parts of the arena, each part once.
+unsafe impl Sync for Arena {}
+
+static ARENA_BYTES: Arena = Arena(UnsafeCell::new([0; ARENA]));
 
 /// Bump allocator over the tail of linear memory 0.
 pub struct BumpAlloc {
@@ -33,13 +50,20 @@ impl BumpAlloc {
 
     /// Makes `[next, next+size)` available at `align`, growing memory if needed.
     fn reserve(&self, size: usize, align: usize) -> Option<usize> {
+        if self.end.get() == 0 {
+            // First use: the arena.
+            let base = ARENA_BYTES.0.get() as usize;
+            self.next.set(base);
+            self.end.set(base + ARENA);
+        }
         let start = self.next.get().checked_add(align - 1)? & !(align - 1);
         let stop = start.checked_add(size)?;
         if stop <= self.end.get() {
             self.next.set(stop);
             return Some(start);
         }
-        // Someone else (e.g. libc) may have grown memory: start above it.
+        // Past the arena, or someone else (e.g. libc) grew memory: start
+        // above the end of memory.
         let current_end = wasm32::memory_size(0) * PAGE;
         if current_end != self.end.get() {
             self.next.set(current_end);
