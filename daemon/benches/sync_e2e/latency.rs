@@ -65,10 +65,7 @@ pub async fn latency(env: &env::Env) -> Result<Vec<Row>> {
     }
     let (placed, applied, seen) = breakdown::stages(&env.tmcd.log, "lat", &traces)?;
     for (stage, samples) in [
-        (
-            "create -> tmcd placed it (watch, debounce, policy, patch)",
-            placed,
-        ),
+        ("create -> tmcd placed it (watch, policy, patch)", placed),
         ("placed -> syncer applied the copy", applied),
         ("applied -> seen by the watch on west", seen),
     ] {
