@@ -14,8 +14,10 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tmc_syncer::SyncedKind;
 
+use super::events::EventQueue;
 use super::reconcile::{KindCtx, error_policy, reconcile};
 use super::runner::PolicyRunner;
+use super::status_writer::StatusWriter;
 use super::watch::Stores;
 use crate::state::State;
 
@@ -64,10 +66,23 @@ pub async fn run(
     }
     let mut workload_stores = Vec::new();
     let mut runs = Vec::new();
-    let mut gauges = Vec::new();
+    // Helpers of the controllers, stopped when they end.
+    let mut background = Vec::new();
+    let (events, publisher) = EventQueue::new(recorder);
+    background.push(tokio::spawn(publisher));
     for kind in kinds {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let mut stop = shutdown.clone();
+        let c = Controller::new_with(api, watcher::Config::default(), ar.clone())
+            .with_config(controller::Config::default().concurrency(WORKERS))
+            .reconcile_all_on(state.triggers.subscribe())
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        let (statuses, writer) =
+            StatusWriter::new(client.clone(), ar.clone(), kind.kind.clone(), c.store());
+        background.push(tokio::spawn(writer));
         let ctx = Arc::new(KindCtx {
             state: state.clone(),
             client: client.clone(),
@@ -77,20 +92,14 @@ pub async fn run(
             placements: stores.placements.clone(),
             namespaces: stores.namespaces.clone(),
             runner: runner.clone(),
-            recorder: recorder.clone(),
+            events: events.clone(),
+            statuses,
             failures: Mutex::default(),
             unplaced: Mutex::default(),
             reconciled: Mutex::default(),
         });
-        let mut stop = shutdown.clone();
-        let c = Controller::new_with(api, watcher::Config::default(), ar)
-            .with_config(controller::Config::default().concurrency(WORKERS))
-            .reconcile_all_on(state.triggers.subscribe())
-            .graceful_shutdown_on(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
         workload_stores.push(c.store());
-        gauges.push(tokio::spawn(report_pending(ctx.clone(), c.store())));
+        background.push(tokio::spawn(report_pending(ctx.clone(), c.store())));
         let name = kind.to_string();
         runs.push(tokio::spawn(async move {
             tracing::info!(kind = %name, "placement controller started");
@@ -136,8 +145,8 @@ pub async fn run(
     });
     join_all(runs).await;
     status_loop.abort();
-    for gauge in gauges {
-        gauge.abort();
+    for task in background {
+        task.abort();
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod controller;
+pub mod events;
 pub mod gone;
 pub mod placement_status;
 pub mod plan;
@@ -10,6 +11,7 @@ pub mod reconcile;
 pub mod runner;
 pub mod selector;
 pub mod status;
+pub mod status_writer;
 pub mod targets;
 pub mod triggers;
 pub mod watch;

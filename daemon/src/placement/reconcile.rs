@@ -9,16 +9,17 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use tmc_policy_sdk::abi::PlacementRequest;
 use tmc_syncer::SyncedKind;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
+use super::events::EventQueue;
 use super::runner::{PolicyRunner, evaluate};
 use super::selector::{WorkloadKey, abi_placement, governing, policy_settings};
+use super::status_writer::StatusWriter;
 use super::targets::{TargetView, candidates};
 use super::{assignment, gone, plan, status, workload};
 use crate::state::State;
@@ -55,7 +56,9 @@ pub struct KindCtx {
     pub placements: Store<ClusterWorkloadPlacement>,
     pub namespaces: Store<Namespace>,
     pub runner: Arc<dyn PolicyRunner>,
-    pub recorder: Recorder,
+    pub events: EventQueue,
+    /// Writes aggregated statuses off the placement workers.
+    pub statuses: Arc<StatusWriter>,
     /// Consecutive failures per object, for backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// Objects told once that no placement selects them.
@@ -373,20 +376,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         }
     }
 
-    if let Some(desired) = status::aggregate(kind, &recorded)
-        && !status::contains(obj.data.get("status"), &desired)
+    if status::aggregate(kind, &recorded)
+        .is_some_and(|desired| !status::contains(obj.data.get("status"), &desired))
     {
-        let patch = json!({ "status": desired });
-        if let Err(err) = api
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            tracing::debug!(kind, object = %object, error = %err, "writing the aggregated status failed");
-        }
+        ctx.statuses.request(obj);
     }
 
     let mut next = SETTLED;
@@ -413,37 +406,10 @@ fn describe(on: &BTreeMap<String, Option<u32>>) -> String {
         .join(", ")
 }
 
-/// Publishes an Event on the workload in the background (the reconcile does
-/// not wait on it); failures are logged, never fatal.
-fn publish(
-    ctx: &KindCtx,
-    obj: &DynamicObject,
-    type_: EventType,
-    reason: &'static str,
-    note: String,
-) {
-    let mut note = note;
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-    }
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Place".into(),
-        secondary: None,
-    };
-    let reference = obj.object_ref(&ctx.ar);
-    let recorder = ctx.recorder.clone();
-    tokio::spawn(async move {
-        if let Err(err) = recorder.publish(&event, &reference).await {
-            tracing::debug!(error = %err, reason, "publishing an event failed");
-        }
-    });
+/// Queues an Event on the workload (published in the background).
+fn publish(ctx: &KindCtx, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+    ctx.events
+        .publish(obj.object_ref(&ctx.ar), type_, reason, "Place", note);
 }
 
 #[cfg(test)]
