@@ -62,12 +62,11 @@ pub struct Row {
     pub target: String,
 }
 
-/// tmcd's own counters (reconciles by result, reconcile time, sync errors),
-/// read from its admin `/metrics`: how much work a phase cost, for the profile.
-pub async fn tmcd_counters(env: &env::Env) -> Vec<String> {
+/// tmcd's admin `/metrics` text.
+async fn tmcd_metrics(env: &env::Env) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(addr) = env.admin_addr() else {
-        return vec!["(tmcd admin address not found in its log)".into()];
+        bail!("tmcd admin address not found in its log");
     };
     let fetch = async {
         let mut conn = tokio::net::TcpStream::connect(&addr).await?;
@@ -77,8 +76,44 @@ pub async fn tmcd_counters(env: &env::Env) -> Vec<String> {
         conn.read_to_string(&mut body).await?;
         anyhow::Ok(body)
     };
-    match tokio::time::timeout(Duration::from_secs(10), fetch).await {
-        Ok(Ok(body)) => body
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .with_context(|| format!("GET http://{addr}/metrics timed out"))?
+        .with_context(|| format!("GET http://{addr}/metrics failed"))
+}
+
+/// Waits until tmcd has no workload waiting for a reconcile and no status
+/// write queued (the bookkeeping of a burst done); returns how long it took.
+pub async fn tmcd_idle(env: &env::Env) -> Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        let body = tmcd_metrics(env).await?;
+        let busy: f64 = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("tmcd_workloads_pending")
+                    || l.starts_with("tmcd_status_writes_pending")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if busy == 0.0 {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > env.knobs.timeout {
+            bail!(
+                "tmcd still busy after {:?}: {busy} workloads or status writes pending",
+                env.knobs.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// tmcd's own counters (reconciles by result, reconcile time, sync errors),
+/// read from its admin `/metrics`: how much work a phase cost, for the profile.
+pub async fn tmcd_counters(env: &env::Env) -> Vec<String> {
+    match tmcd_metrics(env).await {
+        Ok(body) => body
             .lines()
             .filter(|l| {
                 !l.starts_with('#')
@@ -91,8 +126,7 @@ pub async fn tmcd_counters(env: &env::Env) -> Vec<String> {
             })
             .map(str::to_string)
             .collect(),
-        Ok(Err(err)) => vec![format!("(GET http://{addr}/metrics failed: {err})")],
-        Err(_) => vec![format!("(GET http://{addr}/metrics timed out)")],
+        Err(err) => vec![format!("({err:#})")],
     }
 }
 
@@ -135,6 +169,20 @@ async fn run() -> Result<()> {
     let result = async {
         let idle = memory::memory(&env, "0 workloads").await?;
         rows.extend(throughput::throughput(&env).await?);
+        // Latency and memory are measured at steady state: the burst's
+        // statuses written, nothing waiting for a reconcile.
+        let drained = tmcd_idle(&env).await?;
+        progress(&format!(
+            "tmcd idle {} after the burst was on its targets",
+            stats::ms(drained)
+        ));
+        rows.push(Row {
+            what: "  then every status written upstream, tmcd idle".into(),
+            tmc: format!("+{:.2} s", drained.as_secs_f64()),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "-".into(),
+        });
         let loaded = memory::memory(&env, "after the throughput burst").await?;
         let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
         let n = env.knobs.throughput_n + 2;

@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Workloads changed since their last successful reconcile (waiting,
     /// running or backing off after an error), by kind: the placement queue.
     pub workloads_pending: Family<Labels, Gauge>,
+    /// Aggregated status writes queued, by kind.
+    pub status_writes_pending: Family<Labels, Gauge>,
     /// 1 when this replica leads.
     pub leader: Gauge,
     /// Generation of the active policy set.
@@ -101,6 +103,12 @@ impl Default for Metrics {
             "Generation of the active policy set",
             policy_generation.clone(),
         );
+        let status_writes_pending = Family::default();
+        registry.register(
+            "status_writes_pending",
+            "Aggregated workload status writes queued",
+            status_writes_pending.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -110,6 +118,7 @@ impl Default for Metrics {
             target_sync_errors,
             reconciles_in_flight,
             workloads_pending,
+            status_writes_pending,
             leader,
             policy_generation,
         }
@@ -131,6 +140,13 @@ impl Metrics {
         self.workloads_pending
             .get_or_create(&vec![("kind".into(), kind.into())])
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Sets how many aggregated status writes of `kind` are queued.
+    pub fn set_status_writes_pending(&self, kind: &str, queued: usize) {
+        self.status_writes_pending
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
     }
 
     /// Records one reconcile of `kind`.

@@ -150,12 +150,14 @@ pub async fn run(
     }
 }
 
-/// Keeps the kind's `workloads_pending` gauge current.
+/// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges current.
 async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
     loop {
         tokio::time::sleep(PENDING_EVERY).await;
         let pending = ctx.pending(&store.state());
-        ctx.state.metrics.set_pending(&ctx.kind.kind, pending);
+        let metrics = &ctx.state.metrics;
+        metrics.set_pending(&ctx.kind.kind, pending);
+        metrics.set_status_writes_pending(&ctx.kind.kind, ctx.statuses.queued());
     }
 }
 

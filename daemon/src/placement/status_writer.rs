@@ -63,6 +63,14 @@ impl StatusWriter {
         (writer, run)
     }
 
+    /// How many objects wait for their status write.
+    pub fn queued(&self) -> usize {
+        self.queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Asks for `obj`'s aggregated status to be written (no-op if queued).
     pub fn request(&self, obj: &DynamicObject) {
         let key = ObjectRef::from_obj_with(obj, self.ar.clone());
