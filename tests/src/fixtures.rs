@@ -92,3 +92,35 @@ pub async fn apply_placement(
     .with_context(|| format!("applying placement {name}"))?;
     Ok(())
 }
+
+/// A Deployment `namespace/name` of `replicas` pods (image never pulled: kwok
+/// runs the pods), labelled `app=<name>` plus `labels`, annotated `annotations`.
+pub fn deployment(
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+) -> Result<k8s_openapi::api::apps::v1::Deployment> {
+    let mut all_labels = serde_json::json!({ "app": name });
+    if let (Some(all), Some(extra)) = (all_labels.as_object_mut(), labels.as_object()) {
+        all.extend(extra.clone());
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name, "namespace": namespace,
+            "labels": all_labels, "annotations": annotations,
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "app", "image": "registry.invalid/app:1" }] },
+            },
+        },
+    }))
+    .with_context(|| format!("building Deployment {namespace}/{name}"))
+}

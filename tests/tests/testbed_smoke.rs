@@ -17,20 +17,13 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(250);
 
 fn deployment(name: &str, replicas: i32) -> Result<Deployment> {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{ "name": "app", "image": "registry.invalid/app:1" }] },
-            },
-        },
-    }))
-    .context("building the test deployment")
+    tmc_tests::fixtures::deployment(
+        "default",
+        name,
+        replicas,
+        serde_json::json!({}),
+        serde_json::json!({}),
+    )
 }
 
 /// A CRD in kcp workspace root:tmc, an object of it, read back through the workspace URL.

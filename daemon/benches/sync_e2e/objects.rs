@@ -10,23 +10,13 @@ pub fn deployment(
     replicas: i32,
     annotations: Value,
 ) -> Result<Deployment> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name, "namespace": ns,
-            "labels": {"app": name, "bench": scenario},
-            "annotations": annotations,
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
-            },
-        },
-    }))?)
+    fixtures::deployment(
+        ns,
+        name,
+        replicas,
+        json!({ "bench": scenario }),
+        annotations,
+    )
 }
 
 /// Creates `d` in its namespace.

@@ -116,19 +116,7 @@ pub async fn apply_placement(client: &kube::Client, name: &str, spec: Value) -> 
 /// Creates Deployment `demo/<name>` upstream.
 pub async fn create_deployment(client: &kube::Client, name: &str, replicas: i32) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let d: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
-            },
-        },
-    }))?;
+    let d = fixtures::deployment(NS, name, replicas, json!({}), json!({}))?;
     api.create(&PostParams::default(), &d)
         .await
         .with_context(|| format!("creating deployment {name}"))?;
