@@ -83,7 +83,8 @@ pub async fn status(admin: &str, raw: bool) -> Result<()> {
     Ok(())
 }
 
-fn s(v: &Value) -> String {
+/// A JSON value as a table cell: `-` for null, strings without quotes.
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -101,8 +102,8 @@ pub fn render_status(body: &Value) -> String {
     };
     out.push_str(&format!(
         "tmcd {} ({role}), policy generation {}\n\n",
-        s(&body["identity"]),
-        s(&body["policyGeneration"])
+        cell(&body["identity"]),
+        cell(&body["policyGeneration"])
     ));
     out.push_str(&format!(
         "{:<12} {:<6} {:<6} {:<10} {:<10} {:<26} {}\n",
@@ -113,21 +114,21 @@ pub fn render_status(body: &Value) -> String {
             Value::Null => "-".to_string(),
             h => format!(
                 "up={} down={} synced={} failing={} err={}",
-                s(&h["upstreamConnected"]),
-                s(&h["downstreamConnected"]),
-                s(&h["objectsSynced"]),
-                s(&h["failing"]),
-                s(&h["lastError"])
+                cell(&h["upstreamConnected"]),
+                cell(&h["downstreamConnected"]),
+                cell(&h["objectsSynced"]),
+                cell(&h["failing"]),
+                cell(&h["lastError"])
             ),
         };
         out.push_str(&format!(
             "{:<12} {:<6} {:<6} {:<10} {:<10} {:<26} {}\n",
-            s(&t["name"]),
-            s(&t["mode"]),
-            s(&t["ready"]),
-            s(&t["region"]),
-            s(&t["zone"]),
-            s(&t["lastHeartbeat"]),
+            cell(&t["name"]),
+            cell(&t["mode"]),
+            cell(&t["ready"]),
+            cell(&t["region"]),
+            cell(&t["zone"]),
+            cell(&t["lastHeartbeat"]),
             syncer
         ));
     }
@@ -138,11 +139,11 @@ pub fn render_status(body: &Value) -> String {
     for p in body["policies"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:<24} {:<14} {:<8} {:<6} {}\n",
-            s(&p["name"]),
-            s(&p["kind"]),
-            s(&p["status"]),
+            cell(&p["name"]),
+            cell(&p["kind"]),
+            cell(&p["status"]),
             "",
-            s(&p["digest"]).chars().take(16).collect::<String>()
+            cell(&p["digest"]).chars().take(16).collect::<String>()
         ));
     }
     out.push_str(&format!(
@@ -153,7 +154,7 @@ pub fn render_status(body: &Value) -> String {
         let ready = p["conditions"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .map(|c| s(&c["status"]))
+            .map(|c| cell(&c["status"]))
             .unwrap_or_else(|| "-".into());
         let targets: Vec<String> = p["targets"]
             .as_array()
@@ -162,18 +163,18 @@ pub fn render_status(body: &Value) -> String {
             .map(|t| {
                 format!(
                     "{}:{}w/{}r",
-                    s(&t["name"]),
-                    s(&t["workloads"]),
-                    s(&t["replicas"])
+                    cell(&t["name"]),
+                    cell(&t["workloads"]),
+                    cell(&t["replicas"])
                 )
             })
             .collect();
         out.push_str(&format!(
             "{:<24} {:<20} {:<6} {:<10} {}\n",
-            s(&p["name"]),
-            s(&p["policy"]),
+            cell(&p["name"]),
+            cell(&p["policy"]),
             ready,
-            s(&p["workloadCount"]),
+            cell(&p["workloadCount"]),
             targets.join(" ")
         ));
     }
@@ -190,12 +191,12 @@ pub async fn syncer(cmd: SyncerCommand) -> Result<()> {
             } else {
                 println!(
                     "# {cluster}: no push syncer runs in this tmcd (mode {}, leader {})",
-                    s(&body["mode"]),
-                    s(&body["leader"])
+                    cell(&body["mode"]),
+                    cell(&body["leader"])
                 );
             }
             for line in body["logs"].as_array().into_iter().flatten() {
-                println!("{}", s(line));
+                println!("{}", cell(line));
             }
         }
         SyncerCommand::Resync { cluster, admin } => {

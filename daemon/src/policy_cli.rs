@@ -595,11 +595,7 @@ async fn list(admin: &str, json: bool) -> Result<()> {
 
 /// The policy table of a `GET /api/v1/status` body.
 pub fn render_list(body: &Value) -> String {
-    let text = |v: &Value| match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let text = crate::commands::cell;
     let mut out = format!("policy generation {}\n\n", text(&body["policyGeneration"]));
     out.push_str(&format!(
         "{:<24} {:<24} {:<14} {:<14} {}\n",
