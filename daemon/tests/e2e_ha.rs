@@ -10,7 +10,7 @@ use serde_json::json;
 use tmc_syncer::decision::finalizer;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, replicas, until};
+use common::{Env, NS, apply_placement, copy, create_deployment, replicas, split_over_both, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_takeover_and_restart_mid_sync() -> Result<()> {
@@ -108,17 +108,7 @@ async fn one_leader_takeover_and_restart_mid_sync() -> Result<()> {
     standby.stop().await;
     let restarted = env.daemon("").await?;
     create_deployment(&kcp, "app-4", 2).await?;
-    until("app-4 placed after the restart", || async {
-        let (w, e) = (copy(&west, "app-4").await?, copy(&east, "app-4").await?);
-        Ok(
-            if replicas(&w) + replicas(&e) == 2 && w.is_some() && e.is_some() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
-            },
-        )
-    })
-    .await?;
+    split_over_both(&west, &east, "app-4", 2).await?;
     assert!(restarted.state().is_leader());
     assert_eq!(
         results(&upstream.get("app-0").await?),

@@ -15,7 +15,9 @@ use tmc_tests::testbed::wait::Poll;
 
 use tmc_daemon::admin::client::request;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, ready, replicas, until};
+use common::{
+    Env, NS, apply_placement, copy, create_deployment, ready, replicas, split_over_both, until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_split_status_move_and_delete() -> Result<()> {
@@ -35,19 +37,8 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
     create_deployment(&kcp, "web", 3).await?;
 
     // On both clusters, with the brief's labels and annotations, replicas split 3 = 2 + 1 (in some order).
-    let (w, e) = until("web on west and east with 3 replicas in all", || async {
-        let (w, e) = (copy(&west, "web").await?, copy(&east, "web").await?);
-        Ok(
-            if w.is_some() && e.is_some() && replicas(&w) + replicas(&e) == 3 {
-                Poll::Ready((w, e))
-            } else {
-                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
-            },
-        )
-    })
-    .await?;
+    let (w, e) = split_over_both(&west, &east, "web", 3).await?;
     for (target, d) in [("west", w), ("east", e)] {
-        let d = d.expect("present");
         let labels = d.metadata.labels.clone().unwrap_or_default();
         let annotations = d.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(

@@ -9,7 +9,7 @@ use serde_json::json;
 use tmc_syncer::api::ClusterWorkloadPlacement;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, apply_placement, copy, create_deployment, replicas, until};
+use common::{Env, apply_placement, copy, create_deployment, replicas, split_over_both, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> Result<()> {
@@ -27,17 +27,7 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
     };
     apply_placement(&kcp, "choose", spec("chooser")).await?;
     create_deployment(&kcp, "api", 4).await?;
-    until("api spread over both clusters", || async {
-        let (w, e) = (copy(&west, "api").await?, copy(&east, "api").await?);
-        Ok(
-            if replicas(&w) > 0 && replicas(&e) > 0 && replicas(&w) + replicas(&e) == 4 {
-                Poll::Ready(())
-            } else {
-                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
-            },
-        )
-    })
-    .await?;
+    split_over_both(&west, &east, "api", 4).await?;
     let generation = daemon
         .state()
         .policies()

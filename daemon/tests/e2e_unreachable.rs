@@ -11,7 +11,26 @@ use tmc_syncer::api::SyncTarget;
 use tmc_syncer::decision::state_label;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, replicas, until};
+use common::{Env, NS, apply_placement, copy, create_deployment, split_over_both, until};
+
+/// Waits until SyncTarget `name`'s Ready condition has status `want`.
+async fn ready_becomes(targets: &Api<SyncTarget>, name: &str, want: &str) -> Result<()> {
+    until(&format!("SyncTarget {name} Ready={want}"), || async {
+        let ready = targets
+            .get(name)
+            .await?
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready");
+        Ok(match ready {
+            Some(c) if c.status == want => Poll::Ready(()),
+            other => Poll::Pending(format!("{other:?}")),
+        })
+    })
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> {
@@ -30,20 +49,7 @@ async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> 
     )
     .await?;
     create_deployment(&kcp, "web", 2).await?;
-    until("web on both clusters", || async {
-        let (w, e) = (
-            copy(&west, "web").await?,
-            copy(&env.cluster("east").await?, "web").await?,
-        );
-        Ok(
-            if replicas(&w) + replicas(&e) == 2 && w.is_some() && e.is_some() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending(format!("west {} east {}", replicas(&w), replicas(&e)))
-            },
-        )
-    })
-    .await?;
+    split_over_both(&west, &env.cluster("east").await?, "web", 2).await?;
 
     let targets: Api<SyncTarget> = Api::all(kcp.clone());
     let north = until("SyncTarget north marked HeartbeatStale", || async {
@@ -70,20 +76,7 @@ async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> 
     );
 
     env.bed.stop_cluster("east").await?;
-    until("SyncTarget east not Ready", || async {
-        let t = targets.get("east").await?;
-        let ready = t
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready");
-        Ok(match ready {
-            Some(c) if c.status == "False" => Poll::Ready(()),
-            other => Poll::Pending(format!("{other:?}")),
-        })
-    })
-    .await?;
+    ready_becomes(&targets, "east", "False").await?;
     // Well past the heartbeat threshold: east is still assigned upstream, west untouched.
     let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
     let d = upstream.get("web").await?;
@@ -104,20 +97,7 @@ async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> 
 
     // East comes back: Ready again and still holding its copy.
     env.bed.start_cluster("east").await?;
-    until("SyncTarget east Ready again", || async {
-        let t = targets.get("east").await?;
-        let ready = t
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready");
-        Ok(match ready {
-            Some(c) if c.status == "True" => Poll::Ready(()),
-            other => Poll::Pending(format!("{other:?}")),
-        })
-    })
-    .await?;
+    ready_becomes(&targets, "east", "True").await?;
     assert!(
         copy(&env.cluster("east").await?, "web").await?.is_some(),
         "east kept its copy"

@@ -145,6 +145,28 @@ pub fn ready(d: &Option<Deployment>) -> i32 {
         .unwrap_or(0)
 }
 
+/// Waits until `demo/<name>` has a copy with replicas on both `west` and
+/// `east`, `total` replicas in all; returns the two copies.
+pub async fn split_over_both(
+    west: &kube::Client,
+    east: &kube::Client,
+    name: &str,
+    total: i32,
+) -> Result<(Deployment, Deployment)> {
+    until(
+        &format!("{name} split over west and east, {total} replicas in all"),
+        || async {
+            let (w, e) = (copy(west, name).await?, copy(east, name).await?);
+            let (rw, re) = (replicas(&w), replicas(&e));
+            Ok(match (w, e) {
+                (Some(w), Some(e)) if rw > 0 && re > 0 && rw + re == total => Poll::Ready((w, e)),
+                _ => Poll::Pending(format!("west {rw} east {re}")),
+            })
+        },
+    )
+    .await
+}
+
 /// Polls `check` until it is ready.
 pub async fn until<T, F, Fut>(what: &str, check: F) -> Result<T>
 where
