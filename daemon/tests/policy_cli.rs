@@ -56,18 +56,24 @@ fn rows(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-#[test]
-fn eval_splits_four_replicas_over_two_ready_targets() {
-    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
-    let out = tmcd(&[
+/// `tmcd policy eval <module> --workload deployment.yaml --targets <targets> <extra>`.
+fn eval(policy: &str, targets: &str, extra: &[&str]) -> Output {
+    let (module, workload) = (module(policy), fixture("deployment.yaml"));
+    let base = [
         "policy",
         "eval",
-        &module("location-affinity"),
+        module.as_str(),
         "--workload",
-        &workload,
+        workload.as_str(),
         "--targets",
-        &targets,
-    ]);
+        targets,
+    ];
+    tmcd(&[&base[..], extra].concat())
+}
+
+#[test]
+fn eval_splits_four_replicas_over_two_ready_targets() {
+    let out = eval("location-affinity", &fixture("targets.yaml"), &[]);
     let text = stdout(&out);
     let rows = rows(&text);
     let pairs: Vec<(&str, &str)> = rows
@@ -81,20 +87,12 @@ fn eval_splits_four_replicas_over_two_ready_targets() {
 
 #[test]
 fn eval_with_a_region_selector_places_on_one_target_as_json() {
-    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
     let placement = fixture("west-only.yaml");
-    let out = tmcd(&[
-        "policy",
-        "eval",
-        &module("location-affinity"),
-        "--workload",
-        &workload,
-        "--targets",
-        &targets,
-        "--placement",
-        &placement,
-        "--json",
-    ]);
+    let out = eval(
+        "location-affinity",
+        &fixture("targets.yaml"),
+        &["--placement", &placement, "--json"],
+    );
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(
         report["targets"],
@@ -115,42 +113,28 @@ fn eval_of_a_not_ready_target_leaves_it_out_unless_all_ready() {
     )
     .expect("write");
     let targets = targets.to_string_lossy().into_owned();
-    let workload = fixture("deployment.yaml");
-    let base = [
-        "policy",
-        "eval",
-        "--workload",
-        &workload,
-        "--targets",
-        &targets,
-    ];
-    let affinity = module("location-affinity");
-    let out = tmcd(&[&base[..], &[affinity.as_str()]].concat());
+    let out = eval("location-affinity", &targets, &[]);
     let names: Vec<String> = rows(&stdout(&out))
         .into_iter()
         .map(|r| r[0].clone())
         .collect();
     assert_eq!(names, ["east"], "west is not Ready");
-    let out = tmcd(&[&base[..], &[affinity.as_str(), "--all-ready"]].concat());
+    let out = eval("location-affinity", &targets, &["--all-ready"]);
     assert_eq!(rows(&stdout(&out)).len(), 2);
 }
 
 #[test]
 fn eval_of_a_transformation_prints_its_edits_per_target() {
-    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
-    let out = tmcd(&[
-        "policy",
-        "eval",
-        &module("label-stamper"),
-        "--workload",
-        &workload,
-        "--targets",
-        &targets,
-        "--target",
-        "west",
-        "--settings",
-        r#"{"labels":{"team":"web-{region}"}}"#,
-    ]);
+    let out = eval(
+        "label-stamper",
+        &fixture("targets.yaml"),
+        &[
+            "--target",
+            "west",
+            "--settings",
+            r#"{"labels":{"team":"web-{region}"}}"#,
+        ],
+    );
     let text = stdout(&out);
     assert!(text.contains("(transformation)"), "{text}");
     let rows = rows(&text);
@@ -163,18 +147,11 @@ fn eval_of_a_transformation_prints_its_edits_per_target() {
 
 #[test]
 fn eval_refusing_settings_exits_1_naming_the_module() {
-    let (workload, targets) = (fixture("deployment.yaml"), fixture("targets.yaml"));
-    let out = tmcd(&[
-        "policy",
-        "eval",
-        &module("location-affinity"),
-        "--workload",
-        &workload,
-        "--targets",
-        &targets,
-        "--settings",
-        r#"{"mode":"sideways"}"#,
-    ]);
+    let out = eval(
+        "location-affinity",
+        &fixture("targets.yaml"),
+        &["--settings", r#"{"mode":"sideways"}"#],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
