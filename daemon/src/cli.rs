@@ -24,6 +24,7 @@ use crate::config::LogFormat;
         tmcd verify --config tmc.toml            check connectivity to the control plane and each cluster\n  \
         tmcd policy check target/policies/location-affinity.wasm       validate a policy module\n  \
         tmcd policy eval M.wasm --workload web.yaml --targets t.yaml   dry-run a policy on files\n  \
+        tmcd policy diff new/spread.wasm --config tmc.toml            what a new policy would move\n  \
         tmcd policy list                         the running tmcd's active policy generation\n\n\
         Logs: RUST_LOG=tmc_daemon=debug,info tmcd --config tmc.toml --log-format json"
 )]
@@ -141,6 +142,36 @@ pub enum PolicyCommand {
         /// Also ask the module whether these settings (JSON) are valid.
         #[arg(long)]
         settings: Option<String>,
+    },
+    /// Shadow-evaluate a candidate module on the workspace's live workloads; print what would move.
+    ///
+    /// The candidate stands in for the policy of the same name (its file stem,
+    /// or `--as`) beside the other modules of the configured policy directory.
+    /// For every workload whose ClusterWorkloadPlacement uses that policy, it
+    /// runs the placement exactly as tmcd would and compares the answer with
+    /// the decision recorded on the workload: CHANGE is `moves` (other
+    /// targets), `replicas`, `edits` (labels or annotations), or `FAILS` (tmcd
+    /// would refuse the answer and keep the last decision). Nothing is written
+    /// to the workspace or the clusters.
+    #[command(after_help = "Examples:
+          tmcd policy diff target/policies/active-passive.wasm --as replica-spread --config tmc.toml
+          tmcd policy diff new/replica-spread.wasm --all --json
+          tmcd policy diff new/replica-spread.wasm --exit-code && cp new/replica-spread.wasm policies/   (deploy only if nothing moves)")]
+    Diff {
+        /// The candidate module (.wasm).
+        module: PathBuf,
+        /// The policy it replaces (default: the module's file stem).
+        #[arg(long = "as", value_name = "POLICY")]
+        as_name: Option<String>,
+        /// Also list the workloads whose decision stays the same.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when any decision would change or fail (like `git diff --exit-code`).
+        #[arg(long)]
+        exit_code: bool,
     },
     /// The running tmcd's active policy generation: name, kind, digest, status, last error.
     #[command(

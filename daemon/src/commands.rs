@@ -211,14 +211,12 @@ pub async fn syncer(cmd: SyncerCommand) -> Result<()> {
 pub async fn verify(path: &Path) -> Result<()> {
     let config = config::load(path)?;
     let mut failures = 0;
-    let cp = &config.control_plane;
-    let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
-    let ws = cp.workspace.as_ref().map(|w| w.get_ref().as_str());
+    let ws = config.control_plane.workspace.as_ref().map(|w| w.get_ref());
     let label = format!(
         "control plane{}",
         ws.map(|w| format!(" (workspace {w})")).unwrap_or_default()
     );
-    match kubeconn::client(kubeconfig.as_deref(), cp.context.as_deref(), ws).await {
+    match kubeconn::control_plane(&config).await {
         Ok(c) => match c.list_core_api_versions().await {
             Ok(_) => println!("ok    {label}"),
             Err(err) => {

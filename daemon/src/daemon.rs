@@ -37,15 +37,7 @@ impl Daemon {
     /// policies, starts the admin server, and competes for leadership; the
     /// leader runs the placement controllers and the push syncers.
     pub async fn start(config: Config, logs: SyncerLogs) -> Result<Self> {
-        let cp = &config.control_plane;
-        let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
-        let client = kubeconn::client(
-            kubeconfig.as_deref(),
-            cp.context.as_deref(),
-            cp.workspace.as_ref().map(|w| w.get_ref().as_str()),
-        )
-        .await
-        .context("connecting to the control plane")?;
+        let client = kubeconn::control_plane(&config).await?;
         crds::install(&client, CRD_TIMEOUT)
             .await
             .context("installing the tmc CRDs")?;
@@ -146,7 +138,7 @@ fn identity() -> String {
 /// The configured resources (`plural.group`) as kinds the control plane
 /// serves; a resource it does not serve is skipped with a warning (install
 /// its CRD and restart tmcd to sync it), and none served at all is an error.
-async fn resolve_kinds(client: &Client, config: &Config) -> Result<Vec<SyncedKind>> {
+pub(crate) async fn resolve_kinds(client: &Client, config: &Config) -> Result<Vec<SyncedKind>> {
     let mut kinds = Vec::new();
     for resource in &config.sync.resources {
         let text = resource.get_ref();

@@ -6,6 +6,8 @@ use anyhow::{Context as _, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use crate::config::Config as TmcConfig;
+
 /// A client for the server of `kubeconfig` (or the inferred default) and
 /// `context`; with `workspace`, the URL is pointed at `/clusters/<workspace>`.
 pub async fn client(
@@ -49,6 +51,16 @@ pub async fn client(
             .with_context(|| format!("workspace path {ws:?} gives an invalid URL {url}"))?;
     }
     Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// A client for the control plane of `config`: its kubeconfig, context and workspace.
+pub async fn control_plane(config: &TmcConfig) -> Result<Client> {
+    let cp = &config.control_plane;
+    let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
+    let workspace = cp.workspace.as_ref().map(|w| w.get_ref().as_str());
+    client(kubeconfig.as_deref(), cp.context.as_deref(), workspace)
+        .await
+        .context("connecting to the control plane")
 }
 
 /// `url` with its path set to `/clusters/<workspace>` (replacing any

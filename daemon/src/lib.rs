@@ -17,6 +17,7 @@ pub mod logging;
 pub mod placement;
 pub mod policy;
 pub mod policy_cli;
+pub mod policy_diff;
 pub mod state;
 pub mod syncers;
 pub mod synctargets;

@@ -1,6 +1,6 @@
-//! `tmcd policy eval|check|list`: run a policy module offline against files,
-//! validate one like the hot-reload path does, or show the running daemon's
-//! active generation.
+//! `tmcd policy eval|check|list|diff`: run a policy module offline against
+//! files, validate one like the hot-reload path does, or show the running
+//! daemon's active generation; `diff` is dispatched to [`crate::policy_diff`].
 //!
 //! Offline commands load the module into a real [`PolicyHost`] (from a
 //! private temporary directory holding a copy), so compilation, export
@@ -16,21 +16,22 @@ use chrono::Utc;
 use kube::api::DynamicObject;
 use serde_json::Value;
 use tmc_policy_host::{HostConfig, PolicyHost, PolicyKind};
-use tmc_policy_sdk::abi::{PlacementRequest, TransformRequest, TransformResult};
+use tmc_policy_sdk::abi::{TransformRequest, TransformResult};
 use tmc_syncer::api::{
     ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget,
 };
 
 use crate::admin::client;
 use crate::cli::PolicyCommand;
+use crate::placement::request;
 use crate::placement::runner::{self, EvalObserver};
-use crate::placement::selector;
-use crate::placement::targets::{self, TargetView, ready_condition};
+use crate::placement::targets::{TargetView, ready_condition};
 use crate::placement::workload;
 use crate::policy::HostRunner;
+use crate::policy_diff;
 
 /// Runs one `tmcd policy` subcommand.
-pub async fn run(cmd: PolicyCommand) -> Result<()> {
+pub async fn run(cmd: PolicyCommand, config: &Path) -> Result<()> {
     match cmd {
         PolicyCommand::Eval {
             module,
@@ -67,6 +68,26 @@ pub async fn run(cmd: PolicyCommand) -> Result<()> {
             let outcome = check(&loaded, settings.as_ref()).await;
             loaded.cleanup();
             print!("{}", outcome?);
+            Ok(())
+        }
+        PolicyCommand::Diff {
+            module,
+            as_name,
+            all,
+            json,
+            exit_code,
+        } => {
+            let config = crate::config::load(config)?;
+            let report =
+                policy_diff::diff(&config, &policy_diff::DiffArgs { module, as_name }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", policy_diff::render_diff(&report, all));
+            }
+            if exit_code && report.changes().next().is_some() {
+                bail!("decisions would change (--exit-code)");
+            }
             Ok(())
         }
         PolicyCommand::List { admin, json } => list(&admin, json).await,
@@ -107,20 +128,22 @@ fn read_doc(path: &Path) -> Result<Value> {
         .with_context(|| format!("{} is not valid YAML or JSON", path.display()))
 }
 
-/// A module loaded alone into a fresh host.
+/// A module loaded into a fresh host (alone, or beside a policy directory).
 pub struct Loaded {
     pub host: PolicyHost,
-    /// The policy name (file stem).
+    /// The policy name (file stem, or the name it stands in for).
     pub name: String,
     pub kind: PolicyKind,
     pub digest: String,
     pub size: usize,
     pub exports: Vec<String>,
+    /// Modules of the policy directory the host refused: (name, cause).
+    pub refused: Vec<(String, String)>,
     dir: PathBuf,
 }
 
 impl Loaded {
-    /// Removes the temporary directory holding the copy.
+    /// Removes the temporary directory holding the copies.
     pub fn cleanup(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -128,19 +151,28 @@ impl Loaded {
 
 /// Compiles and validates `module` exactly as a hot reload does.
 pub async fn load(module: &Path) -> Result<Loaded> {
+    load_as(module, None, None).await
+}
+
+/// Like [`load`], with the module named `name` instead of its file stem and,
+/// given `beside` (a policy directory), loaded together with that
+/// directory's other modules: the policy set tmcd would run if `module`
+/// replaced `<name>.wasm` there.
+pub async fn load_as(module: &Path, name: Option<&str>, beside: Option<&Path>) -> Result<Loaded> {
     let bytes = std::fs::read(module)
         .with_context(|| format!("cannot read module {} (fix: check the path; build the examples with hack/build-policies.sh)", module.display()))?;
-    let name = module
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty() && !s.starts_with('.'))
-        .with_context(|| {
-            format!(
-                "{}: the module needs a file name such as my-policy.wasm",
-                module.display()
-            )
-        })?
-        .to_string();
+    let name = match name {
+        Some(name) => Some(name),
+        None => module.file_stem().and_then(|s| s.to_str()),
+    }
+    .filter(|s| !s.is_empty() && !s.starts_with('.'))
+    .with_context(|| {
+        format!(
+            "{}: the module needs a name, from a file name such as my-policy.wasm or given with --as",
+            module.display()
+        )
+    })?
+    .to_string();
     let exports = wasm_exports(&bytes).with_context(|| {
         format!(
             "{} is not a WebAssembly module (fix: build it for wasm32-wasip1)",
@@ -149,6 +181,9 @@ pub async fn load(module: &Path) -> Result<Loaded> {
     })?;
     let dir = private_dir()?;
     let loaded = async {
+        if let Some(beside) = beside {
+            copy_modules(beside, &dir, &name)?;
+        }
         std::fs::write(dir.join(format!("{name}.wasm")), &bytes)
             .with_context(|| format!("cannot copy the module into {}", dir.display()))?;
         let host = PolicyHost::new(HostConfig::default())?;
@@ -160,6 +195,7 @@ pub async fn load(module: &Path) -> Result<Loaded> {
             host.generation().active(&name).cloned().with_context(|| {
                 format!("{}: the host loaded nothing from it", module.display())
             })?;
+        let refused = report.refused.clone();
         Ok(Loaded {
             host,
             name: name.clone(),
@@ -167,6 +203,7 @@ pub async fn load(module: &Path) -> Result<Loaded> {
             digest: active.digest,
             size: bytes.len(),
             exports,
+            refused,
             dir: dir.clone(),
         })
     }
@@ -175,6 +212,31 @@ pub async fn load(module: &Path) -> Result<Loaded> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     loaded
+}
+
+/// Copies the `*.wasm` modules of policy directory `from` into `to`, except
+/// `<skip>.wasm`.
+fn copy_modules(from: &Path, to: &Path, skip: &str) -> Result<()> {
+    let entries = std::fs::read_dir(from).with_context(|| {
+        format!(
+            "cannot read policy directory {} (fix: check [policies] directory in tmc.toml)",
+            from.display()
+        )
+    })?;
+    for entry in entries {
+        let path = entry?.path();
+        let is_module = path.extension().is_some_and(|e| e == "wasm");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if is_module && stem != skip && !stem.starts_with('.') {
+            let target = to.join(path.file_name().unwrap_or_default());
+            std::fs::copy(&path, &target)
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn private_dir() -> Result<PathBuf> {
@@ -312,7 +374,8 @@ pub struct TargetRow {
     pub edits: Option<TransformResult>,
 }
 
-struct NoObserver;
+/// Observes nothing: offline evaluations have no metrics.
+pub(crate) struct NoObserver;
 impl EvalObserver for NoObserver {
     fn observe(&self, _: &str, _: Duration, _: bool) {}
 }
@@ -362,10 +425,13 @@ async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
             args.workload.display()
         );
     }
-    let req = request(
+    // A workload that no target holds yet.
+    let (req, _) = request::build(
         &placement,
         workload::summary(&api_version, &kind, &obj),
         &views,
+        &Default::default(),
+        Utc::now(),
     );
     let settings = placement
         .spec
@@ -440,29 +506,6 @@ async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
         reason,
         micros: started.elapsed().as_micros(),
     })
-}
-
-/// The request the placement controller would send, for a workload that no
-/// target holds yet.
-fn request(
-    placement: &ClusterWorkloadPlacement,
-    workload: tmc_policy_sdk::abi::Workload,
-    views: &[TargetView],
-) -> PlacementRequest {
-    let abi = selector::abi_placement(placement);
-    let cands = targets::candidates(
-        views,
-        &abi.location_selectors,
-        &Default::default(),
-        Duration::ZERO,
-        Utc::now(),
-    );
-    PlacementRequest {
-        workload,
-        placement: abi,
-        settings: selector::policy_settings(placement),
-        targets: cands.targets,
-    }
 }
 
 fn read_workload(path: &Path) -> Result<DynamicObject> {

@@ -1,12 +1,19 @@
-//! Hot reload in a running tmcd: replacing the placement policy's file changes
-//! where workloads run; a failing policy keeps the last decision and says why.
+//! Hot reload in a running tmcd: `tmcd policy diff` shows what a candidate
+//! module would move without moving it; replacing the placement policy's file
+//! changes where workloads run; a failing policy keeps the last decision and
+//! says why.
 
 mod common;
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
 use kube::api::Api;
 use serde_json::json;
+use tmc_daemon::config::Config;
+use tmc_daemon::policy_diff::{self, Change, DiffArgs, DiffReport};
 use tmc_syncer::api::ClusterWorkloadPlacement;
+use tmc_tests::fixtures;
 use tmc_tests::testbed::wait::Poll;
 
 use common::{Env, apply_placement, copy, create_deployment, replicas, split_over_both, until};
@@ -33,6 +40,49 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
         .policies()
         .map(|p| p.generation())
         .unwrap_or(0);
+
+    // Shadow evaluation first: the diff shows the move and writes nothing.
+    let config = tmc_daemon::config::load(&env.dir.path().join("tmc.toml"))?;
+    let report = shadow(&config, "active-passive").await?;
+    let row = report
+        .rows
+        .iter()
+        .find(|r| r.workload == "Deployment demo/api")
+        .with_context(|| format!("the diff lists demo/api: {report:?}"))?;
+    assert_eq!(row.change, Change::Moves, "{row:?}");
+    assert_eq!(row.now, split(&[("east", 2), ("west", 2)]));
+    assert_eq!(row.candidate, Some(split(&[("west", 4)])));
+    // The binary: a table, and exit 1 under --exit-code when something would move.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmcd"))
+        .arg("policy")
+        .arg("diff")
+        .arg(fixtures::built_policy("active-passive")?)
+        .args(["--as", "chooser", "--exit-code", "--config"])
+        .arg(env.dir.path().join("tmc.toml"))
+        .output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "tmcd policy diff:\n{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "--exit-code after a change");
+    let api_row = table
+        .lines()
+        .find(|l| l.starts_with("Deployment demo/api"))
+        .with_context(|| format!("no row for demo/api in:\n{table}"))?;
+    for cell in ["choose", "moves", "east (2), west (2)", "west (4)"] {
+        assert!(api_row.contains(cell), "{cell:?} missing in {api_row:?}");
+    }
+    let same = shadow(&config, "replica-spread").await?;
+    assert!(
+        !same.rows.is_empty() && same.changes().next().is_none(),
+        "the running module itself changes nothing: {same:?}"
+    );
+    assert_eq!(
+        replicas(&copy(&east, "api").await?),
+        2,
+        "the diff wrote nothing"
+    );
 
     // Same name, new module: active-passive keeps everything in the preferred region.
     env.install_policy("active-passive", "chooser")?;
@@ -108,4 +158,18 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
     );
     daemon.stop().await;
     Ok(())
+}
+
+/// `tmcd policy diff` of the built example `built` standing in for `chooser`.
+async fn shadow(config: &Config, built: &str) -> Result<DiffReport> {
+    let args = DiffArgs {
+        module: fixtures::built_policy(built)?,
+        as_name: Some("chooser".into()),
+    };
+    policy_diff::diff(config, &args).await
+}
+
+/// Target -> replicas.
+fn split(on: &[(&str, u32)]) -> BTreeMap<String, Option<u32>> {
+    on.iter().map(|(t, n)| (t.to_string(), Some(*n))).collect()
 }

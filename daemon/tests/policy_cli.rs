@@ -4,21 +4,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 /// A built example module; fails with the command that builds them.
 fn module(name: &str) -> String {
-    let path = root().join("target/policies").join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run hack/build-policies.sh first",
-        path.display()
-    );
+    let path = tmc_tests::fixtures::built_policy(name).unwrap_or_else(|e| panic!("{e:#}"));
     path.to_string_lossy().into_owned()
 }
 

@@ -2,7 +2,7 @@
 //! with clusters `west` and `east`: the `tmc.toml` that points at it, and
 //! policy modules installed into a policy directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -43,11 +43,8 @@ zone = "us-east-1a"
     ))
 }
 
-/// Installs the built policy `target/policies/<built>.wasm` as
-/// `<policy_dir>/<name>.wasm`: written under a temporary name, then renamed,
-/// so a watcher never sees half a file. Returns the instant just before the
-/// rename (what a hot-reload measurement starts from).
-pub fn install_policy(policy_dir: &Path, built: &str, name: &str) -> Result<Instant> {
+/// The example policy `target/policies/<built>.wasm`, built by `hack/build-policies.sh`.
+pub fn built_policy(built: &str) -> Result<PathBuf> {
     let src = repo_root()
         .join("target/policies")
         .join(format!("{built}.wasm"));
@@ -57,6 +54,15 @@ pub fn install_policy(policy_dir: &Path, built: &str, name: &str) -> Result<Inst
             src.display()
         );
     }
+    Ok(src)
+}
+
+/// Installs the built policy `target/policies/<built>.wasm` as
+/// `<policy_dir>/<name>.wasm`: written under a temporary name, then renamed,
+/// so a watcher never sees half a file. Returns the instant just before the
+/// rename (what a hot-reload measurement starts from).
+pub fn install_policy(policy_dir: &Path, built: &str, name: &str) -> Result<Instant> {
+    let src = built_policy(built)?;
     let tmp = policy_dir.join(format!(".{name}.wasm.tmp"));
     std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
     let at = Instant::now();

@@ -67,6 +67,20 @@ pub fn holders(recorded: &BTreeMap<String, Recorded>) -> BTreeMap<String, Option
         .collect()
 }
 
+/// Target -> replicas as text: `east (1), west (2)`, or `nowhere`.
+pub fn describe(on: &BTreeMap<String, Option<u32>>) -> String {
+    if on.is_empty() {
+        return "nowhere".into();
+    }
+    on.iter()
+        .map(|(t, r)| match r {
+            Some(n) => format!("{t} ({n})"),
+            None => t.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// True when `status` shows the copy is in place for `result` at upstream
 /// `generation`: applied without error, generation observed, and for a copy
 /// with replicas at least one replica ready (so a move leaves no gap).

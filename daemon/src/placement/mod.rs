@@ -8,6 +8,7 @@ pub mod gone;
 pub mod placement_status;
 pub mod plan;
 pub mod reconcile;
+pub mod request;
 pub mod runner;
 pub mod selector;
 pub mod status;

@@ -12,20 +12,17 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use tmc_policy_sdk::abi::PlacementRequest;
 use tmc_syncer::SyncedKind;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
 use super::events::EventQueue;
 use super::runner::{PolicyRunner, evaluate};
-use super::selector::{WorkloadKey, abi_placement, governing, policy_settings};
+use super::selector::{WorkloadKey, governing};
 use super::status_writer::StatusWriter;
-use super::targets::{TargetView, candidates};
-use super::{assignment, gone, plan, status, workload};
+use super::targets::TargetView;
+use super::{assignment, gone, plan, request, status, workload};
 use crate::state::State;
 
-/// Default `evictionGracePeriodSeconds`.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 /// Re-check interval of a settled workload.
 const SETTLED: Duration = Duration::from_secs(300);
 
@@ -290,18 +287,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .iter()
         .map(|t| TargetView::of(t, now, threshold))
         .collect();
-    let grace = placement
-        .spec
-        .eviction_grace_period_seconds
-        .map_or(DEFAULT_GRACE, |s| Duration::from_secs(u64::from(s)));
-    let abi = abi_placement(placement);
-    let cands = candidates(&views, &abi.location_selectors, &holders, grace, now);
-    let req = PlacementRequest {
-        workload: workload::summary(&ctx.kind.api_version(), kind, obj),
-        placement: abi,
-        settings: policy_settings(placement),
-        targets: cands.targets.clone(),
-    };
+    let summary = workload::summary(&ctx.kind.api_version(), kind, obj);
+    let (req, cands) = request::build(placement, summary, &views, &holders, now);
 
     let outcome = match evaluate(ctx.runner.as_ref(), &ctx.state.metrics, placement, &req).await {
         Ok(outcome) => {
@@ -355,7 +342,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             .map(|(t, r)| (t.clone(), r.replicas))
             .collect();
         if now_on != holders || !the_plan.deleting.is_empty() {
-            let mut note = format!("placed by {placement_name} on {}", describe(&now_on));
+            let mut note = format!(
+                "placed by {placement_name} on {}",
+                assignment::describe(&now_on)
+            );
             if !the_plan.waiting.is_empty() {
                 note.push_str(&format!(
                     "; {} keep their copy until the new targets run it",
@@ -390,20 +380,6 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         next = next.min(Duration::from_secs(10));
     }
     Ok(Action::requeue(next))
-}
-
-/// `west (2), east (1)` or `nowhere`.
-fn describe(on: &BTreeMap<String, Option<u32>>) -> String {
-    if on.is_empty() {
-        return "nowhere".into();
-    }
-    on.iter()
-        .map(|(t, r)| match r {
-            Some(n) => format!("{t} ({n})"),
-            None => t.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Queues an Event on the workload (published in the background).

@@ -1,0 +1,426 @@
+//! `tmcd policy diff`: shadow evaluation of a candidate module. It runs the
+//! candidate, in place of the policy of the same name and beside the other
+//! modules of the policy directory, over the workspace's live workloads, and
+//! compares each answer with the decision recorded on the workload. Nothing
+//! is written: the diff shows what a hot reload of the candidate would move.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use tmc_syncer::SyncedKind;
+use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_syncer::decision::TargetResult;
+
+use crate::config::Config;
+use crate::placement::assignment::{self, Recorded, describe};
+use crate::placement::runner;
+use crate::placement::selector::{WorkloadKey, governing};
+use crate::placement::targets::TargetView;
+use crate::placement::{request, workload};
+use crate::policy::HostRunner;
+use crate::policy_cli::{Loaded, NoObserver, load_as};
+use crate::{daemon, kubeconn};
+
+/// Inputs of `tmcd policy diff`.
+#[derive(Debug, Clone)]
+pub struct DiffArgs {
+    /// The candidate module.
+    pub module: PathBuf,
+    /// The policy it stands in for (default: the module's file stem).
+    pub as_name: Option<String>,
+}
+
+/// How a workload's decision would change under the candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Change {
+    /// Same targets, replicas and edits.
+    None,
+    /// The set of targets changes.
+    Moves,
+    /// Same targets, other replica counts.
+    Replicas,
+    /// Same targets and replicas, other label or annotation edits.
+    Edits,
+    /// The candidate fails on this workload: tmcd would keep its last decision.
+    Fails,
+}
+
+impl Change {
+    fn label(self) -> &'static str {
+        match self {
+            Change::None => "none",
+            Change::Moves => "moves",
+            Change::Replicas => "replicas",
+            Change::Edits => "edits",
+            Change::Fails => "FAILS",
+        }
+    }
+}
+
+/// One workload governed by a placement that uses the candidate's policy.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffRow {
+    /// `Kind namespace/name`.
+    pub workload: String,
+    pub placement: String,
+    /// Target -> replicas, as recorded on the workload now.
+    pub now: BTreeMap<String, Option<u32>>,
+    /// Target -> replicas the candidate chooses (`None` when it fails).
+    pub candidate: Option<BTreeMap<String, Option<u32>>>,
+    pub change: Change,
+    /// The placement policy's explanation, or the failure.
+    pub reason: String,
+}
+
+/// The result of `tmcd policy diff`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffReport {
+    /// The policy the candidate stands in for.
+    pub policy: String,
+    pub module: String,
+    pub digest: String,
+    /// Every workload whose placement uses the policy, in workload order.
+    pub rows: Vec<DiffRow>,
+    /// Modules of the policy directory the host refused: (name, cause).
+    pub refused: Vec<(String, String)>,
+}
+
+impl DiffReport {
+    /// Rows whose decision would change or fail.
+    pub fn changes(&self) -> impl Iterator<Item = &DiffRow> {
+        self.rows.iter().filter(|r| r.change != Change::None)
+    }
+}
+
+/// Compares what the workload records (`recorded`) with what the candidate
+/// chose (`chosen`): targets first, then replicas, then edits.
+pub fn compare(
+    recorded: &BTreeMap<String, Recorded>,
+    chosen: &BTreeMap<String, TargetResult>,
+) -> Change {
+    let held: BTreeMap<&String, Option<&TargetResult>> = recorded
+        .iter()
+        .filter(|(_, r)| r.holds())
+        .map(|(t, r)| (t, r.result.as_ref()))
+        .collect();
+    if !held.keys().copied().eq(chosen.keys()) {
+        return Change::Moves;
+    }
+    let pairs = || chosen.values().zip(held.values());
+    if pairs().any(|(new, old)| old.and_then(|o| o.replicas) != new.replicas) {
+        return Change::Replicas;
+    }
+    let same_edits = |new: &TargetResult, old: Option<&TargetResult>| {
+        let (labels, annotations) = old.map_or((Default::default(), Default::default()), |o| {
+            (o.labels.clone(), o.annotations.clone())
+        });
+        new.labels == labels && new.annotations == annotations
+    };
+    if pairs().any(|(new, old)| !same_edits(new, *old)) {
+        return Change::Edits;
+    }
+    Change::None
+}
+
+/// Runs the diff against the workspace of `config`.
+pub async fn diff(config: &Config, args: &DiffArgs) -> Result<DiffReport> {
+    let client = kubeconn::control_plane(config).await?;
+    let dir = config.resolve(config.policies.directory.get_ref());
+    let loaded = load_as(&args.module, args.as_name.as_deref(), Some(&dir)).await?;
+    let report = diff_loaded(config, &client, &loaded, args).await;
+    loaded.cleanup();
+    report
+}
+
+/// What the workspace holds that placement reads.
+struct Snapshot {
+    targets: Vec<TargetView>,
+    placements: Vec<ClusterWorkloadPlacement>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    workloads: Vec<(SyncedKind, DynamicObject)>,
+}
+
+async fn snapshot(config: &Config, client: &Client) -> Result<Snapshot> {
+    let lp = ListParams::default();
+    let now = Utc::now();
+    let threshold = config.sync.heartbeat_threshold();
+    let targets = Api::<SyncTarget>::all(client.clone())
+        .list(&lp)
+        .await
+        .context("listing SyncTargets (fix: run tmcd once, or `tmcd crds | kubectl apply -f -`)")?
+        .items
+        .iter()
+        .map(|t| TargetView::of(t, now, threshold))
+        .collect();
+    let placements = Api::<ClusterWorkloadPlacement>::all(client.clone())
+        .list(&lp)
+        .await
+        .context("listing ClusterWorkloadPlacements")?
+        .items;
+    let namespace_labels = Api::<Namespace>::all(client.clone())
+        .list(&lp)
+        .await
+        .context("listing namespaces")?
+        .items
+        .into_iter()
+        .map(|ns| (ns.name_any(), ns.metadata.labels.unwrap_or_default()))
+        .collect();
+    let mut workloads = Vec::new();
+    for kind in daemon::resolve_kinds(client, config).await? {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
+        let list = api
+            .list(&lp)
+            .await
+            .with_context(|| format!("listing {}", kind.plural))?;
+        workloads.extend(list.items.into_iter().map(|o| (kind.clone(), o)));
+    }
+    Ok(Snapshot {
+        targets,
+        placements,
+        namespace_labels,
+        workloads,
+    })
+}
+
+async fn diff_loaded(
+    config: &Config,
+    client: &Client,
+    loaded: &Loaded,
+    args: &DiffArgs,
+) -> Result<DiffReport> {
+    let snap = snapshot(config, client).await?;
+    let runner = HostRunner(loaded.host.clone());
+    let now = Utc::now();
+    let no_labels = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (kind, obj) in &snap.workloads {
+        if obj.metadata.deletion_timestamp.is_some()
+            || workload::excluded(&kind.kind, obj).is_some()
+        {
+            continue;
+        }
+        let labels = obj.metadata.labels.clone().unwrap_or_default();
+        let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
+        let wkey = WorkloadKey {
+            group: &kind.group,
+            kind: &kind.kind,
+            labels: &labels,
+            namespace_labels: snap.namespace_labels.get(ns).unwrap_or(&no_labels),
+        };
+        let Some(placement) = governing(&snap.placements, &wkey) else {
+            continue;
+        };
+        let spec = &placement.spec;
+        let uses = std::iter::once(&spec.policy)
+            .chain(&spec.transformations)
+            .any(|p| p.name == loaded.name);
+        if !uses {
+            continue;
+        }
+        let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+        let recorded = assignment::read(&labels, &annotations);
+        let holders = assignment::holders(&recorded);
+        let summary = workload::summary(&kind.api_version(), &kind.kind, obj);
+        let (req, _) = request::build(placement, summary, &snap.targets, &holders, now);
+        let evaluated = match runner::check_settings(&runner, placement).await {
+            Ok(()) => runner::evaluate(&runner, &NoObserver, placement, &req).await,
+            Err(failure) => Err(failure),
+        };
+        let name = if ns.is_empty() {
+            obj.name_any()
+        } else {
+            format!("{ns}/{}", obj.name_any())
+        };
+        let (candidate, change, reason) = match evaluated {
+            Ok(outcome) => {
+                let change = compare(&recorded, &outcome.chosen);
+                let on = outcome
+                    .chosen
+                    .iter()
+                    .map(|(t, r)| (t.clone(), r.replicas))
+                    .collect();
+                (Some(on), change, outcome.reason)
+            }
+            Err(failure) => (None, Change::Fails, failure.to_string()),
+        };
+        rows.push(DiffRow {
+            workload: format!("{} {name}", kind.kind),
+            placement: placement.name_any(),
+            now: holders,
+            candidate,
+            change,
+            reason,
+        });
+    }
+    Ok(DiffReport {
+        policy: loaded.name.clone(),
+        module: args.module.display().to_string(),
+        digest: loaded.digest.clone(),
+        rows,
+        refused: loaded.refused.clone(),
+    })
+}
+
+/// The report as a table: changed rows (every row with `all`), then a summary.
+pub fn render_diff(report: &DiffReport, all: bool) -> String {
+    let mut out = String::new();
+    for (name, cause) in &report.refused {
+        out.push_str(&format!(
+            "warning: {name}.wasm of the policy directory is refused here ({cause}); workloads that need it show FAILS\n"
+        ));
+    }
+    let shown: Vec<&DiffRow> = report
+        .rows
+        .iter()
+        .filter(|r| all || r.change != Change::None)
+        .collect();
+    if !shown.is_empty() {
+        out.push_str(&format!(
+            "{:<32} {:<20} {:<9} {:<24} {:<24} {}\n",
+            "WORKLOAD", "PLACEMENT", "CHANGE", "NOW", "WITH CANDIDATE", "REASON"
+        ));
+    }
+    for row in shown {
+        let with = row.candidate.as_ref().map_or("-".to_string(), describe);
+        out.push_str(&format!(
+            "{:<32} {:<20} {:<9} {:<24} {:<24} {}\n",
+            row.workload,
+            row.placement,
+            row.change.label(),
+            describe(&row.now),
+            with,
+            row.reason
+        ));
+    }
+    let changed = report.changes().count();
+    let failed = report
+        .rows
+        .iter()
+        .filter(|r| r.change == Change::Fails)
+        .count();
+    out.push_str(&format!(
+        "\n{changed} of {} workload(s) placed with policy {:?} would change ({failed} would fail and keep their decision); candidate {} (sha256 {}); nothing was written\n",
+        report.rows.len(),
+        report.policy,
+        report.module,
+        report.digest.chars().take(12).collect::<String>(),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tmc_syncer::decision::STATE_SYNC;
+
+    fn result(replicas: Option<u32>) -> TargetResult {
+        TargetResult {
+            replicas,
+            ..Default::default()
+        }
+    }
+
+    fn recorded(on: &[(&str, u32)]) -> BTreeMap<String, Recorded> {
+        on.iter()
+            .map(|(t, n)| {
+                let r = Recorded {
+                    state: Some(STATE_SYNC.into()),
+                    result: Some(result(Some(*n))),
+                    ..Default::default()
+                };
+                (t.to_string(), r)
+            })
+            .collect()
+    }
+
+    fn chosen(on: &[(&str, u32)]) -> BTreeMap<String, TargetResult> {
+        on.iter()
+            .map(|(t, n)| (t.to_string(), result(Some(*n))))
+            .collect()
+    }
+
+    #[test]
+    fn targets_then_replicas_then_edits_decide_the_change() {
+        let now = recorded(&[("east", 2), ("west", 2)]);
+        assert_eq!(
+            compare(&now, &chosen(&[("east", 2), ("west", 2)])),
+            Change::None
+        );
+        assert_eq!(compare(&now, &chosen(&[("west", 4)])), Change::Moves);
+        assert_eq!(
+            compare(&now, &chosen(&[("east", 1), ("west", 3)])),
+            Change::Replicas
+        );
+        let mut edited = chosen(&[("east", 2), ("west", 2)]);
+        if let Some(west) = edited.get_mut("west") {
+            west.labels.set.insert("region".into(), "us-west".into());
+        }
+        assert_eq!(compare(&now, &edited), Change::Edits);
+        assert_eq!(
+            compare(&BTreeMap::new(), &chosen(&[("west", 1)])),
+            Change::Moves,
+            "a workload placed nowhere yet"
+        );
+    }
+
+    #[test]
+    fn a_target_asked_to_delete_its_copy_does_not_count_as_holding_it() {
+        let mut now = recorded(&[("east", 2), ("west", 2)]);
+        if let Some(east) = now.get_mut("east") {
+            east.deleting = true;
+        }
+        assert_eq!(compare(&now, &chosen(&[("west", 2)])), Change::None);
+    }
+
+    #[test]
+    fn the_table_shows_changes_and_failures_and_a_summary() {
+        let row = |workload: &str, change, candidate| DiffRow {
+            workload: workload.into(),
+            placement: "choose".into(),
+            now: [("east".to_string(), Some(2)), ("west".to_string(), Some(2))].into(),
+            candidate,
+            change,
+            reason: "why".into(),
+        };
+        let report = DiffReport {
+            policy: "chooser".into(),
+            module: "active-passive.wasm".into(),
+            digest: "0123456789abcdef".into(),
+            rows: vec![
+                row(
+                    "Deployment demo/api",
+                    Change::Moves,
+                    Some([("west".to_string(), Some(4))].into()),
+                ),
+                row("Deployment demo/same", Change::None, None),
+                row("Deployment demo/bad", Change::Fails, None),
+            ],
+            refused: vec![],
+        };
+        let text = render_diff(&report, false);
+        assert!(text.contains("Deployment demo/api"), "{text}");
+        assert!(text.contains("east (2), west (2)"), "{text}");
+        assert!(text.contains("west (4)"), "{text}");
+        assert!(text.contains("FAILS"), "{text}");
+        assert!(
+            !text.contains("demo/same"),
+            "unchanged rows only with --all"
+        );
+        assert!(
+            text.contains(
+                "2 of 3 workload(s) placed with policy \"chooser\" would change (1 would fail"
+            ),
+            "{text}"
+        );
+        assert!(render_diff(&report, true).contains("demo/same"));
+    }
+}
