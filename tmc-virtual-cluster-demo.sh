@@ -235,12 +235,22 @@ show kubectl get clusterworkloadplacement demo -o wide
 pause
 
 step 7 "Dynamic placement: hot reload of the policy, then a placement change" \
-  "(a) The policy file demo-placement.wasm is replaced, atomically, by active-passive while tmcd runs: all
-replicas gather in the most preferred region (us-west-1), without a restart and without editing the placement.
+  "(a) First a preview: tmcd policy diff runs active-passive in place of demo-placement over the live workloads
+and shows what it would move, writing nothing. Then the policy file demo-placement.wasm is replaced, atomically,
+by active-passive while tmcd runs: all replicas gather in the most preferred region (us-west-1), without a
+restart and without editing the placement.
 (b) The placement's preferences are changed to us-east-1 first: the workload moves to kcp-east."
 tmcd_pid_before="$(pid_of "${STATE}" tmcd)"
 gen_before="$(policy_generation "${STATE}")" || die "cannot read the policy generation from tmcd: ${gen_before}"
 info "tmcd pid ${tmcd_pid_before}, policy generation ${gen_before}"
+echo "${C_DIM}\$ ${TMCD} policy diff ${POLICY_SRC}/active-passive.wasm --as demo-placement --config ${STATE}/tmc.toml${C_OFF}"
+preview="$("${TMCD}" policy diff "${POLICY_SRC}/active-passive.wasm" --as demo-placement --config "${STATE}/tmc.toml" 2>&1)" ||
+  die "tmcd policy diff failed: ${preview}"
+echo "${preview}"
+grep -Eq "^Deployment +demo-app/${DEMO_DEPLOYMENT} +demo +moves +" <<<"${preview}" ||
+  die "tmcd policy diff does not preview deployment ${DEMO_DEPLOYMENT} moving (see above)"
+seen="$(expect_split_over_both 4)" || die "the preview must not move anything: ${seen}"
+ok "preview: the diff shows deployment ${DEMO_DEPLOYMENT} moving; the clusters are untouched (${seen%%, expected*})"
 swapped_at="${SECONDS}"
 show install_policy "${POLICY_SRC}/active-passive.wasm" "${STATE}/policies/demo-placement.wasm"
 wait_until "${TIMEOUT}" "tmcd to load the new module (policy generation above ${gen_before})" "${STATE}/tmcd.log" \

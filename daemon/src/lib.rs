@@ -21,5 +21,6 @@ pub mod policy_diff;
 pub mod state;
 pub mod syncers;
 pub mod synctargets;
+pub mod table;
 
 pub use daemon::Daemon;

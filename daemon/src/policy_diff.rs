@@ -25,7 +25,7 @@ use crate::placement::targets::TargetView;
 use crate::placement::{request, workload};
 use crate::policy::HostRunner;
 use crate::policy_cli::{Loaded, NoObserver, load_as};
-use crate::{daemon, kubeconn};
+use crate::{daemon, kubeconn, table};
 
 /// Inputs of `tmcd policy diff`.
 #[derive(Debug, Clone)]
@@ -284,22 +284,26 @@ pub fn render_diff(report: &DiffReport, all: bool) -> String {
         .filter(|r| all || r.change != Change::None)
         .collect();
     if !shown.is_empty() {
-        out.push_str(&format!(
-            "{:<32} {:<20} {:<9} {:<24} {:<24} {}\n",
-            "WORKLOAD", "PLACEMENT", "CHANGE", "NOW", "WITH CANDIDATE", "REASON"
-        ));
-    }
-    for row in shown {
-        let with = row.candidate.as_ref().map_or("-".to_string(), describe);
-        out.push_str(&format!(
-            "{:<32} {:<20} {:<9} {:<24} {:<24} {}\n",
-            row.workload,
-            row.placement,
-            row.change.label(),
-            describe(&row.now),
-            with,
-            row.reason
-        ));
+        let header = [
+            "WORKLOAD",
+            "PLACEMENT",
+            "CHANGE",
+            "NOW",
+            "WITH CANDIDATE",
+            "REASON",
+        ];
+        let mut cells = vec![header.map(String::from).to_vec()];
+        cells.extend(shown.iter().map(|row| {
+            vec![
+                row.workload.clone(),
+                row.placement.clone(),
+                row.change.label().to_string(),
+                describe(&row.now),
+                row.candidate.as_ref().map_or("-".to_string(), describe),
+                row.reason.clone(),
+            ]
+        }));
+        out.push_str(&table::render(&cells));
     }
     let changed = report.changes().count();
     let failed = report
