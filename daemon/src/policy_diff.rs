@@ -20,7 +20,7 @@ use tmc_syncer::decision::TargetResult;
 use crate::config::Config;
 use crate::placement::assignment::{self, Recorded, describe};
 use crate::placement::runner;
-use crate::placement::selector::{WorkloadKey, governing};
+use crate::placement::selector::{self, WorkloadKey, governing};
 use crate::placement::targets::TargetView;
 use crate::placement::{request, workload};
 use crate::policy::HostRunner;
@@ -219,11 +219,7 @@ async fn diff_loaded(
         let Some(placement) = governing(&snap.placements, &wkey) else {
             continue;
         };
-        let spec = &placement.spec;
-        let uses = std::iter::once(&spec.policy)
-            .chain(&spec.transformations)
-            .any(|p| p.name == loaded.name);
-        if !uses {
+        if !selector::uses(placement, |name| name == loaded.name) {
             continue;
         }
         let annotations = obj.metadata.annotations.clone().unwrap_or_default();

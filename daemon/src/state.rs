@@ -12,6 +12,7 @@ use tmc_syncer::{Syncer, SyncerHealth};
 use crate::admin::logs::SyncerLogs;
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
+use crate::placement::activity::DecisionActivity;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::triggers::Triggers;
 
@@ -32,6 +33,8 @@ pub struct State {
     pub policy_errors: Mutex<BTreeMap<String, String>>,
     /// A decision was written: placement statuses are refreshed soon.
     pub decisions_changed: tokio::sync::Notify,
+    /// Decision writes in progress: status writes wait behind them.
+    pub decisions: Arc<DecisionActivity>,
 }
 
 impl State {
@@ -49,6 +52,7 @@ impl State {
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),
+            decisions: Arc::default(),
         }
     }
 
@@ -110,6 +114,15 @@ impl State {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+    }
+
+    /// Refreshes the gauges read from the push syncers (before a scrape).
+    pub fn refresh_syncer_metrics(&self) {
+        let syncers = self.syncers.lock().unwrap_or_else(PoisonError::into_inner);
+        for (target, syncer) in syncers.iter() {
+            self.metrics
+                .set_status_reports_held(target, syncer.reports_held());
+        }
     }
 
     /// Health of the push syncer of `target`, if one runs here.

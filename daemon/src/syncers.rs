@@ -37,6 +37,7 @@ pub fn syncer_config(
         }
     };
     sc.heartbeat_interval = Duration::from_secs(u64::from(cfg.sync.heartbeat_interval_seconds));
+    sc.report_gate = Some(state.decisions.clone());
     sc
 }
 

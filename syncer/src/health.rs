@@ -42,6 +42,8 @@ pub struct SyncerHealth {
     /// Per kind (`apps/v1/Deployment`): objects assigned upstream, copies
     /// downstream, applies and deletes since start.
     pub kinds: BTreeMap<String, KindCounts>,
+    /// Status reports held back now by the syncer's report gate (see [`crate::gate`]).
+    pub reports_held: usize,
 }
 
 /// An error that no longer happens.

@@ -19,6 +19,7 @@ pub mod copy;
 pub mod decision;
 mod engine;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod heartbeat;
 pub mod identity;
@@ -28,7 +29,8 @@ pub mod queue;
 mod syncer;
 
 pub use error::{Error, Result};
+pub use gate::ReportGate;
 pub use health::{KindCounts, SyncerHealth};
 pub use identity::{NamespaceMapping, SourceIdentity};
 pub use kinds::SyncedKind;
-pub use syncer::{Syncer, SyncerConfig};
+pub use syncer::{Syncer, SyncerConfig, drop_managed_fields};

@@ -22,6 +22,7 @@ use crate::decision::{
 };
 use crate::engine::{Engine, ObjectKey, Outcome, STATUS_COALESCE};
 use crate::error::Error;
+use crate::gate::ReportGate;
 use crate::health::{HealthCell, SyncerHealth};
 use crate::heartbeat::{self, Observation};
 use crate::identity::{NamespaceMapping, SourceIdentity};
@@ -56,6 +57,9 @@ pub struct SyncerConfig {
     /// are held back and coalesced into one report (default 2 s). Reports of a
     /// new apply, generation or error are never held back.
     pub status_coalesce: Duration,
+    /// Holds reports that can wait while the running process has more urgent
+    /// writes for the control plane (tmcd: placement decisions); none by default.
+    pub report_gate: Option<Arc<dyn ReportGate>>,
 }
 
 impl SyncerConfig {
@@ -78,6 +82,7 @@ impl SyncerConfig {
             workers: 4,
             backoff: Backoff::default(),
             status_coalesce: STATUS_COALESCE,
+            report_gate: None,
         }
     }
 }
@@ -100,6 +105,7 @@ impl fmt::Debug for SyncerConfig {
             .field("resync_interval", &self.resync_interval)
             .field("workers", &self.workers)
             .field("status_coalesce", &self.status_coalesce)
+            .field("report_gate", &self.report_gate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +133,7 @@ impl Syncer {
             health,
         );
         engine.status_coalesce = config.status_coalesce;
+        engine.report_gate = config.report_gate.clone();
         let engine = Arc::new(engine);
         Self { config, engine }
     }
@@ -142,7 +149,14 @@ impl Syncer {
         if let Some(stores) = self.engine.caches() {
             stores.update_counts(&self.engine);
         }
-        self.engine.health.snapshot()
+        let mut health = self.engine.health.snapshot();
+        health.reports_held = self.engine.reports_held();
+        health
+    }
+
+    /// Status reports held back now by the report gate (see [`crate::gate`]).
+    pub fn reports_held(&self) -> usize {
+        self.engine.reports_held()
     }
 
     /// Runs the syncer until `shutdown` resolves. Errors of single objects are
@@ -317,6 +331,13 @@ fn downstream_key(engine: &Engine, kind: usize, object: &DynamicObject) -> Optio
     })
 }
 
+/// Drops `metadata.managedFields` from a watched object before it is cached:
+/// copies never carry them, and they are most of an object's metadata (one
+/// entry per writer), held here for every object of two caches.
+pub fn drop_managed_fields(object: &mut DynamicObject) {
+    object.metadata.managed_fields = None;
+}
+
 /// Watches upstream objects labelled for the target and queues them.
 async fn watch_upstream(
     engine: Arc<Engine>,
@@ -328,7 +349,10 @@ async fn watch_upstream(
     let config = watcher::Config::default().labels(&state_label(&engine.ctx.target));
     let what = engine.kinds[kind].to_string();
     let scope = format!("upstream watch of {what}");
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config)
+        .modify(drop_managed_fields)
+        .default_backoff()
+        .boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
@@ -365,7 +389,10 @@ async fn watch_downstream(
     let config = watcher::Config::default().labels(&selector);
     let what = engine.kinds[kind].to_string();
     let scope = format!("downstream watch of {what}");
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config)
+        .modify(drop_managed_fields)
+        .default_backoff()
+        .boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {

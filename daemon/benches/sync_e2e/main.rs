@@ -82,8 +82,9 @@ async fn tmcd_metrics(env: &env::Env) -> Result<String> {
         .with_context(|| format!("GET http://{addr}/metrics failed"))
 }
 
-/// Waits until tmcd has no workload waiting for a reconcile and no status
-/// write queued (the bookkeeping of a burst done); returns how long it took.
+/// Waits until tmcd has no workload waiting for a reconcile, no status write
+/// queued and no status report held by a push syncer (the bookkeeping of a
+/// burst done); returns how long it took.
 pub async fn tmcd_idle(env: &env::Env) -> Result<Duration> {
     let t0 = Instant::now();
     loop {
@@ -93,6 +94,7 @@ pub async fn tmcd_idle(env: &env::Env) -> Result<Duration> {
             .filter(|l| {
                 l.starts_with("tmcd_workloads_pending")
                     || l.starts_with("tmcd_status_writes_pending")
+                    || l.starts_with("tmcd_status_reports_held")
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
@@ -201,6 +203,8 @@ async fn run() -> Result<()> {
             target: "-".into(),
         });
         rows.extend(latency::latency(&env).await?);
+        // The reloads, too, start from steady state.
+        tmcd_idle(&env).await?;
         rows.extend(reload::reload(&env).await?);
         anyhow::Ok(())
     }

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub workloads_pending: Family<Labels, Gauge>,
     /// Aggregated status writes queued, by kind.
     pub status_writes_pending: Family<Labels, Gauge>,
+    /// Status reports a push syncer holds back behind decision writes, by target.
+    pub status_reports_held: Family<Labels, Gauge>,
     /// 1 when this replica leads.
     pub leader: Gauge,
     /// Generation of the active policy set.
@@ -109,6 +111,12 @@ impl Default for Metrics {
             "Aggregated workload status writes queued",
             status_writes_pending.clone(),
         );
+        let status_reports_held = Family::default();
+        registry.register(
+            "status_reports_held",
+            "Status reports a push syncer holds back while decisions are being written",
+            status_reports_held.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -119,6 +127,7 @@ impl Default for Metrics {
             reconciles_in_flight,
             workloads_pending,
             status_writes_pending,
+            status_reports_held,
             leader,
             policy_generation,
         }
@@ -147,6 +156,13 @@ impl Metrics {
         self.status_writes_pending
             .get_or_create(&vec![("kind".into(), kind.into())])
             .set(i64::try_from(queued).unwrap_or(i64::MAX));
+    }
+
+    /// Sets how many status reports the push syncer of `target` holds back.
+    pub fn set_status_reports_held(&self, target: &str, held: usize) {
+        self.status_reports_held
+            .get_or_create(&vec![("target".into(), target.into())])
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Records one reconcile of `kind`.

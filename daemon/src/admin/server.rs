@@ -60,6 +60,7 @@ async fn readyz(Extract(state): Extract<Shared>) -> Response {
 }
 
 async fn metrics(Extract(state): Extract<Shared>) -> Response {
+    state.refresh_syncer_metrics();
     (
         [(
             axum::http::header::CONTENT_TYPE,

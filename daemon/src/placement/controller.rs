@@ -1,22 +1,31 @@
 //! Wiring: one kube-runtime Controller per synced kind, re-queued as a whole
-//! by placement, target and policy changes, plus the placement status loop.
+//! by placement and target changes and, after a policy swap, for the
+//! workloads whose placement uses a changed policy; plus the placement status
+//! loop.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc;
 use futures::future::join_all;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::watcher;
+use serde_json::Value;
 use tmc_syncer::SyncedKind;
+use tmc_syncer::drop_managed_fields;
 
 use super::events::EventQueue;
 use super::reconcile::{KindCtx, error_policy, reconcile};
 use super::runner::PolicyRunner;
+use super::selector;
 use super::status_writer::StatusWriter;
 use super::watch::Stores;
 use crate::state::State;
@@ -65,23 +74,39 @@ pub async fn run(
         _ = stopped(&mut stop) => return,
     }
     let mut workload_stores = Vec::new();
+    let mut requeues = Vec::new();
     let mut runs = Vec::new();
     // Helpers of the controllers, stopped when they end.
     let mut background = Vec::new();
-    let (events, publisher) = EventQueue::new(recorder);
+    let (events, publisher) = EventQueue::new(recorder, state.decisions.clone());
     background.push(tokio::spawn(publisher));
     for kind in kinds {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         let mut stop = shutdown.clone();
-        let c = Controller::new_with(api, watcher::Config::default(), ar.clone())
+        let (requeue, requeued) = mpsc::unbounded();
+        // The workloads' cache, without managedFields (nothing here reads them).
+        let writer = Writer::new(ar.clone());
+        let reader = writer.as_reader();
+        let workloads = reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(drop_managed_fields),
+        )
+        .applied_objects();
+        let c = Controller::for_stream_with(workloads, reader, ar.clone())
             .with_config(controller::Config::default().concurrency(WORKERS))
             .reconcile_all_on(state.triggers.subscribe())
+            .reconcile_on(requeued)
             .graceful_shutdown_on(async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
-        let (statuses, writer) =
-            StatusWriter::new(client.clone(), ar.clone(), kind.kind.clone(), c.store());
+        let (statuses, writer) = StatusWriter::new(
+            client.clone(),
+            ar.clone(),
+            kind.kind.clone(),
+            c.store(),
+            state.decisions.clone(),
+        );
         background.push(tokio::spawn(writer));
         let ctx = Arc::new(KindCtx {
             state: state.clone(),
@@ -99,6 +124,11 @@ pub async fn run(
             reconciled: Mutex::default(),
         });
         workload_stores.push(c.store());
+        requeues.push(Requeue {
+            ctx: ctx.clone(),
+            store: c.store(),
+            tx: requeue,
+        });
         background.push(tokio::spawn(report_pending(ctx.clone(), c.store())));
         let name = kind.to_string();
         runs.push(tokio::spawn(async move {
@@ -113,6 +143,7 @@ pub async fn run(
         }));
     }
     let mut generation = runner.subscribe();
+    let mut active = runner.policies();
     let mut stop = shutdown.clone();
     let status_state = state.clone();
     let placements = stores.placements.clone();
@@ -126,9 +157,12 @@ pub async fn run(
                         policies_open = false;
                         continue;
                     }
-                    let now_active = *generation.borrow_and_update();
-                    tracing::info!(generation = now_active, "policy set changed: re-evaluating every workload");
-                    status_state.triggers.fire();
+                    let number = *generation.borrow_and_update();
+                    let now_active = runner.policies();
+                    let changed = changed_policies(&active, &now_active);
+                    active = now_active;
+                    let workloads: usize = requeues.iter().map(|r| r.using(&changed)).sum();
+                    tracing::info!(generation = number, policies = ?changed, workloads, "policy set changed: re-evaluating the workloads whose placement uses these policies");
                     // The statuses follow the new decisions, not the swap.
                     continue;
                 }
@@ -150,6 +184,62 @@ pub async fn run(
     }
 }
 
+/// Re-queues single workloads of one kind.
+struct Requeue {
+    ctx: Arc<KindCtx>,
+    store: Store<DynamicObject>,
+    tx: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+}
+
+impl Requeue {
+    /// Re-queues the workloads whose governing placement runs one of
+    /// `policies`; returns how many.
+    fn using(&self, policies: &BTreeSet<String>) -> usize {
+        if policies.is_empty() {
+            return 0;
+        }
+        let mut queued = 0;
+        for obj in self.store.state() {
+            let uses = self
+                .ctx
+                .governing_placement(&obj)
+                .is_some_and(|p| selector::uses(&p, |name| policies.contains(name)));
+            if uses
+                && self
+                    .tx
+                    .unbounded_send(ObjectRef::from_obj_with(obj.as_ref(), self.ctx.ar.clone()))
+                    .is_ok()
+            {
+                queued += 1;
+            }
+        }
+        queued
+    }
+}
+
+/// Names of the policies that a swap from `before` to `after` (each policy
+/// as [`PolicyRunner::policies`] lists it) added, removed, or changed in
+/// digest or in whether a version serves.
+pub fn changed_policies(before: &[Value], after: &[Value]) -> BTreeSet<String> {
+    let index = |set: &[Value]| -> BTreeMap<String, (Value, Value)> {
+        set.iter()
+            .filter_map(|p| {
+                let name = p.get("name")?.as_str()?.to_string();
+                let digest = p.get("digest").cloned().unwrap_or(Value::Null);
+                let serving = p.get("serving").cloned().unwrap_or(Value::Null);
+                Some((name, (digest, serving)))
+            })
+            .collect()
+    };
+    let (before, after) = (index(before), index(after));
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|name| before.get(*name) != after.get(*name))
+        .cloned()
+        .collect()
+}
+
 /// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges current.
 async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
     loop {
@@ -164,4 +254,29 @@ async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_swap_changes_the_policies_whose_digest_or_serving_changed() {
+        let before = [
+            json!({"name": "spread", "digest": "a", "serving": true}),
+            json!({"name": "stamp", "digest": "s", "serving": true}),
+            json!({"name": "gone", "digest": "g", "serving": true}),
+        ];
+        let after = [
+            json!({"name": "spread", "digest": "b", "serving": true}),
+            json!({"name": "stamp", "digest": "s", "serving": true, "loadedAt": 7}),
+            json!({"name": "new", "digest": "n", "serving": true}),
+        ];
+        let changed: Vec<String> = changed_policies(&before, &after).into_iter().collect();
+        assert_eq!(changed, ["gone", "new", "spread"]);
+        let refused = [json!({"name": "stamp", "digest": "s", "serving": false})];
+        assert!(changed_policies(&before[1..2], &refused).contains("stamp"));
+        assert!(changed_policies(&before, &before).is_empty());
+    }
 }

@@ -1,12 +1,17 @@
 //! Kubernetes Events on workloads (placement decisions and refusals),
 //! published in the background by one worker: a reconcile never waits on an
 //! Event, and a burst of decisions does not become a burst of Event writes
-//! competing with the decisions themselves. Events are best effort: when the
-//! queue is full, new ones are dropped (and logged at debug level).
+//! competing with the decisions themselves (the worker waits while decisions
+//! are being written, see [`super::activity`]). Events are best effort: when
+//! the queue is full, new ones are dropped (and logged at debug level).
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::mpsc;
+
+use super::activity::DecisionActivity;
 
 /// Events waiting to be published, at most.
 const QUEUE: usize = 4096;
@@ -22,10 +27,14 @@ pub struct EventQueue {
 impl EventQueue {
     /// A queue publishing through `recorder`; the returned future is the
     /// worker and ends when every `EventQueue` clone is dropped.
-    pub fn new(recorder: Recorder) -> (Self, impl Future<Output = ()> + Send + 'static) {
+    pub fn new(
+        recorder: Recorder,
+        decisions: Arc<DecisionActivity>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
         let worker = async move {
             while let Some((event, reference)) = rx.recv().await {
+                decisions.quiet().await;
                 if let Err(err) = recorder.publish(&event, &reference).await {
                     tracing::debug!(error = %err, reason = %event.reason, "publishing an event failed");
                 }

@@ -1,6 +1,7 @@
 //! The placement controller: per workload, pick the governing placement, the
 //! candidate targets, run the policies and record the decision.
 
+pub mod activity;
 pub mod assignment;
 pub mod controller;
 pub mod events;

@@ -76,6 +76,36 @@ impl KindCtx {
     }
 }
 
+impl KindCtx {
+    /// The placement that governs `obj`, as the caches see it now.
+    pub fn governing_placement(
+        &self,
+        obj: &DynamicObject,
+    ) -> Option<Arc<ClusterWorkloadPlacement>> {
+        let no_labels = BTreeMap::new();
+        let namespace = obj
+            .metadata
+            .namespace
+            .as_deref()
+            .and_then(|ns| self.namespaces.get(&ObjectRef::new(ns)));
+        let wkey = WorkloadKey {
+            group: &self.kind.group,
+            kind: &self.kind.kind,
+            labels: obj.metadata.labels.as_ref().unwrap_or(&no_labels),
+            namespace_labels: namespace
+                .as_ref()
+                .and_then(|ns| ns.metadata.labels.as_ref())
+                .unwrap_or(&no_labels),
+        };
+        let placements = self.placements.state();
+        let chosen = governing(placements.iter().map(Arc::as_ref), &wkey)?;
+        placements
+            .iter()
+            .find(|p| std::ptr::eq(p.as_ref(), chosen))
+            .cloned()
+    }
+}
+
 /// See [`KindCtx::pending`]; `reconciled` maps object keys to resourceVersions.
 fn pending_in(reconciled: &mut HashMap<String, String>, current: &[Arc<DynamicObject>]) -> usize {
     let keys: HashSet<String> = current.iter().map(|o| key(o)).collect();
@@ -172,6 +202,7 @@ async fn write_plan(
     object: &str,
 ) -> Result<(), ReconcileError> {
     let patch = the_plan.merge_patch(obj.metadata.resource_version.as_deref());
+    let _writing = ctx.state.decisions.writing();
     api.patch(
         &obj.name_any(),
         &PatchParams::default(),
@@ -237,21 +268,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     let object = key(obj);
     let labels = obj.metadata.labels.clone().unwrap_or_default();
     let annotations = obj.metadata.annotations.clone().unwrap_or_default();
-    let ns_labels = obj
-        .metadata
-        .namespace
-        .as_deref()
-        .and_then(|ns| ctx.namespaces.get(&ObjectRef::new(ns)))
-        .and_then(|ns| ns.metadata.labels.clone())
-        .unwrap_or_default();
-    let placements = ctx.placements.state();
-    let wkey = WorkloadKey {
-        group: &ctx.kind.group,
-        kind,
-        labels: &labels,
-        namespace_labels: &ns_labels,
-    };
-    let Some(placement) = governing(placements.iter().map(Arc::as_ref), &wkey) else {
+    let Some(placement) = ctx.governing_placement(obj) else {
         let first = ctx
             .unplaced
             .lock()
@@ -288,9 +305,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .map(|t| TargetView::of(t, now, threshold))
         .collect();
     let summary = workload::summary(&ctx.kind.api_version(), kind, obj);
-    let (req, cands) = request::build(placement, summary, &views, &holders, now);
+    let (req, cands) = request::build(&placement, summary, &views, &holders, now);
 
-    let outcome = match evaluate(ctx.runner.as_ref(), &ctx.state.metrics, placement, &req).await {
+    let outcome = match evaluate(ctx.runner.as_ref(), &ctx.state.metrics, &placement, &req).await {
         Ok(outcome) => {
             ctx.state
                 .policy_errors

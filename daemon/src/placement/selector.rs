@@ -75,6 +75,18 @@ pub fn governs(placement: &ClusterWorkloadPlacement, workload: &WorkloadKey<'_>)
         && selects(spec.workload_selector.as_ref(), workload.labels)
 }
 
+/// True when `placement` runs one of `policies`, as its placement policy or
+/// as a transformation.
+pub fn uses<'n>(
+    placement: &ClusterWorkloadPlacement,
+    mut policies: impl FnMut(&str) -> bool + 'n,
+) -> bool {
+    let spec = &placement.spec;
+    std::iter::once(&spec.policy)
+        .chain(&spec.transformations)
+        .any(|p| policies(&p.name))
+}
+
 /// The placement that governs the workload: highest priority, then the
 /// smallest name; placements being deleted do not count.
 pub fn governing<'p>(

@@ -3,6 +3,9 @@
 //! creates every workload is placed before the statuses catch up, instead of
 //! placement patches queueing behind status writes at the control plane.
 //!
+//! Each write also waits while decisions are being written (see
+//! [`super::activity`]), for at most a few seconds.
+//!
 //! Requests are deduplicated per object, and the status is computed from
 //! the object as the cache holds it when its turn comes, so a workload whose
 //! reports change several times while queued is written once.
@@ -17,6 +20,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::activity::DecisionActivity;
 use super::{assignment, status};
 
 /// Status writes in flight per kind.
@@ -37,6 +41,7 @@ impl StatusWriter {
         ar: ApiResource,
         kind: String,
         store: Store<DynamicObject>,
+        decisions: Arc<DecisionActivity>,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::unbounded();
         let writer = Arc::new(Self {
@@ -47,16 +52,26 @@ impl StatusWriter {
         let weak = Arc::downgrade(&writer);
         let run = rx
             .map(move |key: ObjectRef<DynamicObject>| {
-                if let Some(writer) = weak.upgrade() {
-                    writer
-                        .queued
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&key);
+                let (client, ar, kind, store, decisions, weak) = (
+                    client.clone(),
+                    ar.clone(),
+                    kind.clone(),
+                    store.clone(),
+                    decisions.clone(),
+                    weak.clone(),
+                );
+                async move {
+                    decisions.quiet().await;
+                    // Requests made while waiting are served by this write.
+                    if let Some(writer) = weak.upgrade() {
+                        writer
+                            .queued
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&key);
+                    }
+                    write(&client, &ar, &kind, &store, &key).await
                 }
-                let (client, ar, kind, store) =
-                    (client.clone(), ar.clone(), kind.clone(), store.clone());
-                async move { write(&client, &ar, &kind, &store, &key).await }
             })
             .buffer_unordered(WRITERS)
             .for_each(|()| async {});

@@ -8,6 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
 use super::{Engine, ObjectKey};
+use crate::gate::MAX_GATE_HOLD;
 use crate::syncer::Stores;
 
 /// Which side an object lives on.
@@ -48,6 +49,10 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, until| *until > now);
+        self.report_gated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, since| now.duration_since(*since) < MAX_GATE_HOLD);
     }
 
     /// The freshest object we know of `key` on `side` without a request: the
@@ -102,6 +107,10 @@ impl Engine {
         written.remove(&(Side::Downstream, key.clone()));
         drop(written);
         self.report_hold
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        self.report_gated
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);

@@ -27,6 +27,7 @@ use tracing::debug;
 
 use crate::copy::CopyContext;
 use crate::error::{Error, Result, is_object_not_found};
+use crate::gate::ReportGate;
 use crate::health::HealthCell;
 use crate::kinds::SyncedKind;
 use crate::protocol::{Assignment, assignment};
@@ -72,6 +73,9 @@ pub(crate) struct Engine {
     report_hold: Mutex<HashMap<ObjectKey, Instant>>,
     /// How long status-only reports are held back after a report.
     pub status_coalesce: Duration,
+    /// See [`crate::gate`]; reports it holds, with when they were first held.
+    pub report_gate: Option<Arc<dyn ReportGate>>,
+    report_gated: Mutex<HashMap<ObjectKey, Instant>>,
 }
 
 impl Engine {
@@ -97,6 +101,8 @@ impl Engine {
             written: Mutex::new(HashMap::new()),
             report_hold: Mutex::new(HashMap::new()),
             status_coalesce: STATUS_COALESCE,
+            report_gate: None,
+            report_gated: Mutex::new(HashMap::new()),
         }
     }
 

@@ -14,6 +14,7 @@ use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome};
 use crate::decision::TargetStatus;
 use crate::error::{Error, Result, is_object_not_found};
+use crate::gate::{GATE_RECHECK, MAX_GATE_HOLD};
 use crate::protocol::{reported_status, status_patch};
 
 /// Default of [`Engine::status_coalesce`]: after a status report, changes of
@@ -86,6 +87,9 @@ impl Engine {
                 return Ok(Outcome::After(until - now));
             }
         }
+        if (first || status_only) && self.gate_holds(key, now) {
+            return Ok(Outcome::After(GATE_RECHECK));
+        }
         match up
             .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -96,6 +100,10 @@ impl Engine {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(key.clone(), now + self.status_coalesce);
+                self.report_gated
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(key);
                 Ok(Outcome::Done)
             }
             // Deleted meanwhile: nothing to report on.
@@ -105,6 +113,32 @@ impl Engine {
                 err,
             )),
         }
+    }
+
+    /// How many reports the gate holds back now.
+    pub(crate) fn reports_held(&self) -> usize {
+        self.report_gated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// True when the report gate holds `key`'s report back, which it does
+    /// for at most [`MAX_GATE_HOLD`] from the first time it held it.
+    fn gate_holds(&self, key: &ObjectKey, now: Instant) -> bool {
+        let Some(gate) = &self.report_gate else {
+            return false;
+        };
+        let mut gated = self
+            .report_gated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !gate.hold() {
+            gated.remove(key);
+            return false;
+        }
+        let since = *gated.entry(key.clone()).or_insert(now);
+        now.duration_since(since) < MAX_GATE_HOLD
     }
 }
 
@@ -121,9 +155,16 @@ mod tests {
         cached_engine, dynamic, engine, fake, key, live_copy, methods, namespace_ensured, placed,
     };
     use super::{FIRST_REPORT_DELAY, STATUS_COALESCE};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use kube::core::DynamicObject;
+    use kube::runtime::reflector::store::Writer;
+
     use crate::copy::build_copy;
     use crate::decision::TargetStatus;
     use crate::engine::Outcome;
+    use crate::gate::{GATE_RECHECK, MAX_GATE_HOLD, ReportGate};
 
     #[tokio::test(start_paused = true)]
     async fn status_only_changes_are_coalesced_but_applies_are_reported_at_once() {
@@ -186,8 +227,24 @@ mod tests {
         assert_eq!(methods(&up_log), ["PATCH", "PATCH", "PATCH"]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_first_report_of_a_copy_waits_for_its_first_status() {
+    /// A gate that holds while `open` is false.
+    struct Gate(Arc<AtomicBool>);
+    impl ReportGate for Gate {
+        fn hold(&self) -> bool {
+            !self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// An engine whose copy is applied and whose first report is due (its
+    /// delay over), behind a gate that holds while `open` is false; the
+    /// upstream request log and the caches' writers (keep them alive).
+    async fn first_report_due(
+        open: Arc<AtomicBool>,
+    ) -> (
+        super::Engine,
+        Arc<Mutex<Vec<String>>>,
+        (Writer<DynamicObject>, Writer<DynamicObject>),
+    ) {
         let (up, up_log) = fake(|_, _| {
             Some((
                 StatusCode::OK,
@@ -198,12 +255,51 @@ mod tests {
         let engine = engine(up.clone(), down.clone());
         let object = placed(json!({}));
         let copy = live_copy(&engine, &object, json!({"observedGeneration": 1}));
-        let (engine, _up_cache, _down_cache) = cached_engine(up, down, Some(&object), Some(&copy));
+        let (mut engine, up_cache, down_cache) =
+            cached_engine(up, down, Some(&object), Some(&copy));
         namespace_ensured(&engine);
-        let outcome = engine.reconcile(&key()).await.unwrap();
-        assert_eq!(outcome, Outcome::After(FIRST_REPORT_DELAY));
-        assert!(methods(&up_log).is_empty(), "held back: {up_log:?}");
+        engine.report_gate = Some(Arc::new(Gate(open)));
+        // The first pass starts the first-report delay.
+        assert_eq!(
+            engine.reconcile(&key()).await.unwrap(),
+            Outcome::After(FIRST_REPORT_DELAY)
+        );
         tokio::time::advance(FIRST_REPORT_DELAY).await;
+        (engine, up_log, (up_cache, down_cache))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_holds_a_first_report_until_it_opens() {
+        let open = Arc::new(AtomicBool::new(false));
+        let (engine, up_log, _caches) = first_report_due(open.clone()).await;
+        assert_eq!(
+            engine.reconcile(&key()).await.unwrap(),
+            Outcome::After(GATE_RECHECK)
+        );
+        assert!(methods(&up_log).is_empty(), "held by the gate: {up_log:?}");
+        open.store(true, Ordering::SeqCst);
+        assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
+        assert_eq!(methods(&up_log), ["PATCH"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_that_never_opens_holds_a_report_no_longer_than_its_bound() {
+        let (engine, up_log, _caches) = first_report_due(Arc::new(AtomicBool::new(false))).await;
+        let mut held = Duration::ZERO;
+        while let Outcome::After(d) = engine.reconcile(&key()).await.unwrap() {
+            assert!(held <= MAX_GATE_HOLD, "held {held:?}, past the bound");
+            tokio::time::advance(d).await;
+            held += d;
+        }
+        assert!(held >= MAX_GATE_HOLD, "released after {held:?}");
+        assert_eq!(methods(&up_log), ["PATCH"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_report_of_a_copy_waits_for_its_first_status() {
+        // The helper checks the wait; an open gate then holds nothing.
+        let (engine, up_log, _caches) = first_report_due(Arc::new(AtomicBool::new(true))).await;
+        assert!(methods(&up_log).is_empty(), "held back: {up_log:?}");
         assert_eq!(engine.reconcile(&key()).await.unwrap(), Outcome::Done);
         assert_eq!(methods(&up_log), ["PATCH"]);
     }

@@ -270,7 +270,6 @@ fn spec(
         args,
         cwd: dir.to_path_buf(),
         log: dir.join(format!("{component}.log")),
-        env: vec![],
     }
 }
 

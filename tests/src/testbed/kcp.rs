@@ -26,24 +26,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(240);
 const POLL: Duration = Duration::from_millis(250);
 const FIELD_MANAGER: &str = "tmc-testbed";
 
-/// kcp's Go garbage collector target (`GOGC`) unless the environment sets
-/// one. kcp v0.28 builds its mutating and validating webhook admission plugins
-/// (with their CEL environments) anew on every write: about 60 % of its CPU
-/// under a burst of writes, and mostly garbage, so at the default of 100 the
-/// collector runs every second or two and every request in flight waits
-/// (measured: create -> on cluster p99 509 ms at 100, 141 ms at 400;
-/// docs/benchmarks.md). 400 trades memory for fewer collections, as operators
-/// of busy API servers do.
-const KCP_GOGC: &str = "400";
-
-/// Environment of the kcp process: `GOGC` (see [`KCP_GOGC`]) unless set.
-fn kcp_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    if std::env::var_os("GOGC").is_some() {
-        return vec![];
-    }
-    vec![("GOGC".into(), KCP_GOGC.into())]
-}
-
 /// A running kcp server.
 #[derive(Debug)]
 pub struct Kcp {
@@ -139,7 +121,6 @@ impl Kcp {
             args,
             cwd: root_dir.clone(),
             log: paths.log.clone(),
-            env: kcp_env(),
         })?;
 
         // kcp writes its own admin kubeconfig once its certificates and tokens exist.

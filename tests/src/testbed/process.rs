@@ -29,8 +29,6 @@ pub struct ProcessSpec {
     pub cwd: PathBuf,
     /// Log file receiving stdout and stderr (appended to, so restarts keep history).
     pub log: PathBuf,
-    /// Environment variables set on top of the inherited environment.
-    pub env: Vec<(OsString, OsString)>,
 }
 
 /// A running child process in its own process group.
@@ -81,7 +79,6 @@ impl Supervised {
         let log_err = log.try_clone().context("duplicating the log file handle")?;
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.cwd)
             .stdin(Stdio::null())
             .stdout(log)
@@ -255,7 +252,6 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             cwd: dir.to_path_buf(),
             log: dir.join("sh.log"),
-            env: vec![],
         }
     }
 

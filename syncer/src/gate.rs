@@ -1,0 +1,25 @@
+//! Holding status reports back while the process that runs the syncer has
+//! more urgent writes for the same control plane. In tmcd the push syncers
+//! wait while placement decisions are being written: under a burst of new
+//! workloads every decision reaches the workspace before the status
+//! bookkeeping, instead of queueing behind it at a CPU-bound kcp.
+
+use std::time::Duration;
+
+/// Asked before a report that can wait: the first report of a new copy, or a
+/// change of the copy's `.status` alone. Reports of a new apply, generation
+/// or error are never held.
+pub trait ReportGate: Send + Sync {
+    /// True while such reports should wait.
+    fn hold(&self) -> bool;
+}
+
+/// How often a held report looks at the gate again: long enough that
+/// thousands of held reports cost their syncer little while they wait.
+pub const GATE_RECHECK: Duration = Duration::from_secs(1);
+
+/// The longest a report waits for the gate, so that statuses never starve
+/// under a steady stream of decisions: longer than a burst of a thousand new
+/// workloads takes to place on a 2-core machine (~25 s), so that the reports
+/// of its first workloads do not land in the middle of it.
+pub const MAX_GATE_HOLD: Duration = Duration::from_secs(30);
