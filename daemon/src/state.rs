@@ -40,6 +40,7 @@ pub struct State {
 impl State {
     /// Fresh state for `config`.
     pub fn new(config: Config, identity: String, logs: SyncerLogs) -> Self {
+        let decisions = Arc::new(DecisionActivity::new(config.sync.status_hold_max()));
         Self {
             config,
             identity,
@@ -52,7 +53,7 @@ impl State {
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),
-            decisions: Arc::default(),
+            decisions,
         }
     }
 

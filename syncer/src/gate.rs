@@ -12,14 +12,11 @@ use std::time::Duration;
 pub trait ReportGate: Send + Sync {
     /// True while such reports should wait.
     fn hold(&self) -> bool;
+    /// The longest one report waits, so that statuses never starve under a
+    /// steady stream of urgent writes (zero: reports never wait).
+    fn max_hold(&self) -> Duration;
 }
 
 /// How often a held report looks at the gate again: long enough that
 /// thousands of held reports cost their syncer little while they wait.
 pub const GATE_RECHECK: Duration = Duration::from_secs(1);
-
-/// The longest a report waits for the gate, so that statuses never starve
-/// under a steady stream of decisions: longer than a burst of a thousand new
-/// workloads takes to place on a 2-core machine (~25 s), so that the reports
-/// of its first workloads do not land in the middle of it.
-pub const MAX_GATE_HOLD: Duration = Duration::from_secs(30);

@@ -155,6 +155,7 @@ mod tests {
         assert_eq!(config.synced_from(), "root-tmc");
         assert_eq!(config.sync.resources.len(), 4);
         assert_eq!(config.sync.heartbeat_threshold().as_secs(), 30);
+        assert_eq!(config.sync.status_hold_max().as_secs(), 30);
         assert!(config.leader_election.enabled);
     }
 

@@ -111,6 +111,10 @@ pub struct Sync {
     pub heartbeat_interval_seconds: u32,
     /// A target whose heartbeat is older than this is not Ready (default: 3 heartbeats).
     pub heartbeat_threshold_seconds: Option<u32>,
+    /// While placement decisions are being written, status reports, aggregated
+    /// statuses and Events wait, each at most this long (0: they never wait).
+    #[serde(default = "default_status_hold_max")]
+    pub status_hold_max_seconds: u32,
 }
 
 impl Default for Sync {
@@ -121,6 +125,7 @@ impl Default for Sync {
             namespace_prefix: default_namespace_prefix(),
             heartbeat_interval_seconds: default_heartbeat_interval(),
             heartbeat_threshold_seconds: None,
+            status_hold_max_seconds: default_status_hold_max(),
         }
     }
 }
@@ -132,6 +137,11 @@ impl Sync {
             .heartbeat_threshold_seconds
             .unwrap_or(self.heartbeat_interval_seconds.saturating_mul(3));
         std::time::Duration::from_secs(u64::from(secs))
+    }
+
+    /// The longest a status report, status write or Event waits behind decisions.
+    pub fn status_hold_max(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.status_hold_max_seconds))
     }
 }
 
@@ -273,6 +283,9 @@ fn default_namespace_prefix() -> Spanned<String> {
 }
 fn default_heartbeat_interval() -> u32 {
     10
+}
+fn default_status_hold_max() -> u32 {
+    30
 }
 fn default_policy_dir() -> Spanned<PathBuf> {
     Spanned::new(0..0, PathBuf::from("policies"))

@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tmc_syncer::ReportGate;
-use tmc_syncer::gate::{GATE_RECHECK, MAX_GATE_HOLD};
+use tmc_syncer::gate::GATE_RECHECK;
 
 /// After the last decision write, how long the writes that can wait still
 /// wait: the gap between two decisions of one burst is shorter than this.
@@ -19,9 +19,19 @@ const QUIET: Duration = Duration::from_millis(250);
 pub struct DecisionActivity {
     in_flight: AtomicUsize,
     last_done: Mutex<Option<Instant>>,
+    /// The longest one waiting write waits (`[sync] status_hold_max_seconds`).
+    max_hold: Duration,
 }
 
 impl DecisionActivity {
+    /// Activity whose waiting writes wait at most `max_hold` each (zero: never).
+    pub fn new(max_hold: Duration) -> Self {
+        Self {
+            max_hold,
+            ..Self::default()
+        }
+    }
+
     /// Marks a decision write as in flight until the guard drops.
     pub fn writing(&self) -> DecisionWrite<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -45,10 +55,10 @@ impl DecisionActivity {
         last.is_some_and(|at| now.saturating_duration_since(at) < QUIET)
     }
 
-    /// Waits until no decision is being written, at most [`MAX_GATE_HOLD`].
+    /// Waits until no decision is being written, at most `max_hold`.
     pub async fn quiet(&self) {
         let started = Instant::now();
-        while self.busy() && started.elapsed() < MAX_GATE_HOLD {
+        while started.elapsed() < self.max_hold && self.busy() {
             tokio::time::sleep(GATE_RECHECK).await;
         }
     }
@@ -57,6 +67,9 @@ impl DecisionActivity {
 impl ReportGate for DecisionActivity {
     fn hold(&self) -> bool {
         self.busy()
+    }
+    fn max_hold(&self) -> Duration {
+        self.max_hold
     }
 }
 
@@ -80,12 +93,22 @@ mod tests {
 
     #[test]
     fn busy_while_writing_and_for_a_moment_after() {
-        let activity = DecisionActivity::default();
+        let activity = DecisionActivity::new(Duration::from_secs(30));
         assert!(!activity.busy(), "idle at first");
         let write = activity.writing();
         assert!(activity.busy());
         drop(write);
         assert!(activity.busy(), "just ended");
         assert!(!activity.busy_at(Instant::now() + QUIET), "quiet again");
+    }
+
+    #[tokio::test]
+    async fn a_zero_bound_never_waits() {
+        let activity = DecisionActivity::new(Duration::ZERO);
+        let _write = activity.writing();
+        assert_eq!(activity.max_hold(), Duration::ZERO);
+        tokio::time::timeout(Duration::from_millis(100), activity.quiet())
+            .await
+            .expect("quiet() returns at once");
     }
 }

@@ -8,7 +8,6 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
 use super::{Engine, ObjectKey};
-use crate::gate::MAX_GATE_HOLD;
 use crate::syncer::Stores;
 
 /// Which side an object lives on.
@@ -52,7 +51,11 @@ impl Engine {
         self.report_gated
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, since| now.duration_since(*since) < MAX_GATE_HOLD);
+            .retain(|_, since| {
+                self.report_gate
+                    .as_ref()
+                    .is_some_and(|gate| now.duration_since(*since) < gate.max_hold())
+            });
     }
 
     /// The freshest object we know of `key` on `side` without a request: the

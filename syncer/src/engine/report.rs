@@ -14,7 +14,7 @@ use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome};
 use crate::decision::TargetStatus;
 use crate::error::{Error, Result, is_object_not_found};
-use crate::gate::{GATE_RECHECK, MAX_GATE_HOLD};
+use crate::gate::GATE_RECHECK;
 use crate::protocol::{reported_status, status_patch};
 
 /// Default of [`Engine::status_coalesce`]: after a status report, changes of
@@ -124,7 +124,7 @@ impl Engine {
     }
 
     /// True when the report gate holds `key`'s report back, which it does
-    /// for at most [`MAX_GATE_HOLD`] from the first time it held it.
+    /// for at most the gate's `max_hold` from the first time it held it.
     fn gate_holds(&self, key: &ObjectKey, now: Instant) -> bool {
         let Some(gate) = &self.report_gate else {
             return false;
@@ -138,7 +138,7 @@ impl Engine {
             return false;
         }
         let since = *gated.entry(key.clone()).or_insert(now);
-        now.duration_since(since) < MAX_GATE_HOLD
+        now.duration_since(since) < gate.max_hold()
     }
 }
 
@@ -164,7 +164,10 @@ mod tests {
     use crate::copy::build_copy;
     use crate::decision::TargetStatus;
     use crate::engine::Outcome;
-    use crate::gate::{GATE_RECHECK, MAX_GATE_HOLD, ReportGate};
+    use crate::gate::{GATE_RECHECK, ReportGate};
+
+    /// The bound of the test gate.
+    const MAX_HOLD: Duration = Duration::from_secs(30);
 
     #[tokio::test(start_paused = true)]
     async fn status_only_changes_are_coalesced_but_applies_are_reported_at_once() {
@@ -233,6 +236,9 @@ mod tests {
         fn hold(&self) -> bool {
             !self.0.load(Ordering::SeqCst)
         }
+        fn max_hold(&self) -> Duration {
+            MAX_HOLD
+        }
     }
 
     /// An engine whose copy is applied and whose first report is due (its
@@ -287,11 +293,11 @@ mod tests {
         let (engine, up_log, _caches) = first_report_due(Arc::new(AtomicBool::new(false))).await;
         let mut held = Duration::ZERO;
         while let Outcome::After(d) = engine.reconcile(&key()).await.unwrap() {
-            assert!(held <= MAX_GATE_HOLD, "held {held:?}, past the bound");
+            assert!(held <= MAX_HOLD, "held {held:?}, past the bound");
             tokio::time::advance(d).await;
             held += d;
         }
-        assert!(held >= MAX_GATE_HOLD, "released after {held:?}");
+        assert!(held >= MAX_HOLD, "released after {held:?}");
         assert_eq!(methods(&up_log), ["PATCH"]);
     }
 
