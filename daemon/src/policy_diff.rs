@@ -201,6 +201,8 @@ async fn diff_loaded(
     let runner = HostRunner(loaded.host.clone());
     let now = Utc::now();
     let no_labels = BTreeMap::new();
+    // Settings are checked once per placement, not once per workload.
+    let mut settings = BTreeMap::new();
     let mut rows = Vec::new();
     for (kind, obj) in &snap.workloads {
         if obj.metadata.deletion_timestamp.is_some()
@@ -227,9 +229,14 @@ async fn diff_loaded(
         let holders = assignment::holders(&recorded);
         let summary = workload::summary(&kind.api_version(), &kind.kind, obj);
         let (req, _) = request::build(placement, summary, &snap.targets, &holders, now);
-        let evaluated = match runner::check_settings(&runner, placement).await {
+        let placement_name = placement.name_any();
+        if !settings.contains_key(&placement_name) {
+            let checked = runner::check_settings(&runner, placement).await;
+            settings.insert(placement_name.clone(), checked);
+        }
+        let evaluated = match &settings[&placement_name] {
             Ok(()) => runner::evaluate(&runner, &NoObserver, placement, &req).await,
-            Err(failure) => Err(failure),
+            Err(failure) => Err(failure.clone()),
         };
         let name = if ns.is_empty() {
             obj.name_any()
@@ -250,7 +257,7 @@ async fn diff_loaded(
         };
         rows.push(DiffRow {
             workload: format!("{} {name}", kind.kind),
-            placement: placement.name_any(),
+            placement: placement_name,
             now: holders,
             candidate,
             change,

@@ -147,12 +147,12 @@ mod tests {
     use std::time::Duration;
 
     use chrono::Utc;
-    use http::StatusCode;
     use kube::runtime::watcher::Event;
     use serde_json::{Value, json};
 
     use super::super::test_support::{
-        cached_engine, dynamic, engine, fake, key, live_copy, methods, namespace_ensured, placed,
+        cached_engine, dynamic, engine, fake, fake_upstream_ok, key, live_copy, methods,
+        namespace_ensured, placed,
     };
     use super::{FIRST_REPORT_DELAY, STATUS_COALESCE};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,12 +171,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn status_only_changes_are_coalesced_but_applies_are_reported_at_once() {
-        let (up, up_log) = fake(|_, _| {
-            Some((
-                StatusCode::OK,
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
-            ))
-        });
+        let (up, up_log) = fake_upstream_ok();
         let (down, down_log) = fake(|_, _| None);
         let engine = engine(up.clone(), down.clone());
         let bare = placed(json!({}));
@@ -251,12 +246,7 @@ mod tests {
         Arc<Mutex<Vec<String>>>,
         (Writer<DynamicObject>, Writer<DynamicObject>),
     ) {
-        let (up, up_log) = fake(|_, _| {
-            Some((
-                StatusCode::OK,
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
-            ))
-        });
+        let (up, up_log) = fake_upstream_ok();
         let (down, _) = fake(|_, _| None);
         let engine = engine(up.clone(), down.clone());
         let object = placed(json!({}));

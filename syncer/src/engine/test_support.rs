@@ -23,6 +23,16 @@ pub(super) type Route = fn(&Method, &str) -> Option<(StatusCode, Value)>;
 
 /// A client whose every request is logged and answered by `route`
 /// (`None` makes the request fail like a connection error).
+/// A fake upstream that answers every request with the Deployment `web`.
+pub(super) fn fake_upstream_ok() -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+    fake(|_, _| {
+        Some((
+            StatusCode::OK,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+        ))
+    })
+}
+
 pub(super) fn fake(route: Route) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let seen = log.clone();
