@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the example policies to wasm32-wasip1 and copies <name>.wasm into an
-# output directory (default target/policies/).
+# output directory (default target/policies/), then the test fixtures of
+# policy-host/tests/fixtures/ that are real Rust and Go programs (modules that
+# sleep; they are no policies, only policy-host/tests/blocking.rs loads them).
 #
 # Usage: hack/build-policies.sh [--out DIR]
 set -euo pipefail
@@ -42,6 +44,29 @@ if [[ -f "$go_build" ]]; then
   bash "$go_build" "$out"
 else
   echo "==> skipping the Go policy ($go_build not found)"
+fi
+
+# Test fixtures: sleepy-rust.wasm / sleepy-go.wasm sleep when their settings
+# say so; the -init variants also sleep 10 s in _initialize.
+fixtures="$root/policy-host/tests/fixtures"
+sleepy_rust="$target_dir/wasm32-wasip1/policy/sleepy_rust_fixture.wasm"
+for variant in "" "-init"; do
+  features=()
+  [[ -n "$variant" ]] && features=(--features sleep-in-init)
+  echo "==> test fixture sleepy-rust$variant"
+  (cd "$root" && cargo build --profile policy --target wasm32-wasip1 -p sleepy-rust-fixture "${features[@]}")
+  cp "$sleepy_rust" "$out/sleepy-rust$variant.wasm"
+done
+if command -v go >/dev/null; then
+  for variant in "" "-init"; do
+    init_ms=0
+    [[ -n "$variant" ]] && init_ms=10000
+    echo "==> test fixture sleepy-go$variant"
+    (cd "$fixtures/sleepy-go" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath \
+      -ldflags="-s -w -X main.initSleepMs=$init_ms" -o "$out/sleepy-go$variant.wasm" .)
+  done
+else
+  echo "==> skipping the Go test fixtures (go not found)"
 fi
 
 echo "==> modules in $out"

@@ -1,5 +1,7 @@
 //! The wasm policy host behind the placement pipeline's [`PolicyRunner`].
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tmc_policy_host::{HostConfig, PolicyHost, PolicyStatus};
@@ -8,13 +10,14 @@ use tmc_policy_sdk::abi::{PlacementDecision, PlacementRequest, TransformRequest,
 use crate::config::Policies;
 use crate::placement::runner::PolicyRunner;
 
-/// The host's limits from `[policies]`.
+/// The host's limits from `[policies]` (the others keep the host's defaults).
 pub fn host_config(policies: &Policies) -> HostConfig {
     let defaults = HostConfig::default();
     HostConfig {
-        deadline: std::time::Duration::from_millis(policies.timeout_ms),
+        deadline: Duration::from_millis(*policies.timeout_ms.get_ref()),
+        load_budget: Duration::from_millis(*policies.load_timeout_ms.get_ref()),
         fuel: policies.fuel.unwrap_or(defaults.fuel),
-        memory_cap: usize::try_from(policies.max_memory_mib)
+        memory_cap: usize::try_from(*policies.max_memory_mib.get_ref())
             .unwrap_or(usize::MAX)
             .saturating_mul(1 << 20),
         ..defaults
@@ -89,5 +92,35 @@ impl PolicyRunner for HostRunner {
                 v
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_hosts_and_every_key_is_applied() {
+        let host = HostConfig::default();
+        let mapped = host_config(&Policies::default());
+        assert_eq!(mapped.deadline, host.deadline);
+        assert_eq!(mapped.load_budget, host.load_budget);
+        assert_eq!(mapped.fuel, host.fuel);
+        assert_eq!(mapped.memory_cap, host.memory_cap);
+        assert_eq!(host.memory_cap, 64 << 20, "docs/policy-abi.md section 4");
+
+        let span = |v| toml::Spanned::new(0..0, v);
+        let set = Policies {
+            max_memory_mib: span(32),
+            timeout_ms: span(250),
+            load_timeout_ms: span(2_000),
+            fuel: Some(0),
+            ..Policies::default()
+        };
+        let mapped = host_config(&set);
+        assert_eq!(mapped.memory_cap, 32 << 20);
+        assert_eq!(mapped.deadline, Duration::from_millis(250));
+        assert_eq!(mapped.load_budget, Duration::from_secs(2));
+        assert_eq!(mapped.fuel, 0, "0 turns metering off");
     }
 }

@@ -36,7 +36,7 @@ pub fn syncer_config(
             NamespaceMapping::Prefixed(cfg.sync.namespace_prefix.get_ref().clone())
         }
     };
-    sc.heartbeat_interval = Duration::from_secs(u64::from(cfg.sync.heartbeat_interval_seconds));
+    sc.heartbeat_interval = cfg.sync.heartbeat_interval();
     sc.report_gate = Some(state.decisions.clone());
     sc
 }

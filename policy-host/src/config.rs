@@ -7,8 +7,14 @@ use std::time::Duration;
 /// (ABI section 4).
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Wall-clock deadline of one evaluation (instantiation included).
+    /// Wall-clock deadline of one evaluation (instantiation and
+    /// `_initialize` included).
     pub deadline: Duration,
+    /// Wall-clock budget of validating one module while loading it: every
+    /// guest call of the load (ABI version, default settings, each test
+    /// vector; each instantiates and runs `_initialize`) must end within
+    /// `deadline` and all of them together within this.
+    pub load_budget: Duration,
     /// Epoch tick period: the deadline's granularity.
     pub epoch_tick: Duration,
     /// Fuel given to one evaluation (`_initialize` included); 0 turns fuel
@@ -49,6 +55,7 @@ impl Default for HostConfig {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             deadline: Duration::from_millis(100),
+            load_budget: Duration::from_secs(10),
             epoch_tick: Duration::from_millis(1),
             // Measured (docs/benchmarks.md): location-affinity on 10 targets
             // burns ~0.29 M units in ~35 us, the Go twin ~2.5 M units. So 1e9
@@ -70,9 +77,11 @@ impl Default for HostConfig {
 }
 
 impl HostConfig {
-    /// Deadline expressed in epoch ticks (at least one).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
+    /// `deadline` expressed in epoch ticks (at least one).
+    pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
-        (self.deadline.as_nanos().div_ceil(tick)).max(1) as u64
+        u64::try_from(deadline.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 }

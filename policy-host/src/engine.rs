@@ -9,6 +9,7 @@ use wasmtime::{
 };
 
 use crate::config::HostConfig;
+use crate::poll;
 use crate::sandbox::StoreState;
 
 /// Builds an engine: epoch interruption, fuel, pooling allocator sized for
@@ -45,11 +46,13 @@ pub(crate) fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::R
     Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))
 }
 
-/// The linker: WASI preview 1 and nothing else.
+/// The linker: WASI preview 1 and nothing else, with the host's
+/// `poll_oneoff` (virtual time, never waits) instead of wasmtime-wasi's.
 pub(crate) fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreState::wasi)
         .map_err(|e| anyhow::anyhow!("cannot link WASI preview 1: {e}"))?;
+    poll::shadow(&mut linker)?;
     Ok(linker)
 }
 

@@ -55,6 +55,10 @@ pub enum PolicyError {
         export: String,
         deadline: Duration,
     },
+    #[error(
+        "policy {policy:?}: loading took longer than its budget of {budget:?} (instantiation, _initialize, settings and test vectors; fix: fewer or faster test vectors, or raise policies.load_timeout_ms)"
+    )]
+    LoadBudget { policy: String, budget: Duration },
     #[error("policy {policy:?} ran out of fuel ({fuel} units) in {export}")]
     Fuel {
         policy: String,
@@ -129,6 +133,7 @@ impl PolicyError {
             | Self::Instantiate { policy, .. }
             | Self::Trap { policy, .. }
             | Self::Deadline { policy, .. }
+            | Self::LoadBudget { policy, .. }
             | Self::Fuel { policy, .. }
             | Self::MemoryCap { policy, .. }
             | Self::StdioCap { policy, .. }

@@ -39,9 +39,23 @@ pub(crate) struct RawOutput {
     pub fuel_used: u64,
 }
 
-/// Runs `export` of `policy` on `input` (ignored for `TestVectors`) in a fresh instance.
+/// Runs `export` of `policy` on `input` (ignored for `TestVectors`) in a
+/// fresh instance, within the evaluation deadline.
 pub(crate) fn call(
     config: &HostConfig,
+    name: &str,
+    policy: &CompiledPolicy,
+    export: Export,
+    input: &[u8],
+) -> Result<RawOutput, PolicyError> {
+    call_within(config, config.deadline, name, policy, export, input)
+}
+
+/// [`call`] with an explicit wall-clock `deadline` (instantiation and
+/// `_initialize` included), for load steps that share a load budget.
+pub(crate) fn call_within(
+    config: &HostConfig,
+    deadline: Duration,
     name: &str,
     policy: &CompiledPolicy,
     export: Export,
@@ -55,19 +69,21 @@ pub(crate) fn call(
         });
     }
     let output_cap = config.output_cap;
-    in_sandbox(config, name, policy, export, |store, instance| {
+    in_sandbox(config, deadline, name, policy, export, |store, instance| {
         run(store, instance, name, policy, export, input, output_cap)
     })
 }
 
-/// Instantiates `policy` and returns `tmc_abi_version()`.
+/// Instantiates `policy` and returns `tmc_abi_version()`, within `deadline`.
 pub(crate) fn abi_version(
     config: &HostConfig,
+    deadline: Duration,
     name: &str,
     policy: &CompiledPolicy,
 ) -> Result<i32, PolicyError> {
     let out = in_sandbox(
         config,
+        deadline,
         name,
         policy,
         Export::AbiVersion,
@@ -83,8 +99,14 @@ pub(crate) fn abi_version(
 
 /// A fresh store with the limits, a fresh instance (`_initialize` called),
 /// then `body`; failures are classified and guest stdio is logged.
+///
+/// Every store gets its epoch deadline (and its fuel, unless metering is
+/// off) here, before instantiation: no guest code (start function,
+/// `_initialize`, exports) runs without a deadline. No host function linked into the store waits (see
+/// [`crate::poll`]), so the epoch deadline bounds the whole call.
 fn in_sandbox(
     config: &HostConfig,
+    deadline: Duration,
     name: &str,
     policy: &CompiledPolicy,
     export: Export,
@@ -102,7 +124,7 @@ fn in_sandbox(
     if config.fuel > 0 {
         store.set_fuel(config.fuel).map_err(internal)?;
     }
-    store.set_epoch_deadline(config.deadline_ticks());
+    store.set_epoch_deadline(config.ticks(deadline));
     store.epoch_deadline_trap();
 
     let result =
@@ -112,7 +134,8 @@ fn in_sandbox(
         Err(_) => 0,
     };
     forward_stdio(name, store.data());
-    let bytes = result.map_err(|failure| classify(failure, name, export, config, store.data()))?;
+    let bytes = result
+        .map_err(|failure| classify(failure, name, export, config, deadline, store.data()))?;
     Ok(RawOutput {
         bytes,
         duration: started.elapsed(),
@@ -288,6 +311,7 @@ fn classify(
     name: &str,
     export: Export,
     config: &HostConfig,
+    deadline: Duration,
     state: &StoreState,
 ) -> PolicyError {
     let err = match failure {
@@ -319,7 +343,7 @@ fn classify(
         Some(Trap::Interrupt) => PolicyError::Deadline {
             policy,
             export: export_name,
-            deadline: config.deadline,
+            deadline,
         },
         Some(Trap::OutOfFuel) => PolicyError::Fuel {
             policy,
@@ -346,14 +370,19 @@ fn classify(
     }
 }
 
-/// Logs captured guest output, one line per `tracing` event, under the policy's name.
+/// Logs captured guest output at debug level (a policy's prints are its
+/// author's debugging aid, not tmcd's operational log), one line per
+/// `tracing` event, under the policy's name.
 fn forward_stdio(name: &str, state: &StoreState) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     for (stream, bytes) in state.stdio() {
         if bytes.is_empty() {
             continue;
         }
         for line in String::from_utf8_lossy(&bytes).lines() {
-            tracing::info!(policy = name, stream, "{line}");
+            tracing::debug!(policy = name, stream, "{line}");
         }
     }
 }

@@ -20,6 +20,7 @@
 //! ```
 
 mod cache;
+mod clock;
 mod config;
 mod engine;
 mod error;
@@ -28,6 +29,7 @@ mod host;
 mod invoke;
 mod loader;
 mod module;
+mod poll;
 mod sandbox;
 mod tier;
 mod watch;

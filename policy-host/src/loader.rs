@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tmc_policy_sdk::abi::{
     PlacementRequest, SettingsVerdict, TestVector, TransformRequest, TransformResult,
 };
 use tmc_policy_sdk::{rules, vectors};
 
+use crate::config::HostConfig;
 use crate::error::PolicyError;
 use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
 use crate::host::{Inner, PolicyHost, check_place, decode};
@@ -227,14 +228,19 @@ impl PolicyHost {
     }
 }
 
-/// ABI version, default settings, then the module's own test vectors.
+/// ABI version, default settings, then the module's own test vectors; each
+/// guest call within the evaluation deadline and all of them within the load
+/// budget ([`HostConfig::load_budget`](crate::HostConfig::load_budget)).
 pub(crate) fn validate(
     inner: &Inner,
     name: &str,
     compiled: &CompiledPolicy,
 ) -> Result<(), PolicyError> {
     let config = &inner.config;
-    let found = invoke::abi_version(config, name, compiled)?;
+    let budget = LoadBudget::start(config);
+    let found = budget.run(name, |deadline| {
+        invoke::abi_version(config, deadline, name, compiled)
+    })?;
     if found != 1 {
         return Err(PolicyError::AbiVersion {
             policy: name.into(),
@@ -242,7 +248,16 @@ pub(crate) fn validate(
         });
     }
     let input = br#"{"settings":{}}"#;
-    let raw = invoke::call(config, name, compiled, Export::ValidateSettings, input)?;
+    let raw = budget.run(name, |deadline| {
+        invoke::call_within(
+            config,
+            deadline,
+            name,
+            compiled,
+            Export::ValidateSettings,
+            input,
+        )
+    })?;
     let verdict: SettingsVerdict = decode(name, Export::ValidateSettings, &raw.bytes)?;
     if !verdict.valid {
         tracing::info!(
@@ -252,22 +267,82 @@ pub(crate) fn validate(
         );
     }
     if compiled.exports.test_vectors.is_some() {
-        run_vectors(inner, name, compiled)?;
+        run_vectors(inner, &budget, name, compiled)?;
     }
     Ok(())
 }
 
-fn run_vectors(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(), PolicyError> {
+/// The wall-clock budget of one module's validation: each guest call gets
+/// the evaluation deadline or what is left of the budget, whichever is less.
+struct LoadBudget<'a> {
+    config: &'a HostConfig,
+    ends: Instant,
+}
+
+impl<'a> LoadBudget<'a> {
+    fn start(config: &'a HostConfig) -> Self {
+        Self {
+            config,
+            ends: Instant::now() + config.load_budget,
+        }
+    }
+
+    /// Runs one guest call with its deadline; a call cut short by the
+    /// budget (or started after it ran out) is a *load budget* error.
+    fn run<T>(
+        &self,
+        name: &str,
+        call: impl FnOnce(Duration) -> Result<T, PolicyError>,
+    ) -> Result<T, PolicyError> {
+        let left = self.ends.saturating_duration_since(Instant::now());
+        let exhausted = || PolicyError::LoadBudget {
+            policy: name.into(),
+            budget: self.config.load_budget,
+        };
+        if left.is_zero() {
+            return Err(exhausted());
+        }
+        let deadline = left.min(self.config.deadline);
+        match call(deadline) {
+            Err(PolicyError::Deadline { .. }) if deadline < self.config.deadline => {
+                Err(exhausted())
+            }
+            other => other,
+        }
+    }
+}
+
+fn run_vectors(
+    inner: &Inner,
+    budget: &LoadBudget<'_>,
+    name: &str,
+    compiled: &CompiledPolicy,
+) -> Result<(), PolicyError> {
     let config = &inner.config;
-    let raw = invoke::call(config, name, compiled, Export::TestVectors, &[])?;
+    let raw = budget.run(name, |deadline| {
+        invoke::call_within(config, deadline, name, compiled, Export::TestVectors, &[])
+    })?;
     let list: Vec<TestVector> = decode(name, Export::TestVectors, &raw.bytes)?;
+    // A vector whose call ran out of load budget stops the load: the error
+    // is kept and returned instead of the vectors' failure list.
+    let out_of_budget = std::cell::RefCell::new(None);
+    let guarded = |export: Export, input: &[u8]| {
+        budget
+            .run(name, |deadline| {
+                invoke::call_within(config, deadline, name, compiled, export, input)
+            })
+            .inspect_err(|e| {
+                if matches!(e, PolicyError::LoadBudget { .. }) {
+                    out_of_budget.borrow_mut().get_or_insert_with(|| e.clone());
+                }
+            })
+    };
     let place = |req: &PlacementRequest| {
         if !compiled.kind.places() {
             return Err("the module has no tmc_place".to_string());
         }
         let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let raw = invoke::call(config, name, compiled, Export::Place, &input)
-            .map_err(|e| e.to_string())?;
+        let raw = guarded(Export::Place, &input).map_err(|e| e.to_string())?;
         check_place(name, req, &raw).map_err(|e| e.to_string())
     };
     let transform = |req: &TransformRequest| {
@@ -275,14 +350,16 @@ fn run_vectors(inner: &Inner, name: &str, compiled: &CompiledPolicy) -> Result<(
             return Err("the module has no tmc_transform".to_string());
         }
         let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let raw = invoke::call(config, name, compiled, Export::Transform, &input)
-            .map_err(|e| e.to_string())?;
+        let raw = guarded(Export::Transform, &input).map_err(|e| e.to_string())?;
         let result: TransformResult =
             decode(name, Export::Transform, &raw.bytes).map_err(|e| e.to_string())?;
         rules::check_transform(&result).map_err(|v| format!("rule violation: {v}"))?;
         Ok(result)
     };
     let failures = vectors::run(&list, place, transform);
+    if let Some(e) = out_of_budget.into_inner() {
+        return Err(e);
+    }
     if failures.is_empty() {
         tracing::debug!(policy = name, vectors = list.len(), "test vectors pass");
         Ok(())

@@ -1,15 +1,13 @@
 //! The per-evaluation store: a deterministic, empty WASI p1 context with
-//! captured stdio, and a memory limiter that remembers what it refused.
-
-use std::time::Duration;
+//! captured stdio and virtual clocks, and a memory limiter that remembers what
+//! it refused.
 
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
+use wasmtime_wasi::{Deterministic, WasiCtxBuilder};
 
-/// Frozen wall clock: 2024-01-01T00:00:00Z.
-const FROZEN_UNIX_SECS: u64 = 1_704_067_200;
+use crate::clock::VirtualClock;
 
 /// Data of one evaluation's `Store`.
 ///
@@ -18,17 +16,20 @@ const FROZEN_UNIX_SECS: u64 = 1_704_067_200;
 /// clock or asks for random bytes during an evaluation never pays for it.
 pub(crate) struct StoreState {
     wasi: Option<WasiP1Ctx>,
+    clock: Option<VirtualClock>,
     pub limiter: MemoryCap,
     stdio: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
     stdio_cap: usize,
 }
 
 impl StoreState {
-    /// An empty sandbox: no files, env, args or network; frozen clocks,
-    /// deterministic random; stdout/stderr captured up to `stdio_cap` bytes.
+    /// An empty sandbox: no files, env, args or network; stdin at end of
+    /// file; virtual clocks; deterministic random; stdout/stderr captured up
+    /// to `stdio_cap` bytes.
     pub fn new(memory_cap: usize, stdio_cap: usize) -> Self {
         Self {
             wasi: None,
+            clock: None,
             limiter: MemoryCap {
                 cap: memory_cap,
                 refused: None,
@@ -38,19 +39,26 @@ impl StoreState {
         }
     }
 
+    /// The store's virtual time (see [`crate::clock`]), created on first use.
+    pub fn clock(&mut self) -> &VirtualClock {
+        self.clock.get_or_insert_with(VirtualClock::default)
+    }
+
     /// The WASI context, built on first use.
     pub fn wasi(&mut self) -> &mut WasiP1Ctx {
         let stdio_cap = self.stdio_cap;
+        let clock = self.clock.get_or_insert_with(VirtualClock::default);
         let stdio = &mut self.stdio;
         self.wasi.get_or_insert_with(|| {
             let stdout = MemoryOutputPipe::new(stdio_cap);
             let stderr = MemoryOutputPipe::new(stdio_cap);
             *stdio = Some((stdout.clone(), stderr.clone()));
             WasiCtxBuilder::new()
+                .stdin(ClosedInputStream)
                 .stdout(stdout)
                 .stderr(stderr)
-                .wall_clock(FrozenWallClock)
-                .monotonic_clock(FrozenMonotonicClock)
+                .wall_clock(clock.wall())
+                .monotonic_clock(clock.monotonic())
                 .secure_random(Deterministic::new(SEED.to_vec()))
                 .insecure_random(Deterministic::new(SEED.to_vec()))
                 .insecure_random_seed(0x746d_635f_7365_6564)
@@ -83,29 +91,6 @@ static SEED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     }
     out
 });
-
-struct FrozenWallClock;
-
-impl HostWallClock for FrozenWallClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_millis(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::from_secs(FROZEN_UNIX_SECS)
-    }
-}
-
-struct FrozenMonotonicClock;
-
-impl HostMonotonicClock for FrozenMonotonicClock {
-    fn resolution(&self) -> u64 {
-        1
-    }
-    /// A fixed non-zero reading: the Go runtime aborts on a monotonic clock of 0.
-    fn now(&self) -> u64 {
-        1_000_000_000
-    }
-}
 
 /// Caps linear memory and records the first growth it refused, so a guest
 /// that dies after a refused `memory.grow` is reported as a memory-cap breach.

@@ -143,6 +143,74 @@ mod tests {
     }
 
     #[test]
+    fn zero_policy_timeout_is_refused() {
+        let e = err("[policies]\ntimeout_ms = 0\n");
+        assert!(e.starts_with("tmc.toml:2:14: "), "{e}");
+        assert!(
+            e.contains("policies.timeout_ms = 0") && e.contains("fix: at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_load_timeout_is_refused() {
+        let e = err("[policies]\nload_timeout_ms = 0\n");
+        assert!(e.starts_with("tmc.toml:2:19: "), "{e}");
+        assert!(e.contains("fix: at least 1"), "{e}");
+    }
+
+    #[test]
+    fn zero_policy_memory_is_refused() {
+        let e = err("[policies]\nmax_memory_mib = 0\n");
+        assert!(e.starts_with("tmc.toml:2:18: "), "{e}");
+        assert!(
+            e.contains("max_memory_mib = 0") && e.contains("fix: 1 to 4096"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn policy_memory_past_4_gib_is_refused() {
+        let e = err("[policies]\nmax_memory_mib = 4097\n");
+        assert!(e.starts_with("tmc.toml:2:18: "), "{e}");
+        assert!(e.contains("fix: 1 to 4096"), "{e}");
+    }
+
+    #[test]
+    fn heartbeat_threshold_below_the_interval_is_refused() {
+        let e = err("[sync]\nheartbeat_interval_seconds = 10\nheartbeat_threshold_seconds = 5\n");
+        assert!(e.starts_with("tmc.toml:3:31: "), "{e}");
+        assert!(
+            e.contains("below heartbeat_interval_seconds = 10") && e.contains("fix: at least 10"),
+            "{e}"
+        );
+        // Against the default interval (10 s) too.
+        let e = err("[sync]\nheartbeat_threshold_seconds = 9\n");
+        assert!(e.starts_with("tmc.toml:2:31: "), "{e}");
+    }
+
+    #[test]
+    fn zero_heartbeat_interval_is_located() {
+        let e = err("[sync]\nheartbeat_interval_seconds = 0\n");
+        assert!(e.starts_with("tmc.toml:2:30: "), "{e}");
+        assert!(e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn limits_at_their_minimum_are_accepted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        let config = parse(
+            Path::new("tmc.toml"),
+            "[sync]\nheartbeat_interval_seconds = 5\nheartbeat_threshold_seconds = 5\n\n[policies]\ntimeout_ms = 1\nload_timeout_ms = 1\nmax_memory_mib = 1\nfuel = 0\n",
+            dir.path().to_path_buf(),
+        )
+        .expect("valid");
+        assert_eq!(config.sync.heartbeat_threshold().as_secs(), 5);
+        assert_eq!(config.policies.fuel, Some(0));
+    }
+
+    #[test]
     fn defaults_apply() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
@@ -156,6 +224,9 @@ mod tests {
         assert_eq!(config.sync.resources.len(), 4);
         assert_eq!(config.sync.heartbeat_threshold().as_secs(), 30);
         assert_eq!(config.sync.status_hold_max().as_secs(), 30);
+        assert_eq!(*config.policies.max_memory_mib.get_ref(), 64);
+        assert_eq!(*config.policies.timeout_ms.get_ref(), 100);
+        assert_eq!(config.policies.fuel, None, "the host's default applies");
         assert!(config.leader_election.enabled);
     }
 

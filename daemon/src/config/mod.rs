@@ -108,9 +108,10 @@ pub struct Sync {
     pub namespace_prefix: Spanned<String>,
     /// How often syncers heartbeat their SyncTarget.
     #[serde(default = "default_heartbeat_interval")]
-    pub heartbeat_interval_seconds: u32,
-    /// A target whose heartbeat is older than this is not Ready (default: 3 heartbeats).
-    pub heartbeat_threshold_seconds: Option<u32>,
+    pub heartbeat_interval_seconds: Spanned<u32>,
+    /// A target whose heartbeat is older than this is not Ready (default: 3
+    /// heartbeats); at least `heartbeat_interval_seconds`.
+    pub heartbeat_threshold_seconds: Option<Spanned<u32>>,
     /// While placement decisions are being written, status reports, aggregated
     /// statuses and Events wait, each at most this long (0: they never wait).
     #[serde(default = "default_status_hold_max")]
@@ -131,11 +132,18 @@ impl Default for Sync {
 }
 
 impl Sync {
+    /// How often syncers heartbeat their SyncTarget.
+    pub fn heartbeat_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(*self.heartbeat_interval_seconds.get_ref()))
+    }
+
     /// The heartbeat age after which a target is not Ready.
     pub fn heartbeat_threshold(&self) -> std::time::Duration {
         let secs = self
             .heartbeat_threshold_seconds
-            .unwrap_or(self.heartbeat_interval_seconds.saturating_mul(3));
+            .as_ref()
+            .map(|s| *s.get_ref())
+            .unwrap_or(self.heartbeat_interval_seconds.get_ref().saturating_mul(3));
         std::time::Duration::from_secs(u64::from(secs))
     }
 
@@ -156,20 +164,26 @@ pub enum NamespaceMapping {
     Prefixed,
 }
 
-/// Policy modules and their sandbox.
+/// Policy modules and their sandbox (limits: `docs/policy-abi.md` section 4;
+/// defaults are the policy host's).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policies {
     /// Directory of `.wasm` modules (file stem = policy name), hot reloaded.
     #[serde(default = "default_policy_dir")]
     pub directory: Spanned<PathBuf>,
-    /// Linear memory limit of one evaluation, in MiB.
+    /// Linear memory limit of one evaluation, in MiB (1 to 4096).
     #[serde(default = "default_memory_mib")]
-    pub max_memory_mib: u32,
-    /// Wall-clock limit of one evaluation, in milliseconds.
+    pub max_memory_mib: Spanned<u32>,
+    /// Wall-clock limit of one evaluation, in milliseconds (at least 1).
     #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Fuel (instruction budget) of one evaluation; absent: no fuel metering.
+    pub timeout_ms: Spanned<u64>,
+    /// Wall-clock limit of validating one module on load, in milliseconds
+    /// (at least 1).
+    #[serde(default = "default_load_timeout_ms")]
+    pub load_timeout_ms: Spanned<u64>,
+    /// Fuel (instruction budget) of one evaluation; absent: the host's
+    /// default; 0: no fuel metering (the deadline still applies).
     pub fuel: Option<u64>,
 }
 
@@ -179,6 +193,7 @@ impl Default for Policies {
             directory: default_policy_dir(),
             max_memory_mib: default_memory_mib(),
             timeout_ms: default_timeout_ms(),
+            load_timeout_ms: default_load_timeout_ms(),
             fuel: None,
         }
     }
@@ -281,8 +296,8 @@ fn default_resources() -> Vec<Spanned<String>> {
 fn default_namespace_prefix() -> Spanned<String> {
     Spanned::new(0..0, "tmc".to_string())
 }
-fn default_heartbeat_interval() -> u32 {
-    10
+fn default_heartbeat_interval() -> Spanned<u32> {
+    Spanned::new(0..0, 10)
 }
 fn default_status_hold_max() -> u32 {
     30
@@ -290,11 +305,24 @@ fn default_status_hold_max() -> u32 {
 fn default_policy_dir() -> Spanned<PathBuf> {
     Spanned::new(0..0, PathBuf::from("policies"))
 }
-fn default_memory_mib() -> u32 {
-    16
+fn default_memory_mib() -> Spanned<u32> {
+    let mib = tmc_policy_host::HostConfig::default().memory_cap >> 20;
+    Spanned::new(0..0, u32::try_from(mib).unwrap_or(u32::MAX))
 }
-fn default_timeout_ms() -> u64 {
-    100
+fn default_timeout_ms() -> Spanned<u64> {
+    Spanned::new(
+        0..0,
+        millis(tmc_policy_host::HostConfig::default().deadline),
+    )
+}
+fn default_load_timeout_ms() -> Spanned<u64> {
+    Spanned::new(
+        0..0,
+        millis(tmc_policy_host::HostConfig::default().load_budget),
+    )
+}
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 fn default_admin_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9470))

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::{Config, Mode};
+use super::{Config, Mode, Policies, Sync};
 
 type Failure = (Range<usize>, String);
 
@@ -102,12 +102,8 @@ pub fn check(config: &Config) -> Result<(), Failure> {
             ));
         }
     }
-    if config.sync.heartbeat_interval_seconds == 0 {
-        return Err((
-            0..0,
-            "sync.heartbeat_interval_seconds must be at least 1 (fix: e.g. 10)".to_string(),
-        ));
-    }
+    check_heartbeat(&config.sync)?;
+    check_policy_limits(&config.policies)?;
     let prefix = config.sync.namespace_prefix.get_ref();
     if !is_dns_label(prefix) {
         return Err((
@@ -132,6 +128,69 @@ pub fn check(config: &Config) -> Result<(), Failure> {
                 dir.display()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// The heartbeat interval is at least 1 s and the threshold not below it.
+fn check_heartbeat(sync: &Sync) -> Result<(), Failure> {
+    let interval = *sync.heartbeat_interval_seconds.get_ref();
+    if interval == 0 {
+        return Err((
+            sync.heartbeat_interval_seconds.span(),
+            "sync.heartbeat_interval_seconds must be at least 1 (fix: e.g. 10)".to_string(),
+        ));
+    }
+    if let Some(threshold) = &sync.heartbeat_threshold_seconds
+        && *threshold.get_ref() < interval
+    {
+        return Err((
+            threshold.span(),
+            format!(
+                "sync.heartbeat_threshold_seconds = {} is below heartbeat_interval_seconds = {interval}: every target would turn not Ready between two heartbeats (fix: at least {interval}, e.g. {}, or remove it for the default of 3 heartbeats)",
+                threshold.get_ref(),
+                interval.saturating_mul(3)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Largest `max_memory_mib`: a wasm32 memory cannot grow past 4 GiB.
+const MAX_MEMORY_MIB: u32 = 4096;
+
+/// The sandbox limits of `[policies]` are usable (ABI section 4).
+fn check_policy_limits(policies: &Policies) -> Result<(), Failure> {
+    let memory = &policies.max_memory_mib;
+    if !(1..=MAX_MEMORY_MIB).contains(memory.get_ref()) {
+        return Err((
+            memory.span(),
+            format!(
+                "policies.max_memory_mib = {} is out of range: a policy needs memory and a wasm32 memory stops at 4 GiB (fix: 1 to {MAX_MEMORY_MIB}, e.g. 64, the default)",
+                memory.get_ref()
+            ),
+        ));
+    }
+    for (key, value, example) in [
+        (
+            "timeout_ms",
+            &policies.timeout_ms,
+            "100, the default; it is the wall-clock deadline of one evaluation",
+        ),
+        (
+            "load_timeout_ms",
+            &policies.load_timeout_ms,
+            "10000, the default; it bounds validating one module on load",
+        ),
+    ] {
+        if *value.get_ref() == 0 {
+            return Err((
+                value.span(),
+                format!(
+                    "policies.{key} = 0 would fail every policy call (fix: at least 1, e.g. {example})"
+                ),
+            ));
+        }
     }
     Ok(())
 }

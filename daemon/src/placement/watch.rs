@@ -119,9 +119,11 @@ pub async fn watch_readiness(
     targets: Store<SyncTarget>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let every = Duration::from_secs(u64::from(
-        state.config.sync.heartbeat_interval_seconds.max(1),
-    ));
+    let every = state
+        .config
+        .sync
+        .heartbeat_interval()
+        .max(Duration::from_secs(1));
     let threshold = state.config.sync.heartbeat_threshold();
     let mut last: BTreeMap<String, bool> = BTreeMap::new();
     loop {

@@ -1,6 +1,8 @@
 //! What placement reads of an upstream workload: which objects are never
 //! placed, and the ABI summary a policy sees.
 
+use std::collections::BTreeMap;
+
 use kube::api::DynamicObject;
 use tmc_policy_sdk::StringMap;
 use tmc_policy_sdk::abi::Workload;
@@ -27,11 +29,45 @@ pub fn excluded(kind: &str, obj: &DynamicObject) -> Option<&'static str> {
     None
 }
 
-/// Keys of tmc's own domain are hidden from policies.
-fn public(map: Option<&std::collections::BTreeMap<String, String>>) -> StringMap {
+/// Annotations that hold a copy of the object as it was applied: for a
+/// Secret that is its `data`/`stringData` in plain text, for other kinds it
+/// may hold credentials too (environment values, ...). Never shown to a policy.
+pub const OBJECT_COPY_ANNOTATIONS: [&str; 2] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "kapp.k14s.io/original",
+];
+
+/// The only annotations a policy sees on a Secret: tmc's own placement hints
+/// (any other annotation of a Secret may have been written by a tool that
+/// copies its content).
+pub const SECRET_ANNOTATION_PREFIX: &str = "tmc.kcp.io/";
+
+/// Keys of tmc's protocol domain (`*workload.kcp.io/*`) are hidden from policies.
+fn is_protocol_key(key: &str) -> bool {
+    key.contains("workload.kcp.io/")
+}
+
+/// The labels a policy sees (docs/policy-abi.md, Workload).
+fn public_labels(map: Option<&BTreeMap<String, String>>) -> StringMap {
     map.into_iter()
         .flatten()
-        .filter(|(k, _)| !k.contains("workload.kcp.io/"))
+        .filter(|(k, _)| !is_protocol_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The annotations a policy sees on an object of `kind` (docs/policy-abi.md,
+/// Workload): no protocol keys, no copies of the object, and on a Secret
+/// only `tmc.kcp.io/` hints.
+fn public_annotations(kind: &str, map: Option<&BTreeMap<String, String>>) -> StringMap {
+    let secret = kind == "Secret";
+    map.into_iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !is_protocol_key(k)
+                && !OBJECT_COPY_ANNOTATIONS.contains(&k.as_str())
+                && (!secret || k.starts_with(SECRET_ANNOTATION_PREFIX))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -58,8 +94,8 @@ pub fn summary(api_version: &str, kind: &str, obj: &DynamicObject) -> Workload {
         kind: kind.to_string(),
         namespace: obj.metadata.namespace.clone().unwrap_or_default(),
         name: obj.metadata.name.clone().unwrap_or_default(),
-        labels: public(obj.metadata.labels.as_ref()),
-        annotations: public(obj.metadata.annotations.as_ref()),
+        labels: public_labels(obj.metadata.labels.as_ref()),
+        annotations: public_annotations(kind, obj.metadata.annotations.as_ref()),
         replicas,
     }
 }
@@ -105,6 +141,68 @@ mod tests {
         assert_eq!(
             summary("v1", "Service", &obj("demo", "web", json!({}))).replicas,
             None
+        );
+    }
+
+    fn annotated(kind: &str, annotations: &[(&str, &str)]) -> Workload {
+        let mut o = obj("demo", "db", json!({"stringData": {"password": "hunter2"}}));
+        o.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let api_version = if kind == "Secret" { "v1" } else { "apps/v1" };
+        summary(api_version, kind, &o)
+    }
+
+    const LAST_APPLIED: &str = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db"},"stringData":{"password":"hunter2"}}"#;
+
+    #[test]
+    fn last_applied_configuration_never_reaches_a_policy() {
+        for kind in ["Secret", "Deployment", "ConfigMap"] {
+            let w = annotated(
+                kind,
+                &[
+                    (
+                        "kubectl.kubernetes.io/last-applied-configuration",
+                        LAST_APPLIED,
+                    ),
+                    ("kapp.k14s.io/original", LAST_APPLIED),
+                    ("tmc.kcp.io/regions", "us-east"),
+                ],
+            );
+            assert_eq!(
+                w.annotations,
+                [("tmc.kcp.io/regions".to_string(), "us-east".to_string())].into(),
+                "{kind}"
+            );
+            let request = serde_json::to_string(&w).expect("serializes");
+            assert!(!request.contains("hunter2"), "{kind}: {request}");
+        }
+    }
+
+    #[test]
+    fn a_secret_shows_only_tmc_hints_other_kinds_their_annotations() {
+        let annotations = [
+            ("tmc.kcp.io/regions", "us-east"),
+            ("example.com/token-copy", "hunter2"),
+            ("state.workload.kcp.io/west", "Sync"),
+        ];
+        let secret = annotated("Secret", &annotations);
+        assert_eq!(
+            secret.annotations,
+            [("tmc.kcp.io/regions".to_string(), "us-east".to_string())].into()
+        );
+        let deployment = annotated("Deployment", &annotations);
+        assert_eq!(
+            deployment.annotations,
+            [
+                ("example.com/token-copy".to_string(), "hunter2".to_string()),
+                ("tmc.kcp.io/regions".to_string(), "us-east".to_string()),
+            ]
+            .into(),
+            "protocol keys hidden, the rest shown"
         );
     }
 
