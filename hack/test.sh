@@ -48,7 +48,7 @@ step "test bed binaries (hack/testbed/build.sh)"
 ./hack/testbed/build.sh
 
 step "Go SDK and Go policy: gofmt, go vet, go test, the module in a WASI runtime"
-go_dirs=(policy-sdk/go policies/location-affinity-go)
+go_dirs=(policy-sdk/go policies/location-affinity-go policy-host/tests/fixtures/sleepy-go)
 unformatted=$(gofmt -l "${go_dirs[@]}")
 [ -z "$unformatted" ] || { echo "gofmt: run 'gofmt -w' on: $unformatted" >&2; exit 1; }
 for dir in "${go_dirs[@]}"; do

@@ -45,11 +45,12 @@ const EVENTRWFLAGS_HANGUP: u16 = 1;
 /// Replaces the linker's `poll_oneoff` (WASI must be linked already).
 pub(crate) fn shadow(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
     linker.allow_shadowing(true);
-    let result = linker.func_wrap(MODULE, "poll_oneoff", poll_oneoff);
+    let result = linker
+        .func_wrap(MODULE, "poll_oneoff", poll_oneoff)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("cannot link the host's poll_oneoff: {e}"));
     linker.allow_shadowing(false);
     result
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("cannot link the host's poll_oneoff: {e}"))
 }
 
 /// `poll_oneoff(in, out, nsubscriptions, nevents_out) -> errno`.
