@@ -109,11 +109,10 @@ mod tests {
         assert_eq!(mapped.memory_cap, host.memory_cap);
         assert_eq!(host.memory_cap, 64 << 20, "docs/policy-abi.md section 4");
 
-        let span = |v| toml::Spanned::new(0..0, v);
         let set = Policies {
-            max_memory_mib: span(32),
-            timeout_ms: span(250),
-            load_timeout_ms: span(2_000),
+            max_memory_mib: toml::Spanned::new(0..0, 32),
+            timeout_ms: toml::Spanned::new(0..0, 250),
+            load_timeout_ms: toml::Spanned::new(0..0, 2_000),
             fuel: Some(0),
             ..Policies::default()
         };
