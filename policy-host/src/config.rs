@@ -57,11 +57,10 @@ impl Default for HostConfig {
             deadline: Duration::from_millis(100),
             load_budget: Duration::from_secs(10),
             epoch_tick: Duration::from_millis(1),
-            // Measured (docs/benchmarks.md): location-affinity on 10 targets
-            // burns ~0.29 M units in ~35 us, the Go twin ~2.5 M units. So 1e9
-            // is ~400x the heaviest real policy and ~0.1 s of guest code: the
-            // same order as the deadline, and a deterministic cut-off that does
-            // not depend on how busy the host is.
+            // Far above what the example policies burn (Rust and Go figures
+            // in docs/benchmarks.md) and about a deadline's worth of guest
+            // code: a deterministic cut-off that does not depend on how busy
+            // the host is.
             fuel: 1_000_000_000,
             memory_cap: 64 << 20,
             input_cap: 4 << 20,
