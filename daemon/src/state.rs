@@ -13,6 +13,7 @@ use crate::admin::logs::SyncerLogs;
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::placement::activity::DecisionActivity;
+use crate::placement::moves::MoveTracker;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::triggers::Triggers;
 
@@ -35,12 +36,15 @@ pub struct State {
     pub decisions_changed: tokio::sync::Notify,
     /// Decision writes in progress: status writes wait behind them.
     pub decisions: Arc<DecisionActivity>,
+    /// Moves in progress, and the stalled ones.
+    pub moves: MoveTracker,
 }
 
 impl State {
     /// Fresh state for `config`.
     pub fn new(config: Config, identity: String, logs: SyncerLogs) -> Self {
         let decisions = Arc::new(DecisionActivity::new(config.sync.status_hold_max()));
+        let moves = MoveTracker::new(config.sync.move_stall());
         Self {
             config,
             identity,
@@ -54,6 +58,7 @@ impl State {
             policy_errors: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),
             decisions,
+            moves,
         }
     }
 

@@ -503,7 +503,10 @@ async fn heartbeats(
         };
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
             Ok(at) => {
-                engine.set_target_missing(false);
+                if engine.set_target_missing(false) {
+                    info!(target_name = %engine.ctx.target, "SyncTarget exists again; resyncing every object");
+                    stores.enqueue_all(&engine, &queue);
+                }
                 engine.health.resolve(HEARTBEAT_SCOPE);
                 engine.health.update(|h| {
                     h.last_heartbeat = Some(at);
@@ -511,8 +514,8 @@ async fn heartbeats(
                 });
             }
             Err(err) => {
-                if err.is_target_missing() {
-                    engine.set_target_missing(true);
+                if err.is_target_missing() && !engine.set_target_missing(true) {
+                    warn!(target_name = %engine.ctx.target, "SyncTarget is gone: detached from the cluster, nothing is applied or deleted until it exists again");
                 }
                 warn!(error = %err, "heartbeat failed");
                 engine.health.error(HEARTBEAT_SCOPE, err.to_string());

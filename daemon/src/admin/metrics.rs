@@ -41,6 +41,9 @@ pub struct Metrics {
     pub status_writes_pending: Family<Labels, Gauge>,
     /// Status reports a push syncer holds back behind decision writes, by target.
     pub status_reports_held: Family<Labels, Gauge>,
+    /// Moves whose new copies have not become available within
+    /// `[sync] move_stall_seconds` (the old copies are kept).
+    pub moves_stalled: Gauge,
     /// 1 when this replica leads.
     pub leader: Gauge,
     /// Generation of the active policy set.
@@ -93,6 +96,12 @@ impl Default for Metrics {
             "Workloads changed since their last successful reconcile (the placement queue)",
             workloads_pending.clone(),
         );
+        let moves_stalled = Gauge::default();
+        registry.register(
+            "moves_stalled",
+            "Moves waiting longer than move_stall_seconds for their new copies (old copies kept)",
+            moves_stalled.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -128,6 +137,7 @@ impl Default for Metrics {
             workloads_pending,
             status_writes_pending,
             status_reports_held,
+            moves_stalled,
             leader,
             policy_generation,
         }

@@ -129,6 +129,7 @@ pub fn status_json(state: &State) -> Value {
         "policies": runner.as_ref().map(|r| r.policies()).unwrap_or_default(),
         "targets": target_rows,
         "placements": placement_rows,
+        "stalledMoves": state.moves.stalled(),
         "configuredClusters": state.config.clusters.iter().map(|c| json!({
             "name": c.name.get_ref(),
             "mode": if c.mode == Mode::Push { "push" } else { "pull" },

@@ -115,6 +115,10 @@ pub struct Sync {
     /// statuses and Events wait, each at most this long (0: they never wait).
     #[serde(default = "default_status_hold_max")]
     pub status_hold_max_seconds: u32,
+    /// A move whose new copies are not all available after this long is
+    /// reported as stalled (its old copies are kept all the same).
+    #[serde(default = "default_move_stall")]
+    pub move_stall_seconds: u32,
 }
 
 impl Default for Sync {
@@ -126,6 +130,7 @@ impl Default for Sync {
             heartbeat_interval_seconds: default_heartbeat_interval(),
             heartbeat_threshold_seconds: None,
             status_hold_max_seconds: default_status_hold_max(),
+            move_stall_seconds: default_move_stall(),
         }
     }
 }
@@ -142,6 +147,11 @@ impl Sync {
     /// The longest a status report, status write or Event waits behind decisions.
     pub fn status_hold_max(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.status_hold_max_seconds))
+    }
+
+    /// How long a move waits before it is reported as stalled.
+    pub fn move_stall(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.move_stall_seconds))
     }
 }
 
@@ -286,6 +296,9 @@ fn default_heartbeat_interval() -> u32 {
 }
 fn default_status_hold_max() -> u32 {
     30
+}
+fn default_move_stall() -> u32 {
+    120
 }
 fn default_policy_dir() -> Spanned<PathBuf> {
     Spanned::new(0..0, PathBuf::from("policies"))

@@ -16,6 +16,7 @@ use tmc_syncer::SyncedKind;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
 use super::events::EventQueue;
+use super::moves::{MoveChange, TargetWait};
 use super::runner::{PolicyRunner, evaluate};
 use super::selector::{WorkloadKey, governing};
 use super::status_writer::StatusWriter;
@@ -260,6 +261,7 @@ async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, Recon
 async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, ReconcileError> {
     let kind = ctx.kind.kind.as_str();
     if obj.metadata.deletion_timestamp.is_some() {
+        ctx.state.moves.finish(&workload_name(ctx, &key(obj)));
         return forget_gone(obj, ctx).await;
     }
     if workload::excluded(kind, obj).is_some() {
@@ -369,6 +371,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                     the_plan.waiting.join(", ")
                 ));
             }
+            if !the_plan.holding.is_empty() {
+                note.push_str(&format!(
+                    "; {} keep their replicas until the others have theirs available",
+                    the_plan.holding.join(", ")
+                ));
+            }
             if !the_plan.deleting.is_empty() {
                 note.push_str(&format!(
                     "; removing the copy on {}",
@@ -383,6 +391,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         }
     }
 
+    if outcome.chosen.is_empty() {
+        ctx.state.moves.finish(&workload_name(ctx, &object));
+    } else {
+        track_move(ctx, obj, &object, &placement_name, &recorded, &the_plan);
+    }
+
     if status::aggregate(kind, &recorded)
         .is_some_and(|desired| !status::contains(obj.data.get("status"), &desired))
     {
@@ -393,10 +407,81 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     if let Some(left) = cands.grace_ends_in {
         next = next.min(left + Duration::from_secs(1));
     }
-    if !the_plan.waiting.is_empty() {
+    if !the_plan.waiting.is_empty() || !the_plan.holding.is_empty() {
         next = next.min(Duration::from_secs(10));
     }
     Ok(Action::requeue(next))
+}
+
+/// `Kind namespace/name` of `object` (a [`key`]), as moves are tracked.
+fn workload_name(ctx: &KindCtx, object: &str) -> String {
+    format!("{} {object}", ctx.kind.kind)
+}
+
+/// Records whether the workload is moving (see [`super::moves`]): an Event when its
+/// move stalls (the old copies are kept) and when a stalled move completes.
+fn track_move(
+    ctx: &KindCtx,
+    obj: &DynamicObject,
+    object: &str,
+    placement: &str,
+    recorded: &BTreeMap<String, assignment::Recorded>,
+    the_plan: &plan::Plan,
+) {
+    let workload = workload_name(ctx, object);
+    let change = if the_plan.waiting.is_empty() && the_plan.holding.is_empty() {
+        ctx.state.moves.finish(&workload)
+    } else {
+        let empty = assignment::Recorded::default();
+        let waiting_on = the_plan
+            .unready
+            .iter()
+            .map(|target| TargetWait {
+                target: target.clone(),
+                reason: assignment::pending(
+                    recorded.get(target).unwrap_or(&empty),
+                    obj.metadata.generation,
+                )
+                .unwrap_or_else(|| "its new decision is being recorded".into()),
+            })
+            .collect();
+        let keeping = the_plan
+            .waiting
+            .iter()
+            .chain(&the_plan.holding)
+            .cloned()
+            .collect();
+        ctx.state.moves.observe(
+            &workload,
+            placement,
+            waiting_on,
+            keeping,
+            Instant::now(),
+            Utc::now(),
+        )
+    };
+    match change {
+        MoveChange::Stalled(stalled) => {
+            let note = format!("move stalled: {}", stalled.describe());
+            tracing::warn!(kind = %ctx.kind.kind, object = %object, placement, "{note}");
+            publish(ctx, obj, EventType::Warning, "MoveStalled", note);
+        }
+        MoveChange::Resumed => {
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "MoveCompleted",
+                "the stalled move completed: the new copies are available".into(),
+            );
+        }
+        MoveChange::None => {}
+    }
+    let stalled = ctx.state.moves.stalled().len();
+    ctx.state
+        .metrics
+        .moves_stalled
+        .set(i64::try_from(stalled).unwrap_or(i64::MAX));
 }
 
 /// Queues an Event on the workload (published in the background).
