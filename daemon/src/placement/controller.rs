@@ -240,11 +240,14 @@ pub fn changed_policies(before: &[Value], after: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges current.
+/// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges
+/// current, and forgets the bookkeeping of deleted objects.
 async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
     loop {
         tokio::time::sleep(PENDING_EVERY).await;
-        let pending = ctx.pending(&store.state());
+        let current = store.state();
+        ctx.forget_deleted(&current);
+        let pending = ctx.pending(&current);
         let metrics = &ctx.state.metrics;
         metrics.set_pending(&ctx.kind.kind, pending);
         metrics.set_status_writes_pending(&ctx.kind.kind, ctx.statuses.queued());

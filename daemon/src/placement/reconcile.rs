@@ -107,6 +107,29 @@ impl KindCtx {
     }
 }
 
+impl KindCtx {
+    /// Forgets what the kind remembers of objects no longer in `current` (the
+    /// kind's cache): failure counts, "told once" marks and moves, so that
+    /// none of them grows with every object ever seen.
+    pub fn forget_deleted(&self, current: &[Arc<DynamicObject>]) {
+        let keys: HashSet<String> = current.iter().map(|o| key(o)).collect();
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keys.contains(k));
+        self.unplaced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| keys.contains(k));
+        let prefix = format!("{} ", self.kind.kind);
+        self.state.moves.retain(|workload| {
+            workload
+                .strip_prefix(&prefix)
+                .is_none_or(|object| keys.contains(object))
+        });
+    }
+}
+
 /// See [`KindCtx::pending`]; `reconciled` maps object keys to resourceVersions.
 fn pending_in(reconciled: &mut HashMap<String, String>, current: &[Arc<DynamicObject>]) -> usize {
     let keys: HashSet<String> = current.iter().map(|o| key(o)).collect();
