@@ -185,14 +185,23 @@ async fn cluster_servers_killed_paused_and_relaunched_keep_their_objects() -> Re
     child.relaunch()?;
     assert_ne!(child.pid(), pid);
     child.ensure_running()?;
+    let log_path = bed.dir().join("sleeper.log");
+    wait::until(
+        "both runs of sleeper to log into the bed dir",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            async move {
+                Ok(match log.matches("started").count() {
+                    2 => Poll::Ready(()),
+                    _ => Poll::Pending(format!("sleeper.log: {log:?}")),
+                })
+            }
+        },
+    )
+    .await?;
     drop(child);
-    let log =
-        std::fs::read_to_string(bed.dir().join("sleeper.log")).context("reading sleeper.log")?;
-    assert_eq!(
-        log.matches("started").count(),
-        2,
-        "both runs log to the bed dir: {log:?}"
-    );
     Ok(())
 }
 

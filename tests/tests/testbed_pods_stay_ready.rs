@@ -111,7 +111,7 @@ fn condition<'a, C>(
 
 #[tokio::test]
 async fn deployment_stays_available_for_five_minutes() -> Result<()> {
-    let bed = TestBed::builder()
+    let mut bed = TestBed::builder()
         .clusters(["west"])
         .without_kcp()
         .nodes_per_cluster(NODES)
@@ -158,6 +158,8 @@ async fn deployment_stays_available_for_five_minutes() -> Result<()> {
         tokio::time::sleep(SAMPLE_EVERY).await;
         samples += 1;
         if let Some(p) = problems(&deployments, &pods, &nodes).await? {
+            bed.keep_dir();
+            bed.print_log_tails();
             bail!(
                 "{:.0} s after web became available (bed age {:.0} s), sample {samples}: {p}",
                 since.elapsed().as_secs_f64(),
@@ -197,4 +199,77 @@ async fn deployment_stays_available_for_five_minutes() -> Result<()> {
         since.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// A pod whose Ready condition someone else sets False, as the node lifecycle controller does when a node
+/// looks down, is made Ready again by kwok (the `pod-ready-again` stage), as a live kubelet would.
+#[tokio::test]
+async fn pod_marked_not_ready_is_ready_again() -> Result<()> {
+    let bed = TestBed::builder()
+        .clusters(["west"])
+        .without_kcp()
+        .start()
+        .await?;
+    let client = bed.cluster_client("west").await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let web = tmc_tests::fixtures::deployment(
+        "default",
+        "web",
+        1,
+        serde_json::json!({}),
+        serde_json::json!({}),
+    )?;
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .context("creating Deployment web")?;
+    let ready_pod = || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default().labels("app=web")).await?;
+            Ok(match list.items.first() {
+                Some(p) if pod_ready(p) => Poll::Ready(p.metadata.name.clone().unwrap_or_default()),
+                other => Poll::Pending(format!("pod: {:?}", other.map(|p| &p.status))),
+            })
+        }
+    };
+    let name = wait::until(
+        "the pod of web to be Ready",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        ready_pod,
+    )
+    .await?;
+
+    let not_ready = serde_json::json!({ "status": { "conditions": [{
+        "type": "Ready", "status": "False", "reason": "NodeNotReady",
+        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+    }] } });
+    pods.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Strategic(&not_ready),
+    )
+    .await
+    .context("marking the pod NotReady")?;
+    let pod = pods.get_status(&name).await?;
+    assert!(!pod_ready(&pod), "the patch took: {:?}", pod.status);
+    let again = wait::until(
+        "the pod to be Ready again",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        ready_pod,
+    )
+    .await?;
+    assert_eq!(again, name, "the same pod, not a replacement");
+    Ok(())
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    condition(
+        pod.status.as_ref().and_then(|s| s.conditions.as_ref()),
+        "Ready",
+        |c| (c.type_.as_str(), c.status.as_str()),
+    ) == Some("True")
 }

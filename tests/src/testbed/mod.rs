@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod kcp;
 pub mod kcp_snapshot;
 pub mod kubeconfig;
+pub mod kwok;
 pub mod pki;
 pub mod ports;
 pub mod process;
