@@ -331,7 +331,13 @@ async fn a_move_that_cannot_finish_keeps_the_old_copy_and_says_so() -> Result<()
         })
     })
     .await?;
-    assert!(event_note(&kcp, "web", "MoveCompleted").await?.is_some());
+    until("a MoveCompleted Event on web", || async {
+        Ok(match event_note(&kcp, "web", "MoveCompleted").await? {
+            Some(_) => Poll::Ready(()),
+            None => Poll::Pending("none yet".into()),
+        })
+    })
+    .await?;
     assert!(daemon.state().moves.stalled().is_empty());
     daemon.stop().await;
     Ok(())

@@ -143,6 +143,13 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_are_never_a_synced_kind() {
+        let e = err("[sync]\nresources = [\"deployments.apps\", \"namespaces\"]\n");
+        assert!(e.starts_with("tmc.toml:2:34: "), "{e}");
+        assert!(e.contains("cannot be synced"), "{e}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("policies")).expect("mkdir");

@@ -101,6 +101,12 @@ pub fn check(config: &Config) -> Result<(), Failure> {
                 ),
             ));
         }
+        if plural == "namespaces" && group.is_empty() {
+            return Err((
+                resource.span(),
+                "\"namespaces\" cannot be synced: syncers create the namespaces their copies need and never delete one (a synced namespace could be removed with everything in it) (fix: remove it from sync.resources)".to_string(),
+            ));
+        }
     }
     if config.sync.heartbeat_interval_seconds == 0 {
         return Err((

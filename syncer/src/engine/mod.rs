@@ -66,6 +66,9 @@ pub(crate) struct Engine {
     /// Set by the heartbeat when a GET of the SyncTarget answered 404: while
     /// set, nothing is applied or deleted (a deleted target is detached).
     target_missing: AtomicBool,
+    /// Set while another control plane holds the cluster's claim (see
+    /// [`crate::claim`]): nothing is applied or deleted.
+    claim_refused: AtomicBool,
     /// The watch caches of the running syncer (none in unit tests: every read is a GET then).
     caches: RwLock<Option<Arc<Stores>>>,
     /// What our own writes returned: newer than the watch cache until the
@@ -99,6 +102,7 @@ impl Engine {
             health,
             known_namespaces: Mutex::new(HashSet::new()),
             target_missing: AtomicBool::new(false),
+            claim_refused: AtomicBool::new(false),
             caches: RwLock::new(None),
             written: Mutex::new(HashMap::new()),
             report_hold: Mutex::new(HashMap::new()),
@@ -116,6 +120,12 @@ impl Engine {
     /// `target_missing`); returns whether it was missing before.
     pub(crate) fn set_target_missing(&self, missing: bool) -> bool {
         self.target_missing.swap(missing, Ordering::Relaxed)
+    }
+
+    /// Records whether the cluster's claim is refused (see `claim_refused`);
+    /// returns whether it was refused before.
+    pub(crate) fn set_claim_refused(&self, refused: bool) -> bool {
+        self.claim_refused.swap(refused, Ordering::Relaxed)
     }
 
     fn api(
@@ -155,13 +165,15 @@ impl Engine {
     /// else, in particular every path that may delete a copy, reads the
     /// object fresh first: a copy is deleted only on positive evidence.
     ///
-    /// While the SyncTarget is missing upstream (deleted), the syncer is
-    /// detached: it neither applies nor deletes anything (tmcd forgets a
-    /// deleted target, so its copies are left running, unmanaged).
+    /// While the SyncTarget is missing upstream (deleted) or another control
+    /// plane holds the cluster's claim, the syncer is detached: it neither
+    /// applies nor deletes anything (tmcd forgets a deleted target, so its
+    /// copies are left running, unmanaged); it resyncs when attached again.
     pub(crate) async fn reconcile(&self, key: &ObjectKey) -> Result<Outcome> {
         let what = self.describe(key);
-        if self.target_missing.load(Ordering::Relaxed) {
-            debug!(object = %what, target = %self.target(), "SyncTarget is missing: detached, touching nothing");
+        if self.target_missing.load(Ordering::Relaxed) || self.claim_refused.load(Ordering::Relaxed)
+        {
+            debug!(object = %what, target = %self.target(), "detached (SyncTarget missing or claim refused): touching nothing");
             return Ok(Outcome::Done);
         }
         let up = self.api(&self.upstream, key.kind, key.namespace.as_deref());
