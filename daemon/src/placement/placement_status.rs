@@ -321,7 +321,15 @@ mod tests {
             placement: "other".into(),
             ..stalled.clone()
         };
-        let s = desired(&p, &all, None, true, 7, &[other.clone()], now.clone());
+        let s = desired(
+            &p,
+            &all,
+            None,
+            true,
+            7,
+            std::slice::from_ref(&other),
+            now.clone(),
+        );
         assert_eq!(
             by_type(&s, "Progressing"),
             Some(("True".into(), "NoMoveStalled".into()))
