@@ -168,6 +168,9 @@ async fn cluster_servers_killed_paused_and_relaunched_keep_their_objects() -> Re
     // A process the test started through the bed: paused, kill -9, relaunched, logging into the bed dir.
     let mut child = bed.spawn("sleeper", "/bin/sh", ["-c", "echo started; exec sleep 300"])?;
     let pid = child.pid();
+    let log_path = bed.dir().join("sleeper.log");
+    // Paused or killed before its first line, the run would leave nothing to count.
+    wait_logged(&log_path, 1, "the first run of sleeper").await?;
     child.pause()?;
     assert_eq!(
         proc_state(pid).as_deref(),
@@ -185,22 +188,7 @@ async fn cluster_servers_killed_paused_and_relaunched_keep_their_objects() -> Re
     child.relaunch()?;
     assert_ne!(child.pid(), pid);
     child.ensure_running()?;
-    let log_path = bed.dir().join("sleeper.log");
-    wait::until(
-        "both runs of sleeper to log into the bed dir",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            async move {
-                Ok(match log.matches("started").count() {
-                    2 => Poll::Ready(()),
-                    _ => Poll::Pending(format!("sleeper.log: {log:?}")),
-                })
-            }
-        },
-    )
-    .await?;
+    wait_logged(&log_path, 2, "both runs of sleeper").await?;
     drop(child);
     Ok(())
 }
@@ -240,6 +228,27 @@ async fn kcp_killed_paused_and_relaunched_keeps_its_objects_and_token() -> Resul
     kcp.relaunch().await?;
     assert_kept(&config_maps, "keep", "kcp SIGTERM and relaunch").await?;
     Ok(())
+}
+
+/// Waits until `log` holds `count` lines `started`.
+async fn wait_logged(log: &std::path::Path, count: usize, what: &str) -> Result<()> {
+    let what = format!("{what} to log into the bed dir");
+    wait::until(
+        &what,
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            async move {
+                Ok(if text.matches("started").count() == count {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending(format!("{}: {text:?}", log.display()))
+                })
+            }
+        },
+    )
+    .await
 }
 
 /// The state letter of `/proc/<pid>/stat`, waiting up to 5 s for `T`.

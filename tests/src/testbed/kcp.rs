@@ -43,7 +43,7 @@ impl Kcp {
     /// the current one being `workspace`.
     ///
     /// Unless `TMC_TESTBED_KCP_SNAPSHOT=0`, the root dir starts as a copy of a bootstrapped snapshot (see
-    /// [`kcp_snapshot`](super::kcp_snapshot)), primed by the first bed that needs it.
+    /// [`kcp_snapshot`]), primed by the first bed that needs it.
     pub async fn start(bins: &Binaries, bed_dir: &Path, workspace: &str) -> Result<Self> {
         let root_dir = bed_dir.join("kcp");
         if kcp_snapshot::enabled() {

@@ -12,6 +12,11 @@
 //! Everything lives in one directory (a temp dir unless [`TestBedBuilder::dir`] is given): `admin.kubeconfig`
 //! and `kcp.log` for kcp, `<cluster>.kubeconfig` and `<cluster>/<component>.log` per cluster. Dropping the bed
 //! stops every process; if the thread is panicking it first prints the tail of every log and keeps the dir.
+//!
+//! Sizes: [`TestBedBuilder::nodes_per_cluster`], [`TestBedBuilder::node_shape`], [`TestBedBuilder::cluster_nodes`].
+//! Faults: [`PhysicalCluster::pause`] / `resume` / `kill` / `stop` / `relaunch` per [`Component`] (via
+//! [`TestBed::cluster_mut`]), the same on [`Kcp`] (via [`TestBed::kcp_mut`]), and on any process a test starts
+//! with [`TestBed::spawn`] ([`Supervised`]). See `docs/testbed.md`, "Faults".
 
 pub mod binaries;
 pub mod cluster;
