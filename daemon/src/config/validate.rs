@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::{Config, Mode};
+use super::{Config, LeaderElection, Mode};
 
 type Failure = (Range<usize>, String);
 
@@ -123,6 +123,7 @@ pub fn check(config: &Config) -> Result<(), Failure> {
             "lease_name must be a DNS label (fix: e.g. \"tmcd\")".to_string(),
         ));
     }
+    check_leader_election(&config.leader_election)?;
     let dir = config.resolve(config.policies.directory.get_ref());
     if !dir.is_dir() {
         return Err((
@@ -132,6 +133,47 @@ pub fn check(config: &Config) -> Result<(), Failure> {
                 dir.display()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// The lease timings: a leader must stop writing (renew deadline) before
+/// another replica may take the lease over (lease duration), and retry more
+/// than once within the deadline.
+fn check_leader_election(le: &LeaderElection) -> Result<(), Failure> {
+    let duration = *le.lease_duration_seconds.get_ref();
+    if duration < 3 {
+        return Err((
+            le.lease_duration_seconds.span(),
+            format!("lease_duration_seconds = {duration} is too short (fix: at least 3, e.g. 15)"),
+        ));
+    }
+    let deadline = le.renew_deadline();
+    if let Some(set) = &le.renew_deadline_seconds {
+        if deadline.is_zero() || deadline >= le.lease_duration() {
+            return Err((
+                set.span(),
+                format!(
+                    "renew_deadline_seconds = {} must be at least 1 and shorter than lease_duration_seconds = {duration}, or a leader could still be writing when another replica takes the lease over (fix: e.g. {})",
+                    set.get_ref(),
+                    (duration * 2 / 3).max(1)
+                ),
+            ));
+        }
+    }
+    if let Some(set) = &le.retry_period_seconds {
+        let retry = le.retry_period();
+        if retry.is_zero() || retry >= deadline {
+            return Err((
+                set.span(),
+                format!(
+                    "retry_period_seconds = {} must be at least 1 and shorter than the renew deadline ({} s), or a leader could not retry a failed renewal before it (fix: e.g. {})",
+                    set.get_ref(),
+                    deadline.as_secs(),
+                    (deadline.as_secs() / 5).max(1)
+                ),
+            ));
+        }
     }
     Ok(())
 }

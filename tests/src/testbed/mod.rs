@@ -21,6 +21,7 @@ pub mod kubeconfig;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod wait;
 
 use std::collections::BTreeMap;

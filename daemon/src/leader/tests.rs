@@ -1,0 +1,249 @@
+//! The election state machine on a fake clock: instants are a fixed base
+//! plus offsets, nothing sleeps.
+
+use super::*;
+
+const TIMING: Timing = Timing {
+    lease_duration: Duration::from_secs(6),
+    renew_deadline: Duration::from_secs(4),
+    retry_period: Duration::from_secs(1),
+};
+
+fn at(base: Instant, ms: u64) -> Instant {
+    base + Duration::from_millis(ms)
+}
+
+fn record(holder: Option<&str>) -> Record {
+    Record {
+        holder: holder.map(str::to_string),
+        duration: TIMING.lease_duration,
+        transitions: 3,
+        acquire_time: None,
+    }
+}
+
+#[test]
+fn the_observation_time_moves_only_when_the_version_changes() {
+    let t0 = Instant::now();
+    let first = observe(None, "1", record(Some("a")), at(t0, 0));
+    assert_eq!(first.at, t0);
+    let same = observe(Some(first.clone()), "1", record(Some("a")), at(t0, 5_000));
+    assert_eq!(same.at, t0, "an unchanged Lease keeps its first sighting");
+    let changed = observe(Some(same), "2", record(Some("a")), at(t0, 5_500));
+    assert_eq!(changed.at, at(t0, 5_500));
+}
+
+#[test]
+fn a_standby_takes_over_only_after_the_lease_stayed_unchanged_for_its_duration() {
+    let t0 = Instant::now();
+    let seen = observe(None, "7", record(Some("a")), t0);
+    assert_eq!(
+        step(&seen, "b", at(t0, 6_000)),
+        Step::Standby { holder: "a".into() },
+        "exactly the duration: not yet"
+    );
+    assert_eq!(step(&seen, "b", at(t0, 6_001)), Step::TakeOver);
+    // The holder renewed just before: counted from the new sighting.
+    let renewed = observe(Some(seen), "8", record(Some("a")), at(t0, 5_900));
+    assert_eq!(
+        step(&renewed, "b", at(t0, 11_000)),
+        Step::Standby { holder: "a".into() }
+    );
+    assert_eq!(step(&renewed, "b", at(t0, 11_901)), Step::TakeOver);
+}
+
+#[test]
+fn a_released_lease_is_taken_at_once_and_our_own_is_renewed() {
+    let t0 = Instant::now();
+    let released = observe(None, "3", record(None), t0);
+    assert_eq!(step(&released, "b", t0), Step::TakeOver);
+    let ours = observe(None, "3", record(Some("b")), t0);
+    assert_eq!(step(&ours, "b", at(t0, 60_000)), Step::Renew);
+}
+
+#[test]
+fn the_lease_timestamps_are_never_read_whatever_the_writers_clock() {
+    // The holder's clock is an hour behind, or an hour ahead: the record
+    // the election reads is the same, so is the decision.
+    let lease = |renew: i64| Lease {
+        metadata: ObjectMeta::default(),
+        spec: Some(LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(6),
+            renew_time: Some(MicroTime(Timestamp::from_second(renew).expect("ts"))),
+            ..Default::default()
+        }),
+    };
+    let now = Timestamp::now().as_second();
+    let behind = Record::of(&lease(now - 3_600), TIMING.lease_duration);
+    let ahead = Record::of(&lease(now + 3_600), TIMING.lease_duration);
+    assert_eq!(behind, ahead);
+    let t0 = Instant::now();
+    let seen = observe(None, "1", behind, t0);
+    assert_eq!(
+        step(&seen, "b", at(t0, 1_000)),
+        Step::Standby { holder: "a".into() }
+    );
+}
+
+#[test]
+fn a_leader_keeps_leading_through_failures_until_its_renew_deadline() {
+    let t0 = Instant::now();
+    let term = Some(Term { renewed: t0 });
+    let (next, kept) = transition(term, &Attempt::Failed, at(t0, 3_999), &TIMING);
+    assert_eq!(next, Transition::Keep);
+    assert_eq!(kept, term, "a failure does not extend the term");
+    let (next, gone) = transition(term, &Attempt::Failed, at(t0, 4_000), &TIMING);
+    assert_eq!(next, Transition::Stop(StopReason::DeadlinePassed));
+    assert_eq!(gone, None);
+    let (next, renewed) = transition(
+        term,
+        &Attempt::Holds {
+            sent: at(t0, 3_000),
+        },
+        at(t0, 3_200),
+        &TIMING,
+    );
+    assert_eq!(next, Transition::Keep);
+    assert_eq!(renewed.map(|t| t.deadline(&TIMING)), Some(at(t0, 7_000)));
+}
+
+#[test]
+fn a_leader_that_sees_another_holder_stops_and_a_standby_starts_on_acquiring() {
+    let t0 = Instant::now();
+    let standby = Attempt::Standby {
+        holder: Some("a".into()),
+    };
+    let (next, _) = transition(Some(Term { renewed: t0 }), &standby, t0, &TIMING);
+    assert_eq!(next, Transition::Stop(StopReason::Lost));
+    assert_eq!(
+        transition(None, &standby, t0, &TIMING),
+        (Transition::Wait, None)
+    );
+    assert_eq!(
+        transition(None, &Attempt::Failed, t0, &TIMING),
+        (Transition::Wait, None)
+    );
+    let (next, term) = transition(None, &Attempt::Holds { sent: t0 }, at(t0, 200), &TIMING);
+    assert_eq!(next, Transition::Start);
+    assert_eq!(term, Some(Term { renewed: t0 }));
+}
+
+#[test]
+fn every_attempt_is_bounded() {
+    let t0 = Instant::now();
+    let term = Some(Term {
+        renewed: at(t0, 1_000),
+    });
+    assert_eq!(
+        attempt_deadline(term, at(t0, 2_000), &TIMING),
+        at(t0, 5_000)
+    );
+    assert_eq!(attempt_deadline(None, t0, &TIMING), at(t0, 4_000));
+    assert_eq!(TIMING.abort_wait(), Duration::from_secs(1));
+}
+
+/// One replica of the simulation.
+struct Replica {
+    name: &'static str,
+    term: Option<Term>,
+    observed: Option<Observed>,
+    next_attempt: u64,
+    started: Option<u64>,
+    stopped: Option<u64>,
+}
+
+/// Two replicas on a fake clock (ms) sharing one Lease; `a` leads and is cut
+/// off from the control plane at `cut`; `b` polls with a phase offset.
+/// Returns (when a stopped, when b acquired).
+fn simulate(cut: u64, phase: u64) -> (u64, u64) {
+    let t0 = Instant::now();
+    let retry = TIMING.retry_period.as_millis() as u64;
+    let mut version = 1u64;
+    let mut lease = record(Some("a"));
+    let mut a = Replica {
+        name: "a",
+        term: Some(Term { renewed: t0 }),
+        observed: None,
+        next_attempt: retry,
+        started: Some(0),
+        stopped: None,
+    };
+    let mut b = Replica {
+        name: "b",
+        term: None,
+        observed: None,
+        next_attempt: phase,
+        started: None,
+        stopped: None,
+    };
+    for ms in 0..60_000u64 {
+        let now = at(t0, ms);
+        for (replica, reachable) in [(&mut a, ms < cut), (&mut b, true)] {
+            // The loop wakes at the renew deadline even while an attempt hangs.
+            let deadline_passed = replica.term.is_some_and(|t| now >= t.deadline(&TIMING));
+            if ms != replica.next_attempt && !deadline_passed {
+                continue;
+            }
+            let attempt = if !reachable || ms != replica.next_attempt {
+                Attempt::Failed
+            } else {
+                let seen = observe(
+                    replica.observed.take(),
+                    &version.to_string(),
+                    lease.clone(),
+                    now,
+                );
+                let decided = step(&seen, replica.name, now);
+                replica.observed = Some(seen);
+                match decided {
+                    Step::Standby { holder } => Attempt::Standby {
+                        holder: Some(holder),
+                    },
+                    Step::Renew | Step::TakeOver => {
+                        version += 1;
+                        lease.holder = Some(replica.name.to_string());
+                        Attempt::Holds { sent: now }
+                    }
+                }
+            };
+            if ms == replica.next_attempt {
+                replica.next_attempt = ms + retry;
+            }
+            let (next, term) = transition(replica.term, &attempt, now, &TIMING);
+            replica.term = term;
+            match next {
+                Transition::Start => replica.started = Some(ms),
+                Transition::Stop(_) => replica.stopped = Some(ms),
+                Transition::Keep | Transition::Wait => {}
+            }
+        }
+        if let (Some(stopped), Some(started)) = (a.stopped, b.started) {
+            return (stopped, started);
+        }
+    }
+    panic!(
+        "no takeover within a minute: a stopped {:?}, b started {:?}",
+        a.stopped, b.started
+    );
+}
+
+#[test]
+fn a_cut_off_leader_has_stopped_and_aborted_its_work_before_the_standby_takes_over() {
+    let abort = TIMING.abort_wait().as_millis() as u64;
+    for cut in [1, 500, 999, 1_000, 1_001, 2_345, 7_000] {
+        for phase in [0, 1, 250, 500, 999] {
+            let (stopped, started) = simulate(cut, phase);
+            assert!(
+                stopped + abort < started,
+                "cut {cut} phase {phase}: a stopped at {stopped} (+{abort} abort wait), b started at {started}"
+            );
+            // And the takeover is not needlessly late: within a lease
+            // duration plus a retry of the cut.
+            assert!(
+                started <= cut + 6_000 + 1_000,
+                "cut {cut} phase {phase}: b started at {started}"
+            );
+        }
+    }
+}
