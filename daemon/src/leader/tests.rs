@@ -156,9 +156,9 @@ struct Replica {
 /// Two replicas on a fake clock (ms) sharing one Lease; `a` leads and is cut
 /// off from the control plane at `cut`; `b` polls with a phase offset.
 /// Returns (when a stopped, when b acquired).
-fn simulate(cut: u64, phase: u64) -> (u64, u64) {
+fn simulate(cut: u64, phase: u64, timing: &Timing) -> (u64, u64) {
     let t0 = Instant::now();
-    let retry = TIMING.retry_period.as_millis() as u64;
+    let retry = timing.retry_period.as_millis() as u64;
     let mut version = 1u64;
     let mut lease = record(Some("a"));
     let mut a = Replica {
@@ -210,7 +210,7 @@ fn simulate(cut: u64, phase: u64) -> (u64, u64) {
             if ms == replica.next_attempt {
                 replica.next_attempt = ms + retry;
             }
-            let (next, term) = transition(replica.term, &attempt, now, &TIMING);
+            let (next, term) = transition(replica.term, &attempt, now, timing);
             replica.term = term;
             match next {
                 Transition::Start => replica.started = Some(ms),
@@ -233,17 +233,39 @@ fn a_cut_off_leader_has_stopped_and_aborted_its_work_before_the_standby_takes_ov
     let abort = TIMING.abort_wait().as_millis() as u64;
     for cut in [1, 500, 999, 1_000, 1_001, 2_345, 7_000] {
         for phase in [0, 1, 250, 500, 999] {
-            let (stopped, started) = simulate(cut, phase);
+            let (stopped, started) = simulate(cut, phase, &TIMING);
             assert!(
                 stopped + abort < started,
                 "cut {cut} phase {phase}: a stopped at {stopped} (+{abort} abort wait), b started at {started}"
             );
             // And the takeover is not needlessly late: within a lease
-            // duration plus a retry of the cut.
+            // duration of b's first sighting of a's last renewal, plus a
+            // retry (its next attempt), of the cut.
             assert!(
-                started <= cut + 6_000 + 1_000,
+                started <= cut + 6_000 + 2 * 1_000,
                 "cut {cut} phase {phase}: b started at {started}"
             );
         }
     }
+}
+
+#[test]
+fn the_simulation_catches_a_renew_deadline_longer_than_the_lease() {
+    // The check above is not vacuous: with a renew deadline past the lease
+    // duration (what check-config refuses), the old leader is still leading
+    // when the standby takes over.
+    let unsafe_timing = Timing {
+        renew_deadline: TIMING.lease_duration + Duration::from_secs(2),
+        ..TIMING
+    };
+    let abort = 0;
+    let overlaps = [1, 500, 2_345]
+        .iter()
+        .flat_map(|cut| [0, 250, 999].map(|phase| (*cut, phase)))
+        .filter(|(cut, phase)| {
+            let (stopped, started) = simulate(*cut, *phase, &unsafe_timing);
+            stopped + abort >= started
+        })
+        .count();
+    assert!(overlaps > 0);
 }
