@@ -81,7 +81,11 @@ async fn a_cut_off_leader_stops_writing_before_the_standby_takes_over() -> Resul
     split_over_both(&west, &east, "before", 2).await?;
     assert!(old.state().is_leader() && !new.state().is_leader());
     assert!(old.state().fence.writes_sent() > 0);
-    assert_eq!(new.state().fence.writes_sent(), 0, "a standby writes nothing");
+    assert_eq!(
+        new.state().fence.writes_sent(),
+        0,
+        "a standby writes nothing"
+    );
 
     // Cut it off: nothing passes, open connections are dropped with what they held.
     proxy.pause();
@@ -109,7 +113,11 @@ async fn a_cut_off_leader_stops_writing_before_the_standby_takes_over() -> Resul
     // The old leader stopped (fence closed) within its renew deadline of the
     // cut, before the new one acquired (both stamped by this host's clock).
     assert!(!old.state().is_leader());
-    let fenced = old.state().fence.closed_at().context("the old leader's fence closed")?;
+    let fenced = old
+        .state()
+        .fence
+        .closed_at()
+        .context("the old leader's fence closed")?;
     let since_cut = fenced.duration_since(cut).unwrap_or_default();
     assert!(
         since_cut <= RENEW_DEADLINE + SLACK,

@@ -161,6 +161,10 @@ mod tests {
         let e = err("[leader_election]\nrenew_deadline_seconds = 4\nretry_period_seconds = 4\n");
         assert!(e.starts_with("tmc.toml:3:24: "), "{e}");
         assert!(e.contains("shorter than the renew deadline (4 s)"), "{e}");
+        // The default retry period (1 s) against a 1 s deadline: pointed at the deadline.
+        let e = err("[leader_election]\nrenew_deadline_seconds = 1\n");
+        assert!(e.starts_with("tmc.toml:2:26: "), "{e}");
+        assert!(e.contains("the default retry period (1 s)"), "{e}");
     }
 
     #[test]

@@ -149,31 +149,43 @@ fn check_leader_election(le: &LeaderElection) -> Result<(), Failure> {
         ));
     }
     let deadline = le.renew_deadline();
-    if let Some(set) = &le.renew_deadline_seconds {
-        if deadline.is_zero() || deadline >= le.lease_duration() {
-            return Err((
-                set.span(),
-                format!(
-                    "renew_deadline_seconds = {} must be at least 1 and shorter than lease_duration_seconds = {duration}, or a leader could still be writing when another replica takes the lease over (fix: e.g. {})",
-                    set.get_ref(),
-                    (duration * 2 / 3).max(1)
-                ),
-            ));
-        }
+    if let Some(set) = &le.renew_deadline_seconds
+        && (deadline.is_zero() || deadline >= le.lease_duration())
+    {
+        return Err((
+            set.span(),
+            format!(
+                "renew_deadline_seconds = {} must be at least 1 and shorter than lease_duration_seconds = {duration}, or a leader could still be writing when another replica takes the lease over (fix: e.g. {})",
+                set.get_ref(),
+                (duration * 2 / 3).max(1)
+            ),
+        ));
     }
-    if let Some(set) = &le.retry_period_seconds {
-        let retry = le.retry_period();
-        if retry.is_zero() || retry >= deadline {
-            return Err((
+    let retry = le.retry_period();
+    if retry.is_zero() || retry >= deadline {
+        // Point at the retry period when it is set, else at what made the deadline short.
+        let (span, what) = match (&le.retry_period_seconds, &le.renew_deadline_seconds) {
+            (Some(set), _) => (
                 set.span(),
-                format!(
-                    "retry_period_seconds = {} must be at least 1 and shorter than the renew deadline ({} s), or a leader could not retry a failed renewal before it (fix: e.g. {})",
-                    set.get_ref(),
-                    deadline.as_secs(),
-                    (deadline.as_secs() / 5).max(1)
-                ),
-            ));
-        }
+                format!("retry_period_seconds = {}", set.get_ref()),
+            ),
+            (None, Some(set)) => (
+                set.span(),
+                format!("the default retry period ({} s)", retry.as_secs()),
+            ),
+            (None, None) => (
+                le.lease_duration_seconds.span(),
+                format!("the default retry period ({} s)", retry.as_secs()),
+            ),
+        };
+        return Err((
+            span,
+            format!(
+                "{what} must be at least 1 s and shorter than the renew deadline ({} s), or a leader could not retry a failed renewal before it (fix: set retry_period_seconds = {} and a renew deadline above it)",
+                deadline.as_secs(),
+                (deadline.as_secs() / 5).max(1)
+            ),
+        ));
     }
     Ok(())
 }
