@@ -269,3 +269,175 @@ fn the_simulation_catches_a_renew_deadline_longer_than_the_lease() {
         .count();
     assert!(overlaps > 0);
 }
+
+/// A fake API server for one Lease: answers GET with the stored lease, PUT
+/// with 409 for the first `conflicts` writes (another write landed, bumping
+/// the version), then stores it.
+mod fake {
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+
+    pub struct Server {
+        pub lease: Mutex<Lease>,
+        pub conflicts: Mutex<u32>,
+        pub puts: Mutex<u32>,
+    }
+
+    fn reply(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string().into_bytes()))
+            .expect("response")
+    }
+
+    pub fn client(server: Arc<Server>) -> Client {
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let server = server.clone();
+            async move {
+                let method = req.method().clone();
+                let bytes = req.into_body().collect_bytes().await?;
+                let mut lease = server.lease.lock().expect("lock");
+                let answer = if method == Method::GET {
+                    reply(StatusCode::OK, serde_json::to_value(&*lease)?)
+                } else if method == Method::PUT {
+                    *server.puts.lock().expect("lock") += 1;
+                    let mut conflicts = server.conflicts.lock().expect("lock");
+                    let sent: Lease = serde_json::from_slice(&bytes)?;
+                    let current = lease.metadata.resource_version.clone().unwrap_or_default();
+                    if *conflicts > 0 {
+                        // Someone else's write (here: the holder's own, answered too late) bumped the version.
+                        *conflicts -= 1;
+                        let next = current.parse::<u64>().unwrap_or(0) + 1;
+                        lease.metadata.resource_version = Some(next.to_string());
+                        reply(
+                            StatusCode::CONFLICT,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "message": "the object has been modified", "reason": "Conflict", "code": 409}),
+                        )
+                    } else if sent.metadata.resource_version.as_deref() != Some(current.as_str()) {
+                        reply(
+                            StatusCode::CONFLICT,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "message": "stale resourceVersion", "reason": "Conflict", "code": 409}),
+                        )
+                    } else {
+                        let next = current.parse::<u64>().unwrap_or(0) + 1;
+                        *lease = sent;
+                        lease.metadata.resource_version = Some(next.to_string());
+                        reply(StatusCode::OK, serde_json::to_value(&*lease)?)
+                    }
+                } else {
+                    reply(StatusCode::METHOD_NOT_ALLOWED, json!({}))
+                };
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(answer)
+            }
+        });
+        Client::new(svc, "default")
+    }
+
+    pub fn held_by(holder: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("tmcd".into()),
+                namespace: Some("default".into()),
+                resource_version: Some("1".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(6),
+                lease_transitions: Some(2),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_on_our_own_renewal_is_re_read_and_retried_not_taken_as_lost() {
+    let server = std::sync::Arc::new(fake::Server {
+        lease: std::sync::Mutex::new(fake::held_by("me")),
+        conflicts: std::sync::Mutex::new(2),
+        puts: std::sync::Mutex::new(0),
+    });
+    let mut elector = Elector::new(
+        fake::client(server.clone()),
+        "default",
+        "tmcd",
+        "me",
+        TIMING,
+    );
+    let before = Instant::now();
+    let attempt = elector
+        .try_lead(Instant::now() + TIMING.renew_deadline)
+        .await
+        .expect("renewed");
+    assert!(
+        matches!(attempt, Attempt::Holds { sent } if sent >= before),
+        "{attempt:?}"
+    );
+    assert_eq!(
+        *server.puts.lock().expect("lock"),
+        3,
+        "two conflicts, then the renewal"
+    );
+    let lease = server.lease.lock().expect("lock").clone();
+    let spec = lease.spec.expect("spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some("me"));
+    assert_eq!(
+        spec.lease_transitions,
+        Some(2),
+        "a renewal, not a transition"
+    );
+}
+
+#[tokio::test]
+async fn a_standby_does_not_write_a_lease_held_by_another() {
+    let server = std::sync::Arc::new(fake::Server {
+        lease: std::sync::Mutex::new(fake::held_by("other")),
+        conflicts: std::sync::Mutex::new(0),
+        puts: std::sync::Mutex::new(0),
+    });
+    let mut elector = Elector::new(
+        fake::client(server.clone()),
+        "default",
+        "tmcd",
+        "me",
+        TIMING,
+    );
+    let attempt = elector
+        .try_lead(Instant::now() + TIMING.renew_deadline)
+        .await
+        .expect("read");
+    assert_eq!(
+        attempt,
+        Attempt::Standby {
+            holder: Some("other".into())
+        }
+    );
+    assert_eq!(*server.puts.lock().expect("lock"), 0);
+    assert!(elector.observed().is_some());
+}
+
+#[tokio::test]
+async fn an_attempt_that_hangs_gives_up_at_its_deadline() {
+    let svc = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+        std::future::pending::<Result<http::Response<kube::client::Body>, std::convert::Infallible>>()
+            .await
+    });
+    let mut elector = Elector::new(Client::new(svc, "default"), "default", "tmcd", "me", TIMING);
+    let started = std::time::Instant::now();
+    let err = elector
+        .try_lead(Instant::now() + Duration::from_millis(200))
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, ElectionError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("default/tmcd"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
