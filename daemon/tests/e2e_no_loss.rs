@@ -261,7 +261,7 @@ async fn a_move_that_cannot_finish_keeps_the_old_copy_and_says_so() -> Result<()
     let text = env
         .config_text("")?
         .replace("[sync]\n", "[sync]\nmove_stall_seconds = 5\n");
-    let daemon = env.daemon_with(text).await?;
+    let daemon = env.daemon_with_text("tmc.toml", &text).await?;
     let kcp = env.kcp().await?;
     let west = env.cluster("west").await?;
     let east = env.cluster("east").await?;

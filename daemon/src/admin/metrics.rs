@@ -46,6 +46,11 @@ pub struct Metrics {
     pub moves_stalled: Gauge,
     /// 1 when this replica leads.
     pub leader: Gauge,
+    /// Times this replica stopped leading without being asked to (renew
+    /// deadline passed, or the Lease named another holder).
+    pub leadership_stops: Counter,
+    /// Writes the fence refused because this replica did not lead (set before a scrape).
+    pub fenced_writes: Gauge<u64, AtomicU64>,
     /// Generation of the active policy set.
     pub policy_generation: Gauge<u64, AtomicU64>,
 }
@@ -108,6 +113,18 @@ impl Default for Metrics {
             "1 when this replica holds the lease",
             leader.clone(),
         );
+        let leadership_stops = Counter::default();
+        registry.register(
+            "leadership_stops",
+            "Times this replica stopped leading because its renew deadline passed or the Lease named another holder",
+            leadership_stops.clone(),
+        );
+        let fenced_writes = Gauge::default();
+        registry.register(
+            "fenced_writes",
+            "Writes refused because this replica did not lead",
+            fenced_writes.clone(),
+        );
         let policy_generation = Gauge::default();
         registry.register(
             "policy_generation",
@@ -139,6 +156,8 @@ impl Default for Metrics {
             status_reports_held,
             moves_stalled,
             leader,
+            leadership_stops,
+            fenced_writes,
             policy_generation,
         }
     }

@@ -322,12 +322,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     let gone = gone_targets(ctx, &recorded, &finalizers).await;
     let holders = assignment::holders(&recorded);
     let now = Utc::now();
-    let threshold = ctx.state.config.sync.heartbeat_threshold();
     let views: Vec<TargetView> = ctx
         .targets
         .state()
         .iter()
-        .map(|t| TargetView::of(t, now, threshold))
+        .map(|t| ctx.state.target_view(t))
         .collect();
     let summary = workload::summary(&ctx.kind.api_version(), kind, obj);
     let (req, cands) = request::build(&placement, summary, &views, &holders, now);

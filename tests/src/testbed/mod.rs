@@ -27,6 +27,7 @@ pub mod kwok;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod wait;
 
 use std::collections::BTreeMap;
