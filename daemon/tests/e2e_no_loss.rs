@@ -299,7 +299,7 @@ async fn a_move_that_cannot_finish_keeps_the_old_copy_and_says_so() -> Result<()
     })
     .await?;
     assert!(
-        note.contains("east") && note.contains("west keep"),
+        note.contains("east") && note.contains("copies on west are kept"),
         "{note}"
     );
     let metrics = daemon.state().metrics.render();

@@ -551,7 +551,11 @@ async fn heartbeats(
                     info!(target_name = %engine.ctx.target, "SyncTarget exists again; resyncing every object");
                     stores.enqueue_all(&engine, &queue);
                 }
-                if let Some(state) = renew_claim(&engine, &mut claim, &uid).await {
+                let renewal = tokio::time::timeout(
+                    interval.max(Duration::from_secs(5)),
+                    renew_claim(&engine, &mut claim, &uid),
+                );
+                if let Ok(Some(state)) = renewal.await {
                     refused = match state {
                         ClaimState::Held => None,
                         ClaimState::Refused { message, .. } => Some(message),

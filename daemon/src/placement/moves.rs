@@ -47,7 +47,7 @@ impl StalledMove {
             .map(|w| format!("{} ({})", w.target, w.reason))
             .collect();
         format!(
-            "{} waits since {} on {}; {} keep their copies meanwhile",
+            "{} waits since {} on {}; meanwhile the copies on {} are kept",
             self.workload,
             self.since,
             if waits.is_empty() {
@@ -206,7 +206,7 @@ mod tests {
         };
         assert_eq!(
             stalled.describe(),
-            "Deployment demo/web waits since 2027-01-15T08:00:00Z on west (1 of 2 replicas available); east keep their copies meanwhile"
+            "Deployment demo/web waits since 2027-01-15T08:00:00Z on west (1 of 2 replicas available); meanwhile the copies on east are kept"
         );
         assert_eq!(
             tracker.observe(

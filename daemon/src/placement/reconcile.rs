@@ -451,7 +451,11 @@ fn track_move(
     the_plan: &plan::Plan,
 ) {
     let workload = workload_name(ctx, object);
-    let change = if the_plan.waiting.is_empty() && the_plan.holding.is_empty() {
+    // Old copies kept only because their target is in its eviction grace
+    // period wait for time, not for new copies: that is no move in progress.
+    let moving = !the_plan.holding.is_empty()
+        || !the_plan.waiting.is_empty() && !the_plan.unready.is_empty();
+    let change = if !moving {
         ctx.state.moves.finish(&workload)
     } else {
         let empty = assignment::Recorded::default();
