@@ -55,18 +55,28 @@ impl TargetView {
         let heartbeat: Option<DateTime<Utc>> = heartbeat_age
             .and_then(|age| chrono::Duration::from_std(age).ok())
             .and_then(|age| now.checked_sub_signed(age));
-        let failed = ready_condition(target)
-            .is_some_and(|c| c.status == "False" && c.reason != HEARTBEAT_STALE);
-        let ready = fresh && !failed;
-        let not_ready_since = if ready {
-            None
-        } else {
-            Some(
+        let failure =
+            ready_condition(target).filter(|c| c.status == "False" && c.reason != HEARTBEAT_STALE);
+        let ready = fresh && failure.is_none();
+        let not_ready_since = match failure {
+            _ if ready => None,
+            // The syncer, alive (its heartbeat may well be fresh), reports a
+            // failure such as an unreachable cluster: not Ready since the
+            // condition turned False (the syncer's clock, never after now).
+            // Skew only shifts when a workload is evacuated: its copy there
+            // is removed only once the cluster is back.
+            Some(failed) if fresh => Some(
+                DateTime::from_timestamp(failed.last_transition_time.0.as_second(), 0)
+                    .unwrap_or(now)
+                    .min(now),
+            ),
+            // No fresh heartbeat: not Ready since it went stale.
+            _ => Some(
                 heartbeat
                     .and_then(|hb| hb.checked_add_signed(threshold))
                     .unwrap_or(DateTime::<Utc>::MIN_UTC)
                     .min(now),
-            )
+            ),
         };
         let taints = &target.spec.taints;
         Self {
@@ -253,7 +263,15 @@ mod tests {
         t.status.as_mut().expect("status").conditions = vec![cond(HEARTBEAT_STALE)];
         assert!(TargetView::of(&t, now(), T).ready);
         t.status.as_mut().expect("status").conditions = vec![cond("ClusterUnreachable")];
-        assert!(!TargetView::of(&t, now(), T).ready);
+        let unreachable = TargetView::of(&t, now(), T);
+        assert!(!unreachable.ready);
+        // A live syncer keeps its heartbeat fresh: the grace period runs from
+        // when the condition turned False, not from the heartbeat.
+        assert_eq!(
+            unreachable.not_ready_since,
+            DateTime::from_timestamp(0, 0),
+            "not Ready since the condition's transition"
+        );
     }
 
     #[test]
