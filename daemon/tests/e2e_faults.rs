@@ -201,23 +201,30 @@ async fn a_cluster_down_past_its_grace_is_evacuated_and_cleaned_only_once_back()
     )
     .await?;
 
-    // East is back: its old copy is still the same object, and only now goes.
+    // Nothing was deleted on east while it was down; once back, its old copy goes.
+    let deleted = |daemon: &tmc_daemon::Daemon| {
+        daemon
+            .state()
+            .syncer_health("east")
+            .map_or(0, |h| h.objects_deleted)
+    };
+    assert_eq!(
+        deleted(&daemon),
+        0,
+        "east's syncer deleted while east was down"
+    );
     env.bed.start_cluster("east").await?;
     let east = env.cluster("east").await?;
-    let back = copy(&east, "web").await?;
-    assert!(
-        back.is_none() || back.as_ref().and_then(|d| d.uid()) == east_copy.uid(),
-        "east's copy was replaced while east was down"
-    );
     until("east's old copy removed once east is back", || async {
         Ok(match copy(&east, "web").await? {
-            None => Poll::Ready(()),
-            Some(_) => Poll::Pending("still there".into()),
+            Some(d) if d.uid() == east_copy.uid() => Poll::Pending("still there".into()),
+            _ => Poll::Ready(()),
         })
     })
     .await?;
-    let w = copy(&west, "web").await?;
-    assert_eq!(replicas(&w), 4, "west keeps all 4 replicas");
+    assert!(deleted(&daemon) >= 1, "east's old copy went by its syncer");
+    // East is Ready again: the policy spreads web over both once more.
+    split_over_both(&west, &east, "web", 4).await?;
     daemon.stop().await;
     Ok(())
 }
