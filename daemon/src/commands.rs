@@ -178,6 +178,41 @@ pub fn render_status(body: &Value) -> String {
             targets.join(" ")
         ));
     }
+    let stalled = body["stalledMoves"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if !stalled.is_empty() {
+        out.push_str(
+            "\nSTALLED MOVES (the old copies are kept until the new ones are available)\n",
+        );
+        let mut rows = vec![
+            ["WORKLOAD", "PLACEMENT", "SINCE", "KEEPING", "WAITING ON"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for m in stalled {
+            let waiting: Vec<String> = m["waitingOn"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| format!("{}: {}", cell(&w["target"]), cell(&w["reason"])))
+                .collect();
+            let keeping: Vec<String> = m["keeping"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(cell)
+                .collect();
+            rows.push(vec![
+                cell(&m["workload"]),
+                cell(&m["placement"]),
+                cell(&m["since"]),
+                keeping.join(","),
+                waiting.join("; "),
+            ]);
+        }
+        out.push_str(&crate::table::render(&rows));
+    }
     out
 }
 

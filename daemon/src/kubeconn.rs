@@ -3,8 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+use crate::fence::Fence;
 
 use crate::config::Config as TmcConfig;
 
@@ -15,6 +18,30 @@ pub async fn client(
     context: Option<&str>,
     workspace: Option<&str>,
 ) -> Result<Client> {
+    let config = kube_config(kubeconfig, context, workspace).await?;
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Like [`client`], but every write goes through `fence` (refused while it is closed).
+pub async fn fenced_client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    workspace: Option<&str>,
+    fence: &Fence,
+) -> Result<Client> {
+    let config = kube_config(kubeconfig, context, workspace).await?;
+    Ok(ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(fence)
+        .build())
+}
+
+/// The client configuration of `kubeconfig`, `context` and `workspace`.
+async fn kube_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    workspace: Option<&str>,
+) -> Result<Config> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -50,7 +77,7 @@ pub async fn client(
             .parse()
             .with_context(|| format!("workspace path {ws:?} gives an invalid URL {url}"))?;
     }
-    Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
 }
 
 /// A client for the control plane of `config`: its kubeconfig, context and workspace.
@@ -61,6 +88,22 @@ pub async fn control_plane(config: &TmcConfig) -> Result<Client> {
     client(kubeconfig.as_deref(), cp.context.as_deref(), workspace)
         .await
         .context("connecting to the control plane")
+}
+
+/// A client for the control plane of `config` whose writes go through `fence`:
+/// what the leader's work uses.
+pub async fn fenced_control_plane(config: &TmcConfig, fence: &Fence) -> Result<Client> {
+    let cp = &config.control_plane;
+    let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
+    let workspace = cp.workspace.as_ref().map(|w| w.get_ref().as_str());
+    fenced_client(
+        kubeconfig.as_deref(),
+        cp.context.as_deref(),
+        workspace,
+        fence,
+    )
+    .await
+    .context("connecting to the control plane")
 }
 
 /// `url` with its path set to `/clusters/<workspace>` (replacing any

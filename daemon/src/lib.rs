@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod crds;
 pub mod daemon;
+pub mod fence;
 pub mod kubeconn;
 pub mod leader;
 pub mod logging;

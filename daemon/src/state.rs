@@ -12,8 +12,12 @@ use tmc_syncer::{Syncer, SyncerHealth};
 use crate::admin::logs::SyncerLogs;
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
+use crate::fence::Fence;
 use crate::placement::activity::DecisionActivity;
+use crate::placement::heartbeats::Heartbeats;
+use crate::placement::moves::MoveTracker;
 use crate::placement::runner::PolicyRunner;
+use crate::placement::targets::TargetView;
 use crate::placement::triggers::Triggers;
 
 /// Shared state of one tmcd.
@@ -24,6 +28,10 @@ pub struct State {
     pub metrics: Metrics,
     pub logs: SyncerLogs,
     leader: AtomicBool,
+    /// When tmcd saw each SyncTarget's heartbeat change (its own clock).
+    pub heartbeats: Heartbeats,
+    /// Refuses the writes of the leader's clients unless this replica leads.
+    pub fence: Fence,
     /// Re-queue all workloads (placement, target or policy changes, resync requests).
     pub triggers: Triggers,
     policies: RwLock<Option<Arc<dyn PolicyRunner>>>,
@@ -35,18 +43,24 @@ pub struct State {
     pub decisions_changed: tokio::sync::Notify,
     /// Decision writes in progress: status writes wait behind them.
     pub decisions: Arc<DecisionActivity>,
+    /// Moves in progress, and the stalled ones.
+    pub moves: MoveTracker,
 }
 
 impl State {
     /// Fresh state for `config`.
     pub fn new(config: Config, identity: String, logs: SyncerLogs) -> Self {
         let decisions = Arc::new(DecisionActivity::new(config.sync.status_hold_max()));
+        let moves = MoveTracker::new(config.sync.move_stall());
+        let threshold = config.sync.heartbeat_threshold();
         Self {
             config,
             identity,
             metrics: Metrics::default(),
             logs,
             leader: AtomicBool::new(false),
+            fence: Fence::new(),
+            heartbeats: Heartbeats::new(threshold),
             triggers: Triggers::default(),
             policies: RwLock::new(None),
             stores: RwLock::new(None),
@@ -54,6 +68,7 @@ impl State {
             policy_errors: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),
             decisions,
+            moves,
         }
     }
 
@@ -119,11 +134,23 @@ impl State {
 
     /// Refreshes the gauges read from the push syncers (before a scrape).
     pub fn refresh_syncer_metrics(&self) {
+        self.metrics.fenced_writes.set(self.fence.writes_refused());
         let syncers = self.syncers.lock().unwrap_or_else(PoisonError::into_inner);
         for (target, syncer) in syncers.iter() {
             self.metrics
                 .set_status_reports_held(target, syncer.reports_held());
         }
+    }
+
+    /// The view of `target` now, its heartbeat judged by when this tmcd saw it change.
+    pub fn target_view(&self, target: &SyncTarget) -> TargetView {
+        let name = target.metadata.name.as_deref().unwrap_or_default();
+        TargetView::with_age(
+            target,
+            self.heartbeats.age(name),
+            chrono::Utc::now(),
+            self.config.sync.heartbeat_threshold(),
+        )
     }
 
     /// Health of the push syncer of `target`, if one runs here.

@@ -41,7 +41,9 @@ pub fn syncer_config(
     sc
 }
 
-/// Runs a syncer for every push cluster until `shutdown` turns true; a syncer
+/// Runs a syncer for every push cluster until `shutdown` turns true (or the
+/// future is dropped, which aborts them); writes to the clusters go through
+/// the state's fence, like `upstream`'s should; a syncer
 /// that stops with an error (or whose cluster cannot be reached to start
 /// with) is started again after a pause.
 pub async fn run_push(
@@ -50,7 +52,8 @@ pub async fn run_push(
     kinds: Vec<SyncedKind>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tasks = Vec::new();
+    // Dropping the set (the leader's work aborted) aborts every syncer.
+    let mut tasks = tokio::task::JoinSet::new();
     for cluster in state
         .config
         .clusters
@@ -64,7 +67,7 @@ pub async fn run_push(
         let mut stop = shutdown.clone();
         let name = cluster.name.get_ref().clone();
         let span = tracing::info_span!("syncer", cluster = %name);
-        tasks.push(tokio::spawn(
+        tasks.spawn(
             async move {
                 loop {
                     if *stop.borrow() {
@@ -93,9 +96,9 @@ pub async fn run_push(
                 }
             }
             .instrument(span),
-        ));
+        );
     }
-    futures::future::join_all(tasks).await;
+    while tasks.join_next().await.is_some() {}
     state.clear_syncers();
 }
 
@@ -109,8 +112,13 @@ async fn start_one(
         .kubeconfig
         .as_ref()
         .map(|k| state.config.resolve(k.get_ref()));
-    let downstream =
-        kubeconn::client(kubeconfig.as_deref(), cluster.context.as_deref(), None).await?;
+    let downstream = kubeconn::fenced_client(
+        kubeconfig.as_deref(),
+        cluster.context.as_deref(),
+        None,
+        &state.fence,
+    )
+    .await?;
     let syncer = Arc::new(Syncer::new(syncer_config(
         state, cluster, upstream, downstream, kinds,
     )));

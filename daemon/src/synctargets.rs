@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tmc_syncer::api::SyncTarget;
 
 use crate::config::{Cluster, Mode};
+use crate::placement::heartbeats::Heartbeats;
 use crate::placement::targets::{HEARTBEAT_STALE, REGION_LABEL, ZONE_LABEL, ready_condition};
 
 /// Field manager of the registration (distinct from the syncers' status writes).
@@ -51,25 +52,27 @@ pub async fn register(client: &Client, clusters: &[Cluster]) -> Result<()> {
     Ok(())
 }
 
-/// The status patch marking `target` not Ready because its heartbeat is
-/// older than `threshold`; `None` when it is fresh or already marked.
-pub fn stale_patch(target: &SyncTarget, threshold: Duration, now: DateTime<Utc>) -> Option<Value> {
+/// The status patch marking `target` not Ready because tmcd has not seen its
+/// heartbeat change for `threshold` (`age`: since when it saw it change,
+/// `None`: no heartbeat); `None` when it is fresh or already marked. `now`
+/// only stamps the condition.
+pub fn stale_patch(
+    target: &SyncTarget,
+    age: Option<Duration>,
+    threshold: Duration,
+    now: DateTime<Utc>,
+) -> Option<Value> {
     let status = target.status.clone().unwrap_or_default();
-    let heartbeat = status
-        .last_syncer_heartbeat_time
-        .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
-    let limit = chrono::Duration::from_std(threshold).unwrap_or(chrono::Duration::MAX);
-    if heartbeat.is_some_and(|hb| now.signed_duration_since(hb) < limit) {
+    if age.is_some_and(|age| age < threshold) {
         return None;
     }
     if ready_condition(target).is_some_and(|c| c.status == "False") {
         return None; // already not Ready (stale, or the syncer said why)
     }
-    let message = match heartbeat {
-        Some(hb) => format!(
-            "last heartbeat {}s ago, threshold {}s",
-            now.signed_duration_since(hb).num_seconds(),
+    let message = match age {
+        Some(age) => format!(
+            "heartbeat unchanged for {}s as seen by tmcd, threshold {}s",
+            age.as_secs(),
             threshold.as_secs()
         ),
         None => "no heartbeat received yet".to_string(),
@@ -92,19 +95,21 @@ pub fn stale_patch(target: &SyncTarget, threshold: Duration, now: DateTime<Utc>)
     }))
 }
 
-/// Marks every stale target not Ready (status subresource).
+/// Marks every stale target not Ready (status subresource), judging by when
+/// tmcd saw each heartbeat change (`heartbeats`).
 pub async fn mark_stale(
     client: &Client,
     targets: &[std::sync::Arc<SyncTarget>],
+    heartbeats: &Heartbeats,
     threshold: Duration,
 ) {
     let api: Api<SyncTarget> = Api::all(client.clone());
     let now = Utc::now();
     for target in targets {
-        let Some(patch) = stale_patch(target, threshold, now) else {
+        let name = target.name_any();
+        let Some(patch) = stale_patch(target, heartbeats.age(&name), threshold, now) else {
             continue;
         };
-        let name = target.name_any();
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -153,9 +158,25 @@ mod tests {
     fn only_stale_ready_targets_are_marked() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).expect("now");
         let t = Duration::from_secs(30);
-        assert!(stale_patch(&target(Some(5), Some(("True", "SyncerReady"))), t, now).is_none());
-        let patch =
-            stale_patch(&target(Some(45), Some(("True", "SyncerReady"))), t, now).expect("stale");
+        let secs = |s| Some(Duration::from_secs(s));
+        // The heartbeat timestamps are an hour off tmcd's clock: only the
+        // observed age counts.
+        assert!(
+            stale_patch(
+                &target(Some(3_600), Some(("True", "SyncerReady"))),
+                secs(5),
+                t,
+                now
+            )
+            .is_none()
+        );
+        let patch = stale_patch(
+            &target(Some(-3_600), Some(("True", "SyncerReady"))),
+            secs(45),
+            t,
+            now,
+        )
+        .expect("stale");
         assert_eq!(patch["metadata"]["resourceVersion"], "7");
         let ready = patch["status"]["conditions"]
             .as_array()
@@ -166,13 +187,24 @@ mod tests {
         let ready = ready.expect("ready condition");
         assert_eq!(ready["status"], "False");
         assert_eq!(ready["reason"], HEARTBEAT_STALE);
-        assert!(ready["message"].as_str().expect("msg").contains("45s"));
         assert!(
-            stale_patch(&target(Some(45), Some(("False", HEARTBEAT_STALE))), t, now).is_none(),
+            ready["message"]
+                .as_str()
+                .expect("msg")
+                .contains("unchanged for 45s")
+        );
+        assert!(
+            stale_patch(
+                &target(Some(45), Some(("False", HEARTBEAT_STALE))),
+                secs(45),
+                t,
+                now
+            )
+            .is_none(),
             "marked once"
         );
         assert!(
-            stale_patch(&target(None, None), t, now).is_some(),
+            stale_patch(&target(None, None), None, t, now).is_some(),
             "never heartbeated"
         );
     }

@@ -1,6 +1,8 @@
-//! A deleted SyncTarget is forgotten: its keys and finalizer leave every
-//! upstream object, its workloads are placed on the remaining targets, and an
-//! upstream delete never waits on a syncer that will not come.
+//! A deleted SyncTarget is forgotten and its cluster detached: its keys and
+//! finalizer leave every upstream object, its workloads are placed on the
+//! remaining targets, its copies keep running untouched (nothing is deleted
+//! because a registration went away), and an upstream delete never waits on
+//! a syncer that will not come.
 
 mod common;
 
@@ -82,6 +84,7 @@ async fn deleted_synctarget_is_forgotten_and_deletes_do_not_hang() -> Result<()>
     })
     .await?;
     assert!(!naming(&upstream.get("web").await?, "east").is_empty());
+    let east_copy = copy(&east, "web").await?.and_then(|d| d.uid());
 
     // An operator removes east from the virtual cluster.
     let targets: Api<SyncTarget> = Api::all(kcp.clone());
@@ -107,6 +110,17 @@ async fn deleted_synctarget_is_forgotten_and_deletes_do_not_hang() -> Result<()>
         targets.get_opt("east").await?.is_none(),
         "nothing re-created the deleted SyncTarget"
     );
+    // East's copy is detached, not deleted: the same object, left as it was.
+    for _ in 0..10 {
+        let e = copy(&east, "web").await?;
+        assert_eq!(
+            e.as_ref().and_then(|d| d.uid()),
+            east_copy,
+            "east's copy must stay"
+        );
+        assert_eq!(replicas(&e), 2, "east's copy is left as it was");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 
     // An object naming a target that never existed (e.g. restored from a
     // backup): tmcd forgets it on the live object...

@@ -80,6 +80,17 @@ pub fn finalizer(target: &str) -> String {
     format!("{FINALIZER_PREFIX}{target}")
 }
 
+/// Digest of a result annotation's raw text, as the syncer reports it back
+/// in [`TargetStatus::result_digest`] (hex of the first 8 bytes of SHA-256;
+/// `""` when the object records no result for the target).
+pub fn result_digest(raw: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    match raw {
+        Some(raw) => hex::encode(&Sha256::digest(raw.as_bytes())[..8]),
+        None => String::new(),
+    }
+}
+
 /// What tmcd decided for one target's copy of a workload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +122,16 @@ pub struct TargetStatus {
     /// The upstream `metadata.generation` that was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// [`result_digest`] of the result annotation the applied copy was built
+    /// from: tmcd counts a report only for the decision it currently records
+    /// (a new result changes no upstream generation).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub result_digest: String,
+    /// The copy's own `metadata.generation` when `status` was read, so that a
+    /// `.status` older than the copy's spec (its `observedGeneration` lower)
+    /// is not taken as the status of the current spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_generation: Option<i64>,
     /// The copy's `.status` on the physical cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,

@@ -17,6 +17,8 @@ pub const HEARTBEAT_HEALTHY: &str = "HeartbeatHealthy";
 pub const READY: &str = "Ready";
 /// Ready reason when the syncer cannot reach its cluster.
 pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";
+/// Ready reason when another control plane holds the cluster's claim (see [`crate::claim`]).
+pub const SOURCE_IDENTITY_CONFLICT: &str = "SourceIdentityConflict";
 
 /// What one heartbeat found.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +27,8 @@ pub struct Observation {
     pub synced_resources: Option<Vec<SyncedResource>>,
     /// Why the cluster is unreachable.
     pub unreachable: Option<String>,
+    /// Why the syncer may not sync into the cluster (its claim is refused).
+    pub refused: Option<String>,
     /// Workloads currently placed on the target; `None` until the upstream
     /// watches have listed everything (the last count is kept meanwhile).
     pub workload_count: Option<usize>,
@@ -95,21 +99,29 @@ pub fn status_patch(current: &Value, observation: &Observation, now: DateTime<Ut
         "the syncer reported in",
         now,
     );
-    match &observation.unreachable {
-        None => set_condition(
-            &mut conditions,
-            READY,
-            "True",
-            "SyncerReady",
-            "the syncer reaches the cluster",
-            now,
-        ),
-        Some(why) => set_condition(
+    match (&observation.unreachable, &observation.refused) {
+        (Some(why), _) => set_condition(
             &mut conditions,
             READY,
             "False",
             CLUSTER_UNREACHABLE,
             why,
+            now,
+        ),
+        (None, Some(why)) => set_condition(
+            &mut conditions,
+            READY,
+            "False",
+            SOURCE_IDENTITY_CONFLICT,
+            why,
+            now,
+        ),
+        (None, None) => set_condition(
+            &mut conditions,
+            READY,
+            "True",
+            "SyncerReady",
+            "the syncer reaches the cluster",
             now,
         ),
     }
@@ -130,12 +142,13 @@ pub fn status_patch(current: &Value, observation: &Observation, now: DateTime<Ut
     })
 }
 
-/// Writes one heartbeat for `target` into its SyncTarget through the status subresource.
+/// Writes one heartbeat for `target` into its SyncTarget through the status
+/// subresource; returns when, and the SyncTarget's UID.
 pub async fn beat(
     upstream: &kube::Client,
     target: &str,
     observation: &Observation,
-) -> Result<DateTime<Utc>> {
+) -> Result<(DateTime<Utc>, String)> {
     let ar = ApiResource::erase::<crate::api::SyncTarget>(&());
     let api: Api<DynamicObject> = Api::all_with(upstream.clone(), &ar);
     let current = match api.get_status(target).await {
@@ -151,12 +164,17 @@ pub async fn beat(
         object: format!("SyncTarget {target}"),
         reason: err.to_string(),
     })?;
+    let uid = current
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let now = Utc::now();
     let patch = status_patch(&current, observation, now);
     api.patch_status(target, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|err| Error::upstream(format!("write heartbeat to SyncTarget {target}"), err))?;
-    Ok(now)
+    Ok((now, uid))
 }
 
 #[cfg(test)]
@@ -177,6 +195,7 @@ mod tests {
                 state: "Accepted".into(),
             }]),
             unreachable: None,
+            refused: None,
             workload_count: Some(3),
         };
         let current = json!({"metadata": {"resourceVersion": "5"}, "status": {"conditions": [
@@ -202,6 +221,7 @@ mod tests {
         let obs = Observation {
             synced_resources: None,
             unreachable: Some("connection refused".into()),
+            refused: None,
             workload_count: None,
         };
         let patch = status_patch(&json!({}), &obs, at("2026-02-01T00:00:00Z"));

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod api;
+pub mod claim;
 pub mod copy;
 pub mod decision;
 mod engine;

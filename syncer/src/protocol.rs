@@ -10,33 +10,43 @@ use crate::decision::{
 };
 
 /// What the upstream object asks of this target's syncer.
+///
+/// A copy is removed only on a positive statement: tmcd's deletion request
+/// for this target, or the upstream object's own deletion. The absence of
+/// the protocol keys is no such statement: another writer (`kubectl
+/// replace`, a plain PUT, `helm --force`) can drop them, and a forgotten
+/// (deleted) SyncTarget loses them on purpose; its copies are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assignment {
     /// The target must hold a copy.
     Sync,
     /// The copy must go, then the protocol keys: tmcd asked for it (deletion
-    /// annotation), the object is being deleted, or the state label was removed
-    /// or changed while our keys remain.
+    /// annotation), or the upstream object is being deleted.
     Remove,
-    /// The object is not (or no longer) placed on this target and carries none
-    /// of its keys: a copy left downstream is an orphan.
-    NotPlaced,
+    /// The object records no decision for this target (no `Sync` state label
+    /// and no removal): nothing is applied and nothing is deleted; a copy
+    /// left downstream stays as it is until tmcd records a decision again.
+    Undecided,
 }
 
 /// Decides what `object` asks of `target`'s syncer.
 pub fn assignment(object: &Value, target: &str) -> Assignment {
-    let deleting = object
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null());
     let asked_to_delete = annotation(object, &deletion_annotation(target)).is_some();
     let labelled = label(object, &state_label(target)) == Some(STATE_SYNC);
-    if labelled && !deleting && !asked_to_delete {
-        Assignment::Sync
-    } else if has_protocol_keys(object, target) {
+    if is_terminating(object) || asked_to_delete {
         Assignment::Remove
+    } else if labelled {
+        Assignment::Sync
     } else {
-        Assignment::NotPlaced
+        Assignment::Undecided
     }
+}
+
+/// True when `object` has a deletion timestamp (it is being deleted).
+pub fn is_terminating(object: &Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// True when `object` carries any of `target`'s protocol keys.
@@ -150,7 +160,7 @@ mod tests {
             json!([]),
         );
         assert_eq!(assignment(&sync, "west"), Assignment::Sync);
-        assert_eq!(assignment(&sync, "east"), Assignment::NotPlaced);
+        assert_eq!(assignment(&sync, "east"), Assignment::Undecided);
 
         let asked = object(
             json!({"state.workload.kcp.io/west": "Sync"}),
@@ -163,8 +173,21 @@ mod tests {
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         assert_eq!(assignment(&deleting, "west"), Assignment::Remove);
 
+        // Keys wiped or half-wiped by another writer are no removal.
         let only_finalizer = object(json!({}), json!({}), json!(["workload.kcp.io/syncer-west"]));
-        assert_eq!(assignment(&only_finalizer, "west"), Assignment::Remove);
+        assert_eq!(assignment(&only_finalizer, "west"), Assignment::Undecided);
+        let label_dropped = object(
+            json!({}),
+            json!({"result.workload.kcp.io/west": "{}", "status.workload.kcp.io/west": "{}"}),
+            json!([]),
+        );
+        assert_eq!(assignment(&label_dropped, "west"), Assignment::Undecided);
+        let other_value = object(
+            json!({"state.workload.kcp.io/west": "Pending"}),
+            json!({}),
+            json!([]),
+        );
+        assert_eq!(assignment(&other_value, "west"), Assignment::Undecided);
     }
 
     #[test]
@@ -213,6 +236,7 @@ mod tests {
             observed_generation: Some(2),
             status: Some(json!({"readyReplicas": 2})),
             error: None,
+            ..TargetStatus::default()
         };
         let obj = object(json!({}), json!({}), json!([]));
         let patch = status_patch(&obj, "west", &status).unwrap();

@@ -16,6 +16,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::claim::{Claim, ClaimState};
 use crate::copy::{CopyContext, annotation};
 use crate::decision::{
     MANAGED_LABEL, SYNCED_FROM_LABEL, UPSTREAM_NAMESPACE_ANNOTATION, state_label,
@@ -195,6 +196,9 @@ impl Syncer {
             downstream: downstream_stores,
         });
         self.engine.set_caches(Some(stores.clone()));
+        // Nothing is applied or deleted before the first heartbeat holds the
+        // cluster's claim (see `crate::claim`); holding it queues every object.
+        self.engine.set_claim_refused(true);
         background.spawn(
             resync(
                 self.engine.clone(),
@@ -460,6 +464,38 @@ async fn resync(
 
 /// Health scope of heartbeat errors.
 const HEARTBEAT_SCOPE: &str = "heartbeat";
+/// Health scope of the cluster's claim (see [`crate::claim`]).
+const CLAIM_SCOPE: &str = "claim";
+
+/// How long a claim outlives its last renewal: four heartbeats, at least 10 s.
+fn claim_duration(heartbeat: Duration) -> Duration {
+    (heartbeat * 4).max(Duration::from_secs(10))
+}
+
+/// Renews the cluster's claim as `uid`; a refusal detaches the engine (it
+/// applies and deletes nothing). `None` when the claim could not be read or
+/// written (the cluster is unreachable): the state stays as it was.
+async fn renew_claim(engine: &Engine, claim: &mut Claim, uid: &str) -> Option<ClaimState> {
+    match claim.renew(uid).await {
+        Ok(ClaimState::Held) => {
+            engine.health.resolve(CLAIM_SCOPE);
+            Some(ClaimState::Held)
+        }
+        Ok(refused @ ClaimState::Refused { .. }) => {
+            if let ClaimState::Refused { message, .. } = &refused {
+                if !engine.set_claim_refused(true) {
+                    warn!(target_name = %engine.ctx.target, "{message}");
+                }
+                engine.health.error(CLAIM_SCOPE, message.clone());
+            }
+            Some(refused)
+        }
+        Err(err) => {
+            debug!(error = %err, "could not renew the cluster's claim");
+            None
+        }
+    }
+}
 
 /// Heartbeats every `interval`. When the cluster becomes reachable again,
 /// every object is queued at once (instead of waiting out its backoff).
@@ -472,6 +508,13 @@ async fn heartbeats(
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_unreachable = false;
+    let mut claim = Claim::new(
+        engine.downstream.clone(),
+        &engine.ctx.source.synced_from,
+        &engine.ctx.target,
+        claim_duration(interval),
+    );
+    let mut refused = None;
     loop {
         ticker.tick().await;
         stores.update_counts(&engine);
@@ -499,11 +542,29 @@ async fn heartbeats(
         let observation = Observation {
             synced_resources,
             unreachable,
+            refused: refused.clone(),
             workload_count: stores.workload_count(&engine.ctx.target),
         };
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
-            Ok(at) => {
-                engine.set_target_missing(false);
+            Ok((at, uid)) => {
+                if engine.set_target_missing(false) {
+                    info!(target_name = %engine.ctx.target, "SyncTarget exists again; resyncing every object");
+                    stores.enqueue_all(&engine, &queue);
+                }
+                let renewal = tokio::time::timeout(
+                    interval.max(Duration::from_secs(5)),
+                    renew_claim(&engine, &mut claim, &uid),
+                );
+                if let Ok(Some(state)) = renewal.await {
+                    refused = match state {
+                        ClaimState::Held => None,
+                        ClaimState::Refused { message, .. } => Some(message),
+                    };
+                    if refused.is_none() && engine.set_claim_refused(false) {
+                        info!(target_name = %engine.ctx.target, "holding the cluster's claim; syncing every object");
+                        stores.enqueue_all(&engine, &queue);
+                    }
+                }
                 engine.health.resolve(HEARTBEAT_SCOPE);
                 engine.health.update(|h| {
                     h.last_heartbeat = Some(at);
@@ -511,8 +572,8 @@ async fn heartbeats(
                 });
             }
             Err(err) => {
-                if err.is_target_missing() {
-                    engine.set_target_missing(true);
+                if err.is_target_missing() && !engine.set_target_missing(true) {
+                    warn!(target_name = %engine.ctx.target, "SyncTarget is gone: detached from the cluster, nothing is applied or deleted until it exists again");
                 }
                 warn!(error = %err, "heartbeat failed");
                 engine.health.error(HEARTBEAT_SCOPE, err.to_string());

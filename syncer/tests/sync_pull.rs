@@ -1,8 +1,9 @@
 //! The pull-mode binary against real servers: `tmc-syncer` with the
 //! workspace's and `west`'s kubeconfigs and a prefixed namespace mapping
 //! applies a placed Deployment into `tmc-shop`, heals a deleted copy there,
-//! and heartbeats. Prints the agent's resident memory. Needs the test bed
-//! binaries (`hack/testbed/build.sh`).
+//! and heartbeats; `kill -9` of the agent deletes nothing and a restarted
+//! agent resumes syncing and reporting. Prints the agent's resident memory.
+//! Needs the test bed binaries (`hack/testbed/build.sh`).
 
 mod common;
 
@@ -16,13 +17,14 @@ use tmc_tests::testbed::KCP;
 
 use common::{Fixture, annotations_of, labels_of, wait_until};
 
-#[tokio::test]
-async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
-    let fx = Fixture::start().await?;
-    let log = fx.bed.dir().join("tmc-syncer.log");
-    let log_file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tmc-syncer"))
+/// Starts the pull agent for `west`, appending its output to `log`.
+fn start_agent(fx: &Fixture, log: &std::path::Path) -> Result<tokio::process::Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tmc-syncer"))
         .arg("--upstream-kubeconfig")
         .arg(fx.bed.kubeconfig_path(KCP)?)
         .arg("--downstream-kubeconfig")
@@ -39,7 +41,14 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
         .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
         .spawn()
-        .context("starting tmc-syncer")?;
+        .context("starting tmc-syncer")
+}
+
+#[tokio::test]
+async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
+    let fx = Fixture::start().await?;
+    let log = fx.bed.dir().join("tmc-syncer.log");
+    let mut child = start_agent(&fx, &log)?;
 
     let outcome = async {
         fx.create_placed("web", 2).await?;
@@ -111,6 +120,47 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
             );
         }
         fx.wait_ready("True", None).await?;
+
+        // kill -9 of the agent: nothing is deleted, and a new agent resumes.
+        let live = prefixed.get("web").await?;
+        child.start_kill().context("killing tmc-syncer")?;
+        let _ = child.wait().await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert_eq!(
+            prefixed.get_opt("web").await?.and_then(|d| d.metadata.uid),
+            live.metadata.uid,
+            "the copy must outlive its agent"
+        );
+        child = start_agent(&fx, &log)?;
+        fx.create_placed("after-restart", 1).await?;
+        wait_until("the restarted agent to sync a new workload", || {
+            let prefixed = prefixed.clone();
+            async move {
+                Ok(match prefixed.get_opt("after-restart").await? {
+                    Some(_) => Ok(()),
+                    None => Err("no copy".to_string()),
+                })
+            }
+        })
+        .await?;
+        wait_until(
+            "the restarted agent to report a status upstream",
+            || async {
+                let up = fx.upstream_deployments().get("after-restart").await?;
+                Ok(
+                    match annotations_of(&up).get("status.workload.kcp.io/west") {
+                        Some(status) => Ok(status.clone()),
+                        None => Err("no status reported".to_string()),
+                    },
+                )
+            },
+        )
+        .await?;
+        assert_eq!(
+            prefixed.get_opt("web").await?.and_then(|d| d.metadata.uid),
+            live.metadata.uid,
+            "the restarted agent keeps the copy it finds"
+        );
         anyhow::Ok(())
     }
     .await;

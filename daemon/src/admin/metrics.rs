@@ -41,8 +41,16 @@ pub struct Metrics {
     pub status_writes_pending: Family<Labels, Gauge>,
     /// Status reports a push syncer holds back behind decision writes, by target.
     pub status_reports_held: Family<Labels, Gauge>,
+    /// Moves whose new copies have not become available within
+    /// `[sync] move_stall_seconds` (the old copies are kept).
+    pub moves_stalled: Gauge,
     /// 1 when this replica leads.
     pub leader: Gauge,
+    /// Times this replica stopped leading without being asked to (renew
+    /// deadline passed, or the Lease named another holder).
+    pub leadership_stops: Counter,
+    /// Writes the fence refused because this replica did not lead (set before a scrape).
+    pub fenced_writes: Gauge<u64, AtomicU64>,
     /// Generation of the active policy set.
     pub policy_generation: Gauge<u64, AtomicU64>,
 }
@@ -93,11 +101,29 @@ impl Default for Metrics {
             "Workloads changed since their last successful reconcile (the placement queue)",
             workloads_pending.clone(),
         );
+        let moves_stalled = Gauge::default();
+        registry.register(
+            "moves_stalled",
+            "Moves waiting longer than move_stall_seconds for their new copies (old copies kept)",
+            moves_stalled.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
             "1 when this replica holds the lease",
             leader.clone(),
+        );
+        let leadership_stops = Counter::default();
+        registry.register(
+            "leadership_stops",
+            "Times this replica stopped leading because its renew deadline passed or the Lease named another holder",
+            leadership_stops.clone(),
+        );
+        let fenced_writes = Gauge::default();
+        registry.register(
+            "fenced_writes",
+            "Writes refused because this replica did not lead",
+            fenced_writes.clone(),
         );
         let policy_generation = Gauge::default();
         registry.register(
@@ -128,7 +154,10 @@ impl Default for Metrics {
             workloads_pending,
             status_writes_pending,
             status_reports_held,
+            moves_stalled,
             leader,
+            leadership_stops,
+            fenced_writes,
             policy_generation,
         }
     }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::config::Mode;
-use crate::placement::targets::{REGION_LABEL, TargetView, ZONE_LABEL, ready_condition};
+use crate::placement::targets::{REGION_LABEL, ZONE_LABEL, ready_condition};
 use crate::state::State;
 
 type Shared = Arc<State>;
@@ -77,8 +77,6 @@ async fn status(Extract(state): Extract<Shared>) -> Json<Value> {
 
 /// The body of `GET /api/v1/status`.
 pub fn status_json(state: &State) -> Value {
-    let now = chrono::Utc::now();
-    let threshold = state.config.sync.heartbeat_threshold();
     let (targets, placements) = match state.stores() {
         Some((targets, placements)) => (targets.state(), placements.state()),
         None => (vec![], vec![]),
@@ -86,7 +84,7 @@ pub fn status_json(state: &State) -> Value {
     let mut target_rows: Vec<Value> = targets
         .iter()
         .map(|t| {
-            let view = TargetView::of(t, now, threshold);
+            let view = state.target_view(t);
             let mode = t.spec.sync_mode;
             let cond = ready_condition(t);
             json!({
@@ -94,6 +92,8 @@ pub fn status_json(state: &State) -> Value {
                 "ready": view.ready,
                 "readyReason": cond.map(|c| c.reason.clone()),
                 "lastHeartbeat": t.status.as_ref().and_then(|s| s.last_syncer_heartbeat_time.as_ref()).map(|h| h.0.to_string()),
+                // Since tmcd saw the heartbeat change, by its own clock.
+                "heartbeatAgeSeconds": state.heartbeats.age(&view.name).map(|a| a.as_secs()),
                 "mode": format!("{mode:?}"),
                 "region": view.labels.get(REGION_LABEL),
                 "zone": view.labels.get(ZONE_LABEL),
@@ -125,10 +125,16 @@ pub fn status_json(state: &State) -> Value {
     json!({
         "identity": state.identity,
         "leader": state.is_leader(),
+        "fence": {
+            "open": state.fence.is_open(),
+            "writesSent": state.fence.writes_sent(),
+            "writesRefused": state.fence.writes_refused(),
+        },
         "policyGeneration": runner.as_ref().map(|r| r.generation()),
         "policies": runner.as_ref().map(|r| r.policies()).unwrap_or_default(),
         "targets": target_rows,
         "placements": placement_rows,
+        "stalledMoves": state.moves.stalled(),
         "configuredClusters": state.config.clusters.iter().map(|c| json!({
             "name": c.name.get_ref(),
             "mode": if c.mode == Mode::Push { "push" } else { "pull" },

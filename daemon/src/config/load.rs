@@ -211,6 +211,59 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_are_never_a_synced_kind() {
+        let e = err("[sync]\nresources = [\"deployments.apps\", \"namespaces\"]\n");
+        assert!(e.starts_with("tmc.toml:2:34: "), "{e}");
+        assert!(e.contains("cannot be synced"), "{e}");
+    }
+
+    #[test]
+    fn renew_deadline_must_be_shorter_than_the_lease() {
+        let e =
+            err("[leader_election]\nlease_duration_seconds = 10\nrenew_deadline_seconds = 10\n");
+        assert!(e.starts_with("tmc.toml:3:26: "), "{e}");
+        assert!(
+            e.contains("renew_deadline_seconds = 10") && e.contains("fix: e.g. 6"),
+            "{e}"
+        );
+        let e = err("[leader_election]\nrenew_deadline_seconds = 20\n");
+        assert!(e.starts_with("tmc.toml:2:26: "), "{e}");
+        assert!(e.contains("lease_duration_seconds = 15"), "{e}");
+    }
+
+    #[test]
+    fn retry_period_must_be_shorter_than_the_renew_deadline() {
+        let e = err("[leader_election]\nrenew_deadline_seconds = 4\nretry_period_seconds = 4\n");
+        assert!(e.starts_with("tmc.toml:3:24: "), "{e}");
+        assert!(e.contains("shorter than the renew deadline (4 s)"), "{e}");
+        // The default retry period (1 s) against a 1 s deadline: pointed at the deadline.
+        let e = err("[leader_election]\nrenew_deadline_seconds = 1\n");
+        assert!(e.starts_with("tmc.toml:2:26: "), "{e}");
+        assert!(e.contains("the default retry period (1 s)"), "{e}");
+    }
+
+    #[test]
+    fn too_short_lease_is_refused() {
+        let e = err("[leader_election]\nlease_duration_seconds = 2\n");
+        assert!(e.starts_with("tmc.toml:2:26: "), "{e}");
+    }
+
+    #[test]
+    fn leader_election_timings_default_from_the_lease_duration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        let config = parse(
+            Path::new("tmc.toml"),
+            "[leader_election]\nlease_duration_seconds = 15\n",
+            dir.path().to_path_buf(),
+        )
+        .expect("valid");
+        let le = &config.leader_election;
+        assert_eq!(le.renew_deadline(), std::time::Duration::from_secs(10));
+        assert_eq!(le.retry_period(), std::time::Duration::from_secs(2));
+    }
+
+    #[test]
     fn defaults_apply() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("policies")).expect("mkdir");

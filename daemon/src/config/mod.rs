@@ -116,6 +116,10 @@ pub struct Sync {
     /// statuses and Events wait, each at most this long (0: they never wait).
     #[serde(default = "default_status_hold_max")]
     pub status_hold_max_seconds: u32,
+    /// A move whose new copies are not all available after this long is
+    /// reported as stalled (its old copies are kept all the same).
+    #[serde(default = "default_move_stall")]
+    pub move_stall_seconds: u32,
 }
 
 impl Default for Sync {
@@ -127,6 +131,7 @@ impl Default for Sync {
             heartbeat_interval_seconds: default_heartbeat_interval(),
             heartbeat_threshold_seconds: None,
             status_hold_max_seconds: default_status_hold_max(),
+            move_stall_seconds: default_move_stall(),
         }
     }
 }
@@ -150,6 +155,11 @@ impl Sync {
     /// The longest a status report, status write or Event waits behind decisions.
     pub fn status_hold_max(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.status_hold_max_seconds))
+    }
+
+    /// How long a move waits before it is reported as stalled.
+    pub fn move_stall(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.move_stall_seconds))
     }
 }
 
@@ -240,9 +250,19 @@ pub struct LeaderElection {
     /// Namespace of the Lease.
     #[serde(default = "default_lease_namespace")]
     pub lease_namespace: String,
-    /// How long a lease is valid without renewal.
+    /// How long a lease is valid without renewal, counted by each replica
+    /// from when it last saw the Lease change (its own monotonic clock).
     #[serde(default = "default_lease_duration")]
-    pub lease_duration_seconds: u32,
+    pub lease_duration_seconds: Spanned<u32>,
+    /// A leader that has not renewed within this long stops all its writes
+    /// and competes again (default: two thirds of the lease duration); must
+    /// be shorter than the lease duration.
+    #[serde(default)]
+    pub renew_deadline_seconds: Option<Spanned<u32>>,
+    /// Pause between attempts to acquire or renew (default: a fifth of the
+    /// renew deadline, at least 1 s); must be shorter than the renew deadline.
+    #[serde(default)]
+    pub retry_period_seconds: Option<Spanned<u32>>,
 }
 
 impl Default for LeaderElection {
@@ -252,6 +272,31 @@ impl Default for LeaderElection {
             lease_name: default_lease_name(),
             lease_namespace: default_lease_namespace(),
             lease_duration_seconds: default_lease_duration(),
+            renew_deadline_seconds: None,
+            retry_period_seconds: None,
+        }
+    }
+}
+
+impl LeaderElection {
+    /// How long a lease is valid without renewal.
+    pub fn lease_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(*self.lease_duration_seconds.get_ref()))
+    }
+
+    /// How long a leader goes on writing without a successful renewal.
+    pub fn renew_deadline(&self) -> std::time::Duration {
+        match &self.renew_deadline_seconds {
+            Some(s) => std::time::Duration::from_secs(u64::from(*s.get_ref())),
+            None => self.lease_duration() * 2 / 3,
+        }
+    }
+
+    /// The pause between attempts to acquire or renew.
+    pub fn retry_period(&self) -> std::time::Duration {
+        match &self.retry_period_seconds {
+            Some(s) => std::time::Duration::from_secs(u64::from(*s.get_ref())),
+            None => (self.renew_deadline() / 5).max(std::time::Duration::from_secs(1)),
         }
     }
 }
@@ -302,6 +347,9 @@ fn default_heartbeat_interval() -> Spanned<u32> {
 fn default_status_hold_max() -> u32 {
     30
 }
+fn default_move_stall() -> u32 {
+    120
+}
 fn default_policy_dir() -> Spanned<PathBuf> {
     Spanned::new(0..0, PathBuf::from("policies"))
 }
@@ -336,6 +384,6 @@ fn default_lease_name() -> Spanned<String> {
 fn default_lease_namespace() -> String {
     "default".to_string()
 }
-fn default_lease_duration() -> u32 {
-    15
+fn default_lease_duration() -> Spanned<u32> {
+    Spanned::new(0..0, 15)
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::{Config, Mode, Policies, Sync};
+use super::{Config, LeaderElection, Mode, Policies, Sync};
 
 type Failure = (Range<usize>, String);
 
@@ -101,6 +101,12 @@ pub fn check(config: &Config) -> Result<(), Failure> {
                 ),
             ));
         }
+        if plural == "namespaces" && group.is_empty() {
+            return Err((
+                resource.span(),
+                "\"namespaces\" cannot be synced: syncers create the namespaces their copies need and never delete one (a synced namespace could be removed with everything in it) (fix: remove it from sync.resources)".to_string(),
+            ));
+        }
     }
     check_heartbeat(&config.sync)?;
     check_policy_limits(&config.policies)?;
@@ -119,6 +125,7 @@ pub fn check(config: &Config) -> Result<(), Failure> {
             "lease_name must be a DNS label (fix: e.g. \"tmcd\")".to_string(),
         ));
     }
+    check_leader_election(&config.leader_election)?;
     let dir = config.resolve(config.policies.directory.get_ref());
     if !dir.is_dir() {
         return Err((
@@ -191,6 +198,59 @@ fn check_policy_limits(policies: &Policies) -> Result<(), Failure> {
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The lease timings: a leader must stop writing (renew deadline) before
+/// another replica may take the lease over (lease duration), and retry more
+/// than once within the deadline.
+fn check_leader_election(le: &LeaderElection) -> Result<(), Failure> {
+    let duration = *le.lease_duration_seconds.get_ref();
+    if duration < 3 {
+        return Err((
+            le.lease_duration_seconds.span(),
+            format!("lease_duration_seconds = {duration} is too short (fix: at least 3, e.g. 15)"),
+        ));
+    }
+    let deadline = le.renew_deadline();
+    if let Some(set) = &le.renew_deadline_seconds
+        && (deadline.is_zero() || deadline >= le.lease_duration())
+    {
+        return Err((
+            set.span(),
+            format!(
+                "renew_deadline_seconds = {} must be at least 1 and shorter than lease_duration_seconds = {duration}, or a leader could still be writing when another replica takes the lease over (fix: e.g. {})",
+                set.get_ref(),
+                (duration * 2 / 3).max(1)
+            ),
+        ));
+    }
+    let retry = le.retry_period();
+    if retry.is_zero() || retry >= deadline {
+        // Point at the retry period when it is set, else at what made the deadline short.
+        let (span, what) = match (&le.retry_period_seconds, &le.renew_deadline_seconds) {
+            (Some(set), _) => (
+                set.span(),
+                format!("retry_period_seconds = {}", set.get_ref()),
+            ),
+            (None, Some(set)) => (
+                set.span(),
+                format!("the default retry period ({} s)", retry.as_secs()),
+            ),
+            (None, None) => (
+                le.lease_duration_seconds.span(),
+                format!("the default retry period ({} s)", retry.as_secs()),
+            ),
+        };
+        return Err((
+            span,
+            format!(
+                "{what} must be at least 1 s and shorter than the renew deadline ({} s), or a leader could not retry a failed renewal before it (fix: set retry_period_seconds = {} and a renew deadline above it)",
+                deadline.as_secs(),
+                (deadline.as_secs() / 5).max(1)
+            ),
+        ));
     }
     Ok(())
 }

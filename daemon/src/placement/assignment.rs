@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tmc_syncer::decision::{
     DELETION_ANNOTATION_PREFIX, RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC,
-    STATUS_ANNOTATION_PREFIX, TargetResult, TargetStatus,
+    STATUS_ANNOTATION_PREFIX, TargetResult, TargetStatus, result_digest,
 };
 
 /// What the upstream object records about one target.
@@ -28,6 +28,19 @@ impl Recorded {
     /// The target holds (or must hold) a copy and is not being asked to remove it.
     pub fn holds(&self) -> bool {
         self.state.as_deref() == Some(STATE_SYNC) && !self.deleting
+    }
+
+    /// The target's syncer reports a copy that the object records no
+    /// decision for (another writer wiped the state label): the copy runs
+    /// there, and only a decision of tmcd may keep or remove it.
+    pub fn unrecorded_copy(&self) -> bool {
+        self.state.is_none() && !self.deleting && self.status.is_some()
+    }
+
+    /// A copy runs (or must run) on the target: [`Self::holds`] or
+    /// [`Self::unrecorded_copy`].
+    pub fn runs_copy(&self) -> bool {
+        self.holds() || self.unrecorded_copy()
     }
 }
 
@@ -58,11 +71,12 @@ pub fn read(
     out
 }
 
-/// Targets holding the workload now, with their replicas.
+/// Targets running the workload now (see [`Recorded::runs_copy`]), with
+/// their recorded replicas.
 pub fn holders(recorded: &BTreeMap<String, Recorded>) -> BTreeMap<String, Option<u32>> {
     recorded
         .iter()
-        .filter(|(_, r)| r.holds())
+        .filter(|(_, r)| r.runs_copy())
         .map(|(t, r)| (t.clone(), r.result.as_ref().and_then(|res| res.replicas)))
         .collect()
 }
@@ -81,34 +95,69 @@ pub fn describe(on: &BTreeMap<String, Option<u32>>) -> String {
         .join(", ")
 }
 
-/// True when `status` shows the copy is in place for `result` at upstream
-/// `generation`: applied without error, generation observed, and for a copy
-/// with replicas at least one replica ready (so a move leaves no gap).
-pub fn applied(
-    status: Option<&TargetStatus>,
-    result: &TargetResult,
-    generation: Option<i64>,
-) -> bool {
-    let Some(status) = status else { return false };
-    if status.error.is_some()
-        || status.applied_hash.is_empty() && status.observed_generation.is_none()
-    {
-        return false;
+/// True when the target's syncer reports its copy in place for the decision
+/// the object records now (see [`pending`]). Only then may other copies of a
+/// moving workload go (create-before-delete with no dip in available
+/// replicas).
+pub fn applied(rec: &Recorded, generation: Option<i64>) -> bool {
+    pending(rec, generation).is_none()
+}
+
+/// Why the target's copy is not yet in place for the decision the object
+/// records now, or `None` when it is: the syncer's report must be for this
+/// very result (its [`result_digest`]) at upstream `generation` or later,
+/// without error, and a copy with replicas must have all of them available
+/// at the copy's current spec.
+pub fn pending(rec: &Recorded, generation: Option<i64>) -> Option<String> {
+    let Some(result) = rec.result.as_ref() else {
+        return Some("no decision recorded".into());
+    };
+    let Some(status) = rec.status.as_ref() else {
+        return Some("its syncer has reported nothing yet".into());
+    };
+    if let Some(error) = &status.error {
+        return Some(format!("its syncer reports an error: {error}"));
+    }
+    if status.result_digest != result_digest(rec.result_raw.as_deref()) {
+        return Some("its syncer has not applied the current decision yet".into());
     }
     if let (Some(want), Some(got)) = (generation, status.observed_generation)
         && got < want
     {
-        return false;
+        return Some(format!(
+            "its syncer applied generation {got}, not yet {want}"
+        ));
     }
     match result.replicas {
-        Some(n) if n > 0 => status
-            .status
-            .as_ref()
-            .and_then(|s| s.get("readyReplicas"))
-            .and_then(serde_json::Value::as_u64)
-            .is_some_and(|ready| ready >= 1),
-        _ => true,
+        Some(want) if want > 0 => {
+            let have = status
+                .status
+                .as_ref()
+                .map_or(0, |copy| available(copy, status.copy_generation));
+            (have < u64::from(want)).then(|| format!("{have} of {want} replicas available"))
+        }
+        _ => None,
     }
+}
+
+/// Replicas available according to a copy's `.status`, counted only when
+/// the status is of the copy's current spec (`observedGeneration` at least
+/// `copy_generation`): `availableReplicas`, or `readyReplicas` for kinds
+/// without it.
+fn available(status: &serde_json::Value, copy_generation: Option<i64>) -> u64 {
+    let observed = status
+        .get("observedGeneration")
+        .and_then(serde_json::Value::as_i64);
+    if let (Some(want), Some(got)) = (copy_generation, observed)
+        && got < want
+    {
+        return 0;
+    }
+    status
+        .get("availableReplicas")
+        .or_else(|| status.get("readyReplicas"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -144,38 +193,86 @@ mod tests {
             rec["west"].status.as_ref().map(|s| s.applied_hash.as_str()),
             Some("h")
         );
+        // A copy reported without a state label (wiped by another writer) still runs there.
+        let wiped: BTreeMap<String, String> = [(
+            status_annotation("south"),
+            r#"{"appliedHash":"h"}"#.to_string(),
+        )]
+        .into();
+        let rec = read(&BTreeMap::new(), &wiped);
+        assert!(rec["south"].unrecorded_copy());
+        assert_eq!(holders(&rec), [("south".to_string(), None)].into());
     }
 
     #[test]
-    fn applied_needs_generation_no_error_and_a_ready_replica() {
-        let result = TargetResult {
-            replicas: Some(2),
-            ..Default::default()
-        };
+    fn applied_needs_this_result_generation_no_error_and_all_replicas_available() {
+        let raw = r#"{"replicas":2}"#;
         let ok = TargetStatus {
             applied_hash: "h".into(),
             observed_generation: Some(3),
-            status: Some(json!({"readyReplicas": 1})),
+            result_digest: result_digest(Some(raw)),
+            copy_generation: Some(5),
+            status: Some(
+                json!({"observedGeneration": 5, "availableReplicas": 2, "readyReplicas": 2}),
+            ),
             error: None,
         };
-        assert!(applied(Some(&ok), &result, Some(3)));
-        assert!(!applied(Some(&ok), &result, Some(4)), "older generation");
-        assert!(!applied(None, &result, Some(3)), "nothing reported");
+        let rec = |status: Option<TargetStatus>, raw: &str| Recorded {
+            state: Some("Sync".into()),
+            result_raw: Some(raw.into()),
+            result: serde_json::from_str(raw).ok(),
+            status,
+            status_raw: true,
+            ..Default::default()
+        };
+        assert!(applied(&rec(Some(ok.clone()), raw), Some(3)));
+        assert!(
+            !applied(&rec(Some(ok.clone()), raw), Some(4)),
+            "older generation"
+        );
+        assert!(!applied(&rec(None, raw), Some(3)), "nothing reported");
+        assert!(
+            !applied(&rec(Some(ok.clone()), r#"{"replicas":4}"#), Some(3)),
+            "a report for the previous result"
+        );
         let failed = TargetStatus {
             error: Some("forbidden".into()),
             ..ok.clone()
         };
-        assert!(!applied(Some(&failed), &result, Some(3)));
-        let not_ready = TargetStatus {
-            status: Some(json!({"readyReplicas": 0})),
+        assert!(!applied(&rec(Some(failed), raw), Some(3)));
+        let one_available = TargetStatus {
+            status: Some(
+                json!({"observedGeneration": 5, "availableReplicas": 1, "readyReplicas": 2}),
+            ),
             ..ok.clone()
         };
-        assert!(!applied(Some(&not_ready), &result, Some(3)));
-        let no_replicas = TargetResult::default();
-        assert!(applied(
-            Some(&TargetStatus { status: None, ..ok }),
-            &no_replicas,
-            Some(3)
-        ));
+        assert!(
+            !applied(&rec(Some(one_available), raw), Some(3)),
+            "1 of 2 available"
+        );
+        let stale_status = TargetStatus {
+            status: Some(json!({"observedGeneration": 4, "availableReplicas": 2})),
+            ..ok.clone()
+        };
+        assert!(
+            !applied(&rec(Some(stale_status), raw), Some(3)),
+            "status of the copy's previous spec"
+        );
+        let ready_only = TargetStatus {
+            status: Some(json!({"readyReplicas": 2})),
+            copy_generation: None,
+            ..ok.clone()
+        };
+        assert!(
+            applied(&rec(Some(ready_only), raw), Some(3)),
+            "kinds without availableReplicas"
+        );
+        let no_replicas = "{}";
+        let config_map = TargetStatus {
+            status: None,
+            result_digest: result_digest(Some(no_replicas)),
+            ..ok
+        };
+        assert!(applied(&rec(Some(config_map), no_replicas), Some(3)));
     }
 }

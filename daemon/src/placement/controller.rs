@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::future::join_all;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
@@ -21,6 +20,7 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use tmc_syncer::SyncedKind;
 use tmc_syncer::drop_managed_fields;
+use tokio::task::JoinSet;
 
 use super::events::EventQueue;
 use super::reconcile::{KindCtx, error_policy, reconcile};
@@ -75,11 +75,13 @@ pub async fn run(
     }
     let mut workload_stores = Vec::new();
     let mut requeues = Vec::new();
-    let mut runs = Vec::new();
+    // Join sets: dropping this future (the leader's work aborted at its renew
+    // deadline) aborts the controllers and every helper, not only this task.
+    let mut runs = JoinSet::new();
     // Helpers of the controllers, stopped when they end.
-    let mut background = Vec::new();
+    let mut background = JoinSet::new();
     let (events, publisher) = EventQueue::new(recorder, state.decisions.clone());
-    background.push(tokio::spawn(publisher));
+    background.spawn(publisher);
     for kind in kinds {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -107,7 +109,7 @@ pub async fn run(
             c.store(),
             state.decisions.clone(),
         );
-        background.push(tokio::spawn(writer));
+        background.spawn(writer);
         let ctx = Arc::new(KindCtx {
             state: state.clone(),
             client: client.clone(),
@@ -129,9 +131,9 @@ pub async fn run(
             store: c.store(),
             tx: requeue,
         });
-        background.push(tokio::spawn(report_pending(ctx.clone(), c.store())));
+        background.spawn(report_pending(ctx.clone(), c.store()));
         let name = kind.to_string();
-        runs.push(tokio::spawn(async move {
+        runs.spawn(async move {
             tracing::info!(kind = %name, "placement controller started");
             c.run(reconcile, error_policy, ctx)
                 .for_each(|res| async move {
@@ -140,14 +142,14 @@ pub async fn run(
                     }
                 })
                 .await;
-        }));
+        });
     }
     let mut generation = runner.subscribe();
     let mut active = runner.policies();
     let mut stop = shutdown.clone();
     let status_state = state.clone();
     let placements = stores.placements.clone();
-    let status_loop = tokio::spawn(async move {
+    background.spawn(async move {
         let mut policies_open = true;
         loop {
             tokio::select! {
@@ -177,11 +179,8 @@ pub async fn run(
                 .await;
         }
     });
-    join_all(runs).await;
-    status_loop.abort();
-    for task in background {
-        task.abort();
-    }
+    while runs.join_next().await.is_some() {}
+    background.abort_all();
 }
 
 /// Re-queues single workloads of one kind.
@@ -240,11 +239,14 @@ pub fn changed_policies(before: &[Value], after: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges current.
+/// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges
+/// current, and forgets the bookkeeping of deleted objects.
 async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
     loop {
         tokio::time::sleep(PENDING_EVERY).await;
-        let pending = ctx.pending(&store.state());
+        let current = store.state();
+        ctx.forget_deleted(&current);
+        let pending = ctx.pending(&current);
         let metrics = &ctx.state.metrics;
         metrics.set_pending(&ctx.kind.kind, pending);
         metrics.set_status_writes_pending(&ctx.kind.kind, ctx.statuses.queued());

@@ -1,12 +1,14 @@
 //! Deleted SyncTargets: which targets a workload still names (state label,
 //! result, status, finalizer) although their SyncTarget no longer exists.
 //!
-//! Deletion of a SyncTarget is positive evidence, unlike a target that does
-//! not answer: its syncer will never clean up, so tmcd forgets the target on
-//! every object that names it (otherwise an upstream delete would wait
-//! forever on its finalizer, and a re-created target would inherit stale
-//! decisions). Absence from the watch cache is only a hint; a GET answering
-//! 404 confirms it.
+//! Deleting a SyncTarget detaches its cluster from tmc: tmcd forgets the
+//! target on every object that names it (otherwise an upstream delete would
+//! wait forever on its finalizer, and a re-created target would inherit
+//! stale decisions) and places the workloads elsewhere; nothing on the
+//! cluster is deleted (the syncer of a missing target touches nothing, and
+//! the absence of the protocol keys is never a reason to delete), so its
+//! copies keep running, unmanaged. Absence from the watch cache is only a
+//! hint; a GET answering 404 for that very name confirms it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +16,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tmc_syncer::api::SyncTarget;
 use tmc_syncer::decision::FINALIZER_PREFIX;
+use tmc_syncer::error::is_object_not_found;
 
 use super::assignment::Recorded;
 
@@ -37,17 +40,18 @@ pub fn unknown_targets(
         .collect()
 }
 
-/// The subset of `names` whose SyncTarget a GET confirms deleted (404). A
-/// failed GET proves nothing: that name is left out and looked at again on
-/// the next reconcile.
+/// The subset of `names` whose SyncTarget a GET confirms deleted: a 404
+/// answer that names the object. Any other failure proves nothing (a 404 for
+/// an unserved `synctargets` resource included): that name is left out and
+/// looked at again on the next reconcile.
 pub async fn confirm_gone(api: &Api<SyncTarget>, names: BTreeSet<String>) -> BTreeSet<String> {
     let mut gone = BTreeSet::new();
     for name in names {
-        match api.get_opt(&name).await {
-            Ok(None) => {
+        match api.get(&name).await {
+            Err(err) if is_object_not_found(&err, &name) => {
                 gone.insert(name);
             }
-            Ok(Some(_)) => {}
+            Ok(_) => {}
             Err(err) => {
                 tracing::debug!(target_cluster = %name, error = %err, "could not confirm that the SyncTarget is gone");
             }

@@ -6,6 +6,8 @@ pub mod assignment;
 pub mod controller;
 pub mod events;
 pub mod gone;
+pub mod heartbeats;
+pub mod moves;
 pub mod placement_status;
 pub mod plan;
 pub mod reconcile;

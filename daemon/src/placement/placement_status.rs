@@ -12,17 +12,20 @@ use serde_json::json;
 use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
 use super::assignment;
+use super::moves::StalledMove;
 use super::runner::check_settings;
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
-/// (`recorded` per workload), its last policy error and the policy generation.
+/// (`recorded` per workload), its last policy error, the policy generation
+/// and the stalled moves (of every placement; its own are named).
 pub fn desired(
     placement: &ClusterWorkloadPlacement,
     recorded: &[BTreeMap<String, assignment::Recorded>],
     policy_error: Option<&str>,
     policy_loaded: bool,
     generation: u64,
+    stalled: &[StalledMove],
     now: Time,
 ) -> ClusterWorkloadPlacementStatus {
     let name = placement.name_any();
@@ -97,9 +100,33 @@ pub fn desired(
             valid.message.clone()
         },
     );
+    let mine: Vec<String> = stalled
+        .iter()
+        .filter(|m| m.placement == name)
+        .map(StalledMove::describe)
+        .collect();
+    let progressing = if mine.is_empty() {
+        condition(
+            "Progressing",
+            true,
+            "NoMoveStalled",
+            "every move completes (old copies go once the new ones are available)".into(),
+        )
+    } else {
+        condition(
+            "Progressing",
+            false,
+            "MoveStalled",
+            format!(
+                "{} move(s) stalled, old copies kept: {}",
+                mine.len(),
+                mine.join("; ")
+            ),
+        )
+    };
     ClusterWorkloadPlacementStatus {
         observed_generation: placement.metadata.generation,
-        conditions: vec![ready, valid],
+        conditions: vec![ready, valid, progressing],
         policy_generation: Some(generation),
         workload_count: workloads,
         targets: per_target.into_values().collect(),
@@ -155,6 +182,7 @@ pub async fn refresh(
         .collect();
     let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let stalled = state.moves.stalled();
     for placement in placements.state() {
         let name = placement.name_any();
         let mut error = state
@@ -175,6 +203,7 @@ pub async fn refresh(
             error.as_deref(),
             loaded.contains(&placement.spec.policy.name),
             generation,
+            &stalled,
             now.clone(),
         );
         if placement.status.as_ref() == Some(&want) {
@@ -232,7 +261,7 @@ mod tests {
             rec(&[("west", "spread", 1)]),
             rec(&[("west", "other", 5)]),
         ];
-        let s = desired(&p, &all, None, true, 7, now.clone());
+        let s = desired(&p, &all, None, true, 7, &[], now.clone());
         assert_eq!(s.workload_count, 2);
         assert_eq!(s.policy_generation, Some(7));
         assert_eq!(s.observed_generation, Some(4));
@@ -258,6 +287,7 @@ mod tests {
             Some("policy \"rs\" failed: trap"),
             true,
             7,
+            &[],
             now.clone(),
         );
         let valid = failed
@@ -269,8 +299,56 @@ mod tests {
             (valid.status.as_str(), valid.message.as_str()),
             ("False", "policy \"rs\" failed: trap")
         );
-        let missing = desired(&p, &all, None, false, 7, now);
-        assert!(missing.conditions.iter().all(|c| c.status == "False"));
+        let missing = desired(&p, &all, None, false, 7, &[], now.clone());
+        let by_type = |s: &ClusterWorkloadPlacementStatus, t: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        assert_eq!(
+            by_type(&missing, "Ready"),
+            Some(("False".into(), "PolicyInvalid".into()))
+        );
+        let stalled = StalledMove {
+            workload: "Deployment demo/web".into(),
+            placement: "spread".into(),
+            since: "2026-01-01T00:00:00Z".into(),
+            waiting_on: vec![],
+            keeping: vec!["east".into()],
+        };
+        let other = StalledMove {
+            placement: "other".into(),
+            ..stalled.clone()
+        };
+        let s = desired(
+            &p,
+            &all,
+            None,
+            true,
+            7,
+            std::slice::from_ref(&other),
+            now.clone(),
+        );
+        assert_eq!(
+            by_type(&s, "Progressing"),
+            Some(("True".into(), "NoMoveStalled".into()))
+        );
+        let s = desired(&p, &all, None, true, 7, &[stalled, other], now);
+        assert_eq!(
+            by_type(&s, "Progressing"),
+            Some(("False".into(), "MoveStalled".into()))
+        );
+        let message = &s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .expect("cond")
+            .message;
+        assert!(
+            message.starts_with("1 move(s) stalled") && message.contains("Deployment demo/web"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -287,8 +365,8 @@ mod tests {
         );
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("ts"));
         let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(200).expect("ts"));
-        p.status = Some(desired(&p, &[], None, true, 1, t1.clone()));
-        let again = desired(&p, &[], None, true, 1, t2);
+        p.status = Some(desired(&p, &[], None, true, 1, &[], t1.clone()));
+        let again = desired(&p, &[], None, true, 1, &[], t2);
         assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
         assert_eq!(again.conditions[0].last_transition_time, t1);
     }

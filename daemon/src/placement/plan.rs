@@ -25,6 +25,12 @@ pub struct Plan {
     pub deleting: Vec<String>,
     /// Old holders kept until every newly chosen target has applied its copy.
     pub waiting: Vec<String>,
+    /// Kept targets whose replicas go down only once the targets gaining
+    /// replicas have them available (scale up before scale down).
+    pub holding: Vec<String>,
+    /// Chosen targets (other than `holding`) whose copy is not yet in place
+    /// for their current result: what `waiting` and `holding` wait on.
+    pub unready: Vec<String>,
     /// Deleted SyncTargets whose protocol keys and finalizer this plan removes.
     pub forgotten: Vec<String>,
 }
@@ -55,6 +61,15 @@ impl Plan {
     }
 }
 
+/// Replicas a target holds now: its recorded result's, while it holds the
+/// workload (0 otherwise).
+fn held_replicas(rec: &Recorded) -> u32 {
+    if !rec.holds() {
+        return 0;
+    }
+    rec.result.as_ref().and_then(|r| r.replicas).unwrap_or(0)
+}
+
 /// Two results ask for the same copy (the policy generation alone does not count).
 pub fn same_decision(a: &TargetResult, b: &TargetResult) -> bool {
     a.replicas == b.replicas
@@ -76,10 +91,14 @@ pub struct TargetSets<'a> {
 }
 
 /// The plan that makes the object record `chosen` (target -> result), given
-/// what it `recorded` and its `finalizers`. Targets no longer chosen are asked
-/// to delete only once every chosen target `applied` its copy at `generation`;
-/// an empty choice removes nothing, and neither does a target in grace (see
-/// [`TargetSets`]). Deleted targets are forgotten.
+/// what it `recorded` and its `finalizers`. Replicas move up before they move
+/// down: a kept target that loses replicas keeps its recorded result until
+/// every target gaining replicas reports them available. Targets no longer
+/// chosen are asked to delete only once every chosen target has
+/// [`applied`] its current result at `generation`; an empty choice removes
+/// nothing, and neither does a target in grace (see [`TargetSets`]). A
+/// withdrawn removal also drops the target's last report, which may describe
+/// a copy on its way out. Deleted targets are forgotten.
 pub fn plan(
     recorded: &BTreeMap<String, Recorded>,
     finalizers: &[String],
@@ -114,41 +133,62 @@ pub fn plan(
         }
         out.forgotten.push(target.clone());
     }
+    let in_place = |target: &String, result: &TargetResult| {
+        let rec = recorded.get(target).unwrap_or(&empty);
+        rec.holds()
+            && rec
+                .result
+                .as_ref()
+                .is_some_and(|r| same_decision(r, result))
+            && applied(rec, generation)
+    };
+    let shrinks = |target: &String, result: &TargetResult| {
+        result.replicas.unwrap_or(0) < recorded.get(target).map_or(0, held_replicas)
+    };
+    // Until every other chosen target with replicas runs its result, the
+    // shrinking ones keep theirs.
+    let growth_pending = chosen.iter().any(|(target, result)| {
+        result.replicas.unwrap_or(0) > 0 && !shrinks(target, result) && !in_place(target, result)
+    });
     for (target, result) in chosen {
         let rec = recorded.get(target).unwrap_or(&empty);
         if rec.state.as_deref() != Some(STATE_SYNC) {
             out.labels
                 .insert(state_label(target), Some(STATE_SYNC.to_string()));
         }
-        if !rec
-            .result
-            .as_ref()
-            .is_some_and(|r| same_decision(r, result))
-        {
-            out.annotations.insert(
-                result_annotation(target),
-                Some(serde_json::to_string(result)?),
-            );
+        if growth_pending && shrinks(target, result) {
+            out.holding.push(target.clone());
+        } else {
+            if !in_place(target, result) {
+                out.unready.push(target.clone());
+            }
+            if !rec
+                .result
+                .as_ref()
+                .is_some_and(|r| same_decision(r, result))
+            {
+                out.annotations.insert(
+                    result_annotation(target),
+                    Some(serde_json::to_string(result)?),
+                );
+            }
         }
         if rec.deleting {
             out.annotations.insert(deletion_annotation(target), None);
+            if rec.status_raw {
+                out.annotations.insert(status_annotation(target), None);
+            }
         }
         let fin = finalizer(target);
         if !new_finalizers.contains(&fin) {
             new_finalizers.push(fin);
         }
     }
-    let all_applied = chosen.iter().all(|(target, result)| {
-        let rec = recorded.get(target).unwrap_or(&empty);
-        let in_place = rec.holds()
-            && rec
-                .result
-                .as_ref()
-                .is_some_and(|r| same_decision(r, result));
-        in_place && applied(rec.status.as_ref(), result, generation)
-    });
+    let all_applied = chosen
+        .iter()
+        .all(|(target, result)| in_place(target, result));
     for (target, rec) in recorded {
-        if chosen.contains_key(target) || !rec.holds() || targets.gone.contains(target) {
+        if chosen.contains_key(target) || !rec.runs_copy() || targets.gone.contains(target) {
             continue;
         }
         if !chosen.is_empty() && all_applied && !targets.in_grace.contains(target) {
@@ -171,7 +211,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::placement::assignment::read;
-    use tmc_syncer::decision::{finalizer as fin, status_annotation};
+    use tmc_syncer::decision::{finalizer as fin, result_digest, status_annotation};
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")
@@ -216,10 +256,19 @@ mod tests {
                 self.finalizers = f.clone();
             }
         }
-        fn report(&mut self, target: &str, ready: u32) {
+        /// The target's syncer reports `available` replicas of the result
+        /// the object records now.
+        fn report(&mut self, target: &str, available: u32) {
+            let digest = result_digest(
+                self.annotations
+                    .get(&result_annotation(target))
+                    .map(String::as_str),
+            );
             self.annotations.insert(
                 status_annotation(target),
-                json!({"appliedHash": "h", "observedGeneration": 1, "status": {"readyReplicas": ready}}).to_string(),
+                json!({"appliedHash": "h", "observedGeneration": 1, "resultDigest": digest,
+                    "status": {"availableReplicas": available}})
+                .to_string(),
             );
         }
         fn plan(&self, chosen: &BTreeMap<String, TargetResult>) -> Plan {
@@ -281,26 +330,63 @@ mod tests {
     }
 
     #[test]
-    fn replicas_redistribute_at_once() {
+    fn replicas_move_up_before_they_move_down() {
         let mut obj = Obj::new();
         obj.apply(
             &obj.plan(
                 &[
                     ("west".to_string(), result(2)),
-                    ("east".to_string(), result(1)),
+                    ("east".to_string(), result(2)),
                 ]
                 .into(),
             ),
         );
-        let p = obj.plan(
-            &[
-                ("west".to_string(), result(1)),
-                ("east".to_string(), result(2)),
-            ]
-            .into(),
-        );
-        assert_eq!(p.annotations.len(), 2);
+        obj.report("west", 2);
+        obj.report("east", 2);
+        let shift: BTreeMap<_, _> = [
+            ("west".to_string(), result(1)),
+            ("east".to_string(), result(3)),
+        ]
+        .into();
+        // East grows first; west keeps 2 until east has 3 available.
+        let p = obj.plan(&shift);
+        assert!(p.annotations.contains_key(&result_annotation("east")));
+        assert!(!p.annotations.contains_key(&result_annotation("west")));
+        assert_eq!(p.holding, vec!["west".to_string()]);
+        obj.apply(&p);
+        obj.report("east", 2);
+        assert_eq!(obj.plan(&shift).holding, vec!["west".to_string()], "2 of 3");
+        obj.report("east", 3);
+        let p = obj.plan(&shift);
+        assert!(p.holding.is_empty());
+        assert!(p.annotations.contains_key(&result_annotation("west")));
         assert!(p.labels.is_empty() && p.finalizers.is_none());
+    }
+
+    #[test]
+    fn a_report_of_the_previous_result_does_not_count() {
+        // {west: 2, east: 2} -> {east: 4}: east still runs its 2 of the old result.
+        let mut obj = Obj::new();
+        obj.apply(
+            &obj.plan(
+                &[
+                    ("west".to_string(), result(2)),
+                    ("east".to_string(), result(2)),
+                ]
+                .into(),
+            ),
+        );
+        obj.report("west", 2);
+        obj.report("east", 2);
+        let east_only: BTreeMap<_, _> = [("east".to_string(), result(4))].into();
+        let p = obj.plan(&east_only);
+        obj.apply(&p);
+        // The old report (2 available, old result) stays on the object.
+        let p = obj.plan(&east_only);
+        assert!(p.deleting.is_empty(), "{p:?}");
+        assert_eq!(p.waiting, vec!["west".to_string()]);
+        obj.report("east", 4);
+        assert_eq!(obj.plan(&east_only).deleting, vec!["west".to_string()]);
     }
 
     #[test]
@@ -320,8 +406,10 @@ mod tests {
             "nothing new while east is not ready"
         );
         obj.report("east", 0);
-        assert!(obj.plan(&to_east).is_empty(), "no ready replica yet");
-        obj.report("east", 1);
+        assert!(obj.plan(&to_east).is_empty(), "no available replica yet");
+        obj.report("east", 2);
+        assert!(obj.plan(&to_east).is_empty(), "2 of 3 available");
+        obj.report("east", 3);
         let p = obj.plan(&to_east);
         assert_eq!(p.deleting, vec!["west".to_string()]);
         assert_eq!(
@@ -333,13 +421,27 @@ mod tests {
     }
 
     #[test]
-    fn choosing_a_target_again_cancels_its_deletion() {
+    fn choosing_a_target_again_cancels_its_deletion_and_its_last_report() {
+        // A -> B -> A inside the deletion window: A's report may describe a
+        // copy on its way out, so B stays until A reports again.
         let mut obj = Obj::new();
-        obj.apply(&obj.plan(&[("west".to_string(), result(1))].into()));
-        obj.annotations
-            .insert(deletion_annotation("west"), "2026-01-01T00:00:00Z".into());
-        let p = obj.plan(&[("west".to_string(), result(1))].into());
-        assert_eq!(p.annotations.get(&deletion_annotation("west")), Some(&None));
+        let on_a: BTreeMap<_, _> = [("a".to_string(), result(1))].into();
+        let on_b: BTreeMap<_, _> = [("b".to_string(), result(1))].into();
+        obj.apply(&obj.plan(&on_a));
+        obj.report("a", 1);
+        obj.apply(&obj.plan(&on_b));
+        obj.report("b", 1);
+        let p = obj.plan(&on_b);
+        assert_eq!(p.deleting, vec!["a".to_string()]);
+        obj.apply(&p);
+        let p = obj.plan(&on_a);
+        assert_eq!(p.annotations.get(&deletion_annotation("a")), Some(&None));
+        assert_eq!(p.annotations.get(&status_annotation("a")), Some(&None));
+        assert!(p.deleting.is_empty());
+        obj.apply(&p);
+        assert_eq!(obj.plan(&on_a).waiting, vec!["b".to_string()]);
+        obj.report("a", 1);
+        assert_eq!(obj.plan(&on_a).deleting, vec!["b".to_string()]);
     }
 
     #[test]
@@ -354,7 +456,7 @@ mod tests {
                 .into(),
             ),
         );
-        obj.report("west", 2);
+        obj.report("west", 1);
         obj.report("east", 1);
         // East went unreachable; the policy put everything on west.
         let west_only: BTreeMap<_, _> = [("west".to_string(), result(2))].into();
@@ -362,9 +464,37 @@ mod tests {
         assert!(p.deleting.is_empty(), "{p:?}");
         assert_eq!(p.waiting, vec!["east".to_string()]);
         obj.apply(&p);
+        obj.report("west", 2);
         // Grace over: now it may go.
         let p = obj.plan_with(&west_only, &BTreeSet::new());
         assert_eq!(p.deleting, vec!["east".to_string()]);
+    }
+
+    #[test]
+    fn wiped_keys_are_recorded_again_and_an_unchosen_copy_goes_after_the_new_one_runs() {
+        let mut obj = Obj::new();
+        obj.apply(&obj.plan(&[("west".to_string(), result(2))].into()));
+        obj.report("west", 2);
+        // `kubectl replace` without tmc's metadata: west's syncer reports the copy it keeps.
+        let mut wiped = Obj::new();
+        wiped.annotations.insert(
+            status_annotation("west"),
+            obj.annotations[&status_annotation("west")].clone(),
+        );
+        let same: BTreeMap<_, _> = [("west".to_string(), result(2))].into();
+        let p = wiped.plan(&same);
+        assert_eq!(
+            p.labels.get(&state_label("west")),
+            Some(&Some("Sync".into()))
+        );
+        assert!(p.deleting.is_empty() && p.waiting.is_empty());
+        // Had the policy chosen east instead, west would go only once east runs.
+        let east: BTreeMap<_, _> = [("east".to_string(), result(2))].into();
+        let p = wiped.plan(&east);
+        assert_eq!(p.waiting, vec!["west".to_string()]);
+        wiped.apply(&p);
+        wiped.report("east", 2);
+        assert_eq!(wiped.plan(&east).deleting, vec!["west".to_string()]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tmc_syncer::SyncedKind;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
 use super::events::EventQueue;
+use super::moves::{MoveChange, TargetWait};
 use super::runner::{PolicyRunner, evaluate};
 use super::selector::{WorkloadKey, governing};
 use super::status_writer::StatusWriter;
@@ -103,6 +104,29 @@ impl KindCtx {
             .iter()
             .find(|p| std::ptr::eq(p.as_ref(), chosen))
             .cloned()
+    }
+}
+
+impl KindCtx {
+    /// Forgets what the kind remembers of objects no longer in `current` (the
+    /// kind's cache): failure counts, "told once" marks and moves, so that
+    /// none of them grows with every object ever seen.
+    pub fn forget_deleted(&self, current: &[Arc<DynamicObject>]) {
+        let keys: HashSet<String> = current.iter().map(|o| key(o)).collect();
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keys.contains(k));
+        self.unplaced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| keys.contains(k));
+        let prefix = format!("{} ", self.kind.kind);
+        self.state.moves.retain(|workload| {
+            workload
+                .strip_prefix(&prefix)
+                .is_none_or(|object| keys.contains(object))
+        });
     }
 }
 
@@ -260,6 +284,7 @@ async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, Recon
 async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, ReconcileError> {
     let kind = ctx.kind.kind.as_str();
     if obj.metadata.deletion_timestamp.is_some() {
+        ctx.state.moves.finish(&workload_name(ctx, &key(obj)));
         return forget_gone(obj, ctx).await;
     }
     if workload::excluded(kind, obj).is_some() {
@@ -297,12 +322,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     let gone = gone_targets(ctx, &recorded, &finalizers).await;
     let holders = assignment::holders(&recorded);
     let now = Utc::now();
-    let threshold = ctx.state.config.sync.heartbeat_threshold();
     let views: Vec<TargetView> = ctx
         .targets
         .state()
         .iter()
-        .map(|t| TargetView::of(t, now, threshold))
+        .map(|t| ctx.state.target_view(t))
         .collect();
     let summary = workload::summary(&ctx.kind.api_version(), kind, obj);
     let (req, cands) = request::build(&placement, summary, &views, &holders, now);
@@ -369,6 +393,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                     the_plan.waiting.join(", ")
                 ));
             }
+            if !the_plan.holding.is_empty() {
+                note.push_str(&format!(
+                    "; {} keep their replicas until the others have theirs available",
+                    the_plan.holding.join(", ")
+                ));
+            }
             if !the_plan.deleting.is_empty() {
                 note.push_str(&format!(
                     "; removing the copy on {}",
@@ -383,6 +413,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         }
     }
 
+    if outcome.chosen.is_empty() {
+        ctx.state.moves.finish(&workload_name(ctx, &object));
+    } else {
+        track_move(ctx, obj, &object, &placement_name, &recorded, &the_plan);
+    }
+
     if status::aggregate(kind, &recorded)
         .is_some_and(|desired| !status::contains(obj.data.get("status"), &desired))
     {
@@ -393,10 +429,85 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     if let Some(left) = cands.grace_ends_in {
         next = next.min(left + Duration::from_secs(1));
     }
-    if !the_plan.waiting.is_empty() {
+    if !the_plan.waiting.is_empty() || !the_plan.holding.is_empty() {
         next = next.min(Duration::from_secs(10));
     }
     Ok(Action::requeue(next))
+}
+
+/// `Kind namespace/name` of `object` (a [`key`]), as moves are tracked.
+fn workload_name(ctx: &KindCtx, object: &str) -> String {
+    format!("{} {object}", ctx.kind.kind)
+}
+
+/// Records whether the workload is moving (see [`super::moves`]): an Event when its
+/// move stalls (the old copies are kept) and when a stalled move completes.
+fn track_move(
+    ctx: &KindCtx,
+    obj: &DynamicObject,
+    object: &str,
+    placement: &str,
+    recorded: &BTreeMap<String, assignment::Recorded>,
+    the_plan: &plan::Plan,
+) {
+    let workload = workload_name(ctx, object);
+    // Old copies kept only because their target is in its eviction grace
+    // period wait for time, not for new copies: that is no move in progress.
+    let moving = !the_plan.holding.is_empty()
+        || !the_plan.waiting.is_empty() && !the_plan.unready.is_empty();
+    let change = if !moving {
+        ctx.state.moves.finish(&workload)
+    } else {
+        let empty = assignment::Recorded::default();
+        let waiting_on = the_plan
+            .unready
+            .iter()
+            .map(|target| TargetWait {
+                target: target.clone(),
+                reason: assignment::pending(
+                    recorded.get(target).unwrap_or(&empty),
+                    obj.metadata.generation,
+                )
+                .unwrap_or_else(|| "its new decision is being recorded".into()),
+            })
+            .collect();
+        let keeping = the_plan
+            .waiting
+            .iter()
+            .chain(&the_plan.holding)
+            .cloned()
+            .collect();
+        ctx.state.moves.observe(
+            &workload,
+            placement,
+            waiting_on,
+            keeping,
+            Instant::now(),
+            Utc::now(),
+        )
+    };
+    match change {
+        MoveChange::Stalled(stalled) => {
+            let note = format!("move stalled: {}", stalled.describe());
+            tracing::warn!(kind = %ctx.kind.kind, object = %object, placement, "{note}");
+            publish(ctx, obj, EventType::Warning, "MoveStalled", note);
+        }
+        MoveChange::Resumed => {
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "MoveCompleted",
+                "the stalled move completed: the new copies are available".into(),
+            );
+        }
+        MoveChange::None => {}
+    }
+    let stalled = ctx.state.moves.stalled().len();
+    ctx.state
+        .metrics
+        .moves_stalled
+        .set(i64::try_from(stalled).unwrap_or(i64::MAX));
 }
 
 /// Queues an Event on the workload (published in the background).

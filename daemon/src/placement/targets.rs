@@ -32,28 +32,51 @@ pub struct TargetView {
 }
 
 impl TargetView {
-    /// The view of `target` at `now`, given the heartbeat `threshold`.
+    /// The view of `target` at `now` judging the heartbeat by its own
+    /// timestamp against this host's clock: only for one-shot tools that
+    /// have no history (tmcd itself uses [`TargetView::with_age`] with the
+    /// age it observed, see [`super::heartbeats`]).
     pub fn of(target: &SyncTarget, now: DateTime<Utc>, threshold: Duration) -> Self {
+        Self::with_age(target, remote_age(target, now), now, threshold)
+    }
+
+    /// The view of `target` at `now` (this host's wall clock, only to date
+    /// `not_ready_since`), given how long ago its heartbeat last changed
+    /// (`heartbeat_age`, `None`: unknown) and the `threshold`.
+    pub fn with_age(
+        target: &SyncTarget,
+        heartbeat_age: Option<Duration>,
+        now: DateTime<Utc>,
+        threshold: Duration,
+    ) -> Self {
+        let fresh = heartbeat_age.is_some_and(|age| age < threshold);
         let threshold = chrono::Duration::from_std(threshold).unwrap_or(chrono::Duration::MAX);
-        let heartbeat = target
-            .status
-            .as_ref()
-            .and_then(|s| s.last_syncer_heartbeat_time.as_ref());
-        let heartbeat: Option<DateTime<Utc>> =
-            heartbeat.and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
-        let fresh = heartbeat.is_some_and(|hb| now.signed_duration_since(hb) < threshold);
-        let failed = ready_condition(target)
-            .is_some_and(|c| c.status == "False" && c.reason != HEARTBEAT_STALE);
-        let ready = fresh && !failed;
-        let not_ready_since = if ready {
-            None
-        } else {
-            Some(
+        // When the heartbeat last changed, on this host's clock.
+        let heartbeat: Option<DateTime<Utc>> = heartbeat_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age));
+        let failure =
+            ready_condition(target).filter(|c| c.status == "False" && c.reason != HEARTBEAT_STALE);
+        let ready = fresh && failure.is_none();
+        let not_ready_since = match failure {
+            _ if ready => None,
+            // The syncer, alive (its heartbeat may well be fresh), reports a
+            // failure such as an unreachable cluster: not Ready since the
+            // condition turned False (the syncer's clock, never after now).
+            // Skew only shifts when a workload is evacuated: its copy there
+            // is removed only once the cluster is back.
+            Some(failed) if fresh => Some(
+                DateTime::from_timestamp(failed.last_transition_time.0.as_second(), 0)
+                    .unwrap_or(now)
+                    .min(now),
+            ),
+            // No fresh heartbeat: not Ready since it went stale.
+            _ => Some(
                 heartbeat
                     .and_then(|hb| hb.checked_add_signed(threshold))
                     .unwrap_or(DateTime::<Utc>::MIN_UTC)
                     .min(now),
-            )
+            ),
         };
         let taints = &target.spec.taints;
         Self {
@@ -88,6 +111,22 @@ impl TargetView {
             zone: self.labels.get(ZONE_LABEL).cloned().unwrap_or_default(),
         }
     }
+}
+
+/// How old the heartbeat of `target` is by its timestamp and this host's
+/// clock `now` (negative ages count as zero); `None` without a heartbeat.
+pub fn remote_age(target: &SyncTarget, now: DateTime<Utc>) -> Option<Duration> {
+    let stamp = target
+        .status
+        .as_ref()?
+        .last_syncer_heartbeat_time
+        .as_ref()?;
+    let stamp = DateTime::from_timestamp(stamp.0.as_second(), 0)?;
+    Some(
+        now.signed_duration_since(stamp)
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 /// The `Ready` condition of a target, if any.
@@ -224,7 +263,15 @@ mod tests {
         t.status.as_mut().expect("status").conditions = vec![cond(HEARTBEAT_STALE)];
         assert!(TargetView::of(&t, now(), T).ready);
         t.status.as_mut().expect("status").conditions = vec![cond("ClusterUnreachable")];
-        assert!(!TargetView::of(&t, now(), T).ready);
+        let unreachable = TargetView::of(&t, now(), T);
+        assert!(!unreachable.ready);
+        // A live syncer keeps its heartbeat fresh: the grace period runs from
+        // when the condition turned False, not from the heartbeat.
+        assert_eq!(
+            unreachable.not_ready_since,
+            DateTime::from_timestamp(0, 0),
+            "not Ready since the condition's transition"
+        );
     }
 
     #[test]

@@ -29,10 +29,12 @@ pub fn start(
     state: &Arc<State>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Stores {
-    let targets = spawn_reflector::<SyncTarget, _>(client, state, shutdown.clone(), |o| {
+    let heartbeats = state.clone();
+    let targets = spawn_reflector::<SyncTarget, _>(client, state, shutdown.clone(), move |o| {
+        // When the heartbeat changed is noted as the event arrives (tmcd's clock).
+        heartbeats.heartbeats.observe(o);
         // Only what placement reads; the heartbeat itself is checked on a timer.
-        let view =
-            TargetView::of(o, chrono::Utc::now(), Duration::from_secs(u64::MAX / 4)).without_time();
+        let view = TargetView::with_age(o, None, chrono::Utc::now(), Duration::ZERO).without_time();
         format!("{:?}|{:?}|{:?}", view.labels, o.spec, ready_reason(o))
     });
     let placements =
@@ -99,7 +101,11 @@ where
                     }
                 }
                 Ok(watcher::Event::Delete(obj)) => {
-                    seen.remove(&obj.name_any());
+                    let name = obj.name_any();
+                    if K::kind(&()) == "SyncTarget" {
+                        state.heartbeats.forget(&name);
+                    }
+                    seen.remove(&name);
                     state.triggers.fire();
                 }
                 Ok(watcher::Event::InitDone) => state.triggers.fire(),
@@ -112,7 +118,8 @@ where
 }
 
 /// Re-queues every workload when the readiness of a target flips with time
-/// (heartbeats age without any event), and marks stale targets when leading.
+/// (heartbeats age without any event), and marks stale targets when leading
+/// (`client` is the leader's fenced client).
 pub async fn watch_readiness(
     state: Arc<State>,
     client: Client,
@@ -132,17 +139,16 @@ pub async fn watch_readiness(
             _ = tokio::time::sleep(every) => {}
         }
         let all = targets.state();
-        let now = chrono::Utc::now();
         let ready: BTreeMap<String, bool> = all
             .iter()
-            .map(|t| (t.name_any(), TargetView::of(t, now, threshold).ready))
+            .map(|t| (t.name_any(), state.target_view(t).ready))
             .collect();
         if ready != last {
             last = ready;
             state.triggers.fire();
         }
         if state.is_leader() {
-            crate::synctargets::mark_stale(&client, &all, threshold).await;
+            crate::synctargets::mark_stale(&client, &all, &state.heartbeats, threshold).await;
         }
     }
 }

@@ -93,9 +93,15 @@ lease_duration_seconds = 6
     /// Starts a tmcd in-process with [`config_text`](Self::config_text).
     pub async fn daemon(&self, extra: &str) -> Result<Daemon> {
         let text = self.config_text(extra)?;
-        let path = self.dir.path().join("tmc.toml");
-        std::fs::write(&path, &text)?;
-        let config = tmc_daemon::config::parse(&path, &text, self.dir.path().to_path_buf())?;
+        self.daemon_with_text("tmc.toml", &text).await
+    }
+
+    /// Starts a tmcd in-process with configuration `text`, written as `file`
+    /// in the config directory.
+    pub async fn daemon_with_text(&self, file: &str, text: &str) -> Result<Daemon> {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text)?;
+        let config = tmc_daemon::config::parse(&path, text, self.dir.path().to_path_buf())?;
         Daemon::start(config, self.logs.clone()).await
     }
 

@@ -2,7 +2,6 @@
 //! apply of the desired copy, guarded by the cached copy's resourceVersion and
 //! read again on a 409.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -14,9 +13,11 @@ use tracing::{debug, info};
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
 use crate::copy::{annotation, build_copy, is_subset, object_name, target_result};
-use crate::decision::{FIELD_MANAGER, MANAGED_LABEL, TargetStatus};
+use crate::decision::{
+    FIELD_MANAGER, MANAGED_LABEL, TargetStatus, result_annotation, result_digest,
+};
 use crate::error::{Error, Result, is_conflict, is_not_found};
-use crate::protocol::{add_finalizer_patch, is_our_copy};
+use crate::protocol::{add_finalizer_patch, is_our_copy, is_terminating};
 
 impl Engine {
     /// Applies the desired copy and reports its status upstream. `None` when
@@ -29,16 +30,6 @@ impl Engine {
         from_cache: bool,
     ) -> Result<Option<Outcome>> {
         let what = self.describe(key);
-        if self.target_missing.load(Ordering::Relaxed) {
-            let err = Error::TargetMissing {
-                target: self.target().to_string(),
-            };
-            self.report_error(key, up, &object, &err).await;
-            return Err(Error::Requeue {
-                what: format!("not applying {what}: {err}"),
-                after: Duration::from_secs(5),
-            });
-        }
         if let Some(patch) = add_finalizer_patch(&object, self.target()) {
             match up
                 .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -108,6 +99,18 @@ impl Engine {
                     label: MANAGED_LABEL,
                 });
             }
+            if live.as_ref().is_some_and(is_terminating) {
+                // A copy on its way out (a withdrawn removal, or someone
+                // deleted it) must not be reported as running: tmcd would
+                // count it and remove the other copies. It is created again
+                // once it is gone (its watch event re-queues the object).
+                return Err(Error::Requeue {
+                    what: format!(
+                        "copy of {what} is being deleted; creating it again once it is gone"
+                    ),
+                    after: Duration::from_secs(1),
+                });
+            }
             let desired = build_copy(
                 object,
                 &self.ctx,
@@ -156,6 +159,10 @@ impl Engine {
             return Ok(TargetStatus {
                 applied_hash: desired.hash,
                 observed_generation: object
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64),
+                result_digest: result_digest(annotation(object, &result_annotation(self.target()))),
+                copy_generation: applied
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64),
                 status: applied.get("status").filter(|s| !s.is_null()).cloned(),

@@ -167,6 +167,7 @@ mod tests {
             observed_generation: Some(1),
             status: Some(json!({"replicas": 1})),
             error: None,
+            ..TargetStatus::default()
         };
         let mut object = object;
         object["metadata"]["annotations"]["status.workload.kcp.io/west"] =

@@ -4,7 +4,8 @@
 //! One job a file: this one holds the [`Engine`] and the per-object dispatch
 //! ([`Engine::reconcile`]); `cache` reads the watch caches and remembers our
 //! own writes, `apply` applies a copy, `report` writes status reports upstream,
-//! `remove` deletes copies, `namespace` ensures downstream namespaces.
+//! `remove` deletes copies, `undecided` reports a copy whose object records
+//! no decision for this target, `namespace` ensures downstream namespaces.
 
 mod apply;
 mod cache;
@@ -13,6 +14,7 @@ mod remove;
 mod report;
 #[cfg(test)]
 mod test_support;
+mod undecided;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,8 +64,11 @@ pub(crate) struct Engine {
     pub health: HealthCell,
     known_namespaces: Mutex<HashSet<String>>,
     /// Set by the heartbeat when a GET of the SyncTarget answered 404: while
-    /// set, nothing is applied (a deleted target must not get workloads back).
+    /// set, nothing is applied or deleted (a deleted target is detached).
     target_missing: AtomicBool,
+    /// Set while another control plane holds the cluster's claim (see
+    /// [`crate::claim`]): nothing is applied or deleted.
+    claim_refused: AtomicBool,
     /// The watch caches of the running syncer (none in unit tests: every read is a GET then).
     caches: RwLock<Option<Arc<Stores>>>,
     /// What our own writes returned: newer than the watch cache until the
@@ -97,6 +102,7 @@ impl Engine {
             health,
             known_namespaces: Mutex::new(HashSet::new()),
             target_missing: AtomicBool::new(false),
+            claim_refused: AtomicBool::new(false),
             caches: RwLock::new(None),
             written: Mutex::new(HashMap::new()),
             report_hold: Mutex::new(HashMap::new()),
@@ -110,9 +116,16 @@ impl Engine {
         &self.ctx.target
     }
 
-    /// Records whether the SyncTarget object exists upstream (see `target_missing`).
-    pub(crate) fn set_target_missing(&self, missing: bool) {
-        self.target_missing.store(missing, Ordering::Relaxed);
+    /// Records whether the SyncTarget object exists upstream (see
+    /// `target_missing`); returns whether it was missing before.
+    pub(crate) fn set_target_missing(&self, missing: bool) -> bool {
+        self.target_missing.swap(missing, Ordering::Relaxed)
+    }
+
+    /// Records whether the cluster's claim is refused (see `claim_refused`);
+    /// returns whether it was refused before.
+    pub(crate) fn set_claim_refused(&self, refused: bool) -> bool {
+        self.claim_refused.swap(refused, Ordering::Relaxed)
     }
 
     fn api(
@@ -151,8 +164,18 @@ impl Engine {
     /// arrives as another watch event and is applied in turn). Everything
     /// else, in particular every path that may delete a copy, reads the
     /// object fresh first: a copy is deleted only on positive evidence.
+    ///
+    /// While the SyncTarget is missing upstream (deleted) or another control
+    /// plane holds the cluster's claim, the syncer is detached: it neither
+    /// applies nor deletes anything (tmcd forgets a deleted target, so its
+    /// copies are left running, unmanaged); it resyncs when attached again.
     pub(crate) async fn reconcile(&self, key: &ObjectKey) -> Result<Outcome> {
         let what = self.describe(key);
+        if self.target_missing.load(Ordering::Relaxed) || self.claim_refused.load(Ordering::Relaxed)
+        {
+            debug!(object = %what, target = %self.target(), "detached (SyncTarget missing or claim refused): touching nothing");
+            return Ok(Outcome::Done);
+        }
         let up = self.api(&self.upstream, key.kind, key.namespace.as_deref());
         if let Some(cached) = self.cached(Side::Upstream, key) {
             let object = to_value(&cached, &what)?;
@@ -181,10 +204,7 @@ impl Engine {
                     .await
                     .map(|outcome| outcome.unwrap_or(Outcome::Done)),
                 Assignment::Remove => self.remove(key, &up, &object).await,
-                Assignment::NotPlaced => self
-                    .delete_copy(key, "not placed on this target")
-                    .await
-                    .map(|_| Outcome::Done),
+                Assignment::Undecided => self.report_undecided(key, &up, &object).await,
             },
             // A successful GET said 404 for this very name: the upstream object is gone.
             None => self

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 
 use super::{Engine, ObjectKey, Outcome, to_value};
 use crate::error::{Error, Result, is_not_found, is_object_not_found};
-use crate::protocol::{cleanup_patch, has_protocol_keys, is_our_copy};
+use crate::protocol::{cleanup_patch, has_protocol_keys, is_our_copy, is_terminating};
 
 /// How long to wait before checking again that a deleted copy is gone.
 const DELETE_POLL: Duration = Duration::from_secs(1);
@@ -64,10 +64,7 @@ impl Engine {
             debug!(object = %what, "downstream object is not our copy; leaving it alone");
             return Ok(false);
         }
-        if live
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|v| !v.is_null())
-        {
+        if is_terminating(&live) {
             return Ok(true);
         }
         let uid = live

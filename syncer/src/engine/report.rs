@@ -184,6 +184,7 @@ mod tests {
                 observed_generation: Some(1),
                 status: Some(status),
                 error: None,
+                ..TargetStatus::default()
             };
             placed(json!({"status.workload.kcp.io/west": serde_json::to_string(&s).unwrap()}))
         };

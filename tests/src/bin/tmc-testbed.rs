@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kube::config::Kubeconfig;
-use tmc_tests::testbed::{TestBed, progress};
+use tmc_tests::testbed::{NodeShape, TestBed, progress};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +36,9 @@ enum Command {
         /// kwok nodes per cluster.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
+        /// Pods each kwok node holds (its allocatable `pods`).
+        #[arg(long, default_value_t = NodeShape::default().pods)]
+        pods_per_node: u32,
         /// Also install the apps/v1 Deployment CRD into the workspace.
         #[arg(long)]
         install_kube_crds: bool,
@@ -51,12 +54,14 @@ async fn main() -> Result<()> {
             workspace,
             context_prefix,
             nodes,
+            pods_per_node,
             install_kube_crds,
         } => {
             let bed = TestBed::builder()
                 .clusters(clusters)
                 .workspace(workspace)
                 .nodes_per_cluster(nodes)
+                .node_shape(NodeShape::pods(pods_per_node))
                 .dir(&dir)
                 .start()
                 .await?;

@@ -4,12 +4,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 
 use super::binaries::Binaries;
 use super::kubeconfig::{self, Ca, Entry};
+use super::kwok;
 use super::pki::Pki;
 use super::ports::free_port;
 use super::process::{ProcessSpec, Supervised};
@@ -17,7 +18,7 @@ use super::progress;
 use super::wait::{self, Poll};
 
 /// Annotation kwok selects the nodes it manages by.
-pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+pub use super::kwok::NODE_ANNOTATION as KWOK_NODE_ANNOTATION;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(250);
@@ -29,11 +30,80 @@ pub struct PhysicalCluster {
     dir: PathBuf,
     kubeconfig: PathBuf,
     apiserver_port: u16,
-    apiserver_spec: ProcessSpec,
     etcd: Supervised,
-    apiserver: Option<Supervised>,
-    /// kube-controller-manager, kube-scheduler, kwok.
-    controllers: Vec<Supervised>,
+    apiserver: Supervised,
+    controller_manager: Option<Supervised>,
+    scheduler: Option<Supervised>,
+    kwok: Option<Supervised>,
+}
+
+/// A process of a physical cluster, for the fault API ([`PhysicalCluster::pause`] and friends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    /// The cluster's etcd.
+    Etcd,
+    /// kube-apiserver.
+    KubeApiserver,
+    /// kube-controller-manager.
+    KubeControllerManager,
+    /// kube-scheduler.
+    KubeScheduler,
+    /// kwok, standing in for every node's kubelet.
+    Kwok,
+}
+
+impl Component {
+    /// Every component, in start order.
+    pub const ALL: [Component; 5] = [
+        Component::Etcd,
+        Component::KubeApiserver,
+        Component::KubeControllerManager,
+        Component::KubeScheduler,
+        Component::Kwok,
+    ];
+
+    /// The binary name, also the log file name `<cluster>/<name>.log`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::KubeApiserver => "kube-apiserver",
+            Component::KubeControllerManager => "kube-controller-manager",
+            Component::KubeScheduler => "kube-scheduler",
+            Component::Kwok => "kwok",
+        }
+    }
+}
+
+/// Allocatable (and capacity) of one kwok node. The scheduler places pods against it; kwok enforces nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeShape {
+    /// CPU quantity, e.g. `"256"` or `"500m"`.
+    pub cpu: String,
+    /// Memory quantity, e.g. `"1Ti"`.
+    pub memory: String,
+    /// Pods the node holds (a kubelet's `maxPods`; a real kubelet defaults to 110).
+    pub pods: u32,
+}
+
+impl Default for NodeShape {
+    /// 256 cpu, 1Ti memory, 2,500 pods: one node holds 1,000 Deployments x 2 replicas with room to spare.
+    fn default() -> Self {
+        Self {
+            cpu: "256".into(),
+            memory: "1Ti".into(),
+            pods: 2500,
+        }
+    }
+}
+
+impl NodeShape {
+    /// A node holding at most `pods` pods, with the default cpu and memory.
+    pub fn pods(pods: u32) -> Self {
+        Self {
+            pods,
+            ..Self::default()
+        }
+    }
 }
 
 /// Shape of a cluster to start.
@@ -41,8 +111,26 @@ pub struct PhysicalCluster {
 pub struct ClusterOptions {
     /// Cluster name, also the kubeconfig context name.
     pub name: String,
-    /// Number of kwok nodes.
+    /// Number of kwok nodes, named `<cluster>-node-<i>`.
     pub nodes: usize,
+    /// Allocatable of each node.
+    pub node_shape: NodeShape,
+}
+
+impl ClusterOptions {
+    /// `nodes` nodes of the default [`NodeShape`].
+    pub fn new(name: impl Into<String>, nodes: usize) -> Self {
+        Self {
+            name: name.into(),
+            nodes,
+            node_shape: NodeShape::default(),
+        }
+    }
+
+    /// Pods the whole cluster can hold.
+    pub fn pod_capacity(&self) -> u64 {
+        self.nodes as u64 * u64::from(self.node_shape.pods)
+    }
 }
 
 impl PhysicalCluster {
@@ -79,14 +167,13 @@ impl PhysicalCluster {
             "etcd",
             etcd_args(&dir, name, etcd_port, peer_port),
         ))?;
-        let apiserver_spec = spec(
+        let apiserver = Supervised::spawn(spec(
             bins,
             &dir,
             name,
             "kube-apiserver",
             apiserver_args(&dir, pki, etcd_port, apiserver_port),
-        );
-        let apiserver = Supervised::spawn(apiserver_spec.clone())?;
+        ))?;
         let kubeconfig = bed_dir.join(format!("{name}.kubeconfig"));
         kubeconfig::write(
             &kubeconfig,
@@ -103,10 +190,11 @@ impl PhysicalCluster {
             dir,
             kubeconfig,
             apiserver_port,
-            apiserver_spec,
             etcd,
-            apiserver: Some(apiserver),
-            controllers: Vec::new(),
+            apiserver,
+            controller_manager: None,
+            scheduler: None,
+            kwok: None,
         };
         cluster.wait_apiserver_ready().await?;
         progress(&format!(
@@ -115,18 +203,19 @@ impl PhysicalCluster {
 
         let kc = cluster.kubeconfig.clone();
         let (kcm_port, sched_port) = (free_port()?, free_port()?);
+        let cdir = cluster.dir.clone();
+        let started = |component: Component, args| {
+            Supervised::spawn(spec(bins, &cdir, name, component.name(), args))
+        };
         let kcm = controller_manager_args(&kc, pki, name, kcm_port);
+        cluster.controller_manager = Some(started(Component::KubeControllerManager, kcm)?);
         let sched = scheduler_args(&kc, sched_port);
-        let kwok = kwok_args(&kc);
-        for (component, args) in [
-            ("kube-controller-manager", kcm),
-            ("kube-scheduler", sched),
-            ("kwok", kwok),
-        ] {
-            let s = spec(bins, &cluster.dir, name, component, args);
-            cluster.controllers.push(Supervised::spawn(s)?);
-        }
-        cluster.create_nodes(options.nodes).await?;
+        cluster.scheduler = Some(started(Component::KubeScheduler, sched)?);
+        let stages = kwok::write_stages(&cdir)?;
+        cluster.kwok = Some(started(Component::Kwok, kwok::args(&kc, &stages))?);
+        cluster
+            .create_nodes(options.nodes, &options.node_shape)
+            .await?;
         cluster.wait_nodes_ready(options.nodes).await?;
         progress(&format!("{name}: {} kwok node(s) Ready", options.nodes));
         Ok(cluster)
@@ -157,58 +246,138 @@ impl PhysicalCluster {
         kubeconfig::client(&self.kubeconfig, None).await
     }
 
-    /// Whether kube-apiserver is currently running (not stopped with [`Self::stop_apiserver`]).
-    pub fn apiserver_running(&self) -> bool {
-        self.apiserver.is_some()
+    /// Whether kube-apiserver is currently running (not stopped or killed).
+    pub fn apiserver_running(&mut self) -> bool {
+        self.apiserver.exit_status().is_none()
     }
 
-    /// Stops kube-apiserver only (etcd and controllers keep running): the cluster becomes unreachable.
+    /// Stops kube-apiserver only (SIGTERM; etcd and controllers keep running): the cluster becomes
+    /// unreachable. Same as [`Self::stop`] of [`Component::KubeApiserver`].
     pub async fn stop_apiserver(&mut self) {
-        if let Some(mut apiserver) = self.apiserver.take() {
-            apiserver.stop_async(Duration::from_secs(5)).await;
-            progress(&format!("{}: kube-apiserver stopped", self.name));
+        // The apiserver always exists once started, so this cannot fail.
+        let _ = self.stop(Component::KubeApiserver).await;
+    }
+
+    /// Starts kube-apiserver again if it is not running (same port and data) and waits until it is ready.
+    pub async fn start_apiserver(&mut self) -> Result<()> {
+        if self.apiserver_running() {
+            self.wait_apiserver_ready().await
+        } else {
+            self.relaunch(Component::KubeApiserver).await
         }
     }
 
-    /// Restarts kube-apiserver on the same port and data, and waits until it is ready.
-    pub async fn start_apiserver(&mut self) -> Result<()> {
-        if self.apiserver.is_none() {
-            self.apiserver = Some(Supervised::spawn(self.apiserver_spec.clone())?);
-        }
-        self.wait_apiserver_ready().await?;
-        progress(&format!("{}: kube-apiserver ready again", self.name));
+    /// The process of `component`.
+    pub fn process_mut(&mut self, component: Component) -> Result<&mut Supervised> {
+        let slot = match component {
+            Component::Etcd => Some(&mut self.etcd),
+            Component::KubeApiserver => Some(&mut self.apiserver),
+            Component::KubeControllerManager => self.controller_manager.as_mut(),
+            Component::KubeScheduler => self.scheduler.as_mut(),
+            Component::Kwok => self.kwok.as_mut(),
+        };
+        slot.ok_or_else(|| anyhow!("{}: {} was never started", self.name, component.name()))
+    }
+
+    /// Process id of `component` (its process group id too).
+    pub fn pid(&mut self, component: Component) -> Result<u32> {
+        Ok(self.process_mut(component)?.pid())
+    }
+
+    /// Freezes `component` with SIGSTOP: its port still accepts connections, but nothing answers until
+    /// [`Self::resume`]; requests to a paused kube-apiserver hang until the client times out.
+    pub fn pause(&mut self, component: Component) -> Result<()> {
+        self.process_mut(component)?.pause()?;
+        progress(&format!("{}: {} paused", self.name, component.name()));
         Ok(())
     }
 
-    /// Every running process, controllers first.
+    /// Lets a paused `component` run again (SIGCONT).
+    pub fn resume(&mut self, component: Component) -> Result<()> {
+        self.process_mut(component)?.resume()?;
+        progress(&format!("{}: {} resumed", self.name, component.name()));
+        Ok(())
+    }
+
+    /// `kill -9` of `component`: a crash. Start it again with [`Self::relaunch`].
+    pub fn kill(&mut self, component: Component) -> Result<()> {
+        self.process_mut(component)?.kill();
+        progress(&format!(
+            "{}: {} killed (SIGKILL)",
+            self.name,
+            component.name()
+        ));
+        Ok(())
+    }
+
+    /// Stops `component` cleanly: SIGTERM, SIGKILL after 5 s. Start it again with [`Self::relaunch`].
+    pub async fn stop(&mut self, component: Component) -> Result<()> {
+        self.process_mut(component)?
+            .stop_async(Duration::from_secs(5))
+            .await;
+        progress(&format!(
+            "{}: {} stopped (SIGTERM)",
+            self.name,
+            component.name()
+        ));
+        Ok(())
+    }
+
+    /// Starts a stopped or killed `component` again with the same arguments: same ports, same data (etcd's
+    /// data dir survives a kill). Waits until kube-apiserver answers `/readyz` when the component is etcd or
+    /// kube-apiserver (and kube-apiserver runs). Fails if the component is still running.
+    pub async fn relaunch(&mut self, component: Component) -> Result<()> {
+        self.process_mut(component)?.relaunch()?;
+        let needs_apiserver = matches!(component, Component::Etcd | Component::KubeApiserver);
+        if needs_apiserver && self.apiserver_running() {
+            self.wait_apiserver_ready().await?;
+        }
+        progress(&format!(
+            "{}: {} running again",
+            self.name,
+            component.name()
+        ));
+        Ok(())
+    }
+
+    /// Every started process, controllers first.
     pub fn processes_mut(&mut self) -> Vec<&mut Supervised> {
-        let mut all: Vec<&mut Supervised> = self.controllers.iter_mut().collect();
-        all.extend(self.apiserver.as_mut());
+        let mut all: Vec<&mut Supervised> = [
+            self.kwok.as_mut(),
+            self.scheduler.as_mut(),
+            self.controller_manager.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        all.push(&mut self.apiserver);
         all.push(&mut self.etcd);
         all
     }
 
-    /// Log files of every component ever started.
+    /// Log files of every component started.
     pub fn logs(&self) -> Vec<PathBuf> {
-        let mut logs = vec![
-            self.etcd.spec().log.clone(),
-            self.apiserver_spec.log.clone(),
-        ];
-        logs.extend(self.controllers.iter().map(|p| p.spec().log.clone()));
-        logs
+        [
+            Some(&self.etcd),
+            Some(&self.apiserver),
+            self.controller_manager.as_ref(),
+            self.scheduler.as_ref(),
+            self.kwok.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.spec().log.clone())
+        .collect()
     }
 
     async fn wait_apiserver_ready(&mut self) -> Result<()> {
         let client = self.client().await?;
         let what = format!("{} kube-apiserver /readyz", self.name);
+        let (etcd, apiserver) = (&mut self.etcd, &mut self.apiserver);
         wait::until(&what, READY_TIMEOUT, POLL, || {
-            let alive = self
-                .etcd
+            let alive = etcd
                 .ensure_running()
-                .and_then(|()| match self.apiserver.as_mut() {
-                    Some(a) => a.ensure_running(),
-                    None => bail!("{} kube-apiserver is stopped", self.name),
-                });
+                .and_then(|()| apiserver.ensure_running());
             let client = client.clone();
             async move {
                 alive?;
@@ -218,10 +387,10 @@ impl PhysicalCluster {
         .await
     }
 
-    async fn create_nodes(&self, count: usize) -> Result<()> {
+    async fn create_nodes(&self, count: usize, shape: &NodeShape) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client().await?);
         for i in 0..count {
-            let node = fake_node(&format!("{}-node-{i}", self.name), &self.name)?;
+            let node = fake_node(&format!("{}-node-{i}", self.name), &self.name, shape)?;
             nodes
                 .create(&PostParams::default(), &node)
                 .await
@@ -233,11 +402,9 @@ impl PhysicalCluster {
     async fn wait_nodes_ready(&mut self, count: usize) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client().await?);
         let what = format!("{count} kwok node(s) of {} to be Ready", self.name);
-        let controllers = &mut self.controllers;
+        let mut controllers = self.processes_mut();
         wait::until(&what, READY_TIMEOUT, POLL, || {
-            let alive: Result<()> = controllers
-                .iter_mut()
-                .try_for_each(Supervised::ensure_running);
+            let alive: Result<()> = controllers.iter_mut().try_for_each(|p| p.ensure_running());
             let nodes = nodes.clone();
             async move {
                 alive?;
@@ -317,6 +484,12 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd: u16, port: u16) -> Vec<OsString> 
     ])
 }
 
+/// How long a node's Lease may go unrenewed before the node lifecycle controller marks the node NotReady
+/// (kube-controller-manager's default is 50 s). The bed shares a small machine with builds and other beds;
+/// under a load of 20+ on 2 cores, kwok's 10 s renewals or the controller's view of them lagged past 50 s
+/// and healthy nodes went `Unknown`. Two minutes keeps a starved bed Ready and still ends a real outage.
+pub const NODE_MONITOR_GRACE_PERIOD: Duration = Duration::from_secs(120);
+
 fn controller_manager_args(
     kubeconfig: &Path,
     pki: &Pki,
@@ -338,6 +511,10 @@ fn controller_manager_args(
         ),
         format!("--root-ca-file={}", pki.ca_cert.display()),
         format!("--cluster-name={cluster}"),
+        format!(
+            "--node-monitor-grace-period={}s",
+            NODE_MONITOR_GRACE_PERIOD.as_secs()
+        ),
         "--profiling=false".into(),
         "--v=1".into(),
     ])
@@ -357,22 +534,11 @@ fn scheduler_args(kubeconfig: &Path, port: u16) -> Vec<OsString> {
     ])
 }
 
-/// kwok runs without its kubelet-like server (no `--server-address`): the test bed uses neither its
-/// metrics nor its logs/exec endpoints, and kwok v0.7.0 builds that server's CEL environment while
-/// its stage controllers build theirs, writing one unguarded global map (easycel v0.6.0
-/// `typeTraitMap`) from two goroutines; that crashed kwok at start-up with "concurrent map writes".
-fn kwok_args(kubeconfig: &Path) -> Vec<OsString> {
-    os(vec![
-        format!("--kubeconfig={}", kubeconfig.display()),
-        "--manage-all-nodes=false".into(),
-        format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
-        "--cidr=10.0.0.1/16".into(),
-    ])
-}
-
-/// A Node object kwok will manage, with room for plenty of pods.
-fn fake_node(name: &str, cluster: &str) -> Result<Node> {
-    let capacity = serde_json::json!({ "cpu": "32", "memory": "256Gi", "pods": "110" });
+/// A Node object kwok will manage, sized by `shape`.
+fn fake_node(name: &str, cluster: &str, shape: &NodeShape) -> Result<Node> {
+    let capacity = serde_json::json!({
+        "cpu": shape.cpu, "memory": shape.memory, "pods": shape.pods.to_string(),
+    });
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -406,7 +572,7 @@ mod tests {
 
     #[test]
     fn fake_node_is_managed_by_kwok_and_has_capacity() {
-        let node = fake_node("west-node-0", "west").expect("node");
+        let node = fake_node("west-node-0", "west", &NodeShape::default()).expect("node");
         let annotations = node.metadata.annotations.expect("annotations");
         assert_eq!(
             annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str),
@@ -416,23 +582,40 @@ mod tests {
             .status
             .and_then(|s| s.allocatable)
             .expect("allocatable");
-        assert_eq!(allocatable.get("pods").map(|q| q.0.as_str()), Some("110"));
-        assert!(!node_ready(&fake_node("x", "west").expect("node")));
+        assert_eq!(allocatable.get("pods").map(|q| q.0.as_str()), Some("2500"));
+        let small = NodeShape {
+            cpu: "2".into(),
+            memory: "4Gi".into(),
+            pods: 3,
+        };
+        let node = fake_node("x", "west", &small).expect("node");
+        assert!(!node_ready(&node));
+        let status = node.status.expect("status");
+        for fields in [status.capacity, status.allocatable] {
+            let fields = fields.expect("capacity and allocatable");
+            let get = |k: &str| fields.get(k).map(|q| q.0.clone());
+            assert_eq!(get("cpu").as_deref(), Some("2"));
+            assert_eq!(get("memory").as_deref(), Some("4Gi"));
+            assert_eq!(get("pods").as_deref(), Some("3"));
+        }
+    }
+
+    #[test]
+    fn default_shape_holds_a_thousand_two_replica_deployments() {
+        assert!(ClusterOptions::new("west", 1).pod_capacity() >= 2_000);
+        assert_eq!(
+            ClusterOptions {
+                node_shape: NodeShape::pods(3),
+                ..ClusterOptions::new("w", 2)
+            }
+            .pod_capacity(),
+            6
+        );
     }
 
     #[test]
     fn scheduler_gets_its_own_port() {
         let args = scheduler_args(Path::new("/k"), 4243);
         assert!(args.iter().any(|a| a == "--secure-port=4243"));
-    }
-
-    #[test]
-    fn kwok_runs_without_its_racy_server() {
-        let args = kwok_args(Path::new("/k"));
-        assert!(
-            !args
-                .iter()
-                .any(|a| a.to_string_lossy().starts_with("--server-address"))
-        );
     }
 }

@@ -43,7 +43,7 @@ impl Kcp {
     /// the current one being `workspace`.
     ///
     /// Unless `TMC_TESTBED_KCP_SNAPSHOT=0`, the root dir starts as a copy of a bootstrapped snapshot (see
-    /// [`kcp_snapshot`](super::kcp_snapshot)), primed by the first bed that needs it.
+    /// [`kcp_snapshot`]), primed by the first bed that needs it.
     pub async fn start(bins: &Binaries, bed_dir: &Path, workspace: &str) -> Result<Self> {
         let root_dir = bed_dir.join("kcp");
         if kcp_snapshot::enabled() {
@@ -218,6 +218,73 @@ impl Kcp {
         &mut self.process
     }
 
+    /// Freezes kcp with SIGSTOP: its port still accepts connections, but requests hang until
+    /// [`Self::resume`] (or the client's timeout).
+    pub fn pause(&mut self) -> Result<()> {
+        self.process.pause()?;
+        progress("kcp paused");
+        Ok(())
+    }
+
+    /// Lets a paused kcp run again (SIGCONT).
+    pub fn resume(&mut self) -> Result<()> {
+        self.process.resume()?;
+        progress("kcp resumed");
+        Ok(())
+    }
+
+    /// `kill -9` of kcp (and its embedded etcd): a crash. Start it again with [`Self::relaunch`].
+    pub fn kill(&mut self) {
+        self.process.kill();
+        progress("kcp killed (SIGKILL)");
+    }
+
+    /// Stops kcp cleanly: SIGTERM, SIGKILL after 10 s. Start it again with [`Self::relaunch`].
+    pub async fn stop(&mut self) {
+        self.process.stop_async(Duration::from_secs(10)).await;
+        progress("kcp stopped (SIGTERM)");
+    }
+
+    /// Whether kcp is running (paused counts as running).
+    pub fn running(&mut self) -> bool {
+        self.process.exit_status().is_none()
+    }
+
+    /// Starts a stopped or killed kcp again on the same port and root directory (so with its data and the
+    /// same admin token) and waits until `/readyz` says ok and the workspace answers. Fails if kcp is still
+    /// running.
+    pub async fn relaunch(&mut self) -> Result<()> {
+        self.process.relaunch()?;
+        let base = self.client("base").await?;
+        let process = &mut self.process;
+        let ready = wait::until("relaunched kcp /readyz", READY_TIMEOUT, POLL, || {
+            let alive = process.ensure_running();
+            let client = base.clone();
+            async move {
+                alive?;
+                Ok(wait::readyz(&client).await)
+            }
+        })
+        .await;
+        ready.map_err(|e| self.with_log(e))?;
+        let inner: Api<k8s_openapi::api::core::v1::Namespace> =
+            Api::all(self.workspace_client().await?);
+        let what = format!("kcp workspace {} to serve requests again", self.workspace);
+        wait::until(&what, READY_TIMEOUT, POLL, || {
+            let inner = inner.clone();
+            async move {
+                Ok(match inner.list(&ListParams::default().limit(1)).await {
+                    Ok(_) => Poll::Ready(()),
+                    Err(e) => Poll::Pending(format!("listing namespaces: {e}")),
+                })
+            }
+        })
+        .await
+        .map_err(|e| self.with_log(e))?;
+        progress(&format!("kcp running again on {}", self.base_url()));
+        Ok(())
+    }
+
     /// Installs the apps/v1 Deployment CRD (copied from kcp's `contrib/crds`) into the workspace and waits
     /// until `deployments.apps` is served there. Idempotent (server-side apply).
     pub async fn install_kube_crds(&self) -> Result<()> {
@@ -344,7 +411,13 @@ struct KcpPaths {
     kubeconfig: PathBuf,
 }
 
-/// Token and CA of kcp's own admin kubeconfig (context `root`).
+/// The user of kcp's admin kubeconfig whose token the bed uses: `shard-admin` (group `system:masters`).
+/// kcp keeps its token across restarts (it stores the token's hash in `<root dir>/.admin-token-store` and reads
+/// the token back from its admin kubeconfig), whereas `kcp-admin`'s token (context `root`) is minted anew on
+/// every start, which would lock every client out after [`Kcp::relaunch`].
+pub const ADMIN_USER: &str = "shard-admin";
+
+/// Token of [`ADMIN_USER`] and the CA of context `root` in kcp's own admin kubeconfig.
 #[derive(Debug, Clone)]
 struct Credentials {
     token: String,
@@ -367,10 +440,10 @@ fn read_credentials(path: &Path) -> Result<Credentials> {
     let context = named("contexts", "root", "context")
         .ok_or_else(|| anyhow!("no context 'root' in {}", path.display()))?;
     let field = |key: &str| context.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let (cluster, user) = field("cluster")
-        .zip(field("user"))
-        .ok_or_else(|| anyhow!("context 'root' in {} lacks cluster or user", path.display()))?;
-    let token = named("users", &user, "user")
+    let cluster = field("cluster")
+        .ok_or_else(|| anyhow!("context 'root' in {} lacks a cluster", path.display()))?;
+    let user = ADMIN_USER;
+    let token = named("users", user, "user")
         .and_then(|u| u.get("token").and_then(|t| t.as_str()).map(str::to_owned))
         .ok_or_else(|| anyhow!("user {user} in {} has no token", path.display()))?;
     let ca_data = named("clusters", &cluster, "cluster")
@@ -460,7 +533,7 @@ mod tests {
         std::fs::write(
             &path,
             "clusters:\n- name: root\n  cluster: {server: 'https://x/clusters/root', certificate-authority-data: Q0E=}\n\
-             users:\n- name: kcp-admin\n  user: {token: t0k}\n\
+             users:\n- name: kcp-admin\n  user: {token: volatile}\n- name: shard-admin\n  user: {token: t0k}\n\
              contexts:\n- name: root\n  context: {cluster: root, user: kcp-admin}\n",
         )
         .expect("write");

@@ -12,15 +12,22 @@
 //! Everything lives in one directory (a temp dir unless [`TestBedBuilder::dir`] is given): `admin.kubeconfig`
 //! and `kcp.log` for kcp, `<cluster>.kubeconfig` and `<cluster>/<component>.log` per cluster. Dropping the bed
 //! stops every process; if the thread is panicking it first prints the tail of every log and keeps the dir.
+//!
+//! Sizes: [`TestBedBuilder::nodes_per_cluster`], [`TestBedBuilder::node_shape`], [`TestBedBuilder::cluster_nodes`].
+//! Faults: [`PhysicalCluster::pause`] / `resume` / `kill` / `stop` / `relaunch` per [`Component`] (via
+//! [`TestBed::cluster_mut`]), the same on [`Kcp`] (via [`TestBed::kcp_mut`]), and on any process a test starts
+//! with [`TestBed::spawn`] ([`Supervised`]). See `docs/testbed.md`, "Faults".
 
 pub mod binaries;
 pub mod cluster;
 pub mod kcp;
 pub mod kcp_snapshot;
 pub mod kubeconfig;
+pub mod kwok;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod wait;
 
 use std::collections::BTreeMap;
@@ -30,8 +37,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 pub use binaries::Binaries;
-pub use cluster::{ClusterOptions, PhysicalCluster};
+pub use cluster::{ClusterOptions, Component, NodeShape, PhysicalCluster};
 pub use kcp::Kcp;
+pub use process::{ProcessSpec, Supervised};
 
 /// Name reserved for kcp in [`TestBed::kubeconfig_path`].
 pub const KCP: &str = "kcp";
@@ -54,6 +62,9 @@ pub struct TestBedBuilder {
     workspace: Option<String>,
     dir: Option<PathBuf>,
     nodes: usize,
+    node_shape: NodeShape,
+    /// Per-cluster overrides of `nodes` and `node_shape`.
+    sized: BTreeMap<String, (usize, NodeShape)>,
     bin_dir: Option<PathBuf>,
 }
 
@@ -64,6 +75,8 @@ impl Default for TestBedBuilder {
             workspace: Some("root:tmc".into()),
             dir: None,
             nodes: 1,
+            node_shape: NodeShape::default(),
+            sized: BTreeMap::new(),
             bin_dir: None,
         }
     }
@@ -92,10 +105,48 @@ impl TestBedBuilder {
         self
     }
 
-    /// kwok nodes per cluster (default 1; each has 32 cpu, 256Gi memory, 110 pods).
+    /// kwok nodes per cluster (default 1) for clusters without [`Self::cluster_nodes`].
     pub fn nodes_per_cluster(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
         self
+    }
+
+    /// Allocatable of each kwok node (default [`NodeShape::default`]: 256 cpu, 1Ti memory, 2,500 pods) for
+    /// clusters without [`Self::cluster_nodes`].
+    pub fn node_shape(mut self, shape: NodeShape) -> Self {
+        self.node_shape = shape;
+        self
+    }
+
+    /// Gives cluster `name` (one of [`Self::clusters`]) `nodes` nodes of `shape`, e.g. a small cluster that
+    /// fills up on purpose: `.cluster_nodes("east", 1, NodeShape::pods(4))`.
+    pub fn cluster_nodes(
+        mut self,
+        name: impl Into<String>,
+        nodes: usize,
+        shape: NodeShape,
+    ) -> Self {
+        self.sized.insert(name.into(), (nodes, shape));
+        self
+    }
+
+    /// The options each cluster is started with.
+    pub fn cluster_options(&self) -> Vec<ClusterOptions> {
+        self.clusters
+            .iter()
+            .map(|name| {
+                let (nodes, node_shape) = self
+                    .sized
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| (self.nodes, self.node_shape.clone()));
+                ClusterOptions {
+                    name: name.clone(),
+                    nodes,
+                    node_shape,
+                }
+            })
+            .collect()
     }
 
     /// Use this directory (created, must be empty or absent) instead of a temp dir; it is kept after drop.
@@ -147,14 +198,11 @@ impl TestBedBuilder {
                 None => Ok(None),
             }
         };
-        let clusters_fut = futures::future::join_all(self.clusters.iter().map(|name| {
-            let options = ClusterOptions {
-                name: name.clone(),
-                nodes: self.nodes,
-            };
-            let (bins, pki, dir) = (&bins, &pki, dir.path());
-            async move { PhysicalCluster::start(bins, pki, dir, &options).await }
-        }));
+        let clusters_fut =
+            futures::future::join_all(self.cluster_options().into_iter().map(|options| {
+                let (bins, pki, dir) = (&bins, &pki, dir.path());
+                async move { PhysicalCluster::start(bins, pki, dir, &options).await }
+            }));
         let (kcp, clusters) = tokio::join!(kcp_fut, clusters_fut);
 
         // Keep whatever started so Drop stops it, then report the first failure.
@@ -207,6 +255,22 @@ impl TestBedBuilder {
             }
             if !seen.insert(name) {
                 bail!("cluster name {name:?} is given twice");
+            }
+        }
+        for name in self.sized.keys() {
+            if !self.clusters.contains(name) {
+                bail!(
+                    "cluster_nodes names {name:?}, which is not among the clusters {:?}",
+                    self.clusters
+                );
+            }
+        }
+        for options in self.cluster_options() {
+            if options.nodes == 0 || options.node_shape.pods == 0 {
+                bail!(
+                    "cluster {:?} needs at least one node holding at least one pod",
+                    options.name
+                );
             }
         }
         if let Some(ws) = &self.workspace {
@@ -322,6 +386,13 @@ impl TestBed {
             .ok_or_else(|| anyhow!("this bed runs no kcp (built with without_kcp())"))
     }
 
+    /// The kcp server, for faults: [`Kcp::pause`], [`Kcp::kill`], [`Kcp::relaunch`], ...
+    pub fn kcp_mut(&mut self) -> Result<&mut Kcp> {
+        self.kcp
+            .as_mut()
+            .ok_or_else(|| anyhow!("this bed runs no kcp (built with without_kcp())"))
+    }
+
     /// Client for the kcp workspace: base URL `<kcp>/clusters/<workspace>`.
     pub async fn kcp_client(&self) -> Result<kube::Client> {
         self.kcp()?.workspace_client().await
@@ -342,6 +413,37 @@ impl TestBed {
         self.clusters.get(name).ok_or_else(|| self.unknown(name))
     }
 
+    /// A physical cluster by name, for faults: [`PhysicalCluster::pause`], [`PhysicalCluster::kill`],
+    /// [`PhysicalCluster::relaunch`], ...
+    pub fn cluster_mut(&mut self, name: &str) -> Result<&mut PhysicalCluster> {
+        let err = self.unknown(name);
+        self.clusters.get_mut(name).ok_or(err)
+    }
+
+    /// Starts a process of the test's own (e.g. `tmcd`, `tmc-syncer`) the way the bed starts its servers: own
+    /// process group, killed with the test process, output appended to `<bed dir>/<name>.log`, working
+    /// directory the bed dir. The caller owns it: [`Supervised::kill`] is `kill -9`,
+    /// [`Supervised::pause`] / [`Supervised::resume`] freeze and thaw it, [`Supervised::relaunch`] starts it
+    /// again, and dropping it stops it (SIGTERM, SIGKILL after 3 s).
+    pub fn spawn<I, A>(
+        &self,
+        name: &str,
+        program: impl Into<PathBuf>,
+        args: I,
+    ) -> Result<Supervised>
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<std::ffi::OsString>,
+    {
+        Supervised::spawn(ProcessSpec {
+            name: name.to_owned(),
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            cwd: self.dir().to_path_buf(),
+            log: self.dir().join(format!("{name}.log")),
+        })
+    }
+
     /// Admin client of a physical cluster.
     pub async fn cluster_client(&self, name: &str) -> Result<kube::Client> {
         self.cluster(name)?.client().await
@@ -355,23 +457,15 @@ impl TestBed {
         Ok(self.cluster(name)?.kubeconfig_path().to_path_buf())
     }
 
-    /// Stops the cluster's kube-apiserver only (etcd and the rest keep running): it looks unreachable.
+    /// Stops the cluster's kube-apiserver only (SIGTERM; etcd and the rest keep running): it looks unreachable.
     pub async fn stop_cluster(&mut self, name: &str) -> Result<()> {
-        let cluster = self
-            .clusters
-            .get_mut(name)
-            .ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
-        cluster.stop_apiserver().await;
+        self.cluster_mut(name)?.stop_apiserver().await;
         Ok(())
     }
 
     /// Restarts the cluster's kube-apiserver on the same port and data and waits until it is ready.
     pub async fn start_cluster(&mut self, name: &str) -> Result<()> {
-        let cluster = self
-            .clusters
-            .get_mut(name)
-            .ok_or_else(|| anyhow!("no cluster named {name:?}"))?;
-        cluster.start_apiserver().await
+        self.cluster_mut(name)?.start_apiserver().await
     }
 
     /// Every log file of the bed.

@@ -2,7 +2,11 @@
 //!
 //! Children are spawned from one long-lived thread and get `PR_SET_PDEATHSIG = SIGKILL`: the kernel
 //! kills them when that thread dies, i.e. when the test process exits or is killed, so no orphans are left
-//! even without `Drop`. Each child leads its own process group, which is what [`Supervised::stop`] signals.
+//! even without `Drop`. Each child leads its own process group, which is what every signal goes to.
+//!
+//! Faults for tests: [`Supervised::pause`] / [`Supervised::resume`] (SIGSTOP / SIGCONT),
+//! [`Supervised::kill`] (`kill -9`), [`Supervised::stop_async`] (SIGTERM, then SIGKILL), and
+//! [`Supervised::relaunch`] to start the same command again (same arguments, so same ports and data).
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -31,12 +35,13 @@ pub struct ProcessSpec {
     pub log: PathBuf,
 }
 
-/// A running child process in its own process group.
+/// A child process in its own process group (running, paused, or exited and not yet relaunched).
 #[derive(Debug)]
 pub struct Supervised {
     spec: ProcessSpec,
     child: Child,
     exited: Option<ExitStatus>,
+    paused: bool,
 }
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
@@ -71,46 +76,12 @@ fn spawn_on_spawner_thread(cmd: Command) -> io::Result<Child> {
 impl Supervised {
     /// Starts `spec` with its output appended to `spec.log`.
     pub fn spawn(spec: ProcessSpec) -> Result<Self> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log)
-            .with_context(|| format!("opening log file {}", spec.log.display()))?;
-        let log_err = log.try_clone().context("duplicating the log file handle")?;
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .current_dir(&spec.cwd)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0);
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe libc functions.
-        let parent = std::process::id() as libc::pid_t;
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_on_spawner_thread(cmd)
-            .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
+        let child = start_child(&spec)?;
         Ok(Self {
             spec,
             child,
             exited: None,
+            paused: false,
         })
     }
 
@@ -145,6 +116,11 @@ impl Supervised {
         }
     }
 
+    /// Whether the process is paused by [`Supervised::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     /// Sends `signal` to the process group (no-op once exited).
     fn signal(&mut self, signal: libc::c_int) {
         if self.exit_status().is_some() {
@@ -156,6 +132,59 @@ impl Supervised {
         }
     }
 
+    /// Sends SIGTERM, and SIGCONT after it when paused so the process can act on it.
+    fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        if self.paused {
+            self.signal(libc::SIGCONT);
+            self.paused = false;
+        }
+    }
+
+    /// Freezes the whole process group with SIGSTOP: it keeps its sockets, so clients connect and then
+    /// hang until [`Supervised::resume`]. Fails if the process has exited.
+    pub fn pause(&mut self) -> Result<()> {
+        self.ensure_running()?;
+        self.signal(libc::SIGSTOP);
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused process group run again with SIGCONT (no-op if not paused).
+    pub fn resume(&mut self) -> Result<()> {
+        self.ensure_running()?;
+        if self.paused {
+            self.signal(libc::SIGCONT);
+            self.paused = false;
+        }
+        Ok(())
+    }
+
+    /// `kill -9` of the whole process group, then reaps it: a crash, no chance to clean up.
+    /// No-op if it has already exited.
+    pub fn kill(&mut self) {
+        if self.exit_status().is_none() {
+            self.signal(libc::SIGKILL);
+            self.exited = self.child.wait().ok();
+        }
+        self.paused = false;
+    }
+
+    /// Starts the same command again (same arguments, so the same ports and data dirs); the log is appended
+    /// to. Fails if the process is still running: stop or kill it first.
+    pub fn relaunch(&mut self) -> Result<()> {
+        if let Some(pid) = self.exit_status().is_none().then(|| self.pid()) {
+            anyhow::bail!(
+                "{} (pid {pid}) is still running; stop or kill it before relaunching",
+                self.spec.name
+            );
+        }
+        self.child = start_child(&self.spec)?;
+        self.exited = None;
+        self.paused = false;
+        Ok(())
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL; reaps the child. Blocks the thread.
     pub fn stop(&mut self, grace: Duration) {
         stop_all(&mut [self], grace);
@@ -163,13 +192,53 @@ impl Supervised {
 
     /// Like [`Supervised::stop`] but waits without blocking the async runtime.
     pub async fn stop_async(&mut self, grace: Duration) {
-        self.signal(libc::SIGTERM);
+        self.terminate();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && self.exit_status().is_none() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.stop(Duration::ZERO);
     }
+}
+
+/// Spawns `spec` on the spawner thread: own process group, PDEATHSIG, output appended to the log.
+fn start_child(spec: &ProcessSpec) -> Result<Child> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .with_context(|| format!("opening log file {}", spec.log.display()))?;
+    let log_err = log.try_clone().context("duplicating the log file handle")?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0);
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe libc functions.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    spawn_on_spawner_thread(cmd)
+        .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))
 }
 
 impl Drop for Supervised {
@@ -181,17 +250,14 @@ impl Drop for Supervised {
 /// Stops several processes at once: SIGTERM to all, wait up to `grace`, SIGKILL the rest, reap all.
 pub fn stop_all(procs: &mut [&mut Supervised], grace: Duration) {
     for p in procs.iter_mut() {
-        p.signal(libc::SIGTERM);
+        p.terminate();
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && procs.iter_mut().any(|p| p.exit_status().is_none()) {
         std::thread::sleep(Duration::from_millis(50));
     }
     for p in procs.iter_mut() {
-        if p.exit_status().is_none() {
-            p.signal(libc::SIGKILL);
-            p.exited = p.child.wait().ok();
-        }
+        p.kill();
         // The group may still hold grandchildren; make sure they go too.
         // SAFETY: plain syscall on a group we created; ESRCH when empty is fine.
         unsafe {
@@ -310,6 +376,71 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!alive(grandchild), "grandchild {grandchild} survived");
+    }
+
+    /// The state letter of `/proc/<pid>/stat` (`S` sleeping, `T` stopped, `Z` zombie, ...).
+    fn state(pid: u32) -> Option<char> {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.trim_start().chars().next())
+            })
+    }
+
+    fn wait_state(pid: u32, want: char) -> Option<char> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state(pid) != Some(want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        state(pid)
+    }
+
+    #[test]
+    fn pause_resume_kill_and_relaunch() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Supervised::spawn(spec(dir.path(), "exec sleep 300")).expect("spawn");
+        let first = p.pid();
+        p.pause().expect("pause");
+        assert!(p.is_paused());
+        assert_eq!(wait_state(first, 'T'), Some('T'), "paused means stopped");
+        p.resume().expect("resume");
+        assert_eq!(wait_state(first, 'S'), Some('S'), "resumed means running");
+        let err = p.relaunch().expect_err("relaunch while running");
+        assert!(format!("{err:#}").contains("still running"), "{err:#}");
+
+        p.pause().expect("pause again");
+        p.kill();
+        assert_eq!(
+            p.exit_status().and_then(|s| s.signal()),
+            Some(libc::SIGKILL)
+        );
+        assert!(p.ensure_running().is_err());
+        assert!(p.pause().is_err(), "an exited process cannot be paused");
+
+        p.relaunch().expect("relaunch");
+        assert_ne!(p.pid(), first);
+        p.ensure_running().expect("running again");
+        assert!(!p.is_paused());
+    }
+
+    #[test]
+    fn stop_ends_a_paused_process_gracefully() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Supervised::spawn(spec(dir.path(), "exec sleep 300")).expect("spawn");
+        p.pause().expect("pause");
+        let started = Instant::now();
+        p.stop(Duration::from_secs(5));
+        assert_eq!(
+            p.exit_status().and_then(|s| s.signal()),
+            Some(libc::SIGTERM)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "SIGTERM must reach a paused process"
+        );
     }
 
     #[test]
