@@ -18,7 +18,9 @@ use tmc_syncer::decision::deletion_annotation;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, replicas, split_over_both, until};
+use common::{
+    Env, NS, apply_placement, available, copy, create_deployment, replicas, split_over_both, until,
+};
 
 /// How many workloads a burst creates.
 const BURST: usize = 200;
@@ -183,11 +185,7 @@ async fn a_cluster_down_past_its_grace_is_evacuated_and_cleaned_only_once_back()
         "web evacuated to west, east asked to remove its copy",
         || async {
             let (w, d) = (copy(&west, "web").await?, upstream.get("web").await?);
-            let available = w
-                .as_ref()
-                .and_then(|w| w.status.as_ref())
-                .and_then(|s| s.available_replicas)
-                .unwrap_or(0);
+            let available = available(&w);
             let asked = d.annotations().contains_key(&deletion_annotation("east"));
             Ok(if replicas(&w) == 4 && available == 4 && asked {
                 Poll::Ready(())

@@ -25,15 +25,9 @@ use tmc_syncer::api::ClusterWorkloadPlacement;
 use tmc_syncer::decision::state_label;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, replicas, until};
-
-/// Available replicas of a copy (0 when there is none).
-fn available(d: &Option<Deployment>) -> i32 {
-    d.as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0)
-}
+use common::{
+    Env, NS, Spread, apply_placement, available, copy, create_deployment, replicas, until,
+};
 
 /// UIDs of the pods of `app` on a cluster.
 async fn pod_uids(client: &kube::Client, app: &str) -> Result<BTreeSet<String>> {
@@ -92,18 +86,13 @@ fn sample_availability(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_without_tmc_metadata_deletes_nothing_and_restarts_nothing() -> Result<()> {
-    let env = Env::start().await?;
-    env.install_policy("replica-spread", "replica-spread")?;
-    let daemon = env.daemon("").await?;
-    let kcp = env.kcp().await?;
-    let west = env.cluster("west").await?;
-    let east = env.cluster("east").await?;
-    apply_placement(
-        &kcp,
-        "spread",
-        json!({"policy": {"name": "replica-spread"}}),
-    )
-    .await?;
+    let Spread {
+        env: _env,
+        daemon,
+        kcp,
+        west,
+        east,
+    } = Spread::start().await?;
     create_deployment(&kcp, "web", 4).await?;
     let (w, e) = runs(&west, &east, "web", (2, 2)).await?;
     let copies = (w.and_then(|d| d.uid()), e.and_then(|d| d.uid()));
@@ -163,18 +152,13 @@ async fn replace_without_tmc_metadata_deletes_nothing_and_restarts_nothing() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shifts_and_moves_never_drop_available_replicas() -> Result<()> {
-    let env = Env::start().await?;
-    env.install_policy("replica-spread", "replica-spread")?;
-    let daemon = env.daemon("").await?;
-    let kcp = env.kcp().await?;
-    let west = env.cluster("west").await?;
-    let east = env.cluster("east").await?;
-    apply_placement(
-        &kcp,
-        "spread",
-        json!({"policy": {"name": "replica-spread"}}),
-    )
-    .await?;
+    let Spread {
+        env: _env,
+        daemon,
+        kcp,
+        west,
+        east,
+    } = Spread::start().await?;
     create_deployment(&kcp, "web", 4).await?;
     runs(&west, &east, "web", (2, 2)).await?;
 

@@ -14,7 +14,7 @@ use serde_json::json;
 use tmc_syncer::api::SyncTarget;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, replicas, until};
+use common::{NS, Spread, copy, create_deployment, replicas, until};
 
 /// Every key or finalizer of `obj` that names `target`.
 fn naming(obj: &Deployment, target: &str) -> Vec<String> {
@@ -59,18 +59,13 @@ async fn add_ghost(upstream: &Api<Deployment>, labels: serde_json::Value) -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_synctarget_is_forgotten_and_deletes_do_not_hang() -> Result<()> {
-    let env = Env::start().await?;
-    env.install_policy("replica-spread", "replica-spread")?;
-    let daemon = env.daemon("").await?;
-    let kcp = env.kcp().await?;
-    let west = env.cluster("west").await?;
-    let east = env.cluster("east").await?;
-    apply_placement(
-        &kcp,
-        "spread",
-        json!({"policy": {"name": "replica-spread"}}),
-    )
-    .await?;
+    let Spread {
+        env,
+        daemon,
+        kcp,
+        west,
+        east,
+    } = Spread::start().await?;
     let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
 
     create_deployment(&kcp, "web", 4).await?;

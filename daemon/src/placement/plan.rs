@@ -256,6 +256,21 @@ mod tests {
                 self.finalizers = f.clone();
             }
         }
+        /// An object placed on `targets` (name, replicas), every copy
+        /// reported with all its replicas available.
+        fn running(targets: &[(&str, u32)]) -> Self {
+            let mut obj = Self::new();
+            let chosen: BTreeMap<_, _> = targets
+                .iter()
+                .map(|(t, n)| (t.to_string(), result(*n)))
+                .collect();
+            obj.apply(&obj.plan(&chosen));
+            for (t, n) in targets {
+                obj.report(t, *n);
+            }
+            obj
+        }
+
         /// The target's syncer reports `available` replicas of the result
         /// the object records now.
         fn report(&mut self, target: &str, available: u32) {
@@ -331,18 +346,7 @@ mod tests {
 
     #[test]
     fn replicas_move_up_before_they_move_down() {
-        let mut obj = Obj::new();
-        obj.apply(
-            &obj.plan(
-                &[
-                    ("west".to_string(), result(2)),
-                    ("east".to_string(), result(2)),
-                ]
-                .into(),
-            ),
-        );
-        obj.report("west", 2);
-        obj.report("east", 2);
+        let mut obj = Obj::running(&[("west", 2), ("east", 2)]);
         let shift: BTreeMap<_, _> = [
             ("west".to_string(), result(1)),
             ("east".to_string(), result(3)),
@@ -366,18 +370,7 @@ mod tests {
     #[test]
     fn a_report_of_the_previous_result_does_not_count() {
         // {west: 2, east: 2} -> {east: 4}: east still runs its 2 of the old result.
-        let mut obj = Obj::new();
-        obj.apply(
-            &obj.plan(
-                &[
-                    ("west".to_string(), result(2)),
-                    ("east".to_string(), result(2)),
-                ]
-                .into(),
-            ),
-        );
-        obj.report("west", 2);
-        obj.report("east", 2);
+        let mut obj = Obj::running(&[("west", 2), ("east", 2)]);
         let east_only: BTreeMap<_, _> = [("east".to_string(), result(4))].into();
         let p = obj.plan(&east_only);
         obj.apply(&p);

@@ -143,6 +143,49 @@ pub fn replicas(d: &Option<Deployment>) -> i32 {
         .unwrap_or(0)
 }
 
+/// Available replicas of a copy, 0 when there is none.
+pub fn available(d: &Option<Deployment>) -> i32 {
+    d.as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
+}
+
+/// A bed with tmcd running `replica-spread` as placement `spread` over
+/// west and east, and the clients of all three.
+pub struct Spread {
+    pub env: Env,
+    pub daemon: Daemon,
+    pub kcp: kube::Client,
+    pub west: kube::Client,
+    pub east: kube::Client,
+}
+
+impl Spread {
+    /// Starts the bed, tmcd and the placement.
+    pub async fn start() -> Result<Self> {
+        let env = Env::start().await?;
+        env.install_policy("replica-spread", "replica-spread")?;
+        let daemon = env.daemon("").await?;
+        let kcp = env.kcp().await?;
+        let west = env.cluster("west").await?;
+        let east = env.cluster("east").await?;
+        apply_placement(
+            &kcp,
+            "spread",
+            json!({"policy": {"name": "replica-spread"}}),
+        )
+        .await?;
+        Ok(Self {
+            env,
+            daemon,
+            kcp,
+            west,
+            east,
+        })
+    }
+}
+
 /// Ready replicas of a copy, 0 when there is none.
 pub fn ready(d: &Option<Deployment>) -> i32 {
     d.as_ref()
