@@ -43,6 +43,12 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        // A deleted copy still in the cache after a resync period: its watch
+        // event was lost; the cache is re-listed by then.
+        self.deleted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let now = Instant::now();
         self.report_hold
             .lock()
@@ -73,6 +79,9 @@ impl Engine {
             reference = reference.within(&ns);
         }
         let cached = store.get(&reference)?;
+        if side == Side::Downstream && self.deleted_copy(key, &cached) {
+            return None;
+        }
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = (side, key.clone());
         let mut object = match written.get(&slot) {
@@ -101,6 +110,28 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((side, key.clone()), object);
+    }
+
+    /// Records that we deleted the copy of `key` with `uid` (see `deleted`).
+    pub(super) fn remember_deleted(&self, key: &ObjectKey, uid: String) {
+        self.deleted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), uid);
+    }
+
+    /// True when `cached` is a copy of `key` we deleted; forgets the deletion
+    /// once the cache holds another object (or none) under that name.
+    fn deleted_copy(&self, key: &ObjectKey, cached: &DynamicObject) -> bool {
+        let mut deleted = self.deleted.lock().unwrap_or_else(PoisonError::into_inner);
+        match deleted.get(key) {
+            Some(uid) if cached.metadata.uid.as_ref() == Some(uid) => true,
+            Some(_) => {
+                deleted.remove(key);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Forgets everything remembered about `key` (it is read fresh or gone).
@@ -145,6 +176,21 @@ mod tests {
     use crate::copy::build_copy;
     use crate::decision::TargetStatus;
     use crate::engine::Outcome;
+
+    #[tokio::test]
+    async fn a_copy_we_deleted_is_never_read_from_the_cache() {
+        let (up, _) = fake(|_, _| None);
+        let (down, _) = fake(|_, _| None);
+        let live = super::super::test_support::copy("web", "west");
+        let (engine, _w1, _w2) = cached_engine(up, down, None, Some(&live));
+        let side = super::Side::Downstream;
+        assert!(engine.cached(side, &key()).is_some());
+        engine.remember_deleted(&key(), "uid-1".into());
+        assert!(
+            engine.cached(side, &key()).is_none(),
+            "the deleted copy would pass for a running one"
+        );
+    }
 
     #[tokio::test]
     async fn listed_objects_without_api_version_and_kind_are_not_applied_again() {

@@ -74,6 +74,11 @@ pub(crate) struct Engine {
     /// What our own writes returned: newer than the watch cache until the
     /// write's watch event arrives (then the entry is dropped).
     written: Mutex<HashMap<(Side, ObjectKey), DynamicObject>>,
+    /// Copies we deleted (by uid), until the downstream watch cache drops
+    /// them: a copy the cache still holds after its deletion is never taken
+    /// as running (it would be reported available, and a move would remove
+    /// the other copies).
+    deleted: Mutex<HashMap<ObjectKey, String>>,
     /// Per object: until when a report of a `.status` change alone is held back.
     report_hold: Mutex<HashMap<ObjectKey, Instant>>,
     /// How long status-only reports are held back after a report.
@@ -105,6 +110,7 @@ impl Engine {
             claim_refused: AtomicBool::new(false),
             caches: RwLock::new(None),
             written: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(HashMap::new()),
             report_hold: Mutex::new(HashMap::new()),
             status_coalesce: STATUS_COALESCE,
             report_gate: None,

@@ -73,13 +73,16 @@ impl Engine {
             .map(str::to_string);
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid,
+                uid: uid.clone(),
                 resource_version: None,
             }),
             ..DeleteParams::background()
         };
         match down.delete(&key.name, &params).await {
             Ok(_) => {
+                if let Some(uid) = uid {
+                    self.remember_deleted(key, uid);
+                }
                 info!(object = %what, target = %self.target(), reason = why, "deleted copy");
                 self.health.deleted(&self.kinds[key.kind].to_string());
                 Ok(true)
