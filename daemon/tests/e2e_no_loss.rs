@@ -102,16 +102,23 @@ async fn replace_without_tmc_metadata_deletes_nothing_and_restarts_nothing() -> 
     // `kubectl replace` of the object as read, without tmc's labels,
     // annotations and finalizers.
     let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
-    let mut bare = upstream.get("web").await?;
-    bare.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
-    bare.metadata.annotations = None;
-    bare.metadata.finalizers = None;
-    bare.metadata.managed_fields = None;
-    bare.status = None;
-    upstream
-        .replace("web", &PostParams::default(), &bare)
-        .await
-        .context("replacing web without tmc's metadata")?;
+    until("web replaced without tmc's metadata", || async {
+        let mut bare = upstream.get("web").await?;
+        bare.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        bare.metadata.annotations = None;
+        bare.metadata.finalizers = None;
+        bare.metadata.managed_fields = None;
+        bare.status = None;
+        // tmcd and the syncers write the object too: a conflict is retried, as a person would.
+        Ok(
+            match upstream.replace("web", &PostParams::default(), &bare).await {
+                Ok(_) => Poll::Ready(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Poll::Pending("conflict".into()),
+                Err(e) => return Err(e).context("replacing web without tmc's metadata"),
+            },
+        )
+    })
+    .await?;
 
     // tmcd records its decision again; meanwhile and after, the copies and
     // their pods stay the same objects.
