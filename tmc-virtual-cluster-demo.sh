@@ -106,7 +106,7 @@ build_tmc_binaries
 build_policies "${REBUILD}" location-affinity active-passive label-stamper
 
 STATE="$(mktemp -d "${TMC_DEMO_ROOT}/kcp-demo-XXXXXX")"
-chmod 755 "${STATE}"
+chmod 700 "${STATE}"
 touch "${STATE}/pids"
 printf 'TMC_DEMO_BIN_DIR=%q\nTMC_DEMO_TMCD=%q\n' "${BIN_DIR}" "${TMCD}" >"${STATE}/env"
 ln -sfn "$(basename "${STATE}")" "${TMC_DEMO_LATEST_LINK}"

@@ -149,7 +149,16 @@ pub(crate) async fn resolve_kinds(client: &Client, config: &Config) -> Result<Ve
     for resource in &config.sync.resources {
         let text = resource.get_ref();
         match resolve_kind(client, text).await {
-            Ok(kind) => kinds.push(kind),
+            Ok(kind) => {
+                if let Some(why) = kind.needs_allowance()
+                    && !config.allows_privileged(text)
+                {
+                    anyhow::bail!(
+                        "sync.resources lists {text}, which is not synced by default: {why} (fix: remove it, or add it to sync.allow_privileged_resources if every workspace user may do that)"
+                    );
+                }
+                kinds.push(kind)
+            }
             Err(err) => {
                 tracing::warn!(resource = %text, error = %format!("{err:#}"), "not syncing this resource")
             }

@@ -9,9 +9,14 @@
 #   bed/                  the test bed's own directory (tmc-testbed up --dir)
 #   tmc.toml              tmcd's configuration;  tmcd.log, tmc-syncer-kcp-east.log, testbed.log
 #   policies/             tmcd's hot-reloaded policy directory
-#   pids                  "<name> <pid>" per process the demo started (stop order: last first)
+#   pids                  "<name> <pid> <start time> <program>" per process the demo started (stop order:
+#                         last first; a line counts only while that very process runs, as the current user)
 #   admin.url             http://127.0.0.1:<port> of tmcd's admin server
 #   env                   TMC_DEMO_BIN_DIR (test bed binaries), TMC_DEMO_TMCD (tmcd binary)
+
+# Kubeconfigs hold client keys and bearer tokens: everything the demo, the test bed and the processes they
+# start create is private to the current user (state directory 0700, files 0600).
+umask 077
 
 # Parent of the state directories: /tmp, so the brief's /tmp/kcp-demo-*/ paths hold. Tests point it at a
 # private directory so that they neither see nor stop a demo someone runs by hand.
@@ -117,8 +122,18 @@ start_time() {
   echo "${20}"
 }
 
-# record_pid STATE NAME PID: appends "NAME PID START_TIME" to STATE/pids.
-record_pid() { echo "$2 $3 $(start_time "$3")" >>"$1/pids"; }
+# command_of PID: the base name of the process's program (argv[0] of /proc/PID/cmdline).
+command_of() {
+  local argv0
+  argv0="$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 1)" || return 1
+  basename -- "${argv0:-?}"
+}
+
+# record_pid STATE NAME PID: appends "NAME PID START_TIME COMMAND" to STATE/pids.
+record_pid() { echo "$2 $3 $(start_time "$3") $(command_of "$3")" >>"$1/pids"; }
+
+# owned_by_me PID: the process runs as the current user (a demo never signals anyone else's process).
+owned_by_me() { [[ -O "/proc/$1" ]]; }
 
 # True when PID is alive and not a zombie.
 pid_alive() {
@@ -128,24 +143,27 @@ pid_alive() {
   [[ -n "${state}" && "${state}" != Z ]]
 }
 
-# Live "<name> <pid>" lines of STATE/pids, in recording order: alive, and still the process that was
-# recorded (same start time), never a later process that got the same pid.
+# Live "<name> <pid>" lines of STATE/pids, in recording order: alive, owned by the current user, and
+# still the process that was recorded (same start time and program), never a later process that got the
+# same pid.
 live_pids() {
-  local name pid started
+  local name pid started command
   [[ -f "$1/pids" ]] || return 0
-  while read -r name pid started; do
-    pid_alive "${pid}" || continue
-    [[ -z "${started}" || "$(start_time "${pid}")" == "${started}" ]] || continue
+  while read -r name pid started command; do
+    pid_alive "${pid}" && owned_by_me "${pid}" || continue
+    [[ "$(start_time "${pid}")" == "${started}" && "$(command_of "${pid}")" == "${command}" ]] || continue
     echo "${name} ${pid}"
   done <"$1/pids"
   return 0
 }
 
-# PIDs of processes whose command line names STATE/bed/ (the test bed's kcp, etcd, apiservers, kwok).
+# PIDs of the current user's processes whose command line names STATE/bed/ (the test bed's kcp, etcd,
+# apiservers, kwok).
 pids_mentioning() {
   local dir="$1/bed" p
   for p in /proc/[0-9]*; do
     [[ "${p#/proc/}" == "$$" ]] && continue
+    [[ -O "${p}" ]] || continue
     if grep -qF -- "${dir}/" <<<"$({ tr '\0' ' ' <"${p}/cmdline"; } 2>/dev/null)"; then
       pid_alive "${p#/proc/}" && echo "${p#/proc/}"
     fi
@@ -188,6 +206,7 @@ stop_state() {
 find_state_dir() {
   if [[ -n "${TMC_DEMO_DIR:-}" ]]; then
     [[ -d "${TMC_DEMO_DIR}" ]] || die "TMC_DEMO_DIR=${TMC_DEMO_DIR} is not a directory"
+    [[ -O "${TMC_DEMO_DIR}" ]] || die "TMC_DEMO_DIR=${TMC_DEMO_DIR} belongs to another user: a demo only reads and stops its own (fix: point TMC_DEMO_DIR at a state directory of yours)"
     echo "${TMC_DEMO_DIR}"
     return 0
   fi
@@ -210,12 +229,12 @@ find_state_dir() {
   fi
 }
 
-# Every /tmp/kcp-demo-* directory (not the kcp-demo-* link).
+# Every /tmp/kcp-demo-* directory of the current user (not the kcp-demo-* link, nobody else's).
 all_state_dirs() {
   local d
   # shellcheck disable=SC2086
   for d in ${TMC_DEMO_STATE_GLOB}; do
-    [[ -d "$d" && ! -L "$d" ]] && echo "$d"
+    [[ -d "$d" && ! -L "$d" && -O "$d" ]] && echo "$d"
   done
   return 0
 }

@@ -44,7 +44,126 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("scheduling.k8s.io", "PriorityClass"),
 ];
 
+/// Kinds that carry privilege on a physical cluster, as `(group, plural, what a workspace user could
+/// do with it)`. Syncing one hands that power over every physical cluster to whoever may write the kind
+/// in the workspace, so tmc refuses them unless the configuration allows each one by name.
+const PRIVILEGED: &[(&str, &str, &str)] = &[
+    (
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "grant permissions on the physical clusters",
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "grant permissions on the physical clusters",
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "roles",
+        "grant permissions on the physical clusters",
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "grant permissions on the physical clusters",
+    ),
+    (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "change the APIs every user of the physical clusters sees",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "intercept or refuse every write to the physical clusters",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "intercept and rewrite every write to the physical clusters",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicies",
+        "refuse every write to the physical clusters",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        "refuse every write to the physical clusters",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+        "rewrite every write to the physical clusters",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+        "rewrite every write to the physical clusters",
+    ),
+    (
+        "apiregistration.k8s.io",
+        "apiservices",
+        "route the physical clusters' API requests to a server of their choice",
+    ),
+    (
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        "obtain certificates the physical clusters trust",
+    ),
+    (
+        "",
+        "persistentvolumes",
+        "mount any host path of the physical clusters' nodes",
+    ),
+    (
+        "",
+        "nodes",
+        "register or change the physical clusters' nodes",
+    ),
+];
+
+/// What a workspace user could do on every physical cluster if `group`/`plural` were synced, for a
+/// privilege-bearing kind; `None` for an ordinary one.
+pub fn privilege(group: &str, plural: &str) -> Option<&'static str> {
+    PRIVILEGED
+        .iter()
+        .find(|(g, p, _)| *g == group && *p == plural)
+        .map(|(_, _, what)| *what)
+}
+
 impl SyncedKind {
+    /// `plural.group` (`deployments.apps`, or `configmaps` for the core group): how tmc.toml's
+    /// `sync.resources` names the kind.
+    pub fn resource_name(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Why this kind must not be synced unless the configuration allows it by name: it carries privilege
+    /// on the physical clusters ([`privilege`]), or it is cluster-scoped (a cluster-scoped copy is shared
+    /// by every tenant of the physical cluster). `None` for an ordinary namespaced kind.
+    pub fn needs_allowance(&self) -> Option<String> {
+        if let Some(what) = privilege(&self.group, &self.plural) {
+            Some(format!(
+                "whoever may write {} in the workspace could {what}",
+                self.resource_name()
+            ))
+        } else if !self.namespaced {
+            Some(format!(
+                "{} is cluster-scoped: a copy is shared by every tenant of the physical cluster",
+                self.resource_name()
+            ))
+        } else {
+            None
+        }
+    }
+
     /// A kind with everything given.
     pub fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
         Self {
@@ -228,6 +347,41 @@ mod tests {
         assert_eq!(cm.api_version(), "v1");
         assert_eq!(cm.to_string(), "v1/ConfigMap");
         assert!(!SyncedKind::parse("v1/Namespace").unwrap().namespaced);
+    }
+
+    #[test]
+    fn privilege_bearing_and_cluster_scoped_kinds_need_an_allowance() {
+        let plain = SyncedKind::new("apps", "v1", "Deployment", "deployments", true);
+        assert_eq!(plain.needs_allowance(), None);
+        assert_eq!(plain.resource_name(), "deployments.apps");
+        let binding = SyncedKind::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        );
+        let why = binding
+            .needs_allowance()
+            .expect("a RoleBinding grants permissions");
+        assert!(
+            why.contains("rolebindings.rbac.authorization.k8s.io")
+                && why.contains("grant permissions"),
+            "{why}"
+        );
+        let crd = SyncedKind::parse("apiextensions.k8s.io/v1/CustomResourceDefinition").unwrap();
+        assert!(crd.needs_allowance().unwrap().contains("change the APIs"));
+        // Any cluster-scoped kind, also one the list does not know (a custom resource).
+        let custom = SyncedKind::new("example.com", "v1", "Gadget", "gadgets", false);
+        let why = custom.needs_allowance().unwrap();
+        assert!(
+            why.contains("gadgets.example.com is cluster-scoped"),
+            "{why}"
+        );
+        assert_eq!(
+            SyncedKind::new("", "v1", "Secret", "secrets", true).resource_name(),
+            "secrets"
+        );
     }
 
     #[test]

@@ -47,6 +47,11 @@ struct Args {
         default_value = "apps/v1/Deployment,v1/Service,v1/ConfigMap,v1/Secret"
     )]
     resources: String,
+    /// Privilege-bearing kinds (RBAC, CRDs, admission webhooks, ...) and cluster-scoped kinds to sync all
+    /// the same, comma-separated GROUP/VERSION/Kind as in --resources. Without it they are refused:
+    /// whoever may write them in the workspace would hold that power on this cluster.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    allow_privileged: String,
     /// Workspace path written to the copies' source-cluster annotation
     /// (default: taken from the upstream server URL's /clusters/<path>, else `default`).
     #[arg(long, value_name = "PATH")]
@@ -107,19 +112,31 @@ async fn main() -> anyhow::Result<()> {
     if args.workspace_path.is_none() && workspace_from_url(&upstream_url).is_none() {
         warn!(url = %upstream_url, "the upstream URL names no /clusters/<workspace>; using workspace path `default` and synced-from `tmc` like tmcd (set --workspace-path)");
     }
+    let allowed =
+        SyncedKind::parse_list(&args.allow_privileged).context("reading --allow-privileged")?;
     let mut kinds = Vec::new();
     for parsed in SyncedKind::parse_list(&args.resources)? {
-        match parsed.discover(&upstream).await {
-            Ok(Some(kind)) => kinds.push(kind),
+        let kind = match parsed.discover(&upstream).await {
+            Ok(Some(kind)) => kind,
             Ok(None) => {
                 warn!(kind = %parsed, "the upstream does not serve this kind (yet); watching it anyway with the guessed plural {}", parsed.plural);
-                kinds.push(parsed);
+                parsed
             }
             Err(err) => {
                 warn!(kind = %parsed, error = %err, "upstream discovery failed; using the guessed plural {}", parsed.plural);
-                kinds.push(parsed);
+                parsed
             }
+        };
+        if let Some(why) = kind.needs_allowance()
+            && !allowed
+                .iter()
+                .any(|a| a.group == kind.group && a.kind == kind.kind)
+        {
+            anyhow::bail!(
+                "--resources lists {kind}, which is not synced by default: {why} (fix: remove it from --resources, or add it to --allow-privileged if every workspace user may do that)"
+            );
         }
+        kinds.push(kind);
     }
 
     let mut config = SyncerConfig::new(&args.sync_target, upstream, downstream, source);

@@ -169,6 +169,54 @@ fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
     result
 }
 
+/// The state directory is 0700, and every kubeconfig, key and token file under it (the bed's included,
+/// links followed) is readable by its owner only: they hold client keys and bearer tokens.
+fn private_to_the_user(state: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| -> Result<u32> {
+        Ok(std::fs::metadata(path)
+            .with_context(|| format!("reading the mode of {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777)
+    };
+    ensure!(
+        mode(state)? == 0o700,
+        "{} has mode {:o}, not 700",
+        state.display(),
+        mode(state)?
+    );
+    let mut secrets = 0;
+    let mut dirs = vec![state.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if path.is_symlink() && !name.ends_with(".kubeconfig") {
+                continue;
+            } else if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if name.ends_with(".kubeconfig") || name.ends_with(".key") || name.contains("token") {
+                secrets += 1;
+                ensure!(
+                    mode(&path)? & 0o077 == 0,
+                    "{} has mode {:o}: group or others can read a credential",
+                    path.display(),
+                    mode(&path)?
+                );
+            }
+        }
+    }
+    ensure!(
+        secrets >= 3,
+        "found only {secrets} kubeconfig/key/token files under {}",
+        state.display()
+    );
+    Ok(())
+}
+
 fn run_demo_and_helper(root: &Path) -> Result<()> {
     let _stop = StopOnDrop(root);
 
@@ -210,6 +258,8 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
             state.join(file).display()
         );
     }
+
+    private_to_the_user(&state)?;
 
     // The brief's exploring commands, typed as written (only /tmp replaced by the private root).
     let bin_dir = std::fs::read_to_string(state.join("env"))?

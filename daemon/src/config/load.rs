@@ -218,6 +218,34 @@ mod tests {
     }
 
     #[test]
+    fn privilege_bearing_resources_are_refused_unless_allowed_by_name() {
+        let e = err(
+            "[sync]\nresources = [\"deployments.apps\", \"rolebindings.rbac.authorization.k8s.io\"]\n",
+        );
+        assert!(e.starts_with("tmc.toml:2:34: "), "{e}");
+        assert!(
+            e.contains("could grant permissions on the physical clusters")
+                && e.contains("sync.allow_privileged_resources"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        let config = parse(
+            Path::new("tmc.toml"),
+            "[sync]\nresources = [\"rolebindings.rbac.authorization.k8s.io\"]\nallow_privileged_resources = [\"rolebindings.rbac.authorization.k8s.io\"]\n",
+            dir.path().to_path_buf(),
+        )
+        .expect("allowed by name");
+        assert!(config.allows_privileged("rolebindings.rbac.authorization.k8s.io"));
+        // An allowance for a resource that is not synced is a typo, not a no-op.
+        let e = err(
+            "[sync]\nallow_privileged_resources = [\"clusterroles.rbac.authorization.k8s.io\"]\n",
+        );
+        assert!(e.starts_with("tmc.toml:2:31: "), "{e}");
+        assert!(e.contains("which sync.resources does not list"), "{e}");
+    }
+
+    #[test]
     fn renew_deadline_must_be_shorter_than_the_lease() {
         let e =
             err("[leader_election]\nlease_duration_seconds = 10\nrenew_deadline_seconds = 10\n");

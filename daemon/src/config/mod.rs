@@ -100,6 +100,10 @@ pub struct Sync {
     /// Resources as `plural.group` (`deployments.apps`) or `plural` for the core group.
     #[serde(default = "default_resources")]
     pub resources: Vec<Spanned<String>>,
+    /// Privilege-bearing (RBAC, CRDs, admission webhooks, ...) and cluster-scoped resources of
+    /// `resources` that may be synced all the same; without an entry here tmcd refuses them.
+    #[serde(default)]
+    pub allow_privileged_resources: Vec<Spanned<String>>,
     /// `same` (downstream namespace = upstream namespace) or `prefixed`.
     #[serde(default)]
     pub namespace_mapping: NamespaceMapping,
@@ -126,6 +130,7 @@ impl Default for Sync {
     fn default() -> Self {
         Self {
             resources: default_resources(),
+            allow_privileged_resources: Vec::new(),
             namespace_mapping: NamespaceMapping::default(),
             namespace_prefix: default_namespace_prefix(),
             heartbeat_interval_seconds: default_heartbeat_interval(),
@@ -320,6 +325,14 @@ impl Config {
             Some(ws) => tmc_syncer::identity::label_value(ws.get_ref()),
             None => "tmc".to_string(),
         }
+    }
+
+    /// Whether `sync.allow_privileged_resources` names `resource` (`plural.group`).
+    pub fn allows_privileged(&self, resource: &str) -> bool {
+        self.sync
+            .allow_privileged_resources
+            .iter()
+            .any(|r| r.get_ref() == resource)
     }
 
     /// The workspace path, or `default` for a plain API server.

@@ -107,6 +107,32 @@ pub fn check(config: &Config) -> Result<(), Failure> {
                 "\"namespaces\" cannot be synced: syncers create the namespaces their copies need and never delete one (a synced namespace could be removed with everything in it) (fix: remove it from sync.resources)".to_string(),
             ));
         }
+        if let Some(what) = tmc_syncer::kinds::privilege(group, plural)
+            && !config.allows_privileged(text)
+        {
+            return Err((
+                resource.span(),
+                format!(
+                    "sync.resources lists {text}: whoever may write {text} in the workspace could {what} (fix: remove it, or add it to sync.allow_privileged_resources if every workspace user may do that)"
+                ),
+            ));
+        }
+    }
+    for allowed in &config.sync.allow_privileged_resources {
+        if !config
+            .sync
+            .resources
+            .iter()
+            .any(|r| r.get_ref() == allowed.get_ref())
+        {
+            return Err((
+                allowed.span(),
+                format!(
+                    "sync.allow_privileged_resources names {:?}, which sync.resources does not list (fix: list it in sync.resources too, or remove it here)",
+                    allowed.get_ref()
+                ),
+            ));
+        }
     }
     check_heartbeat(&config.sync)?;
     check_policy_limits(&config.policies)?;
