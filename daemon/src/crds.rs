@@ -50,7 +50,9 @@ pub async fn install(client: &Client, timeout: Duration) -> Result<()> {
         api.patch(&name, &params, &Patch::Apply(&crd))
             .await
             .with_context(|| {
-                format!("applying CRD {name} (fix: the control plane user needs to manage CRDs)")
+                format!(
+                    "applying CRD {name} (fix: install the CRDs as an admin, `kubectl apply -f config/crds/`; the role of config/rbac/control-plane.yaml may update them, not create them)"
+                )
             })?;
         tokio::time::timeout(
             timeout,

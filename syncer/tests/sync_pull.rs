@@ -13,12 +13,26 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
+use tmc_tests::rbac;
 use tmc_tests::testbed::KCP;
 
 use common::{Fixture, annotations_of, labels_of, wait_until};
 
-/// Starts the pull agent for `west`, appending its output to `log`.
+/// Starts the pull agent for `west` with the bed's admin kubeconfigs, appending its output to `log`.
 fn start_agent(fx: &Fixture, log: &std::path::Path) -> Result<tokio::process::Child> {
+    start_agent_with(
+        &fx.bed.kubeconfig_path(KCP)?,
+        &fx.bed.kubeconfig_path("west")?,
+        log,
+    )
+}
+
+/// Starts the pull agent for `west` with these kubeconfigs, appending its output to `log`.
+fn start_agent_with(
+    upstream: &std::path::Path,
+    downstream: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<tokio::process::Child> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -26,9 +40,9 @@ fn start_agent(fx: &Fixture, log: &std::path::Path) -> Result<tokio::process::Ch
         .with_context(|| format!("opening {}", log.display()))?;
     tokio::process::Command::new(env!("CARGO_BIN_EXE_tmc-syncer"))
         .arg("--upstream-kubeconfig")
-        .arg(fx.bed.kubeconfig_path(KCP)?)
+        .arg(upstream)
         .arg("--downstream-kubeconfig")
-        .arg(fx.bed.kubeconfig_path("west")?)
+        .arg(downstream)
         .args([
             "--sync-target",
             "west",
@@ -160,6 +174,77 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
             prefixed.get_opt("web").await?.and_then(|d| d.metadata.uid),
             live.metadata.uid,
             "the restarted agent keeps the copy it finds"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    child.start_kill().context("stopping tmc-syncer")?;
+    let _ = child.wait().await;
+    if outcome.is_err() {
+        eprintln!(
+            "----- tmc-syncer log -----\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    outcome
+}
+
+/// The agent with least privilege: `config/rbac/pull-agent-upstream.yaml` in the workspace and
+/// `config/rbac/physical-cluster.yaml` on west, and only ServiceAccount tokens bound to them. It syncs,
+/// reports status, heartbeats and holds its claim with no request forbidden.
+#[tokio::test]
+async fn pull_agent_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
+    let fx = Fixture::start().await?;
+    rbac::apply(&fx.kcp, &rbac::manifest("pull-agent-upstream.yaml")).await?;
+    rbac::apply(&fx.west, &rbac::manifest("physical-cluster.yaml")).await?;
+    let dir = fx.bed.dir();
+    let upstream = rbac::token_kubeconfig(
+        &fx.kcp,
+        "tmc-system",
+        "tmc-syncer",
+        &fx.bed.kubeconfig_path(KCP)?,
+        &dir.join("kcp-tmc-syncer.kubeconfig"),
+    )
+    .await?;
+    let downstream = rbac::token_kubeconfig(
+        &fx.west,
+        "tmc-system",
+        "tmc-syncer",
+        &fx.bed.kubeconfig_path("west")?,
+        &dir.join("west-tmc-syncer.kubeconfig"),
+    )
+    .await?;
+    let log = dir.join("tmc-syncer-rbac.log");
+    let mut child = start_agent_with(&upstream, &downstream, &log)?;
+    let outcome = async {
+        fx.create_placed("web", 2).await?;
+        wait_until("web synced and its status reported upstream", || async {
+            let copy = Api::<Deployment>::namespaced(fx.west.clone(), "tmc-shop")
+                .get_opt("web")
+                .await?;
+            let up = fx.upstream_deployments().get("web").await?;
+            Ok(
+                match (copy, annotations_of(&up).get("status.workload.kcp.io/west")) {
+                    (Some(_), Some(_)) => Ok(()),
+                    (copy, status) => Err(format!(
+                        "copy {}, status {}",
+                        copy.is_some(),
+                        status.is_some()
+                    )),
+                },
+            )
+        })
+        .await?;
+        fx.wait_ready("True", None).await?;
+        let text = std::fs::read_to_string(&log)?;
+        let denied: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+            .collect();
+        anyhow::ensure!(
+            denied.is_empty(),
+            "requests were forbidden with the shipped roles:\n{}",
+            denied.join("\n")
         );
         anyhow::Ok(())
     }
