@@ -278,9 +278,18 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
             .context("running bash")?;
         succeeded(command, &out)
     };
-    let checks: [(&str, &[&str]); 5] = [
+    let checks: [(&str, &[&str]); 7] = [
         (
             "kubectl get deployments,services,pods -n demo-app",
+            &["deployment.apps/web", "service/web"],
+        ),
+        // What a Kubernetes user types without thinking: short names, the `all` category, the columns.
+        (
+            "kubectl get deploy,svc -n demo-app",
+            &["deployment.apps/web", "AVAILABLE", "service/web", "CLUSTER-IP"],
+        ),
+        (
+            "kubectl get all -n demo-app",
             &["deployment.apps/web", "service/web"],
         ),
         (
