@@ -24,6 +24,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod identity;
 pub mod kinds;
+pub mod process;
 pub mod queue;
 mod syncer;
 
