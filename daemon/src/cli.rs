@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-use crate::config::LogFormat;
+use tmc_syncer::process::LogFormat;
 
 /// tmcd: transparent multi-cluster for Kubernetes.
 ///

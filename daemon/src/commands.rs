@@ -4,10 +4,11 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
+use tmc_syncer::process::{LogFormat, shutdown_signal};
 
 use crate::admin::client;
 use crate::cli::SyncerCommand;
-use crate::config::{self, LogFormat};
+use crate::config;
 use crate::{Daemon, crds, kubeconn, logging};
 
 /// `tmcd crds [--split DIR]`.
@@ -32,25 +33,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormat>) -> Result<()> {
     let config = config::load(path)?;
     let logs = logging::init(log_format.unwrap_or(config.log_format));
     let daemon = Daemon::start(config, logs).await?;
-    wait_for_signal().await;
+    shutdown_signal().await;
     tracing::info!("shutting down");
     daemon.stop().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn get_json(admin: &str, method: &str, path: &str) -> Result<Value> {

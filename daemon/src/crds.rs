@@ -1,4 +1,4 @@
-//! The CRDs of tmc, generated from the types in `tmc_syncer::api`: printed by
+//! The CRDs of tmc, generated from the types in `tmc_api::crd`: printed by
 //! `tmcd crds`, committed in `config/crds/`, installed by tmcd at start.
 
 use std::time::Duration;
@@ -10,8 +10,8 @@ use kube::api::{
 };
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt};
-use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
-use tmc_syncer::decision::FIELD_MANAGER;
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::decision::FIELD_MANAGER;
 
 /// Every CRD of tmc.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -105,7 +105,7 @@ mod tests {
             let committed = std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
             assert!(
                 committed == yaml,
-                "config/crds/{file} differs from the CRD generated from syncer/src/api.rs; regenerate with:\n  \
+                "config/crds/{file} differs from the CRD generated from api/src/crd.rs; regenerate with:\n  \
                  cargo run -p tmc-daemon -- crds --split config/crds"
             );
         }

@@ -15,11 +15,9 @@ use anyhow::{Context as _, Result, bail};
 use chrono::Utc;
 use kube::api::DynamicObject;
 use serde_json::Value;
+use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget};
 use tmc_policy_host::{HostConfig, PolicyHost, PolicyKind};
 use tmc_policy_sdk::abi::{TransformRequest, TransformResult};
-use tmc_syncer::api::{
-    ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget,
-};
 
 use crate::admin::client;
 use crate::cli::PolicyCommand;

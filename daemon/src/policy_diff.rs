@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::decision::TargetResult;
 use tmc_syncer::SyncedKind;
-use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
-use tmc_syncer::decision::TargetResult;
 
 use crate::config::Config;
 use crate::placement::assignment::{self, Recorded, describe};
@@ -327,7 +327,7 @@ pub fn render_diff(report: &DiffReport, all: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tmc_syncer::decision::STATE_SYNC;
+    use tmc_api::decision::STATE_SYNC;
 
     fn result(replicas: Option<u32>) -> TargetResult {
         TargetResult {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use kube::runtime::reflector::Store;
-use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_syncer::{Syncer, SyncerHealth};
 
 use crate::admin::logs::SyncerLogs;

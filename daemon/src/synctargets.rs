@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tmc_syncer::api::SyncTarget;
+use tmc_api::crd::SyncTarget;
 
 use crate::config::{Cluster, Mode};
 use crate::placement::heartbeats::Heartbeats;
@@ -129,7 +129,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use k8s_openapi::jiff::Timestamp;
-    use tmc_syncer::api::{SyncTargetSpec, SyncTargetStatus};
+    use tmc_api::crd::{SyncTargetSpec, SyncTargetStatus};
 
     fn target(age: Option<i64>, ready: Option<(&str, &str)>) -> SyncTarget {
         let now = 1_800_000_000;

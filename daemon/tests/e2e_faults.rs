@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use tmc_syncer::decision::deletion_annotation;
+use tmc_api::decision::deletion_annotation;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::wait::Poll;
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams};
 use serde_json::json;
-use tmc_syncer::decision::finalizer;
+use tmc_api::decision::finalizer;
 use tmc_tests::testbed::wait::Poll;
 
 use common::{Env, NS, apply_placement, copy, create_deployment, replicas, split_over_both, until};

@@ -21,8 +21,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tmc_syncer::api::ClusterWorkloadPlacement;
-use tmc_syncer::decision::state_label;
+use tmc_api::crd::ClusterWorkloadPlacement;
+use tmc_api::decision::state_label;
 use tmc_tests::testbed::wait::Poll;
 
 use common::{

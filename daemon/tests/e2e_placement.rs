@@ -7,7 +7,7 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
-use tmc_syncer::decision::{
+use tmc_api::decision::{
     MANAGED_LABEL, SOURCE_CLUSTER_ANNOTATION, SYNC_TARGET_ANNOTATION, SYNC_TIMESTAMP_ANNOTATION,
     SYNCED_FROM_LABEL, state_label,
 };

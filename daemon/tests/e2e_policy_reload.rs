@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use kube::api::Api;
 use serde_json::json;
+use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_daemon::config::Config;
 use tmc_daemon::policy_diff::{self, Change, DiffArgs, DiffReport};
-use tmc_syncer::api::ClusterWorkloadPlacement;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::wait::Poll;
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use tmc_syncer::api::SyncTarget;
+use tmc_api::crd::SyncTarget;
 use tmc_tests::testbed::wait::Poll;
 
 use common::{NS, Spread, copy, create_deployment, replicas, until};

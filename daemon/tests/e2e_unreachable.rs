@@ -7,8 +7,8 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use serde_json::json;
-use tmc_syncer::api::SyncTarget;
-use tmc_syncer::decision::state_label;
+use tmc_api::crd::SyncTarget;
+use tmc_api::decision::state_label;
 use tmc_tests::testbed::wait::Poll;
 
 use common::{Env, NS, apply_placement, copy, create_deployment, split_over_both, until};
@@ -67,7 +67,7 @@ async fn stopped_cluster_turns_not_ready_and_nothing_is_deleted() -> Result<()> 
         })
     })
     .await?;
-    assert_eq!(north.spec.sync_mode, tmc_syncer::api::SyncMode::Pull);
+    assert_eq!(north.spec.sync_mode, tmc_api::crd::SyncMode::Pull);
     let d: Deployment = Api::namespaced(kcp.clone(), NS).get("web").await?;
     let labels = d.metadata.labels.unwrap_or_default();
     assert!(

@@ -5,12 +5,13 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-
-use crate::decision::{
+use tmc_api::decision::{
     CONTENT_HASH_ANNOTATION, MANAGED_LABEL, SOURCE_CLUSTER_ANNOTATION, SYNC_TARGET_ANNOTATION,
     SYNC_TIMESTAMP_ANNOTATION, SYNCED_FROM_LABEL, TargetResult, UPSTREAM_NAMESPACE_ANNOTATION,
     result_annotation,
 };
+use tmc_api::protocol::TargetRecord;
+
 use crate::error::{Error, Result};
 use crate::identity::{NamespaceMapping, SourceIdentity};
 
@@ -49,19 +50,22 @@ pub fn is_protocol_key(key: &str) -> bool {
     })
 }
 
-/// Reads the target's [`TargetResult`] from the upstream object's annotations.
+/// The target's [`TargetResult`] as the upstream object records it; an
+/// error names the object and the annotation when it does not parse.
 pub fn target_result(upstream: &Value, target: &str) -> Result<Option<TargetResult>> {
-    let key = result_annotation(target);
-    let Some(raw) = upstream
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(&key))
-    else {
-        return Ok(None);
+    let recorded = TargetRecord::from_value(upstream, target).recorded;
+    let (Some(raw), None) = (&recorded.result_raw, &recorded.result) else {
+        return Ok(recorded.result);
     };
-    let raw = raw.as_str().unwrap_or_default();
-    serde_json::from_str(raw).map(Some).map_err(|err| Error::InvalidObject {
+    let err = serde_json::from_str::<TargetResult>(raw)
+        .err()
+        .map_or_else(|| "unreadable".to_string(), |err| err.to_string());
+    Err(Error::InvalidObject {
         object: object_name(upstream),
-        reason: format!("annotation {key} is not a valid TargetResult JSON ({err}); tmcd rewrites it on the next placement"),
+        reason: format!(
+            "annotation {} is not a valid TargetResult JSON ({err}); tmcd rewrites it on the next placement",
+            result_annotation(target)
+        ),
     })
 }
 

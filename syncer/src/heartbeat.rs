@@ -6,8 +6,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
+use tmc_api::crd::SyncedResource;
 
-use crate::api::SyncedResource;
 use crate::error::{Error, Result, is_object_not_found};
 use crate::kinds::SyncedKind;
 
@@ -149,7 +149,7 @@ pub async fn beat(
     target: &str,
     observation: &Observation,
 ) -> Result<(DateTime<Utc>, String)> {
-    let ar = ApiResource::erase::<crate::api::SyncTarget>(&());
+    let ar = ApiResource::erase::<tmc_api::crd::SyncTarget>(&());
     let api: Api<DynamicObject> = Api::all_with(upstream.clone(), &ar);
     let current = match api.get_status(target).await {
         Ok(current) => current,

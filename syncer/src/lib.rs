@@ -1,9 +1,10 @@
 //! # tmc-syncer
 //!
-//! The workspace APIs of tmc, the decision protocol recorded on upstream
-//! objects, and the per-target syncer that applies placed workloads to a
-//! physical cluster. tmcd runs it in-process (push mode); the `tmc-syncer`
-//! binary runs it beside a physical cluster (pull mode).
+//! The per-target syncer that applies placed workloads to a physical
+//! cluster, following the decisions recorded on upstream objects (the
+//! protocol and the workspace APIs are in `tmc-api`). tmcd runs it in-process
+//! (push mode); the `tmc-syncer` binary runs it beside a physical cluster
+//! (pull mode).
 //!
 //! ```no_run
 //! # async fn demo(upstream: kube::Client, downstream: kube::Client) -> anyhow::Result<()> {
@@ -14,10 +15,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
 pub mod claim;
 pub mod copy;
-pub mod decision;
 mod engine;
 pub mod error;
 pub mod gate;
@@ -25,7 +24,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod identity;
 pub mod kinds;
-pub mod protocol;
+pub mod process;
 pub mod queue;
 mod syncer;
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use tmc_syncer::process::{self, LogFormat};
 use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
 use tracing::{info, warn};
 
@@ -78,16 +79,14 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    process::init_logging(
+        args.log_format,
+        "info",
+        tracing_subscriber::layer::Identity::new(),
+    );
     let upstream_config = load_config(
         &args.upstream_kubeconfig,
         args.upstream_context.clone(),
@@ -146,41 +145,7 @@ async fn main() -> anyhow::Result<()> {
     config.resync_interval = Duration::from_secs(args.resync_interval.max(1));
     config.workers = args.workers.max(1);
     info!(?config, "starting pull-mode syncer");
-    Syncer::new(config).run(shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(err) => {
-                warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    Syncer::new(config).run(process::shutdown_signal()).await
 }
 
 async fn load_config(

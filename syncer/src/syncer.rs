@@ -6,29 +6,27 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event, watcher};
+use tmc_api::decision::{MANAGED_LABEL, SYNCED_FROM_LABEL, state_label};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::claim::{Claim, ClaimState};
-use crate::copy::{CopyContext, annotation};
-use crate::decision::{
-    MANAGED_LABEL, SYNCED_FROM_LABEL, UPSTREAM_NAMESPACE_ANNOTATION, state_label,
+use crate::copy::CopyContext;
+use crate::engine::{
+    Engine, ObjectKey, Outcome, STATUS_COALESCE, Stores, downstream_key, upstream_key,
 };
-use crate::engine::{Engine, ObjectKey, Outcome, STATUS_COALESCE};
 use crate::error::Error;
 use crate::gate::ReportGate;
 use crate::health::{HealthCell, SyncerHealth};
 use crate::heartbeat::{self, Observation};
 use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
-use crate::protocol::{Assignment, assignment, is_our_copy};
 use crate::queue::{Backoff, WorkQueue};
 
 /// Everything a [`Syncer`] for one target needs.
@@ -238,101 +236,6 @@ impl Syncer {
         self.engine.set_caches(None);
         Ok(())
     }
-}
-
-/// Reflector stores of every kind, upstream and downstream (the watch caches).
-pub(crate) struct Stores {
-    pub(crate) upstream: Vec<Store<DynamicObject>>,
-    pub(crate) downstream: Vec<Store<DynamicObject>>,
-}
-
-impl Stores {
-    fn our_copies(&self, engine: &Engine, kind: usize) -> Vec<Arc<DynamicObject>> {
-        let target = &engine.ctx.target;
-        let synced_from = &engine.ctx.source.synced_from;
-        self.downstream[kind]
-            .state_filter(|o| meta_value(o).is_some_and(|v| is_our_copy(&v, target, synced_from)))
-    }
-
-    fn update_counts(&self, engine: &Engine) {
-        for (i, kind) in engine.kinds.iter().enumerate() {
-            engine.health.set_counts(
-                &kind.to_string(),
-                self.upstream[i].len(),
-                self.our_copies(engine, i).len(),
-            );
-        }
-    }
-
-    /// Queues every known upstream object and downstream copy.
-    fn enqueue_all(&self, engine: &Engine, queue: &WorkQueue<ObjectKey>) {
-        for kind in 0..engine.kinds.len() {
-            for object in self.upstream[kind].state() {
-                if let Some(key) = upstream_key(kind, &object) {
-                    queue.add(key);
-                }
-            }
-            for object in self.our_copies(engine, kind) {
-                if let Some(key) = downstream_key(engine, kind, &object) {
-                    queue.add(key);
-                }
-            }
-        }
-    }
-
-    /// Assigned upstream objects, once every upstream watch has listed.
-    fn workload_count(&self, target: &str) -> Option<usize> {
-        let listed = self.upstream.iter().all(|s| {
-            s.wait_until_ready()
-                .now_or_never()
-                .is_some_and(|r| r.is_ok())
-        });
-        if !listed {
-            return None;
-        }
-        let count = self
-            .upstream
-            .iter()
-            .flat_map(Store::state)
-            .filter(|o| meta_value(o).is_some_and(|v| assignment(&v, target) == Assignment::Sync))
-            .count();
-        Some(count)
-    }
-}
-
-/// Only the metadata of `object` as JSON, enough for the protocol checks
-/// (cheaper than serializing the whole object).
-fn meta_value(object: &DynamicObject) -> Option<serde_json::Value> {
-    Some(serde_json::json!({ "metadata": serde_json::to_value(&object.metadata).ok()? }))
-}
-
-fn upstream_key(kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
-    Some(ObjectKey {
-        kind,
-        namespace: object.metadata.namespace.clone(),
-        name: object.metadata.name.clone()?,
-    })
-}
-
-fn downstream_key(engine: &Engine, kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
-    let value = meta_value(object)?;
-    if !is_our_copy(&value, &engine.ctx.target, &engine.ctx.source.synced_from) {
-        return None;
-    }
-    let namespace = match &object.metadata.namespace {
-        Some(ns) => Some(
-            engine
-                .ctx
-                .namespace_mapping
-                .upstream(ns, annotation(&value, UPSTREAM_NAMESPACE_ANNOTATION))?,
-        ),
-        None => None,
-    };
-    Some(ObjectKey {
-        kind,
-        namespace,
-        name: object.metadata.name.clone()?,
-    })
 }
 
 /// Drops `metadata.managedFields` from a watched object before it is cached:

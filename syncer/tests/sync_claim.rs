@@ -11,8 +11,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
+use tmc_api::decision::deletion_annotation;
 use tmc_syncer::claim::{CLAIM_NAMESPACE, Claim, ClaimState, claim_name};
-use tmc_syncer::decision::deletion_annotation;
 use tmc_syncer::heartbeat::SOURCE_IDENTITY_CONFLICT;
 
 use common::{Fixture, WORKSPACE};

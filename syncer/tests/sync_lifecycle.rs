@@ -9,8 +9,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use tmc_syncer::api::{SyncTarget, SyncTargetSpec};
-use tmc_syncer::decision::TargetStatus;
+use tmc_api::crd::{SyncTarget, SyncTargetSpec};
+use tmc_api::decision::TargetStatus;
 
 use common::{Fixture, NS, WORKSPACE, annotations_of, labels_of, wait_until};
 

@@ -15,7 +15,7 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tmc_syncer::decision::TargetStatus;
+use tmc_api::decision::TargetStatus;
 use tmc_tests::testbed::KCP;
 
 use common::{Fixture, NS, annotations_of, wait_until};

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use tmc_syncer::api::SyncTarget;
+use tmc_api::crd::SyncTarget;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::binaries::repo_root;

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use tmc_syncer::process::LogFormat;
 use toml::Spanned;
 
 pub use load::{ConfigError, load, parse};
@@ -229,17 +230,6 @@ impl Default for Admin {
             address: default_admin_address(),
         }
     }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object a line.
-    Json,
 }
 
 /// Leader election through a `coordination.k8s.io/v1` Lease in the workspace.

@@ -1,75 +1,12 @@
-//! Reading the decision protocol (`tmc_syncer::decision`) off an upstream object:
-//! which targets hold it, with which result, and what their syncers report.
+//! tmcd's judgement of the decisions an upstream object records (read by
+//! `tmc_api::protocol`): which targets run it, and whether a target's copy is
+//! in place for the decision recorded now.
 
 use std::collections::BTreeMap;
 
-use tmc_syncer::decision::{
-    DELETION_ANNOTATION_PREFIX, RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC,
-    STATUS_ANNOTATION_PREFIX, TargetResult, TargetStatus, result_digest,
-};
-
-/// What the upstream object records about one target.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Recorded {
-    /// State label value (`Sync`), if present.
-    pub state: Option<String>,
-    /// The result annotation, raw and parsed (`None` if it does not parse).
-    pub result_raw: Option<String>,
-    pub result: Option<TargetResult>,
-    /// A deletion request is pending.
-    pub deleting: bool,
-    /// What the target's syncer reports.
-    pub status: Option<TargetStatus>,
-    /// A status annotation is present (parsed into `status` when it is readable).
-    pub status_raw: bool,
-}
-
-impl Recorded {
-    /// The target holds (or must hold) a copy and is not being asked to remove it.
-    pub fn holds(&self) -> bool {
-        self.state.as_deref() == Some(STATE_SYNC) && !self.deleting
-    }
-
-    /// The target's syncer reports a copy that the object records no
-    /// decision for (another writer wiped the state label): the copy runs
-    /// there, and only a decision of tmcd may keep or remove it.
-    pub fn unrecorded_copy(&self) -> bool {
-        self.state.is_none() && !self.deleting && self.status.is_some()
-    }
-
-    /// A copy runs (or must run) on the target: [`Self::holds`] or
-    /// [`Self::unrecorded_copy`].
-    pub fn runs_copy(&self) -> bool {
-        self.holds() || self.unrecorded_copy()
-    }
-}
-
-/// Per target name, everything the object records.
-pub fn read(
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
-) -> BTreeMap<String, Recorded> {
-    let mut out: BTreeMap<String, Recorded> = BTreeMap::new();
-    for (key, value) in labels {
-        if let Some(t) = key.strip_prefix(STATE_LABEL_PREFIX) {
-            out.entry(t.to_string()).or_default().state = Some(value.clone());
-        }
-    }
-    for (key, value) in annotations {
-        if let Some(t) = key.strip_prefix(RESULT_ANNOTATION_PREFIX) {
-            let entry = out.entry(t.to_string()).or_default();
-            entry.result_raw = Some(value.clone());
-            entry.result = serde_json::from_str(value).ok();
-        } else if let Some(t) = key.strip_prefix(DELETION_ANNOTATION_PREFIX) {
-            out.entry(t.to_string()).or_default().deleting = true;
-        } else if let Some(t) = key.strip_prefix(STATUS_ANNOTATION_PREFIX) {
-            let entry = out.entry(t.to_string()).or_default();
-            entry.status_raw = true;
-            entry.status = serde_json::from_str(value).ok();
-        }
-    }
-    out
-}
+use tmc_api::decision::result_digest;
+// The placement code reads records through this module.
+pub use tmc_api::protocol::{Recorded, read};
 
 /// Targets running the workload now (see [`Recorded::runs_copy`]), with
 /// their recorded replicas.
@@ -164,8 +101,8 @@ fn available(status: &serde_json::Value, copy_generation: Option<i64>) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
-    use tmc_syncer::decision::{
-        deletion_annotation, result_annotation, state_label, status_annotation,
+    use tmc_api::decision::{
+        TargetStatus, deletion_annotation, result_annotation, state_label, status_annotation,
     };
 
     #[test]

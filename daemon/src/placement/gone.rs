@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tmc_syncer::api::SyncTarget;
-use tmc_syncer::decision::FINALIZER_PREFIX;
+use tmc_api::crd::SyncTarget;
+use tmc_api::decision::FINALIZER_PREFIX;
 use tmc_syncer::error::is_object_not_found;
 
 use super::assignment::Recorded;
@@ -65,7 +65,7 @@ mod tests {
     use super::*;
     use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
-    use tmc_syncer::api::SyncTargetSpec;
+    use tmc_api::crd::SyncTargetSpec;
 
     #[test]
     fn names_from_the_protocol_and_finalizers_that_the_cache_lacks() {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tmc_syncer::api::SyncTarget;
+use tmc_api::crd::SyncTarget;
 
 use super::targets::{HEARTBEAT_STALE, ready_condition};
 
@@ -137,7 +137,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use k8s_openapi::jiff::Timestamp;
-    use tmc_syncer::api::{SyncTargetSpec, SyncTargetStatus};
+    use tmc_api::crd::{SyncTargetSpec, SyncTargetStatus};
 
     use crate::placement::targets::TargetView;
 

@@ -9,7 +9,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
+use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
 use super::assignment;
 use super::moves::StalledMove;
@@ -222,8 +222,8 @@ pub async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tmc_syncer::api::{ClusterWorkloadPlacementSpec, PolicyRef};
-    use tmc_syncer::decision::{result_annotation, state_label};
+    use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
+    use tmc_api::decision::{result_annotation, state_label};
 
     fn rec(entries: &[(&str, &str, u32)]) -> BTreeMap<String, assignment::Recorded> {
         let labels = entries

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tmc_syncer::decision::{
+use tmc_api::decision::{
     STATE_SYNC, TargetResult, deletion_annotation, finalizer, result_annotation, state_label,
     status_annotation,
 };
@@ -211,7 +211,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::placement::assignment::read;
-    use tmc_syncer::decision::{finalizer as fin, result_digest, status_annotation};
+    use tmc_api::decision::{finalizer as fin, result_digest, status_annotation};
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")

@@ -12,8 +12,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_syncer::SyncedKind;
-use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
 use super::events::EventQueue;
 use super::moves::{MoveChange, TargetWait};

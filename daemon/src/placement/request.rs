@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_policy_sdk::abi::{PlacementRequest, Workload};
-use tmc_syncer::api::ClusterWorkloadPlacement;
 
 use super::selector::{abi_placement, policy_settings};
 use super::targets::{Candidates, TargetView, candidates};
@@ -53,7 +53,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tmc_syncer::api::{ClusterWorkloadPlacementSpec, PolicyRef};
+    use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
 
     fn view(name: &str, ready: bool) -> TargetView {
         TargetView {

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use tmc_api::crd::ClusterWorkloadPlacement;
+use tmc_api::decision::TargetResult;
 use tmc_policy_sdk::abi::{PlacementDecision, PlacementRequest, TransformRequest, TransformResult};
 use tmc_policy_sdk::rules;
-use tmc_syncer::api::ClusterWorkloadPlacement;
-use tmc_syncer::decision::TargetResult;
 
 /// What evaluates policies: the wasm host in tmcd, a fake in tests.
 pub trait PolicyRunner: Send + Sync + 'static {
@@ -265,8 +265,8 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::{FakeRunner, NoObserver};
     use super::*;
+    use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_policy_sdk::abi::{Target, TargetDecision, Workload};
-    use tmc_syncer::api::{ClusterWorkloadPlacementSpec, PolicyRef};
 
     fn placement(transformations: &[&str]) -> ClusterWorkloadPlacement {
         ClusterWorkloadPlacement::new(

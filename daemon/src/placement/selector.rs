@@ -1,9 +1,9 @@
 //! Label selectors and the choice of the placement that governs a workload.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_policy_sdk::StringMap;
 use tmc_policy_sdk::abi;
-use tmc_syncer::api::ClusterWorkloadPlacement;
 
 /// The Kubernetes selector in the ABI's shape (which knows how to match).
 pub fn to_abi(selector: &LabelSelector) -> abi::LabelSelector {
@@ -108,7 +108,7 @@ pub fn governing<'p>(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-    use tmc_syncer::api::{ClusterWorkloadPlacementSpec, PolicyRef, WorkloadKind};
+    use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef, WorkloadKind};
 
     fn labels(pairs: &[(&str, &str)]) -> StringMap {
         pairs

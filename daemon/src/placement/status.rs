@@ -74,7 +74,7 @@ mod tests {
     use super::*;
     use crate::placement::assignment::read;
     use serde_json::json;
-    use tmc_syncer::decision::{deletion_annotation, state_label, status_annotation};
+    use tmc_api::decision::{deletion_annotation, state_label, status_annotation};
 
     fn recorded(reports: &[(&str, Value)], deleting: &[&str]) -> BTreeMap<String, Recorded> {
         let labels: BTreeMap<String, String> = reports

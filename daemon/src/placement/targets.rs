@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tmc_api::crd::SyncTarget;
 use tmc_policy_sdk::StringMap;
 use tmc_policy_sdk::abi::{self, Assignment, Location};
-use tmc_syncer::api::SyncTarget;
 
 /// Label holding a target's region.
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -211,7 +211,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use std::collections::BTreeMap;
-    use tmc_syncer::api::{SyncTargetSpec, SyncTargetStatus, Taint};
+    use tmc_api::crd::{SyncTargetSpec, SyncTargetStatus, Taint};
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 
 use super::targets::TargetView;
 use crate::state::State;

@@ -34,7 +34,7 @@ impl Env {
     /// Starts kcp (workspace `root:tmc`, Deployments installed) and clusters west and east.
     pub async fn start() -> Result<Self> {
         let logs = tmc_daemon::logging::init_with_default(
-            tmc_daemon::config::LogFormat::Text,
+            tmc_syncer::process::LogFormat::Text,
             "info,kube_client=off,kube_runtime=warn",
         );
         let bed = TestBed::builder()

@@ -8,16 +8,16 @@ use chrono::Utc;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
 use serde_json::Value;
+use tmc_api::decision::{
+    FIELD_MANAGER, MANAGED_LABEL, TargetStatus, result_annotation, result_digest,
+};
+use tmc_api::protocol::{add_finalizer_patch, is_our_copy, is_terminating};
 use tracing::{debug, info};
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
 use crate::copy::{annotation, build_copy, is_subset, object_name, target_result};
-use crate::decision::{
-    FIELD_MANAGER, MANAGED_LABEL, TargetStatus, result_annotation, result_digest,
-};
 use crate::error::{Error, Result, is_conflict, is_not_found};
-use crate::protocol::{add_finalizer_patch, is_our_copy, is_terminating};
 
 impl Engine {
     /// Applies the desired copy and reports its status upstream. `None` when
@@ -119,7 +119,7 @@ impl Engine {
                 Utc::now(),
             )?;
             let unchanged = live.as_ref().is_some_and(|live| {
-                annotation(live, crate::decision::CONTENT_HASH_ANNOTATION)
+                annotation(live, tmc_api::decision::CONTENT_HASH_ANNOTATION)
                     == Some(desired.hash.as_str())
                     && is_subset(&desired.object, live)
             });

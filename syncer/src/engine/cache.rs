@@ -7,8 +7,7 @@ use kube::core::{DynamicObject, TypeMeta};
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
-use super::{Engine, ObjectKey};
-use crate::syncer::Stores;
+use super::{Engine, ObjectKey, Stores};
 
 /// Which side an object lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,8 +173,8 @@ mod tests {
         cached_engine, engine, fake, key, live_copy, namespace_ensured, placed,
     };
     use crate::copy::build_copy;
-    use crate::decision::TargetStatus;
     use crate::engine::Outcome;
+    use tmc_api::decision::TargetStatus;
 
     #[tokio::test]
     async fn a_copy_we_deleted_is_never_read_from_the_cache() {

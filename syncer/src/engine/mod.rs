@@ -12,6 +12,7 @@ mod cache;
 mod namespace;
 mod remove;
 mod report;
+mod stores;
 #[cfg(test)]
 mod test_support;
 mod undecided;
@@ -21,9 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use cache::Side;
 use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
+use tmc_api::protocol::{Assignment, TargetRecord};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -32,10 +35,8 @@ use crate::error::{Error, Result, is_object_not_found};
 use crate::gate::ReportGate;
 use crate::health::HealthCell;
 use crate::kinds::SyncedKind;
-use crate::protocol::{Assignment, assignment};
-use crate::syncer::Stores;
-use cache::Side;
 pub(crate) use report::STATUS_COALESCE;
+pub(crate) use stores::{Stores, downstream_key, upstream_key};
 
 /// Identifies an upstream object: kind index, upstream namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -185,7 +186,7 @@ impl Engine {
         let up = self.api(&self.upstream, key.kind, key.namespace.as_deref());
         if let Some(cached) = self.cached(Side::Upstream, key) {
             let object = to_value(&cached, &what)?;
-            if assignment(&object, self.target()) == Assignment::Sync {
+            if TargetRecord::from_value(&object, self.target()).assignment() == Assignment::Sync {
                 match self.sync(key, &up, object, true).await? {
                     Some(outcome) => return Ok(outcome),
                     // The cache was behind the server: read the object fresh.
@@ -204,7 +205,7 @@ impl Engine {
         };
         self.health.update(|h| h.upstream_connected = true);
         match object {
-            Some(object) => match assignment(&object, self.target()) {
+            Some(object) => match TargetRecord::from_value(&object, self.target()).assignment() {
                 Assignment::Sync => self
                     .sync(key, &up, object, false)
                     .await

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use tracing::info;
-
-use super::Engine;
-use crate::decision::{
+use tmc_api::decision::{
     FIELD_MANAGER, MANAGED_LABEL, SYNC_TARGET_ANNOTATION, SYNCED_FROM_LABEL,
     UPSTREAM_NAMESPACE_ANNOTATION,
 };
+use tracing::info;
+
+use super::Engine;
 use crate::error::{Error, Result, is_already_exists};
 
 impl Engine {

@@ -6,11 +6,11 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::DynamicObject;
 use serde_json::Value;
+use tmc_api::protocol::{TargetRecord, is_our_copy, is_terminating};
 use tracing::{debug, info};
 
 use super::{Engine, ObjectKey, Outcome, to_value};
 use crate::error::{Error, Result, is_not_found, is_object_not_found};
-use crate::protocol::{cleanup_patch, has_protocol_keys, is_our_copy, is_terminating};
 
 /// How long to wait before checking again that a deleted copy is gone.
 const DELETE_POLL: Duration = Duration::from_secs(1);
@@ -27,10 +27,11 @@ impl Engine {
         if self.delete_copy(key, "removal requested upstream").await? {
             return Ok(Outcome::After(DELETE_POLL));
         }
-        if !has_protocol_keys(object, self.target()) {
+        let record = TargetRecord::from_value(object, self.target());
+        if !record.has_protocol_keys() {
             return Ok(Outcome::Done);
         }
-        let patch = cleanup_patch(object, self.target());
+        let patch = record.cleanup_patch();
         match up
             .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

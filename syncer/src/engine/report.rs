@@ -7,15 +7,15 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
 use serde_json::Value;
+use tmc_api::decision::TargetStatus;
+use tmc_api::protocol::TargetRecord;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome};
-use crate::decision::TargetStatus;
 use crate::error::{Error, Result, is_object_not_found};
 use crate::gate::GATE_RECHECK;
-use crate::protocol::{reported_status, status_patch};
 
 /// Default of [`Engine::status_coalesce`]: after a status report, changes of
 /// the copy's `.status` alone wait this long, so that a rollout's several
@@ -38,7 +38,10 @@ impl Engine {
         object: &Value,
         err: &Error,
     ) {
-        let mut status = reported_status(object, self.target()).unwrap_or_default();
+        let mut status = TargetRecord::from_value(object, self.target())
+            .recorded
+            .status
+            .unwrap_or_default();
         status.error = Some(err.to_string());
         if let Err(report_err) = self.report(key, up, object, status).await {
             warn!(object = %self.describe(key), error = %report_err, "could not report the sync error upstream");
@@ -57,10 +60,11 @@ impl Engine {
         object: &Value,
         status: TargetStatus,
     ) -> Result<Outcome> {
-        let Some(patch) = status_patch(object, self.target(), &status) else {
+        let record = TargetRecord::from_value(object, self.target());
+        let Some(patch) = record.status_patch(&status) else {
             return Ok(Outcome::Done);
         };
-        let previous = reported_status(object, self.target());
+        let previous = record.recorded.status;
         let first = previous.is_none() && status.error.is_none();
         let status_only = previous.is_some_and(|previous| {
             previous.applied_hash == status.applied_hash
@@ -162,9 +166,9 @@ mod tests {
     use kube::runtime::reflector::store::Writer;
 
     use crate::copy::build_copy;
-    use crate::decision::TargetStatus;
     use crate::engine::Outcome;
     use crate::gate::{GATE_RECHECK, ReportGate};
+    use tmc_api::decision::TargetStatus;
 
     /// The bound of the test gate.
     const MAX_HOLD: Duration = Duration::from_secs(30);

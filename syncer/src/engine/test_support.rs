@@ -12,12 +12,11 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
-use super::{Engine, ObjectKey};
+use super::{Engine, ObjectKey, Stores};
 use crate::copy::{CopyContext, build_copy};
 use crate::health::HealthCell;
 use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
-use crate::syncer::Stores;
 
 pub(super) type Route = fn(&Method, &str) -> Option<(StatusCode, Value)>;
 

@@ -7,14 +7,14 @@
 use kube::api::Api;
 use kube::core::DynamicObject;
 use serde_json::Value;
+use tmc_api::decision::{CONTENT_HASH_ANNOTATION, TargetStatus};
+use tmc_api::protocol::{is_our_copy, is_terminating};
 use tracing::debug;
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
 use crate::copy::annotation;
-use crate::decision::{CONTENT_HASH_ANNOTATION, TargetStatus};
 use crate::error::Result;
-use crate::protocol::{is_our_copy, is_terminating};
 
 impl Engine {
     /// Reports our live copy of `key`, if there is one; deletes nothing.

@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
-use tmc_syncer::api::{SyncTarget, SyncTargetSpec};
+use tmc_api::crd::{SyncTarget, SyncTargetSpec};
 use tmc_syncer::{SourceIdentity, SyncedKind, Syncer, SyncerConfig};
 use tmc_tests::testbed::wait::{self, Poll};
 use tmc_tests::testbed::{KCP, TestBed};

@@ -20,6 +20,8 @@
 //! [`SOURCE_CLUSTER_ANNOTATION`], [`SYNC_TARGET_ANNOTATION`],
 //! [`SYNC_TIMESTAMP_ANNOTATION`] (changes only when the content does) and
 //! [`CONTENT_HASH_ANNOTATION`].
+//!
+//! [`crate::protocol`] reads these keys and writes the syncer's patches.
 
 use serde::{Deserialize, Serialize};
 use tmc_policy_sdk::MapEdits;
@@ -138,4 +140,49 @@ pub struct TargetStatus {
     /// Last apply error, if the copy could not be applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_target() {
+        assert_eq!(state_label("west"), "state.workload.kcp.io/west");
+        assert_eq!(result_annotation("west"), "result.workload.kcp.io/west");
+        assert_eq!(
+            deletion_annotation("west"),
+            "deletion.internal.workload.kcp.io/west"
+        );
+        assert_eq!(status_annotation("west"), "status.workload.kcp.io/west");
+        assert_eq!(finalizer("west"), "workload.kcp.io/syncer-west");
+    }
+
+    #[test]
+    fn result_digest_is_the_first_8_bytes_of_sha256() {
+        // SHA-256 of `{}` starts 44136fa3 55b3678a.
+        assert_eq!(result_digest(Some("{}")), "44136fa355b3678a");
+        assert_eq!(result_digest(None), "");
+    }
+
+    #[test]
+    fn empty_fields_are_left_out_of_the_json() {
+        let result = TargetResult {
+            replicas: Some(2),
+            ..TargetResult::default()
+        };
+        assert_eq!(serde_json::to_string(&result).unwrap(), r#"{"replicas":2}"#);
+        assert_eq!(
+            serde_json::to_string(&TargetStatus::default()).unwrap(),
+            "{}"
+        );
+        let status: TargetStatus =
+            serde_json::from_str(r#"{"appliedHash":"h","resultDigest":"d","copyGeneration":4}"#)
+                .unwrap();
+        assert_eq!(
+            (status.applied_hash.as_str(), status.result_digest.as_str()),
+            ("h", "d")
+        );
+        assert_eq!(status.copy_generation, Some(4));
+    }
 }

@@ -1,0 +1,90 @@
+//! The `tmc-syncer` binary logs to stderr (as tmcd, kubectl and the
+//! controllers do) and writes nothing to stdout. No servers: its upstream is
+//! a closed loopback port, so its first discovery fails and it logs that.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const KUBECONFIG: &str = r#"apiVersion: v1
+kind: Config
+clusters:
+- name: closed
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: nobody
+  user: {token: none}
+contexts:
+- name: closed
+  context: {cluster: closed, user: nobody}
+current-context: closed
+"#;
+
+#[test]
+fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
+    let kubeconfig = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tmc-syncer-logs-{}.kubeconfig", std::process::id()));
+    std::fs::write(&kubeconfig, KUBECONFIG).expect("writing the kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tmc-syncer"))
+        .arg("--upstream-kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--downstream-kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--sync-target", "west", "--resources", "v1/ConfigMap"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tmc-syncer");
+
+    // The discovery warning, read from stderr on a thread (a line may never come).
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let warning = loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("upstream discovery failed") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    child.kill().expect("stopping tmc-syncer");
+    child.wait().expect("waiting for tmc-syncer");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut stdout)
+        .expect("reading stdout");
+    let _ = std::fs::remove_file(&kubeconfig);
+
+    let warning = warning.unwrap_or_else(|| {
+        panic!(
+            "no discovery warning on stderr within 30 s; stderr so far:\n{}",
+            seen.join("\n")
+        )
+    });
+    let event: serde_json::Value = serde_json::from_str(&warning)
+        .unwrap_or_else(|err| panic!("not a JSON line ({err}): {warning}"));
+    assert_eq!(event["level"], "WARN", "{event}");
+    // One JSON shape for tmcd and tmc-syncer: the event's fields at the top level.
+    assert!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("upstream discovery failed")),
+        "{event}"
+    );
+    assert!(event["error"].is_string(), "{event}");
+    assert_eq!(stdout, "", "tmc-syncer wrote to stdout");
+}
