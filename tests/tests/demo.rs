@@ -286,7 +286,12 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
         // What a Kubernetes user types without thinking: short names, the `all` category, the columns.
         (
             "kubectl get deploy,svc -n demo-app",
-            &["deployment.apps/web", "AVAILABLE", "service/web", "CLUSTER-IP"],
+            &[
+                "deployment.apps/web",
+                "AVAILABLE",
+                "service/web",
+                "CLUSTER-IP",
+            ],
         ),
         (
             "kubectl get all -n demo-app",
