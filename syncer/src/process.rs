@@ -34,7 +34,11 @@ where
     let registry = tracing_subscriber::registry().with(filter).with(extra);
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colours_wanted())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -49,6 +53,13 @@ where
     if result.is_err() {
         tracing::debug!("a global tracing subscriber was already installed");
     }
+}
+
+/// Colour codes only for a person at a terminal: never in a log file or a
+/// pipe, and never with `NO_COLOR` set (<https://no-color.org>).
+fn colours_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM. Where SIGTERM cannot be

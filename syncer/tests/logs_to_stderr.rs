@@ -21,10 +21,13 @@ contexts:
 current-context: closed
 "#;
 
-#[test]
-fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
-    let kubeconfig = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tmc-syncer-logs-{}.kubeconfig", std::process::id()));
+/// Runs the binary with `--log-format <format>`, stdout and stderr piped (no terminal), until it logs its
+/// discovery warning; returns that stderr line and everything on stdout.
+fn first_warning(format: &str) -> (String, String) {
+    let kubeconfig = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tmc-syncer-logs-{format}-{}.kubeconfig",
+        std::process::id()
+    ));
     std::fs::write(&kubeconfig, KUBECONFIG).expect("writing the kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tmc-syncer"))
         .arg("--upstream-kubeconfig")
@@ -32,8 +35,9 @@ fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
         .arg("--downstream-kubeconfig")
         .arg(&kubeconfig)
         .args(["--sync-target", "west", "--resources", "v1/ConfigMap"])
-        .args(["--log-format", "json"])
+        .args(["--log-format", format])
         .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,6 +79,23 @@ fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
             seen.join("\n")
         )
     });
+    (warning, stdout)
+}
+
+#[test]
+fn text_lines_carry_no_colour_codes_when_stderr_is_no_terminal() {
+    let (warning, stdout) = first_warning("text");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        !warning.contains('\u{1b}'),
+        "ANSI escape codes in a log that goes to a pipe: {warning:?}"
+    );
+    assert_eq!(stdout, "", "tmc-syncer wrote to stdout");
+}
+
+#[test]
+fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
+    let (warning, stdout) = first_warning("json");
     let event: serde_json::Value = serde_json::from_str(&warning)
         .unwrap_or_else(|err| panic!("not a JSON line ({err}): {warning}"));
     assert_eq!(event["level"], "WARN", "{event}");
