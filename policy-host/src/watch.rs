@@ -35,6 +35,14 @@ enum Write {
     InProgress,
 }
 
+/// The kubelet updates a ConfigMap or Secret volume by swapping its `..data`
+/// symlink to a new hidden directory (the visible `<key>` entries link
+/// through it), so no event names a `*.wasm` path: a change of `..data` is
+/// a change of every policy in the directory.
+fn is_volume_swap(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name == "..data")
+}
+
 /// Classifies an event; `None` for events that cannot change a file's
 /// content (opens and reads, including the host's own reads of the file).
 fn classify(kind: &EventKind) -> Option<Write> {
@@ -64,7 +72,12 @@ impl PolicyHost {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if event.paths.iter().any(|p| is_policy_file(p)) => {
+                Ok(event)
+                    if event
+                        .paths
+                        .iter()
+                        .any(|p| is_policy_file(p) || is_volume_swap(p)) =>
+                {
                     if let Some(write) = classify(&event.kind) {
                         let _ = tx.send(write);
                     }

@@ -82,6 +82,50 @@ async fn atomic_rename_is_picked_up_and_temp_files_ignored() {
     assert_eq!(names, ["p"], "temp files are not policies");
 }
 
+/// Writes a new version of a ConfigMap volume the way the kubelet's atomic writer does: the keys into a
+/// fresh hidden timestamped directory, a `..data_tmp` symlink to it renamed over `..data`, the old
+/// directory removed. The visible `<key>` entries are symlinks to `..data/<key>`, created once.
+fn kubelet_writes(volume: &std::path::Path, version: u32, files: &[(&str, Vec<u8>)]) {
+    let stamp = format!("..2026_12_02_00_00_{version:02}.000000001");
+    std::fs::create_dir(volume.join(&stamp)).expect("timestamped dir");
+    for (key, bytes) in files {
+        std::fs::write(volume.join(&stamp).join(key), bytes).expect("key");
+    }
+    let old = std::fs::read_link(volume.join("..data")).ok();
+    std::os::unix::fs::symlink(&stamp, volume.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).expect("swap ..data");
+    for (key, _) in files {
+        let visible = volume.join(key);
+        if visible.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("..data/{key}"), visible).expect("key link");
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(volume.join(old)).expect("old dir");
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_volume_update_is_picked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kubelet_writes(dir.path(), 1, &[("p.wasm", fixture("good-v1"))]);
+    let host = host_with(HostConfig {
+        debounce: std::time::Duration::from_millis(20),
+        ..HostConfig::default()
+    });
+    host.load_dir(dir.path()).await.expect("initial load");
+    let _watch = host.watch(dir.path()).expect("watch");
+    assert_eq!(reason(&host, "p").await, "v1");
+    let g1 = host.generation().number;
+
+    // The ConfigMap is edited: only `..data` and hidden directories change on disk.
+    kubelet_writes(dir.path(), 2, &[("p.wasm", fixture("good-v2"))]);
+    next_generation(&host, g1).await;
+    assert_eq!(reason(&host, "p").await, "v2");
+    let names: Vec<_> = host.generation().policies.keys().cloned().collect();
+    assert_eq!(names, ["p"], "the hidden entries are not policies");
+}
+
 #[tokio::test]
 async fn unchanged_reload_keeps_the_generation() {
     let dir = tempfile::tempdir().expect("tempdir");
