@@ -66,8 +66,8 @@ pub enum Command {
         after_help = "Examples:\n  tmcd status\n  tmcd status --admin http://127.0.0.1:9470 --json"
     )]
     Status {
-        /// Admin address of the running tmcd.
-        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        /// Admin address of the running tmcd (default: admin.address of --config, else 127.0.0.1:9470).
+        #[arg(long, default_value = DEFAULT_ADMIN)]
         admin: String,
         /// Print the raw JSON.
         #[arg(long)]
@@ -84,6 +84,72 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print the shell completion script for SHELL.
+    #[command(after_help = "Examples:\n  \
+        tmcd completions bash > /etc/bash_completion.d/tmcd\n  \
+        tmcd completions zsh > \"${fpath[1]}/_tmcd\"")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  tmcd man > /usr/local/share/man/man1/tmcd.1")]
+    Man,
+}
+
+/// The default of `--admin` when neither the flag nor `--config` gives one.
+pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9470";
+
+impl Cli {
+    /// Parses the command line. An `--admin` the user left out comes from
+    /// `admin.address` of the `--config` file when that file has one (a
+    /// wildcard address is reached on loopback), else [`DEFAULT_ADMIN`].
+    pub fn parse_with_config_defaults() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let mut leaf = &matches;
+        while let Some((_, sub)) = leaf.subcommand() {
+            leaf = sub;
+        }
+        // `try_get_raw` first: `value_source` panics on an id the subcommand does not define.
+        let defaulted = leaf.try_get_raw("admin").is_ok()
+            && leaf.value_source("admin") == Some(clap::parser::ValueSource::DefaultValue);
+        if defaulted && let Some(url) = admin_url_of(&cli.config) {
+            cli.set_admin(url);
+        }
+        cli
+    }
+
+    fn set_admin(&mut self, url: String) {
+        match &mut self.command {
+            Some(Command::Status { admin, .. })
+            | Some(Command::Syncer(
+                SyncerCommand::Logs { admin, .. } | SyncerCommand::Resync { admin, .. },
+            ))
+            | Some(Command::Policy {
+                command: PolicyCommand::List { admin, .. },
+            }) => *admin = url,
+            _ => {}
+        }
+    }
+}
+
+/// `http://<admin.address>` of the config file at `path`, if it exists and
+/// names one; `0.0.0.0` and `[::]` become loopback.
+fn admin_url_of(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: toml::Table = text.parse().ok()?;
+    let address: std::net::SocketAddr = doc.get("admin")?.get("address")?.as_str()?.parse().ok()?;
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, address.port())
+    ))
 }
 
 /// `tmcd policy ...`.
@@ -177,8 +243,8 @@ pub enum PolicyCommand {
         after_help = "Examples:\n  tmcd policy list\n  tmcd policy list --admin http://127.0.0.1:9470 --json"
     )]
     List {
-        /// Admin address of the running tmcd.
-        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        /// Admin address of the running tmcd (default: admin.address of --config, else 127.0.0.1:9470).
+        #[arg(long, default_value = DEFAULT_ADMIN)]
         admin: String,
         /// Print the raw JSON of the policies.
         #[arg(long)]
@@ -195,8 +261,8 @@ pub enum SyncerCommand {
         /// The cluster (SyncTarget name).
         #[arg(long)]
         cluster: String,
-        /// Admin address of the running tmcd.
-        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        /// Admin address of the running tmcd (default: admin.address of --config, else 127.0.0.1:9470).
+        #[arg(long, default_value = DEFAULT_ADMIN)]
         admin: String,
     },
     /// Re-queue every workload placed on a cluster.
@@ -205,8 +271,8 @@ pub enum SyncerCommand {
         /// The cluster (SyncTarget name).
         #[arg(long)]
         cluster: String,
-        /// Admin address of the running tmcd.
-        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        /// Admin address of the running tmcd (default: admin.address of --config, else 127.0.0.1:9470).
+        #[arg(long, default_value = DEFAULT_ADMIN)]
         admin: String,
     },
 }

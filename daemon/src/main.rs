@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::CommandFactory;
 use tmc_daemon::cli::{Cli, Command};
 use tmc_daemon::{commands, config, policy_cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_config_defaults();
     let outcome = match cli.command {
         Some(Command::Crds { split }) => commands::crds(split.as_deref()),
         Some(Command::CheckConfig) => config::load(&cli.config)
@@ -25,6 +25,10 @@ async fn main() -> ExitCode {
         Some(Command::Syncer(cmd)) => commands::syncer(cmd).await,
         Some(Command::Policy { command }) => policy_cli::run(command, &cli.config).await,
         Some(Command::Verify) => commands::verify(&cli.config).await,
+        Some(Command::Completions { shell }) => {
+            tmc_syncer::process::print_completions(Cli::command(), shell).map_err(Into::into)
+        }
+        Some(Command::Man) => tmc_syncer::process::print_man(Cli::command()).map_err(Into::into),
         Some(Command::Run) | None => commands::run(&cli.config, cli.log_format).await,
     };
     match outcome {

@@ -107,3 +107,54 @@ fn status_table_shows_targets_policies_and_placements() {
     );
     assert!(table.contains("west:2w/5r"), "{table}");
 }
+
+#[test]
+fn without_admin_the_clients_ask_the_address_of_the_config_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("tmc.toml");
+    // A wildcard listen address is reached on loopback; port 1 answers nobody.
+    std::fs::write(&path, "[admin]\naddress = \"0.0.0.0:1\"\n").expect("write");
+    let config = path.to_str().expect("utf-8");
+    for args in [
+        &["status", "--config", config][..],
+        &["policy", "list", "--config", config],
+        &["syncer", "logs", "--cluster", "west", "--config", config],
+    ] {
+        let out = tmcd(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("http://127.0.0.1:1 "),
+            "{args:?}: {err}"
+        );
+    }
+    // --admin wins over the file.
+    let out = tmcd(&[
+        "status",
+        "--config",
+        config,
+        "--admin",
+        "http://127.0.0.1:2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http://127.0.0.1:2 "), "{err}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_line_definition() {
+    let out = tmcd(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_tmcd()") && script.contains("check-config") && script.contains("diff"),
+        "{script}"
+    );
+    let out = tmcd(&["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#compdef tmcd"));
+    let out = tmcd(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH tmcd 1") && page.contains("check\\-config"),
+        "{page}"
+    );
+}

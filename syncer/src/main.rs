@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tmc_syncer::process::{self, LogFormat};
 use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
@@ -77,11 +77,25 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Print the shell completion script for SHELL and exit
+    /// (e.g. `tmc-syncer --completions bash > /etc/bash_completion.d/tmc-syncer`).
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) and exit (e.g. `tmc-syncer --man > tmc-syncer.1`).
+    #[arg(long, exclusive = true)]
+    man: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    if let Some(shell) = matches.get_one::<clap_complete::Shell>("completions") {
+        return Ok(process::print_completions(Args::command(), *shell)?);
+    }
+    if matches.get_flag("man") {
+        return Ok(process::print_man(Args::command())?);
+    }
+    let args = Args::from_arg_matches(&matches)?;
     process::init_logging(
         args.log_format,
         "info",

@@ -1,5 +1,6 @@
 //! What the binaries of tmc (`tmcd` and `tmc-syncer`) share as processes:
-//! the log set-up and the shutdown signal.
+//! the log set-up, the shutdown signal, and their shell completions and man
+//! pages.
 //!
 //! Logs go to stderr, as kubectl's and the controllers' do: stdout stays
 //! free for a command's own output.
@@ -84,6 +85,36 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Writes the shell completion script of `command` (a binary's clap
+/// command) for `shell` to stdout, e.g. `tmcd completions bash >
+/// /etc/bash_completion.d/tmcd`.
+pub fn print_completions(
+    mut command: clap::Command,
+    shell: clap_complete::Shell,
+) -> std::io::Result<()> {
+    let name = command.get_name().to_string();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    write_stdout(&script)
+}
+
+/// Writes the man page (roff) of `command` to stdout, e.g. `tmcd man >
+/// tmcd.1`.
+pub fn print_man(command: clap::Command) -> std::io::Result<()> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command).render(&mut page)?;
+    write_stdout(&page)
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is no error.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

@@ -109,3 +109,34 @@ fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
     assert!(event["error"].is_string(), "{event}");
     assert_eq!(stdout, "", "tmc-syncer wrote to stdout");
 }
+
+#[test]
+fn completions_and_man_page_need_no_other_flag() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tmc-syncer"))
+            .args(args)
+            .output()
+            .expect("tmc-syncer runs")
+    };
+    let out = run(&["--completions", "bash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_tmc__syncer()") && script.contains("--upstream-kubeconfig"),
+        "{script}"
+    );
+    let out = run(&["--man"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH tmc-syncer 1"));
+    // Combined with a run flag it is refused, not half-applied.
+    let out = run(&["--man", "--sync-target", "west"]);
+    assert!(!out.status.success());
+}
