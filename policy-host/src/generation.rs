@@ -39,8 +39,9 @@ pub struct ActivePolicy {
     /// SHA-256 of the module bytes (hex).
     pub digest: String,
     pub kind: PolicyKind,
-    /// The file it was loaded from.
-    pub source: PathBuf,
+    /// The file it was loaded from; `None` for a module given as bytes
+    /// ([`PolicyHost::load_module`](crate::PolicyHost::load_module)).
+    pub source: Option<PathBuf>,
     pub loaded_at: SystemTime,
     pub(crate) compiled: Arc<CompiledPolicy>,
 }
@@ -49,6 +50,11 @@ impl ActivePolicy {
     /// The compiler tier of the code serving it now.
     pub fn tier(&self) -> Tier {
         self.compiled.tier
+    }
+
+    /// The names of the module's function exports, sorted.
+    pub fn exports(&self) -> Vec<String> {
+        self.compiled.function_exports()
     }
 }
 
@@ -75,19 +81,27 @@ pub struct PolicyEntry {
     pub active: Option<ActivePolicy>,
 }
 
-/// A row of `tmcd policy list`.
+/// One policy name of a generation as the admin API lists it (a row of
+/// `tmcd policy list`); serializes to camelCase JSON.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicySummary {
+pub struct PolicyInfo {
     pub name: String,
+    /// SHA-256 of the module serving it, if one does.
     pub digest: Option<String>,
     pub kind: Option<PolicyKind>,
     pub status: PolicyStatus,
+    /// `status` in words.
     pub status_text: String,
+    /// Why the latest content was refused, if it was.
     pub last_error: Option<String>,
+    /// The file of the version serving it (`None` without a version or for a
+    /// module given as bytes).
     pub source: Option<PathBuf>,
-    /// Seconds since the Unix epoch.
+    /// When the version serving it was loaded, in seconds since the Unix epoch.
     pub loaded_at: Option<u64>,
+    /// True when a version answers evaluations (every status but `Refused`).
+    pub serving: bool,
 }
 
 /// An immutable set of policies.
@@ -109,24 +123,25 @@ impl Generation {
         self.policies.get(name).and_then(|e| e.active.as_ref())
     }
 
-    /// One summary per policy name, sorted by name.
-    pub fn summaries(&self) -> Vec<PolicySummary> {
+    /// One row per policy name, sorted by name.
+    pub fn policy_infos(&self) -> Vec<PolicyInfo> {
         self.policies
             .values()
-            .map(|e| PolicySummary {
+            .map(|e| PolicyInfo {
                 name: e.name.clone(),
                 digest: e.active.as_ref().map(|a| a.digest.clone()),
                 kind: e.active.as_ref().map(|a| a.kind),
                 status: e.status,
                 status_text: e.status.to_string(),
                 last_error: e.last_error.clone(),
-                source: e.active.as_ref().map(|a| a.source.clone()),
+                source: e.active.as_ref().and_then(|a| a.source.clone()),
                 loaded_at: e.active.as_ref().and_then(|a| {
                     a.loaded_at
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .ok()
                         .map(|d| d.as_secs())
                 }),
+                serving: e.active.is_some(),
             })
             .collect()
     }

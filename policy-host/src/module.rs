@@ -71,6 +71,21 @@ pub(crate) struct CompiledPolicy {
     pub exports: Exports,
 }
 
+impl CompiledPolicy {
+    /// The names of the module's function exports, sorted.
+    pub fn function_exports(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pre
+            .module()
+            .exports()
+            .filter(|export| matches!(export.ty(), ExternType::Func(_)))
+            .map(|export| export.name().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
 /// The exports an evaluation calls, resolved once per module so a call never
 /// looks an export up by name.
 pub(crate) struct Exports {
