@@ -446,10 +446,10 @@ async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
     let (targets, reason) = if loaded.kind.places() {
         runner::check_settings(&hostrunner, &placement)
             .await
-            .map_err(|f| policy_failed(f.message))?;
+            .map_err(|f| policy_failed(f.message.to_string()))?;
         let outcome = runner::evaluate(&hostrunner, &NoObserver, &placement, &req)
             .await
-            .map_err(|f| policy_failed(f.message))?;
+            .map_err(|f| policy_failed(f.message.to_string()))?;
         let rows = outcome
             .chosen
             .into_iter()
