@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use crate::module::{CompiledPolicy, PolicyKind, Tier};
 
 /// State of one policy name in a generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PolicyStatus {
     /// The file's current content is loaded and serving.
@@ -20,6 +20,18 @@ pub enum PolicyStatus {
     Deleted,
     /// The file is broken and there is no good version to serve.
     Refused,
+}
+
+impl PolicyStatus {
+    /// Its name in JSON: `active`, `updateRefused`, `deleted` or `refused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::UpdateRefused => "updateRefused",
+            Self::Deleted => "deleted",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 impl std::fmt::Display for PolicyStatus {
@@ -82,8 +94,8 @@ pub struct PolicyEntry {
 }
 
 /// One policy name of a generation as the admin API lists it (a row of
-/// `tmcd policy list`); serializes to camelCase JSON.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// `tmcd policy list`), in camelCase JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyInfo {
     pub name: String,
@@ -164,5 +176,65 @@ impl Generation {
                 .collect::<Vec<_>>()
         };
         key(self) == key(other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_named_in_json_as_as_str_says() {
+        for status in [
+            PolicyStatus::Active,
+            PolicyStatus::UpdateRefused,
+            PolicyStatus::Deleted,
+            PolicyStatus::Refused,
+        ] {
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, status.as_str());
+            assert_eq!(
+                serde_json::from_value::<PolicyStatus>(json).ok(),
+                Some(status)
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_info_reads_back_what_it_writes() {
+        let info = PolicyInfo {
+            name: "p".into(),
+            digest: Some("ab".into()),
+            kind: Some(PolicyKind::Both),
+            status: PolicyStatus::UpdateRefused,
+            status_text: PolicyStatus::UpdateRefused.to_string(),
+            last_error: Some("broken".into()),
+            source: Some("/etc/tmc/policies/p.wasm".into()),
+            loaded_at: Some(7),
+            serving: true,
+        };
+        let json = serde_json::to_value(&info).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "digest",
+                "kind",
+                "lastError",
+                "loadedAt",
+                "name",
+                "serving",
+                "source",
+                "status",
+                "statusText"
+            ],
+            "the fields of the admin API"
+        );
+        assert_eq!(serde_json::from_value::<PolicyInfo>(json).ok(), Some(info));
     }
 }

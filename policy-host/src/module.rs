@@ -9,7 +9,7 @@ use crate::error::PolicyError;
 use crate::sandbox::StoreState;
 
 /// What a module can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PolicyKind {
     /// Exports `tmc_place`.
@@ -28,6 +28,14 @@ impl PolicyKind {
     /// True when the module exports `tmc_transform`.
     pub fn transforms(self) -> bool {
         matches!(self, Self::Transformation | Self::Both)
+    }
+    /// Its name in JSON: `placement`, `transformation` or `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placement => "placement",
+            Self::Transformation => "transformation",
+            Self::Both => "both",
+        }
     }
 }
 
@@ -235,5 +243,23 @@ fn expect_func(
             }
         }
         Some(_) => Err(fail("is not a function".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_in_json_as_as_str_says() {
+        for kind in [
+            PolicyKind::Placement,
+            PolicyKind::Transformation,
+            PolicyKind::Both,
+        ] {
+            let json = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(json, kind.as_str());
+            assert_eq!(serde_json::from_value::<PolicyKind>(json).ok(), Some(kind));
+        }
     }
 }
