@@ -78,8 +78,9 @@ fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::Result<Engin
         .max_memory_size(config.memory_cap)
         .table_elements(100_000)
         .max_core_instance_size(4 << 20)
-        // Reset small heaps with memset instead of madvise+page faults: a
-        // policy evaluation touches well under 2 MiB.
+        // Reset the first 2 MiB of a heap with memset instead of madvise +
+        // page faults: sized to cover what a typical evaluation touches
+        // (docs/benchmarks.md, "No `memory.grow` in a typical evaluation").
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);

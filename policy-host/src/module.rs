@@ -54,7 +54,7 @@ impl std::fmt::Display for PolicyKind {
 #[serde(rename_all = "camelCase")]
 pub enum Tier {
     /// Winch, the baseline compiler: compiles in a fraction of Cranelift's
-    /// time, runs slower. Serves a module never seen before until its
+    /// time, runs slower (docs/benchmarks.md). Serves a module never seen before until its
     /// optimized code is ready.
     Baseline,
     /// Cranelift, the optimizing compiler.
