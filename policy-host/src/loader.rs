@@ -61,17 +61,18 @@ fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, PolicyError> {
     Ok(files)
 }
 
-/// What loading one module's bytes did to its name.
+/// What loading a name's new bytes gave.
 enum Outcome {
     /// Same digest as the version serving: nothing compiled.
-    Unchanged,
-    Loaded,
+    Unchanged(ActivePolicy),
+    Loaded(ActivePolicy),
     Refused(PolicyError),
 }
 
 /// Admits modules into new generations of `registry`. Compilation and
-/// validation run on blocking threads, each holding one of `permits` (the
-/// evaluations' permits: a load never starves evaluations of the pool).
+/// validation run on blocking threads, each holding one of `permits` (shared
+/// with evaluations, so loads and evaluations together stay within the
+/// engines' instance pool).
 pub(crate) struct Loader {
     config: Arc<HostConfig>,
     cache: Arc<ModuleCache>,
@@ -126,13 +127,14 @@ impl Loader {
                 path: path.display().to_string(),
                 message: e.to_string(),
             });
-            let (entry, outcome) = self.entry(name, Some(path), bytes, current.get(name)).await;
+            let previous = current.get(name);
+            let outcome = self.load(name, Some(path), bytes, previous).await;
+            next.insert(name.clone(), entry(name, &outcome, previous));
             match outcome {
-                Outcome::Unchanged => report.unchanged.push(name.clone()),
-                Outcome::Loaded => report.loaded.push(name.clone()),
+                Outcome::Unchanged(_) => report.unchanged.push(name.clone()),
+                Outcome::Loaded(_) => report.loaded.push(name.clone()),
                 Outcome::Refused(error) => report.refused.push((name.clone(), error.to_string())),
             }
-            next.insert(name.clone(), entry);
         }
         for (name, entry) in &current.policies {
             if files.contains_key(name) || entry.active.is_none() {
@@ -175,10 +177,10 @@ impl Loader {
     ) -> Result<ActivePolicy, PolicyError> {
         let change = self.registry.lock().await;
         let current = change.current();
-        let (entry, outcome) = self.entry(name, None, Ok(bytes), current.get(name)).await;
-        let active = entry.active.clone();
+        let previous = current.get(name);
+        let outcome = self.load(name, None, Ok(bytes), previous).await;
         let mut next = current.policies.clone();
-        next.insert(name.to_string(), entry);
+        next.insert(name.to_string(), entry(name, &outcome, previous));
         if publish(&change, &current, next) {
             tracing::info!(
                 generation = change.current().number,
@@ -186,82 +188,46 @@ impl Loader {
                 "policy generation swapped"
             );
         }
-        match (outcome, active) {
-            (Outcome::Refused(error), _) => Err(error),
-            (_, Some(active)) => Ok(active),
-            (_, None) => Err(PolicyError::Internal {
-                policy: name.into(),
-                message: "an admitted module has no active version".into(),
-            }),
+        match outcome {
+            Outcome::Unchanged(active) | Outcome::Loaded(active) => Ok(active),
+            Outcome::Refused(error) => Err(error),
         }
     }
 
-    /// The entry of `name` once `bytes` (read from `source`, if from a file)
-    /// are its new content; refused content keeps `previous`'s last good
-    /// version serving.
-    async fn entry(
+    /// Loads `bytes` (read from `source`, if from a file) as the new content
+    /// of `name`, whose entry was `previous`.
+    async fn load(
         &self,
         name: &str,
         source: Option<&Path>,
         bytes: Result<Vec<u8>, PolicyError>,
         previous: Option<&PolicyEntry>,
-    ) -> (PolicyEntry, Outcome) {
-        let last_good = previous.and_then(|e| e.active.clone());
+    ) -> Outcome {
+        let last_good = previous.and_then(|e| e.active.as_ref());
         let origin = source.map_or_else(|| "(bytes)".to_string(), |p| p.display().to_string());
-        let admitted = match bytes {
-            Err(e) => Err(e),
-            Ok(bytes) => {
-                let digest = module::digest(&bytes);
-                if let Some(active) = last_good.as_ref().filter(|a| a.digest == digest) {
-                    let entry = PolicyEntry {
-                        name: name.into(),
-                        status: PolicyStatus::Active,
-                        last_error: None,
-                        active: Some(ActivePolicy {
-                            source: source.map(Path::to_path_buf),
-                            ..active.clone()
-                        }),
-                    };
-                    return (entry, Outcome::Unchanged);
-                }
-                self.admit(name, digest, bytes).await
-            }
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(error) => return refused(name, &origin, error, previous),
         };
-        match admitted {
+        let digest = module::digest(&bytes);
+        if let Some(active) = last_good.filter(|a| a.digest == digest) {
+            return Outcome::Unchanged(ActivePolicy {
+                source: source.map(Path::to_path_buf),
+                ..active.clone()
+            });
+        }
+        match self.admit(name, digest, bytes).await {
             Ok(compiled) => {
                 tracing::info!(policy = name, file = %origin, digest = %compiled.digest, kind = %compiled.kind, "policy loaded");
-                let entry = PolicyEntry {
-                    name: name.into(),
-                    status: PolicyStatus::Active,
-                    last_error: None,
-                    active: Some(ActivePolicy {
-                        digest: compiled.digest.clone(),
-                        kind: compiled.kind,
-                        source: source.map(Path::to_path_buf),
-                        loaded_at: SystemTime::now(),
-                        compiled,
-                    }),
-                };
-                (entry, Outcome::Loaded)
+                Outcome::Loaded(ActivePolicy {
+                    digest: compiled.digest.clone(),
+                    kind: compiled.kind,
+                    source: source.map(Path::to_path_buf),
+                    loaded_at: SystemTime::now(),
+                    compiled,
+                })
             }
-            Err(error) => {
-                let message = error.to_string();
-                let status = if last_good.is_some() {
-                    PolicyStatus::UpdateRefused
-                } else {
-                    PolicyStatus::Refused
-                };
-                if previous.and_then(|p| p.last_error.as_ref()) != Some(&message) {
-                    tracing::error!(policy = name, file = %origin, %status, "policy refused: {message}");
-                }
-                let entry = PolicyEntry {
-                    name: name.into(),
-                    status,
-                    last_error: Some(message),
-                    active: last_good,
-                };
-                (entry, Outcome::Refused(error))
-            }
+            Err(error) => refused(name, &origin, error, previous),
         }
     }
 
@@ -301,6 +267,49 @@ impl Loader {
             });
         }
         Ok(compiled)
+    }
+}
+
+/// Logs a refusal (once per distinct error) and returns it.
+fn refused(
+    name: &str,
+    origin: &str,
+    error: PolicyError,
+    previous: Option<&PolicyEntry>,
+) -> Outcome {
+    let message = error.to_string();
+    if previous.and_then(|p| p.last_error.as_ref()) != Some(&message) {
+        let status = refused_status(previous);
+        tracing::error!(policy = name, file = %origin, %status, "policy refused: {message}");
+    }
+    Outcome::Refused(error)
+}
+
+/// The status of a name whose new content was refused.
+fn refused_status(previous: Option<&PolicyEntry>) -> PolicyStatus {
+    if previous.is_some_and(|p| p.active.is_some()) {
+        PolicyStatus::UpdateRefused
+    } else {
+        PolicyStatus::Refused
+    }
+}
+
+/// The entry of `name` after `outcome`: refused content keeps `previous`'s
+/// last good version serving.
+fn entry(name: &str, outcome: &Outcome, previous: Option<&PolicyEntry>) -> PolicyEntry {
+    match outcome {
+        Outcome::Unchanged(active) | Outcome::Loaded(active) => PolicyEntry {
+            name: name.into(),
+            status: PolicyStatus::Active,
+            last_error: None,
+            active: Some(active.clone()),
+        },
+        Outcome::Refused(error) => PolicyEntry {
+            name: name.into(),
+            status: refused_status(previous),
+            last_error: Some(error.to_string()),
+            active: previous.and_then(|e| e.active.clone()),
+        },
     }
 }
 
