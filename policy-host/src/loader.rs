@@ -12,9 +12,9 @@ use tokio::sync::Semaphore;
 use crate::cache::ModuleCache;
 use crate::config::HostConfig;
 use crate::error::PolicyError;
-use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
+use crate::generation::{ActivePolicy, PolicyEntry, PolicyStatus};
 use crate::module::{self, CompiledPolicy, Tier};
-use crate::registry::{Change, Registry};
+use crate::registry::Registry;
 use crate::tier::{self, TierUp};
 use crate::validate::validate;
 
@@ -152,8 +152,9 @@ impl Loader {
                 },
             );
         }
-        report.swapped = publish(&change, &current, next);
-        report.generation = change.current().number;
+        let published = change.publish(next);
+        report.swapped = published.is_some();
+        report.generation = published.unwrap_or(current.number);
         if report.swapped {
             tracing::info!(
                 generation = report.generation,
@@ -181,12 +182,8 @@ impl Loader {
         let outcome = self.load(name, None, Ok(bytes), previous).await;
         let mut next = current.policies.clone();
         next.insert(name.to_string(), entry(name, &outcome, previous));
-        if publish(&change, &current, next) {
-            tracing::info!(
-                generation = change.current().number,
-                policy = name,
-                "policy generation swapped"
-            );
+        if let Some(generation) = change.publish(next) {
+            tracing::info!(generation, policy = name, "policy generation swapped");
         }
         match outcome {
             Outcome::Unchanged(active) | Outcome::Loaded(active) => Ok(active),
@@ -311,22 +308,4 @@ fn entry(name: &str, outcome: &Outcome, previous: Option<&PolicyEntry>) -> Polic
             active: previous.and_then(|e| e.active.clone()),
         },
     }
-}
-
-/// Publishes a generation of `policies`, numbered after `current`, unless it
-/// has the same content; returns whether it did.
-fn publish(
-    change: &Change<'_>,
-    current: &Generation,
-    policies: BTreeMap<String, PolicyEntry>,
-) -> bool {
-    let candidate = Generation {
-        number: current.number + 1,
-        policies,
-    };
-    if candidate.same_content(current) {
-        return false;
-    }
-    change.publish(candidate);
-    true
 }

@@ -2,17 +2,19 @@
 //!
 //! Readers take the current generation without locking (`ArcSwap`). Every
 //! change goes through [`Registry::lock`]: a reload publishes a new
-//! generation (numbered one above the current one, subscribers told), the
+//! generation (numbered one above the current one, subscribers told; nothing
+//! when its content is the current one's), the
 //! tier-up worker swaps optimized code into the current one (same number,
 //! subscribers not told: only speed changed). Holding the lock for the
 //! whole read-modify-write keeps the two from overwriting each other.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
-use crate::generation::Generation;
+use crate::generation::{Generation, PolicyEntry};
 use crate::module::{CompiledPolicy, Tier};
 
 /// The current policy set, readable at any time, changed under a lock.
@@ -71,11 +73,22 @@ impl Change<'_> {
         self.registry.current()
     }
 
-    /// Makes `next` current and tells subscribers its number.
-    pub fn publish(&self, next: Generation) {
+    /// Makes `policies` the next generation (numbered one above the current
+    /// one) and tells subscribers its number, unless the current generation
+    /// serves the same already. Returns the new number if it published.
+    pub fn publish(&self, policies: BTreeMap<String, PolicyEntry>) -> Option<u64> {
+        let current = self.current();
+        let next = Generation {
+            number: current.number + 1,
+            policies,
+        };
+        if next.same_content(&current) {
+            return None;
+        }
         let number = next.number;
         self.registry.current.store(Arc::new(next));
         self.registry.numbers.send_replace(number);
+        Some(number)
     }
 
     /// Serves every policy whose active module has `compiled`'s digest and
