@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tmc_policy_host::{HostConfig, PolicyHost, PolicyStatus};
+use tmc_policy_host::{HostConfig, PolicyError, PolicyHost, PolicyInfo};
 use tmc_policy_sdk::abi::{PlacementDecision, PlacementRequest, TransformRequest, TransformResult};
 
 use crate::config::Policies;
@@ -33,28 +33,16 @@ impl PolicyRunner for HostRunner {
         &'a self,
         policy: &'a str,
         req: &'a PlacementRequest,
-    ) -> BoxFuture<'a, Result<PlacementDecision, String>> {
-        Box::pin(async move {
-            self.0
-                .place(policy, req)
-                .await
-                .map(|e| e.value)
-                .map_err(|e| e.to_string())
-        })
+    ) -> BoxFuture<'a, Result<PlacementDecision, PolicyError>> {
+        Box::pin(async move { self.0.place(policy, req).await.map(|e| e.value) })
     }
 
     fn transform<'a>(
         &'a self,
         policy: &'a str,
         req: &'a TransformRequest,
-    ) -> BoxFuture<'a, Result<TransformResult, String>> {
-        Box::pin(async move {
-            self.0
-                .transform(policy, req)
-                .await
-                .map(|e| e.value)
-                .map_err(|e| e.to_string())
-        })
+    ) -> BoxFuture<'a, Result<TransformResult, PolicyError>> {
+        Box::pin(async move { self.0.transform(policy, req).await.map(|e| e.value) })
     }
 
     fn generation(&self) -> u64 {
@@ -69,29 +57,12 @@ impl PolicyRunner for HostRunner {
         &'a self,
         policy: &'a str,
         settings: &'a Value,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .validate_settings(policy, settings)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    ) -> BoxFuture<'a, Result<(), PolicyError>> {
+        Box::pin(self.0.validate_settings(policy, settings))
     }
 
-    fn policies(&self) -> Vec<Value> {
-        self.0
-            .generation()
-            .summaries()
-            .into_iter()
-            .map(|s| {
-                let serving = s.status != PolicyStatus::Refused;
-                let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
-                if let Value::Object(map) = &mut v {
-                    map.insert("serving".into(), Value::Bool(serving));
-                }
-                v
-            })
-            .collect()
+    fn policies(&self) -> Vec<PolicyInfo> {
+        self.0.generation().policy_infos()
     }
 }
 

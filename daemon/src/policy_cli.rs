@@ -2,11 +2,11 @@
 //! files, validate one like the hot-reload path does, or show the running
 //! daemon's active generation; `diff` is dispatched to [`crate::policy_diff`].
 //!
-//! Offline commands load the module into a real [`PolicyHost`] (from a
-//! private temporary directory holding a copy), so compilation, export
-//! checks, the ABI version, settings and the module's test vectors are the
-//! very checks tmcd applies; requests are built with the placement
-//! controller's own functions.
+//! Offline commands load the module into a real [`PolicyHost`]
+//! ([`PolicyHost::load_module`]), so compilation, export checks, the ABI
+//! version, settings and the module's test vectors are the very checks tmcd
+//! applies; requests are built with the placement controller's own
+//! functions.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use chrono::Utc;
 use kube::api::DynamicObject;
 use serde_json::Value;
 use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget};
-use tmc_policy_host::{HostConfig, PolicyHost, PolicyKind};
+use tmc_policy_host::{HostConfig, PolicyHost, PolicyInfo, PolicyKind};
 use tmc_policy_sdk::abi::{TransformRequest, TransformResult};
 
 use crate::admin::client;
@@ -63,9 +63,7 @@ pub async fn run(cmd: PolicyCommand, config: &Path) -> Result<()> {
         PolicyCommand::Check { module, settings } => {
             let settings = read_settings(settings.as_deref(), None)?;
             let loaded = load(&module).await?;
-            let outcome = check(&loaded, settings.as_ref()).await;
-            loaded.cleanup();
-            print!("{}", outcome?);
+            print!("{}", check(&loaded, settings.as_ref()).await?);
             Ok(())
         }
         PolicyCommand::Diff {
@@ -134,17 +132,10 @@ pub struct Loaded {
     pub kind: PolicyKind,
     pub digest: String,
     pub size: usize,
+    /// The module's function exports, sorted.
     pub exports: Vec<String>,
     /// Modules of the policy directory the host refused: (name, cause).
     pub refused: Vec<(String, String)>,
-    dir: PathBuf,
-}
-
-impl Loaded {
-    /// Removes the temporary directory holding the copies.
-    pub fn cleanup(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Compiles and validates `module` exactly as a hot reload does.
@@ -171,146 +162,38 @@ pub async fn load_as(module: &Path, name: Option<&str>, beside: Option<&Path>) -
         )
     })?
     .to_string();
-    let exports = wasm_exports(&bytes).with_context(|| {
-        format!(
-            "{} is not a WebAssembly module (fix: build it for wasm32-wasip1)",
+    if !bytes.starts_with(b"\0asm") {
+        bail!(
+            "{} is not a WebAssembly module: no \\0asm magic number (fix: build it for wasm32-wasip1)",
             module.display()
-        )
-    })?;
-    let dir = private_dir()?;
-    let loaded = async {
-        if let Some(beside) = beside {
-            copy_modules(beside, &dir, &name)?;
-        }
-        std::fs::write(dir.join(format!("{name}.wasm")), &bytes)
-            .with_context(|| format!("cannot copy the module into {}", dir.display()))?;
-        let host = PolicyHost::new(HostConfig::default())?;
-        let report = host.load_dir(&dir).await?;
-        if let Some((_, cause)) = report.refused.iter().find(|(n, _)| *n == name) {
-            bail!("{} refused: {cause}", module.display());
-        }
-        let active =
-            host.generation().active(&name).cloned().with_context(|| {
-                format!("{}: the host loaded nothing from it", module.display())
-            })?;
-        let refused = report.refused.clone();
-        Ok(Loaded {
-            host,
-            name: name.clone(),
-            kind: active.kind,
-            digest: active.digest,
-            size: bytes.len(),
-            exports,
-            refused,
-            dir: dir.clone(),
-        })
+        );
     }
-    .await;
-    if loaded.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
+    let host = PolicyHost::new(HostConfig::default())?;
+    let mut refused = Vec::new();
+    if let Some(beside) = beside {
+        let report = host.load_dir(beside).await.with_context(|| {
+            format!(
+                "cannot read policy directory {} (fix: check [policies] directory in tmc.toml)",
+                beside.display()
+            )
+        })?;
+        refused = report.refused;
+        refused.retain(|(refused_name, _)| *refused_name != name);
     }
-    loaded
-}
-
-/// Copies the `*.wasm` modules of policy directory `from` into `to`, except
-/// `<skip>.wasm`.
-fn copy_modules(from: &Path, to: &Path, skip: &str) -> Result<()> {
-    let entries = std::fs::read_dir(from).with_context(|| {
-        format!(
-            "cannot read policy directory {} (fix: check [policies] directory in tmc.toml)",
-            from.display()
-        )
-    })?;
-    for entry in entries {
-        let path = entry?.path();
-        let is_module = path.extension().is_some_and(|e| e == "wasm");
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        if is_module && stem != skip && !stem.starts_with('.') {
-            let target = to.join(path.file_name().unwrap_or_default());
-            std::fs::copy(&path, &target)
-                .with_context(|| format!("cannot copy {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
-fn private_dir() -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("tmcd-policy-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| {
-        format!(
-            "cannot create {} (fix: set TMPDIR to a writable directory)",
-            dir.display()
-        )
-    })?;
-    Ok(dir)
-}
-
-/// The names of a module's function exports, read from its export section.
-pub fn wasm_exports(bytes: &[u8]) -> Result<Vec<String>> {
-    let mut r = Reader { bytes, pos: 0 };
-    if r.take(4)? != b"\0asm" {
-        bail!("no \\0asm magic number");
-    }
-    r.take(4)?;
-    let mut names = Vec::new();
-    while r.pos < bytes.len() {
-        let id = r.byte()?;
-        let size = usize::try_from(r.leb()?)?;
-        let body = r.take(size)?;
-        if id != 7 {
-            continue;
-        }
-        let mut s = Reader {
-            bytes: body,
-            pos: 0,
-        };
-        for _ in 0..s.leb()? {
-            let len = usize::try_from(s.leb()?)?;
-            let name = String::from_utf8_lossy(s.take(len)?).into_owned();
-            let kind = s.byte()?;
-            s.leb()?;
-            if kind == 0 {
-                names.push(name);
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
-        let end = end.with_context(|| format!("truncated at byte {}", self.pos))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-    fn byte(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn leb(&mut self) -> Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        bail!("bad LEB128 number at byte {}", self.pos)
-    }
+    let size = bytes.len();
+    let active = host
+        .load_module(&name, bytes)
+        .await
+        .map_err(|cause| anyhow::anyhow!("{} refused: {cause}", module.display()))?;
+    Ok(Loaded {
+        host,
+        name,
+        kind: active.kind,
+        exports: active.exports(),
+        digest: active.digest,
+        size,
+        refused,
+    })
 }
 
 /// `tmcd policy check`: what the module is, and that it passed validation.
@@ -381,9 +264,7 @@ impl EvalObserver for NoObserver {
 /// `tmcd policy eval`.
 pub async fn eval(args: &EvalArgs) -> Result<EvalReport> {
     let loaded = load(&args.module).await?;
-    let report = eval_loaded(&loaded, args).await;
-    loaded.cleanup();
-    report
+    eval_loaded(&loaded, args).await
 }
 
 async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
@@ -444,10 +325,10 @@ async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
     let (targets, reason) = if loaded.kind.places() {
         runner::check_settings(&hostrunner, &placement)
             .await
-            .map_err(|f| policy_failed(f.message))?;
+            .map_err(|f| policy_failed(f.message.to_string()))?;
         let outcome = runner::evaluate(&hostrunner, &NoObserver, &placement, &req)
             .await
-            .map_err(|f| policy_failed(f.message))?;
+            .map_err(|f| policy_failed(f.message.to_string()))?;
         let rows = outcome
             .chosen
             .into_iter()
@@ -628,28 +509,45 @@ async fn list(admin: &str, json: bool) -> Result<()> {
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&body["policies"])?);
-    } else {
-        print!("{}", render_list(&body));
+        return Ok(());
     }
+    let policies: Vec<PolicyInfo> = match &body["policies"] {
+        Value::Null => Vec::new(),
+        listed => serde_json::from_value(listed.clone()).with_context(|| {
+            format!("tmcd at {admin} lists policies in a form this tmcd cannot read (fix: run the same tmcd version as the daemon, or use --json)")
+        })?,
+    };
+    print!(
+        "{}",
+        render_list(body["policyGeneration"].as_u64(), &policies)
+    );
     Ok(())
 }
 
-/// The policy table of a `GET /api/v1/status` body.
-pub fn render_list(body: &Value) -> String {
-    let text = crate::commands::cell;
-    let mut out = format!("policy generation {}\n\n", text(&body["policyGeneration"]));
+/// The policy table of `tmcd policy list`: the active generation's number
+/// (if the daemon runs policies) and its policies.
+pub fn render_list(generation: Option<u64>, policies: &[PolicyInfo]) -> String {
+    let generation = generation.map_or_else(|| "-".to_string(), |g| g.to_string());
+    let mut out = format!("policy generation {generation}\n\n");
     out.push_str(&format!(
         "{:<24} {:<24} {:<14} {:<14} {}\n",
         "NAME", "KIND", "DIGEST", "STATUS", "LAST ERROR"
     ));
-    for p in body["policies"].as_array().into_iter().flatten() {
+    for p in policies {
+        let digest: String = p
+            .digest
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(12)
+            .collect();
         out.push_str(&format!(
             "{:<24} {:<24} {:<14} {:<14} {}\n",
-            text(&p["name"]),
-            text(&p["kind"]),
-            text(&p["digest"]).chars().take(12).collect::<String>(),
-            text(&p["status"]),
-            text(&p["lastError"])
+            p.name,
+            p.kind.map_or("-", PolicyKind::as_str),
+            digest,
+            p.status.as_str(),
+            p.last_error.as_deref().unwrap_or("-")
         ));
     }
     out
@@ -658,43 +556,42 @@ pub fn render_list(body: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exports_are_read_from_the_export_section() {
-        // (module (memory (export "memory") 1) (func (export "tmc_place")) ...)
-        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
-        bytes.extend([1, 4, 1, 0x60, 0, 0]); // type section: () -> ()
-        bytes.extend([3, 2, 1, 0]); // function section: one func of type 0
-        bytes.extend([5, 3, 1, 0, 1]); // memory section: one memory, min 1
-        let mut exports = vec![2];
-        for (name, kind) in [("tmc_place", 0u8), ("memory", 2u8)] {
-            exports.push(u8::try_from(name.len()).expect("short"));
-            exports.extend(name.bytes());
-            exports.extend([kind, 0]);
-        }
-        bytes.push(7);
-        bytes.push(u8::try_from(exports.len()).expect("short"));
-        bytes.extend(exports);
-        bytes.extend([10, 4, 1, 2, 0, 0x0b]); // code section: empty body
-        assert_eq!(wasm_exports(&bytes).expect("parses"), ["tmc_place"]);
-        let err = wasm_exports(&bytes[..bytes.len() - 3]).expect_err("truncated");
-        assert!(err.to_string().contains("truncated"), "{err}");
-        assert!(wasm_exports(b"\x7fELF....").is_err());
-    }
+    use tmc_policy_host::PolicyStatus;
 
     #[test]
     fn list_shows_each_policy_with_a_digest_prefix_and_its_error() {
-        let body = serde_json::json!({
-            "policyGeneration": 7,
-            "policies": [
-                {"name": "location-affinity", "kind": "placement", "digest": "761fef51d895a28acb86", "status": "active", "lastError": null},
-                {"name": "broken", "kind": null, "digest": null, "status": "refused", "lastError": "export \"memory\" is missing"}
-            ]
-        });
-        let text = render_list(&body);
+        let info = |name: &str, digest: Option<&str>, status: PolicyStatus, error: Option<&str>| {
+            PolicyInfo {
+                name: name.into(),
+                digest: digest.map(Into::into),
+                kind: digest.map(|_| PolicyKind::Placement),
+                status,
+                status_text: status.to_string(),
+                last_error: error.map(Into::into),
+                source: None,
+                loaded_at: None,
+                serving: digest.is_some(),
+            }
+        };
+        let policies = [
+            info(
+                "location-affinity",
+                Some("761fef51d895a28acb86"),
+                PolicyStatus::Active,
+                None,
+            ),
+            info(
+                "broken",
+                None,
+                PolicyStatus::Refused,
+                Some("export \"memory\" is missing"),
+            ),
+        ];
+        let text = render_list(Some(7), &policies);
         assert!(text.starts_with("policy generation 7\n"), "{text}");
         let lines: Vec<&str> = text.lines().skip(3).collect();
         assert!(lines[0].starts_with("location-affinity"), "{text}");
+        assert!(lines[0].contains(" placement "), "{text}");
         assert!(
             lines[0].contains("761fef51d895 ") && !lines[0].contains("761fef51d895a"),
             "{text}"
@@ -703,5 +600,10 @@ mod tests {
             lines[1].contains("refused") && lines[1].contains("memory"),
             "{text}"
         );
+        assert!(
+            lines[1].split_whitespace().nth(1) == Some("-"),
+            "no kind: {text}"
+        );
+        assert!(render_list(None, &[]).starts_with("policy generation -\n"));
     }
 }

@@ -136,9 +136,7 @@ pub async fn diff(config: &Config, args: &DiffArgs) -> Result<DiffReport> {
     let client = kubeconn::control_plane(config).await?;
     let dir = config.resolve(config.policies.directory.get_ref());
     let loaded = load_as(&args.module, args.as_name.as_deref(), Some(&dir)).await?;
-    let report = diff_loaded(config, &client, &loaded, args).await;
-    loaded.cleanup();
-    report
+    diff_loaded(config, &client, &loaded, args).await
 }
 
 /// What the workspace holds that placement reads.

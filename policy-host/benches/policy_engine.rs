@@ -5,7 +5,7 @@
 //!    and 10 candidate targets, instantiation and JSON both ways included,
 //!    against the same logic run natively on the same request through
 //!    `tmc_policy_sdk::testing` (serialize, entry point, decode, host rules).
-//! 2. Hot reload of a ~200 KB module: file written -> new generation active,
+//! 2. Hot reload of `location-affinity.wasm` (the size is printed): file written -> new generation active,
 //!    for never-seen modules (compiled) and for modules seen before (cache).
 //!
 //! Run: `hack/build-policies.sh && cargo bench -p tmc-policy-host --bench policy_engine`

@@ -13,17 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Engine, Linker, Module};
+use wasmtime::{Engine, Module};
 
+use crate::engine::{Engines, TierEngine};
 use crate::error::PolicyError;
 use crate::module::{self, CompiledPolicy, Tier};
-use crate::sandbox::StoreState;
-
-/// One compiler tier: its engine and linker.
-pub(crate) struct TierEngine {
-    pub engine: Engine,
-    pub linker: Linker<StoreState>,
-}
 
 /// What the cache holds for a digest.
 #[derive(Clone)]
@@ -33,6 +27,7 @@ enum Entry {
     Broken(String),
 }
 
+/// Compiled modules by digest, and the engines that compile them.
 pub(crate) struct ModuleCache {
     optimized: TierEngine,
     baseline: Option<TierEngine>,
@@ -44,7 +39,13 @@ pub(crate) struct ModuleCache {
 }
 
 impl ModuleCache {
-    pub fn new(optimized: TierEngine, baseline: Option<TierEngine>, disk: Option<PathBuf>) -> Self {
+    /// A cache compiling with `engines`; `disk` is the directory of
+    /// serialized optimized code, if any.
+    pub fn new(engines: Engines, disk: Option<PathBuf>) -> Self {
+        let Engines {
+            optimized,
+            baseline,
+        } = engines;
         let engine_key = engine_key(&optimized.engine);
         Self {
             optimized,
@@ -57,11 +58,9 @@ impl ModuleCache {
         }
     }
 
-    /// The engines, optimizing tier first.
-    pub fn engines(&self) -> Vec<&Engine> {
-        std::iter::once(&self.optimized.engine)
-            .chain(self.baseline.as_ref().map(|t| &t.engine))
-            .collect()
+    /// True when new modules are compiled by the baseline tier first.
+    pub fn tiered(&self) -> bool {
+        self.baseline.is_some()
     }
 
     /// How many digests were compiled on the load path (cache misses), for

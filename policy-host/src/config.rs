@@ -39,8 +39,9 @@ pub struct HostConfig {
     /// burst of such events (several files deployed at once).
     pub settle: Duration,
     /// Tiered compilation: a module never seen before is compiled with Winch
-    /// (the baseline compiler, ~10x faster to compile, slower code) so its
-    /// generation becomes active quickly; Cranelift then recompiles it in the
+    /// (the baseline compiler: much faster to compile, slower code; figures
+    /// in docs/benchmarks.md, "Hot reload") so its generation becomes active
+    /// quickly; Cranelift then recompiles it in the
     /// background and, once the optimized code passed the same validation,
     /// it replaces the baseline code (same digest, same behaviour, same
     /// generation number). `false`: Cranelift only.

@@ -12,11 +12,63 @@ use crate::config::HostConfig;
 use crate::poll;
 use crate::sandbox::StoreState;
 
+/// One compiler tier: its engine and linker.
+pub(crate) struct TierEngine {
+    pub engine: Engine,
+    pub linker: Linker<StoreState>,
+}
+
+impl TierEngine {
+    fn new(config: &HostConfig, strategy: Strategy) -> anyhow::Result<Self> {
+        let engine = build_engine(config, strategy)?;
+        let linker = build_linker(&engine)?;
+        Ok(Self { engine, linker })
+    }
+}
+
+/// The host's engines: Cranelift always, Winch as the baseline tier with
+/// tiered compilation. Their epochs tick until the engines are dropped.
+pub(crate) struct Engines {
+    pub optimized: TierEngine,
+    pub baseline: Option<TierEngine>,
+}
+
+impl Engines {
+    /// Builds the engines for `config` and starts their epoch ticker.
+    pub fn new(config: &HostConfig) -> anyhow::Result<Self> {
+        let optimized = TierEngine::new(config, Strategy::Cranelift)?;
+        let baseline = if config.tiered {
+            // Winch does not support every target; without it the host
+            // compiles with Cranelift only.
+            TierEngine::new(config, Strategy::Winch)
+                .inspect_err(|e| {
+                    tracing::warn!("no baseline compiler, tiered compilation off: {e:#}");
+                })
+                .ok()
+        } else {
+            None
+        };
+        let engines = Self {
+            optimized,
+            baseline,
+        };
+        spawn_epoch_ticker(&engines.all(), config.epoch_tick)?;
+        Ok(engines)
+    }
+
+    /// The engines, optimizing tier first.
+    pub fn all(&self) -> Vec<&Engine> {
+        std::iter::once(&self.optimized.engine)
+            .chain(self.baseline.as_ref().map(|t| &t.engine))
+            .collect()
+    }
+}
+
 /// Builds an engine: epoch interruption, fuel, pooling allocator sized for
 /// `max_concurrent` evaluations (plus head-room for validations and
 /// synchronous callers), compiled with `strategy` (Cranelift or Winch). The
 /// two tiers' engines differ in nothing else.
-pub(crate) fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::Result<Engine> {
+fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::Result<Engine> {
     let slots = u32::try_from(config.max_concurrent.saturating_mul(2).saturating_add(8))
         .unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::default();
@@ -26,8 +78,9 @@ pub(crate) fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::R
         .max_memory_size(config.memory_cap)
         .table_elements(100_000)
         .max_core_instance_size(4 << 20)
-        // Reset small heaps with memset instead of madvise+page faults: a
-        // policy evaluation touches well under 2 MiB.
+        // Reset the first 2 MiB of a heap with memset instead of madvise +
+        // page faults: sized to cover what a typical evaluation touches
+        // (docs/benchmarks.md, "No `memory.grow` in a typical evaluation").
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
@@ -48,7 +101,7 @@ pub(crate) fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::R
 
 /// The linker: WASI preview 1 and nothing else, with the host's
 /// `poll_oneoff` (virtual time, never waits) instead of wasmtime-wasi's.
-pub(crate) fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreState::wasi)
         .map_err(|e| anyhow::anyhow!("cannot link WASI preview 1: {e}"))?;
@@ -57,7 +110,7 @@ pub(crate) fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>
 }
 
 /// Ticks the engines' epochs every `tick` until they are all dropped.
-pub(crate) fn spawn_epoch_ticker(engines: &[&Engine], tick: Duration) -> anyhow::Result<()> {
+fn spawn_epoch_ticker(engines: &[&Engine], tick: Duration) -> anyhow::Result<()> {
     let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
     std::thread::Builder::new()
         .name("tmc-policy-epoch".into())

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use crate::module::{CompiledPolicy, PolicyKind, Tier};
 
 /// State of one policy name in a generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PolicyStatus {
     /// The file's current content is loaded and serving.
@@ -20,6 +20,18 @@ pub enum PolicyStatus {
     Deleted,
     /// The file is broken and there is no good version to serve.
     Refused,
+}
+
+impl PolicyStatus {
+    /// Its name in JSON: `active`, `updateRefused`, `deleted` or `refused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::UpdateRefused => "updateRefused",
+            Self::Deleted => "deleted",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 impl std::fmt::Display for PolicyStatus {
@@ -39,8 +51,9 @@ pub struct ActivePolicy {
     /// SHA-256 of the module bytes (hex).
     pub digest: String,
     pub kind: PolicyKind,
-    /// The file it was loaded from.
-    pub source: PathBuf,
+    /// The file it was loaded from; `None` for a module given as bytes
+    /// ([`PolicyHost::load_module`](crate::PolicyHost::load_module)).
+    pub source: Option<PathBuf>,
     pub loaded_at: SystemTime,
     pub(crate) compiled: Arc<CompiledPolicy>,
 }
@@ -49,6 +62,11 @@ impl ActivePolicy {
     /// The compiler tier of the code serving it now.
     pub fn tier(&self) -> Tier {
         self.compiled.tier
+    }
+
+    /// The names of the module's function exports, sorted.
+    pub fn exports(&self) -> Vec<String> {
+        self.compiled.function_exports()
     }
 }
 
@@ -75,19 +93,27 @@ pub struct PolicyEntry {
     pub active: Option<ActivePolicy>,
 }
 
-/// A row of `tmcd policy list`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One policy name of a generation as the admin API lists it (a row of
+/// `tmcd policy list`), in camelCase JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicySummary {
+pub struct PolicyInfo {
     pub name: String,
+    /// SHA-256 of the module serving it, if one does.
     pub digest: Option<String>,
     pub kind: Option<PolicyKind>,
     pub status: PolicyStatus,
+    /// `status` in words.
     pub status_text: String,
+    /// Why the latest content was refused, if it was.
     pub last_error: Option<String>,
+    /// The file of the version serving it (`None` without a version or for a
+    /// module given as bytes).
     pub source: Option<PathBuf>,
-    /// Seconds since the Unix epoch.
+    /// When the version serving it was loaded, in seconds since the Unix epoch.
     pub loaded_at: Option<u64>,
+    /// True when a version answers evaluations (every status but `Refused`).
+    pub serving: bool,
 }
 
 /// An immutable set of policies.
@@ -109,24 +135,25 @@ impl Generation {
         self.policies.get(name).and_then(|e| e.active.as_ref())
     }
 
-    /// One summary per policy name, sorted by name.
-    pub fn summaries(&self) -> Vec<PolicySummary> {
+    /// One row per policy name, sorted by name.
+    pub fn policy_infos(&self) -> Vec<PolicyInfo> {
         self.policies
             .values()
-            .map(|e| PolicySummary {
+            .map(|e| PolicyInfo {
                 name: e.name.clone(),
                 digest: e.active.as_ref().map(|a| a.digest.clone()),
                 kind: e.active.as_ref().map(|a| a.kind),
                 status: e.status,
                 status_text: e.status.to_string(),
                 last_error: e.last_error.clone(),
-                source: e.active.as_ref().map(|a| a.source.clone()),
+                source: e.active.as_ref().and_then(|a| a.source.clone()),
                 loaded_at: e.active.as_ref().and_then(|a| {
                     a.loaded_at
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .ok()
                         .map(|d| d.as_secs())
                 }),
+                serving: e.active.is_some(),
             })
             .collect()
     }
@@ -149,5 +176,65 @@ impl Generation {
                 .collect::<Vec<_>>()
         };
         key(self) == key(other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_named_in_json_as_as_str_says() {
+        for status in [
+            PolicyStatus::Active,
+            PolicyStatus::UpdateRefused,
+            PolicyStatus::Deleted,
+            PolicyStatus::Refused,
+        ] {
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, status.as_str());
+            assert_eq!(
+                serde_json::from_value::<PolicyStatus>(json).ok(),
+                Some(status)
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_info_reads_back_what_it_writes() {
+        let info = PolicyInfo {
+            name: "p".into(),
+            digest: Some("ab".into()),
+            kind: Some(PolicyKind::Both),
+            status: PolicyStatus::UpdateRefused,
+            status_text: PolicyStatus::UpdateRefused.to_string(),
+            last_error: Some("broken".into()),
+            source: Some("/etc/tmc/policies/p.wasm".into()),
+            loaded_at: Some(7),
+            serving: true,
+        };
+        let json = serde_json::to_value(&info).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "digest",
+                "kind",
+                "lastError",
+                "loadedAt",
+                "name",
+                "serving",
+                "source",
+                "status",
+                "statusText"
+            ],
+            "the fields of the admin API"
+        );
+        assert_eq!(serde_json::from_value::<PolicyInfo>(json).ok(), Some(info));
     }
 }

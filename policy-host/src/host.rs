@@ -1,29 +1,32 @@
-//! [`PolicyHost`]: the public face of the engine. Evaluations run on blocking
-//! threads behind a semaphore, each in a fresh instance of the module serving
-//! the policy in the current [`Generation`].
+//! [`PolicyHost`]: the public face of the engine. It wires the parts
+//! together (engines and compile cache, [`Loader`], [`Registry`], hot
+//! reload) and runs evaluations: on blocking threads behind a semaphore,
+//! each in a fresh instance of the module serving the policy in the current
+//! [`Generation`].
 
+use std::ops::ControlFlow;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
-use wasmtime::Strategy;
 
 use tmc_policy_sdk::abi::{
-    PlacementDecision, PlacementRequest, Response, SettingsRequest, SettingsVerdict,
-    TransformRequest, TransformResult,
+    PlacementDecision, PlacementRequest, SettingsRequest, SettingsVerdict, TransformRequest,
+    TransformResult,
 };
-use tmc_policy_sdk::rules;
 
-use crate::cache::{ModuleCache, TierEngine};
+use crate::cache::ModuleCache;
+use crate::codec;
 use crate::config::HostConfig;
-use crate::engine;
+use crate::engine::Engines;
 use crate::error::PolicyError;
 use crate::generation::{ActivePolicy, Generation};
 use crate::invoke::{self, Export, RawOutput};
+use crate::loader::{Loader, ReloadReport};
 use crate::module::CompiledPolicy;
-use crate::tier;
+use crate::registry::Registry;
+use crate::watch::{self as dir_watch, WatchHandle};
 
 /// A policy's answer and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,20 +47,15 @@ pub struct Evaluation<T> {
 /// The sandboxed policy engine. Cheap to clone (all clones share one engine).
 #[derive(Clone)]
 pub struct PolicyHost {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub config: HostConfig,
-    pub cache: ModuleCache,
-    pub current: ArcSwap<Generation>,
-    pub generation_tx: watch::Sender<u64>,
-    pub permits: Arc<Semaphore>,
-    pub reload_lock: tokio::sync::Mutex<()>,
-    /// Queue of the tier-up worker (`None` without tiered compilation).
-    pub tier_jobs: Option<std::sync::mpsc::Sender<tier::Job>>,
-    /// Modules queued for Cranelift and not yet done.
-    pub tier_pending: watch::Sender<usize>,
+struct Inner {
+    config: Arc<HostConfig>,
+    registry: Arc<Registry>,
+    /// Evaluations (and module loads) running at once.
+    permits: Arc<Semaphore>,
+    loader: Loader,
 }
 
 impl PolicyHost {
@@ -69,48 +67,19 @@ impl PolicyHost {
             config.max_concurrent > 0,
             "policy host: max_concurrent must be at least 1"
         );
-        let tier_engine = |strategy| -> anyhow::Result<TierEngine> {
-            let engine = engine::build_engine(&config, strategy)?;
-            let linker = engine::build_linker(&engine)?;
-            Ok(TierEngine { engine, linker })
-        };
-        let optimized = tier_engine(Strategy::Cranelift)?;
-        let baseline = if config.tiered {
-            // Winch does not support every target; without it the host
-            // compiles with Cranelift only.
-            tier_engine(Strategy::Winch)
-                .inspect_err(|e| {
-                    tracing::warn!("no baseline compiler, tiered compilation off: {e:#}");
-                })
-                .ok()
-        } else {
-            None
-        };
-        let tiered = baseline.is_some();
-        let cache = ModuleCache::new(optimized, baseline, config.cache_dir.clone());
-        engine::spawn_epoch_ticker(&cache.engines(), config.epoch_tick)?;
-        let (generation_tx, _) = watch::channel(0);
-        let (tier_pending, _) = watch::channel(0);
-        let (tier_jobs, tier_queue) = if tiered {
-            let (tx, rx) = tier::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let inner = Arc::new(Inner {
-            permits: Arc::new(Semaphore::new(config.max_concurrent)),
-            config,
-            cache,
-            current: ArcSwap::from_pointee(Generation::default()),
-            generation_tx,
-            reload_lock: tokio::sync::Mutex::new(()),
-            tier_jobs,
-            tier_pending,
-        });
-        if let Some(queue) = tier_queue {
-            tier::spawn_worker(Arc::downgrade(&inner), queue)?;
-        }
-        Ok(Self { inner })
+        let config = Arc::new(config);
+        let cache = ModuleCache::new(Engines::new(&config)?, config.cache_dir.clone());
+        let registry = Arc::new(Registry::new());
+        let permits = Arc::new(Semaphore::new(config.max_concurrent));
+        let loader = Loader::new(config.clone(), cache, registry.clone(), permits.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                registry,
+                permits,
+                loader,
+            }),
+        })
     }
 
     /// The configuration the host runs with.
@@ -120,32 +89,79 @@ impl PolicyHost {
 
     /// The current policy set.
     pub fn generation(&self) -> Arc<Generation> {
-        self.inner.current.load_full()
+        self.inner.registry.current()
     }
 
     /// Receives the generation number after every swap.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.generation_tx.subscribe()
+        self.inner.registry.subscribe()
     }
 
     /// How many modules were compiled on the load path so far (cache
     /// misses, one per new digest whichever tier compiled it).
     pub fn compiled_modules(&self) -> u64 {
-        self.inner.cache.compiles()
+        self.inner.loader.cache().compiles()
     }
 
     /// How many baseline (Winch) modules were recompiled by Cranelift.
     pub fn optimized_modules(&self) -> u64 {
-        self.inner.cache.optimizations()
+        self.inner.loader.cache().optimizations()
     }
 
     /// Waits until every module queued for Cranelift so far was recompiled
     /// and swapped in (or failed to be; the baseline code then keeps serving).
     /// Returns at once without tiered compilation.
     pub async fn wait_optimized(&self) {
-        let mut pending = self.inner.tier_pending.subscribe();
-        // The sender lives as long as `self`: this cannot fail.
-        let _ = pending.wait_for(|n| *n == 0).await;
+        self.inner.loader.wait_optimized().await;
+    }
+
+    /// Loads every `*.wasm` in `dir` into a new generation and swaps it in if
+    /// anything changed: what changed is compiled and validated (exports, ABI
+    /// version, settings, test vectors); a refused or deleted file keeps its
+    /// last good version serving.
+    pub async fn load_dir(&self, dir: impl AsRef<Path>) -> Result<ReloadReport, PolicyError> {
+        self.inner.loader.load_dir(dir.as_ref()).await
+    }
+
+    /// Loads `bytes` as policy `name` exactly as if they were the new content
+    /// of `<name>.wasm` in the policy directory: the same checks and limits,
+    /// the same errors, the same generation swap. Returns the version now
+    /// serving `name`, or why the bytes were refused (the last good version
+    /// of `name`, if any, keeps serving then). Its
+    /// [`source`](ActivePolicy::source) is `None`; a later
+    /// [`load_dir`](Self::load_dir) of a directory without `<name>.wasm`
+    /// treats it as deleted.
+    pub async fn load_module(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ActivePolicy, PolicyError> {
+        self.inner.loader.load_module(name, bytes).await
+    }
+
+    /// Watches `dir` and reloads it (see [`load_dir`](Self::load_dir)) after
+    /// every burst of changes to `*.wasm` files: `settle` after the burst's
+    /// last event when that event says the content is final (a rename into
+    /// place, a close after writing, a delete), `debounce` when a write may
+    /// still be going on. Call [`load_dir`](Self::load_dir) first for the
+    /// initial load. Must be called inside a tokio runtime.
+    pub fn watch(&self, dir: impl AsRef<Path>) -> Result<WatchHandle, PolicyError> {
+        let dir = dir.as_ref().to_path_buf();
+        let config = &self.inner.config;
+        let host = Arc::downgrade(&self.inner);
+        let reload_dir = dir.clone();
+        dir_watch::spawn(&dir, config.settle, config.debounce, move || {
+            let (host, dir) = (host.upgrade(), reload_dir.clone());
+            async move {
+                let Some(inner) = host else {
+                    return ControlFlow::Break(());
+                };
+                if let Err(e) = inner.loader.load_dir(&dir).await {
+                    tracing::error!("policy reload failed: {e}");
+                }
+                ControlFlow::Continue(())
+            }
+        })
     }
 
     /// Runs placement policy `policy` on `req`; the decision passed the host rules.
@@ -155,11 +171,11 @@ impl PolicyHost {
         req: &PlacementRequest,
     ) -> Result<Evaluation<PlacementDecision>, PolicyError> {
         let (generation, active) = self.lookup(policy, Export::Place)?;
-        let input = encode(policy, req)?;
+        let input = codec::encode(policy, req)?;
         let raw = self
             .call(policy, active.compiled.clone(), Export::Place, input)
             .await?;
-        let decision = check_place(policy, req, &raw)?;
+        let decision = codec::decision(policy, req, &raw.bytes)?;
         Ok(evaluation(
             decision,
             policy,
@@ -180,16 +196,15 @@ impl PolicyHost {
         req: &PlacementRequest,
     ) -> Result<Evaluation<PlacementDecision>, PolicyError> {
         let (generation, active) = self.lookup(policy, Export::Place)?;
-        let input = encode(policy, req)?;
-        let inner = &self.inner;
+        let input = codec::encode(policy, req)?;
         let raw = invoke::call(
-            &inner.config,
+            &self.inner.config,
             policy,
             &active.compiled,
             Export::Place,
             &input,
         )?;
-        let decision = check_place(policy, req, &raw)?;
+        let decision = codec::decision(policy, req, &raw.bytes)?;
         Ok(evaluation(
             decision,
             policy,
@@ -206,15 +221,11 @@ impl PolicyHost {
         req: &TransformRequest,
     ) -> Result<Evaluation<TransformResult>, PolicyError> {
         let (generation, active) = self.lookup(policy, Export::Transform)?;
-        let input = encode(policy, req)?;
+        let input = codec::encode(policy, req)?;
         let raw = self
             .call(policy, active.compiled.clone(), Export::Transform, input)
             .await?;
-        let result: TransformResult = decode(policy, Export::Transform, &raw.bytes)?;
-        rules::check_transform(&result).map_err(|violation| PolicyError::RuleViolation {
-            policy: policy.into(),
-            violation,
-        })?;
+        let result = codec::transform_result(policy, &raw.bytes)?;
         Ok(evaluation(result, policy, &active, generation.number, &raw))
     }
 
@@ -226,7 +237,7 @@ impl PolicyHost {
         settings: &serde_json::Value,
     ) -> Result<(), PolicyError> {
         let (_, active) = self.lookup(policy, Export::ValidateSettings)?;
-        let input = encode(
+        let input = codec::encode(
             policy,
             &SettingsRequest {
                 settings: settings.clone(),
@@ -240,7 +251,7 @@ impl PolicyHost {
                 input,
             )
             .await?;
-        let verdict: SettingsVerdict = decode(policy, Export::ValidateSettings, &raw.bytes)?;
+        let verdict: SettingsVerdict = codec::decode(policy, Export::ValidateSettings, &raw.bytes)?;
         if verdict.valid {
             Ok(())
         } else {
@@ -251,6 +262,8 @@ impl PolicyHost {
         }
     }
 
+    /// The current generation and the version serving `policy` in it, which
+    /// must export `export`.
     fn lookup(
         &self,
         policy: &str,
@@ -280,7 +293,7 @@ impl PolicyHost {
     }
 
     /// Runs one call on a blocking thread once a permit is free.
-    pub(crate) async fn call(
+    async fn call(
         &self,
         policy: &str,
         compiled: Arc<CompiledPolicy>,
@@ -298,70 +311,15 @@ impl PolicyHost {
             .acquire_owned()
             .await
             .map_err(|e| internal(format!("evaluation semaphore closed: {e}")))?;
-        let inner = self.inner.clone();
+        let config = self.inner.config.clone();
         let name = policy.to_string();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            invoke::call(&inner.config, &name, &compiled, export, &input)
+            invoke::call(&config, &name, &compiled, export, &input)
         })
         .await
         .map_err(|e| internal(format!("evaluation thread failed: {e}")))?
     }
-}
-
-impl Inner {
-    /// Queues a baseline module for recompilation by Cranelift.
-    pub(crate) fn queue_tier_up(&self, job: tier::Job) {
-        let Some(jobs) = &self.tier_jobs else { return };
-        self.tier_pending.send_modify(|n| *n += 1);
-        if jobs.send(job).is_err() {
-            self.tier_pending.send_modify(|n| *n = n.saturating_sub(1));
-        }
-    }
-}
-
-fn encode<T: serde::Serialize>(policy: &str, value: &T) -> Result<Vec<u8>, PolicyError> {
-    serde_json::to_vec(value).map_err(|e| PolicyError::Internal {
-        policy: policy.into(),
-        message: format!("cannot serialize the input: {e}"),
-    })
-}
-
-/// Decodes an output envelope into the `ok` value.
-pub(crate) fn decode<T: DeserializeOwned>(
-    policy: &str,
-    export: Export,
-    bytes: &[u8],
-) -> Result<T, PolicyError> {
-    match serde_json::from_slice::<Response<T>>(bytes) {
-        Ok(Response::Ok(value)) => Ok(value),
-        Ok(Response::Error(message)) => Err(PolicyError::Guest {
-            policy: policy.into(),
-            export: export.name().into(),
-            message,
-        }),
-        Err(e) => Err(PolicyError::MalformedOutput {
-            policy: policy.into(),
-            export: export.name().into(),
-            message: format!(
-                "{e} (expected {{\"ok\": ...}} or {{\"error\": \"...\"}}; output starts {:?})",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
-            ),
-        }),
-    }
-}
-
-pub(crate) fn check_place(
-    policy: &str,
-    req: &PlacementRequest,
-    raw: &RawOutput,
-) -> Result<PlacementDecision, PolicyError> {
-    let decision: PlacementDecision = decode(policy, Export::Place, &raw.bytes)?;
-    rules::check_decision(req, &decision).map_err(|violation| PolicyError::RuleViolation {
-        policy: policy.into(),
-        violation,
-    })?;
-    Ok(decision)
 }
 
 fn evaluation<T>(

@@ -8,6 +8,16 @@
 //! immutable generations swapped atomically, with hot reload that keeps the
 //! last good version.
 //!
+//! Each part owns one concern, and depends only on the parts listed before it:
+//! `engine` (the wasmtime engines and linkers), `cache` (compiled modules by
+//! digest), `module` (export checks, pre-linking), `invoke` (one call in a
+//! fresh store), `codec` (JSON both ways and the host rules), `validate`
+//! (what a module must pass before it serves), `registry` (the current
+//! generation and the lock that changes it), `tier` (the Cranelift
+//! recompilation worker), `loader` (building and publishing generations),
+//! `watch` (hot reload), and [`PolicyHost`], which wires them together and
+//! runs evaluations.
+//!
 //! ```no_run
 //! # async fn demo(req: tmc_policy_sdk::PlacementRequest) -> anyhow::Result<()> {
 //! use tmc_policy_host::{HostConfig, PolicyHost};
@@ -21,6 +31,7 @@
 
 mod cache;
 mod clock;
+mod codec;
 mod config;
 mod engine;
 mod error;
@@ -30,13 +41,15 @@ mod invoke;
 mod loader;
 mod module;
 mod poll;
+mod registry;
 mod sandbox;
 mod tier;
+mod validate;
 mod watch;
 
 pub use config::HostConfig;
 pub use error::PolicyError;
-pub use generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus, PolicySummary};
+pub use generation::{ActivePolicy, Generation, PolicyEntry, PolicyInfo, PolicyStatus};
 pub use host::{Evaluation, PolicyHost};
 pub use loader::{ReloadReport, is_policy_file};
 pub use module::{PolicyKind, Tier};

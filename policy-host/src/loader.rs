@@ -1,24 +1,22 @@
-//! Building a new generation from a directory: compile what changed, validate
-//! it (exports, ABI version, settings, test vectors), keep the last good
-//! version of anything refused or deleted, then swap atomically.
+//! Building new generations: read what changed, compile it (through the
+//! cache), validate it, keep the last good version of anything refused or
+//! deleted, then publish the result atomically.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use tmc_policy_sdk::abi::{
-    PlacementRequest, SettingsVerdict, TestVector, TransformRequest, TransformResult,
-};
-use tmc_policy_sdk::{rules, vectors};
+use tokio::sync::Semaphore;
 
+use crate::cache::ModuleCache;
 use crate::config::HostConfig;
 use crate::error::PolicyError;
-use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
-use crate::host::{Inner, PolicyHost, check_place, decode};
-use crate::invoke::{self, Export};
+use crate::generation::{ActivePolicy, PolicyEntry, PolicyStatus};
 use crate::module::{self, CompiledPolicy, Tier};
-use crate::tier;
+use crate::registry::Registry;
+use crate::tier::{self, TierUp};
+use crate::validate::validate;
 
 /// What one reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,21 +61,80 @@ fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, PolicyError> {
     Ok(files)
 }
 
-impl PolicyHost {
-    /// Loads every `*.wasm` in `dir` into a new generation (see the module
-    /// docs) and swaps it in if anything changed.
-    pub async fn load_dir(&self, dir: impl AsRef<Path>) -> Result<ReloadReport, PolicyError> {
-        let dir = dir.as_ref();
-        let _guard = self.inner.reload_lock.lock().await;
+/// What loading a name's new bytes gave.
+enum Outcome {
+    /// Same digest as the version serving: nothing compiled.
+    Unchanged(ActivePolicy),
+    Loaded(ActivePolicy),
+    Refused(PolicyError),
+}
+
+/// Admits modules into new generations of `registry`. Compilation and
+/// validation run on blocking threads, each holding one of `permits` (shared
+/// with evaluations, so loads and evaluations together stay within the
+/// engines' instance pool).
+pub(crate) struct Loader {
+    config: Arc<HostConfig>,
+    cache: Arc<ModuleCache>,
+    registry: Arc<Registry>,
+    permits: Arc<Semaphore>,
+    tier_up: TierUp,
+}
+
+impl Loader {
+    /// A loader compiling with `cache`; starts the tier-up worker when the
+    /// cache has a baseline tier.
+    pub fn new(
+        config: Arc<HostConfig>,
+        cache: ModuleCache,
+        registry: Arc<Registry>,
+        permits: Arc<Semaphore>,
+    ) -> anyhow::Result<Self> {
+        let cache = Arc::new(cache);
+        let tier_up = TierUp::start(config.clone(), &cache, &registry)?;
+        Ok(Self {
+            config,
+            cache,
+            registry,
+            permits,
+            tier_up,
+        })
+    }
+
+    /// The compiled-module cache.
+    pub fn cache(&self) -> &ModuleCache {
+        &self.cache
+    }
+
+    /// Waits until every module queued for Cranelift so far is done.
+    pub async fn wait_optimized(&self) {
+        self.tier_up.wait_idle().await;
+    }
+
+    /// Loads every policy file of `dir` into a new generation and publishes
+    /// it if anything changed. A name whose file disappeared keeps serving
+    /// its last good version.
+    pub async fn load_dir(&self, dir: &Path) -> Result<ReloadReport, PolicyError> {
+        let change = self.registry.lock().await;
         let files = scan(dir)?;
-        let current = self.generation();
+        let current = change.current();
         let mut next = BTreeMap::new();
         let mut report = ReloadReport::default();
 
         for (name, path) in &files {
+            let bytes = tokio::fs::read(path).await.map_err(|e| PolicyError::Io {
+                policy: name.clone(),
+                path: path.display().to_string(),
+                message: e.to_string(),
+            });
             let previous = current.get(name);
-            let entry = self.reload_one(name, path, previous, &mut report).await;
-            next.insert(name.clone(), entry);
+            let outcome = self.load(name, Some(path), bytes, previous).await;
+            next.insert(name.clone(), entry(name, &outcome, previous));
+            match outcome {
+                Outcome::Unchanged(_) => report.unchanged.push(name.clone()),
+                Outcome::Loaded(_) => report.loaded.push(name.clone()),
+                Outcome::Refused(error) => report.refused.push((name.clone(), error.to_string())),
+            }
         }
         for (name, entry) in &current.policies {
             if files.contains_key(name) || entry.active.is_none() {
@@ -95,278 +152,160 @@ impl PolicyHost {
                 },
             );
         }
-
-        let candidate = Generation {
-            number: current.number + 1,
-            policies: next,
-        };
-        if candidate.same_content(&current) {
-            report.generation = current.number;
-            return Ok(report);
+        let published = change.publish(next);
+        report.swapped = published.is_some();
+        report.generation = published.unwrap_or(current.number);
+        if report.swapped {
+            tracing::info!(
+                generation = report.generation,
+                loaded = ?report.loaded,
+                refused = report.refused.len(),
+                deleted = ?report.deleted,
+                "policy generation swapped"
+            );
         }
-        report.generation = candidate.number;
-        report.swapped = true;
-        self.inner.current.store(Arc::new(candidate));
-        self.inner.generation_tx.send_replace(report.generation);
-        tracing::info!(
-            generation = report.generation,
-            loaded = ?report.loaded,
-            refused = report.refused.len(),
-            deleted = ?report.deleted,
-            "policy generation swapped"
-        );
         Ok(report)
     }
 
-    async fn reload_one(
+    /// Loads `bytes` as policy `name`, exactly as if they were the new
+    /// content of `<name>.wasm` in the policy directory (same checks, same
+    /// errors), and publishes the generation that results. Other names are
+    /// left as they are.
+    pub async fn load_module(
         &self,
         name: &str,
-        path: &Path,
-        previous: Option<&PolicyEntry>,
-        report: &mut ReloadReport,
-    ) -> PolicyEntry {
-        let last_good = previous.and_then(|e| e.active.clone());
-        let outcome = match tokio::fs::read(path).await {
-            Err(e) => Err(PolicyError::Io {
-                policy: name.into(),
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
-            Ok(bytes) => {
-                let digest = module::digest(&bytes);
-                if let Some(active) = last_good.as_ref().filter(|a| a.digest == digest) {
-                    report.unchanged.push(name.into());
-                    return PolicyEntry {
-                        name: name.into(),
-                        status: PolicyStatus::Active,
-                        last_error: None,
-                        active: Some(ActivePolicy {
-                            source: path.to_path_buf(),
-                            ..active.clone()
-                        }),
-                    };
-                }
-                self.admit(name, digest, bytes).await
-            }
-        };
+        bytes: Vec<u8>,
+    ) -> Result<ActivePolicy, PolicyError> {
+        let change = self.registry.lock().await;
+        let current = change.current();
+        let previous = current.get(name);
+        let outcome = self.load(name, None, Ok(bytes), previous).await;
+        let mut next = current.policies.clone();
+        next.insert(name.to_string(), entry(name, &outcome, previous));
+        if let Some(generation) = change.publish(next) {
+            tracing::info!(generation, policy = name, "policy generation swapped");
+        }
         match outcome {
-            Ok(compiled) => {
-                tracing::info!(policy = name, file = %path.display(), digest = %compiled.digest, kind = %compiled.kind, "policy loaded");
-                report.loaded.push(name.into());
-                PolicyEntry {
-                    name: name.into(),
-                    status: PolicyStatus::Active,
-                    last_error: None,
-                    active: Some(ActivePolicy {
-                        digest: compiled.digest.clone(),
-                        kind: compiled.kind,
-                        source: path.to_path_buf(),
-                        loaded_at: SystemTime::now(),
-                        compiled,
-                    }),
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                let status = if last_good.is_some() {
-                    PolicyStatus::UpdateRefused
-                } else {
-                    PolicyStatus::Refused
-                };
-                if previous.and_then(|p| p.last_error.as_ref()) != Some(&message) {
-                    tracing::error!(policy = name, file = %path.display(), %status, "policy refused: {message}");
-                }
-                report.refused.push((name.into(), message.clone()));
-                PolicyEntry {
-                    name: name.into(),
-                    status,
-                    last_error: Some(message),
-                    active: last_good,
-                }
-            }
+            Outcome::Unchanged(active) | Outcome::Loaded(active) => Ok(active),
+            Outcome::Refused(error) => Err(error),
         }
     }
 
-    /// Compiles (or finds in the cache) and validates one module.
+    /// Loads `bytes` (read from `source`, if from a file) as the new content
+    /// of `name`, whose entry was `previous`.
+    async fn load(
+        &self,
+        name: &str,
+        source: Option<&Path>,
+        bytes: Result<Vec<u8>, PolicyError>,
+        previous: Option<&PolicyEntry>,
+    ) -> Outcome {
+        let last_good = previous.and_then(|e| e.active.as_ref());
+        let origin = source.map_or_else(|| "(bytes)".to_string(), |p| p.display().to_string());
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(error) => return refused(name, &origin, error, previous),
+        };
+        let digest = module::digest(&bytes);
+        if let Some(active) = last_good.filter(|a| a.digest == digest) {
+            return Outcome::Unchanged(ActivePolicy {
+                source: source.map(Path::to_path_buf),
+                ..active.clone()
+            });
+        }
+        match self.admit(name, digest, bytes).await {
+            Ok(compiled) => {
+                tracing::info!(policy = name, file = %origin, digest = %compiled.digest, kind = %compiled.kind, "policy loaded");
+                Outcome::Loaded(ActivePolicy {
+                    digest: compiled.digest.clone(),
+                    kind: compiled.kind,
+                    source: source.map(Path::to_path_buf),
+                    loaded_at: SystemTime::now(),
+                    compiled,
+                })
+            }
+            Err(error) => refused(name, &origin, error, previous),
+        }
+    }
+
+    /// Compiles (or finds in the cache) and validates one module; baseline
+    /// code is queued for Cranelift.
     async fn admit(
         &self,
         name: &str,
         digest: String,
         bytes: Vec<u8>,
     ) -> Result<Arc<CompiledPolicy>, PolicyError> {
-        let internal = |e: tokio::task::JoinError| PolicyError::Internal {
+        let internal = |message: String| PolicyError::Internal {
             policy: name.into(),
-            message: format!("load thread failed: {e}"),
+            message,
         };
         let permit = self
-            .inner
             .permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| PolicyError::Internal {
-                policy: name.into(),
-                message: format!("evaluation semaphore closed: {e}"),
-            })?;
-        let inner = self.inner.clone();
+            .map_err(|e| internal(format!("evaluation semaphore closed: {e}")))?;
+        let (config, cache) = (self.config.clone(), self.cache.clone());
         let owned = name.to_string();
-        tokio::task::spawn_blocking(move || {
+        let (compiled, bytes) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let compiled = inner.cache.load(&owned, &digest, &bytes)?;
-            validate(&inner, &owned, &compiled)?;
-            if compiled.tier == Tier::Baseline {
-                inner.queue_tier_up(tier::Job {
-                    name: owned,
-                    digest,
-                    bytes,
-                });
-            }
-            Ok(compiled)
+            let compiled = cache.load(&owned, &digest, &bytes)?;
+            validate(&config, &owned, &compiled)?;
+            Ok::<_, PolicyError>((compiled, bytes))
         })
         .await
-        .map_err(internal)?
+        .map_err(|e| internal(format!("load thread failed: {e}")))??;
+        if compiled.tier == Tier::Baseline {
+            self.tier_up.queue(tier::Job {
+                name: name.into(),
+                digest: compiled.digest.clone(),
+                bytes,
+            });
+        }
+        Ok(compiled)
     }
 }
 
-/// ABI version, default settings, then the module's own test vectors; each
-/// guest call within the evaluation deadline and all of them within the load
-/// budget ([`HostConfig::load_budget`](crate::HostConfig::load_budget)).
-pub(crate) fn validate(
-    inner: &Inner,
+/// Logs a refusal (once per distinct error) and returns it.
+fn refused(
     name: &str,
-    compiled: &CompiledPolicy,
-) -> Result<(), PolicyError> {
-    let config = &inner.config;
-    let budget = LoadBudget::start(config);
-    let found = budget.run(name, |deadline| {
-        invoke::abi_version(config, deadline, name, compiled)
-    })?;
-    if found != 1 {
-        return Err(PolicyError::AbiVersion {
-            policy: name.into(),
-            found,
-        });
+    origin: &str,
+    error: PolicyError,
+    previous: Option<&PolicyEntry>,
+) -> Outcome {
+    let message = error.to_string();
+    if previous.and_then(|p| p.last_error.as_ref()) != Some(&message) {
+        let status = refused_status(previous);
+        tracing::error!(policy = name, file = %origin, %status, "policy refused: {message}");
     }
-    let input = br#"{"settings":{}}"#;
-    let raw = budget.run(name, |deadline| {
-        invoke::call_within(
-            config,
-            deadline,
-            name,
-            compiled,
-            Export::ValidateSettings,
-            input,
-        )
-    })?;
-    let verdict: SettingsVerdict = decode(name, Export::ValidateSettings, &raw.bytes)?;
-    if !verdict.valid {
-        tracing::info!(
-            policy = name,
-            "policy requires settings (rejects {{}}: {}); accepted",
-            verdict.message
-        );
-    }
-    if compiled.exports.test_vectors.is_some() {
-        run_vectors(inner, &budget, name, compiled)?;
-    }
-    Ok(())
+    Outcome::Refused(error)
 }
 
-/// The wall-clock budget of one module's validation: each guest call gets
-/// the evaluation deadline or what is left of the budget, whichever is less.
-struct LoadBudget<'a> {
-    config: &'a HostConfig,
-    ends: Instant,
-}
-
-impl<'a> LoadBudget<'a> {
-    fn start(config: &'a HostConfig) -> Self {
-        Self {
-            config,
-            ends: Instant::now() + config.load_budget,
-        }
-    }
-
-    /// Runs one guest call with its deadline; a call cut short by the
-    /// budget (or started after it ran out) is a *load budget* error.
-    fn run<T>(
-        &self,
-        name: &str,
-        call: impl FnOnce(Duration) -> Result<T, PolicyError>,
-    ) -> Result<T, PolicyError> {
-        let left = self.ends.saturating_duration_since(Instant::now());
-        let exhausted = || PolicyError::LoadBudget {
-            policy: name.into(),
-            budget: self.config.load_budget,
-        };
-        if left.is_zero() {
-            return Err(exhausted());
-        }
-        let deadline = left.min(self.config.deadline);
-        match call(deadline) {
-            Err(PolicyError::Deadline { .. }) if deadline < self.config.deadline => {
-                Err(exhausted())
-            }
-            other => other,
-        }
-    }
-}
-
-fn run_vectors(
-    inner: &Inner,
-    budget: &LoadBudget<'_>,
-    name: &str,
-    compiled: &CompiledPolicy,
-) -> Result<(), PolicyError> {
-    let config = &inner.config;
-    let raw = budget.run(name, |deadline| {
-        invoke::call_within(config, deadline, name, compiled, Export::TestVectors, &[])
-    })?;
-    let list: Vec<TestVector> = decode(name, Export::TestVectors, &raw.bytes)?;
-    // A vector whose call ran out of load budget stops the load: the error
-    // is kept and returned instead of the vectors' failure list.
-    let out_of_budget = std::cell::RefCell::new(None);
-    let guarded = |export: Export, input: &[u8]| {
-        budget
-            .run(name, |deadline| {
-                invoke::call_within(config, deadline, name, compiled, export, input)
-            })
-            .inspect_err(|e| {
-                if matches!(e, PolicyError::LoadBudget { .. }) {
-                    out_of_budget.borrow_mut().get_or_insert_with(|| e.clone());
-                }
-            })
-    };
-    let place = |req: &PlacementRequest| {
-        if !compiled.kind.places() {
-            return Err("the module has no tmc_place".to_string());
-        }
-        let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let raw = guarded(Export::Place, &input).map_err(|e| e.to_string())?;
-        check_place(name, req, &raw).map_err(|e| e.to_string())
-    };
-    let transform = |req: &TransformRequest| {
-        if !compiled.kind.transforms() {
-            return Err("the module has no tmc_transform".to_string());
-        }
-        let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let raw = guarded(Export::Transform, &input).map_err(|e| e.to_string())?;
-        let result: TransformResult =
-            decode(name, Export::Transform, &raw.bytes).map_err(|e| e.to_string())?;
-        rules::check_transform(&result).map_err(|v| format!("rule violation: {v}"))?;
-        Ok(result)
-    };
-    let failures = vectors::run(&list, place, transform);
-    if let Some(e) = out_of_budget.into_inner() {
-        return Err(e);
-    }
-    if failures.is_empty() {
-        tracing::debug!(policy = name, vectors = list.len(), "test vectors pass");
-        Ok(())
+/// The status of a name whose new content was refused.
+fn refused_status(previous: Option<&PolicyEntry>) -> PolicyStatus {
+    if previous.is_some_and(|p| p.active.is_some()) {
+        PolicyStatus::UpdateRefused
     } else {
-        Err(PolicyError::TestVectors {
-            policy: name.into(),
-            failures: failures.join("\n"),
-        })
+        PolicyStatus::Refused
+    }
+}
+
+/// The entry of `name` after `outcome`: refused content keeps `previous`'s
+/// last good version serving.
+fn entry(name: &str, outcome: &Outcome, previous: Option<&PolicyEntry>) -> PolicyEntry {
+    match outcome {
+        Outcome::Unchanged(active) | Outcome::Loaded(active) => PolicyEntry {
+            name: name.into(),
+            status: PolicyStatus::Active,
+            last_error: None,
+            active: Some(active.clone()),
+        },
+        Outcome::Refused(error) => PolicyEntry {
+            name: name.into(),
+            status: refused_status(previous),
+            last_error: Some(error.to_string()),
+            active: previous.and_then(|e| e.active.clone()),
+        },
     }
 }

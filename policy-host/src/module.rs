@@ -9,7 +9,7 @@ use crate::error::PolicyError;
 use crate::sandbox::StoreState;
 
 /// What a module can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PolicyKind {
     /// Exports `tmc_place`.
@@ -29,6 +29,14 @@ impl PolicyKind {
     pub fn transforms(self) -> bool {
         matches!(self, Self::Transformation | Self::Both)
     }
+    /// Its name in JSON: `placement`, `transformation` or `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placement => "placement",
+            Self::Transformation => "transformation",
+            Self::Both => "both",
+        }
+    }
 }
 
 impl std::fmt::Display for PolicyKind {
@@ -46,7 +54,7 @@ impl std::fmt::Display for PolicyKind {
 #[serde(rename_all = "camelCase")]
 pub enum Tier {
     /// Winch, the baseline compiler: compiles in a fraction of Cranelift's
-    /// time, runs slower. Serves a module never seen before until its
+    /// time, runs slower (docs/benchmarks.md). Serves a module never seen before until its
     /// optimized code is ready.
     Baseline,
     /// Cranelift, the optimizing compiler.
@@ -69,6 +77,21 @@ pub(crate) struct CompiledPolicy {
     pub tier: Tier,
     pub pre: InstancePre<StoreState>,
     pub exports: Exports,
+}
+
+impl CompiledPolicy {
+    /// The names of the module's function exports, sorted.
+    pub fn function_exports(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pre
+            .module()
+            .exports()
+            .filter(|export| matches!(export.ty(), ExternType::Func(_)))
+            .map(|export| export.name().to_string())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// The exports an evaluation calls, resolved once per module so a call never
@@ -220,5 +243,23 @@ fn expect_func(
             }
         }
         Some(_) => Err(fail("is not a function".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_in_json_as_as_str_says() {
+        for kind in [
+            PolicyKind::Placement,
+            PolicyKind::Transformation,
+            PolicyKind::Both,
+        ] {
+            let json = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(json, kind.as_str());
+            assert_eq!(serde_json::from_value::<PolicyKind>(json).ok(), Some(kind));
+        }
     }
 }

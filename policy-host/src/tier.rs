@@ -1,17 +1,20 @@
 //! Tiered compilation: a module compiled by Winch (baseline tier) serves at
-//! once; this worker thread recompiles it with Cranelift, runs the same
-//! validation on the optimized code, and swaps it into the current generation
-//! in place of the baseline code (same digest, same behaviour, same
-//! generation number, so subscribers are not told: nothing they can observe
-//! changed but speed).
+//! once; [`TierUp`]'s worker thread recompiles it with Cranelift, runs the
+//! same validation on the optimized code, and swaps it into the current
+//! generation in place of the baseline code (same digest, same behaviour,
+//! same generation number, so subscribers are not told: nothing they can
+//! observe changed but speed).
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use crate::host::Inner;
-use crate::loader;
-use crate::module::Tier;
+use tokio::sync::watch;
+
+use crate::cache::ModuleCache;
+use crate::config::HostConfig;
+use crate::registry::Registry;
+use crate::validate::validate;
 
 /// A module to recompile with Cranelift.
 pub(crate) struct Job {
@@ -20,62 +23,108 @@ pub(crate) struct Job {
     pub bytes: Vec<u8>,
 }
 
-/// The queue of the tier-up worker.
-pub(crate) fn channel() -> (Sender<Job>, Receiver<Job>) {
-    std::sync::mpsc::channel()
+/// The tier-up worker: its queue and how many queued modules are not done.
+pub(crate) struct TierUp {
+    /// `None` without a baseline tier (nothing to recompile).
+    jobs: Option<Sender<Job>>,
+    pending: Arc<watch::Sender<usize>>,
 }
 
-/// Starts the worker; it ends when the host is dropped (the queue closes).
-pub(crate) fn spawn_worker(inner: Weak<Inner>, jobs: Receiver<Job>) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("tmc-policy-tier-up".into())
-        .spawn(move || {
-            while let Ok(job) = jobs.recv() {
-                let Some(inner) = inner.upgrade() else { return };
-                optimize(&inner, &job);
-                inner.tier_pending.send_modify(|n| *n = n.saturating_sub(1));
-            }
+impl TierUp {
+    /// Starts the worker thread when `cache` compiles with a baseline tier.
+    /// The worker holds the cache and the registry weakly and ends when this
+    /// value is dropped (its queue closes) or the host is gone.
+    pub fn start(
+        config: Arc<HostConfig>,
+        cache: &Arc<ModuleCache>,
+        registry: &Arc<Registry>,
+    ) -> anyhow::Result<Self> {
+        let pending = Arc::new(watch::channel(0).0);
+        if !cache.tiered() {
+            return Ok(Self {
+                jobs: None,
+                pending,
+            });
+        }
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let worker = Worker {
+            config,
+            cache: Arc::downgrade(cache),
+            registry: Arc::downgrade(registry),
+            pending: pending.clone(),
+        };
+        std::thread::Builder::new()
+            .name("tmc-policy-tier-up".into())
+            .spawn(move || worker.run(queue))
+            .map_err(|e| anyhow::anyhow!("cannot start the tier-up thread: {e}"))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            pending,
         })
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("cannot start the tier-up thread: {e}"))
+    }
+
+    /// Queues a baseline module for recompilation by Cranelift.
+    pub fn queue(&self, job: Job) {
+        let Some(jobs) = &self.jobs else { return };
+        self.pending.send_modify(|n| *n += 1);
+        if jobs.send(job).is_err() {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    /// Waits until every module queued so far was recompiled and swapped in
+    /// (or failed to be). Returns at once without a baseline tier.
+    pub async fn wait_idle(&self) {
+        let mut pending = self.pending.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = pending.wait_for(|n| *n == 0).await;
+    }
 }
 
-fn optimize(inner: &Arc<Inner>, job: &Job) {
+struct Worker {
+    config: Arc<HostConfig>,
+    cache: Weak<ModuleCache>,
+    registry: Weak<Registry>,
+    pending: Arc<watch::Sender<usize>>,
+}
+
+impl Worker {
+    fn run(self, queue: Receiver<Job>) {
+        while let Ok(job) = queue.recv() {
+            let (Some(cache), Some(registry)) = (self.cache.upgrade(), self.registry.upgrade())
+            else {
+                return;
+            };
+            optimize(&self.config, &cache, &registry, &job);
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+fn optimize(config: &HostConfig, cache: &ModuleCache, registry: &Registry, job: &Job) {
     let started = Instant::now();
     let name = job.name.as_str();
-    let compiled = match inner.cache.optimize(name, &job.digest, &job.bytes) {
+    let compiled = match cache.optimize(name, &job.digest, &job.bytes) {
         Ok(compiled) => compiled,
         Err(e) => {
             tracing::warn!(policy = name, digest = %job.digest, "Cranelift could not recompile a module Winch compiled; the baseline code keeps serving: {e}");
             return;
         }
     };
-    if let Err(e) = loader::validate(inner, name, &compiled) {
+    if let Err(e) = validate(config, name, &compiled) {
         tracing::error!(policy = name, digest = %job.digest, "the optimized code fails the validation its baseline code passed; the baseline code keeps serving: {e}");
         return;
     }
-    let _guard = inner.reload_lock.blocking_lock();
-    let current = inner.current.load_full();
-    let mut next = (*current).clone();
-    let mut swapped = Vec::new();
-    for entry in next.policies.values_mut() {
-        if let Some(active) = entry.active.as_mut()
-            && active.digest == job.digest
-            && active.compiled.tier == Tier::Baseline
-        {
-            active.compiled = compiled.clone();
-            swapped.push(entry.name.clone());
-        }
-    }
+    let change = registry.blocking_lock();
+    let swapped = change.swap_in_optimized(&compiled);
     if swapped.is_empty() {
         tracing::debug!(policy = name, digest = %job.digest, "optimized code ready; no generation serves that module any more");
         return;
     }
-    inner.current.store(Arc::new(next));
     tracing::info!(
         policies = ?swapped,
         digest = %job.digest,
-        generation = current.number,
+        generation = change.current().number,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "optimized (Cranelift) code swapped in"
     );
@@ -91,11 +140,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::HostConfig;
+    use crate::engine::Engines;
     use crate::error::PolicyError;
-    use crate::host::PolicyHost;
     use crate::invoke::{self, Export};
-    use crate::module;
+    use crate::module::{self, CompiledPolicy, Tier};
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,16 +152,14 @@ mod tests {
         wat::parse_file(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
     }
 
-    /// The module compiled by each tier, through the host's own cache.
-    fn both_tiers(
-        host: &PolicyHost,
-        bytes: &[u8],
-    ) -> (
-        Arc<crate::module::CompiledPolicy>,
-        Arc<crate::module::CompiledPolicy>,
-    ) {
+    /// A cache with the engines (and epoch ticker) of `config`.
+    fn cache(config: &HostConfig) -> ModuleCache {
+        ModuleCache::new(Engines::new(config).expect("engines"), None)
+    }
+
+    /// The module compiled by each tier, through one cache.
+    fn both_tiers(cache: &ModuleCache, bytes: &[u8]) -> (Arc<CompiledPolicy>, Arc<CompiledPolicy>) {
         let digest = module::digest(bytes);
-        let cache = &host.inner.cache;
         let baseline = cache.load("p", &digest, bytes).expect("Winch compiles it");
         assert_eq!(baseline.tier, Tier::Baseline);
         let optimized = cache
@@ -157,9 +203,8 @@ mod tests {
                 path.display()
             )
         });
-        let host = PolicyHost::new(HostConfig::default()).expect("host");
-        let (baseline, optimized) = both_tiers(&host, &bytes);
-        let config = host.config();
+        let config = &HostConfig::default();
+        let (baseline, optimized) = both_tiers(&cache(config), &bytes);
         let input = request_bytes();
         let a = invoke::call(config, "p", &baseline, Export::Place, &input).expect("Winch code");
         let b = invoke::call(config, "p", &optimized, Export::Place, &input).expect("Cranelift");
@@ -173,7 +218,7 @@ mod tests {
             String::from_utf8_lossy(&a.bytes)
         );
         // Fuel: each tier charges the same units on every call, but the two
-        // tiers differ by a few percent (measured 91,850 vs 96,825 units).
+        // tiers differ by a few percent (figures in docs/benchmarks.md).
         let again = invoke::call(config, "p", &baseline, Export::Place, &input).expect("again");
         assert_eq!(a.fuel_used, again.fuel_used);
         let (low, high) = (a.fuel_used.min(b.fuel_used), a.fuel_used.max(b.fuel_used));
@@ -184,41 +229,39 @@ mod tests {
             b.fuel_used
         );
         for compiled in [&baseline, &optimized] {
-            loader::validate(&host.inner, "p", compiled).expect("validation passes");
+            validate(config, "p", compiled).expect("validation passes");
         }
     }
 
     #[test]
     fn winch_code_keeps_the_deadline_fuel_and_memory_limits() {
         let deadline = |fuel| {
-            let host = PolicyHost::new(HostConfig {
+            let config = HostConfig {
                 fuel,
                 deadline: Duration::from_millis(20),
                 ..HostConfig::default()
-            })
-            .expect("host");
-            let (baseline, _) = both_tiers(&host, &fixture("infinite-loop"));
-            invoke::call(host.config(), "p", &baseline, Export::Place, b"{}")
+            };
+            let (baseline, _) = both_tiers(&cache(&config), &fixture("infinite-loop"));
+            invoke::call(&config, "p", &baseline, Export::Place, b"{}")
                 .err()
                 .expect("the loop is cut")
         };
         let err = deadline(0);
         assert!(matches!(err, PolicyError::Deadline { .. }), "{err}");
-        let host = PolicyHost::new(HostConfig {
+        let config = HostConfig {
             fuel: 1_000_000,
             deadline: Duration::from_secs(30),
             ..HostConfig::default()
-        })
-        .expect("host");
-        let (baseline, _) = both_tiers(&host, &fixture("infinite-loop"));
-        let err = invoke::call(host.config(), "p", &baseline, Export::Place, b"{}")
+        };
+        let (baseline, _) = both_tiers(&cache(&config), &fixture("infinite-loop"));
+        let err = invoke::call(&config, "p", &baseline, Export::Place, b"{}")
             .err()
             .expect("out of fuel");
         assert!(matches!(err, PolicyError::Fuel { .. }), "{err}");
 
-        let host = PolicyHost::new(HostConfig::default()).expect("host");
-        let (baseline, _) = both_tiers(&host, &fixture("memory-bomb"));
-        let err = invoke::call(host.config(), "p", &baseline, Export::Place, b"{}")
+        let config = HostConfig::default();
+        let (baseline, _) = both_tiers(&cache(&config), &fixture("memory-bomb"));
+        let err = invoke::call(&config, "p", &baseline, Export::Place, b"{}")
             .err()
             .expect("memory capped");
         assert!(matches!(err, PolicyError::MemoryCap { .. }), "{err}");
@@ -226,18 +269,16 @@ mod tests {
 
     #[test]
     fn without_tiering_cranelift_compiles_on_the_load_path() {
-        let host = PolicyHost::new(HostConfig {
+        let cache = cache(&HostConfig {
             tiered: false,
             ..HostConfig::default()
-        })
-        .expect("host");
+        });
+        assert!(!cache.tiered());
         let bytes = fixture("good-v1");
-        let compiled = host
-            .inner
-            .cache
+        let compiled = cache
             .load("p", &module::digest(&bytes), &bytes)
             .expect("compiles");
         assert_eq!(compiled.tier, Tier::Optimized);
-        assert_eq!(host.inner.cache.optimizations(), 0);
+        assert_eq!(cache.optimizations(), 0);
     }
 }

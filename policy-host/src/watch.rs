@@ -1,8 +1,8 @@
 //! Hot reload: watch a directory with `notify`, wait until writes are done,
 //! reload.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::ops::ControlFlow;
+use std::path::Path;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
@@ -10,7 +10,6 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::error::PolicyError;
-use crate::host::{Inner, PolicyHost};
 use crate::loader::is_policy_file;
 
 /// Keeps the watch alive; dropping it stops watching.
@@ -56,61 +55,62 @@ fn classify(kind: &EventKind) -> Option<Write> {
     }
 }
 
-impl PolicyHost {
-    /// Watches `dir` and reloads it (see [`load_dir`](Self::load_dir)) after
-    /// every burst of changes to `*.wasm` files: `settle` after the burst's
-    /// last event when that event says the content is final (a rename into
-    /// place, a close after writing, a delete), `debounce` when a write may
-    /// still be going on. Call [`load_dir`](Self::load_dir) first for the
-    /// initial load. Must be called inside a tokio runtime.
-    pub fn watch(&self, dir: impl AsRef<Path>) -> Result<WatchHandle, PolicyError> {
-        let dir = dir.as_ref().to_path_buf();
-        let fail = |e: notify::Error| PolicyError::Directory {
-            path: dir.display().to_string(),
-            message: format!("cannot watch it: {e}"),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event)
-                    if event
-                        .paths
-                        .iter()
-                        .any(|p| is_policy_file(p) || is_volume_swap(p)) =>
-                {
-                    if let Some(write) = classify(&event.kind) {
-                        let _ = tx.send(write);
-                    }
+/// Watches `dir` and calls `reload` after every burst of changes to policy
+/// files: `settle` after the burst's last event when that event says the
+/// content is final (a rename into place, a close after writing, a delete),
+/// `debounce` when a write may still be going on. The watch ends when the
+/// handle is dropped or `reload` answers [`ControlFlow::Break`]. Must be
+/// called inside a tokio runtime.
+pub(crate) fn spawn<F, Fut>(
+    dir: &Path,
+    settle: Duration,
+    debounce: Duration,
+    reload: F,
+) -> Result<WatchHandle, PolicyError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ControlFlow<()>> + Send + 'static,
+{
+    let fail = |e: notify::Error| PolicyError::Directory {
+        path: dir.display().to_string(),
+        message: format!("cannot watch it: {e}"),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event)
+                if event
+                    .paths
+                    .iter()
+                    .any(|p| is_policy_file(p) || is_volume_swap(p)) =>
+            {
+                if let Some(write) = classify(&event.kind) {
+                    let _ = tx.send(write);
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("policy directory watch error: {e}"),
-            })
-            .map_err(fail)?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(fail)?;
-        let config = &self.inner.config;
-        let task = tokio::spawn(reload_loop(
-            Arc::downgrade(&self.inner),
-            dir,
-            rx,
-            config.settle,
-            config.debounce,
-        ));
-        Ok(WatchHandle {
-            _watcher: watcher,
-            task,
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("policy directory watch error: {e}"),
         })
-    }
+        .map_err(fail)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(fail)?;
+    let task = tokio::spawn(reload_loop(rx, settle, debounce, reload));
+    Ok(WatchHandle {
+        _watcher: watcher,
+        task,
+    })
 }
 
-async fn reload_loop(
-    inner: Weak<Inner>,
-    dir: PathBuf,
+async fn reload_loop<F, Fut>(
     mut events: mpsc::UnboundedReceiver<Write>,
     settle: Duration,
     debounce: Duration,
-) {
+    mut reload: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ControlFlow<()>>,
+{
     while let Some(mut last) = events.recv().await {
         // Wait until the directory has been quiet for `settle` after a final
         // event, or for `debounce` after an event of a write in progress.
@@ -125,10 +125,8 @@ async fn reload_loop(
                 Err(_) => break,
             }
         }
-        let Some(inner) = inner.upgrade() else { return };
-        let host = PolicyHost { inner };
-        if let Err(e) = host.load_dir(&dir).await {
-            tracing::error!("policy reload failed: {e}");
+        if reload().await.is_break() {
+            return;
         }
     }
 }

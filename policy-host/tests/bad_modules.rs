@@ -12,7 +12,8 @@ use tmc_policy_sdk::{TransformRequest, Workload};
 
 /// Loads `good-v1` as `p`, then replaces `p` with `bad` and reloads: the new
 /// bytes must be refused with an error containing `cause`, and `p` keeps
-/// answering with v1.
+/// answering with v1. The same bytes given to `load_module` are refused with
+/// the same error.
 async fn refused_on_load(bad: &[u8], cause: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let host = host();
@@ -31,6 +32,29 @@ async fn refused_on_load(bad: &[u8], cause: &str) {
     );
     assert!(message.contains(cause), "error says {cause:?}: {message}");
 
+    let generation = host.generation();
+    let entry = generation.get("p").expect("entry kept");
+    assert_eq!(entry.status, PolicyStatus::UpdateRefused);
+    assert_eq!(entry.last_error.as_deref(), Some(message.as_str()));
+    let eval = host
+        .place("p", &request(None))
+        .await
+        .expect("last good serves");
+    assert_eq!(eval.value.reason, "v1");
+
+    let host = common::host();
+    host.load_module("p", fixture("good-v1"))
+        .await
+        .expect("good module loads");
+    let error = host
+        .load_module("p", bad.to_vec())
+        .await
+        .expect_err("refused as bytes too");
+    assert_eq!(
+        &error.to_string(),
+        message,
+        "same error as from the directory"
+    );
     let generation = host.generation();
     let entry = generation.get("p").expect("entry kept");
     assert_eq!(entry.status, PolicyStatus::UpdateRefused);

@@ -30,12 +30,77 @@ async fn example_policies_load_and_pass_their_own_vectors() {
         assert_eq!(entry.status, PolicyStatus::Active);
     }
     let kinds: Vec<_> = generation
-        .summaries()
+        .policy_infos()
         .into_iter()
         .map(|s| (s.name, s.kind))
         .collect();
     assert!(kinds.contains(&("label-stamper".into(), Some(PolicyKind::Transformation))));
     assert!(kinds.contains(&("replica-spread".into(), Some(PolicyKind::Placement))));
+}
+
+#[tokio::test]
+async fn a_module_given_as_bytes_serves_beside_the_directory_and_lists_its_exports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_policy(dir.path(), "label-stamper", &built_module("label-stamper"));
+    write_policy(dir.path(), "broken", b"\0asm\x01\0\0\0");
+    let host = cached_host();
+    host.load_dir(dir.path()).await.expect("load");
+    let before = host.generation().number;
+
+    let bytes = built_module("location-affinity");
+    let active = host
+        .load_module("location-affinity", bytes.clone())
+        .await
+        .expect("loads");
+    assert_eq!(active.kind, PolicyKind::Placement);
+    assert_eq!(active.source, None);
+    let exports = active.exports();
+    for export in [
+        "tmc_abi_version",
+        "tmc_alloc",
+        "tmc_place",
+        "tmc_test_vectors",
+    ] {
+        assert!(exports.iter().any(|e| e == export), "{export}: {exports:?}");
+    }
+    assert!(
+        !exports.iter().any(|e| e == "memory"),
+        "functions only: {exports:?}"
+    );
+    assert!(exports.is_sorted(), "{exports:?}");
+    let generation = host.generation();
+    assert_eq!(generation.number, before + 1);
+    assert!(
+        generation.active("label-stamper").is_some(),
+        "the directory's modules stay"
+    );
+
+    let infos = generation.policy_infos();
+    let info = |name: &str| {
+        infos
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} listed: {infos:?}"))
+    };
+    let loaded = info("location-affinity");
+    assert!(loaded.serving && loaded.source.is_none(), "{loaded:?}");
+    assert_eq!(loaded.digest.as_deref(), Some(active.digest.as_str()));
+    let broken = info("broken");
+    assert!(!broken.serving && broken.digest.is_none(), "{broken:?}");
+    assert!(info("label-stamper").source.is_some());
+
+    let compiled = host.compiled_modules();
+    let again = host
+        .load_module("location-affinity", bytes)
+        .await
+        .expect("same bytes");
+    assert_eq!(again.digest, active.digest);
+    assert_eq!(
+        host.compiled_modules(),
+        compiled,
+        "same digest: nothing compiled"
+    );
+    assert_eq!(host.generation().number, before + 1, "nothing changed");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::watcher;
-use serde_json::Value;
+use tmc_policy_host::PolicyInfo;
 use tmc_syncer::SyncedKind;
 use tmc_syncer::drop_managed_fields;
 use tokio::task::JoinSet;
@@ -219,15 +219,10 @@ impl Requeue {
 /// Names of the policies that a swap from `before` to `after` (each policy
 /// as [`PolicyRunner::policies`] lists it) added, removed, or changed in
 /// digest or in whether a version serves.
-pub fn changed_policies(before: &[Value], after: &[Value]) -> BTreeSet<String> {
-    let index = |set: &[Value]| -> BTreeMap<String, (Value, Value)> {
+pub fn changed_policies(before: &[PolicyInfo], after: &[PolicyInfo]) -> BTreeSet<String> {
+    let index = |set: &[PolicyInfo]| -> BTreeMap<String, (Option<String>, bool)> {
         set.iter()
-            .filter_map(|p| {
-                let name = p.get("name")?.as_str()?.to_string();
-                let digest = p.get("digest").cloned().unwrap_or(Value::Null);
-                let serving = p.get("serving").cloned().unwrap_or(Value::Null);
-                Some((name, (digest, serving)))
-            })
+            .map(|p| (p.name.clone(), (p.digest.clone(), p.serving)))
             .collect()
     };
     let (before, after) = (index(before), index(after));
@@ -261,23 +256,38 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use tmc_policy_host::{PolicyKind, PolicyStatus};
+
+    /// A policy as the host lists it; only name, digest and serving matter.
+    fn info(name: &str, digest: &str, serving: bool, loaded_at: u64) -> PolicyInfo {
+        PolicyInfo {
+            name: name.into(),
+            digest: Some(digest.into()),
+            kind: Some(PolicyKind::Placement),
+            status: PolicyStatus::Active,
+            status_text: PolicyStatus::Active.to_string(),
+            last_error: None,
+            source: None,
+            loaded_at: Some(loaded_at),
+            serving,
+        }
+    }
 
     #[test]
     fn a_swap_changes_the_policies_whose_digest_or_serving_changed() {
         let before = [
-            json!({"name": "spread", "digest": "a", "serving": true}),
-            json!({"name": "stamp", "digest": "s", "serving": true}),
-            json!({"name": "gone", "digest": "g", "serving": true}),
+            info("spread", "a", true, 1),
+            info("stamp", "s", true, 1),
+            info("gone", "g", true, 1),
         ];
         let after = [
-            json!({"name": "spread", "digest": "b", "serving": true}),
-            json!({"name": "stamp", "digest": "s", "serving": true, "loadedAt": 7}),
-            json!({"name": "new", "digest": "n", "serving": true}),
+            info("spread", "b", true, 1),
+            info("stamp", "s", true, 7),
+            info("new", "n", true, 1),
         ];
         let changed: Vec<String> = changed_policies(&before, &after).into_iter().collect();
         assert_eq!(changed, ["gone", "new", "spread"]);
-        let refused = [json!({"name": "stamp", "digest": "s", "serving": false})];
+        let refused = [info("stamp", "s", false, 1)];
         assert!(changed_policies(&before[1..2], &refused).contains("stamp"));
         assert!(changed_policies(&before, &before).is_empty());
     }

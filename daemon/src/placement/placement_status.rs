@@ -172,13 +172,9 @@ pub async fn refresh(
         .as_ref()
         .map(|r| r.policies())
         .unwrap_or_default()
-        .iter()
-        .filter(|p| {
-            p.get("serving")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(true)
-        })
-        .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .into_iter()
+        .filter(|p| p.serving)
+        .map(|p| p.name)
         .collect();
     let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
     let now = Time(k8s_openapi::jiff::Timestamp::now());

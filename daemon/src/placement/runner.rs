@@ -7,36 +7,39 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_api::decision::TargetResult;
+use tmc_policy_host::{PolicyError, PolicyInfo};
 use tmc_policy_sdk::abi::{PlacementDecision, PlacementRequest, TransformRequest, TransformResult};
-use tmc_policy_sdk::rules;
 
 /// What evaluates policies: the wasm host in tmcd, a fake in tests.
+///
+/// Answers passed the host rules (`tmc_policy_sdk::rules`): the runner checks
+/// them, so the pipeline does not check them again.
 pub trait PolicyRunner: Send + Sync + 'static {
-    /// Runs placement policy `policy` on `req`.
+    /// Runs placement policy `policy` on `req`; the decision passed the rules.
     fn place<'a>(
         &'a self,
         policy: &'a str,
         req: &'a PlacementRequest,
-    ) -> BoxFuture<'a, Result<PlacementDecision, String>>;
-    /// Runs transformation policy `policy` on `req`.
+    ) -> BoxFuture<'a, Result<PlacementDecision, PolicyError>>;
+    /// Runs transformation policy `policy` on `req`; the edits passed the rules.
     fn transform<'a>(
         &'a self,
         policy: &'a str,
         req: &'a TransformRequest,
-    ) -> BoxFuture<'a, Result<TransformResult, String>>;
+    ) -> BoxFuture<'a, Result<TransformResult, PolicyError>>;
     /// The generation of the active policy set.
     fn generation(&self) -> u64;
     /// Changes of the generation (a hot reload swapped the policy set).
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// The policies of the active set, for the status API: objects with at
-    /// least `name` and `serving` (a version answers evaluations).
-    fn policies(&self) -> Vec<serde_json::Value>;
-    /// Asks `policy` whether `settings` are valid; `Err` carries its message.
+    /// The policies of the active set, sorted by name (the status API lists them).
+    fn policies(&self) -> Vec<PolicyInfo>;
+    /// Asks `policy` whether `settings` are valid;
+    /// [`PolicyError::SettingsRejected`] carries its message when they are not.
     fn validate_settings<'a>(
         &'a self,
         policy: &'a str,
         settings: &'a serde_json::Value,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), PolicyError>>;
 }
 
 /// Checks the settings of `placement`'s policy and of each transformation;
@@ -60,13 +63,13 @@ pub async fn check_settings(
 }
 
 /// Why a workload could not be (re)placed; the previous decision stays.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("policy {policy:?} failed: {message}")]
 pub struct PolicyFailure {
     /// The policy that failed.
     pub policy: String,
-    /// What went wrong.
-    pub message: String,
+    /// What went wrong (its text is part of this failure's).
+    pub message: PolicyError,
 }
 
 /// The outcome of the policies for one workload.
@@ -97,10 +100,7 @@ pub async fn evaluate(
     let generation = runner.generation();
     let policy = &placement.spec.policy.name;
     let started = Instant::now();
-    let decided = runner.place(policy, req).await.and_then(|decision| {
-        rules::check_decision(req, &decision).map_err(|v| format!("invalid decision: {v}"))?;
-        Ok(decision)
-    });
+    let decided = runner.place(policy, req).await;
     observer.observe(policy, started.elapsed(), decided.is_err());
     let decision = decided.map_err(|message| PolicyFailure {
         policy: policy.clone(),
@@ -110,7 +110,7 @@ pub async fn evaluate(
     let mut chosen = BTreeMap::new();
     for choice in &decision.targets {
         let Some(target) = req.targets.iter().find(|t| t.name == choice.name) else {
-            continue; // check_decision refused unknown targets already
+            continue; // the runner's rules refused unknown targets already
         };
         let mut result = TargetResult {
             replicas: choice.replicas,
@@ -129,13 +129,7 @@ pub async fn evaluate(
                     .unwrap_or(serde_json::Value::Null),
             };
             let started = Instant::now();
-            let edited = runner
-                .transform(&transformation.name, &treq)
-                .await
-                .and_then(|edits| {
-                    rules::check_transform(&edits).map_err(|v| format!("invalid result: {v}"))?;
-                    Ok(edits)
-                });
+            let edited = runner.transform(&transformation.name, &treq).await;
             observer.observe(&transformation.name, started.elapsed(), edited.is_err());
             let edits = edited.map_err(|message| PolicyFailure {
                 policy: transformation.name.clone(),
@@ -169,14 +163,15 @@ fn merge_edits(acc: &mut tmc_policy_sdk::MapEdits, later: tmc_policy_sdk::MapEdi
 
 #[cfg(test)]
 pub(crate) mod fake {
-    //! A policy runner of plain Rust closures.
+    //! A policy runner of plain Rust closures. It does not check the host
+    //! rules: a closure's answer is passed on as it is.
     use super::*;
     use std::sync::Mutex;
 
     type PlaceFn =
-        Box<dyn Fn(&PlacementRequest) -> Result<PlacementDecision, String> + Send + Sync>;
+        Box<dyn Fn(&PlacementRequest) -> Result<PlacementDecision, PolicyError> + Send + Sync>;
     type TransformFn =
-        Box<dyn Fn(&TransformRequest) -> Result<TransformResult, String> + Send + Sync>;
+        Box<dyn Fn(&TransformRequest) -> Result<TransformResult, PolicyError> + Send + Sync>;
 
     /// Policies by name.
     pub struct FakeRunner {
@@ -197,18 +192,24 @@ pub(crate) mod fake {
         }
     }
 
+    fn unknown(policy: &str) -> PolicyError {
+        PolicyError::UnknownPolicy {
+            policy: policy.into(),
+        }
+    }
+
     impl PolicyRunner for FakeRunner {
         fn place<'a>(
             &'a self,
             policy: &'a str,
             req: &'a PlacementRequest,
-        ) -> BoxFuture<'a, Result<PlacementDecision, String>> {
+        ) -> BoxFuture<'a, Result<PlacementDecision, PolicyError>> {
             if let Ok(mut calls) = self.calls.lock() {
                 calls.push(policy.to_string());
             }
             let out = match self.place.get(policy) {
                 Some(f) => f(req),
-                None => Err(format!("policy {policy:?} is not loaded")),
+                None => Err(unknown(policy)),
             };
             Box::pin(async move { out })
         }
@@ -216,13 +217,13 @@ pub(crate) mod fake {
             &'a self,
             policy: &'a str,
             req: &'a TransformRequest,
-        ) -> BoxFuture<'a, Result<TransformResult, String>> {
+        ) -> BoxFuture<'a, Result<TransformResult, PolicyError>> {
             if let Ok(mut calls) = self.calls.lock() {
                 calls.push(policy.to_string());
             }
             let out = match self.transform.get(policy) {
                 Some(f) => f(req),
-                None => Err(format!("policy {policy:?} is not loaded")),
+                None => Err(unknown(policy)),
             };
             Box::pin(async move { out })
         }
@@ -236,20 +237,33 @@ pub(crate) mod fake {
             &'a self,
             policy: &'a str,
             settings: &'a serde_json::Value,
-        ) -> BoxFuture<'a, Result<(), String>> {
+        ) -> BoxFuture<'a, Result<(), PolicyError>> {
             let out = if !self.place.contains_key(policy) && !self.transform.contains_key(policy) {
-                Err(format!("policy {policy:?} is not loaded"))
+                Err(unknown(policy))
             } else if settings.get("invalid").is_some() {
-                Err("settings: unknown field `invalid`".to_string())
+                Err(PolicyError::SettingsRejected {
+                    policy: policy.into(),
+                    message: "settings: unknown field `invalid`".into(),
+                })
             } else {
                 Ok(())
             };
             Box::pin(async move { out })
         }
-        fn policies(&self) -> Vec<serde_json::Value> {
+        fn policies(&self) -> Vec<PolicyInfo> {
             self.place
                 .keys()
-                .map(|k| serde_json::json!({"name": k, "serving": true}))
+                .map(|name| PolicyInfo {
+                    name: name.clone(),
+                    digest: None,
+                    kind: Some(tmc_policy_host::PolicyKind::Placement),
+                    status: tmc_policy_host::PolicyStatus::Active,
+                    status_text: tmc_policy_host::PolicyStatus::Active.to_string(),
+                    last_error: None,
+                    source: None,
+                    loaded_at: None,
+                    serving: true,
+                })
                 .collect()
         }
     }
@@ -265,6 +279,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::{FakeRunner, NoObserver};
     use super::*;
+    use crate::policy::HostRunner;
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_policy_sdk::abi::{Target, TargetDecision, Workload};
 
@@ -398,7 +413,11 @@ mod tests {
             .await
             .expect_err("place fails");
         assert_eq!(err.policy, "gone");
-        assert!(err.to_string().contains("not loaded"));
+        assert!(
+            matches!(&err.message, PolicyError::UnknownPolicy { policy } if policy == "gone"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not loaded"), "{err}");
     }
 
     #[tokio::test]
@@ -413,27 +432,86 @@ mod tests {
         bad.spec.transformations[0].settings = Some(serde_json::json!({"invalid": 1}));
         let err = check_settings(&runner, &bad).await.expect_err("refused");
         assert_eq!(err.policy, "stamp");
-        assert!(err.message.contains("invalid"));
+        assert!(
+            matches!(&err.message, PolicyError::SettingsRejected { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "policy \"stamp\" failed: policy \"stamp\" rejects its settings: settings: unknown field `invalid`"
+        );
     }
 
-    #[tokio::test]
-    async fn a_decision_that_breaks_the_rules_is_refused() {
-        let mut runner = FakeRunner::new();
-        runner.place.insert(
-            "split".into(),
-            Box::new(|_| {
-                Ok(PlacementDecision {
-                    targets: vec![TargetDecision {
-                        name: "mars".into(),
-                        replicas: Some(3),
-                    }],
-                    reason: String::new(),
-                })
-            }),
+    /// A module placing every workload onto `target` and, as a
+    /// transformation, setting tmc's own decision label (a reserved key).
+    fn rule_breaker(target: &str) -> Vec<u8> {
+        let place =
+            format!(r#"{{"ok":{{"targets":[{{"name":"{target}","replicas":3}}],"reason":"r"}}}}"#);
+        let transform = r#"{"ok":{"labels":{"set":{"state.workload.kcp.io/east":"Sync"}}}}"#;
+        let settings = r#"{"ok":{"valid":true}}"#;
+        let at = |offset: u64, text: &str| (offset << 32) | text.len() as u64;
+        let quote = |text: &str| text.replace('"', "\\\"");
+        let wat = format!(
+            r#"(module
+              (memory (export "memory") 2)
+              (func (export "tmc_abi_version") (result i32) i32.const 1)
+              (func (export "tmc_alloc") (param i32) (result i32) i32.const 65536)
+              (data (i32.const 0) "{}")
+              (func (export "tmc_validate_settings") (param i32 i32) (result i64) i64.const {})
+              (data (i32.const 1024) "{}")
+              (func (export "tmc_place") (param i32 i32) (result i64) i64.const {})
+              (data (i32.const 2048) "{}")
+              (func (export "tmc_transform") (param i32 i32) (result i64) i64.const {}))"#,
+            quote(settings),
+            at(0, settings),
+            quote(&place),
+            at(1024, &place),
+            quote(transform),
+            at(2048, transform),
         );
-        let err = evaluate(&runner, &NoObserver, &placement(&[]), &request())
+        wat::parse_str(&wat).expect("valid WAT")
+    }
+
+    /// The host checks every answer against the rules once, before the
+    /// pipeline sees it: a decision or edits that break them fail the
+    /// workload's evaluation, naming the policy.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn answers_that_break_the_host_rules_are_refused() {
+        let host = tmc_policy_host::PolicyHost::new(Default::default()).expect("host");
+        for (name, target) in [("split", "east"), ("to-mars", "mars")] {
+            host.load_module(name, rule_breaker(target))
+                .await
+                .expect("loads");
+        }
+        let runner = HostRunner(host);
+        let fine = evaluate(&runner, &NoObserver, &placement(&[]), &request())
             .await
-            .expect_err("unknown target");
-        assert!(err.message.contains("mars"), "{err}");
+            .expect("a decision within the rules");
+        assert_eq!(fine.chosen.keys().collect::<Vec<_>>(), ["east"]);
+
+        let mut unknown_target = placement(&[]);
+        unknown_target.spec.policy.name = "to-mars".into();
+        let err = evaluate(&runner, &NoObserver, &unknown_target, &request())
+            .await
+            .expect_err("a target that is not in the request");
+        assert_eq!(err.policy, "to-mars");
+        assert!(
+            matches!(err.message, PolicyError::RuleViolation { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("mars"), "{err}");
+
+        let err = evaluate(&runner, &NoObserver, &placement(&["split"]), &request())
+            .await
+            .expect_err("edits of a reserved key");
+        assert_eq!(err.policy, "split");
+        assert!(
+            matches!(err.message, PolicyError::RuleViolation { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("state.workload.kcp.io/east"),
+            "{err}"
+        );
     }
 }
