@@ -18,6 +18,7 @@ pub mod logging;
 pub mod placement;
 pub mod policy;
 pub mod policy_cli;
+pub mod policy_command;
 pub mod policy_diff;
 pub mod state;
 pub mod syncers;

@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod assignment;
 pub mod controller;
+pub mod decide;
 pub mod events;
 pub mod gone;
 pub mod heartbeats;
