@@ -14,13 +14,16 @@ use tokio::time::Instant;
 
 use crate::admin::logs::SyncerLogs;
 use crate::config::Config;
+use crate::fence::Fence;
 use crate::leader::{
     Attempt, Elector, StopReason, Term, Timing, Transition, attempt_deadline, transition,
 };
+use crate::placement::heartbeats::Heartbeats;
 use crate::placement::runner::PolicyRunner;
+use crate::placement::triggers::Triggers;
 use crate::placement::{controller, watch as stores};
 use crate::policy::{HostRunner, host_config};
-use crate::state::State;
+use crate::state::{Parts, State};
 use crate::{admin, crds, kubeconn, syncers, synctargets};
 
 /// How long to wait for the CRDs to be Established.
@@ -59,15 +62,27 @@ impl Daemon {
             .watch(&dir)
             .with_context(|| format!("watching {} for policy changes", dir.display()))?;
 
-        let identity = identity();
-        let state = Arc::new(State::new(config, identity, logs));
+        // Everything the State holds is built first, so no part of tmcd
+        // ever sees it half-filled.
+        let fence = Fence::new();
         // What the leader writes with: refused by the fence unless leading.
-        let work_client = kubeconn::fenced_control_plane(&state.config, &state.fence).await?;
-        let runner: Arc<dyn PolicyRunner> = Arc::new(HostRunner(host));
-        state.set_policies(runner.clone());
+        let work_client = kubeconn::fenced_control_plane(&config, &fence).await?;
+        let heartbeats = Arc::new(Heartbeats::new(config.sync.heartbeat_threshold()));
+        let triggers = Arc::new(Triggers::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let stores = stores::start(&client, &state, shutdown_rx.clone());
-        state.set_stores(stores.targets.clone(), stores.placements.clone());
+        let stores = stores::start(&client, &heartbeats, &triggers, shutdown_rx.clone());
+        let runner: Arc<dyn PolicyRunner> = Arc::new(HostRunner(host));
+        let parts = Parts {
+            identity: identity(),
+            logs,
+            fence,
+            heartbeats,
+            triggers,
+            policies: runner.clone(),
+            targets: stores.targets.clone(),
+            placements: stores.placements.clone(),
+        };
+        let state = Arc::new(State::new(config, parts));
 
         let listener = admin::server::bind(state.config.admin.address).await?;
         let admin_addr = listener.local_addr().context("reading the admin address")?;

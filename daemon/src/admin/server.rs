@@ -77,10 +77,7 @@ async fn status(Extract(state): Extract<Shared>) -> Json<Value> {
 
 /// The body of `GET /api/v1/status`.
 pub fn status_json(state: &State) -> Value {
-    let (targets, placements) = match state.stores() {
-        Some((targets, placements)) => (targets.state(), placements.state()),
-        None => (vec![], vec![]),
-    };
+    let (targets, placements) = (state.targets.state(), state.placements.state());
     let mut target_rows: Vec<Value> = targets
         .iter()
         .map(|t| {
@@ -121,7 +118,6 @@ pub fn status_json(state: &State) -> Value {
         })
         .collect();
     placement_rows.sort_by_key(|r| r["name"].as_str().unwrap_or_default().to_string());
-    let runner = state.policies();
     json!({
         "identity": state.identity,
         "leader": state.is_leader(),
@@ -130,8 +126,8 @@ pub fn status_json(state: &State) -> Value {
             "writesSent": state.fence.writes_sent(),
             "writesRefused": state.fence.writes_refused(),
         },
-        "policyGeneration": runner.as_ref().map(|r| r.generation()),
-        "policies": runner.as_ref().map(|r| r.policies()).unwrap_or_default(),
+        "policyGeneration": state.policies.generation(),
+        "policies": state.policies.policies(),
         "targets": target_rows,
         "placements": placement_rows,
         "stalledMoves": state.moves.stalled(),

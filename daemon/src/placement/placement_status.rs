@@ -165,13 +165,11 @@ pub async fn refresh(
             .get_or_create(&vec![("target".to_string(), target)])
             .set(n);
     }
-    let runner = state.policies();
-    let generation = runner.as_ref().map_or(0, |r| r.generation());
+    let runner = state.policies.as_ref();
+    let generation = runner.generation();
     state.metrics.policy_generation.set(generation);
     let loaded: Vec<String> = runner
-        .as_ref()
-        .map(|r| r.policies())
-        .unwrap_or_default()
+        .policies()
         .iter()
         .filter(|p| {
             p.get("serving")
@@ -192,8 +190,7 @@ pub async fn refresh(
             .get(&name)
             .cloned();
         if error.is_none()
-            && let Some(runner) = runner.as_ref()
-            && let Err(refused) = check_settings(runner.as_ref(), &placement).await
+            && let Err(refused) = check_settings(runner, &placement).await
         {
             error = Some(refused.to_string());
         }
