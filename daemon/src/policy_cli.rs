@@ -636,12 +636,15 @@ pub fn render_eval(report: &EvalReport) -> String {
     if report.targets.is_empty() {
         out.push_str("(no target chosen: the workload stays pending)\n");
     } else {
-        out.push_str(&format!("{:<20} {:<9} {}\n", "TARGET", "REPLICAS", "EDITS"));
-    }
-    for row in &report.targets {
-        let replicas = row.replicas.map_or("-".to_string(), |r| r.to_string());
-        let edits = row.edits.as_ref().map_or("-".to_string(), render_edits);
-        out.push_str(&format!("{:<20} {:<9} {edits}\n", row.name, replicas));
+        let mut rows = vec![["TARGET", "REPLICAS", "EDITS"].map(String::from).to_vec()];
+        rows.extend(report.targets.iter().map(|row| {
+            vec![
+                row.name.clone(),
+                row.replicas.map_or("-".to_string(), |r| r.to_string()),
+                row.edits.as_ref().map_or("-".to_string(), render_edits),
+            ]
+        }));
+        out.push_str(&crate::table::render(&rows));
     }
     out.push_str(&format!(
         "\nreason: {}\nevaluated in {} us\n",

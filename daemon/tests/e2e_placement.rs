@@ -127,7 +127,8 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
     assert_eq!(resync.status, 200, "{}", resync.body);
     let unknown = request(&admin, "GET", "/api/v1/syncers/mars").await?;
     assert_eq!(unknown.status, 404);
-    let rendered = tmc_daemon::commands::render_status(&status);
+    let report: tmc_daemon::admin::status::StatusReport = serde_json::from_value(status.clone())?;
+    let rendered = tmc_daemon::commands::render_status(&report);
     assert!(
         rendered.contains("spread") && rendered.contains("west"),
         "{rendered}"

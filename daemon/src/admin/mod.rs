@@ -5,3 +5,4 @@ pub mod client;
 pub mod logs;
 pub mod metrics;
 pub mod server;
+pub mod status;
