@@ -36,7 +36,8 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
     .await?;
     create_deployment(&kcp, "web", 3).await?;
 
-    // On both clusters, with the brief's labels and annotations, replicas split 3 = 2 + 1 (in some order).
+    // On both clusters, with tmc's labels and annotations on every copy and the
+    // label-stamper's label, replicas split 3 = 2 + 1 (in some order).
     let (w, e) = split_over_both(&west, &east, "web", 3).await?;
     for (target, d) in [("west", w), ("east", e)] {
         let labels = d.metadata.labels.clone().unwrap_or_default();

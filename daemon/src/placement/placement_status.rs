@@ -1,7 +1,7 @@
 //! The status of each ClusterWorkloadPlacement: observed generation,
 //! conditions, policy generation, how many workloads and where they went.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -13,7 +13,8 @@ use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, 
 
 use super::assignment;
 use super::moves::StalledMove;
-use super::runner::check_settings;
+use super::runner::{PolicyRunner, check_settings};
+use crate::admin::metrics::Metrics;
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
@@ -133,15 +134,9 @@ pub fn desired(
     }
 }
 
-/// Rewrites every placement's status that changed; also refreshes the
-/// per-target sync error gauge.
-pub async fn refresh(
-    state: &Arc<State>,
-    client: &Client,
-    placements: &Store<ClusterWorkloadPlacement>,
-    workloads: &[Store<DynamicObject>],
-) {
-    let recorded: Vec<BTreeMap<String, assignment::Recorded>> = workloads
+/// What each workload of `workloads` records, per target.
+pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, assignment::Recorded>> {
+    workloads
         .iter()
         .flat_map(|s| s.state())
         .map(|o| {
@@ -150,24 +145,79 @@ pub async fn refresh(
                 &o.metadata.annotations.clone().unwrap_or_default(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Sets the per-target sync error gauge: how many of the workloads
+/// (`recorded`) a target holds report an error.
+pub fn count_sync_errors(metrics: &Metrics, recorded: &[BTreeMap<String, assignment::Recorded>]) {
     let mut errors: BTreeMap<String, i64> = BTreeMap::new();
-    for rec in &recorded {
+    for rec in recorded {
         for (target, r) in rec {
             let failed = r.holds() && r.status.as_ref().is_some_and(|s| s.error.is_some());
             *errors.entry(target.clone()).or_default() += i64::from(failed);
         }
     }
     for (target, n) in errors {
-        state
-            .metrics
+        metrics
             .target_sync_errors
             .get_or_create(&vec![("target".to_string(), target)])
             .set(n);
     }
+}
+
+/// Whether the policies accept each placement's settings, asked again only
+/// when the placement's spec or the policy set changes.
+#[derive(Default)]
+pub struct SettingsChecks {
+    /// Placement -> (its generation, the policy generation, the refusal).
+    verdicts: HashMap<String, (Option<i64>, u64, Option<String>)>,
+}
+
+impl SettingsChecks {
+    /// Why `runner`'s policies refuse `placement`'s settings, if they do.
+    pub async fn refusal(
+        &mut self,
+        runner: &dyn PolicyRunner,
+        placement: &ClusterWorkloadPlacement,
+    ) -> Option<String> {
+        let name = placement.name_any();
+        let (generation, policies) = (placement.metadata.generation, runner.generation());
+        if let Some((g, p, refusal)) = self.verdicts.get(&name)
+            && (*g, *p) == (generation, policies)
+        {
+            return refusal.clone();
+        }
+        let refusal = check_settings(runner, placement)
+            .await
+            .err()
+            .map(|f| f.to_string());
+        self.verdicts
+            .insert(name, (generation, policies, refusal.clone()));
+        refusal
+    }
+
+    /// Forgets the placements not in `current`.
+    fn retain(&mut self, current: &[Arc<ClusterWorkloadPlacement>]) {
+        self.verdicts.retain(|name, _| {
+            current
+                .iter()
+                .any(|p| p.metadata.name.as_ref() == Some(name))
+        });
+    }
+}
+
+/// Rewrites every placement's status that changed, given what the workloads
+/// record (`recorded`, see [`recorded`]).
+pub async fn refresh(
+    state: &State,
+    client: &Client,
+    placements: &Store<ClusterWorkloadPlacement>,
+    recorded: &[BTreeMap<String, assignment::Recorded>],
+    settings: &mut SettingsChecks,
+) {
     let runner = state.policies.as_ref();
     let generation = runner.generation();
-    state.metrics.policy_generation.set(generation);
     let loaded: Vec<String> = runner
         .policies()
         .iter()
@@ -181,22 +231,23 @@ pub async fn refresh(
     let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let stalled = state.moves.stalled();
-    for placement in placements.state() {
+    let current = placements.state();
+    settings.retain(&current);
+    for placement in current {
         let name = placement.name_any();
-        let mut error = state
+        let failed = state
             .policy_errors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&name)
             .cloned();
-        if error.is_none()
-            && let Err(refused) = check_settings(runner, &placement).await
-        {
-            error = Some(refused.to_string());
-        }
+        let error = match failed {
+            Some(error) => Some(error),
+            None => settings.refusal(runner, &placement).await,
+        };
         let want = desired(
             &placement,
-            &recorded,
+            recorded,
             error.as_deref(),
             loaded.contains(&placement.spec.policy.name),
             generation,
@@ -366,5 +417,44 @@ mod tests {
         let again = desired(&p, &[], None, true, 1, &[], t2);
         assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
         assert_eq!(again.conditions[0].last_transition_time, t1);
+    }
+
+    #[tokio::test]
+    async fn settings_are_asked_again_only_when_the_placement_or_the_policies_change() {
+        let mut runner = crate::placement::runner::fake::FakeRunner::new();
+        runner
+            .place
+            .insert("rs".into(), Box::new(|_| Ok(Default::default())));
+        let mut p = ClusterWorkloadPlacement::new(
+            "spread",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: "rs".into(),
+                    settings: Some(json!({"invalid": true})),
+                },
+                ..Default::default()
+            },
+        );
+        p.metadata.generation = Some(1);
+        let mut checks = SettingsChecks::default();
+        let refusal = checks.refusal(&runner, &p).await;
+        assert!(refusal.is_some_and(|r| r.contains("invalid")));
+
+        // Same generations: the verdict is remembered, not asked again.
+        p.spec.policy.settings = None;
+        assert!(checks.refusal(&runner, &p).await.is_some());
+        // A new spec generation is asked again.
+        p.metadata.generation = Some(2);
+        assert_eq!(checks.refusal(&runner, &p).await, None);
+        // So is a new policy set.
+        p.spec.policy.settings = Some(json!({"invalid": true}));
+        runner.generation.send_replace(2);
+        assert!(checks.refusal(&runner, &p).await.is_some());
+
+        checks.retain(&[]);
+        assert!(
+            checks.verdicts.is_empty(),
+            "deleted placements are forgotten"
+        );
     }
 }
