@@ -216,7 +216,9 @@ async fn refresh_statuses(
             _ = tokio::time::sleep(STATUS_EVERY) => {}
         }
         let recorded = placement_status::recorded(&workloads);
-        placement_status::count_sync_errors(&state.metrics, &recorded);
+        for (target, failing) in placement_status::sync_errors(&recorded) {
+            state.metrics.set_target_sync_errors(&target, failing);
+        }
         placement_status::refresh(&state, &client, &placements, &recorded, &mut settings).await;
     }
 }

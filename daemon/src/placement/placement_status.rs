@@ -14,7 +14,6 @@ use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, 
 use super::assignment;
 use super::moves::StalledMove;
 use super::runner::{PolicyRunner, check_settings};
-use crate::admin::metrics::Metrics;
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
@@ -148,22 +147,17 @@ pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, assi
         .collect()
 }
 
-/// Sets the per-target sync error gauge: how many of the workloads
-/// (`recorded`) a target holds report an error.
-pub fn count_sync_errors(metrics: &Metrics, recorded: &[BTreeMap<String, assignment::Recorded>]) {
-    let mut errors: BTreeMap<String, i64> = BTreeMap::new();
+/// Per target: how many of the workloads (`recorded`) it holds report a
+/// sync error (every target that any workload names, failing or not).
+pub fn sync_errors(recorded: &[BTreeMap<String, assignment::Recorded>]) -> BTreeMap<String, usize> {
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for rec in recorded {
         for (target, r) in rec {
             let failed = r.holds() && r.status.as_ref().is_some_and(|s| s.error.is_some());
-            *errors.entry(target.clone()).or_default() += i64::from(failed);
+            *errors.entry(target.clone()).or_default() += usize::from(failed);
         }
     }
-    for (target, n) in errors {
-        metrics
-            .target_sync_errors
-            .get_or_create(&vec![("target".to_string(), target)])
-            .set(n);
-    }
+    errors
 }
 
 /// Whether the policies accept each placement's settings, asked again only
@@ -456,5 +450,19 @@ mod tests {
             checks.verdicts.is_empty(),
             "deleted placements are forgotten"
         );
+    }
+
+    #[test]
+    fn sync_errors_count_the_failing_copies_of_each_target() {
+        let mut first = rec(&[("west", "spread", 2), ("east", "spread", 1)]);
+        if let Some(west) = first.get_mut("west") {
+            west.status = Some(tmc_syncer::decision::TargetStatus {
+                error: Some("apply refused".into()),
+                ..Default::default()
+            });
+        }
+        let second = rec(&[("west", "spread", 1)]);
+        let counts: Vec<(String, usize)> = sync_errors(&[first, second]).into_iter().collect();
+        assert_eq!(counts, [("east".to_string(), 0), ("west".to_string(), 1)]);
     }
 }
