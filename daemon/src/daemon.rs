@@ -11,7 +11,6 @@ use tmc_syncer::SyncedKind;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::logs::SyncerLogs;
 use crate::config::Config;
 use crate::fence::Fence;
 use crate::leader::Leading;
@@ -21,6 +20,7 @@ use crate::placement::triggers::Triggers;
 use crate::placement::watch as stores;
 use crate::policy::{HostRunner, host_config};
 use crate::state::{Parts, State};
+use crate::telemetry::logs::SyncerLogs;
 use crate::{admin, crds, kubeconn, synctargets};
 
 /// How long to wait for the CRDs to be Established.
@@ -94,7 +94,7 @@ impl Daemon {
                 tracing::error!(error = %err, "admin server failed");
             }
         }));
-        tasks.push(tokio::spawn(stores::watch_readiness(
+        tasks.push(tokio::spawn(synctargets::watch_readiness(
             state.clone(),
             work_client.clone(),
             stores.targets.clone(),

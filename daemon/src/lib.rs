@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod controller;
 pub mod crds;
 pub mod daemon;
 pub mod fence;
@@ -24,5 +25,6 @@ pub mod state;
 pub mod syncers;
 pub mod synctargets;
 pub mod table;
+pub mod telemetry;
 
 pub use daemon::Daemon;

@@ -5,8 +5,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::admin::logs::SyncerLogs;
 use crate::config::LogFormat;
+use crate::telemetry::logs::SyncerLogs;
 
 /// Installs the global subscriber; returns the syncer log buffers it feeds.
 pub fn init(format: LogFormat) -> SyncerLogs {

@@ -9,8 +9,6 @@ use kube::runtime::reflector::Store;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_syncer::{Syncer, SyncerHealth};
 
-use crate::admin::logs::SyncerLogs;
-use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::fence::Fence;
 use crate::placement::activity::DecisionActivity;
@@ -19,6 +17,8 @@ use crate::placement::moves::MoveTracker;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::targets::TargetView;
 use crate::placement::triggers::Triggers;
+use crate::telemetry::logs::SyncerLogs;
+use crate::telemetry::metrics::Metrics;
 
 /// Shared state of one tmcd.
 pub struct State {

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Attempt, Elector, StopReason, Term, Timing, Transition, attempt_deadline, transition};
+use crate::controller;
 use crate::placement::runner::PolicyRunner;
-use crate::placement::{controller, watch as stores};
+use crate::placement::watch as stores;
 use crate::state::State;
 use crate::syncers;
 

@@ -1,17 +1,16 @@
-//! The placement controller: per workload, pick the governing placement, the
-//! candidate targets, run the policies and record the decision.
+//! Placement: per workload, the governing placement, the candidate targets,
+//! the policies' decision ([`decide`]) and the plan that records it; plus the
+//! watches, Events and status writes the controller runs on. The controllers
+//! themselves are [`crate::controller`].
 
 pub mod activity;
 pub mod assignment;
-pub mod controller;
 pub mod decide;
 pub mod events;
 pub mod gone;
 pub mod heartbeats;
 pub mod moves;
-pub mod placement_status;
 pub mod plan;
-pub mod reconcile;
 pub mod request;
 pub mod runner;
 pub mod selector;

@@ -1,7 +1,7 @@
 //! Shared reflectors of SyncTargets, placements and namespaces; a change that
 //! matters to placement re-queues every workload.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,6 @@ use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 use super::heartbeats::Heartbeats;
 use super::targets::TargetView;
 use super::triggers::Triggers;
-use crate::state::State;
 
 /// The stores, filled in the background until `shutdown`.
 pub struct Stores {
@@ -139,40 +138,4 @@ where
         }
     });
     reader
-}
-
-/// Re-queues every workload when the readiness of a target flips with time
-/// (heartbeats age without any event), and marks stale targets when leading
-/// (`client` is the leader's fenced client).
-pub async fn watch_readiness(
-    state: Arc<State>,
-    client: Client,
-    targets: Store<SyncTarget>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let every = state
-        .config
-        .sync
-        .heartbeat_interval()
-        .max(Duration::from_secs(1));
-    let threshold = state.config.sync.heartbeat_threshold();
-    let mut last: BTreeMap<String, bool> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let all = targets.state();
-        let ready: BTreeMap<String, bool> = all
-            .iter()
-            .map(|t| (t.name_any(), state.target_view(t).ready))
-            .collect();
-        if ready != last {
-            last = ready;
-            state.triggers.fire();
-        }
-        if state.is_leader() {
-            crate::synctargets::mark_stale(&client, &all, &state.heartbeats, threshold).await;
-        }
-    }
 }

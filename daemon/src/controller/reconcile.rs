@@ -15,13 +15,13 @@ use kube::{Client, Resource, ResourceExt};
 use tmc_syncer::SyncedKind;
 use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 
-use super::decide::{self, DecideError, Decision};
-use super::events::EventQueue;
-use super::moves::{MoveChange, TargetWait};
-use super::runner::PolicyRunner;
-use super::status_writer::StatusWriter;
-use super::targets::TargetView;
-use super::{assignment, gone, plan, status, workload};
+use crate::placement::decide::{self, DecideError, Decision};
+use crate::placement::events::EventQueue;
+use crate::placement::moves::{MoveChange, TargetWait};
+use crate::placement::runner::PolicyRunner;
+use crate::placement::status_writer::StatusWriter;
+use crate::placement::targets::TargetView;
+use crate::placement::{assignment, gone, plan, status, workload};
 use crate::state::State;
 
 /// Re-check interval of a settled workload.
@@ -451,7 +451,7 @@ fn workload_name(ctx: &KindCtx, object: &str) -> String {
     format!("{} {object}", ctx.kind.kind)
 }
 
-/// Records whether the workload is moving (see [`super::moves`]): an Event when its
+/// Records whether the workload is moving (see [`crate::placement::moves`]): an Event when its
 /// move stalls (the old copies are kept) and when a stalled move completes.
 fn track_move(
     ctx: &KindCtx,

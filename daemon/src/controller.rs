@@ -24,14 +24,17 @@ use tmc_syncer::api::ClusterWorkloadPlacement;
 use tmc_syncer::drop_managed_fields;
 use tokio::task::JoinSet;
 
-use super::events::EventQueue;
-use super::placement_status;
-use super::reconcile::{KindCtx, error_policy, reconcile};
-use super::runner::PolicyRunner;
-use super::selector;
-use super::status_writer::StatusWriter;
-use super::watch::Stores;
+use crate::placement::events::EventQueue;
+use crate::placement::runner::PolicyRunner;
+use crate::placement::selector;
+use crate::placement::status_writer::StatusWriter;
+use crate::placement::watch::Stores;
 use crate::state::State;
+
+pub mod placement_status;
+pub mod reconcile;
+
+use reconcile::{KindCtx, error_policy, reconcile};
 
 /// How often placement statuses are refreshed when no decision changes.
 const STATUS_EVERY: Duration = Duration::from_secs(3);

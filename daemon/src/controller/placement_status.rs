@@ -11,9 +11,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
-use super::assignment;
-use super::moves::StalledMove;
-use super::runner::{PolicyRunner, check_settings};
+use crate::placement::assignment;
+use crate::placement::moves::StalledMove;
+use crate::placement::runner::{PolicyRunner, check_settings};
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
