@@ -207,7 +207,6 @@ async fn refresh_statuses(
     workloads: Vec<Store<DynamicObject>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut settings = placement_status::SettingsChecks::default();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -222,7 +221,7 @@ async fn refresh_statuses(
         for (target, failing) in placement_status::sync_errors(&recorded) {
             state.metrics.set_target_sync_errors(&target, failing);
         }
-        placement_status::refresh(&state, &client, &placements, &recorded, &mut settings).await;
+        placement_status::refresh(&state, &client, &placements, &recorded).await;
     }
 }
 

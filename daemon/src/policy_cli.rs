@@ -29,6 +29,7 @@ use tmc_syncer::api::{
 use crate::admin::client;
 use crate::placement::decide::{self, DecideError, NoObserver};
 use crate::placement::runner::PolicyRunner;
+use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::{TargetView, ready_condition};
 use crate::placement::workload;
 use crate::policy::HostRunner;
@@ -418,8 +419,9 @@ pub(crate) async fn eval_with(
         targets: views,
         now,
     };
+    let settings = SettingsVerdicts::default();
     if module.kind.places() {
-        let decision = decide::decide(runner.as_ref(), &NoObserver, inputs(placement))
+        let decision = decide::decide(runner.as_ref(), &NoObserver, &settings, inputs(placement))
             .await
             .map_err(EvalError::Decide)?;
         let rows = decision
@@ -455,7 +457,7 @@ pub(crate) async fn eval_with(
             inner: runner.clone(),
             target: target.to_string(),
         };
-        let decision = decide::decide(&one, &NoObserver, inputs(&stand_in))
+        let decision = decide::decide(&one, &NoObserver, &settings, inputs(&stand_in))
             .await
             .map_err(EvalError::Decide)?;
         rows.extend(

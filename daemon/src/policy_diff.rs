@@ -22,6 +22,7 @@ use crate::placement::assignment::{self, Recorded, describe};
 use crate::placement::decide::{self, DecideError, NoObserver};
 use crate::placement::runner::PolicyRunner;
 use crate::placement::selector;
+use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
 use crate::policy::HostRunner;
 use crate::policy_cli::{Loaded, load_as};
@@ -219,6 +220,7 @@ pub(crate) async fn diff_rows(
     now: DateTime<Utc>,
 ) -> Vec<DiffRow> {
     let no_labels = BTreeMap::new();
+    let settings = SettingsVerdicts::default();
     let mut rows = Vec::new();
     for (kind, obj) in &snap.workloads {
         if obj.metadata.deletion_timestamp.is_some() {
@@ -248,7 +250,7 @@ pub(crate) async fn diff_rows(
             now,
         };
         let (now_on, candidate, change, reason) =
-            match decide::decide(runner, &NoObserver, inputs).await {
+            match decide::decide(runner, &NoObserver, &settings, inputs).await {
                 Ok(decision) => {
                     let change = compare(&decision.recorded, &decision.outcome.chosen);
                     let on = decision

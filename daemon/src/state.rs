@@ -15,6 +15,7 @@ use crate::placement::activity::DecisionActivity;
 use crate::placement::heartbeats::Heartbeats;
 use crate::placement::moves::MoveTracker;
 use crate::placement::runner::PolicyRunner;
+use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
 use crate::placement::triggers::Triggers;
 use crate::telemetry::logs::SyncerLogs;
@@ -41,6 +42,8 @@ pub struct State {
     /// The watched ClusterWorkloadPlacements (they fill as the watch runs).
     pub placements: Store<ClusterWorkloadPlacement>,
     syncers: Mutex<BTreeMap<String, Arc<Syncer>>>,
+    /// Whether the policies accept each placement's settings.
+    pub settings: SettingsVerdicts,
     /// Last policy error per placement (cleared by a success).
     pub policy_errors: Mutex<BTreeMap<String, String>>,
     /// A decision was written: placement statuses are refreshed soon.
@@ -83,6 +86,7 @@ impl State {
             policies: parts.policies,
             targets: parts.targets,
             placements: parts.placements,
+            settings: SettingsVerdicts::default(),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),

@@ -1,8 +1,8 @@
 //! The status of each ClusterWorkloadPlacement: observed generation,
 //! conditions, policy generation, how many workloads and where they went.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::PoisonError;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -13,7 +13,6 @@ use tmc_syncer::api::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, 
 
 use crate::placement::assignment;
 use crate::placement::moves::StalledMove;
-use crate::placement::runner::{PolicyRunner, check_settings};
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
@@ -160,47 +159,6 @@ pub fn sync_errors(recorded: &[BTreeMap<String, assignment::Recorded>]) -> BTree
     errors
 }
 
-/// Whether the policies accept each placement's settings, asked again only
-/// when the placement's spec or the policy set changes.
-#[derive(Default)]
-pub struct SettingsChecks {
-    /// Placement -> (its generation, the policy generation, the refusal).
-    verdicts: HashMap<String, (Option<i64>, u64, Option<String>)>,
-}
-
-impl SettingsChecks {
-    /// Why `runner`'s policies refuse `placement`'s settings, if they do.
-    pub async fn refusal(
-        &mut self,
-        runner: &dyn PolicyRunner,
-        placement: &ClusterWorkloadPlacement,
-    ) -> Option<String> {
-        let name = placement.name_any();
-        let (generation, policies) = (placement.metadata.generation, runner.generation());
-        if let Some((g, p, refusal)) = self.verdicts.get(&name)
-            && (*g, *p) == (generation, policies)
-        {
-            return refusal.clone();
-        }
-        let refusal = check_settings(runner, placement)
-            .await
-            .err()
-            .map(|f| f.to_string());
-        self.verdicts
-            .insert(name, (generation, policies, refusal.clone()));
-        refusal
-    }
-
-    /// Forgets the placements not in `current`.
-    fn retain(&mut self, current: &[Arc<ClusterWorkloadPlacement>]) {
-        self.verdicts.retain(|name, _| {
-            current
-                .iter()
-                .any(|p| p.metadata.name.as_ref() == Some(name))
-        });
-    }
-}
-
 /// Rewrites every placement's status that changed, given what the workloads
 /// record (`recorded`, see [`recorded`]).
 pub async fn refresh(
@@ -208,7 +166,6 @@ pub async fn refresh(
     client: &Client,
     placements: &Store<ClusterWorkloadPlacement>,
     recorded: &[BTreeMap<String, assignment::Recorded>],
-    settings: &mut SettingsChecks,
 ) {
     let runner = state.policies.as_ref();
     let generation = runner.generation();
@@ -226,7 +183,11 @@ pub async fn refresh(
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let stalled = state.moves.stalled();
     let current = placements.state();
-    settings.retain(&current);
+    state.settings.retain(|name| {
+        current
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    });
     for placement in current {
         let name = placement.name_any();
         let failed = state
@@ -237,7 +198,12 @@ pub async fn refresh(
             .cloned();
         let error = match failed {
             Some(error) => Some(error),
-            None => settings.refusal(runner, &placement).await,
+            None => state
+                .settings
+                .check(runner, &placement)
+                .await
+                .err()
+                .map(|refused| refused.to_string()),
         };
         let want = desired(
             &placement,
@@ -411,45 +377,6 @@ mod tests {
         let again = desired(&p, &[], None, true, 1, &[], t2);
         assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
         assert_eq!(again.conditions[0].last_transition_time, t1);
-    }
-
-    #[tokio::test]
-    async fn settings_are_asked_again_only_when_the_placement_or_the_policies_change() {
-        let mut runner = crate::placement::runner::fake::FakeRunner::new();
-        runner
-            .place
-            .insert("rs".into(), Box::new(|_| Ok(Default::default())));
-        let mut p = ClusterWorkloadPlacement::new(
-            "spread",
-            ClusterWorkloadPlacementSpec {
-                policy: PolicyRef {
-                    name: "rs".into(),
-                    settings: Some(json!({"invalid": true})),
-                },
-                ..Default::default()
-            },
-        );
-        p.metadata.generation = Some(1);
-        let mut checks = SettingsChecks::default();
-        let refusal = checks.refusal(&runner, &p).await;
-        assert!(refusal.is_some_and(|r| r.contains("invalid")));
-
-        // Same generations: the verdict is remembered, not asked again.
-        p.spec.policy.settings = None;
-        assert!(checks.refusal(&runner, &p).await.is_some());
-        // A new spec generation is asked again.
-        p.metadata.generation = Some(2);
-        assert_eq!(checks.refusal(&runner, &p).await, None);
-        // So is a new policy set.
-        p.spec.policy.settings = Some(json!({"invalid": true}));
-        runner.generation.send_replace(2);
-        assert!(checks.refusal(&runner, &p).await.is_some());
-
-        checks.retain(&[]);
-        assert!(
-            checks.verdicts.is_empty(),
-            "deleted placements are forgotten"
-        );
     }
 
     #[test]

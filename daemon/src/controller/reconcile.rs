@@ -332,7 +332,13 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         targets: &views,
         now,
     };
-    let decided = decide::decide(ctx.runner.as_ref(), &ctx.state.metrics, inputs).await;
+    let decided = decide::decide(
+        ctx.runner.as_ref(),
+        &ctx.state.metrics,
+        &ctx.state.settings,
+        inputs,
+    )
+    .await;
     let Decision {
         recorded,
         holders,

@@ -13,8 +13,9 @@ use tmc_policy_sdk::abi::PlacementRequest;
 use tmc_syncer::api::ClusterWorkloadPlacement;
 
 use super::assignment::{self, Recorded};
-use super::runner::{EvalObserver, Outcome, PolicyFailure, PolicyRunner, check_settings, evaluate};
+use super::runner::{EvalObserver, Outcome, PolicyFailure, PolicyRunner, evaluate};
 use super::selector::{self, WorkloadKey};
+use super::settings::SettingsVerdicts;
 use super::targets::{Candidates, TargetView};
 use super::{request, workload};
 
@@ -63,11 +64,13 @@ pub enum DecideError {
 }
 
 /// Decides where `inputs.object` runs. The placement's settings are checked
-/// first: a policy is never run on settings it refuses (the controller keeps
-/// the last decision, `policy diff` shows FAILS, `policy eval` exits 1).
+/// first (answers remembered in `settings`): a policy is never run on
+/// settings it refuses (the controller keeps the last decision, `policy
+/// diff` shows FAILS, `policy eval` exits 1).
 pub async fn decide(
     runner: &dyn PolicyRunner,
     observer: &dyn EvalObserver,
+    settings: &SettingsVerdicts,
     inputs: Inputs<'_>,
 ) -> Result<Decision, DecideError> {
     let obj = inputs.object;
@@ -88,7 +91,7 @@ pub async fn decide(
         &holders,
         inputs.now,
     );
-    check_settings(runner, inputs.placement).await?;
+    settings.check(runner, inputs.placement).await?;
     let outcome = evaluate(runner, observer, inputs.placement, &request).await?;
     Ok(Decision {
         recorded,
@@ -257,7 +260,13 @@ mod tests {
             targets: &views,
             now,
         };
-        let controller = decide(runner.as_ref(), &NoObserver, inputs).await;
+        let controller = decide(
+            runner.as_ref(),
+            &NoObserver,
+            &SettingsVerdicts::default(),
+            inputs,
+        )
+        .await;
         let snap = Snapshot {
             targets: views.clone(),
             placements: vec![placement.clone()],
@@ -380,7 +389,13 @@ mod tests {
             targets: &[view("east", true)],
             now: Utc::now(),
         };
-        let got = decide(runner.as_ref(), &NoObserver, inputs).await;
+        let got = decide(
+            runner.as_ref(),
+            &NoObserver,
+            &SettingsVerdicts::default(),
+            inputs,
+        )
+        .await;
         assert!(matches!(got, Err(DecideError::Excluded(_))), "{got:?}");
         assert!(
             runner.calls.lock().expect("calls").is_empty(),

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod request;
 pub mod runner;
 pub mod selector;
+pub mod settings;
 pub mod status;
 pub mod status_writer;
 pub mod targets;
