@@ -5,7 +5,7 @@
 //! No client, no writes: the callers bring the inputs and act on the result.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kube::api::DynamicObject;
@@ -65,8 +65,9 @@ pub enum DecideError {
 
 /// Decides where `inputs.object` runs. The placement's settings are checked
 /// first (answers remembered in `settings`): a policy is never run on
-/// settings it refuses (the controller keeps the last decision, `policy
-/// diff` shows FAILS, `policy eval` exits 1).
+/// settings it refuses, nor when it is not loaded (the controller keeps the
+/// last decision, `policy diff` shows FAILS, `policy eval` exits 1); such a
+/// failure is observed as a failed evaluation of that policy.
 pub async fn decide(
     runner: &dyn PolicyRunner,
     observer: &dyn EvalObserver,
@@ -91,7 +92,12 @@ pub async fn decide(
         &holders,
         inputs.now,
     );
-    settings.check(runner, inputs.placement).await?;
+    let started = Instant::now();
+    if let Err(failure) = settings.check(runner, inputs.placement).await {
+        // Observed like a failed evaluation: the policy decided nothing here.
+        observer.observe(&failure.policy, started.elapsed(), true);
+        return Err(failure.into());
+    }
     let outcome = evaluate(runner, observer, inputs.placement, &request).await?;
     Ok(Decision {
         recorded,
@@ -348,6 +354,43 @@ mod tests {
             .map(|(t, r)| (t.clone(), r.labels.set.clone()))
             .collect();
         assert_eq!(stamped, controller_stamps, "the same edits per target");
+    }
+
+    /// Records the policies observed failing.
+    #[derive(Default)]
+    struct Failures(std::sync::Mutex<Vec<String>>);
+    impl EvalObserver for Failures {
+        fn observe(&self, policy: &str, _: Duration, failed: bool) {
+            if failed {
+                self.0.lock().expect("failures").push(policy.to_string());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settings_refusal_counts_as_a_failed_evaluation_and_runs_no_policy() {
+        let runner = runner();
+        let obj = web();
+        let placement = placement(Some(json!({"invalid": true})));
+        let failures = Failures::default();
+        let inputs = Inputs {
+            api_version: "apps/v1",
+            kind: "Deployment",
+            object: &obj,
+            placement: &placement,
+            targets: &[view("east", true)],
+            now: Utc::now(),
+        };
+        let got = decide(
+            runner.as_ref(),
+            &failures,
+            &SettingsVerdicts::default(),
+            inputs,
+        )
+        .await;
+        assert!(matches!(got, Err(DecideError::Policy(_))), "{got:?}");
+        assert_eq!(*failures.0.lock().expect("failures"), ["spread"]);
+        assert!(runner.calls.lock().expect("calls").is_empty());
     }
 
     #[tokio::test]
