@@ -244,11 +244,14 @@ mod tests {
         )
     }
 
+    /// Target -> the labels a transformation sets on its copy.
+    type Stamps = Vec<(String, BTreeMap<String, String>)>;
+
     struct Answers {
         controller: Result<Decision, DecideError>,
         diff: crate::policy_diff::DiffRow,
         eval: Result<Vec<(String, Option<u32>)>, EvalError>,
-        eval_stamp: Result<Vec<(String, BTreeMap<String, String>)>, EvalError>,
+        eval_stamp: Result<Stamps, EvalError>,
     }
 
     /// What the three callers answer for [`web`] under `placement`.
@@ -347,7 +350,7 @@ mod tests {
         assert_eq!(eval, on);
 
         let stamped = got.eval_stamp.expect("eval of the transformation");
-        let controller_stamps: Vec<(String, BTreeMap<String, String>)> = decision
+        let controller_stamps: Stamps = decision
             .outcome
             .chosen
             .iter()
