@@ -25,7 +25,6 @@ use tmc_syncer::drop_managed_fields;
 use tokio::task::JoinSet;
 
 use crate::placement::events::EventQueue;
-use crate::placement::runner::PolicyRunner;
 use crate::placement::selector;
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::watch::Stores;
@@ -53,7 +52,6 @@ pub async fn run(
     client: Client,
     kinds: Vec<SyncedKind>,
     stores: &Stores,
-    runner: Arc<dyn PolicyRunner>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let recorder = Recorder::new(
@@ -124,7 +122,6 @@ pub async fn run(
             targets: stores.targets.clone(),
             placements: stores.placements.clone(),
             namespaces: stores.namespaces.clone(),
-            runner: runner.clone(),
             events: events.clone(),
             statuses,
             failures: Mutex::default(),
@@ -152,7 +149,6 @@ pub async fn run(
     }
     background.spawn(requeue_on_policy_swap(
         state.clone(),
-        runner,
         requeues,
         shutdown.clone(),
     ));
@@ -171,10 +167,10 @@ pub async fn run(
 /// uses a policy that changed, and sets the policy generation gauge.
 async fn requeue_on_policy_swap(
     state: Arc<State>,
-    runner: Arc<dyn PolicyRunner>,
     requeues: Vec<Requeue>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let runner = state.policies.as_ref();
     let mut generation = runner.subscribe();
     let mut active = runner.policies();
     state.metrics.policy_generation.set(runner.generation());
@@ -259,8 +255,8 @@ impl Requeue {
 }
 
 /// Names of the policies that a swap from `before` to `after` (each policy
-/// as [`PolicyRunner::policies`] lists it) added, removed, or changed in
-/// digest or in whether a version serves.
+/// as [`crate::placement::runner::PolicyRunner::policies`] lists it) added,
+/// removed, or changed in digest or in whether a version serves.
 pub fn changed_policies(before: &[Value], after: &[Value]) -> BTreeSet<String> {
     let index = |set: &[Value]| -> BTreeMap<String, (Value, Value)> {
         set.iter()

@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::fence::Fence;
 use crate::leader::Leading;
 use crate::placement::heartbeats::Heartbeats;
-use crate::placement::runner::PolicyRunner;
 use crate::placement::triggers::Triggers;
 use crate::placement::watch as stores;
 use crate::policy::{HostRunner, host_config};
@@ -68,14 +67,13 @@ impl Daemon {
         let triggers = Arc::new(Triggers::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stores = stores::start(&client, &heartbeats, &triggers, shutdown_rx.clone());
-        let runner: Arc<dyn PolicyRunner> = Arc::new(HostRunner(host));
         let parts = Parts {
             identity: identity(),
             logs,
             fence,
             heartbeats,
             triggers,
-            policies: runner.clone(),
+            policies: Arc::new(HostRunner(host)),
             targets: stores.targets.clone(),
             placements: stores.placements.clone(),
         };
@@ -106,7 +104,6 @@ impl Daemon {
             work_client,
             kinds,
             stores: Arc::new(stores),
-            runner,
         };
         tasks.push(tokio::spawn(leading.compete(shutdown_rx)));
         tracing::info!(admin = %admin_addr, identity = %state.identity, "tmcd started");

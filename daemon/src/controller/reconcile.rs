@@ -18,7 +18,6 @@ use tmc_syncer::api::{ClusterWorkloadPlacement, SyncTarget};
 use crate::placement::decide::{self, DecideError, Decision};
 use crate::placement::events::EventQueue;
 use crate::placement::moves::{MoveChange, TargetWait};
-use crate::placement::runner::PolicyRunner;
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
 use crate::placement::{assignment, gone, plan, status, workload};
@@ -53,7 +52,6 @@ pub struct KindCtx {
     pub targets: Store<SyncTarget>,
     pub placements: Store<ClusterWorkloadPlacement>,
     pub namespaces: Store<Namespace>,
-    pub runner: Arc<dyn PolicyRunner>,
     pub events: EventQueue,
     /// Writes aggregated statuses off the placement workers.
     pub statuses: Arc<StatusWriter>,
@@ -333,7 +331,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         now,
     };
     let decided = decide::decide(
-        ctx.runner.as_ref(),
+        ctx.state.policies.as_ref(),
         &ctx.state.metrics,
         &ctx.state.settings,
         inputs,

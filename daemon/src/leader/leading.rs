@@ -13,7 +13,6 @@ use tokio::time::Instant;
 
 use super::{Attempt, Elector, StopReason, Term, Timing, Transition, attempt_deadline, transition};
 use crate::controller;
-use crate::placement::runner::PolicyRunner;
 use crate::placement::watch as stores;
 use crate::state::State;
 use crate::syncers;
@@ -27,7 +26,6 @@ pub struct Leading {
     pub work_client: Client,
     pub kinds: Vec<SyncedKind>,
     pub stores: Arc<stores::Stores>,
-    pub runner: Arc<dyn PolicyRunner>,
 }
 
 /// The leader's running work.
@@ -159,14 +157,12 @@ impl Leading {
         let client = self.work_client.clone();
         let kinds = self.kinds.clone();
         let stores = self.stores.clone();
-        let runner = self.runner.clone();
         let handle = tokio::spawn(async move {
             let controllers = controller::run(
                 state.clone(),
                 client.clone(),
                 kinds.clone(),
                 &stores,
-                runner,
                 stop.clone(),
             );
             let push = syncers::run_push(state, client, kinds, stop);
