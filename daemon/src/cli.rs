@@ -161,9 +161,13 @@ pub enum PolicyCommand {
     /// the targets a YAML list (or `kind: List`) of SyncTargets
     /// (workload.kcp.io/v1alpha1), Ready when their `Ready` condition is
     /// "True"; the placement a ClusterWorkloadPlacement whose location
-    /// selectors, preferences and policy settings are used. A transformation
-    /// module runs once per candidate target (or only `--target`), given the
-    /// workload's replica count, and prints its edits. Exits 1 with the policy's error when it fails.
+    /// selectors, preferences and policy settings are used. The decision is
+    /// made by tmcd's own step: settings checked first, the decision checked
+    /// against the rules, and the decision the workload records (its
+    /// `state.workload.kcp.io/*` labels) taken into account. A transformation
+    /// module runs once per candidate target (or only `--target`), as if the
+    /// whole workload were placed there, and prints its edits. Exits 1 with
+    /// the policy's error when it fails.
     #[command(after_help = "Examples:\n  \
         tmcd policy eval target/policies/location-affinity.wasm --workload web.yaml --targets targets.yaml\n  \
         tmcd policy eval target/policies/location-affinity.wasm --workload web.yaml --targets targets.yaml \\\n      \

@@ -7,9 +7,10 @@ use serde_json::Value;
 use tmc_syncer::process::{LogFormat, shutdown_signal};
 
 use crate::admin::client;
+use crate::admin::status::StatusReport;
 use crate::cli::SyncerCommand;
 use crate::config;
-use crate::{Daemon, crds, kubeconn, logging};
+use crate::{Daemon, crds, kubeconn, logging, table};
 
 /// `tmcd crds [--split DIR]`.
 pub fn crds(split: Option<&Path>) -> Result<()> {
@@ -65,7 +66,10 @@ pub async fn status(admin: &str, raw: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
-    print!("{}", render_status(&body));
+    let report: StatusReport = serde_json::from_value(body).with_context(|| {
+        format!("tmcd at {admin} answered a status this tmcd cannot read (fix: run the tmcd binary of the same version)")
+    })?;
+    print!("{}", render_status(&report));
     Ok(())
 }
 
@@ -78,27 +82,31 @@ pub(crate) fn cell(v: &Value) -> String {
     }
 }
 
+/// An optional value as a table cell: `-` for none.
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
 /// The human-readable form of `GET /api/v1/status`.
-pub fn render_status(body: &Value) -> String {
-    let mut out = String::new();
-    let role = if body["leader"].as_bool() == Some(true) {
-        "leader"
-    } else {
-        "standby"
-    };
-    out.push_str(&format!(
+pub fn render_status(report: &StatusReport) -> String {
+    let role = if report.leader { "leader" } else { "standby" };
+    let mut out = format!(
         "tmcd {} ({role}), policy generation {}\n\n",
-        cell(&body["identity"]),
-        cell(&body["policyGeneration"])
-    ));
-    out.push_str(&format!(
-        "{:<12} {:<6} {:<6} {:<10} {:<10} {:<26} {}\n",
-        "TARGET", "MODE", "READY", "REGION", "ZONE", "HEARTBEAT", "SYNCER"
-    ));
-    for t in body["targets"].as_array().into_iter().flatten() {
-        let syncer = match &t["syncer"] {
-            Value::Null => "-".to_string(),
-            h => format!(
+        report.identity, report.policy_generation
+    );
+    let mut targets = vec![header(&[
+        "TARGET",
+        "MODE",
+        "READY",
+        "REGION",
+        "ZONE",
+        "HEARTBEAT",
+        "SYNCER",
+    ])];
+    for t in &report.targets {
+        let syncer = match &t.syncer {
+            None | Some(Value::Null) => "-".to_string(),
+            Some(h) => format!(
                 "up={} down={} synced={} failing={} err={}",
                 cell(&h["upstreamConnected"]),
                 cell(&h["downstreamConnected"]),
@@ -107,99 +115,94 @@ pub fn render_status(body: &Value) -> String {
                 cell(&h["lastError"])
             ),
         };
-        out.push_str(&format!(
-            "{:<12} {:<6} {:<6} {:<10} {:<10} {:<26} {}\n",
-            cell(&t["name"]),
-            cell(&t["mode"]),
-            cell(&t["ready"]),
-            cell(&t["region"]),
-            cell(&t["zone"]),
-            cell(&t["lastHeartbeat"]),
-            syncer
-        ));
+        targets.push(vec![
+            t.name.clone(),
+            t.mode.clone(),
+            t.ready.to_string(),
+            or_dash(t.region.as_ref()),
+            or_dash(t.zone.as_ref()),
+            or_dash(t.last_heartbeat.as_ref()),
+            syncer,
+        ]);
     }
-    out.push_str(&format!(
-        "\n{:<24} {:<14} {:<8} {:<6} {}\n",
-        "POLICY", "KIND", "STATUS", "", "DIGEST"
-    ));
-    for p in body["policies"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<24} {:<14} {:<8} {:<6} {}\n",
-            cell(&p["name"]),
-            cell(&p["kind"]),
-            cell(&p["status"]),
-            "",
-            cell(&p["digest"]).chars().take(16).collect::<String>()
-        ));
+    out.push_str(&table::render(&targets));
+    let mut policies = vec![header(&["POLICY", "KIND", "STATUS", "DIGEST"])];
+    for p in &report.policies {
+        policies.push(vec![
+            p.name.clone(),
+            p.kind.map_or("-", |k| k.as_str()).to_string(),
+            p.status.as_str().to_string(),
+            p.digest
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .take(16)
+                .collect(),
+        ]);
     }
-    out.push_str(&format!(
-        "\n{:<24} {:<20} {:<6} {:<10} {}\n",
-        "PLACEMENT", "POLICY", "READY", "WORKLOADS", "TARGETS"
-    ));
-    for p in body["placements"].as_array().into_iter().flatten() {
-        let ready = p["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .map(|c| cell(&c["status"]))
-            .unwrap_or_else(|| "-".into());
-        let targets: Vec<String> = p["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| {
-                format!(
-                    "{}:{}w/{}r",
-                    cell(&t["name"]),
-                    cell(&t["workloads"]),
-                    cell(&t["replicas"])
-                )
-            })
+    out.push('\n');
+    out.push_str(&table::render(&policies));
+    let mut placements = vec![header(&[
+        "PLACEMENT",
+        "POLICY",
+        "READY",
+        "WORKLOADS",
+        "TARGETS",
+    ])];
+    for p in &report.placements {
+        let ready = p
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map_or_else(|| "-".into(), |c| c.status.clone());
+        let targets: Vec<String> = p
+            .targets
+            .iter()
+            .map(|t| format!("{}:{}w/{}r", t.name, t.workloads, t.replicas))
             .collect();
-        out.push_str(&format!(
-            "{:<24} {:<20} {:<6} {:<10} {}\n",
-            cell(&p["name"]),
-            cell(&p["policy"]),
+        placements.push(vec![
+            or_dash(p.name.as_ref()),
+            p.policy.clone(),
             ready,
-            cell(&p["workloadCount"]),
-            targets.join(" ")
-        ));
+            p.workload_count.to_string(),
+            targets.join(" "),
+        ]);
     }
-    let stalled = body["stalledMoves"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    if !stalled.is_empty() {
+    out.push('\n');
+    out.push_str(&table::render(&placements));
+    if !report.stalled_moves.is_empty() {
         out.push_str(
             "\nSTALLED MOVES (the old copies are kept until the new ones are available)\n",
         );
-        let mut rows = vec![
-            ["WORKLOAD", "PLACEMENT", "SINCE", "KEEPING", "WAITING ON"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        for m in stalled {
-            let waiting: Vec<String> = m["waitingOn"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|w| format!("{}: {}", cell(&w["target"]), cell(&w["reason"])))
-                .collect();
-            let keeping: Vec<String> = m["keeping"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(cell)
+        let mut rows = vec![header(&[
+            "WORKLOAD",
+            "PLACEMENT",
+            "SINCE",
+            "KEEPING",
+            "WAITING ON",
+        ])];
+        for m in &report.stalled_moves {
+            let waiting: Vec<String> = m
+                .waiting_on
+                .iter()
+                .map(|w| format!("{}: {}", w.target, w.reason))
                 .collect();
             rows.push(vec![
-                cell(&m["workload"]),
-                cell(&m["placement"]),
-                cell(&m["since"]),
-                keeping.join(","),
+                m.workload.clone(),
+                m.placement.clone(),
+                m.since.clone(),
+                m.keeping.join(","),
                 waiting.join("; "),
             ]);
         }
-        out.push_str(&crate::table::render(&rows));
+        out.push_str(&table::render(&rows));
     }
     out
+}
+
+/// A table's header row.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
 }
 
 /// `tmcd syncer logs|resync`.

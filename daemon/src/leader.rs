@@ -7,7 +7,8 @@
 //! Lease: the hosts' clocks need not agree. A leader stops writing when it
 //! has not renewed within the renew deadline ([`Term`]), which is shorter
 //! than the lease duration, so it has stopped before any standby can count
-//! the lease as expired.
+//! the lease as expired. [`Leading`] is the loop around it: it competes,
+//! runs the leader's work while it holds the Lease, and fences it.
 
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, Error};
 use tokio::time::Instant;
+
+mod leading;
+
+pub use leading::Leading;
 
 /// Pause before re-reading the Lease after a conflicting write.
 const CONFLICT_PAUSE: Duration = Duration::from_millis(50);

@@ -4,7 +4,7 @@
 
 use tmc_syncer::process::{self, LogFormat};
 
-use crate::admin::logs::SyncerLogs;
+use crate::telemetry::logs::SyncerLogs;
 
 /// Installs the global subscriber; returns the syncer log buffers it feeds.
 pub fn init(format: LogFormat) -> SyncerLogs {

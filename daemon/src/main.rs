@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use tmc_daemon::cli::{Cli, Command};
-use tmc_daemon::{commands, config, policy_cli};
+use tmc_daemon::{commands, config, policy_command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
             .map_err(Into::into),
         Some(Command::Status { admin, json }) => commands::status(&admin, json).await,
         Some(Command::Syncer(cmd)) => commands::syncer(cmd).await,
-        Some(Command::Policy { command }) => policy_cli::run(command, &cli.config).await,
+        Some(Command::Policy { command }) => policy_command::run(command, &cli.config).await,
         Some(Command::Verify) => commands::verify(&cli.config).await,
         Some(Command::Completions { shell }) => {
             tmc_syncer::process::print_completions(Cli::command(), shell).map_err(Into::into)

@@ -1,94 +1,36 @@
-//! `tmcd policy eval|check|list|diff`: run a policy module offline against
+//! `tmcd policy eval|check|list`: run a policy module offline against
 //! files, validate one like the hot-reload path does, or show the running
-//! daemon's active generation; `diff` is dispatched to [`crate::policy_diff`].
+//! daemon's active generation (`diff` is [`crate::policy_diff`]; the
+//! subcommands are dispatched by [`crate::policy_command`]).
 //!
 //! Offline commands load the module into a real [`PolicyHost`]
 //! ([`PolicyHost::load_module`]), so compilation, export checks, the ABI
 //! version, settings and the module's test vectors are the very checks tmcd
-//! applies; requests are built with the placement controller's own
-//! functions.
+//! applies; decisions are made by the placement controller's own step,
+//! [`decide::decide`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use kube::api::DynamicObject;
 use serde_json::Value;
 use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget};
-use tmc_policy_host::{HostConfig, PolicyHost, PolicyInfo, PolicyKind};
-use tmc_policy_sdk::abi::{TransformRequest, TransformResult};
+use tmc_policy_host::{HostConfig, PolicyError, PolicyHost, PolicyInfo, PolicyKind};
+use tmc_policy_sdk::abi::{
+    PlacementDecision, PlacementRequest, TargetDecision, TransformRequest, TransformResult,
+};
 
 use crate::admin::client;
-use crate::cli::PolicyCommand;
-use crate::placement::request;
-use crate::placement::runner::{self, EvalObserver};
+use crate::placement::decide::{self, DecideError, NoObserver};
+use crate::placement::runner::PolicyRunner;
+use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::{TargetView, ready_condition};
 use crate::placement::workload;
 use crate::policy::HostRunner;
-use crate::policy_diff;
-
-/// Runs one `tmcd policy` subcommand.
-pub async fn run(cmd: PolicyCommand, config: &Path) -> Result<()> {
-    match cmd {
-        PolicyCommand::Eval {
-            module,
-            workload,
-            targets,
-            placement,
-            settings,
-            settings_file,
-            target,
-            all_ready,
-            json,
-        } => {
-            let settings = read_settings(settings.as_deref(), settings_file.as_deref())?;
-            let args = EvalArgs {
-                module,
-                workload,
-                targets,
-                placement,
-                settings,
-                target,
-                all_ready,
-            };
-            let report = eval(&args).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", render_eval(&report));
-            }
-            Ok(())
-        }
-        PolicyCommand::Check { module, settings } => {
-            let settings = read_settings(settings.as_deref(), None)?;
-            let loaded = load(&module).await?;
-            print!("{}", check(&loaded, settings.as_ref()).await?);
-            Ok(())
-        }
-        PolicyCommand::Diff {
-            module,
-            as_name,
-            all,
-            json,
-            exit_code,
-        } => {
-            let config = crate::config::load(config)?;
-            let report =
-                policy_diff::diff(&config, &policy_diff::DiffArgs { module, as_name }).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", policy_diff::render_diff(&report, all));
-            }
-            if exit_code && report.changes().next().is_some() {
-                bail!("decisions would change (--exit-code)");
-            }
-            Ok(())
-        }
-        PolicyCommand::List { admin, json } => list(&admin, json).await,
-    }
-}
 
 /// Inputs of `tmcd policy eval`.
 #[derive(Debug, Clone)]
@@ -104,20 +46,8 @@ pub struct EvalArgs {
     pub all_ready: bool,
 }
 
-/// `--settings JSON` or `--settings-file F` (JSON or YAML).
-fn read_settings(inline: Option<&str>, file: Option<&Path>) -> Result<Option<Value>> {
-    match (inline, file) {
-        (Some(_), Some(_)) => bail!("give --settings or --settings-file, not both"),
-        (Some(text), None) => serde_json::from_str(text).map(Some).with_context(|| {
-            format!("--settings {text:?} is not JSON (fix: e.g. --settings '{{\"mode\":\"preferred\"}}')")
-        }),
-        (None, Some(path)) => read_doc(path).map(Some),
-        (None, None) => Ok(None),
-    }
-}
-
 /// Reads a YAML or JSON file into a JSON value.
-fn read_doc(path: &Path) -> Result<Value> {
+pub(crate) fn read_doc(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {} (fix: check the path)", path.display()))?;
     serde_yaml::from_str(&text)
@@ -197,7 +127,7 @@ pub async fn load_as(module: &Path, name: Option<&str>, beside: Option<&Path>) -
 }
 
 /// `tmcd policy check`: what the module is, and that it passed validation.
-async fn check(loaded: &Loaded, settings: Option<&Value>) -> Result<String> {
+pub async fn check(loaded: &Loaded, settings: Option<&Value>) -> Result<String> {
     if let Some(settings) = settings {
         loaded
             .host
@@ -255,12 +185,6 @@ pub struct TargetRow {
     pub edits: Option<TransformResult>,
 }
 
-/// Observes nothing: offline evaluations have no metrics.
-pub(crate) struct NoObserver;
-impl EvalObserver for NoObserver {
-    fn observe(&self, _: &str, _: Duration, _: bool) {}
-}
-
 /// `tmcd policy eval`.
 pub async fn eval(args: &EvalArgs) -> Result<EvalReport> {
     let loaded = load(&args.module).await?;
@@ -270,66 +194,119 @@ pub async fn eval(args: &EvalArgs) -> Result<EvalReport> {
 async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
     let obj = read_workload(&args.workload)?;
     let views = read_targets(&args.targets, args.all_ready)?;
-    let mut placement = match &args.placement {
-        Some(path) => read_placement(path)?,
-        None => ClusterWorkloadPlacement::new(
+    let from_file = args.placement.as_deref().map(read_placement).transpose()?;
+    let placement = eval_placement(&loaded.name, from_file, args.settings.clone());
+    let module = Module {
+        name: &loaded.name,
+        kind: loaded.kind,
+        only_target: args.target.as_deref(),
+    };
+    let runner: Arc<dyn PolicyRunner> = Arc::new(HostRunner(loaded.host.clone()));
+    let started = Instant::now();
+    let (targets, reason) = eval_with(runner, &module, &obj, &placement, &views, Utc::now())
+        .await
+        .map_err(|err| match err {
+            EvalError::Decide(DecideError::Excluded(why)) => anyhow::anyhow!(
+                "{}: tmcd never places this object ({why}); pick a workload it places",
+                args.workload.display()
+            ),
+            EvalError::Decide(DecideError::Policy(failure)) => anyhow::anyhow!(
+                "{} ({}) failed: {}",
+                loaded.name,
+                args.module.display(),
+                failure.message
+            ),
+            EvalError::NoTarget => anyhow::anyhow!(
+                "no target to transform for in {} (fix: check --target, the location selectors, or pass --all-ready)",
+                args.targets.display()
+            ),
+        })?;
+    let micros = started.elapsed().as_micros();
+    let summary = workload::summary(&api_version(&obj), &kind(&obj), &obj);
+    Ok(EvalReport {
+        policy: loaded.name.clone(),
+        kind: loaded.kind,
+        workload: format!("{} {}/{}", kind(&obj), summary.namespace, summary.name),
+        targets,
+        reason,
+        micros,
+    })
+}
+
+/// The placement an evaluation runs under: the `--placement` file's (or an
+/// empty one selecting every target) with `policy` as its policy, no
+/// transformations, and `settings` (when given) as the policy's settings.
+pub(crate) fn eval_placement(
+    policy: &str,
+    from_file: Option<ClusterWorkloadPlacement>,
+    settings: Option<Value>,
+) -> ClusterWorkloadPlacement {
+    let mut placement = from_file.unwrap_or_else(|| {
+        ClusterWorkloadPlacement::new(
             "policy-eval",
             ClusterWorkloadPlacementSpec {
                 policy: PolicyRef {
-                    name: loaded.name.clone(),
+                    name: policy.to_string(),
                     settings: None,
                 },
                 ..Default::default()
             },
-        ),
-    };
-    placement.spec.policy.name = loaded.name.clone();
+        )
+    });
+    placement.spec.policy.name = policy.to_string();
     placement.spec.transformations.clear();
-    if args.settings.is_some() {
-        placement.spec.policy.settings = args.settings.clone();
+    if settings.is_some() {
+        placement.spec.policy.settings = settings;
     }
-    let api_version = obj
-        .types
-        .as_ref()
-        .map(|t| t.api_version.clone())
-        .unwrap_or_default();
-    let kind = obj
-        .types
-        .as_ref()
-        .map(|t| t.kind.clone())
-        .unwrap_or_default();
-    if let Some(why) = workload::excluded(&kind, &obj) {
-        bail!(
-            "{}: tmcd never places this object ({why}); pick a workload it places",
-            args.workload.display()
-        );
-    }
-    // A workload that no target holds yet.
-    let (req, _) = request::build(
-        &placement,
-        workload::summary(&api_version, &kind, &obj),
-        &views,
-        &Default::default(),
-        Utc::now(),
-    );
-    let settings = placement
-        .spec
-        .policy
-        .settings
-        .clone()
-        .unwrap_or(Value::Null);
-    let policy_failed =
-        |e: String| anyhow::anyhow!("{} ({}) failed: {e}", loaded.name, args.module.display());
-    let hostrunner = HostRunner(loaded.host.clone());
-    let started = Instant::now();
-    let (targets, reason) = if loaded.kind.places() {
-        runner::check_settings(&hostrunner, &placement)
+    placement
+}
+
+/// The module `tmcd policy eval` evaluates.
+pub(crate) struct Module<'a> {
+    pub name: &'a str,
+    pub kind: PolicyKind,
+    /// Transformations: only the copy of this target.
+    pub only_target: Option<&'a str>,
+}
+
+/// Why an evaluation made no decision.
+#[derive(Debug)]
+pub(crate) enum EvalError {
+    Decide(DecideError),
+    /// A transformation module, and no candidate target to transform for.
+    NoTarget,
+}
+
+/// Evaluates `module` on `obj` under `placement` (see [`eval_placement`])
+/// with [`decide::decide`], the controller's step. A placement module
+/// decides as tmcd would. A transformation module runs after a stand-in
+/// placement policy that places the whole workload on one candidate target,
+/// once per candidate (only `module.only_target`): each row is the copy that
+/// target would get.
+pub(crate) async fn eval_with(
+    runner: Arc<dyn PolicyRunner>,
+    module: &Module<'_>,
+    obj: &DynamicObject,
+    placement: &ClusterWorkloadPlacement,
+    views: &[TargetView],
+    now: DateTime<Utc>,
+) -> Result<(Vec<TargetRow>, String), EvalError> {
+    let (api_version, kind) = (api_version(obj), kind(obj));
+    let inputs = |placement| decide::Inputs {
+        api_version: &api_version,
+        kind: &kind,
+        object: obj,
+        placement,
+        targets: views,
+        now,
+    };
+    let settings = SettingsVerdicts::default();
+    if module.kind.places() {
+        let decision = decide::decide(runner.as_ref(), &NoObserver, &settings, inputs(placement))
             .await
-            .map_err(|f| policy_failed(f.message.to_string()))?;
-        let outcome = runner::evaluate(&hostrunner, &NoObserver, &placement, &req)
-            .await
-            .map_err(|f| policy_failed(f.message.to_string()))?;
-        let rows = outcome
+            .map_err(EvalError::Decide)?;
+        let rows = decision
+            .outcome
             .chosen
             .into_iter()
             .map(|(name, r)| TargetRow {
@@ -338,53 +315,133 @@ async fn eval_loaded(loaded: &Loaded, args: &EvalArgs) -> Result<EvalReport> {
                 edits: None,
             })
             .collect();
-        (rows, outcome.reason)
-    } else {
-        loaded
-            .host
-            .validate_settings(&loaded.name, &settings)
+        return Ok((rows, decision.outcome.reason));
+    }
+    let mut stand_in = placement.clone();
+    stand_in.spec.policy = PolicyRef {
+        name: ONE_TARGET.into(),
+        settings: None,
+    };
+    stand_in.spec.transformations = vec![PolicyRef {
+        name: module.name.to_string(),
+        settings: placement.spec.policy.settings.clone(),
+    }];
+    let mut names: Vec<&str> = views
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|name| module.only_target.is_none_or(|only| only == *name))
+        .collect();
+    names.sort_unstable();
+    let mut rows = Vec::new();
+    for target in names {
+        let one = OneTarget {
+            inner: runner.clone(),
+            target: target.to_string(),
+        };
+        let decision = decide::decide(&one, &NoObserver, &settings, inputs(&stand_in))
             .await
-            .map_err(|e| policy_failed(e.to_string()))?;
-        let chosen: Vec<_> = req
+            .map_err(EvalError::Decide)?;
+        rows.extend(
+            decision
+                .outcome
+                .chosen
+                .into_iter()
+                .map(|(name, r)| TargetRow {
+                    name,
+                    replicas: r.replicas,
+                    edits: Some(TransformResult {
+                        labels: r.labels,
+                        annotations: r.annotations,
+                    }),
+                }),
+        );
+    }
+    if rows.is_empty() {
+        return Err(EvalError::NoTarget);
+    }
+    Ok((rows, "transformation of each target's copy".to_string()))
+}
+
+/// The stand-in placement policy of [`OneTarget`].
+const ONE_TARGET: &str = "tmcd-policy-eval-one-target";
+
+/// `runner`, plus a placement policy named [`ONE_TARGET`] that places the
+/// whole workload on `target` when it is a candidate (and nowhere otherwise)
+/// and accepts any settings.
+struct OneTarget {
+    inner: Arc<dyn PolicyRunner>,
+    target: String,
+}
+
+impl PolicyRunner for OneTarget {
+    fn place<'a>(
+        &'a self,
+        policy: &'a str,
+        req: &'a PlacementRequest,
+    ) -> BoxFuture<'a, Result<PlacementDecision, PolicyError>> {
+        if policy != ONE_TARGET {
+            return self.inner.place(policy, req);
+        }
+        let targets = req
             .targets
             .iter()
-            .filter(|t| args.target.as_deref().is_none_or(|n| n == t.name))
+            .filter(|t| t.name == self.target)
+            .map(|t| TargetDecision {
+                name: t.name.clone(),
+                replicas: req.workload.replicas,
+            })
             .collect();
-        if chosen.is_empty() {
-            bail!(
-                "no target to transform for in {} (fix: check --target, the location selectors, or pass --all-ready)",
-                args.targets.display()
-            );
+        let decision = PlacementDecision {
+            targets,
+            reason: format!("the whole workload on {}", self.target),
+        };
+        Box::pin(async move { Ok(decision) })
+    }
+
+    fn transform<'a>(
+        &'a self,
+        policy: &'a str,
+        req: &'a TransformRequest,
+    ) -> BoxFuture<'a, Result<TransformResult, PolicyError>> {
+        self.inner.transform(policy, req)
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+
+    fn policies(&self) -> Vec<PolicyInfo> {
+        self.inner.policies()
+    }
+
+    fn validate_settings<'a>(
+        &'a self,
+        policy: &'a str,
+        settings: &'a Value,
+    ) -> BoxFuture<'a, Result<(), PolicyError>> {
+        if policy == ONE_TARGET {
+            return Box::pin(async { Ok(()) });
         }
-        let mut rows = Vec::new();
-        for target in chosen {
-            let treq = TransformRequest {
-                workload: req.workload.clone(),
-                target: target.clone(),
-                replicas: req.workload.replicas,
-                settings: settings.clone(),
-            };
-            let edits = loaded
-                .host
-                .transform(&loaded.name, &treq)
-                .await
-                .map_err(|e| policy_failed(e.to_string()))?;
-            rows.push(TargetRow {
-                name: target.name.clone(),
-                replicas: req.workload.replicas,
-                edits: Some(edits.value),
-            });
-        }
-        (rows, "transformation of each target's copy".to_string())
-    };
-    Ok(EvalReport {
-        policy: loaded.name.clone(),
-        kind: loaded.kind,
-        workload: format!("{kind} {}/{}", req.workload.namespace, req.workload.name),
-        targets,
-        reason,
-        micros: started.elapsed().as_micros(),
-    })
+        self.inner.validate_settings(policy, settings)
+    }
+}
+
+fn api_version(obj: &DynamicObject) -> String {
+    obj.types
+        .as_ref()
+        .map(|t| t.api_version.clone())
+        .unwrap_or_default()
+}
+
+fn kind(obj: &DynamicObject) -> String {
+    obj.types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default()
 }
 
 fn read_workload(path: &Path) -> Result<DynamicObject> {
@@ -462,12 +519,15 @@ pub fn render_eval(report: &EvalReport) -> String {
     if report.targets.is_empty() {
         out.push_str("(no target chosen: the workload stays pending)\n");
     } else {
-        out.push_str(&format!("{:<20} {:<9} {}\n", "TARGET", "REPLICAS", "EDITS"));
-    }
-    for row in &report.targets {
-        let replicas = row.replicas.map_or("-".to_string(), |r| r.to_string());
-        let edits = row.edits.as_ref().map_or("-".to_string(), render_edits);
-        out.push_str(&format!("{:<20} {:<9} {edits}\n", row.name, replicas));
+        let mut rows = vec![["TARGET", "REPLICAS", "EDITS"].map(String::from).to_vec()];
+        rows.extend(report.targets.iter().map(|row| {
+            vec![
+                row.name.clone(),
+                row.replicas.map_or("-".to_string(), |r| r.to_string()),
+                row.edits.as_ref().map_or("-".to_string(), render_edits),
+            ]
+        }));
+        out.push_str(&crate::table::render(&rows));
     }
     out.push_str(&format!(
         "\nreason: {}\nevaluated in {} us\n",
@@ -494,7 +554,7 @@ fn render_edits(edits: &TransformResult) -> String {
 }
 
 /// `tmcd policy list`: the running daemon's active generation.
-async fn list(admin: &str, json: bool) -> Result<()> {
+pub async fn list(admin: &str, json: bool) -> Result<()> {
     let reply = client::request(admin, "GET", "/api/v1/status")
         .await
         .with_context(|| format!("no tmcd answers at {admin} (fix: start tmcd, or pass --admin with its [admin] address)"))?;

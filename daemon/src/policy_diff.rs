@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
@@ -19,12 +19,13 @@ use tmc_syncer::SyncedKind;
 
 use crate::config::Config;
 use crate::placement::assignment::{self, Recorded, describe};
-use crate::placement::runner;
-use crate::placement::selector::{self, WorkloadKey, governing};
+use crate::placement::decide::{self, DecideError, NoObserver};
+use crate::placement::runner::PolicyRunner;
+use crate::placement::selector;
+use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
-use crate::placement::{request, workload};
 use crate::policy::HostRunner;
-use crate::policy_cli::{Loaded, NoObserver, load_as};
+use crate::policy_cli::{Loaded, load_as};
 use crate::{daemon, kubeconn, table};
 
 /// Inputs of `tmcd policy diff`.
@@ -140,11 +141,11 @@ pub async fn diff(config: &Config, args: &DiffArgs) -> Result<DiffReport> {
 }
 
 /// What the workspace holds that placement reads.
-struct Snapshot {
-    targets: Vec<TargetView>,
-    placements: Vec<ClusterWorkloadPlacement>,
-    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
-    workloads: Vec<(SyncedKind, DynamicObject)>,
+pub(crate) struct Snapshot {
+    pub targets: Vec<TargetView>,
+    pub placements: Vec<ClusterWorkloadPlacement>,
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub workloads: Vec<(SyncedKind, DynamicObject)>,
 }
 
 async fn snapshot(config: &Config, client: &Client) -> Result<Snapshot> {
@@ -197,71 +198,7 @@ async fn diff_loaded(
 ) -> Result<DiffReport> {
     let snap = snapshot(config, client).await?;
     let runner = HostRunner(loaded.host.clone());
-    let now = Utc::now();
-    let no_labels = BTreeMap::new();
-    // Settings are checked once per placement, not once per workload.
-    let mut settings = BTreeMap::new();
-    let mut rows = Vec::new();
-    for (kind, obj) in &snap.workloads {
-        if obj.metadata.deletion_timestamp.is_some()
-            || workload::excluded(&kind.kind, obj).is_some()
-        {
-            continue;
-        }
-        let labels = obj.metadata.labels.clone().unwrap_or_default();
-        let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
-        let wkey = WorkloadKey {
-            group: &kind.group,
-            kind: &kind.kind,
-            labels: &labels,
-            namespace_labels: snap.namespace_labels.get(ns).unwrap_or(&no_labels),
-        };
-        let Some(placement) = governing(&snap.placements, &wkey) else {
-            continue;
-        };
-        if !selector::uses(placement, |name| name == loaded.name) {
-            continue;
-        }
-        let annotations = obj.metadata.annotations.clone().unwrap_or_default();
-        let recorded = assignment::read(&labels, &annotations);
-        let holders = assignment::holders(&recorded);
-        let summary = workload::summary(&kind.api_version(), &kind.kind, obj);
-        let (req, _) = request::build(placement, summary, &snap.targets, &holders, now);
-        let placement_name = placement.name_any();
-        if !settings.contains_key(&placement_name) {
-            let checked = runner::check_settings(&runner, placement).await;
-            settings.insert(placement_name.clone(), checked);
-        }
-        let evaluated = match &settings[&placement_name] {
-            Ok(()) => runner::evaluate(&runner, &NoObserver, placement, &req).await,
-            Err(failure) => Err(failure.clone()),
-        };
-        let name = if ns.is_empty() {
-            obj.name_any()
-        } else {
-            format!("{ns}/{}", obj.name_any())
-        };
-        let (candidate, change, reason) = match evaluated {
-            Ok(outcome) => {
-                let change = compare(&recorded, &outcome.chosen);
-                let on = outcome
-                    .chosen
-                    .iter()
-                    .map(|(t, r)| (t.clone(), r.replicas))
-                    .collect();
-                (Some(on), change, outcome.reason)
-            }
-            Err(failure) => (None, Change::Fails, failure.to_string()),
-        };
-        rows.push(DiffRow {
-            workload: format!("{} {name}", kind.kind),
-            placement: placement_name,
-            now: holders,
-            candidate,
-            change,
-            reason,
-        });
-    }
+    let rows = diff_rows(&runner, &snap, &loaded.name, Utc::now()).await;
     Ok(DiffReport {
         policy: loaded.name.clone(),
         module: args.module.display().to_string(),
@@ -269,6 +206,85 @@ async fn diff_loaded(
         rows,
         refused: loaded.refused.clone(),
     })
+}
+
+/// One row per live workload of `snap` whose governing placement uses
+/// `policy`: the decision [`decide::decide`] makes with `runner`, compared
+/// with the decision the workload records.
+pub(crate) async fn diff_rows(
+    runner: &dyn PolicyRunner,
+    snap: &Snapshot,
+    policy: &str,
+    now: DateTime<Utc>,
+) -> Vec<DiffRow> {
+    let no_labels = BTreeMap::new();
+    let settings = SettingsVerdicts::default();
+    let mut rows = Vec::new();
+    for (kind, obj) in &snap.workloads {
+        if obj.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace_labels = snap.namespace_labels.get(ns).unwrap_or(&no_labels);
+        let Some(placement) = decide::governing(
+            &snap.placements,
+            &kind.group,
+            &kind.kind,
+            obj,
+            namespace_labels,
+        ) else {
+            continue;
+        };
+        if !selector::uses(placement, |name| name == policy) {
+            continue;
+        }
+        let api_version = kind.api_version();
+        let inputs = decide::Inputs {
+            api_version: &api_version,
+            kind: &kind.kind,
+            object: obj,
+            placement,
+            targets: &snap.targets,
+            now,
+        };
+        let (now_on, candidate, change, reason) =
+            match decide::decide(runner, &NoObserver, &settings, inputs).await {
+                Ok(decision) => {
+                    let change = compare(&decision.recorded, &decision.outcome.chosen);
+                    let on = decision
+                        .outcome
+                        .chosen
+                        .iter()
+                        .map(|(t, r)| (t.clone(), r.replicas))
+                        .collect();
+                    (decision.holders, Some(on), change, decision.outcome.reason)
+                }
+                Err(DecideError::Excluded(_)) => continue,
+                Err(DecideError::Policy(failure)) => {
+                    let no_annotations = BTreeMap::new();
+                    let recorded = assignment::read(
+                        obj.metadata.labels.as_ref().unwrap_or(&no_labels),
+                        obj.metadata.annotations.as_ref().unwrap_or(&no_annotations),
+                    );
+                    let holders = assignment::holders(&recorded);
+                    (holders, None, Change::Fails, failure.to_string())
+                }
+            };
+        let name = if ns.is_empty() {
+            obj.name_any()
+        } else {
+            format!("{ns}/{}", obj.name_any())
+        };
+        rows.push(DiffRow {
+            workload: format!("{} {name}", kind.kind),
+            placement: placement.name_any(),
+            now: now_on,
+            candidate,
+            change,
+            reason,
+        });
+    }
+    rows
 }
 
 /// The report as a table: changed rows (every row with `all`), then a summary.

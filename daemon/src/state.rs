@@ -3,22 +3,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::runtime::reflector::Store;
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_syncer::{Syncer, SyncerHealth};
 
-use crate::admin::logs::SyncerLogs;
-use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::fence::Fence;
 use crate::placement::activity::DecisionActivity;
 use crate::placement::heartbeats::Heartbeats;
 use crate::placement::moves::MoveTracker;
 use crate::placement::runner::PolicyRunner;
+use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
 use crate::placement::triggers::Triggers;
+use crate::telemetry::logs::SyncerLogs;
+use crate::telemetry::metrics::Metrics;
 
 /// Shared state of one tmcd.
 pub struct State {
@@ -29,14 +30,20 @@ pub struct State {
     pub logs: SyncerLogs,
     leader: AtomicBool,
     /// When tmcd saw each SyncTarget's heartbeat change (its own clock).
-    pub heartbeats: Heartbeats,
+    pub heartbeats: Arc<Heartbeats>,
     /// Refuses the writes of the leader's clients unless this replica leads.
     pub fence: Fence,
     /// Re-queue all workloads (placement, target or policy changes, resync requests).
-    pub triggers: Triggers,
-    policies: RwLock<Option<Arc<dyn PolicyRunner>>>,
-    stores: RwLock<Option<(Store<SyncTarget>, Store<ClusterWorkloadPlacement>)>>,
+    pub triggers: Arc<Triggers>,
+    /// The policy runner; hot reloads swap the policy set inside it.
+    pub policies: Arc<dyn PolicyRunner>,
+    /// The watched SyncTargets (they fill as the watch runs).
+    pub targets: Store<SyncTarget>,
+    /// The watched ClusterWorkloadPlacements (they fill as the watch runs).
+    pub placements: Store<ClusterWorkloadPlacement>,
     syncers: Mutex<BTreeMap<String, Arc<Syncer>>>,
+    /// Whether the policies accept each placement's settings.
+    pub settings: SettingsVerdicts,
     /// Last policy error per placement (cleared by a success).
     pub policy_errors: Mutex<BTreeMap<String, String>>,
     /// A decision was written: placement statuses are refreshed soon.
@@ -47,23 +54,39 @@ pub struct State {
     pub moves: MoveTracker,
 }
 
+/// What a [`State`] is made of besides its configuration: built before it,
+/// because the watches feed the heartbeats and triggers, and the leader's
+/// client writes through the fence.
+pub struct Parts {
+    /// This replica's identity in the lease.
+    pub identity: String,
+    pub logs: SyncerLogs,
+    pub fence: Fence,
+    pub heartbeats: Arc<Heartbeats>,
+    pub triggers: Arc<Triggers>,
+    pub policies: Arc<dyn PolicyRunner>,
+    pub targets: Store<SyncTarget>,
+    pub placements: Store<ClusterWorkloadPlacement>,
+}
+
 impl State {
-    /// Fresh state for `config`.
-    pub fn new(config: Config, identity: String, logs: SyncerLogs) -> Self {
+    /// The state of a tmcd running `config`, not leading.
+    pub fn new(config: Config, parts: Parts) -> Self {
         let decisions = Arc::new(DecisionActivity::new(config.sync.status_hold_max()));
         let moves = MoveTracker::new(config.sync.move_stall());
-        let threshold = config.sync.heartbeat_threshold();
         Self {
             config,
-            identity,
+            identity: parts.identity,
             metrics: Metrics::default(),
-            logs,
+            logs: parts.logs,
             leader: AtomicBool::new(false),
-            fence: Fence::new(),
-            heartbeats: Heartbeats::new(threshold),
-            triggers: Triggers::default(),
-            policies: RwLock::new(None),
-            stores: RwLock::new(None),
+            fence: parts.fence,
+            heartbeats: parts.heartbeats,
+            triggers: parts.triggers,
+            policies: parts.policies,
+            targets: parts.targets,
+            placements: parts.placements,
+            settings: SettingsVerdicts::default(),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),
@@ -81,39 +104,6 @@ impl State {
     pub fn set_leader(&self, leading: bool) {
         self.leader.store(leading, Ordering::SeqCst);
         self.metrics.leader.set(i64::from(leading));
-    }
-
-    /// The policy runner, once loaded.
-    pub fn policies(&self) -> Option<Arc<dyn PolicyRunner>> {
-        self.policies
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Installs the policy runner.
-    pub fn set_policies(&self, runner: Arc<dyn PolicyRunner>) {
-        *self
-            .policies
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(runner);
-    }
-
-    /// The SyncTarget and placement stores, once watching.
-    pub fn stores(&self) -> Option<(Store<SyncTarget>, Store<ClusterWorkloadPlacement>)> {
-        self.stores
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Installs the stores.
-    pub fn set_stores(
-        &self,
-        targets: Store<SyncTarget>,
-        placements: Store<ClusterWorkloadPlacement>,
-    ) {
-        *self.stores.write().unwrap_or_else(PoisonError::into_inner) = Some((targets, placements));
     }
 
     /// Registers a running push syncer.

@@ -1,11 +1,15 @@
-//! SyncTargets: registering the configured clusters, and marking targets whose
-//! heartbeat is too old as not Ready.
+//! SyncTargets: registering the configured clusters, re-queueing the
+//! workloads when a target's readiness flips with time, and marking targets
+//! whose heartbeat is too old as not Ready.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tmc_api::crd::SyncTarget;
@@ -13,6 +17,7 @@ use tmc_api::crd::SyncTarget;
 use crate::config::{Cluster, Mode};
 use crate::placement::heartbeats::Heartbeats;
 use crate::placement::targets::{HEARTBEAT_STALE, REGION_LABEL, ZONE_LABEL, ready_condition};
+use crate::state::State;
 
 /// Field manager of the registration (distinct from the syncers' status writes).
 pub const REGISTRAR: &str = "tmcd-registrar";
@@ -120,6 +125,42 @@ pub async fn mark_stale(
             Err(err) => {
                 tracing::debug!(target_cluster = %name, error = %err, "marking SyncTarget stale failed; retrying later")
             }
+        }
+    }
+}
+
+/// Re-queues every workload when the readiness of a target flips with time
+/// (heartbeats age without any event), and marks stale targets when leading
+/// (`client` is the leader's fenced client).
+pub async fn watch_readiness(
+    state: Arc<State>,
+    client: Client,
+    targets: Store<SyncTarget>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = state
+        .config
+        .sync
+        .heartbeat_interval()
+        .max(Duration::from_secs(1));
+    let threshold = state.config.sync.heartbeat_threshold();
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let all = targets.state();
+        let ready: BTreeMap<String, bool> = all
+            .iter()
+            .map(|t| (t.name_any(), state.target_view(t).ready))
+            .collect();
+        if ready != last {
+            last = ready;
+            state.triggers.fire();
+        }
+        if state.is_leader() {
+            mark_stale(&client, &all, &state.heartbeats, threshold).await;
         }
     }
 }

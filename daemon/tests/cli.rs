@@ -92,7 +92,8 @@ fn status_table_shows_targets_policies_and_placements() {
                         "conditions": [{"type": "Ready", "status": "True"}],
                         "targets": [{"name": "west", "workloads": 2, "replicas": 5}]}],
     });
-    let table = tmc_daemon::commands::render_status(&body);
+    let report = serde_json::from_value(body).expect("a status report");
+    let table = tmc_daemon::commands::render_status(&report);
     assert!(
         table.contains("tmcd host-1 (leader), policy generation 3"),
         "{table}"

@@ -295,7 +295,7 @@ async fn a_move_that_cannot_finish_keeps_the_old_copy_and_says_so() -> Result<()
     );
     let metrics = daemon.state().metrics.render();
     assert!(metrics.contains("tmcd_moves_stalled 1"), "{metrics}");
-    let status = tmc_daemon::admin::server::status_json(daemon.state());
+    let status = tmc_daemon::admin::server::status_report(daemon.state());
     let table = tmc_daemon::commands::render_status(&status);
     assert!(
         table.contains("STALLED MOVES") && table.contains("Deployment demo/web"),

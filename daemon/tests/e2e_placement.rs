@@ -36,7 +36,8 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
     .await?;
     create_deployment(&kcp, "web", 3).await?;
 
-    // On both clusters, with the brief's labels and annotations, replicas split 3 = 2 + 1 (in some order).
+    // On both clusters, with tmc's labels and annotations on every copy and the
+    // label-stamper's label, replicas split 3 = 2 + 1 (in some order).
     let (w, e) = split_over_both(&west, &east, "web", 3).await?;
     for (target, d) in [("west", w), ("east", e)] {
         let labels = d.metadata.labels.clone().unwrap_or_default();
@@ -127,7 +128,8 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
     assert_eq!(resync.status, 200, "{}", resync.body);
     let unknown = request(&admin, "GET", "/api/v1/syncers/mars").await?;
     assert_eq!(unknown.status, 404);
-    let rendered = tmc_daemon::commands::render_status(&status);
+    let report: tmc_daemon::admin::status::StatusReport = serde_json::from_value(status.clone())?;
+    let rendered = tmc_daemon::commands::render_status(&report);
     assert!(
         rendered.contains("spread") && rendered.contains("west"),
         "{rendered}"

@@ -35,11 +35,7 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
     apply_placement(&kcp, "choose", spec("chooser")).await?;
     create_deployment(&kcp, "api", 4).await?;
     split_over_both(&west, &east, "api", 4).await?;
-    let generation = daemon
-        .state()
-        .policies()
-        .map(|p| p.generation())
-        .unwrap_or(0);
+    let generation = daemon.state().policies.generation();
 
     // Shadow evaluation first: the diff shows the move and writes nothing.
     let config = tmc_daemon::config::load(&env.dir.path().join("tmc.toml"))?;
@@ -99,11 +95,7 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
         })
     })
     .await?;
-    let after = daemon
-        .state()
-        .policies()
-        .map(|p| p.generation())
-        .unwrap_or(0);
+    let after = daemon.state().policies.generation();
     assert!(
         after > generation,
         "policy generation advanced: {generation} -> {after}"

@@ -134,6 +134,28 @@ fn eval_of_a_transformation_prints_its_edits_per_target() {
 }
 
 #[test]
+fn eval_of_a_transformation_shows_each_targets_copy_with_all_replicas() {
+    // As if the placement put the whole workload on each target in turn: the
+    // copy every target would get, checked by the same rules as in tmcd.
+    let out = eval(
+        "label-stamper",
+        &fixture("targets.yaml"),
+        &["--settings", r#"{"labels":{"team":"web-{region}"}}"#],
+    );
+    let text = stdout(&out);
+    let rows: Vec<String> = rows(&text).into_iter().map(|r| r.join(" ")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for (row, (target, region)) in rows.iter().zip([("east", "us-east"), ("west", "us-west")]) {
+        assert!(row.starts_with(&format!("{target} 4 ")), "{text}");
+        assert!(
+            row.contains(&format!("label tmc.kcp.io/target={target}"))
+                && row.contains(&format!("label team=web-{region}")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn eval_refusing_settings_exits_1_naming_the_module() {
     let out = eval(
         "location-affinity",

@@ -261,7 +261,8 @@ fn run_demo_and_helper(root: &Path) -> Result<()> {
 
     private_to_the_user(&state)?;
 
-    // The brief's exploring commands, typed as written (only /tmp replaced by the private root).
+    // The exploring commands that README.md and docs/demo.md print after the demo, typed
+    // as written (only /tmp replaced by the private root).
     let bin_dir = std::fs::read_to_string(state.join("env"))?
         .lines()
         .find_map(|l| l.strip_prefix("TMC_DEMO_BIN_DIR=").map(str::to_string))

@@ -1,7 +1,7 @@
-//! The admin server: `/healthz`, `/readyz`, `/metrics` and the JSON API, plus
-//! the metrics and syncer log buffers it serves.
+//! The admin server: `/healthz`, `/readyz`, `/metrics` and the JSON API (it
+//! serves what [`crate::telemetry`] and the shared state hold), the types of
+//! its status report, and the HTTP client of the `tmcd` commands.
 
 pub mod client;
-pub mod logs;
-pub mod metrics;
 pub mod server;
+pub mod status;

@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use super::status::{
+    ClusterReport, ConditionReport, FenceReport, PlacementReport, StatusReport, TargetReport,
+};
 use crate::config::Mode;
 use crate::placement::targets::{REGION_LABEL, ZONE_LABEL, ready_condition};
 use crate::state::State;
@@ -72,74 +75,100 @@ async fn metrics(Extract(state): Extract<Shared>) -> Response {
 }
 
 async fn status(Extract(state): Extract<Shared>) -> Json<Value> {
-    Json(status_json(&state))
+    // Through a JSON value: its keys are sorted, as this endpoint always served them.
+    Json(serde_json::to_value(status_report(&state)).unwrap_or(Value::Null))
 }
 
 /// The body of `GET /api/v1/status`.
-pub fn status_json(state: &State) -> Value {
-    let (targets, placements) = match state.stores() {
-        Some((targets, placements)) => (targets.state(), placements.state()),
-        None => (vec![], vec![]),
-    };
-    let mut target_rows: Vec<Value> = targets
+pub fn status_report(state: &State) -> StatusReport {
+    let mut targets: Vec<TargetReport> = state
+        .targets
+        .state()
         .iter()
         .map(|t| {
             let view = state.target_view(t);
-            let mode = t.spec.sync_mode;
-            let cond = ready_condition(t);
-            json!({
-                "name": view.name,
-                "ready": view.ready,
-                "readyReason": cond.map(|c| c.reason.clone()),
-                "lastHeartbeat": t.status.as_ref().and_then(|s| s.last_syncer_heartbeat_time.as_ref()).map(|h| h.0.to_string()),
-                // Since tmcd saw the heartbeat change, by its own clock.
-                "heartbeatAgeSeconds": state.heartbeats.age(&view.name).map(|a| a.as_secs()),
-                "mode": format!("{mode:?}"),
-                "region": view.labels.get(REGION_LABEL),
-                "zone": view.labels.get(ZONE_LABEL),
-                "schedulable": view.schedulable,
-                "workloadCount": t.status.as_ref().map(|s| s.workload_count),
-                "syncer": state.syncer_health(&view.name),
-            })
+            TargetReport {
+                ready: view.ready,
+                ready_reason: ready_condition(t).map(|c| c.reason.clone()),
+                last_heartbeat: t
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_syncer_heartbeat_time.as_ref())
+                    .map(|h| h.0.to_string()),
+                heartbeat_age_seconds: state.heartbeats.age(&view.name).map(|a| a.as_secs()),
+                mode: format!("{:?}", t.spec.sync_mode),
+                region: view.labels.get(REGION_LABEL).cloned(),
+                zone: view.labels.get(ZONE_LABEL).cloned(),
+                schedulable: view.schedulable,
+                workload_count: t.status.as_ref().map(|s| s.workload_count),
+                syncer: state
+                    .syncer_health(&view.name)
+                    .and_then(|h| serde_json::to_value(h).ok()),
+                name: view.name,
+            }
         })
         .collect();
-    target_rows.sort_by_key(|r| r["name"].as_str().unwrap_or_default().to_string());
-    let mut placement_rows: Vec<Value> = placements
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut placements: Vec<PlacementReport> = state
+        .placements
+        .state()
         .iter()
         .map(|p| {
             let status = p.status.clone().unwrap_or_default();
-            json!({
-                "name": p.metadata.name,
-                "policy": p.spec.policy.name,
-                "transformations": p.spec.transformations.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-                "priority": p.spec.priority,
-                "conditions": status.conditions.iter().map(|c| json!({"type": c.type_, "status": c.status, "reason": c.reason, "message": c.message})).collect::<Vec<_>>(),
-                "workloadCount": status.workload_count,
-                "targets": status.targets,
-                "policyGeneration": status.policy_generation,
-            })
+            PlacementReport {
+                name: p.metadata.name.clone(),
+                policy: p.spec.policy.name.clone(),
+                transformations: p
+                    .spec
+                    .transformations
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .collect(),
+                priority: p.spec.priority,
+                conditions: status
+                    .conditions
+                    .iter()
+                    .map(|c| ConditionReport {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    })
+                    .collect(),
+                workload_count: status.workload_count,
+                targets: status.targets,
+                policy_generation: status.policy_generation,
+            }
         })
         .collect();
-    placement_rows.sort_by_key(|r| r["name"].as_str().unwrap_or_default().to_string());
-    let runner = state.policies();
-    json!({
-        "identity": state.identity,
-        "leader": state.is_leader(),
-        "fence": {
-            "open": state.fence.is_open(),
-            "writesSent": state.fence.writes_sent(),
-            "writesRefused": state.fence.writes_refused(),
+    placements.sort_by(|a, b| a.name.cmp(&b.name));
+    StatusReport {
+        identity: state.identity.clone(),
+        leader: state.is_leader(),
+        fence: FenceReport {
+            open: state.fence.is_open(),
+            writes_sent: state.fence.writes_sent(),
+            writes_refused: state.fence.writes_refused(),
         },
-        "policyGeneration": runner.as_ref().map(|r| r.generation()),
-        "policies": runner.as_ref().map(|r| r.policies()).unwrap_or_default(),
-        "targets": target_rows,
-        "placements": placement_rows,
-        "stalledMoves": state.moves.stalled(),
-        "configuredClusters": state.config.clusters.iter().map(|c| json!({
-            "name": c.name.get_ref(),
-            "mode": if c.mode == Mode::Push { "push" } else { "pull" },
-        })).collect::<Vec<_>>(),
-    })
+        policy_generation: state.policies.generation(),
+        policies: state.policies.policies(),
+        targets,
+        placements,
+        stalled_moves: state.moves.stalled(),
+        configured_clusters: state
+            .config
+            .clusters
+            .iter()
+            .map(|c| ClusterReport {
+                name: c.name.get_ref().clone(),
+                mode: mode_name(c.mode).into(),
+            })
+            .collect(),
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    if mode == Mode::Push { "push" } else { "pull" }
 }
 
 async fn syncer(Extract(state): Extract<Shared>, Path(target): Path<String>) -> Response {
@@ -157,7 +186,7 @@ async fn syncer(Extract(state): Extract<Shared>, Path(target): Path<String>) -> 
     };
     Json(json!({
         "target": target,
-        "mode": if cluster.mode == Mode::Push { "push" } else { "pull" },
+        "mode": mode_name(cluster.mode),
         "leader": state.is_leader(),
         "health": state.syncer_health(&target),
         "logs": state.logs.lines(&target),

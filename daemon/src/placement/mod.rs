@@ -1,19 +1,20 @@
-//! The placement controller: per workload, pick the governing placement, the
-//! candidate targets, run the policies and record the decision.
+//! Placement: per workload, the governing placement, the candidate targets,
+//! the policies' decision ([`decide`]) and the plan that records it; plus the
+//! watches, Events and status writes the controller runs on. The controllers
+//! themselves are [`crate::controller`].
 
 pub mod activity;
 pub mod assignment;
-pub mod controller;
+pub mod decide;
 pub mod events;
 pub mod gone;
 pub mod heartbeats;
 pub mod moves;
-pub mod placement_status;
 pub mod plan;
-pub mod reconcile;
 pub mod request;
 pub mod runner;
 pub mod selector;
+pub mod settings;
 pub mod status;
 pub mod status_writer;
 pub mod targets;

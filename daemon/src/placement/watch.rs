@@ -1,7 +1,7 @@
 //! Shared reflectors of SyncTargets, placements and namespaces; a change that
 //! matters to placement re-queues every workload.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 
+use super::heartbeats::Heartbeats;
 use super::targets::TargetView;
-use crate::state::State;
+use super::triggers::Triggers;
 
 /// The stores, filled in the background until `shutdown`.
 pub struct Stores {
@@ -23,28 +24,43 @@ pub struct Stores {
     pub namespaces: Store<Namespace>,
 }
 
-/// Starts the reflectors; the returned stores fill as the watches run.
+/// Starts the reflectors; the returned stores fill as the watches run. Each
+/// SyncTarget event is noted in `heartbeats`, and a change that matters to
+/// placement fires `triggers`.
 pub fn start(
     client: &Client,
-    state: &Arc<State>,
+    heartbeats: &Arc<Heartbeats>,
+    triggers: &Arc<Triggers>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Stores {
-    let heartbeats = state.clone();
-    let targets = spawn_reflector::<SyncTarget, _>(client, state, shutdown.clone(), move |o| {
+    let seen = heartbeats.clone();
+    let on_target = Watched {
+        triggers: triggers.clone(),
+        heartbeats: Some(heartbeats.clone()),
+    };
+    let targets = spawn_reflector::<SyncTarget, _>(client, on_target, shutdown.clone(), move |o| {
         // When the heartbeat changed is noted as the event arrives (tmcd's clock).
-        heartbeats.heartbeats.observe(o);
+        seen.observe(o);
         // Only what placement reads; the heartbeat itself is checked on a timer.
         let view = TargetView::with_age(o, None, chrono::Utc::now(), Duration::ZERO).without_time();
         format!("{:?}|{:?}|{:?}", view.labels, o.spec, ready_reason(o))
     });
-    let placements =
-        spawn_reflector::<ClusterWorkloadPlacement, _>(client, state, shutdown.clone(), |o| {
+    let watched = Watched {
+        triggers: triggers.clone(),
+        heartbeats: None,
+    };
+    let placements = spawn_reflector::<ClusterWorkloadPlacement, _>(
+        client,
+        watched.clone(),
+        shutdown.clone(),
+        |o| {
             format!(
                 "{:?}|{:?}",
                 o.metadata.generation, o.metadata.deletion_timestamp
             )
-        });
-    let namespaces = spawn_reflector::<Namespace, _>(client, state, shutdown, |o| {
+        },
+    );
+    let namespaces = spawn_reflector::<Namespace, _>(client, watched, shutdown, |o| {
         format!("{:?}", o.metadata.labels)
     });
     Stores {
@@ -58,11 +74,19 @@ fn ready_reason(o: &SyncTarget) -> Option<(String, String)> {
     super::targets::ready_condition(o).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-/// Runs a reflector of `K`; fires the state's triggers when `fingerprint` of
-/// an object changes, an object goes, or the initial list completes.
+/// What a reflector tells of the changes it sees.
+#[derive(Clone)]
+struct Watched {
+    triggers: Arc<Triggers>,
+    /// SyncTargets only: a deleted target's heartbeat is forgotten.
+    heartbeats: Option<Arc<Heartbeats>>,
+}
+
+/// Runs a reflector of `K`; fires the triggers when `fingerprint` of an
+/// object changes, an object goes, or the initial list completes.
 fn spawn_reflector<K, F>(
     client: &Client,
-    state: &Arc<State>,
+    watched: Watched,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     fingerprint: F,
 ) -> Store<K>
@@ -78,7 +102,6 @@ where
 {
     let api: Api<K> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    let state = state.clone();
     let kind = K::kind(&()).to_string();
     tokio::spawn(async move {
         let mut seen: HashMap<String, String> = HashMap::new();
@@ -97,58 +120,22 @@ where
                     let name = obj.name_any();
                     if seen.get(&name) != Some(&print) {
                         seen.insert(name, print);
-                        state.triggers.fire();
+                        watched.triggers.fire();
                     }
                 }
                 Ok(watcher::Event::Delete(obj)) => {
                     let name = obj.name_any();
-                    if K::kind(&()) == "SyncTarget" {
-                        state.heartbeats.forget(&name);
+                    if let Some(heartbeats) = &watched.heartbeats {
+                        heartbeats.forget(&name);
                     }
                     seen.remove(&name);
-                    state.triggers.fire();
+                    watched.triggers.fire();
                 }
-                Ok(watcher::Event::InitDone) => state.triggers.fire(),
+                Ok(watcher::Event::InitDone) => watched.triggers.fire(),
                 Ok(watcher::Event::Init) => {}
                 Err(err) => tracing::debug!(kind = %kind, error = %err, "watch error; retrying"),
             }
         }
     });
     reader
-}
-
-/// Re-queues every workload when the readiness of a target flips with time
-/// (heartbeats age without any event), and marks stale targets when leading
-/// (`client` is the leader's fenced client).
-pub async fn watch_readiness(
-    state: Arc<State>,
-    client: Client,
-    targets: Store<SyncTarget>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let every = state
-        .config
-        .sync
-        .heartbeat_interval()
-        .max(Duration::from_secs(1));
-    let threshold = state.config.sync.heartbeat_threshold();
-    let mut last: BTreeMap<String, bool> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let all = targets.state();
-        let ready: BTreeMap<String, bool> = all
-            .iter()
-            .map(|t| (t.name_any(), state.target_view(t).ready))
-            .collect();
-        if ready != last {
-            last = ready;
-            state.triggers.fire();
-        }
-        if state.is_leader() {
-            crate::synctargets::mark_stale(&client, &all, &state.heartbeats, threshold).await;
-        }
-    }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tmc_daemon::Daemon;
-use tmc_daemon::admin::logs::SyncerLogs;
+use tmc_daemon::telemetry::logs::SyncerLogs;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::wait::{self, Poll};

@@ -15,13 +15,12 @@ use kube::{Client, Resource, ResourceExt};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_syncer::SyncedKind;
 
-use super::events::EventQueue;
-use super::moves::{MoveChange, TargetWait};
-use super::runner::{PolicyRunner, evaluate};
-use super::selector::{WorkloadKey, governing};
-use super::status_writer::StatusWriter;
-use super::targets::TargetView;
-use super::{assignment, gone, plan, request, status, workload};
+use crate::placement::decide::{self, DecideError, Decision};
+use crate::placement::events::EventQueue;
+use crate::placement::moves::{MoveChange, TargetWait};
+use crate::placement::status_writer::StatusWriter;
+use crate::placement::targets::TargetView;
+use crate::placement::{assignment, gone, plan, status, workload};
 use crate::state::State;
 
 /// Re-check interval of a settled workload.
@@ -53,7 +52,6 @@ pub struct KindCtx {
     pub targets: Store<SyncTarget>,
     pub placements: Store<ClusterWorkloadPlacement>,
     pub namespaces: Store<Namespace>,
-    pub runner: Arc<dyn PolicyRunner>,
     pub events: EventQueue,
     /// Writes aggregated statuses off the placement workers.
     pub statuses: Arc<StatusWriter>,
@@ -89,17 +87,18 @@ impl KindCtx {
             .namespace
             .as_deref()
             .and_then(|ns| self.namespaces.get(&ObjectRef::new(ns)));
-        let wkey = WorkloadKey {
-            group: &self.kind.group,
-            kind: &self.kind.kind,
-            labels: obj.metadata.labels.as_ref().unwrap_or(&no_labels),
-            namespace_labels: namespace
-                .as_ref()
-                .and_then(|ns| ns.metadata.labels.as_ref())
-                .unwrap_or(&no_labels),
-        };
+        let namespace_labels = namespace
+            .as_ref()
+            .and_then(|ns| ns.metadata.labels.as_ref())
+            .unwrap_or(&no_labels);
         let placements = self.placements.state();
-        let chosen = governing(placements.iter().map(Arc::as_ref), &wkey)?;
+        let chosen = decide::governing(
+            placements.iter().map(Arc::as_ref),
+            &self.kind.group,
+            &self.kind.kind,
+            obj,
+            namespace_labels,
+        )?;
         placements
             .iter()
             .find(|p| std::ptr::eq(p.as_ref(), chosen))
@@ -291,8 +290,6 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         return Ok(Action::await_change());
     }
     let object = key(obj);
-    let labels = obj.metadata.labels.clone().unwrap_or_default();
-    let annotations = obj.metadata.annotations.clone().unwrap_or_default();
     let Some(placement) = ctx.governing_placement(obj) else {
         let first = ctx
             .unplaced
@@ -317,10 +314,6 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .remove(&object);
     let placement_name = placement.name_any();
 
-    let recorded = assignment::read(&labels, &annotations);
-    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
-    let gone = gone_targets(ctx, &recorded, &finalizers).await;
-    let holders = assignment::holders(&recorded);
     let now = Utc::now();
     let views: Vec<TargetView> = ctx
         .targets
@@ -328,19 +321,39 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .iter()
         .map(|t| ctx.state.target_view(t))
         .collect();
-    let summary = workload::summary(&ctx.kind.api_version(), kind, obj);
-    let (req, cands) = request::build(&placement, summary, &views, &holders, now);
-
-    let outcome = match evaluate(ctx.runner.as_ref(), &ctx.state.metrics, &placement, &req).await {
-        Ok(outcome) => {
+    let api_version = ctx.kind.api_version();
+    let inputs = decide::Inputs {
+        api_version: &api_version,
+        kind,
+        object: obj,
+        placement: &placement,
+        targets: &views,
+        now,
+    };
+    let decided = decide::decide(
+        ctx.state.policies.as_ref(),
+        &ctx.state.metrics,
+        &ctx.state.settings,
+        inputs,
+    )
+    .await;
+    let Decision {
+        recorded,
+        holders,
+        candidates: cands,
+        outcome,
+        ..
+    } = match decided {
+        Ok(decision) => {
             ctx.state
                 .policy_errors
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&placement_name);
-            outcome
+            decision
         }
-        Err(failure) => {
+        Err(DecideError::Excluded(_)) => return Ok(Action::await_change()),
+        Err(DecideError::Policy(failure)) => {
             tracing::warn!(kind, object = %object, placement = %placement_name, policy = %failure.policy, error = %failure.message, "policy failed: keeping the last decision");
             ctx.state
                 .policy_errors
@@ -357,6 +370,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
+    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    let gone = gone_targets(ctx, &recorded, &finalizers).await;
 
     let targets = plan::TargetSets {
         in_grace: &cands.in_grace,
@@ -440,7 +455,7 @@ fn workload_name(ctx: &KindCtx, object: &str) -> String {
     format!("{} {object}", ctx.kind.kind)
 }
 
-/// Records whether the workload is moving (see [`super::moves`]): an Event when its
+/// Records whether the workload is moving (see [`crate::placement::moves`]): an Event when its
 /// move stalls (the old copies are kept) and when a stalled move completes.
 fn track_move(
     ctx: &KindCtx,

@@ -194,6 +194,13 @@ impl Metrics {
             .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
+    /// Sets how many workloads held by `target` report a sync error.
+    pub fn set_target_sync_errors(&self, target: &str, failing: usize) {
+        self.target_sync_errors
+            .get_or_create(&vec![("target".into(), target.into())])
+            .set(i64::try_from(failing).unwrap_or(i64::MAX));
+    }
+
     /// Records one reconcile of `kind`.
     pub fn reconciled(&self, kind: &str, ok: bool, elapsed: Duration) {
         let result = if ok { "ok" } else { "error" };

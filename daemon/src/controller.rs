@@ -1,7 +1,8 @@
 //! Wiring: one kube-runtime Controller per synced kind, re-queued as a whole
 //! by placement and target changes and, after a policy swap, for the
-//! workloads whose placement uses a changed policy; plus the placement status
-//! loop.
+//! workloads whose placement uses a changed policy
+//! ([`requeue_on_policy_swap`]); plus the placement status refresh
+//! ([`refresh_statuses`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -17,18 +18,22 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::watcher;
+use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_policy_host::PolicyInfo;
 use tmc_syncer::SyncedKind;
 use tmc_syncer::drop_managed_fields;
 use tokio::task::JoinSet;
 
-use super::events::EventQueue;
-use super::reconcile::{KindCtx, error_policy, reconcile};
-use super::runner::PolicyRunner;
-use super::selector;
-use super::status_writer::StatusWriter;
-use super::watch::Stores;
+use crate::placement::events::EventQueue;
+use crate::placement::selector;
+use crate::placement::status_writer::StatusWriter;
+use crate::placement::watch::Stores;
 use crate::state::State;
+
+pub mod placement_status;
+pub mod reconcile;
+
+use reconcile::{KindCtx, error_policy, reconcile};
 
 /// How often placement statuses are refreshed when no decision changes.
 const STATUS_EVERY: Duration = Duration::from_secs(3);
@@ -47,7 +52,6 @@ pub async fn run(
     client: Client,
     kinds: Vec<SyncedKind>,
     stores: &Stores,
-    runner: Arc<dyn PolicyRunner>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let recorder = Recorder::new(
@@ -118,7 +122,6 @@ pub async fn run(
             targets: stores.targets.clone(),
             placements: stores.placements.clone(),
             namespaces: stores.namespaces.clone(),
-            runner: runner.clone(),
             events: events.clone(),
             statuses,
             failures: Mutex::default(),
@@ -144,43 +147,78 @@ pub async fn run(
                 .await;
         });
     }
-    let mut generation = runner.subscribe();
-    let mut active = runner.policies();
-    let mut stop = shutdown.clone();
-    let status_state = state.clone();
-    let placements = stores.placements.clone();
-    background.spawn(async move {
-        let mut policies_open = true;
-        loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => return,
-                changed = generation.changed(), if policies_open => {
-                    if changed.is_err() {
-                        policies_open = false;
-                        continue;
-                    }
-                    let number = *generation.borrow_and_update();
-                    let now_active = runner.policies();
-                    let changed = changed_policies(&active, &now_active);
-                    active = now_active;
-                    let workloads: usize = requeues.iter().map(|r| r.using(&changed)).sum();
-                    tracing::info!(generation = number, policies = ?changed, workloads, "policy set changed: re-evaluating the workloads whose placement uses these policies");
-                    // The statuses follow the new decisions, not the swap.
-                    continue;
-                }
-                _ = status_state.decisions_changed.notified() => {
-                    // Let the decisions of one change (a reload, a burst) land
-                    // in the caches before summing them up.
-                    tokio::time::sleep(STATUS_COALESCE).await;
-                }
-                _ = tokio::time::sleep(STATUS_EVERY) => {}
-            }
-            super::placement_status::refresh(&status_state, &client, &placements, &workload_stores)
-                .await;
-        }
-    });
+    background.spawn(requeue_on_policy_swap(
+        state.clone(),
+        requeues,
+        shutdown.clone(),
+    ));
+    background.spawn(refresh_statuses(
+        state,
+        client,
+        stores.placements.clone(),
+        workload_stores,
+        shutdown,
+    ));
     while runs.join_next().await.is_some() {}
     background.abort_all();
+}
+
+/// After each swap of the policy set, re-queues the workloads whose placement
+/// uses a policy that changed, and sets the policy generation gauge.
+async fn requeue_on_policy_swap(
+    state: Arc<State>,
+    requeues: Vec<Requeue>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let runner = state.policies.as_ref();
+    let mut generation = runner.subscribe();
+    let mut active = runner.policies();
+    state.metrics.policy_generation.set(runner.generation());
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            changed = generation.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let number = *generation.borrow_and_update();
+        state.metrics.policy_generation.set(number);
+        let now_active = runner.policies();
+        let changed = changed_policies(&active, &now_active);
+        active = now_active;
+        let workloads: usize = requeues.iter().map(|r| r.using(&changed)).sum();
+        tracing::info!(generation = number, policies = ?changed, workloads, "policy set changed: re-evaluating the workloads whose placement uses these policies");
+    }
+}
+
+/// Refreshes the placements' statuses and the per-target sync error gauge
+/// every few seconds, and soon after decisions are written. A policy swap
+/// alone does not: the statuses follow the new decisions.
+async fn refresh_statuses(
+    state: Arc<State>,
+    client: Client,
+    placements: Store<ClusterWorkloadPlacement>,
+    workloads: Vec<Store<DynamicObject>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = state.decisions_changed.notified() => {
+                // Let the decisions of one change (a reload, a burst) land
+                // in the caches before summing them up.
+                tokio::time::sleep(STATUS_COALESCE).await;
+            }
+            _ = tokio::time::sleep(STATUS_EVERY) => {}
+        }
+        let recorded = placement_status::recorded(&workloads);
+        for (target, failing) in placement_status::sync_errors(&recorded) {
+            state.metrics.set_target_sync_errors(&target, failing);
+        }
+        placement_status::refresh(&state, &client, &placements, &recorded).await;
+    }
 }
 
 /// Re-queues single workloads of one kind.
@@ -217,8 +255,8 @@ impl Requeue {
 }
 
 /// Names of the policies that a swap from `before` to `after` (each policy
-/// as [`PolicyRunner::policies`] lists it) added, removed, or changed in
-/// digest or in whether a version serves.
+/// as [`crate::placement::runner::PolicyRunner::policies`] lists it) added,
+/// removed, or changed in digest or in whether a version serves.
 pub fn changed_policies(before: &[PolicyInfo], after: &[PolicyInfo]) -> BTreeSet<String> {
     let index = |set: &[PolicyInfo]| -> BTreeMap<String, (Option<String>, bool)> {
         set.iter()

@@ -2,7 +2,7 @@
 //! conditions, policy generation, how many workloads and where they went.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -11,9 +11,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
-use super::assignment;
-use super::moves::StalledMove;
-use super::runner::check_settings;
+use crate::placement::assignment;
+use crate::placement::moves::StalledMove;
 use crate::state::State;
 
 /// The status `placement` should show, given the workloads it placed
@@ -133,15 +132,9 @@ pub fn desired(
     }
 }
 
-/// Rewrites every placement's status that changed; also refreshes the
-/// per-target sync error gauge.
-pub async fn refresh(
-    state: &Arc<State>,
-    client: &Client,
-    placements: &Store<ClusterWorkloadPlacement>,
-    workloads: &[Store<DynamicObject>],
-) {
-    let recorded: Vec<BTreeMap<String, assignment::Recorded>> = workloads
+/// What each workload of `workloads` records, per target.
+pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, assignment::Recorded>> {
+    workloads
         .iter()
         .flat_map(|s| s.state())
         .map(|o| {
@@ -150,28 +143,34 @@ pub async fn refresh(
                 &o.metadata.annotations.clone().unwrap_or_default(),
             )
         })
-        .collect();
-    let mut errors: BTreeMap<String, i64> = BTreeMap::new();
-    for rec in &recorded {
+        .collect()
+}
+
+/// Per target: how many of the workloads (`recorded`) it holds report a
+/// sync error (every target that any workload names, failing or not).
+pub fn sync_errors(recorded: &[BTreeMap<String, assignment::Recorded>]) -> BTreeMap<String, usize> {
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for rec in recorded {
         for (target, r) in rec {
             let failed = r.holds() && r.status.as_ref().is_some_and(|s| s.error.is_some());
-            *errors.entry(target.clone()).or_default() += i64::from(failed);
+            *errors.entry(target.clone()).or_default() += usize::from(failed);
         }
     }
-    for (target, n) in errors {
-        state
-            .metrics
-            .target_sync_errors
-            .get_or_create(&vec![("target".to_string(), target)])
-            .set(n);
-    }
-    let runner = state.policies();
-    let generation = runner.as_ref().map_or(0, |r| r.generation());
-    state.metrics.policy_generation.set(generation);
+    errors
+}
+
+/// Rewrites every placement's status that changed, given what the workloads
+/// record (`recorded`, see [`recorded`]).
+pub async fn refresh(
+    state: &State,
+    client: &Client,
+    placements: &Store<ClusterWorkloadPlacement>,
+    recorded: &[BTreeMap<String, assignment::Recorded>],
+) {
+    let runner = state.policies.as_ref();
+    let generation = runner.generation();
     let loaded: Vec<String> = runner
-        .as_ref()
-        .map(|r| r.policies())
-        .unwrap_or_default()
+        .policies()
         .into_iter()
         .filter(|p| p.serving)
         .map(|p| p.name)
@@ -179,23 +178,32 @@ pub async fn refresh(
     let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let stalled = state.moves.stalled();
-    for placement in placements.state() {
+    let current = placements.state();
+    state.settings.retain(|name| {
+        current
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    });
+    for placement in current {
         let name = placement.name_any();
-        let mut error = state
+        let failed = state
             .policy_errors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&name)
             .cloned();
-        if error.is_none()
-            && let Some(runner) = runner.as_ref()
-            && let Err(refused) = check_settings(runner.as_ref(), &placement).await
-        {
-            error = Some(refused.to_string());
-        }
+        let error = match failed {
+            Some(error) => Some(error),
+            None => state
+                .settings
+                .check(runner, &placement)
+                .await
+                .err()
+                .map(|refused| refused.to_string()),
+        };
         let want = desired(
             &placement,
-            &recorded,
+            recorded,
             error.as_deref(),
             loaded.contains(&placement.spec.policy.name),
             generation,
@@ -365,5 +373,19 @@ mod tests {
         let again = desired(&p, &[], None, true, 1, &[], t2);
         assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
         assert_eq!(again.conditions[0].last_transition_time, t1);
+    }
+
+    #[test]
+    fn sync_errors_count_the_failing_copies_of_each_target() {
+        let mut first = rec(&[("west", "spread", 2), ("east", "spread", 1)]);
+        if let Some(west) = first.get_mut("west") {
+            west.status = Some(tmc_api::decision::TargetStatus {
+                error: Some("apply refused".into()),
+                ..Default::default()
+            });
+        }
+        let second = rec(&[("west", "spread", 1)]);
+        let counts: Vec<(String, usize)> = sync_errors(&[first, second]).into_iter().collect();
+        assert_eq!(counts, [("east".to_string(), 0), ("west".to_string(), 1)]);
     }
 }
