@@ -29,6 +29,11 @@ pub enum Error {
         "invalid namespace mapping {input:?}: expected `same` or `prefix:<prefix>` (e.g. prefix:tmc)"
     )]
     InvalidNamespaceMapping { input: String },
+    /// A replicas owner that is neither `autoscaler` nor `cluster`.
+    #[error(
+        "invalid replicas owner {input:?}: expected `autoscaler` (the cluster owns the replicas of copies a HorizontalPodAutoscaler targets) or `cluster` (of every copy)"
+    )]
+    InvalidReplicasPolicy { input: String },
     /// The upstream object or the protocol keys on it are malformed.
     #[error("object {object}: {reason}")]
     InvalidObject { object: String, reason: String },

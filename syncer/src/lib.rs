@@ -27,6 +27,7 @@ pub mod identity;
 pub mod kinds;
 pub mod protocol;
 pub mod queue;
+pub mod replicas;
 mod syncer;
 
 pub use error::{Error, Result};
@@ -34,4 +35,5 @@ pub use gate::ReportGate;
 pub use health::{KindCounts, SyncerHealth};
 pub use identity::{NamespaceMapping, SourceIdentity};
 pub use kinds::SyncedKind;
+pub use replicas::ReplicasPolicy;
 pub use syncer::{Syncer, SyncerConfig, drop_managed_fields};

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tmc_syncer::{
+    NamespaceMapping, ReplicasPolicy, SourceIdentity, SyncedKind, Syncer, SyncerConfig,
+};
 use tracing::{info, warn};
 
 /// Pull-mode syncer of tmc: copies the workloads placed on one SyncTarget from a
@@ -59,6 +61,12 @@ struct Args {
     /// Downstream namespace of each upstream namespace: `same`, or `prefix:<p>` for `<p>-<namespace>`.
     #[arg(long, value_name = "MAPPING", default_value = "same")]
     namespace_mapping: NamespaceMapping,
+    /// Which copies' replicas the physical cluster owns (tmc then never applies their
+    /// spec.replicas after creating them): `autoscaler` (those a HorizontalPodAutoscaler
+    /// targets, and workloads annotated workload.kcp.io/replicas-owner=cluster) or `cluster` (every copy).
+    /// Must match tmc.toml's [sync] replicas_owner.
+    #[arg(long, value_name = "OWNER", default_value = "autoscaler")]
+    replicas_owner: ReplicasPolicy,
     /// Seconds between heartbeats into the SyncTarget status.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     heartbeat_interval: u64,
@@ -125,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = SyncerConfig::new(&args.sync_target, upstream, downstream, source);
     config.kinds = kinds;
     config.namespace_mapping = args.namespace_mapping;
+    config.replicas_owner = args.replicas_owner;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.resync_interval = Duration::from_secs(args.resync_interval.max(1));
     config.workers = args.workers.max(1);

@@ -120,6 +120,11 @@ pub struct Sync {
     /// reported as stalled (its old copies are kept all the same).
     #[serde(default = "default_move_stall")]
     pub move_stall_seconds: u32,
+    /// Which copies' replicas the physical clusters own (tmc applies their
+    /// `spec.replicas` only when it creates them): `autoscaler` (default: the
+    /// copies a HorizontalPodAutoscaler targets) or `cluster` (every copy).
+    #[serde(default)]
+    pub replicas_owner: tmc_syncer::ReplicasPolicy,
 }
 
 impl Default for Sync {
@@ -132,6 +137,7 @@ impl Default for Sync {
             heartbeat_threshold_seconds: None,
             status_hold_max_seconds: default_status_hold_max(),
             move_stall_seconds: default_move_stall(),
+            replicas_owner: tmc_syncer::ReplicasPolicy::default(),
         }
     }
 }

@@ -12,12 +12,13 @@ use tracing::{debug, info};
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
-use crate::copy::{annotation, build_copy, is_subset, object_name, target_result};
+use crate::copy::{annotation, build_copy_with_owner, is_subset, object_name, target_result};
 use crate::decision::{
     FIELD_MANAGER, MANAGED_LABEL, TargetStatus, result_annotation, result_digest,
 };
 use crate::error::{Error, Result, is_conflict, is_not_found};
 use crate::protocol::{add_finalizer_patch, is_our_copy, is_terminating};
+use crate::replicas::{self, Autoscalers, HANDOVER_MANAGER, ReplicasOwner, handover};
 
 impl Engine {
     /// Applies the desired copy and reports its status upstream. `None` when
@@ -111,10 +112,12 @@ impl Engine {
                     after: Duration::from_secs(1),
                 });
             }
-            let desired = build_copy(
+            let owner = self.replicas_owner(key, object, live.as_ref());
+            let desired = build_copy_with_owner(
                 object,
                 &self.ctx,
                 result.as_ref(),
+                &owner,
                 live.as_ref(),
                 Utc::now(),
             )?;
@@ -133,6 +136,25 @@ impl Engine {
                         .and_then(|l| l.pointer("/metadata/resourceVersion"))
                 {
                     body["metadata"]["resourceVersion"] = version.clone();
+                }
+                if let (ReplicasOwner::Cluster(who), Some(live)) = (&owner, &live)
+                    && let Some(body) = handover(live)
+                {
+                    // Without a second owner the server would drop the
+                    // field tmc stops applying: replicas back to the default.
+                    down.patch(
+                        &key.name,
+                        &PatchParams::apply(HANDOVER_MANAGER),
+                        &Patch::Apply(&body),
+                    )
+                    .await
+                    .map_err(|err| {
+                        self.downstream_error(
+                            format!("hand spec.replicas of {what} over to {who}"),
+                            err,
+                        )
+                    })?;
+                    info!(object = %what, target = %self.target(), owner = %who, "replicas handed over to the cluster");
                 }
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 let applied = match down.patch(&key.name, &params, &Patch::Apply(&body)).await {
@@ -165,10 +187,40 @@ impl Engine {
                 copy_generation: applied
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64),
+                replicas_owner: match &owner {
+                    ReplicasOwner::Cluster(who) => Some(who.clone()),
+                    ReplicasOwner::Tmc => None,
+                },
+                copy_replicas: match &owner {
+                    ReplicasOwner::Cluster(_) => {
+                        applied.pointer("/spec/replicas").and_then(Value::as_i64)
+                    }
+                    ReplicasOwner::Tmc => None,
+                },
                 status: applied.get("status").filter(|s| !s.is_null()).cloned(),
                 error: None,
             });
         }
+    }
+}
+
+impl Engine {
+    /// Who owns the replicas of `key`'s copy `live` (see [`crate::replicas::owner`]).
+    fn replicas_owner(
+        &self,
+        key: &ObjectKey,
+        upstream: &Value,
+        live: Option<&Value>,
+    ) -> ReplicasOwner {
+        let caches = self.caches();
+        let store = caches.as_ref().and_then(|c| c.autoscalers.as_ref());
+        replicas::owner(
+            self.replicas_policy,
+            &self.kinds[key.kind],
+            upstream,
+            live,
+            &Autoscalers(store),
+        )
     }
 }
 

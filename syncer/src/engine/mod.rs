@@ -33,6 +33,7 @@ use crate::gate::ReportGate;
 use crate::health::HealthCell;
 use crate::kinds::SyncedKind;
 use crate::protocol::{Assignment, assignment};
+use crate::replicas::ReplicasPolicy;
 use crate::syncer::Stores;
 use cache::Side;
 pub(crate) use report::STATUS_COALESCE;
@@ -86,6 +87,8 @@ pub(crate) struct Engine {
     /// See [`crate::gate`]; reports it holds, with when they were first held.
     pub report_gate: Option<Arc<dyn ReportGate>>,
     report_gated: Mutex<HashMap<ObjectKey, Instant>>,
+    /// Which copies' replicas the cluster owns (see [`crate::replicas`]).
+    pub replicas_policy: ReplicasPolicy,
 }
 
 impl Engine {
@@ -115,6 +118,7 @@ impl Engine {
             status_coalesce: STATUS_COALESCE,
             report_gate: None,
             report_gated: Mutex::new(HashMap::new()),
+            replicas_policy: ReplicasPolicy::default(),
         }
     }
 
