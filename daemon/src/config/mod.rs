@@ -58,6 +58,11 @@ pub struct ControlPlane {
     pub context: Option<String>,
     /// kcp workspace path such as `root:tmc` (absent: use the server URL as is).
     pub workspace: Option<Spanned<String>>,
+    /// Whether tmcd writes the aggregated `.status` of the workloads (absent:
+    /// only when the control plane is kcp, whose workspaces run no workload
+    /// controllers; on a plain Kubernetes API server the deployment
+    /// controller owns a Deployment's `.status`).
+    pub write_status: Option<bool>,
 }
 
 /// One physical cluster.

@@ -26,7 +26,7 @@ use super::events::EventQueue;
 use super::reconcile::{KindCtx, error_policy, reconcile};
 use super::runner::PolicyRunner;
 use super::selector;
-use super::status_writer::StatusWriter;
+use super::status_writer::{self, StatusWriter};
 use super::watch::Stores;
 use crate::state::State;
 
@@ -82,6 +82,8 @@ pub async fn run(
     let mut background = JoinSet::new();
     let (events, publisher) = EventQueue::new(recorder, state.decisions.clone());
     background.spawn(publisher);
+    let write_status =
+        status_writer::writes_status(&client, state.config.control_plane.write_status).await;
     for kind in kinds {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -108,6 +110,7 @@ pub async fn run(
             kind.kind.clone(),
             c.store(),
             state.decisions.clone(),
+            write_status,
         );
         background.spawn(writer);
         let ctx = Arc::new(KindCtx {
