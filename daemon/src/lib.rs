@@ -19,6 +19,7 @@ pub mod placement;
 pub mod policy;
 pub mod policy_cli;
 pub mod policy_diff;
+pub mod source_identity;
 pub mod state;
 pub mod syncers;
 pub mod synctargets;

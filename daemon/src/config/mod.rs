@@ -31,7 +31,9 @@ pub struct Config {
     /// The policy directory and the sandbox limits.
     #[serde(default)]
     pub policies: Policies,
-    /// Value of the `workload.kcp.io/synced-from` label (default: workspace path sanitized).
+    /// Value of the `workload.kcp.io/synced-from` label: a label value unique
+    /// to this control plane. Absent: the value recorded on the SyncTargets,
+    /// or for a new install a unique one (see [`crate::source_identity`]).
     #[serde(default)]
     pub synced_from: Option<Spanned<String>>,
     /// The admin server: health, readiness, metrics and the JSON API.
@@ -322,24 +324,19 @@ impl Config {
         }
     }
 
-    /// The `workload.kcp.io/synced-from` label value.
-    pub fn synced_from(&self) -> String {
-        if let Some(name) = &self.synced_from {
-            return name.get_ref().clone();
-        }
-        match &self.control_plane.workspace {
-            Some(ws) => tmc_syncer::identity::label_value(ws.get_ref()),
-            None => "tmc".to_string(),
-        }
-    }
-
-    /// The workspace path, or `default` for a plain API server.
-    pub fn source_cluster(&self) -> String {
-        self.control_plane
-            .workspace
-            .as_ref()
-            .map(|ws| ws.get_ref().clone())
-            .unwrap_or_else(|| "default".to_string())
+    /// The source identity of the copies: the workspace path and the
+    /// `workload.kcp.io/synced-from` value. tmcd resolves an absent
+    /// `synced_from` at start and sets it here (see
+    /// [`crate::source_identity::resolve`]); before that, this is the legacy
+    /// default ([`tmc_syncer::SourceIdentity::resolve`], the pull agent's rule too).
+    pub fn source_identity(&self) -> tmc_syncer::SourceIdentity {
+        tmc_syncer::SourceIdentity::resolve(
+            self.control_plane
+                .workspace
+                .as_ref()
+                .map(|ws| ws.get_ref().as_str()),
+            self.synced_from.as_ref().map(|s| s.get_ref().as_str()),
+        )
     }
 }
 
