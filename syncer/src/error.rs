@@ -42,6 +42,15 @@ pub enum Error {
         "downstream {object} exists and is not managed by tmc (no {label}=true label, or another sync target/workspace); rename or remove it, tmc never touches objects it does not own"
     )]
     NotOwned { object: String, label: &'static str },
+    /// A copy of the object runs in a namespace another namespace mapping chose.
+    #[error(
+        "a copy of {object} runs in namespace {namespace}, written under another namespace mapping; this syncer maps namespaces as `{mapping}` and never moves, duplicates or deletes copies across namespaces (fix: set the namespace mapping back to the one that wrote it, or remove that copy, e.g. move the workload off this target first, before changing the mapping)"
+    )]
+    StrandedCopy {
+        object: String,
+        namespace: String,
+        mapping: String,
+    },
     /// The SyncTarget object does not exist upstream.
     #[error(
         "SyncTarget {target} does not exist in the workspace; create it (kind SyncTarget, group workload.kcp.io) to let its syncer apply workloads"

@@ -186,6 +186,20 @@ impl NamespaceMapping {
     pub fn annotates(&self) -> bool {
         matches!(self, Self::Prefixed(_))
     }
+
+    /// Whether a copy in namespace `downstream` with upstream-namespace
+    /// annotation `annotation` was written under this mapping: `same` writes
+    /// no annotation, a prefix writes one and puts the copy in the namespace
+    /// it maps the annotated one to. A copy written under another mapping is
+    /// never mapped back to an upstream object (that could name the wrong
+    /// object, and delete a live copy on its 404).
+    pub fn wrote(&self, downstream: &str, annotation: Option<&str>) -> bool {
+        match (self, annotation) {
+            (Self::Same, None) => true,
+            (Self::Prefixed(_), Some(upstream)) => self.downstream(upstream) == downstream,
+            _ => false,
+        }
+    }
 }
 
 impl FromStr for NamespaceMapping {
@@ -306,6 +320,21 @@ mod tests {
         let long = m.downstream(&"n".repeat(62));
         assert!(long.len() <= 63 && long.starts_with("tmc-"), "{long}");
         assert_eq!(m.to_string(), "prefix:tmc");
+    }
+
+    #[test]
+    fn a_copy_written_under_another_mapping_is_recognised() {
+        let same = NamespaceMapping::Same;
+        let prefixed: NamespaceMapping = "prefix:tmc".parse().unwrap();
+        let other: NamespaceMapping = "prefix:x".parse().unwrap();
+        assert!(same.wrote("shop", None));
+        assert!(prefixed.wrote("tmc-shop", Some("shop")));
+        // same -> prefix: an unannotated copy, even in a namespace that looks prefixed.
+        assert!(!prefixed.wrote("tmc-shop", None));
+        assert_eq!(prefixed.upstream("tmc-shop", None).as_deref(), Some("shop"));
+        // prefix -> same, and prefix -> another prefix.
+        assert!(!same.wrote("tmc-shop", Some("shop")));
+        assert!(!other.wrote("tmc-shop", Some("shop")));
     }
 
     #[test]

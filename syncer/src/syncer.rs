@@ -285,6 +285,22 @@ impl Stores {
         }
     }
 
+    /// Our copies (`Kind namespace/name`) written under another namespace
+    /// mapping than the current one (see `engine::stranded`).
+    fn stranded(&self, engine: &Engine) -> Vec<String> {
+        let mut out = Vec::new();
+        for (kind, store) in self.downstream.iter().enumerate() {
+            for copy in store.state() {
+                if engine.stranded(&copy).is_some() {
+                    let ns = copy.metadata.namespace.as_deref().unwrap_or_default();
+                    let name = copy.metadata.name.as_deref().unwrap_or_default();
+                    out.push(format!("{} {ns}/{name}", engine.kinds[kind].kind));
+                }
+            }
+        }
+        out
+    }
+
     /// Queues every known upstream object and downstream copy.
     fn enqueue_all(&self, engine: &Engine, queue: &WorkQueue<ObjectKey>) {
         for kind in 0..engine.kinds.len() {
@@ -341,12 +357,16 @@ fn downstream_key(engine: &Engine, kind: usize, object: &DynamicObject) -> Optio
         return None;
     }
     let namespace = match &object.metadata.namespace {
-        Some(ns) => Some(
-            engine
-                .ctx
-                .namespace_mapping
-                .upstream(ns, annotation(&value, UPSTREAM_NAMESPACE_ANNOTATION))?,
-        ),
+        Some(ns) => {
+            let mapping = &engine.ctx.namespace_mapping;
+            let upstream = annotation(&value, UPSTREAM_NAMESPACE_ANNOTATION);
+            // A copy written under another mapping is not this object's copy
+            // under the current one (see `Stores::stranded`).
+            if !mapping.wrote(ns, upstream) {
+                return None;
+            }
+            Some(mapping.upstream(ns, upstream)?)
+        }
         None => None,
     };
     Some(ObjectKey {
@@ -575,6 +595,26 @@ async fn renew_claim(engine: &Engine, claim: &mut Claim, uid: &str) -> Option<Cl
     }
 }
 
+/// Health scope of copies written under another namespace mapping.
+const MAPPING_SCOPE: &str = "namespace mapping";
+
+/// Shows in the syncer's health the copies that another namespace mapping
+/// wrote (they are kept as they are; their objects are refused).
+fn report_stranded(engine: &Engine, stores: &Stores) {
+    let stranded = stores.stranded(engine);
+    match stranded.first() {
+        None => engine.health.resolve(MAPPING_SCOPE),
+        Some(example) => engine.health.error(
+            MAPPING_SCOPE,
+            format!(
+                "{} copies were written under another namespace mapping than `{}` (e.g. {example}); they are kept, never moved or deleted, and their workloads are not synced (fix: set the namespace mapping back, or remove those copies first)",
+                stranded.len(),
+                engine.ctx.namespace_mapping
+            ),
+        ),
+    }
+}
+
 /// Heartbeats every `interval`. When the cluster becomes reachable again,
 /// every object is queued at once (instead of waiting out its backoff).
 async fn heartbeats(
@@ -596,6 +636,7 @@ async fn heartbeats(
     loop {
         ticker.tick().await;
         stores.update_counts(&engine);
+        report_stranded(&engine, &stores);
         let discovered = tokio::time::timeout(
             interval.max(Duration::from_secs(5)),
             heartbeat::discover(&engine.downstream, &engine.kinds),

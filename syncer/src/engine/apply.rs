@@ -93,6 +93,10 @@ impl Engine {
                         }
                     };
                     self.health.update(|h| h.downstream_connected = true);
+                    if live.is_none() {
+                        // Not where the mapping puts it: perhaps where another one did.
+                        self.refuse_stranded(key)?;
+                    }
                     live
                 }
             };

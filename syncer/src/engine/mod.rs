@@ -12,6 +12,7 @@ mod cache;
 mod namespace;
 mod remove;
 mod report;
+mod stranded;
 #[cfg(test)]
 mod test_support;
 mod undecided;
