@@ -112,10 +112,10 @@ impl Autoscalers<'_> {
     ) -> Result<Option<String>, ()> {
         use futures::FutureExt;
         let Some(store) = self.0 else { return Err(()) };
-        if !store
+        if store
             .wait_until_ready()
             .now_or_never()
-            .is_some_and(|r| r.is_ok())
+            .is_none_or(|r| r.is_err())
         {
             return Err(());
         }
