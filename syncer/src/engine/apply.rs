@@ -163,7 +163,11 @@ impl Engine {
                         .patch(&key.name, &params, &Patch::Apply(&handover))
                         .await
                     {
-                        Ok(_) => {
+                        Ok(handed) => {
+                            // The apply that follows is guarded by this version.
+                            if let Some(version) = handed.metadata.resource_version {
+                                body["metadata"]["resourceVersion"] = Value::from(version);
+                            }
                             info!(object = %what, target = %self.target(), owner = %who, "replicas handed over to the cluster");
                         }
                         Err(err) if retry(&err) => {
