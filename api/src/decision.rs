@@ -134,6 +134,14 @@ pub struct TargetStatus {
     /// is not taken as the status of the current spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_generation: Option<i64>,
+    /// Who owns the copy's replicas when the physical cluster does (e.g.
+    /// `HorizontalPodAutoscaler/web`; see `crate::replicas`): tmcd then counts
+    /// the copy's own replicas as its desired count, not the decision's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_owner: Option<String>,
+    /// The copy's `spec.replicas` as its owner set it (only with `replicas_owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_replicas: Option<i64>,
     /// The copy's `.status` on the physical cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,

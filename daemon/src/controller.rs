@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::placement::events::EventQueue;
 use crate::placement::selector;
-use crate::placement::status_writer::StatusWriter;
+use crate::placement::status_writer::{self, StatusWriter};
 use crate::placement::watch::Stores;
 use crate::state::State;
 
@@ -86,6 +86,8 @@ pub async fn run(
     let mut background = JoinSet::new();
     let (events, publisher) = EventQueue::new(recorder, state.decisions.clone());
     background.spawn(publisher);
+    let write_status =
+        status_writer::writes_status(&client, state.config.control_plane.write_status).await;
     for kind in kinds {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -112,6 +114,7 @@ pub async fn run(
             kind.kind.clone(),
             c.store(),
             state.decisions.clone(),
+            write_status,
         );
         background.spawn(writer);
         let ctx = Arc::new(KindCtx {

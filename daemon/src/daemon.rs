@@ -38,12 +38,14 @@ impl Daemon {
     /// Connects, installs the CRDs, registers the clusters, loads the
     /// policies, starts the admin server, and competes for leadership; the
     /// leader runs the placement controllers and the push syncers.
-    pub async fn start(config: Config, logs: SyncerLogs) -> Result<Self> {
+    pub async fn start(mut config: Config, logs: SyncerLogs) -> Result<Self> {
         let client = kubeconn::control_plane(&config).await?;
         crds::install(&client, CRD_TIMEOUT)
             .await
             .context("installing the tmc CRDs")?;
-        synctargets::register(&client, &config.clusters).await?;
+        let synced_from = crate::source_identity::resolve(&client, &config).await?;
+        synctargets::register(&client, &config.clusters, &synced_from).await?;
+        config.synced_from = Some(toml::Spanned::new(0..0, synced_from));
         let kinds = resolve_kinds(&client, &config).await?;
 
         let host =

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod policy_cli;
 pub mod policy_command;
 pub mod policy_diff;
+pub mod source_identity;
 pub mod state;
 pub mod syncers;
 pub mod synctargets;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tmc_syncer::{NamespaceMapping, SyncedKind, Syncer, SyncerConfig};
 use tracing::Instrument as _;
 
 use crate::config::{self, Cluster, Mode};
@@ -24,11 +24,12 @@ pub fn syncer_config(
     kinds: &[SyncedKind],
 ) -> SyncerConfig {
     let cfg = &state.config;
-    let source = SourceIdentity {
-        workspace_path: cfg.source_cluster(),
-        synced_from: cfg.synced_from(),
-    };
-    let mut sc = SyncerConfig::new(cluster.name.get_ref(), upstream, downstream, source);
+    let mut sc = SyncerConfig::new(
+        cluster.name.get_ref(),
+        upstream,
+        downstream,
+        cfg.source_identity(),
+    );
     sc.kinds = kinds.to_vec();
     sc.namespace_mapping = match cfg.sync.namespace_mapping {
         config::NamespaceMapping::Same => NamespaceMapping::Same,
@@ -37,6 +38,7 @@ pub fn syncer_config(
         }
     };
     sc.heartbeat_interval = cfg.sync.heartbeat_interval();
+    sc.replicas_owner = cfg.sync.replicas_owner;
     sc.report_gate = Some(state.decisions.clone());
     sc
 }

@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tmc_api::crd::SyncTarget;
+use tmc_syncer::identity::SYNCED_FROM_ANNOTATION;
 
 use crate::config::{Cluster, Mode};
 use crate::placement::heartbeats::Heartbeats;
@@ -22,9 +23,10 @@ use crate::state::State;
 /// Field manager of the registration (distinct from the syncers' status writes).
 pub const REGISTRAR: &str = "tmcd-registrar";
 
-/// The server-side apply body registering `cluster`: its labels and sync
-/// mode (a cordon set by an operator is left alone).
-pub fn registration(cluster: &Cluster) -> Value {
+/// The server-side apply body registering `cluster`: its labels, sync mode
+/// and the synced-from value its syncer uses (a cordon set by an operator is
+/// left alone).
+pub fn registration(cluster: &Cluster, synced_from: &str) -> Value {
     let mut labels = serde_json::Map::new();
     for (k, v) in &cluster.labels {
         labels.insert(k.clone(), json!(v));
@@ -38,20 +40,29 @@ pub fn registration(cluster: &Cluster) -> Value {
     json!({
         "apiVersion": "workload.kcp.io/v1alpha1",
         "kind": "SyncTarget",
-        "metadata": {"name": cluster.name.get_ref(), "labels": labels},
+        "metadata": {
+            "name": cluster.name.get_ref(),
+            "labels": labels,
+            "annotations": {SYNCED_FROM_ANNOTATION: synced_from},
+        },
         "spec": {"syncMode": if cluster.mode == Mode::Push { "Push" } else { "Pull" }},
     })
 }
 
-/// Creates or updates the SyncTarget of every configured cluster; others are left alone.
-pub async fn register(client: &Client, clusters: &[Cluster]) -> Result<()> {
+/// Creates or updates the SyncTarget of every configured cluster, recording
+/// `synced_from` on each; others are left alone.
+pub async fn register(client: &Client, clusters: &[Cluster], synced_from: &str) -> Result<()> {
     let api: Api<SyncTarget> = Api::all(client.clone());
     let params = PatchParams::apply(REGISTRAR).force();
     for cluster in clusters {
         let name = cluster.name.get_ref();
-        api.patch(name, &params, &Patch::Apply(registration(cluster)))
-            .await
-            .with_context(|| format!("registering SyncTarget {name}"))?;
+        api.patch(
+            name,
+            &params,
+            &Patch::Apply(registration(cluster, synced_from)),
+        )
+        .await
+        .with_context(|| format!("registering SyncTarget {name}"))?;
         tracing::info!(target_cluster = %name, "SyncTarget registered");
     }
     Ok(())
@@ -261,8 +272,12 @@ mod tests {
             dir.path().to_path_buf(),
         )
         .expect("cfg");
-        let body = registration(&config.clusters[0]);
+        let body = registration(&config.clusters[0], "root-tmc-0a1b2c3d4e");
         assert_eq!(body["metadata"]["labels"][REGION_LABEL], "us-west");
+        assert_eq!(
+            body["metadata"]["annotations"][SYNCED_FROM_ANNOTATION],
+            "root-tmc-0a1b2c3d4e"
+        );
         assert_eq!(body["metadata"]["labels"]["tier"], "gold");
         assert_eq!(body["spec"], json!({"syncMode": "Pull"}));
     }

@@ -14,6 +14,7 @@ use tmc_api::protocol::TargetRecord;
 
 use crate::error::{Error, Result};
 use crate::identity::{NamespaceMapping, SourceIdentity};
+use crate::replicas::{REPLICAS_OWNER_ANNOTATION, ReplicasOwner};
 
 /// Annotations never copied downstream: they describe the upstream object.
 const UPSTREAM_ONLY_ANNOTATIONS: &[&str] = &[
@@ -96,6 +97,20 @@ pub fn build_copy(
     previous: Option<&Value>,
     now: DateTime<Utc>,
 ) -> Result<DesiredCopy> {
+    build_copy_with_owner(upstream, ctx, result, &ReplicasOwner::Tmc, previous, now)
+}
+
+/// [`build_copy`] for a copy whose replicas `owner` owns: when the cluster
+/// does, the copy has no `spec.replicas` (tmc leaves the field to its owner)
+/// and carries [`REPLICAS_OWNER_ANNOTATION`] naming the owner.
+pub fn build_copy_with_owner(
+    upstream: &Value,
+    ctx: &CopyContext,
+    result: Option<&TargetResult>,
+    owner: &ReplicasOwner,
+    previous: Option<&Value>,
+    now: DateTime<Utc>,
+) -> Result<DesiredCopy> {
     let Value::Object(source) = upstream else {
         return Err(Error::InvalidObject {
             object: object_name(upstream),
@@ -142,6 +157,12 @@ pub fn build_copy(
         }
     }
     strip_allocated_fields(&mut copy);
+    if let ReplicasOwner::Cluster(who) = owner {
+        if let Some(Value::Object(spec)) = copy.get_mut("spec") {
+            spec.remove("replicas");
+        }
+        annotations.insert(REPLICAS_OWNER_ANNOTATION.to_string(), who.clone());
+    }
 
     labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
     labels.insert(
@@ -431,6 +452,35 @@ mod tests {
             annotation(&third.object, SYNC_TIMESTAMP_ANNOTATION),
             Some("2026-02-03T05:05:06Z")
         );
+    }
+
+    #[test]
+    fn a_copy_whose_replicas_the_cluster_owns_leaves_them_out() {
+        let up = upstream();
+        let result = target_result(&up, "west").unwrap().unwrap();
+        let c = ctx(NamespaceMapping::Same);
+        let owner = ReplicasOwner::Cluster("HorizontalPodAutoscaler/web".into());
+        let mut opted_in = up.clone();
+        opted_in["metadata"]["annotations"][REPLICAS_OWNER_ANNOTATION] = json!("cluster");
+        let tmc = build_copy(&opted_in, &c, Some(&result), None, now()).unwrap();
+        let left = build_copy_with_owner(&up, &c, Some(&result), &owner, None, now()).unwrap();
+        assert!(
+            left.object["spec"].get("replicas").is_none(),
+            "{}",
+            left.object
+        );
+        assert_eq!(
+            left.object["spec"]["selector"],
+            tmc.object["spec"]["selector"]
+        );
+        assert_eq!(
+            annotation(&left.object, REPLICAS_OWNER_ANNOTATION),
+            Some("HorizontalPodAutoscaler/web")
+        );
+        assert_ne!(left.hash, tmc.hash, "the handover is a change of content");
+        // The upstream opt-in is a protocol key: never copied as such.
+        assert_eq!(annotation(&tmc.object, REPLICAS_OWNER_ANNOTATION), None);
+        assert_eq!(tmc.object["spec"]["replicas"], 2);
     }
 
     #[test]

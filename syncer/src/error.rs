@@ -29,6 +29,11 @@ pub enum Error {
         "invalid namespace mapping {input:?}: expected `same` or `prefix:<prefix>` (e.g. prefix:tmc)"
     )]
     InvalidNamespaceMapping { input: String },
+    /// A replicas owner that is neither `autoscaler` nor `cluster`.
+    #[error(
+        "invalid replicas owner {input:?}: expected `autoscaler` (the cluster owns the replicas of copies a HorizontalPodAutoscaler targets) or `cluster` (of every copy)"
+    )]
+    InvalidReplicasPolicy { input: String },
     /// The upstream object or the protocol keys on it are malformed.
     #[error("object {object}: {reason}")]
     InvalidObject { object: String, reason: String },
@@ -37,6 +42,15 @@ pub enum Error {
         "downstream {object} exists and is not managed by tmc (no {label}=true label, or another sync target/workspace); rename or remove it, tmc never touches objects it does not own"
     )]
     NotOwned { object: String, label: &'static str },
+    /// A copy of the object runs in a namespace another namespace mapping chose.
+    #[error(
+        "a copy of {object} runs in namespace {namespace}, written under another namespace mapping; this syncer maps namespaces as `{mapping}` and never moves, duplicates or deletes copies across namespaces (fix: set the namespace mapping back to the one that wrote it, or remove that copy, e.g. move the workload off this target first, before changing the mapping)"
+    )]
+    StrandedCopy {
+        object: String,
+        namespace: String,
+        mapping: String,
+    },
     /// The SyncTarget object does not exist upstream.
     #[error(
         "SyncTarget {target} does not exist in the workspace; create it (kind SyncTarget, group workload.kcp.io) to let its syncer apply workloads"

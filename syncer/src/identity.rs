@@ -17,6 +17,17 @@ pub struct SourceIdentity {
     pub synced_from: String,
 }
 
+/// Annotation on a SyncTarget: the synced-from value its syncer must use,
+/// recorded by tmcd when it registers the target, so that a pull agent and
+/// tmcd agree and the value survives restarts.
+pub const SYNCED_FROM_ANNOTATION: &str = "workload.kcp.io/synced-from";
+
+/// Workspace path of a control plane without a workspace (a plain API server).
+pub const PLAIN_WORKSPACE_PATH: &str = "default";
+/// Synced-from value of a control plane without a workspace, before tmcd
+/// records a unique one.
+pub const PLAIN_SYNCED_FROM: &str = "tmc";
+
 impl SourceIdentity {
     /// Identity of `workspace_path`, with `synced_from` derived from it as a
     /// valid label value.
@@ -26,6 +37,69 @@ impl SourceIdentity {
             synced_from: label_value(workspace_path),
         }
     }
+
+    /// The identity tmcd and `tmc-syncer` use: the workspace path
+    /// ([`PLAIN_WORKSPACE_PATH`] without one) and `synced_from` as given, else
+    /// the legacy default derived from the path ([`PLAIN_SYNCED_FROM`] without
+    /// one). tmcd records a unique value on the SyncTargets of a new install
+    /// ([`unique_synced_from`]); this default serves installs that predate it.
+    pub fn resolve(workspace_path: Option<&str>, synced_from: Option<&str>) -> Self {
+        let mut identity = match workspace_path {
+            Some(path) => Self::new(path),
+            None => Self {
+                workspace_path: PLAIN_WORKSPACE_PATH.to_string(),
+                synced_from: PLAIN_SYNCED_FROM.to_string(),
+            },
+        };
+        if let Some(value) = synced_from {
+            identity.synced_from = value.to_string();
+        }
+        identity
+    }
+}
+
+/// A synced-from value unique to one control plane: the legacy default of
+/// `workspace_path` followed by a digest of `control_plane_uid` (the UID of
+/// an object that lives as long as the install, such as tmc's SyncTarget
+/// CRD), so two kcp instances with the same workspace path differ.
+pub fn unique_synced_from(workspace_path: Option<&str>, control_plane_uid: &str) -> String {
+    let base = SourceIdentity::resolve(workspace_path, None).synced_from;
+    let digest = short_digest(control_plane_uid);
+    let keep = base.get(..63 - digest.len() - 1).unwrap_or(&base);
+    let keep = keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if keep.is_empty() {
+        digest
+    } else {
+        format!("{keep}-{digest}")
+    }
+}
+
+/// Checks that `value` can be the `workload.kcp.io/synced-from` label value:
+/// 1-63 characters of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
+/// The error says what is wrong and how to fix it.
+pub fn check_synced_from(value: &str) -> Result<(), String> {
+    let fix = "fix: use 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. \"prod-eu\"";
+    if value.is_empty() || value.len() > 63 {
+        return Err(format!(
+            "synced_from {value:?} is not a valid label value: {} characters ({fix})",
+            value.len()
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "synced_from {value:?} is not a valid label value: {bad:?} is not allowed ({fix})"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(value.chars().next()) || !alnum(value.chars().last()) {
+        return Err(format!(
+            "synced_from {value:?} is not a valid label value: it must start and end with a letter or digit ({fix})"
+        ));
+    }
+    Ok(())
 }
 
 /// `input` as a Kubernetes label value: characters outside `[A-Za-z0-9._-]`
@@ -112,6 +186,20 @@ impl NamespaceMapping {
     pub fn annotates(&self) -> bool {
         matches!(self, Self::Prefixed(_))
     }
+
+    /// Whether a copy in namespace `downstream` with upstream-namespace
+    /// annotation `annotation` was written under this mapping: `same` writes
+    /// no annotation, a prefix writes one and puts the copy in the namespace
+    /// it maps the annotated one to. A copy written under another mapping is
+    /// never mapped back to an upstream object (that could name the wrong
+    /// object, and delete a live copy on its 404).
+    pub fn wrote(&self, downstream: &str, annotation: Option<&str>) -> bool {
+        match (self, annotation) {
+            (Self::Same, None) => true,
+            (Self::Prefixed(_), Some(upstream)) => self.downstream(upstream) == downstream,
+            _ => false,
+        }
+    }
 }
 
 impl FromStr for NamespaceMapping {
@@ -168,6 +256,50 @@ mod tests {
     }
 
     #[test]
+    fn the_fallback_is_one_rule_for_tmcd_and_the_agent() {
+        let ws = SourceIdentity::resolve(Some("root:tmc"), None);
+        assert_eq!(
+            (ws.workspace_path.as_str(), ws.synced_from.as_str()),
+            ("root:tmc", "root-tmc")
+        );
+        let plain = SourceIdentity::resolve(None, None);
+        assert_eq!(
+            (plain.workspace_path.as_str(), plain.synced_from.as_str()),
+            ("default", "tmc")
+        );
+        let given = SourceIdentity::resolve(Some("root:a"), Some("custom"));
+        assert_eq!(
+            (given.workspace_path.as_str(), given.synced_from.as_str()),
+            ("root:a", "custom")
+        );
+    }
+
+    #[test]
+    fn unique_values_differ_per_control_plane_and_stay_label_values() {
+        let a = unique_synced_from(Some("root:tmc"), "uid-a");
+        let b = unique_synced_from(Some("root:tmc"), "uid-b");
+        assert_ne!(a, b);
+        assert!(a.starts_with("root-tmc-"), "{a}");
+        assert_eq!(a, unique_synced_from(Some("root:tmc"), "uid-a"), "stable");
+        let long = unique_synced_from(Some(&format!("root:{}", "x".repeat(80))), "uid");
+        for value in [&a, &b, &long, &unique_synced_from(None, "uid")] {
+            assert!(check_synced_from(value).is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn synced_from_values_are_checked() {
+        for good in ["tmc", "root-tmc", "prod.eu_1", "A"] {
+            assert!(check_synced_from(good).is_ok(), "{good}");
+        }
+        for bad in ["", "root:tmc", "-x", "x-", "a b", &"x".repeat(64)] {
+            let err = check_synced_from(bad).unwrap_err();
+            assert!(err.contains("fix:"), "{err}");
+        }
+        assert!(check_synced_from("root:tmc").unwrap_err().contains("':'"));
+    }
+
+    #[test]
     fn same_mapping_is_identity_both_ways() {
         let m = NamespaceMapping::Same;
         assert_eq!(m.downstream("shop"), "shop");
@@ -188,6 +320,21 @@ mod tests {
         let long = m.downstream(&"n".repeat(62));
         assert!(long.len() <= 63 && long.starts_with("tmc-"), "{long}");
         assert_eq!(m.to_string(), "prefix:tmc");
+    }
+
+    #[test]
+    fn a_copy_written_under_another_mapping_is_recognised() {
+        let same = NamespaceMapping::Same;
+        let prefixed: NamespaceMapping = "prefix:tmc".parse().unwrap();
+        let other: NamespaceMapping = "prefix:x".parse().unwrap();
+        assert!(same.wrote("shop", None));
+        assert!(prefixed.wrote("tmc-shop", Some("shop")));
+        // same -> prefix: an unannotated copy, even in a namespace that looks prefixed.
+        assert!(!prefixed.wrote("tmc-shop", None));
+        assert_eq!(prefixed.upstream("tmc-shop", None).as_deref(), Some("shop"));
+        // prefix -> same, and prefix -> another prefix.
+        assert!(!same.wrote("tmc-shop", Some("shop")));
+        assert!(!other.wrote("tmc-shop", Some("shop")));
     }
 
     #[test]

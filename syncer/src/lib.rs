@@ -26,6 +26,7 @@ pub mod identity;
 pub mod kinds;
 pub mod process;
 pub mod queue;
+pub mod replicas;
 mod syncer;
 
 pub use error::{Error, Result};
@@ -33,4 +34,5 @@ pub use gate::ReportGate;
 pub use health::{KindCounts, SyncerHealth};
 pub use identity::{NamespaceMapping, SourceIdentity};
 pub use kinds::SyncedKind;
+pub use replicas::ReplicasPolicy;
 pub use syncer::{Syncer, SyncerConfig, drop_managed_fields};

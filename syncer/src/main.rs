@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tmc_syncer::process::{self, LogFormat};
-use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tmc_syncer::{
+    NamespaceMapping, ReplicasPolicy, SourceIdentity, SyncedKind, Syncer, SyncerConfig,
+};
 use tracing::{info, warn};
 
 /// Pull-mode syncer of tmc: copies the workloads placed on one SyncTarget from a
@@ -57,14 +59,20 @@ struct Args {
     /// (default: taken from the upstream server URL's /clusters/<path>, else `default`).
     #[arg(long, value_name = "PATH")]
     workspace_path: Option<String>,
-    /// Value of the copies' synced-from label (default: the workspace path made a valid label
-    /// value, or `tmc` without a workspace, as tmcd does).
-    /// Two syncers writing to one cluster from different workspaces must differ here.
-    #[arg(long, value_name = "VALUE")]
+    /// Value of the copies' synced-from label (default: the value tmcd recorded on the SyncTarget,
+    /// annotation workload.kcp.io/synced-from; for a SyncTarget without it, the workspace path made
+    /// a valid label value, or `tmc` without a workspace). Must equal the recorded value when set.
+    #[arg(long, value_name = "VALUE", value_parser = parse_synced_from)]
     synced_from: Option<String>,
     /// Downstream namespace of each upstream namespace: `same`, or `prefix:<p>` for `<p>-<namespace>`.
     #[arg(long, value_name = "MAPPING", default_value = "same")]
     namespace_mapping: NamespaceMapping,
+    /// Which copies' replicas the physical cluster owns (tmc then never applies their
+    /// spec.replicas after creating them): `autoscaler` (those a HorizontalPodAutoscaler
+    /// targets, and workloads annotated workload.kcp.io/replicas-owner=cluster) or `cluster` (every copy).
+    /// Must match tmc.toml's [sync] replicas_owner.
+    #[arg(long, value_name = "OWNER", default_value = "autoscaler")]
+    replicas_owner: ReplicasPolicy,
     /// Seconds between heartbeats into the SyncTarget status.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     heartbeat_interval: u64,
@@ -117,11 +125,13 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let downstream = client(downstream_config, &args.downstream_kubeconfig, "downstream")?;
 
+    let recorded = recorded_synced_from(&upstream, &args.sync_target).await;
     let source = source_identity(
         args.workspace_path.as_deref(),
         args.synced_from.as_deref(),
+        recorded.as_deref(),
         &upstream_url,
-    );
+    )?;
     if args.workspace_path.is_none() && workspace_from_url(&upstream_url).is_none() {
         warn!(url = %upstream_url, "the upstream URL names no /clusters/<workspace>; using workspace path `default` and synced-from `tmc` like tmcd (set --workspace-path)");
     }
@@ -155,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = SyncerConfig::new(&args.sync_target, upstream, downstream, source);
     config.kinds = kinds;
     config.namespace_mapping = args.namespace_mapping;
+    config.replicas_owner = args.replicas_owner;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.resync_interval = Duration::from_secs(args.resync_interval.max(1));
     config.workers = args.workers.max(1);
@@ -197,28 +208,63 @@ fn client(
         .with_context(|| format!("building the {side} client from {}", path.display()))
 }
 
-/// The source identity, the way tmcd derives it: the workspace path from the
-/// flag or the upstream URL; without a workspace, path `default` and
-/// synced-from `tmc`. `synced_from` overrides the label value.
+/// The source identity: the workspace path from the flag or the upstream
+/// URL, and the synced-from value from the flag, else the one tmcd recorded on
+/// the SyncTarget (`recorded`), else the legacy default of the workspace path
+/// ([`SourceIdentity::resolve`], the rule tmcd follows too). A flag that
+/// contradicts the recorded value is refused: the agent would orphan every
+/// copy of the target.
 fn source_identity(
     workspace_path: Option<&str>,
     synced_from: Option<&str>,
+    recorded: Option<&str>,
     upstream_url: &str,
-) -> SourceIdentity {
-    let mut source = match workspace_path
-        .map(str::to_string)
-        .or_else(|| workspace_from_url(upstream_url))
+) -> anyhow::Result<SourceIdentity> {
+    if let (Some(flag), Some(recorded)) = (synced_from, recorded)
+        && flag != recorded
     {
-        Some(path) => SourceIdentity::new(&path),
-        None => SourceIdentity {
-            workspace_path: "default".to_string(),
-            synced_from: "tmc".to_string(),
-        },
-    };
-    if let Some(value) = synced_from {
-        source.synced_from = value.to_string();
+        anyhow::bail!(
+            "--synced-from {flag:?} contradicts the value tmcd recorded on the SyncTarget ({}: {recorded:?}); the agent would take none of the target's copies for its own (fix: drop --synced-from, or set the same value as tmc.toml's synced_from)",
+            tmc_syncer::identity::SYNCED_FROM_ANNOTATION
+        );
     }
-    source
+    let path = workspace_path
+        .map(str::to_string)
+        .or_else(|| workspace_from_url(upstream_url));
+    Ok(SourceIdentity::resolve(
+        path.as_deref(),
+        synced_from.or(recorded),
+    ))
+}
+
+/// The synced-from value tmcd recorded on SyncTarget `target` (`None` when
+/// it recorded none: a target registered by an older tmcd or by hand). Waits
+/// until the SyncTarget exists, so that the agent never starts with an
+/// identity it would change on its next start.
+async fn recorded_synced_from(upstream: &kube::Client, target: &str) -> Option<String> {
+    let api: kube::Api<tmc_api::crd::SyncTarget> = kube::Api::all(upstream.clone());
+    loop {
+        match api.get_opt(target).await {
+            Ok(Some(st)) => {
+                return st
+                    .metadata
+                    .annotations
+                    .and_then(|a| a.get(tmc_syncer::identity::SYNCED_FROM_ANNOTATION).cloned());
+            }
+            Ok(None) => {
+                warn!(sync_target = %target, "SyncTarget does not exist yet (tmcd registers it at start); waiting for it");
+            }
+            Err(err) => {
+                warn!(sync_target = %target, error = %err, "cannot read the SyncTarget; retrying");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// `--synced-from`, checked like tmc.toml's `synced_from`.
+fn parse_synced_from(value: &str) -> Result<String, String> {
+    tmc_syncer::identity::check_synced_from(value).map(|()| value.to_string())
 }
 
 /// The workspace path in a kcp URL such as `https://kcp:6443/clusters/root:org:team`.
@@ -252,26 +298,22 @@ mod tests {
     }
 
     #[test]
-    fn source_identity_matches_tmcd() {
-        let ws = source_identity(None, None, "https://kcp:6443/clusters/root:tmc");
+    fn the_recorded_identity_wins_and_a_contradicting_flag_is_refused() {
+        let url = "https://kcp:6443/clusters/root:tmc";
+        let legacy = source_identity(None, None, None, url).unwrap();
         assert_eq!(
-            (ws.workspace_path.as_str(), ws.synced_from.as_str()),
+            (legacy.workspace_path.as_str(), legacy.synced_from.as_str()),
             ("root:tmc", "root-tmc")
         );
-        let plain = source_identity(None, None, "https://west:6443/");
-        assert_eq!(
-            (plain.workspace_path.as_str(), plain.synced_from.as_str()),
-            ("default", "tmc")
-        );
-        let flags = source_identity(
-            Some("root:a"),
-            Some("custom"),
-            "https://kcp:6443/clusters/root:tmc",
-        );
-        assert_eq!(
-            (flags.workspace_path.as_str(), flags.synced_from.as_str()),
-            ("root:a", "custom")
-        );
+        let recorded = source_identity(None, None, Some("root-tmc-0a1b2c3d4e"), url).unwrap();
+        assert_eq!(recorded.synced_from, "root-tmc-0a1b2c3d4e");
+        let same = source_identity(None, Some("custom"), Some("custom"), url).unwrap();
+        assert_eq!(same.synced_from, "custom");
+        let err = source_identity(None, Some("custom"), Some("other"), url)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("contradicts") && err.contains("fix:"), "{err}");
+        assert!(parse_synced_from("root:tmc").is_err());
     }
 
     #[test]

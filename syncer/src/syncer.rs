@@ -28,6 +28,7 @@ use crate::heartbeat::{self, Observation};
 use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
 use crate::queue::{Backoff, WorkQueue};
+use crate::replicas::{self, ReplicasPolicy};
 
 /// Everything a [`Syncer`] for one target needs.
 #[derive(Clone)]
@@ -59,6 +60,9 @@ pub struct SyncerConfig {
     /// Holds reports that can wait while the running process has more urgent
     /// writes for the control plane (tmcd: placement decisions); none by default.
     pub report_gate: Option<Arc<dyn ReportGate>>,
+    /// Which copies' replicas the physical cluster owns (default: those a
+    /// HorizontalPodAutoscaler targets; see [`crate::replicas`]).
+    pub replicas_owner: ReplicasPolicy,
 }
 
 impl SyncerConfig {
@@ -82,6 +86,7 @@ impl SyncerConfig {
             backoff: Backoff::default(),
             status_coalesce: STATUS_COALESCE,
             report_gate: None,
+            replicas_owner: ReplicasPolicy::default(),
         }
     }
 }
@@ -105,6 +110,7 @@ impl fmt::Debug for SyncerConfig {
             .field("workers", &self.workers)
             .field("status_coalesce", &self.status_coalesce)
             .field("report_gate", &self.report_gate.is_some())
+            .field("replicas_owner", &self.replicas_owner)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +139,7 @@ impl Syncer {
         );
         engine.status_coalesce = config.status_coalesce;
         engine.report_gate = config.report_gate.clone();
+        engine.replicas_policy = config.replicas_owner;
         let engine = Arc::new(engine);
         Self { config, engine }
     }
@@ -189,9 +196,20 @@ impl Syncer {
                     .in_current_span(),
             );
         }
+        let autoscalers = (config.replicas_owner == ReplicasPolicy::Autoscaler
+            && config.kinds.iter().any(replicas::has_replicas))
+        .then(|| {
+            let writer = Writer::new(replicas::autoscaler_resource());
+            let reader = writer.as_reader();
+            background.spawn(
+                watch_autoscalers(self.engine.clone(), queue.clone(), writer).in_current_span(),
+            );
+            reader
+        });
         let stores = Arc::new(Stores {
             upstream: upstream_stores,
             downstream: downstream_stores,
+            autoscalers,
         });
         self.engine.set_caches(Some(stores.clone()));
         // Nothing is applied or deleted before the first heartbeat holds the
@@ -321,6 +339,63 @@ async fn watch_downstream(
     }
 }
 
+/// Watches the cluster's HorizontalPodAutoscalers and queues the objects
+/// whose copies they target, so that a new autoscaler gets the copy's
+/// replicas and a deleted one gives them back to tmc (see [`crate::replicas`]).
+async fn watch_autoscalers(
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    mut writer: Writer<DynamicObject>,
+) {
+    let api: Api<DynamicObject> =
+        Api::all_with(engine.downstream.clone(), &replicas::autoscaler_resource());
+    let scope = "downstream watch of autoscaling/v2/HorizontalPodAutoscaler";
+    let mut stream = watcher(api, watcher::Config::default())
+        .modify(drop_managed_fields)
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                writer.apply_watcher_event(&event);
+                engine.health.resolve(scope);
+                if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event {
+                    for key in scaled_keys(&engine, o) {
+                        queue.add(key);
+                    }
+                }
+            }
+            Err(err) => {
+                engine.health.error(scope, format!("{scope}: {err}"));
+                warn!(error = %err, "autoscaler watch failed; retrying with backoff (copies handed over to an autoscaler stay with it)");
+            }
+        }
+    }
+}
+
+/// The upstream keys of the synced objects whose copy `hpa` targets.
+fn scaled_keys(engine: &Engine, hpa: &DynamicObject) -> Vec<ObjectKey> {
+    let (Some((group, kind, name)), Some(ns)) =
+        (replicas::scale_target(hpa), &hpa.metadata.namespace)
+    else {
+        return Vec::new();
+    };
+    let Some(namespace) = engine.ctx.namespace_mapping.upstream(ns, None) else {
+        return Vec::new();
+    };
+    engine
+        .kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| replicas::has_replicas(k) && k.group == group && k.kind == kind)
+        .map(|(index, _)| ObjectKey {
+            kind: index,
+            namespace: Some(namespace.clone()),
+            name: name.to_string(),
+        })
+        .collect()
+}
+
 /// Reconciles queued objects until the queue shuts down.
 async fn work(engine: Arc<Engine>, queue: Arc<WorkQueue<ObjectKey>>) {
     while let Some(key) = queue.next().await {
@@ -400,6 +475,26 @@ async fn renew_claim(engine: &Engine, claim: &mut Claim, uid: &str) -> Option<Cl
     }
 }
 
+/// Health scope of copies written under another namespace mapping.
+const MAPPING_SCOPE: &str = "namespace mapping";
+
+/// Shows in the syncer's health the copies that another namespace mapping
+/// wrote (they are kept as they are; their objects are refused).
+fn report_stranded(engine: &Engine, stores: &Stores) {
+    let stranded = stores.stranded(engine);
+    match stranded.first() {
+        None => engine.health.resolve(MAPPING_SCOPE),
+        Some(example) => engine.health.error(
+            MAPPING_SCOPE,
+            format!(
+                "{} copies were written under another namespace mapping than `{}` (e.g. {example}); they are kept, never moved or deleted, and their workloads are not synced (fix: set the namespace mapping back, or remove those copies first)",
+                stranded.len(),
+                engine.ctx.namespace_mapping
+            ),
+        ),
+    }
+}
+
 /// Heartbeats every `interval`. When the cluster becomes reachable again,
 /// every object is queued at once (instead of waiting out its backoff).
 async fn heartbeats(
@@ -421,6 +516,7 @@ async fn heartbeats(
     loop {
         ticker.tick().await;
         stores.update_counts(&engine);
+        report_stranded(&engine, &stores);
         let discovered = tokio::time::timeout(
             interval.max(Duration::from_secs(5)),
             heartbeat::discover(&engine.downstream, &engine.kinds),

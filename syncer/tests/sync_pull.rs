@@ -2,7 +2,8 @@
 //! workspace's and `west`'s kubeconfigs and a prefixed namespace mapping
 //! applies a placed Deployment into `tmc-shop`, heals a deleted copy there,
 //! and heartbeats; `kill -9` of the agent deletes nothing and a restarted
-//! agent resumes syncing and reporting. Prints the agent's resident memory.
+//! agent resumes syncing and reporting, with the synced-from value recorded on
+//! its SyncTarget. Prints the agent's resident memory.
 //! Needs the test bed binaries (`hack/testbed/build.sh`).
 
 mod common;
@@ -12,11 +13,16 @@ use std::process::Stdio;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use tmc_api::crd::SyncTarget;
 use tmc_tests::rbac;
 use tmc_tests::testbed::KCP;
 
 use common::{Fixture, annotations_of, labels_of, wait_until};
+
+/// The synced-from value "tmcd" recorded on SyncTarget west.
+const RECORDED: &str = "root-tmc-0a1b2c3d4e";
 
 /// Starts the pull agent for `west` with the bed's admin kubeconfigs, appending its output to `log`.
 fn start_agent(fx: &Fixture, log: &std::path::Path) -> Result<tokio::process::Child> {
@@ -61,6 +67,16 @@ fn start_agent_with(
 #[tokio::test]
 async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
     let fx = Fixture::start().await?;
+    // tmcd records the synced-from value on the SyncTargets it registers; the
+    // agent takes it from there (no --synced-from flag).
+    Api::<SyncTarget>::all(fx.kcp.clone())
+        .patch(
+            "west",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "workload.kcp.io/synced-from": RECORDED}}})),
+        )
+        .await?;
     let log = fx.bed.dir().join("tmc-syncer.log");
     let mut child = start_agent(&fx, &log)?;
 
@@ -85,12 +101,13 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
                 .map(String::as_str),
             Some("shop")
         );
-        // The workspace path comes from the upstream URL (/clusters/root:tmc).
+        // The synced-from value is the one recorded on the SyncTarget; the
+        // workspace path comes from the upstream URL (/clusters/root:tmc).
         assert_eq!(
             labels_of(&copy)
                 .get("workload.kcp.io/synced-from")
                 .map(String::as_str),
-            Some("root-tmc")
+            Some(RECORDED)
         );
         assert_eq!(
             annotations

@@ -123,6 +123,27 @@ mod tests {
     }
 
     #[test]
+    fn invalid_synced_from_is_located_with_the_fix() {
+        let e = err("log_format = \"text\"\nsynced_from = \"root:tmc\"\n");
+        assert!(e.starts_with("tmc.toml:2:15: "), "{e}");
+        assert!(e.contains("':'") && e.contains("fix:"), "{e}");
+        let e = err(&format!("synced_from = \"{}\"\n", "x".repeat(64)));
+        assert!(
+            e.starts_with("tmc.toml:1:15: ") && e.contains("64 characters"),
+            "{e}"
+        );
+        let e = err("synced_from = \"\"\n");
+        assert!(e.contains("not a valid label value"), "{e}");
+    }
+
+    #[test]
+    fn unknown_replicas_owner_names_the_choices() {
+        let e = err("[sync]\nreplicas_owner = \"hpa\"\n");
+        assert!(e.starts_with("tmc.toml:2:18: "), "{e}");
+        assert!(e.contains("autoscaler") && e.contains("cluster"), "{e}");
+    }
+
+    #[test]
     fn missing_kubeconfig_is_refused() {
         let e = err("[[clusters]]\nname = \"west\"\nkubeconfig = \"nope.kubeconfig\"\n");
         assert!(e.starts_with("tmc.toml:3:14: "), "{e}");
@@ -301,7 +322,7 @@ mod tests {
             dir.path().to_path_buf(),
         )
         .expect("valid");
-        assert_eq!(config.synced_from(), "root-tmc");
+        assert_eq!(config.source_identity().synced_from, "root-tmc");
         assert_eq!(config.sync.resources.len(), 4);
         assert_eq!(config.sync.heartbeat_threshold().as_secs(), 30);
         assert_eq!(config.sync.status_hold_max().as_secs(), 30);

@@ -32,7 +32,9 @@ pub struct Config {
     /// The policy directory and the sandbox limits.
     #[serde(default)]
     pub policies: Policies,
-    /// Value of the `workload.kcp.io/synced-from` label (default: workspace path sanitized).
+    /// Value of the `workload.kcp.io/synced-from` label: a label value unique
+    /// to this control plane. Absent: the value recorded on the SyncTargets,
+    /// or for a new install a unique one (see [`crate::source_identity`]).
     #[serde(default)]
     pub synced_from: Option<Spanned<String>>,
     /// The admin server: health, readiness, metrics and the JSON API.
@@ -59,6 +61,11 @@ pub struct ControlPlane {
     pub context: Option<String>,
     /// kcp workspace path such as `root:tmc` (absent: use the server URL as is).
     pub workspace: Option<Spanned<String>>,
+    /// Whether tmcd writes the aggregated `.status` of the workloads (absent:
+    /// only when the control plane is kcp, whose workspaces run no workload
+    /// controllers; on a plain Kubernetes API server the deployment
+    /// controller owns a Deployment's `.status`).
+    pub write_status: Option<bool>,
 }
 
 /// One physical cluster.
@@ -125,6 +132,11 @@ pub struct Sync {
     /// reported as stalled (its old copies are kept all the same).
     #[serde(default = "default_move_stall")]
     pub move_stall_seconds: u32,
+    /// Which copies' replicas the physical clusters own (tmc applies their
+    /// `spec.replicas` only when it creates them): `autoscaler` (default: the
+    /// copies a HorizontalPodAutoscaler targets) or `cluster` (every copy).
+    #[serde(default)]
+    pub replicas_owner: tmc_syncer::ReplicasPolicy,
 }
 
 impl Default for Sync {
@@ -138,6 +150,7 @@ impl Default for Sync {
             heartbeat_threshold_seconds: None,
             status_hold_max_seconds: default_status_hold_max(),
             move_stall_seconds: default_move_stall(),
+            replicas_owner: tmc_syncer::ReplicasPolicy::default(),
         }
     }
 }
@@ -306,17 +319,6 @@ impl Config {
         }
     }
 
-    /// The `workload.kcp.io/synced-from` label value.
-    pub fn synced_from(&self) -> String {
-        if let Some(name) = &self.synced_from {
-            return name.get_ref().clone();
-        }
-        match &self.control_plane.workspace {
-            Some(ws) => tmc_syncer::identity::label_value(ws.get_ref()),
-            None => "tmc".to_string(),
-        }
-    }
-
     /// Whether `sync.allow_privileged_resources` names `resource` (`plural.group`).
     pub fn allows_privileged(&self, resource: &str) -> bool {
         self.sync
@@ -325,13 +327,19 @@ impl Config {
             .any(|r| r.get_ref() == resource)
     }
 
-    /// The workspace path, or `default` for a plain API server.
-    pub fn source_cluster(&self) -> String {
-        self.control_plane
-            .workspace
-            .as_ref()
-            .map(|ws| ws.get_ref().clone())
-            .unwrap_or_else(|| "default".to_string())
+    /// The source identity of the copies: the workspace path and the
+    /// `workload.kcp.io/synced-from` value. tmcd resolves an absent
+    /// `synced_from` at start and sets it here (see
+    /// [`crate::source_identity::resolve`]); before that, this is the legacy
+    /// default ([`tmc_syncer::SourceIdentity::resolve`], the pull agent's rule too).
+    pub fn source_identity(&self) -> tmc_syncer::SourceIdentity {
+        tmc_syncer::SourceIdentity::resolve(
+            self.control_plane
+                .workspace
+                .as_ref()
+                .map(|ws| ws.get_ref().as_str()),
+            self.synced_from.as_ref().map(|s| s.get_ref().as_str()),
+        )
     }
 }
 

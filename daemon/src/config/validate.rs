@@ -65,6 +65,11 @@ pub fn check(config: &Config) -> Result<(), Failure> {
             ));
         }
     }
+    if let Some(value) = &config.synced_from
+        && let Err(reason) = tmc_syncer::identity::check_synced_from(value.get_ref())
+    {
+        return Err((value.span(), reason));
+    }
     if let Some(ws) = &config.control_plane.workspace {
         let valid = !ws.get_ref().is_empty()
             && ws.get_ref().split(':').all(|part| {

@@ -44,7 +44,10 @@ pub fn applied(rec: &Recorded, generation: Option<i64>) -> bool {
 /// records now, or `None` when it is: the syncer's report must be for this
 /// very result (its [`result_digest`]) at upstream `generation` or later,
 /// without error, and a copy with replicas must have all of them available
-/// at the copy's current spec.
+/// at the copy's current spec. Where the cluster owns the copy's replicas
+/// (an autoscaler; the report names the owner), the count its owner set is
+/// the one that must be available, and at least one: a move never waits on
+/// replicas the autoscaler removed, nor counts a copy scaled to zero.
 pub fn pending(rec: &Recorded, generation: Option<i64>) -> Option<String> {
     let Some(result) = rec.result.as_ref() else {
         return Some("no decision recorded".into());
@@ -65,16 +68,30 @@ pub fn pending(rec: &Recorded, generation: Option<i64>) -> Option<String> {
             "its syncer applied generation {got}, not yet {want}"
         ));
     }
-    match result.replicas {
-        Some(want) if want > 0 => {
-            let have = status
-                .status
-                .as_ref()
-                .map_or(0, |copy| available(copy, status.copy_generation));
-            (have < u64::from(want)).then(|| format!("{have} of {want} replicas available"))
+    let want = match (&status.replicas_owner, result.replicas) {
+        // The cluster owns the copy's replicas (an autoscaler): its own count
+        // is the desired one, at least one while the decision asks for any.
+        (Some(_), Some(decided)) if decided > 0 => {
+            let own = status
+                .copy_replicas
+                .and_then(|r| u64::try_from(r).ok())
+                .unwrap_or(u64::from(decided));
+            own.max(1)
         }
-        _ => None,
+        (_, Some(decided)) => u64::from(decided),
+        (_, None) => 0,
+    };
+    if want == 0 {
+        return None;
     }
+    let have = status
+        .status
+        .as_ref()
+        .map_or(0, |copy| available(copy, status.copy_generation));
+    (have < want).then(|| match &status.replicas_owner {
+        Some(owner) => format!("{have} of {want} replicas available (replicas set by {owner})"),
+        None => format!("{have} of {want} replicas available"),
+    })
 }
 
 /// Replicas available according to a copy's `.status`, counted only when
@@ -153,6 +170,7 @@ mod tests {
                 json!({"observedGeneration": 5, "availableReplicas": 2, "readyReplicas": 2}),
             ),
             error: None,
+            ..TargetStatus::default()
         };
         let rec = |status: Option<TargetStatus>, raw: &str| Recorded {
             state: Some("Sync".into()),
@@ -205,6 +223,39 @@ mod tests {
             "kinds without availableReplicas"
         );
         let no_replicas = "{}";
+        // Replicas an autoscaler owns: the copy's own count is what must be available.
+        let scaled_down = TargetStatus {
+            replicas_owner: Some("HorizontalPodAutoscaler/web".into()),
+            copy_replicas: Some(1),
+            status: Some(
+                json!({"observedGeneration": 5, "availableReplicas": 1, "readyReplicas": 1}),
+            ),
+            ..ok.clone()
+        };
+        assert!(
+            applied(&rec(Some(scaled_down.clone()), raw), Some(3)),
+            "1 of the autoscaler's 1 available"
+        );
+        let scaled_up = TargetStatus {
+            copy_replicas: Some(5),
+            status: Some(
+                json!({"observedGeneration": 5, "availableReplicas": 4, "readyReplicas": 4}),
+            ),
+            ..scaled_down.clone()
+        };
+        assert_eq!(
+            pending(&rec(Some(scaled_up), raw), Some(3)).as_deref(),
+            Some("4 of 5 replicas available (replicas set by HorizontalPodAutoscaler/web)")
+        );
+        let scaled_to_zero = TargetStatus {
+            copy_replicas: Some(0),
+            status: Some(json!({"observedGeneration": 5})),
+            ..scaled_down
+        };
+        assert!(
+            !applied(&rec(Some(scaled_to_zero), raw), Some(3)),
+            "a copy scaled to zero never stands in for a running one"
+        );
         let config_map = TargetStatus {
             status: None,
             result_digest: result_digest(Some(no_replicas)),

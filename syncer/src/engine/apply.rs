@@ -16,8 +16,9 @@ use tracing::{debug, info};
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
-use crate::copy::{annotation, build_copy, is_subset, object_name, target_result};
+use crate::copy::{annotation, build_copy_with_owner, is_subset, object_name, target_result};
 use crate::error::{Error, Result, is_conflict, is_not_found};
+use crate::replicas::{self, Autoscalers, HANDOVER_MANAGER, ReplicasOwner, handover};
 
 impl Engine {
     /// Applies the desired copy and reports its status upstream. `None` when
@@ -62,7 +63,10 @@ impl Engine {
     /// precondition, so a cache that lags (the copy changed or was replaced by
     /// an object that is not ours) makes it fail with 409, and the copy is read
     /// fresh and applied again. Without a cached copy it is read with a GET (an
-    /// object that is not ours is never overwritten).
+    /// object that is not ours is never overwritten); when there is none, the
+    /// apply may only create ([`CREATE_ONLY`]): an object someone made by hand
+    /// between the GET and the apply is read again and reported as not ours,
+    /// never taken over.
     async fn apply_copy(&self, key: &ObjectKey, object: &Value) -> Result<TargetStatus> {
         let what = self.describe(key);
         let result = target_result(object, self.target())?;
@@ -76,8 +80,9 @@ impl Engine {
             .map(|live| to_value(&live, &what))
             .transpose()?
             .filter(|live| is_our_copy(live, self.target(), &self.ctx.source.synced_from));
+        let mut attempt = 0;
         loop {
-            let from_cache = cached.is_some();
+            attempt += 1;
             let live = match cached.take() {
                 Some(live) => Some(live),
                 None => {
@@ -88,6 +93,10 @@ impl Engine {
                         }
                     };
                     self.health.update(|h| h.downstream_connected = true);
+                    if live.is_none() {
+                        // Not where the mapping puts it: perhaps where another one did.
+                        self.refuse_stranded(key)?;
+                    }
                     live
                 }
             };
@@ -111,10 +120,12 @@ impl Engine {
                     after: Duration::from_secs(1),
                 });
             }
-            let desired = build_copy(
+            let owner = self.replicas_owner(key, object, live.as_ref());
+            let desired = build_copy_with_owner(
                 object,
                 &self.ctx,
                 result.as_ref(),
+                &owner,
                 live.as_ref(),
                 Utc::now(),
             )?;
@@ -127,18 +138,55 @@ impl Engine {
                 live.unwrap_or_default()
             } else {
                 let mut body = desired.object.clone();
-                if from_cache
-                    && let Some(version) = live
-                        .as_ref()
-                        .and_then(|l| l.pointer("/metadata/resourceVersion"))
-                {
+                // Every apply is guarded: by the version of the copy we read
+                // (from the cache, or a GET), or, when there was none, by a
+                // version no object has, so that it can only create.
+                let guard = match &live {
+                    Some(live) => live.pointer("/metadata/resourceVersion").cloned(),
+                    None => Some(Value::from(CREATE_ONLY)),
+                };
+                if let Some(version) = &guard {
                     body["metadata"]["resourceVersion"] = version.clone();
+                }
+                // A lost race (409) is read again, a few times at most.
+                let retry = |err: &kube::Error| attempt < 4 && is_stale_precondition(err);
+                if let (ReplicasOwner::Cluster(who), Some(live)) = (&owner, &live)
+                    && let Some(mut handover) = handover(live)
+                {
+                    // Without a second owner the server would drop the
+                    // field tmc stops applying: replicas back to the default.
+                    if let Some(version) = &guard {
+                        handover["metadata"]["resourceVersion"] = version.clone();
+                    }
+                    let params = PatchParams::apply(HANDOVER_MANAGER);
+                    match down
+                        .patch(&key.name, &params, &Patch::Apply(&handover))
+                        .await
+                    {
+                        Ok(handed) => {
+                            // The apply that follows is guarded by this version.
+                            if let Some(version) = handed.metadata.resource_version {
+                                body["metadata"]["resourceVersion"] = Value::from(version);
+                            }
+                            info!(object = %what, target = %self.target(), owner = %who, "replicas handed over to the cluster");
+                        }
+                        Err(err) if retry(&err) => {
+                            debug!(object = %what, error = %err, "copy changed before the handover; reading it");
+                            continue;
+                        }
+                        Err(err) => {
+                            return Err(self.downstream_error(
+                                format!("hand spec.replicas of {what} over to {who}"),
+                                err,
+                            ));
+                        }
+                    }
                 }
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 let applied = match down.patch(&key.name, &params, &Patch::Apply(&body)).await {
                     Ok(applied) => applied,
-                    Err(err) if from_cache && is_stale_precondition(&err) => {
-                        debug!(object = %what, error = %err, "cached copy is stale; reading it");
+                    Err(err) if retry(&err) => {
+                        debug!(object = %what, error = %err, "copy changed or created meanwhile; reading it");
                         continue;
                     }
                     Err(err) => {
@@ -165,12 +213,49 @@ impl Engine {
                 copy_generation: applied
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64),
+                replicas_owner: match &owner {
+                    ReplicasOwner::Cluster(who) => Some(who.clone()),
+                    ReplicasOwner::Tmc => None,
+                },
+                copy_replicas: match &owner {
+                    ReplicasOwner::Cluster(_) => {
+                        applied.pointer("/spec/replicas").and_then(Value::as_i64)
+                    }
+                    ReplicasOwner::Tmc => None,
+                },
                 status: applied.get("status").filter(|s| !s.is_null()).cloned(),
                 error: None,
             });
         }
     }
 }
+
+impl Engine {
+    /// Who owns the replicas of `key`'s copy `live` (see [`crate::replicas::owner`]).
+    fn replicas_owner(
+        &self,
+        key: &ObjectKey,
+        upstream: &Value,
+        live: Option<&Value>,
+    ) -> ReplicasOwner {
+        let caches = self.caches();
+        let store = caches.as_ref().and_then(|c| c.autoscalers.as_ref());
+        replicas::owner(
+            self.replicas_policy,
+            &self.kinds[key.kind],
+            upstream,
+            live,
+            &Autoscalers(store),
+        )
+    }
+}
+
+/// The resourceVersion precondition of an apply that may only create: the
+/// API server ignores a precondition when it creates the object, and refuses
+/// (409) an existing object whose version differs. No object has this one:
+/// etcd, behind kube-apiserver and kcp, starts at revision 1 and gives the
+/// first write revision 2.
+const CREATE_ONLY: &str = "1";
 
 /// True when an apply with a resourceVersion precondition failed because the
 /// version is not the live one (a copy that is gone meanwhile is simply
@@ -287,6 +372,34 @@ mod tests {
             Outcome::After(FIRST_REPORT_DELAY)
         );
         assert_eq!(methods(&down_log), ["PATCH", "GET", "PATCH"]);
+    }
+
+    #[tokio::test]
+    async fn an_object_created_by_hand_after_our_read_is_reported_not_taken_over() {
+        static GETS: AtomicUsize = AtomicUsize::new(0);
+        let (up, _) = fake(|_, _| Some((StatusCode::OK, placed(json!({})))));
+        let (down, down_log) = fake(|method, _| match *method {
+            // Absent when first read; someone creates it before our apply.
+            Method::GET if GETS.fetch_add(1, Ordering::SeqCst) == 0 => Some(not_found("web")),
+            Method::GET => Some((
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "web", "namespace": "shop", "uid": "theirs"}}),
+            )),
+            // The create-only precondition fails on their object.
+            Method::PATCH => Some((
+                StatusCode::CONFLICT,
+                json!({"kind": "Status", "status": "Failure", "reason": "Conflict", "code": 409,
+                       "message": "the object has been modified"}),
+            )),
+            _ => None,
+        });
+        let object = placed(json!({}));
+        let (engine, _w1, _w2) = cached_engine(up, down, Some(&object), None);
+        namespace_ensured(&engine);
+        let err = engine.reconcile(&key()).await.unwrap_err();
+        assert!(matches!(err, Error::NotOwned { .. }), "{err}");
+        assert_eq!(methods(&down_log), ["GET", "PATCH", "GET"]);
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ mod namespace;
 mod remove;
 mod report;
 mod stores;
+mod stranded;
 #[cfg(test)]
 mod test_support;
 mod undecided;
@@ -35,6 +36,7 @@ use crate::error::{Error, Result, is_object_not_found};
 use crate::gate::ReportGate;
 use crate::health::HealthCell;
 use crate::kinds::SyncedKind;
+use crate::replicas::ReplicasPolicy;
 pub(crate) use report::STATUS_COALESCE;
 pub(crate) use stores::{Stores, downstream_key, upstream_key};
 
@@ -87,6 +89,8 @@ pub(crate) struct Engine {
     /// See [`crate::gate`]; reports it holds, with when they were first held.
     pub report_gate: Option<Arc<dyn ReportGate>>,
     report_gated: Mutex<HashMap<ObjectKey, Instant>>,
+    /// Which copies' replicas the cluster owns (see [`crate::replicas`]).
+    pub replicas_policy: ReplicasPolicy,
 }
 
 impl Engine {
@@ -116,6 +120,7 @@ impl Engine {
             status_coalesce: STATUS_COALESCE,
             report_gate: None,
             report_gated: Mutex::new(HashMap::new()),
+            replicas_policy: ReplicasPolicy::default(),
         }
     }
 

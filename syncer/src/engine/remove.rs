@@ -24,6 +24,9 @@ impl Engine {
         object: &Value,
     ) -> Result<Outcome> {
         let what = self.describe(key);
+        // Its copy under another namespace mapping would be left running
+        // while the object forgot it.
+        self.refuse_stranded(key)?;
         if self.delete_copy(key, "removal requested upstream").await? {
             return Ok(Outcome::After(DELETE_POLL));
         }

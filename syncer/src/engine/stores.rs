@@ -17,6 +17,9 @@ use crate::queue::WorkQueue;
 pub(crate) struct Stores {
     pub(crate) upstream: Vec<Store<DynamicObject>>,
     pub(crate) downstream: Vec<Store<DynamicObject>>,
+    /// The cluster's HorizontalPodAutoscalers, when some synced kind has
+    /// replicas and the cluster may own them (see [`crate::replicas`]).
+    pub(crate) autoscalers: Option<Store<DynamicObject>>,
 }
 
 impl Stores {
@@ -35,6 +38,22 @@ impl Stores {
                 self.our_copies(engine, i).len(),
             );
         }
+    }
+
+    /// Our copies (`Kind namespace/name`) written under another namespace
+    /// mapping than the current one (see `engine::stranded`).
+    pub(crate) fn stranded(&self, engine: &Engine) -> Vec<String> {
+        let mut out = Vec::new();
+        for (kind, store) in self.downstream.iter().enumerate() {
+            for copy in store.state() {
+                if engine.stranded(&copy).is_some() {
+                    let ns = copy.metadata.namespace.as_deref().unwrap_or_default();
+                    let name = copy.metadata.name.as_deref().unwrap_or_default();
+                    out.push(format!("{} {ns}/{name}", engine.kinds[kind].kind));
+                }
+            }
+        }
+        out
     }
 
     /// Queues every known upstream object and downstream copy.
@@ -99,12 +118,16 @@ pub(crate) fn downstream_key(
         return None;
     }
     let namespace = match &object.metadata.namespace {
-        Some(ns) => Some(
-            engine
-                .ctx
-                .namespace_mapping
-                .upstream(ns, annotation(&value, UPSTREAM_NAMESPACE_ANNOTATION))?,
-        ),
+        Some(ns) => {
+            let mapping = &engine.ctx.namespace_mapping;
+            let upstream = annotation(&value, UPSTREAM_NAMESPACE_ANNOTATION);
+            // A copy written under another mapping is not this object's copy
+            // under the current one (see `Stores::stranded`).
+            if !mapping.wrote(ns, upstream) {
+                return None;
+            }
+            Some(mapping.upstream(ns, upstream)?)
+        }
         None => None,
     };
     Some(ObjectKey {

@@ -146,6 +146,7 @@ pub(super) fn cached_engine(
     engine.set_caches(Some(Arc::new(Stores {
         upstream: vec![up_writer.as_reader()],
         downstream: vec![down_writer.as_reader()],
+        autoscalers: None,
     })));
     (engine, up_writer, down_writer)
 }

@@ -16,7 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 use tmc_api::crd::{SyncTarget, SyncTargetSpec};
-use tmc_syncer::{SourceIdentity, SyncedKind, Syncer, SyncerConfig};
+use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
 use tmc_tests::testbed::wait::{self, Poll};
 use tmc_tests::testbed::{KCP, TestBed};
 use tokio::sync::oneshot;
@@ -127,8 +127,20 @@ impl Fixture {
         downstream: kube::Client,
         resync: Duration,
     ) {
+        self.start_syncer_mapped(upstream, downstream, resync, NamespaceMapping::Same);
+    }
+
+    /// [`Self::start_syncer_with`], with namespace mapping `mapping`.
+    pub fn start_syncer_mapped(
+        &mut self,
+        upstream: kube::Client,
+        downstream: kube::Client,
+        resync: Duration,
+        mapping: NamespaceMapping,
+    ) {
         let mut config =
             SyncerConfig::new("west", upstream, downstream, SourceIdentity::new(WORKSPACE));
+        config.namespace_mapping = mapping;
         config.kinds = vec![
             SyncedKind::parse("apps/v1/Deployment").expect("valid kind"),
             SyncedKind::parse("v1/ConfigMap").expect("valid kind"),
