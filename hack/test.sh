@@ -38,6 +38,12 @@ step "policy modules (hack/build-policies.sh)"
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "no import cycle between the modules of any crate (hack/module-cycles.py)"
+for src in api/src syncer/src daemon/src policy-host/src policy-sdk/src; do
+  python3 hack/module-cycles.py "$src"
+  python3 hack/module-cycles.py --top "$src"
+done
+
 if [ "$quick" = true ]; then
   step "unit tests (cargo test --workspace --lib --bins)"
   cargo test --workspace --lib --bins

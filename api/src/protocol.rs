@@ -302,11 +302,13 @@ pub fn is_our_copy(object: &Value, target: &str, synced_from: &str) -> bool {
         && annotation(object, SYNC_TARGET_ANNOTATION) == Some(target)
 }
 
-fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+/// The value of label `key` on `object` (a Kubernetes object as JSON).
+pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
     object.pointer("/metadata/labels")?.get(key)?.as_str()
 }
 
-fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+/// The value of annotation `key` on `object` (a Kubernetes object as JSON).
+pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
     object.pointer("/metadata/annotations")?.get(key)?.as_str()
 }
 

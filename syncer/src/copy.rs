@@ -10,7 +10,7 @@ use tmc_api::decision::{
     SYNC_TIMESTAMP_ANNOTATION, SYNCED_FROM_LABEL, TargetResult, UPSTREAM_NAMESPACE_ANNOTATION,
     result_annotation,
 };
-use tmc_api::protocol::TargetRecord;
+use tmc_api::protocol::{TargetRecord, annotation};
 
 use crate::error::{Error, Result};
 use crate::identity::{NamespaceMapping, SourceIdentity};
@@ -225,16 +225,6 @@ fn strip_allocated_fields(copy: &mut Map<String, Value>) {
             spec.remove("clusterIPs");
         }
     }
-}
-
-/// The value of annotation `key` on `object`.
-pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.pointer("/metadata/annotations")?.get(key)?.as_str()
-}
-
-/// The value of label `key` on `object`.
-pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.pointer("/metadata/labels")?.get(key)?.as_str()
 }
 
 fn string_map(value: Option<&Value>) -> std::collections::BTreeMap<String, String> {

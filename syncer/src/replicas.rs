@@ -17,9 +17,9 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::Store;
 use serde_json::Value;
 
-use crate::copy::annotation;
 use crate::error::Error;
 use crate::kinds::SyncedKind;
+use tmc_api::protocol::annotation;
 
 /// Annotation naming who owns the replicas. On an upstream workload the value
 /// `cluster` is the opt-in: the copies' replicas belong to their clusters

@@ -16,9 +16,10 @@ use tracing::{debug, info};
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
-use crate::copy::{annotation, build_copy_with_owner, is_subset, object_name, target_result};
+use crate::copy::{build_copy_with_owner, is_subset, object_name, target_result};
 use crate::error::{Error, Result, is_conflict, is_not_found};
 use crate::replicas::{self, Autoscalers, HANDOVER_MANAGER, ReplicasOwner, handover};
+use tmc_api::protocol::annotation;
 
 impl Engine {
     /// Applies the desired copy and reports its status upstream. `None` when

@@ -10,8 +10,8 @@ use tmc_api::decision::UPSTREAM_NAMESPACE_ANNOTATION;
 use tmc_api::protocol::{Assignment, TargetRecord, is_our_copy};
 
 use super::{Engine, ObjectKey};
-use crate::copy::annotation;
 use crate::queue::WorkQueue;
+use tmc_api::protocol::annotation;
 
 /// Reflector stores of every kind, upstream and downstream (the watch caches).
 pub(crate) struct Stores {

@@ -8,9 +8,9 @@ use kube::core::DynamicObject;
 use serde_json::Value;
 
 use super::{Engine, ObjectKey};
-use crate::copy::annotation;
 use crate::error::{Error, Result};
 use tmc_api::decision::UPSTREAM_NAMESPACE_ANNOTATION;
+use tmc_api::protocol::annotation;
 use tmc_api::protocol::is_our_copy;
 
 impl Engine {

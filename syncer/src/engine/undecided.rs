@@ -13,8 +13,8 @@ use tracing::debug;
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, Outcome, to_value};
-use crate::copy::annotation;
 use crate::error::Result;
+use tmc_api::protocol::annotation;
 
 impl Engine {
     /// Reports our live copy of `key`, if there is one; deletes nothing.
