@@ -588,29 +588,29 @@ pub async fn list(admin: &str, json: bool) -> Result<()> {
 /// (if the daemon runs policies) and its policies.
 pub fn render_list(generation: Option<u64>, policies: &[PolicyInfo]) -> String {
     let generation = generation.map_or_else(|| "-".to_string(), |g| g.to_string());
-    let mut out = format!("policy generation {generation}\n\n");
-    out.push_str(&format!(
-        "{:<24} {:<24} {:<14} {:<14} {}\n",
-        "NAME", "KIND", "DIGEST", "STATUS", "LAST ERROR"
-    ));
+    let mut rows = vec![
+        ["NAME", "KIND", "DIGEST", "STATUS", "LAST ERROR"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for p in policies {
-        let digest: String = p
-            .digest
-            .as_deref()
-            .unwrap_or("-")
-            .chars()
-            .take(12)
-            .collect();
-        out.push_str(&format!(
-            "{:<24} {:<24} {:<14} {:<14} {}\n",
-            p.name,
-            p.kind.map_or("-", PolicyKind::as_str),
-            digest,
-            p.status.as_str(),
-            p.last_error.as_deref().unwrap_or("-")
-        ));
+        rows.push(vec![
+            p.name.clone(),
+            p.kind.map_or("-", PolicyKind::as_str).to_string(),
+            p.digest
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .take(12)
+                .collect(),
+            p.status.as_str().to_string(),
+            p.last_error.as_deref().unwrap_or("-").to_string(),
+        ]);
     }
-    out
+    format!(
+        "policy generation {generation}\n\n{}",
+        crate::table::render(&rows)
+    )
 }
 
 #[cfg(test)]
