@@ -99,25 +99,7 @@ async fn secret_values_never_reach_logs_events_or_status() -> Result<()> {
     env.install_policy("replica-spread", "replica-spread")?;
     env.install_policy("label-stamper", "label-stamper")?;
     let config = env.dir.path().join("tmc.toml");
-    std::fs::write(
-        &config,
-        tmc_tests::fixtures::tmc_toml(
-            &env.bed,
-            "tmc-secrets",
-            r#"[sync]
-resources = ["secrets"]
-heartbeat_interval_seconds = 2
-heartbeat_threshold_seconds = 8
-
-[policies]
-directory = "policies"
-timeout_ms = 2000
-
-[admin]
-address = "127.0.0.1:0"
-"#,
-        )?,
-    )?;
+    std::fs::write(&config, env.config_syncing(&["secrets"], "")?)?;
     // tmcd as its own process, every crate at debug (kube's requests, the
     // syncers' decisions, the policy host), its output in <bed>/tmcd.log.
     let tmcd = env.bed.spawn(

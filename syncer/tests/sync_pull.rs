@@ -24,6 +24,23 @@ use common::{Fixture, annotations_of, labels_of, wait_until};
 /// The synced-from value "tmcd" recorded on SyncTarget west.
 const RECORDED: &str = "root-tmc-0a1b2c3d4e";
 
+/// Stops the agent; on a failed `outcome`, prints its log first.
+async fn stop_agent(
+    mut child: tokio::process::Child,
+    log: &std::path::Path,
+    outcome: Result<()>,
+) -> Result<()> {
+    child.start_kill().context("stopping tmc-syncer")?;
+    let _ = child.wait().await;
+    if outcome.is_err() {
+        eprintln!(
+            "----- tmc-syncer log -----\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    outcome
+}
+
 /// Starts the pull agent for `west` with the bed's admin kubeconfigs, appending its output to `log`.
 fn start_agent(fx: &Fixture, log: &std::path::Path) -> Result<tokio::process::Child> {
     start_agent_with(
@@ -195,15 +212,7 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    child.start_kill().context("stopping tmc-syncer")?;
-    let _ = child.wait().await;
-    if outcome.is_err() {
-        eprintln!(
-            "----- tmc-syncer log -----\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    outcome
+    stop_agent(child, &log, outcome).await
 }
 
 /// The agent with least privilege: `config/rbac/pull-agent-upstream.yaml` in the workspace and
@@ -232,7 +241,7 @@ async fn pull_agent_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
     )
     .await?;
     let log = dir.join("tmc-syncer-rbac.log");
-    let mut child = start_agent_with(&upstream, &downstream, &log)?;
+    let child = start_agent_with(&upstream, &downstream, &log)?;
     let outcome = async {
         fx.create_placed("web", 2).await?;
         wait_until("web synced and its status reported upstream", || async {
@@ -266,13 +275,5 @@ async fn pull_agent_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    child.start_kill().context("stopping tmc-syncer")?;
-    let _ = child.wait().await;
-    if outcome.is_err() {
-        eprintln!(
-            "----- tmc-syncer log -----\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    outcome
+    stop_agent(child, &log, outcome).await
 }

@@ -67,12 +67,17 @@ impl Env {
 
     /// tmc.toml for this bed (`extra` is appended).
     pub fn config_text(&self, extra: &str) -> Result<String> {
+        self.config_syncing(&["deployments.apps", "configmaps"], extra)
+    }
+
+    /// tmc.toml for this bed syncing `resources` (`extra` is appended).
+    pub fn config_syncing(&self, resources: &[&str], extra: &str) -> Result<String> {
         fixtures::tmc_toml(
             &self.bed,
             "tmc-workloads",
             &format!(
                 r#"[sync]
-resources = ["deployments.apps", "configmaps"]
+resources = {resources:?}
 heartbeat_interval_seconds = 2
 heartbeat_threshold_seconds = 8
 
