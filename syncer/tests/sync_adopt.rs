@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kube::config::Kubeconfig;
-use tmc_api::decision::TargetStatus;
 
-use common::{Fixture, NS, annotations_of, wait_until};
+use common::{Fixture, NS};
 
 /// A client of cluster `west` that, before the first PATCH of Deployment
 /// `shop/web`, creates that Deployment by hand.
@@ -57,23 +56,15 @@ async fn an_object_created_by_hand_after_the_read_is_never_taken_over() -> Resul
     fx.create_placed("web", 2).await?;
 
     // The conflict is reported on the target's status annotation.
-    let ups = fx.upstream_deployments();
-    let reported = wait_until("west to report that web is not tmc's", || {
-        let ups = ups.clone();
-        async move {
-            let up = ups.get("web").await?;
-            let raw = annotations_of(&up)
-                .get("status.workload.kcp.io/west")
-                .cloned();
-            let status: Option<TargetStatus> =
-                raw.as_deref().map(serde_json::from_str).transpose()?;
-            Ok(match status.and_then(|s| s.error) {
-                Some(error) if error.contains("not managed by tmc") => Ok(error),
-                other => Err(format!("error {other:?}")),
-            })
-        }
-    })
-    .await?;
+    let reported = fx
+        .wait_report("web", "west to report that web is not tmc's", |s| {
+            s.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not managed by tmc"))
+        })
+        .await?
+        .error
+        .unwrap_or_default();
     assert!(reported.contains("web"), "{reported}");
 
     // Their object stays theirs: checked now and after three resyncs (3 s each).

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tmc_api::crd::{SyncTarget, SyncTargetSpec};
-use tmc_api::decision::TargetStatus;
 
 use common::{Fixture, NS, WORKSPACE, annotations_of, labels_of, wait_until};
 
@@ -83,30 +82,17 @@ async fn syncs_reports_corrects_drift_and_removes_on_evidence() -> Result<()> {
     );
 
     // 2. kwok runs the pods; the status annotation upstream shows readyReplicas 2.
-    let ups = fx.upstream_deployments();
-    let status: TargetStatus =
-        wait_until("status.workload.kcp.io/west with readyReplicas 2", || {
-            let ups = ups.clone();
-            async move {
-                let up = ups.get("web").await?;
-                let raw = annotations_of(&up)
-                    .get("status.workload.kcp.io/west")
-                    .cloned();
-                let status: Option<TargetStatus> =
-                    raw.as_deref().map(serde_json::from_str).transpose()?;
-                Ok(match status {
-                    Some(s)
-                        if s.status
-                            .as_ref()
-                            .and_then(|st| st["readyReplicas"].as_i64())
-                            == Some(2) =>
-                    {
-                        Ok(s)
-                    }
-                    other => Err(format!("status {other:?}")),
-                })
-            }
-        })
+    let status = fx
+        .wait_report(
+            "web",
+            "status.workload.kcp.io/west with readyReplicas 2",
+            |s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| st["readyReplicas"].as_i64())
+                    == Some(2)
+            },
+        )
         .await?;
     assert_eq!(status.error, None);
     assert_eq!(status.observed_generation, up_generation(&fx, "web").await?);

@@ -16,27 +16,11 @@ use serde_json::json;
 use tmc_api::decision::TargetStatus;
 use tmc_syncer::NamespaceMapping;
 
-use common::{Fixture, annotations_of, wait_until};
+use common::{Fixture, wait_until};
 
 /// West's report for `web`, once `check` accepts it.
 async fn report(fx: &Fixture, what: &str, check: fn(&TargetStatus) -> bool) -> Result<()> {
-    let ups = fx.upstream_deployments();
-    wait_until(what, || {
-        let ups = ups.clone();
-        async move {
-            let up = ups.get("web").await?;
-            let raw = annotations_of(&up)
-                .get("status.workload.kcp.io/west")
-                .cloned();
-            let status: Option<TargetStatus> =
-                raw.as_deref().map(serde_json::from_str).transpose()?;
-            Ok(match status {
-                Some(s) if check(&s) => Ok(()),
-                other => Err(format!("report {other:?}")),
-            })
-        }
-    })
-    .await
+    fx.wait_report("web", what, check).await.map(drop)
 }
 
 #[tokio::test]

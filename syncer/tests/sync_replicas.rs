@@ -61,23 +61,7 @@ async fn report(
     what: &str,
     check: fn(&TargetStatus) -> bool,
 ) -> Result<TargetStatus> {
-    let ups = fx.upstream_deployments();
-    wait_until(what, || {
-        let ups = ups.clone();
-        async move {
-            let up = ups.get("web").await?;
-            let raw = annotations_of(&up)
-                .get("status.workload.kcp.io/west")
-                .cloned();
-            let status: Option<TargetStatus> =
-                raw.as_deref().map(serde_json::from_str).transpose()?;
-            Ok(match status {
-                Some(s) if check(&s) => Ok(s),
-                other => Err(format!("report {other:?}")),
-            })
-        }
-    })
-    .await
+    fx.wait_report("web", what, check).await
 }
 
 /// Managers of `spec.replicas` in the copy's managedFields.

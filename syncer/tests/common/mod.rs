@@ -16,6 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 use tmc_api::crd::{SyncTarget, SyncTargetSpec};
+use tmc_api::decision::TargetStatus;
 use tmc_syncer::{NamespaceMapping, SourceIdentity, SyncedKind, Syncer, SyncerConfig};
 use tmc_tests::testbed::wait::{self, Poll};
 use tmc_tests::testbed::{KCP, TestBed};
@@ -249,6 +250,33 @@ impl Fixture {
                 }
             },
         )
+        .await
+    }
+
+    /// West's report on the upstream object `name`, once `check` accepts it;
+    /// `what` names the wait in a timeout's message.
+    pub async fn wait_report(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&TargetStatus) -> bool,
+    ) -> Result<TargetStatus> {
+        let ups = self.upstream_deployments();
+        wait_until(what, || {
+            let (ups, check) = (ups.clone(), &check);
+            async move {
+                let up = ups.get(name).await?;
+                let raw = annotations_of(&up)
+                    .get("status.workload.kcp.io/west")
+                    .cloned();
+                let status: Option<TargetStatus> =
+                    raw.as_deref().map(serde_json::from_str).transpose()?;
+                Ok(match status {
+                    Some(s) if check(&s) => Ok(s),
+                    other => Err(format!("report {other:?}")),
+                })
+            }
+        })
         .await
     }
 
