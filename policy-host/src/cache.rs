@@ -6,7 +6,7 @@
 //! With tiered compilation a digest first gets Winch code (fast to compile);
 //! [`ModuleCache::optimize`] later replaces it with Cranelift code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,9 @@ use wasmtime::{Engine, Module};
 use crate::engine::{Engines, TierEngine};
 use crate::error::PolicyError;
 use crate::module::{self, CompiledPolicy, Tier};
+
+/// Versions no policy serves any more that stay compiled in memory.
+pub const RETIRED_KEPT: usize = 8;
 
 /// What the cache holds for a digest.
 #[derive(Clone)]
@@ -34,6 +37,8 @@ pub(crate) struct ModuleCache {
     disk: Option<PathBuf>,
     engine_key: String,
     modules: Mutex<HashMap<String, Entry>>,
+    /// Digests no policy serves, oldest first (see [`Self::keep_serving`]).
+    retired: Mutex<VecDeque<String>>,
     compiles: AtomicU64,
     optimizations: AtomicU64,
 }
@@ -53,6 +58,7 @@ impl ModuleCache {
             disk,
             engine_key,
             modules: Mutex::new(HashMap::new()),
+            retired: Mutex::new(VecDeque::new()),
             compiles: AtomicU64::new(0),
             optimizations: AtomicU64::new(0),
         }
@@ -67,6 +73,31 @@ impl ModuleCache {
     /// tests and metrics.
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// How many digests the cache holds in memory.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Keeps in memory every digest `serving` accepts and the
+    /// [`RETIRED_KEPT`] versions most recently retired (a rollback to one of
+    /// them is instant); drops the rest. The disk cache is left alone: it
+    /// holds optimized code a restart may still use.
+    pub fn keep_serving(&self, serving: impl Fn(&str) -> bool) {
+        let mut modules = self.lock();
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|digest| !serving(digest) && modules.contains_key(digest));
+        for digest in modules.keys() {
+            if !serving(digest) && !retired.contains(digest) {
+                retired.push_back(digest.clone());
+            }
+        }
+        while retired.len() > RETIRED_KEPT {
+            if let Some(oldest) = retired.pop_front() {
+                modules.remove(&oldest);
+            }
+        }
     }
 
     /// How many baseline modules were recompiled by Cranelift.

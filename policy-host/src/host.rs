@@ -103,6 +103,12 @@ impl PolicyHost {
         self.inner.loader.cache().compiles()
     }
 
+    /// How many compiled modules the host keeps in memory: one per digest a
+    /// policy of the current generation serves, and the last few retired.
+    pub fn cached_modules(&self) -> usize {
+        self.inner.loader.cache().len()
+    }
+
     /// How many baseline (Winch) modules were recompiled by Cranelift.
     pub fn optimized_modules(&self) -> u64 {
         self.inner.loader.cache().optimizations()

@@ -47,6 +47,7 @@ mod tier;
 mod validate;
 mod watch;
 
+pub use cache::RETIRED_KEPT;
 pub use config::HostConfig;
 pub use error::PolicyError;
 pub use generation::{ActivePolicy, Generation, PolicyEntry, PolicyInfo, PolicyStatus};

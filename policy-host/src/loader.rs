@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use crate::cache::ModuleCache;
 use crate::config::HostConfig;
 use crate::error::PolicyError;
-use crate::generation::{ActivePolicy, PolicyEntry, PolicyStatus};
+use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
 use crate::module::{self, CompiledPolicy, Tier};
 use crate::registry::Registry;
 use crate::tier::{self, TierUp};
@@ -153,6 +153,7 @@ impl Loader {
             );
         }
         let published = change.publish(next);
+        self.forget_unserved(&change.current());
         report.swapped = published.is_some();
         report.generation = published.unwrap_or(current.number);
         if report.swapped {
@@ -185,10 +186,25 @@ impl Loader {
         if let Some(generation) = change.publish(next) {
             tracing::info!(generation, policy = name, "policy generation swapped");
         }
+        self.forget_unserved(&change.current());
         match outcome {
             Outcome::Unchanged(active) | Outcome::Loaded(active) => Ok(active),
             Outcome::Refused(error) => Err(error),
         }
+    }
+
+    /// Forgets the compiled code that no policy of `generation` serves, but
+    /// for the last few versions retired: every reload brings new versions,
+    /// and the cache would otherwise keep each version ever loaded for as
+    /// long as tmcd runs.
+    fn forget_unserved(&self, generation: &Generation) {
+        let serving: std::collections::HashSet<&str> = generation
+            .policies
+            .values()
+            .filter_map(|entry| entry.active.as_ref())
+            .map(|active| active.digest.as_str())
+            .collect();
+        self.cache.keep_serving(|digest| serving.contains(digest));
     }
 
     /// Loads `bytes` (read from `source`, if from a file) as the new content

@@ -304,6 +304,37 @@ async fn same_bytes_compile_once() {
     assert_eq!(host.compiled_modules(), 2, "v1 came back from the cache");
 }
 
+/// `bytes` with a custom section named `tag` appended: the same module, another digest.
+fn tagged(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let payload_len = u8::try_from(1 + tag.len()).expect("a short tag");
+    out.extend([
+        0,
+        payload_len,
+        u8::try_from(tag.len()).expect("a short tag"),
+    ]);
+    out.extend(tag.as_bytes());
+    out
+}
+
+#[tokio::test]
+async fn replaced_versions_leave_the_memory_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host();
+    let v1 = fixture("good-v1");
+    let versions = tmc_policy_host::RETIRED_KEPT + 5;
+    for i in 0..versions {
+        write_policy(dir.path(), "a", &tagged(&v1, &format!("v{i}")));
+        host.load_dir(dir.path()).await.expect("reload");
+    }
+    assert_eq!(host.compiled_modules(), versions as u64);
+    assert_eq!(
+        host.cached_modules(),
+        1 + tmc_policy_host::RETIRED_KEPT,
+        "the serving version and the last ones retired stay, no more"
+    );
+}
+
 #[tokio::test]
 async fn guest_stdout_past_the_cap_is_truncated() {
     let dir = tempfile::tempdir().expect("tempdir");
