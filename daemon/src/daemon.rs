@@ -11,6 +11,7 @@ use tmc_syncer::SyncedKind;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::fence::Fence;
 use crate::leader::Leading;
@@ -78,6 +79,7 @@ impl Daemon {
             policies: Arc::new(HostRunner(host)),
             targets: stores.targets.clone(),
             placements: stores.placements.clone(),
+            audit: AuditLog::open(&config.audit, &config.base_dir)?,
         };
         let state = Arc::new(State::new(config, parts));
 

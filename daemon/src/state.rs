@@ -9,6 +9,7 @@ use kube::runtime::reflector::Store;
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_syncer::{Syncer, SyncerHealth};
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::fence::Fence;
 use crate::placement::activity::DecisionActivity;
@@ -52,6 +53,8 @@ pub struct State {
     pub decisions: Arc<DecisionActivity>,
     /// Moves in progress, and the stalled ones.
     pub moves: MoveTracker,
+    /// Where decision changes are recorded.
+    pub audit: AuditLog,
 }
 
 /// What a [`State`] is made of besides its configuration: built before it,
@@ -67,6 +70,8 @@ pub struct Parts {
     pub policies: Arc<dyn PolicyRunner>,
     pub targets: Store<SyncTarget>,
     pub placements: Store<ClusterWorkloadPlacement>,
+    /// Where decision changes are recorded.
+    pub audit: AuditLog,
 }
 
 impl State {
@@ -86,6 +91,7 @@ impl State {
             policies: parts.policies,
             targets: parts.targets,
             placements: parts.placements,
+            audit: parts.audit,
             settings: SettingsVerdicts::default(),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),

@@ -1,7 +1,7 @@
 //! Hot reload in a running tmcd: `tmcd policy diff` shows what a candidate
 //! module would move without moving it; replacing the placement policy's file
-//! changes where workloads run; a failing policy keeps the last decision and
-//! says why.
+//! changes where workloads run, and the audit trail names the module that
+//! decided each change; a failing policy keeps the last decision and says why.
 
 mod common;
 
@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use kube::api::Api;
 use serde_json::json;
 use tmc_api::crd::ClusterWorkloadPlacement;
+use tmc_daemon::audit::AuditRecord;
 use tmc_daemon::config::Config;
 use tmc_daemon::policy_diff::{self, Change, DiffArgs, DiffReport};
 use tmc_tests::fixtures;
@@ -22,7 +23,9 @@ use common::{Env, apply_placement, copy, create_deployment, replicas, split_over
 async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> Result<()> {
     let env = Env::start().await?;
     env.install_policy("replica-spread", "chooser")?;
-    let daemon = env.daemon("").await?;
+    let daemon = env
+        .daemon("\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n")
+        .await?;
     let kcp = env.kcp().await?;
     let west = env.cluster("west").await?;
     let east = env.cluster("east").await?;
@@ -36,6 +39,16 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
     create_deployment(&kcp, "api", 4).await?;
     split_over_both(&west, &east, "api", 4).await?;
     let generation = daemon.state().policies.generation();
+    let serving = |daemon: &tmc_daemon::Daemon| {
+        daemon
+            .state()
+            .policies
+            .policies()
+            .into_iter()
+            .find(|p| p.name == "chooser")
+            .and_then(|p| p.digest)
+    };
+    let spread_digest = serving(&daemon);
 
     // Shadow evaluation first: the diff shows the move and writes nothing.
     let config = tmc_daemon::config::load(&env.dir.path().join("tmc.toml"))?;
@@ -99,6 +112,41 @@ async fn replacing_the_policy_file_moves_workloads_and_failures_keep_them() -> R
     assert!(
         after > generation,
         "policy generation advanced: {generation} -> {after}"
+    );
+    // The audit trail: the first split by replica-spread, then the move by
+    // active-passive, each with its module's digest and generation.
+    let passive_digest = serving(&daemon);
+    assert!(spread_digest.is_some() && passive_digest != spread_digest);
+    let audit: Vec<AuditRecord> = std::fs::read_to_string(env.dir.path().join("audit.jsonl"))?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("reading the audit trail back")?;
+    let api: Vec<&AuditRecord> = audit
+        .iter()
+        .filter(|r| r.workload == "Deployment demo/api")
+        .collect();
+    let first = api.first().context("no audit record for api")?;
+    assert!(
+        first.from.is_empty(),
+        "the first record places api: {first:?}"
+    );
+    let spread = api
+        .iter()
+        .find(|r| r.to.len() == 2 && r.policy_digest == spread_digest)
+        .with_context(|| format!("no record of the split by replica-spread: {api:?}"))?;
+    let moved = api
+        .iter()
+        .find(|r| r.to == split(&[("west", 4)]) && r.policy_digest == passive_digest)
+        .with_context(|| format!("no record of the move to west by active-passive: {api:?}"))?;
+    assert_eq!(moved.from, spread.to, "the move starts from the split");
+    assert_eq!(
+        (moved.placement.as_str(), moved.policy.as_str()),
+        ("choose", "chooser")
+    );
+    assert!(
+        moved.policy_generation > spread.policy_generation,
+        "{moved:?}"
     );
     let placements: Api<ClusterWorkloadPlacement> = Api::all(kcp.clone());
     until("the placement's status shows the new split", || async {

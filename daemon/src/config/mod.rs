@@ -46,6 +46,9 @@ pub struct Config {
     /// Only the replica holding the lease runs controllers and syncers.
     #[serde(default)]
     pub leader_election: LeaderElection,
+    /// The audit trail of decision changes.
+    #[serde(default)]
+    pub audit: Audit,
     /// Directory of the file, to resolve relative paths (not a key of the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -226,6 +229,58 @@ impl Default for Policies {
             fuel: None,
         }
     }
+}
+
+/// The audit trail: one JSON line per decision change (see [`crate::audit`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `off` (default), `stdout`, or `file`.
+    #[serde(default)]
+    pub sink: AuditSink,
+    /// The file of `sink = "file"` (relative to tmc.toml's directory).
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// Rotated past this size (MiB).
+    #[serde(default = "default_audit_size")]
+    pub max_size_mib: u32,
+    /// Rotated files kept (`<path>.1` is the newest).
+    #[serde(default = "default_audit_files")]
+    pub max_files: u32,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            sink: AuditSink::default(),
+            path: default_audit_path(),
+            max_size_mib: default_audit_size(),
+            max_files: default_audit_files(),
+        }
+    }
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    /// Not recorded.
+    #[default]
+    Off,
+    /// Lines on stdout (tmcd's logs are on stderr).
+    Stdout,
+    /// Lines appended to `path`.
+    File,
+}
+
+fn default_audit_path() -> PathBuf {
+    PathBuf::from("tmcd-audit.jsonl")
+}
+fn default_audit_size() -> u32 {
+    100
+}
+fn default_audit_files() -> u32 {
+    3
 }
 
 /// The admin server.

@@ -243,6 +243,40 @@ async fn write_plan(
     Ok(())
 }
 
+/// Records a decision change in the audit trail, with the policy (name,
+/// digest, generation) that made it.
+fn audit_change(
+    ctx: &KindCtx,
+    obj: &DynamicObject,
+    placement: &ClusterWorkloadPlacement,
+    from: BTreeMap<String, Option<u32>>,
+    to: BTreeMap<String, Option<u32>>,
+    removing: &[String],
+    reason: &str,
+) {
+    let runner = ctx.state.policies.as_ref();
+    let policy = placement.spec.policy.name.clone();
+    let policy_digest = runner
+        .policies()
+        .into_iter()
+        .find(|p| p.name == policy)
+        .and_then(|p| p.digest);
+    ctx.state.audit.record(&crate::audit::AuditRecord {
+        time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        decided_by: ctx.state.identity.clone(),
+        workload: format!("{} {}", ctx.kind.kind, key(obj)),
+        uid: obj.metadata.uid.clone(),
+        from,
+        to,
+        removing: removing.to_vec(),
+        placement: placement.name_any(),
+        policy,
+        policy_digest,
+        policy_generation: runner.generation(),
+        reason: reason.to_string(),
+    });
+}
+
 /// Removes what `obj` records for deleted SyncTargets and nothing else: the
 /// path of an object being deleted upstream (its copies are removed by the
 /// targets' syncers; only a deleted target's finalizer is tmcd's to release)
@@ -425,6 +459,15 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             }
             tracing::info!(kind, object = %object, "{note}");
             publish(ctx, obj, EventType::Normal, "Placed", note);
+            audit_change(
+                ctx,
+                obj,
+                &placement,
+                holders,
+                now_on,
+                &the_plan.deleting,
+                &outcome.reason,
+            );
         }
     }
 
