@@ -4,4 +4,5 @@
 //! Start a bed with [`testbed::TestBed::builder`]; see `docs/testbed.md`.
 
 pub mod fixtures;
+pub mod fleet_load;
 pub mod testbed;

@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -22,6 +24,7 @@ use kube::api::{Api, PostParams};
 
 use super::binaries::Binaries;
 use super::kcp::{self, Kcp};
+use super::kcp_snapshot;
 use super::kubeconfig::{self, Ca, Entry};
 use super::progress;
 
@@ -80,6 +83,9 @@ impl Fleet {
     /// Starts the fleet kcp with its files in `<bed_dir>/fleet/` (`kcp/`, `kcp.log`, `admin.kubeconfig`),
     /// then sets up every target in `names`, `concurrency` at a time: its workspace, the Deployment CRD, the
     /// `kube-system` namespace, and `<bed_dir>/<name>.kubeconfig`. Prints progress every 10 targets.
+    ///
+    /// Unless `TMC_TESTBED_KCP_SNAPSHOT=0`, kcp starts from a snapshot that already holds every target
+    /// (primed by the first fleet of these names, see [`kcp_snapshot`]), and the set-up only checks them.
     pub async fn start(
         bins: &Binaries,
         bed_dir: &Path,
@@ -89,64 +95,20 @@ impl Fleet {
         if names.is_empty() {
             bail!("a fleet needs at least one target");
         }
-        let started = Instant::now();
         let dir = bed_dir.join("fleet");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let kcp = Kcp::start(bins, &dir, FLEET_WORKSPACE)
-            .await
-            .context("starting the fleet kcp")?;
-        let mut fleet = Self {
+        let kcp = if kcp_snapshot::enabled() {
+            let snapshot = ensure_snapshot(bins, &dir, names, concurrency).await?;
+            Kcp::start_from_snapshot(bins, &dir, FLEET_WORKSPACE, &snapshot).await
+        } else {
+            Kcp::start(bins, &dir, FLEET_WORKSPACE).await
+        }
+        .context("starting the fleet kcp")?;
+        let targets = set_up_all(&kcp, bed_dir, names, concurrency).await?;
+        Ok(Self {
             kcp,
-            targets: BTreeMap::new(),
-        };
-        let admin = fleet.kcp.kubeconfig_path().to_path_buf();
-        let (base, ca, token) = workspace_credentials(&admin, FLEET_WORKSPACE)?;
-        let parent = fleet.kcp.owner_client(FLEET_WORKSPACE).await?;
-        let total = names.len();
-        let done = std::sync::atomic::AtomicUsize::new(0);
-        let targets: Vec<FleetTarget> = futures::stream::iter(names.iter().map(|name| {
-            let target = FleetTarget {
-                name: name.clone(),
-                workspace: format!("{FLEET_WORKSPACE}:{name}"),
-                kubeconfig: bed_dir.join(format!("{name}.kubeconfig")),
-            };
-            let (parent, base, ca, token, done) = (&parent, &base, &ca, &token, &done);
-            async move {
-                kubeconfig::write(
-                    &target.kubeconfig,
-                    &[Entry {
-                        name: target.name.clone(),
-                        server: format!("{base}/clusters/{}", target.workspace),
-                        ca: Ca::Data(ca.clone()),
-                        token: token.clone(),
-                    }],
-                    &target.name,
-                )?;
-                set_up(parent, &target)
-                    .await
-                    .with_context(|| format!("setting up fleet target {}", target.name))?;
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if n % 10 == 0 || n == total {
-                    progress(&format!(
-                        "fleet: {n}/{total} targets ready ({:.1} s)",
-                        started.elapsed().as_secs_f64()
-                    ));
-                }
-                Ok::<_, anyhow::Error>(target)
-            }
-        }))
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "{e:#}\nlast lines of {}:\n{}",
-                fleet.kcp.log().display(),
-                super::process::tail(fleet.kcp.log(), 30)
-            )
-        })?;
-        fleet.targets = targets.into_iter().map(|t| (t.name.clone(), t)).collect();
-        Ok(fleet)
+            targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        })
     }
 
     /// The fleet's kcp (for faults and measurements: [`Kcp::pause`], [`Kcp::process_mut`], ...).
@@ -179,6 +141,102 @@ impl Fleet {
     pub fn clusters_toml(&self, locate: impl Fn(usize, &str) -> Location) -> String {
         clusters_toml(self.targets.values(), locate)
     }
+}
+
+/// Sets up every target of `names` in `kcp` (see [`Fleet::start`]), writing their kubeconfigs into
+/// `kubeconfig_dir`.
+async fn set_up_all(
+    kcp: &Kcp,
+    kubeconfig_dir: &Path,
+    names: &[String],
+    concurrency: usize,
+) -> Result<Vec<FleetTarget>> {
+    let started = Instant::now();
+    let (base, ca, token) = workspace_credentials(kcp.kubeconfig_path(), FLEET_WORKSPACE)?;
+    let parent = kcp.owner_client(FLEET_WORKSPACE).await?;
+    let total = names.len();
+    let done = AtomicUsize::new(0);
+    futures::stream::iter(names.iter().map(|name| {
+        let target = FleetTarget {
+            name: name.clone(),
+            workspace: format!("{FLEET_WORKSPACE}:{name}"),
+            kubeconfig: kubeconfig_dir.join(format!("{name}.kubeconfig")),
+        };
+        let (parent, base, ca, token, done) = (&parent, &base, &ca, &token, &done);
+        async move {
+            kubeconfig::write(
+                &target.kubeconfig,
+                &[Entry {
+                    name: target.name.clone(),
+                    server: format!("{base}/clusters/{}", target.workspace),
+                    ca: Ca::Data(ca.clone()),
+                    token: token.clone(),
+                }],
+                &target.name,
+            )?;
+            set_up(parent, &target)
+                .await
+                .with_context(|| format!("setting up fleet target {}", target.name))?;
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if n % 10 == 0 || n == total {
+                progress(&format!(
+                    "fleet: {n}/{total} targets ready ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            Ok::<_, anyhow::Error>(target)
+        }
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .try_collect()
+    .await
+    .map_err(|e| {
+        anyhow!(
+            "{e:#}\nlast lines of {}:\n{}",
+            kcp.log().display(),
+            super::process::tail(kcp.log(), 30)
+        )
+    })
+}
+
+/// Returns the snapshot of a fleet kcp holding the targets `names`, priming it first if missing (under a file
+/// lock, so concurrent beds wait instead of priming twice). Priming runs in `<fleet_dir>/snapshot-priming/`.
+async fn ensure_snapshot(
+    bins: &Binaries,
+    fleet_dir: &Path,
+    names: &[String],
+    concurrency: usize,
+) -> Result<PathBuf> {
+    let mut h = DefaultHasher::new();
+    names.hash(&mut h);
+    let key = format!(
+        "{FLEET_WORKSPACE}-{}-{:08x}",
+        names.len(),
+        h.finish() as u32
+    );
+    let dir = kcp_snapshot::snapshot_dir(&bins.path("kcp"), &key)?;
+    let _lock = kcp_snapshot::lock(&dir).await?;
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    progress(&format!(
+        "priming fleet snapshot {} ({} targets, once per kcp binary and target list)",
+        dir.display(),
+        names.len()
+    ));
+    let scratch = fleet_dir.join("snapshot-priming");
+    let mut kcp = Kcp::start(bins, &scratch, FLEET_WORKSPACE).await?;
+    set_up_all(&kcp, &scratch, names, concurrency)
+        .await
+        .context("priming the fleet snapshot")?;
+    kcp.stop().await;
+    let staged = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::rename(scratch.join("kcp"), &staged)
+        .and_then(|()| std::fs::rename(&staged, &dir))
+        .with_context(|| format!("moving the fleet snapshot to {}", dir.display()))?;
+    progress("fleet snapshot primed");
+    Ok(dir)
 }
 
 /// Creates the target's workspace, installs the Deployment CRD in it and makes sure `kube-system` exists.

@@ -59,6 +59,24 @@ impl Kcp {
         Self::launch(bins, &paths, workspace).await
     }
 
+    /// Like [`Kcp::start`], but the root dir starts as a copy of `snapshot`: the root dir of a stopped kcp that
+    /// already holds `workspace` (e.g. one primed with more workspaces below it).
+    pub async fn start_from_snapshot(
+        bins: &Binaries,
+        bed_dir: &Path,
+        workspace: &str,
+        snapshot: &Path,
+    ) -> Result<Self> {
+        let root_dir = bed_dir.join("kcp");
+        kcp_snapshot::restore(snapshot, &root_dir)?;
+        let paths = KcpPaths {
+            root_dir,
+            log: bed_dir.join("kcp.log"),
+            kubeconfig: bed_dir.join("admin.kubeconfig"),
+        };
+        Self::launch(bins, &paths, workspace).await
+    }
+
     /// Returns the snapshot dir for `workspace`, priming it first if missing.
     async fn ensure_snapshot(bins: &Binaries, bed_dir: &Path, workspace: &str) -> Result<PathBuf> {
         let dir = kcp_snapshot::snapshot_dir(&bins.path("kcp"), workspace)?;
