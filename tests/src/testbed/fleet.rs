@@ -235,6 +235,10 @@ async fn ensure_snapshot(
     std::fs::rename(scratch.join("kcp"), &staged)
         .and_then(|()| std::fs::rename(&staged, &dir))
         .with_context(|| format!("moving the fleet snapshot to {}", dir.display()))?;
+    for name in names {
+        // Their server URL names the priming kcp's port, which is gone.
+        let _ = std::fs::remove_file(scratch.join(format!("{name}.kubeconfig")));
+    }
     progress("fleet snapshot primed");
     Ok(dir)
 }
