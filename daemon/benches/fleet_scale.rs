@@ -247,6 +247,11 @@ async fn main() -> Result<()> {
     let tmcd_started = Instant::now();
     let mut tmcd = bed.spawn("tmcd", &knobs.tmcd, ["--config".into(), config.clone()])?;
     let tmcd_pid = tmcd.pid();
+    let ready = fleet_load::wait_targets_ready(&kcp, &names, knobs.timeout).await;
+    tmcd.ensure_running()
+        .context("tmcd exited; see tmcd.log in the bed dir")?;
+    ready?;
+    let ready_after = tmcd_started.elapsed();
     fixtures::apply_placement(
         &kcp,
         "fleet-bench",
@@ -258,11 +263,6 @@ async fn main() -> Result<()> {
         }),
     )
     .await?;
-    let ready = fleet_load::wait_targets_ready(&kcp, &names, knobs.timeout).await;
-    tmcd.ensure_running()
-        .context("tmcd exited; see tmcd.log in the bed dir")?;
-    ready?;
-    let ready_after = tmcd_started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss_idle, _) = rss_mib(tmcd_pid)?;
     let cpu_idle = cpu_seconds(tmcd_pid)?;

@@ -108,10 +108,11 @@ pub async fn wait_targets_ready(
     wait::until(&what, timeout, Duration::from_secs(1), || {
         let api = api.clone();
         async move {
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .context("listing SyncTargets")?;
+            // Until tmcd has installed its CRDs (a tmcd child process just started), the list fails.
+            let list = match api.list(&ListParams::default()).await {
+                Ok(list) => list,
+                Err(e) => return Ok(Poll::Pending(format!("listing SyncTargets: {e}"))),
+            };
             let ready: Vec<&str> = list
                 .items
                 .iter()
