@@ -4,6 +4,7 @@
 #   hack/bench.sh            policy engine + end to end
 #   hack/bench.sh --only e2e      only the end-to-end benchmark (sync_e2e)
 #   hack/bench.sh --only policy   only the policy engine benchmark
+#   hack/bench.sh --only fleet    only tmcd at fleet size (fleet_scale; not part of the default run)
 #
 # Prerequisites it takes care of: example policies (hack/build-policies.sh),
 # test bed binaries (hack/testbed/build.sh, cached), a release tmcd.
@@ -11,6 +12,8 @@
 # TMC_BENCH_THROUGHPUT_N (1000), TMC_BENCH_CONCURRENCY (16), TMC_BENCH_RELOADS (6),
 # TMC_BENCH_RELOAD_WORKLOADS (5), TMC_BENCH_REPLICAS (0), TMC_BENCH_SETTLE_S (10),
 # TMC_BENCH_TIMEOUT_S (300), TMC_BENCH_TMCD (target/release/tmcd), TMC_BENCH_TMCD_LOG (info).
+# Knobs of the fleet benchmark: TMC_FLEET_TARGETS (100), TMC_FLEET_WORKLOADS (1000),
+# TMC_FLEET_CONCURRENCY (16), TMC_FLEET_TIMEOUT_S (900), TMC_BENCH_TMCD.
 # Full output goes to target/bench/<name>.log; the tables are printed at the end.
 set -euo pipefail
 
@@ -23,13 +26,13 @@ while [[ $# -gt 0 ]]; do
         --only)
             only="${2:-}"
             case "$only" in
-                e2e | policy) ;;
-                *) echo "hack/bench.sh: --only takes 'e2e' or 'policy', got '${only}'" >&2; exit 2 ;;
+                e2e | policy | fleet) ;;
+                *) echo "hack/bench.sh: --only takes 'e2e', 'policy' or 'fleet', got '${only}'" >&2; exit 2 ;;
             esac
             shift 2
             ;;
         -h | --help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -62,6 +65,16 @@ if [[ -z "$only" || "$only" == "e2e" ]]; then
     cargo bench -p tmc-daemon --bench sync_e2e 2>&1 | tee "$logs/e2e.log" >&2
 fi
 
+if [[ "$only" == "fleet" ]]; then
+    say "test bed binaries: hack/testbed/build.sh"
+    hack/testbed/build.sh >"$logs/testbed-build.log" 2>&1 ||
+        { tail -20 "$logs/testbed-build.log" >&2; echo "hack/bench.sh: hack/testbed/build.sh failed (log: $logs/testbed-build.log)" >&2; exit 1; }
+    say "release tmcd: cargo build --release -p tmc-daemon --bin tmcd"
+    cargo build --release -p tmc-daemon --bin tmcd
+    say "fleet: cargo bench -p tmc-daemon --bench fleet_scale (log: $logs/fleet.log)"
+    cargo bench -p tmc-daemon --bench fleet_scale 2>&1 | tee "$logs/fleet.log" >&2
+fi
+
 echo
 echo "== figures ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -m)) =="
 if [[ -f "$logs/policy.log" && (-z "$only" || "$only" == "policy") ]]; then
@@ -72,4 +85,8 @@ fi
 if [[ -f "$logs/e2e.log" && (-z "$only" || "$only" == "e2e") ]]; then
     echo "-- end to end (full output: $logs/e2e.log)"
     sed -n '/^benchmark /,$p' "$logs/e2e.log"
+fi
+if [[ -f "$logs/fleet.log" && "$only" == "fleet" ]]; then
+    echo "-- fleet (full output: $logs/fleet.log)"
+    sed -n '/^benchmark fleet_scale/,$p' "$logs/fleet.log"
 fi

@@ -4,5 +4,6 @@
 //! Start a bed with [`testbed::TestBed::builder`]; see `docs/testbed.md`.
 
 pub mod fixtures;
+pub mod fleet_load;
 pub mod rbac;
 pub mod testbed;

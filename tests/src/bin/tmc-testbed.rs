@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kube::config::Kubeconfig;
+use tmc_tests::testbed::fleet::Location;
 use tmc_tests::testbed::{NodeShape, TestBed, progress};
 
 #[derive(Parser, Debug)]
@@ -24,9 +25,17 @@ enum Command {
         /// Directory for kubeconfigs, logs and data (created; must be empty or absent).
         #[arg(long)]
         dir: PathBuf,
-        /// Physical clusters, comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "west,east")]
-        clusters: Vec<String>,
+        /// Physical clusters (kube-apiserver, etcd, controllers, kwok), comma separated. Default `west,east`,
+        /// or none with `--fleet`.
+        #[arg(long, value_delimiter = ',')]
+        clusters: Option<Vec<String>>,
+        /// Also run a fleet of N targets `fleet-001`, ...: logical clusters of a second kcp, each a Kubernetes
+        /// API endpoint serving Deployments, no kubelets (docs/testbed.md, "Fleet").
+        #[arg(long, default_value_t = 0)]
+        fleet: usize,
+        /// Regions of the fleet targets in DIR/fleet-clusters.toml: target i (from 0) is in `r<i mod K>`.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        fleet_regions: u32,
         /// kcp workspace to create; the current context of DIR/admin.kubeconfig points at it.
         #[arg(long, default_value = "root:tmc")]
         workspace: String,
@@ -51,14 +60,24 @@ async fn main() -> Result<()> {
         Command::Up {
             dir,
             clusters,
+            fleet,
+            fleet_regions,
             workspace,
             context_prefix,
             nodes,
             pods_per_node,
             install_kube_crds,
         } => {
+            let clusters = clusters.unwrap_or_else(|| {
+                if fleet > 0 {
+                    Vec::new()
+                } else {
+                    vec!["west".into(), "east".into()]
+                }
+            });
             let bed = TestBed::builder()
                 .clusters(clusters)
+                .fleet(fleet)
                 .workspace(workspace)
                 .nodes_per_cluster(nodes)
                 .node_shape(NodeShape::pods(pods_per_node))
@@ -80,8 +99,27 @@ async fn main() -> Result<()> {
                 .iter()
                 .map(|c| format!("{context_prefix}{c}"))
                 .collect();
+            let fleet_line = match bed.fleet() {
+                Ok(f) => {
+                    let path = bed.dir().join("fleet-clusters.toml");
+                    let regions = fleet_regions as usize;
+                    let toml = f.clusters_toml(|i, name| Location {
+                        region: format!("r{}", i % regions),
+                        zone: format!("{name}-a"),
+                    });
+                    std::fs::write(&path, toml)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    format!(
+                        " fleet={} fleet-kcp={} fleet-clusters={}",
+                        f.names().len(),
+                        f.kcp().base_url(),
+                        path.display()
+                    )
+                }
+                Err(_) => String::new(),
+            };
             println!(
-                "READY kcp={} admin-kubeconfig={} kubeconfig={} contexts={} dir={}",
+                "READY kcp={} admin-kubeconfig={} kubeconfig={} contexts={}{fleet_line} dir={}",
                 bed.kcp()?.base_url(),
                 bed.kcp()?.kubeconfig_path().display(),
                 merged.display(),
@@ -101,7 +139,8 @@ async fn main() -> Result<()> {
 fn write_merged(bed: &TestBed, path: &Path, prefix: &str, base: Option<Kubeconfig>) -> Result<()> {
     let keep_current = base.is_some();
     let mut merged = base.unwrap_or_default();
-    for name in bed.cluster_names() {
+    let fleet = bed.fleet().map(|f| f.names()).unwrap_or_default();
+    for name in bed.cluster_names().into_iter().chain(fleet) {
         let source = bed.kubeconfig_path(&name)?;
         let mut kc = Kubeconfig::read_from(&source)
             .with_context(|| format!("reading {}", source.display()))?;

@@ -10,6 +10,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::binaries::Binaries;
 use super::kcp_snapshot;
@@ -50,6 +51,24 @@ impl Kcp {
             let snapshot = Self::ensure_snapshot(bins, bed_dir, workspace).await?;
             kcp_snapshot::restore(&snapshot, &root_dir)?;
         }
+        let paths = KcpPaths {
+            root_dir,
+            log: bed_dir.join("kcp.log"),
+            kubeconfig: bed_dir.join("admin.kubeconfig"),
+        };
+        Self::launch(bins, &paths, workspace).await
+    }
+
+    /// Like [`Kcp::start`], but the root dir starts as a copy of `snapshot`: the root dir of a stopped kcp that
+    /// already holds `workspace` (e.g. one primed with more workspaces below it).
+    pub async fn start_from_snapshot(
+        bins: &Binaries,
+        bed_dir: &Path,
+        workspace: &str,
+        snapshot: &Path,
+    ) -> Result<Self> {
+        let root_dir = bed_dir.join("kcp");
+        kcp_snapshot::restore(snapshot, &root_dir)?;
         let paths = KcpPaths {
             root_dir,
             log: bed_dir.join("kcp.log"),
@@ -288,42 +307,7 @@ impl Kcp {
     /// Installs the apps/v1 Deployment CRD (copied from kcp's `contrib/crds`) into the workspace and waits
     /// until `deployments.apps` is served there. Idempotent (server-side apply).
     pub async fn install_kube_crds(&self) -> Result<()> {
-        let client = self.workspace_client().await?;
-        let crd: CustomResourceDefinition = serde_yaml::from_str(DEPLOYMENTS_CRD)
-            .context("parsing the embedded deployments.apps CRD")?;
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        crds.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("applying CRD {name} in kcp workspace {}", self.workspace))?;
-        let deployments: Api<Deployment> = Api::namespaced(client, "default");
-        let what = format!(
-            "deployments.apps to be served in kcp workspace {}",
-            self.workspace
-        );
-        wait::until(&what, READY_TIMEOUT, POLL, || {
-            let (crds, deployments, name) = (crds.clone(), deployments.clone(), name.clone());
-            async move {
-                let crd = crds
-                    .get(&name)
-                    .await
-                    .with_context(|| format!("reading CRD {name}"))?;
-                if !crd_established(&crd) {
-                    return Ok(Poll::Pending(format!("CRD {name} not Established yet")));
-                }
-                Ok(
-                    match deployments.list(&ListParams::default().limit(1)).await {
-                        Ok(_) => Poll::Ready(()),
-                        Err(e) => Poll::Pending(format!("listing deployments: {e}")),
-                    },
-                )
-            }
-        })
-        .await?;
+        install_kube_crds(self.workspace_client().await?, &self.workspace).await?;
         progress(&format!(
             "kcp workspace {}: deployments.apps served",
             self.workspace
@@ -333,65 +317,34 @@ impl Kcp {
 
     /// Creates workspace `child` (a full path) in `parent` and waits until it is Ready and serving.
     async fn create_workspace(&self, parent: &str, child: &str) -> Result<()> {
-        let name = child.rsplit(':').next().unwrap_or(child);
-        let gvk = GroupVersionKind::gvk("tenancy.kcp.io", "v1alpha1", "Workspace");
-        let resource = ApiResource::from_gvk_with_plural(&gvk, "workspaces");
-        let workspaces: Api<DynamicObject> = Api::all_with(self.client(parent).await?, &resource);
-        let object = DynamicObject::new(name, &resource);
-        // A starting kcp may refuse the create for a while (e.g. 403 "workspacetypes
-        // root:root not found" until its admission caches fill): retry, bounded.
-        let what = format!("kcp to accept workspace {name} in {parent}");
-        wait::until(&what, READY_TIMEOUT, POLL, || {
-            let (workspaces, object) = (workspaces.clone(), object.clone());
-            async move {
-                Ok(
-                    match workspaces.create(&PostParams::default(), &object).await {
-                        Ok(_) => Poll::Ready(()),
-                        Err(kube::Error::Api(status)) if status.code == 409 => Poll::Ready(()),
-                        Err(e) => Poll::Pending(format!("creating it: {e}")),
-                    },
-                )
-            }
-        })
-        .await?;
-        let what = format!("kcp workspace {child} to be Ready");
-        wait::until(&what, READY_TIMEOUT, POLL, || {
-            let workspaces = workspaces.clone();
-            async move {
-                let ws = workspaces
-                    .get(name)
-                    .await
-                    .with_context(|| format!("reading workspace {name}"))?;
-                let phase = ws
-                    .data
-                    .pointer("/status/phase")
-                    .and_then(|p| p.as_str())
-                    .unwrap_or("");
-                Ok(if phase == "Ready" {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending(format!("phase {phase:?}"))
-                })
-            }
-        })
-        .await?;
-        // Ready in the parent does not yet mean the workspace URL answers: check it does.
-        let inner: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client(child).await?);
-        wait::until(
-            &format!("kcp workspace {child} to serve requests"),
-            READY_TIMEOUT,
-            POLL,
-            || {
-                let inner = inner.clone();
-                async move {
-                    Ok(match inner.list(&ListParams::default().limit(1)).await {
-                        Ok(_) => Poll::Ready(()),
-                        Err(e) => Poll::Pending(format!("listing namespaces: {e}")),
-                    })
-                }
-            },
+        create_workspace(
+            &self.owner_client(parent).await?,
+            &self.client(child).await?,
+            child,
         )
         .await
+    }
+
+    /// A client of workspace `path` (e.g. `root`) as [`OWNER_USER`], for creating workspaces: kcp records the
+    /// creating user as a new workspace's owner, and its APIBinding initializer needs one. A workspace created
+    /// by [`ADMIN_USER`] (group `system:masters`) gets none and stays `Initializing` ("LogicalCluster ... had
+    /// no user recorded" in kcp's log). The token changes with every kcp start: use this client right away.
+    pub async fn owner_client(&self, path: &str) -> Result<kube::Client> {
+        let own = self.process.spec().cwd.join("admin.kubeconfig");
+        let kubeconfig = Kubeconfig::read_from(&own)
+            .with_context(|| format!("reading kcp's own kubeconfig {}", own.display()))?;
+        let options = KubeConfigOptions {
+            context: Some("root".to_owned()),
+            ..KubeConfigOptions::default()
+        };
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .with_context(|| format!("loading context root of {}", own.display()))?;
+        let url = format!("{}/clusters/{path}", self.base_url());
+        config.cluster_url = url
+            .parse()
+            .with_context(|| format!("parsing workspace URL {url}"))?;
+        kube::Client::try_from(config).with_context(|| format!("building a client for {url}"))
     }
 
     fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
@@ -401,6 +354,112 @@ impl Kcp {
             super::process::tail(self.log(), 30)
         )
     }
+}
+
+/// Installs the apps/v1 Deployment CRD into the workspace `client` talks to (`workspace` names it in errors)
+/// and waits until `deployments.apps` is served there. Idempotent (server-side apply).
+pub async fn install_kube_crds(client: kube::Client, workspace: &str) -> Result<()> {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(DEPLOYMENTS_CRD)
+        .context("parsing the embedded deployments.apps CRD")?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .with_context(|| format!("applying CRD {name} in kcp workspace {workspace}"))?;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    let what = format!("deployments.apps to be served in kcp workspace {workspace}");
+    wait::until(&what, READY_TIMEOUT, POLL, || {
+        let (crds, deployments, name) = (crds.clone(), deployments.clone(), name.clone());
+        async move {
+            let crd = crds
+                .get(&name)
+                .await
+                .with_context(|| format!("reading CRD {name}"))?;
+            if !crd_established(&crd) {
+                return Ok(Poll::Pending(format!("CRD {name} not Established yet")));
+            }
+            Ok(
+                match deployments.list(&ListParams::default().limit(1)).await {
+                    Ok(_) => Poll::Ready(()),
+                    Err(e) => Poll::Pending(format!("listing deployments: {e}")),
+                },
+            )
+        }
+    })
+    .await
+}
+
+/// Creates workspace `child` (a full path, e.g. `root:fleet:t001`) through `parent` (a client of its parent
+/// workspace), waits until it is Ready there and until `child_client` (a client of `child`) is served.
+/// An existing workspace of that name is fine.
+pub async fn create_workspace(
+    parent: &kube::Client,
+    child_client: &kube::Client,
+    child: &str,
+) -> Result<()> {
+    let name = child.rsplit(':').next().unwrap_or(child);
+    let gvk = GroupVersionKind::gvk("tenancy.kcp.io", "v1alpha1", "Workspace");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "workspaces");
+    let workspaces: Api<DynamicObject> = Api::all_with(parent.clone(), &resource);
+    let object = DynamicObject::new(name, &resource);
+    // A starting kcp may refuse the create for a while (e.g. 403 "workspacetypes
+    // root:root not found" until its admission caches fill): retry, bounded.
+    let what = format!("kcp to accept workspace {child}");
+    wait::until(&what, READY_TIMEOUT, POLL, || {
+        let (workspaces, object) = (workspaces.clone(), object.clone());
+        async move {
+            Ok(
+                match workspaces.create(&PostParams::default(), &object).await {
+                    Ok(_) => Poll::Ready(()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => Poll::Ready(()),
+                    Err(e) => Poll::Pending(format!("creating it: {e}")),
+                },
+            )
+        }
+    })
+    .await?;
+    let what = format!("kcp workspace {child} to be Ready");
+    wait::until(&what, READY_TIMEOUT, POLL, || {
+        let workspaces = workspaces.clone();
+        async move {
+            let ws = workspaces
+                .get(name)
+                .await
+                .with_context(|| format!("reading workspace {name}"))?;
+            let phase = ws
+                .data
+                .pointer("/status/phase")
+                .and_then(|p| p.as_str())
+                .unwrap_or("");
+            Ok(if phase == "Ready" {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("phase {phase:?}"))
+            })
+        }
+    })
+    .await?;
+    // Ready in the parent does not yet mean the workspace URL answers: check it does.
+    let inner: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(child_client.clone());
+    wait::until(
+        &format!("kcp workspace {child} to serve requests"),
+        READY_TIMEOUT,
+        POLL,
+        || {
+            let inner = inner.clone();
+            async move {
+                Ok(match inner.list(&ListParams::default().limit(1)).await {
+                    Ok(_) => Poll::Ready(()),
+                    Err(e) => Poll::Pending(format!("listing namespaces: {e}")),
+                })
+            }
+        },
+    )
+    .await
 }
 
 /// Where one kcp keeps its state, log and our kubeconfig.
@@ -416,6 +475,9 @@ struct KcpPaths {
 /// the token back from its admin kubeconfig), whereas `kcp-admin`'s token (context `root`) is minted anew on
 /// every start, which would lock every client out after [`Kcp::relaunch`].
 pub const ADMIN_USER: &str = "shard-admin";
+
+/// The user of kcp's admin kubeconfig (context `root`) that creates workspaces; see [`Kcp::owner_client`].
+pub const OWNER_USER: &str = "kcp-admin";
 
 /// Token of [`ADMIN_USER`] and the CA of context `root` in kcp's own admin kubeconfig.
 #[derive(Debug, Clone)]

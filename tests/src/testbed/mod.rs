@@ -20,6 +20,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod fleet;
 pub mod kcp;
 pub mod kcp_snapshot;
 pub mod kubeconfig;
@@ -38,6 +39,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 pub use binaries::Binaries;
 pub use cluster::{ClusterOptions, Component, NodeShape, PhysicalCluster};
+pub use fleet::{Fleet, FleetTarget};
 pub use kcp::Kcp;
 pub use process::{ProcessSpec, Supervised};
 
@@ -66,6 +68,8 @@ pub struct TestBedBuilder {
     /// Per-cluster overrides of `nodes` and `node_shape`.
     sized: BTreeMap<String, (usize, NodeShape)>,
     bin_dir: Option<PathBuf>,
+    /// Targets of a [`Fleet`] (logical clusters of a second kcp), none by default.
+    fleet: Vec<String>,
 }
 
 impl Default for TestBedBuilder {
@@ -78,6 +82,7 @@ impl Default for TestBedBuilder {
             node_shape: NodeShape::default(),
             sized: BTreeMap::new(),
             bin_dir: None,
+            fleet: Vec::new(),
         }
     }
 }
@@ -149,6 +154,13 @@ impl TestBedBuilder {
             .collect()
     }
 
+    /// Also start a [`Fleet`] of `n` targets `fleet-001`, `fleet-002`, ...: logical clusters of a second kcp,
+    /// each a Kubernetes API endpoint serving Deployments (no kubelets; see [`fleet`]).
+    pub fn fleet(mut self, n: usize) -> Self {
+        self.fleet = fleet::target_names(n);
+        self
+    }
+
     /// Use this directory (created, must be empty or absent) instead of a temp dir; it is kept after drop.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -179,16 +191,17 @@ impl TestBedBuilder {
         if self.clusters.is_empty() {
             needed.clear();
         }
-        if self.workspace.is_some() {
+        if self.workspace.is_some() || !self.fleet.is_empty() {
             needed.push("kcp");
         }
         bins.require(&needed)?;
         let dir = BedDir::new(self.dir.as_deref())?;
         progress(&format!(
-            "starting bed in {}: kcp {:?}, clusters {:?}",
+            "starting bed in {}: kcp {:?}, clusters {:?}, fleet of {} targets",
             dir.path().display(),
             self.workspace,
-            self.clusters
+            self.clusters,
+            self.fleet.len()
         ));
         let pki = pki::Pki::generate(&dir.path().join("pki"))?;
 
@@ -203,13 +216,22 @@ impl TestBedBuilder {
                 let (bins, pki, dir) = (&bins, &pki, dir.path());
                 async move { PhysicalCluster::start(bins, pki, dir, &options).await }
             }));
-        let (kcp, clusters) = tokio::join!(kcp_fut, clusters_fut);
+        let fleet_fut = async {
+            if self.fleet.is_empty() {
+                return Ok(None);
+            }
+            Fleet::start(&bins, dir.path(), &self.fleet, fleet::DEFAULT_CONCURRENCY)
+                .await
+                .map(Some)
+        };
+        let (kcp, clusters, fleet) = tokio::join!(kcp_fut, clusters_fut, fleet_fut);
 
         // Keep whatever started so Drop stops it, then report the first failure.
         let mut bed = TestBed {
             dir,
             bins,
             kcp: None,
+            fleet: None,
             clusters: BTreeMap::new(),
             started,
         };
@@ -217,6 +239,10 @@ impl TestBedBuilder {
         match kcp {
             Ok(k) => bed.kcp = k,
             Err(e) => errors.push(e.context("starting kcp")),
+        }
+        match fleet {
+            Ok(f) => bed.fleet = f,
+            Err(e) => errors.push(e.context("starting the fleet")),
         }
         for (name, result) in self.clusters.iter().zip(clusters) {
             match result {
@@ -276,8 +302,11 @@ impl TestBedBuilder {
         if let Some(ws) = &self.workspace {
             kcp::workspace_levels(ws)?;
         }
-        if self.workspace.is_none() && self.clusters.is_empty() {
-            bail!("nothing to start: give clusters or a kcp workspace");
+        if let Some(name) = self.clusters.iter().find(|c| self.fleet.contains(c)) {
+            bail!("cluster name {name:?} is also a fleet target's name; rename the cluster");
+        }
+        if self.workspace.is_none() && self.clusters.is_empty() && self.fleet.is_empty() {
+            bail!("nothing to start: give clusters, a fleet or a kcp workspace");
         }
         Ok(())
     }
@@ -352,6 +381,7 @@ impl Drop for BedDir {
 pub struct TestBed {
     // Field order matters: processes are stopped in Drop before the dir goes away.
     kcp: Option<Kcp>,
+    fleet: Option<Fleet>,
     clusters: BTreeMap<String, PhysicalCluster>,
     bins: Binaries,
     dir: BedDir,
@@ -403,6 +433,20 @@ impl TestBed {
         self.kcp()?.install_kube_crds().await
     }
 
+    /// The fleet, if started ([`TestBedBuilder::fleet`]).
+    pub fn fleet(&self) -> Result<&Fleet> {
+        self.fleet
+            .as_ref()
+            .ok_or_else(|| anyhow!("this bed runs no fleet (use TestBedBuilder::fleet(n))"))
+    }
+
+    /// The fleet, for faults on its kcp ([`Fleet::kcp_mut`]).
+    pub fn fleet_mut(&mut self) -> Result<&mut Fleet> {
+        self.fleet
+            .as_mut()
+            .ok_or_else(|| anyhow!("this bed runs no fleet (use TestBedBuilder::fleet(n))"))
+    }
+
     /// Names of the physical clusters.
     pub fn cluster_names(&self) -> Vec<String> {
         self.clusters.keys().cloned().collect()
@@ -449,10 +493,13 @@ impl TestBed {
         self.cluster(name)?.client().await
     }
 
-    /// Kubeconfig of a physical cluster, or of kcp for [`KCP`] (`"kcp"`).
+    /// Kubeconfig of a physical cluster or fleet target, or of kcp for [`KCP`] (`"kcp"`).
     pub fn kubeconfig_path(&self, name: &str) -> Result<PathBuf> {
         if name == KCP {
             return Ok(self.kcp()?.kubeconfig_path().to_path_buf());
+        }
+        if let Some(target) = self.fleet.as_ref().and_then(|f| f.target(name)) {
+            return Ok(target.kubeconfig.clone());
         }
         Ok(self.cluster(name)?.kubeconfig_path().to_path_buf())
     }
@@ -471,6 +518,7 @@ impl TestBed {
     /// Every log file of the bed.
     pub fn logs(&self) -> Vec<PathBuf> {
         let mut logs: Vec<PathBuf> = self.kcp.iter().map(|k| k.log().to_path_buf()).collect();
+        logs.extend(self.fleet.iter().map(|f| f.kcp().log().to_path_buf()));
         logs.extend(self.clusters.values().flat_map(PhysicalCluster::logs));
         logs
     }
@@ -480,6 +528,9 @@ impl TestBed {
         let mut pids = Vec::new();
         if let Some(kcp) = self.kcp.as_mut() {
             pids.push(("kcp".to_owned(), kcp.process_mut().pid()));
+        }
+        if let Some(fleet) = self.fleet.as_mut() {
+            pids.push(("fleet-kcp".to_owned(), fleet.kcp_mut().process_mut().pid()));
         }
         for c in self.clusters.values_mut() {
             for p in c.processes_mut() {
@@ -502,6 +553,9 @@ impl TestBed {
         }
         if let Some(kcp) = self.kcp.as_mut() {
             procs.push(kcp.process_mut());
+        }
+        if let Some(fleet) = self.fleet.as_mut() {
+            procs.push(fleet.kcp_mut().process_mut());
         }
         process::stop_all(&mut procs, Duration::from_secs(3));
     }

@@ -1,0 +1,254 @@
+//! Load on a fleet bed ([`crate::testbed::Fleet`]), shared by tmcd's fleet test and benchmark: the `tmc.toml`
+//! that points tmcd at every fleet target, many Deployments created at a bounded concurrency, and the check
+//! that each workload's copies sit on exactly the chosen targets with the right replica sum.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+use crate::fixtures;
+use crate::testbed::TestBed;
+use crate::testbed::fleet::Location;
+use crate::testbed::wait::{self, Poll};
+
+/// Replicas of each copy, by workload name.
+pub type Copies = BTreeMap<String, i32>;
+
+/// A `tmc.toml` for `bed`: the workspace `root:tmc` as control plane, every fleet target as a push cluster
+/// located by `locate(index, name)`, then `sections` verbatim.
+pub fn tmc_toml(
+    bed: &TestBed,
+    synced_from: &str,
+    locate: impl Fn(usize, &str) -> Location,
+    sections: &str,
+) -> Result<String> {
+    let kcp = bed.kubeconfig_path("kcp")?;
+    Ok(format!(
+        "synced_from = \"{synced_from}\"\n\n[control_plane]\nkubeconfig = \"{}\"\nworkspace = \"root:tmc\"\n\n{}{sections}",
+        kcp.display(),
+        bed.fleet()?.clusters_toml(locate),
+    ))
+}
+
+/// Creates Deployment `<namespace>/<name>` of `replicas` for each entry of `workloads`, `concurrency` at a
+/// time, labelled `labels` (besides `app=<name>`). Returns how long the creates took.
+pub async fn create_deployments(
+    client: &kube::Client,
+    namespace: &str,
+    workloads: &Copies,
+    labels: serde_json::Value,
+    concurrency: usize,
+) -> Result<Duration> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    futures::stream::iter(workloads.iter())
+        .map(|(name, replicas)| {
+            let (api, labels) = (api.clone(), labels.clone());
+            async move {
+                let d = fixtures::deployment(namespace, name, *replicas, labels, json!({}))?;
+                api.create(&PostParams::default(), &d)
+                    .await
+                    .with_context(|| format!("creating Deployment {namespace}/{name}"))?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// The Deployments in `namespace` on every fleet target (all of them, managed by tmc or not), by target.
+pub async fn copies_by_target(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, Copies>> {
+    let targets: Vec<_> = bed.fleet()?.targets().cloned().collect();
+    futures::stream::iter(targets)
+        .map(|target| async move {
+            let api: Api<Deployment> = Api::namespaced(target.client().await?, namespace);
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .with_context(|| format!("listing Deployments on fleet target {}", target.name))?;
+            let copies = list
+                .items
+                .into_iter()
+                .map(|d| {
+                    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    (d.metadata.name.unwrap_or_default(), replicas)
+                })
+                .collect();
+            Ok::<_, anyhow::Error>((target.name, copies))
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await
+}
+
+/// Waits until the SyncTarget of every name in `targets` is `Ready` in the workspace of `kcp` (its syncer
+/// heartbeats and reaches its cluster), so that workloads created afterwards are placed once, over the whole
+/// fleet. Fleet targets run no Deployment controller, so a workload placed early and spread again later waits
+/// forever for availability on its new targets (a move keeps its old copies until the new ones are available).
+pub async fn wait_targets_ready(
+    kcp: &kube::Client,
+    targets: &[String],
+    timeout: Duration,
+) -> Result<Duration> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("workload.kcp.io", "v1alpha1", "SyncTarget");
+    let api: Api<DynamicObject> = Api::all_with(
+        kcp.clone(),
+        &ApiResource::from_gvk_with_plural(&gvk, "synctargets"),
+    );
+    let started = Instant::now();
+    let what = format!("{} SyncTargets to be Ready", targets.len());
+    wait::until(&what, timeout, Duration::from_secs(1), || {
+        let api = api.clone();
+        async move {
+            // Until tmcd has installed its CRDs (a tmcd child process just started), the list fails.
+            let list = match api.list(&ListParams::default()).await {
+                Ok(list) => list,
+                Err(e) => return Ok(Poll::Pending(format!("listing SyncTargets: {e}"))),
+            };
+            let ready: Vec<&str> = list
+                .items
+                .iter()
+                .filter(|t| {
+                    t.data
+                        .pointer("/status/conditions")
+                        .and_then(|c| c.as_array())
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                })
+                .filter_map(|t| t.metadata.name.as_deref())
+                .collect();
+            let missing: Vec<&String> = targets
+                .iter()
+                .filter(|t| !ready.contains(&t.as_str()))
+                .collect();
+            Ok(if missing.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!(
+                    "{} not Ready, e.g. {:?}",
+                    missing.len(),
+                    missing.first()
+                ))
+            })
+        }
+    })
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// Checks that each workload of `expected` (name -> desired replicas) has a copy on every target of `chosen`,
+/// each with at least one replica when the workload has as many replicas as there are chosen targets, the
+/// copies' replicas summing to the desired count, and that no target outside `chosen` holds anything.
+/// Returns the problems found, at most `limit` of them (empty: all placed).
+pub fn spread_problems(
+    expected: &Copies,
+    chosen: &[String],
+    observed: &BTreeMap<String, Copies>,
+    limit: usize,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let empty = Copies::new();
+    for (target, copies) in observed {
+        if !chosen.contains(target) && !copies.is_empty() {
+            problems.push(format!(
+                "target {target} is not chosen but holds {} Deployments (e.g. {:?})",
+                copies.len(),
+                copies.keys().next()
+            ));
+        }
+    }
+    for (name, &desired) in expected {
+        let mut sum = 0;
+        for target in chosen {
+            match observed.get(target).unwrap_or(&empty).get(name) {
+                None => problems.push(format!("{name}: no copy on {target}")),
+                Some(&r) if r < 1 && desired >= chosen.len() as i32 => {
+                    problems.push(format!("{name}: {r} replicas on {target}"))
+                }
+                Some(&r) => sum += r,
+            }
+        }
+        if sum != desired {
+            problems.push(format!(
+                "{name}: {sum} replicas on {chosen:?}, want {desired}"
+            ));
+        }
+        for (target, copies) in observed {
+            if !chosen.contains(target) && copies.contains_key(name) {
+                problems.push(format!("{name}: a copy on {target}, which is not chosen"));
+            }
+        }
+        if problems.len() >= limit {
+            break;
+        }
+    }
+    problems.truncate(limit);
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copies(entries: &[(&str, i32)]) -> Copies {
+        entries.iter().map(|(n, r)| ((*n).to_owned(), *r)).collect()
+    }
+
+    fn observed(entries: &[(&str, &[(&str, i32)])]) -> BTreeMap<String, Copies> {
+        entries
+            .iter()
+            .map(|(t, c)| ((*t).to_owned(), copies(c)))
+            .collect()
+    }
+
+    #[test]
+    fn a_full_spread_has_no_problem_and_each_gap_is_named() {
+        let expected = copies(&[("a", 3), ("b", 4)]);
+        let chosen = vec!["t1".to_owned(), "t2".to_owned()];
+        let good = observed(&[
+            ("t1", &[("a", 2), ("b", 2)]),
+            ("t2", &[("a", 1), ("b", 2)]),
+            ("t3", &[]),
+        ]);
+        assert!(spread_problems(&expected, &chosen, &good, 10).is_empty());
+
+        let missing = observed(&[
+            ("t1", &[("a", 2), ("b", 2)]),
+            ("t2", &[("a", 1)]),
+            ("t3", &[]),
+        ]);
+        assert_eq!(
+            spread_problems(&expected, &chosen, &missing, 10),
+            [
+                "b: no copy on t2",
+                "b: 2 replicas on [\"t1\", \"t2\"], want 4"
+            ]
+        );
+
+        let stray = observed(&[
+            ("t1", &[("a", 2), ("b", 2)]),
+            ("t2", &[("a", 1), ("b", 2)]),
+            ("t3", &[("a", 1)]),
+        ]);
+        let problems = spread_problems(&expected, &chosen, &stray, 10);
+        assert!(problems[0].starts_with("target t3 is not chosen but holds 1"));
+        assert!(problems.contains(&"a: a copy on t3, which is not chosen".to_owned()));
+
+        let zero = observed(&[("t1", &[("a", 3), ("b", 2)]), ("t2", &[("a", 0), ("b", 2)])]);
+        assert_eq!(
+            spread_problems(&expected, &chosen, &zero, 10),
+            ["a: 0 replicas on t2"]
+        );
+        assert_eq!(spread_problems(&expected, &chosen, &missing, 1).len(), 1);
+    }
+}
