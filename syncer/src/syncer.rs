@@ -365,6 +365,20 @@ async fn watch_autoscalers(
                     }
                 }
             }
+            // A cluster that serves no HorizontalPodAutoscalers (an API
+            // server without autoscaling/v2) has none: every copy's replicas
+            // are tmc's. A restart sees the API once it is served.
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                if status.is_not_found() =>
+            {
+                writer.apply_watcher_event(&Event::Init);
+                writer.apply_watcher_event(&Event::InitDone);
+                engine.health.resolve(scope);
+                info!(
+                    "the cluster serves no autoscaling/v2 HorizontalPodAutoscalers: replicas stay tmc's"
+                );
+                return;
+            }
             Err(err) => {
                 engine.health.error(scope, format!("{scope}: {err}"));
                 warn!(error = %err, "autoscaler watch failed; retrying with backoff (copies handed over to an autoscaler stay with it)");
