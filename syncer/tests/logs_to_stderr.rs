@@ -1,6 +1,6 @@
 //! The `tmc-syncer` binary logs to stderr (as tmcd, kubectl and the
 //! controllers do) and writes nothing to stdout. No servers: its upstream is
-//! a closed loopback port, so its first discovery fails and it logs that.
+//! a closed loopback port, so it cannot read its SyncTarget and warns so.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -20,6 +20,9 @@ contexts:
   context: {cluster: closed, user: nobody}
 current-context: closed
 "#;
+
+/// What the agent warns when its upstream cannot be reached.
+const UPSTREAM_WARNINGS: [&str; 2] = ["cannot read the SyncTarget", "upstream discovery failed"];
 
 /// Runs the binary with `--log-format <format>`, stdout and stderr piped (no terminal), until it logs its
 /// discovery warning; returns that stderr line and everything on stdout.
@@ -54,10 +57,14 @@ fn first_warning(format: &str) -> (String, String) {
             }
         }
     });
+    // The agent's first warning about its unreachable upstream (reading its
+    // SyncTarget, or discovery), within 30 s in all.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     let warning = loop {
-        match lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("upstream discovery failed") => break Some(line),
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if UPSTREAM_WARNINGS.iter().any(|w| line.contains(w)) => break Some(line),
             Ok(line) => seen.push(line),
             Err(_) => break None,
         }
@@ -75,7 +82,7 @@ fn first_warning(format: &str) -> (String, String) {
 
     let warning = warning.unwrap_or_else(|| {
         panic!(
-            "no discovery warning on stderr within 30 s; stderr so far:\n{}",
+            "no warning about the upstream on stderr within 30 s; stderr so far:\n{}",
             seen.join("\n")
         )
     });
@@ -103,7 +110,7 @@ fn logs_go_to_stderr_as_json_lines_and_stdout_stays_empty() {
     assert!(
         event["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("upstream discovery failed")),
+            .is_some_and(|m| UPSTREAM_WARNINGS.iter().any(|w| m.starts_with(w))),
         "{event}"
     );
     assert!(event["error"].is_string(), "{event}");
