@@ -18,7 +18,9 @@ use tmc_api::decision::TargetResult;
 use tmc_syncer::SyncedKind;
 
 use crate::config::Config;
-use crate::placement::assignment::{self, Recorded, describe};
+use tmc_api::protocol::{self, Recorded};
+
+use crate::placement::assignment::{self, describe};
 use crate::placement::decide::{self, DecideError, NoObserver};
 use crate::placement::runner::PolicyRunner;
 use crate::placement::selector;
@@ -262,7 +264,7 @@ pub(crate) async fn diff_rows(
                 Err(DecideError::Excluded(_)) => continue,
                 Err(DecideError::Policy(failure)) => {
                     let no_annotations = BTreeMap::new();
-                    let recorded = assignment::read(
+                    let recorded = protocol::read(
                         obj.metadata.labels.as_ref().unwrap_or(&no_labels),
                         obj.metadata.annotations.as_ref().unwrap_or(&no_annotations),
                     );

@@ -186,14 +186,26 @@ impl Syncer {
             let up_writer = Writer::new(ar.clone());
             upstream_stores.push(up_writer.as_reader());
             background.spawn(
-                watch_upstream(self.engine.clone(), queue.clone(), index, up_writer)
-                    .in_current_span(),
+                watch_kind(
+                    self.engine.clone(),
+                    queue.clone(),
+                    index,
+                    Side::Upstream,
+                    up_writer,
+                )
+                .in_current_span(),
             );
             let down_writer = Writer::new(ar);
             downstream_stores.push(down_writer.as_reader());
             background.spawn(
-                watch_downstream(self.engine.clone(), queue.clone(), index, down_writer)
-                    .in_current_span(),
+                watch_kind(
+                    self.engine.clone(),
+                    queue.clone(),
+                    index,
+                    Side::Downstream,
+                    down_writer,
+                )
+                .in_current_span(),
             );
         }
         let autoscalers = (config.replicas_owner == ReplicasPolicy::Autoscaler
@@ -263,57 +275,54 @@ pub fn drop_managed_fields(object: &mut DynamicObject) {
     object.metadata.managed_fields = None;
 }
 
-/// Watches upstream objects labelled for the target and queues them.
-async fn watch_upstream(
-    engine: Arc<Engine>,
-    queue: Arc<WorkQueue<ObjectKey>>,
-    kind: usize,
-    mut writer: Writer<DynamicObject>,
-) {
-    let api: Api<DynamicObject> = Api::all_with(engine.upstream.clone(), &engine.resources[kind]);
-    let config = watcher::Config::default().labels(&state_label(&engine.ctx.target));
-    let what = engine.kinds[kind].to_string();
-    let scope = format!("upstream watch of {what}");
-    let mut stream = watcher(api, config)
-        .modify(drop_managed_fields)
-        .default_backoff()
-        .boxed();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                writer.apply_watcher_event(&event);
-                engine.health.update(|h| h.upstream_connected = true);
-                engine.health.resolve(&scope);
-                if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event
-                    && let Some(key) = upstream_key(kind, o)
-                {
-                    queue.add(key);
-                }
-            }
-            Err(err) => {
-                engine.health.update(|h| h.upstream_connected = false);
-                engine.health.error(&scope, format!("{scope}: {err}"));
-                warn!(kind = %what, error = %err, "upstream watch failed; retrying with backoff (nothing is deleted)");
-            }
+/// The cluster a watch of a synced kind reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The control plane: the objects that record a decision for this target.
+    Upstream,
+    /// The target's cluster: this syncer's copies (drift correction).
+    Downstream,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Upstream => "upstream",
+            Side::Downstream => "downstream",
+        }
+    }
+
+    fn set_connected(self, health: &mut SyncerHealth, connected: bool) {
+        match self {
+            Side::Upstream => health.upstream_connected = connected,
+            Side::Downstream => health.downstream_connected = connected,
         }
     }
 }
 
-/// Watches downstream copies of this syncer and queues their upstream keys (drift correction).
-async fn watch_downstream(
+/// Watches synced kind `kind` on `side`, caches it in `writer` and queues the
+/// upstream key of every object that changes.
+async fn watch_kind(
     engine: Arc<Engine>,
     queue: Arc<WorkQueue<ObjectKey>>,
     kind: usize,
+    side: Side,
     mut writer: Writer<DynamicObject>,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(engine.downstream.clone(), &engine.resources[kind]);
-    let selector = format!(
-        "{MANAGED_LABEL}=true,{SYNCED_FROM_LABEL}={}",
-        engine.ctx.source.synced_from
-    );
+    let (client, selector) = match side {
+        Side::Upstream => (engine.upstream.clone(), state_label(&engine.ctx.target)),
+        Side::Downstream => (
+            engine.downstream.clone(),
+            format!(
+                "{MANAGED_LABEL}=true,{SYNCED_FROM_LABEL}={}",
+                engine.ctx.source.synced_from
+            ),
+        ),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client, &engine.resources[kind]);
     let config = watcher::Config::default().labels(&selector);
     let what = engine.kinds[kind].to_string();
-    let scope = format!("downstream watch of {what}");
+    let scope = format!("{} watch of {what}", side.name());
     let mut stream = watcher(api, config)
         .modify(drop_managed_fields)
         .default_backoff()
@@ -322,18 +331,22 @@ async fn watch_downstream(
         match event {
             Ok(event) => {
                 writer.apply_watcher_event(&event);
-                engine.health.update(|h| h.downstream_connected = true);
+                engine.health.update(|h| side.set_connected(h, true));
                 engine.health.resolve(&scope);
-                if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event
-                    && let Some(key) = downstream_key(&engine, kind, o)
-                {
-                    queue.add(key);
+                if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event {
+                    let key = match side {
+                        Side::Upstream => upstream_key(kind, o),
+                        Side::Downstream => downstream_key(&engine, kind, o),
+                    };
+                    if let Some(key) = key {
+                        queue.add(key);
+                    }
                 }
             }
             Err(err) => {
-                engine.health.update(|h| h.downstream_connected = false);
+                engine.health.update(|h| side.set_connected(h, false));
                 engine.health.error(&scope, format!("{scope}: {err}"));
-                warn!(kind = %what, error = %err, "downstream watch failed; retrying with backoff (nothing is deleted)");
+                warn!(kind = %what, error = %err, "{scope} failed; retrying with backoff (nothing is deleted)");
             }
         }
     }

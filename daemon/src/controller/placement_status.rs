@@ -11,16 +11,16 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
-use crate::placement::assignment;
 use crate::placement::moves::StalledMove;
 use crate::state::State;
+use tmc_api::protocol::{self, Recorded};
 
 /// The status `placement` should show, given the workloads it placed
 /// (`recorded` per workload), its last policy error, the policy generation
 /// and the stalled moves (of every placement; its own are named).
 pub fn desired(
     placement: &ClusterWorkloadPlacement,
-    recorded: &[BTreeMap<String, assignment::Recorded>],
+    recorded: &[BTreeMap<String, Recorded>],
     policy_error: Option<&str>,
     policy_loaded: bool,
     generation: u64,
@@ -31,7 +31,7 @@ pub fn desired(
     let mut workloads = 0u32;
     let mut per_target: BTreeMap<String, TargetSummary> = BTreeMap::new();
     for rec in recorded {
-        let mine: Vec<(&String, &assignment::Recorded)> = rec
+        let mine: Vec<(&String, &Recorded)> = rec
             .iter()
             .filter(|(_, r)| {
                 r.holds() && r.result.as_ref().is_some_and(|res| res.placement == name)
@@ -133,12 +133,12 @@ pub fn desired(
 }
 
 /// What each workload of `workloads` records, per target.
-pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, assignment::Recorded>> {
+pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, Recorded>> {
     workloads
         .iter()
         .flat_map(|s| s.state())
         .map(|o| {
-            assignment::read(
+            protocol::read(
                 &o.metadata.labels.clone().unwrap_or_default(),
                 &o.metadata.annotations.clone().unwrap_or_default(),
             )
@@ -148,7 +148,7 @@ pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, assi
 
 /// Per target: how many of the workloads (`recorded`) it holds report a
 /// sync error (every target that any workload names, failing or not).
-pub fn sync_errors(recorded: &[BTreeMap<String, assignment::Recorded>]) -> BTreeMap<String, usize> {
+pub fn sync_errors(recorded: &[BTreeMap<String, Recorded>]) -> BTreeMap<String, usize> {
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for rec in recorded {
         for (target, r) in rec {
@@ -165,7 +165,7 @@ pub async fn refresh(
     state: &State,
     client: &Client,
     placements: &Store<ClusterWorkloadPlacement>,
-    recorded: &[BTreeMap<String, assignment::Recorded>],
+    recorded: &[BTreeMap<String, Recorded>],
 ) {
     let runner = state.policies.as_ref();
     let generation = runner.generation();
@@ -229,7 +229,7 @@ mod tests {
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{result_annotation, state_label};
 
-    fn rec(entries: &[(&str, &str, u32)]) -> BTreeMap<String, assignment::Recorded> {
+    fn rec(entries: &[(&str, &str, u32)]) -> BTreeMap<String, Recorded> {
         let labels = entries
             .iter()
             .map(|(t, _, _)| (state_label(t), "Sync".to_string()))
@@ -243,7 +243,7 @@ mod tests {
                 )
             })
             .collect();
-        assignment::read(&labels, &annotations)
+        protocol::read(&labels, &annotations)
     }
 
     #[test]

@@ -13,6 +13,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::protocol::{self, Recorded};
 use tmc_syncer::SyncedKind;
 
 use crate::placement::decide::{self, DecideError, Decision};
@@ -206,7 +207,7 @@ fn object_api(ctx: &KindCtx, obj: &DynamicObject) -> Api<DynamicObject> {
 /// Deleted SyncTargets that `obj` still names (see [`gone`]).
 async fn gone_targets(
     ctx: &KindCtx,
-    recorded: &BTreeMap<String, assignment::Recorded>,
+    recorded: &BTreeMap<String, Recorded>,
     finalizers: &[String],
 ) -> BTreeSet<String> {
     let unknown = gone::unknown_targets(recorded, finalizers, &ctx.targets);
@@ -285,7 +286,7 @@ async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, Recon
     let labels = obj.metadata.labels.clone().unwrap_or_default();
     let annotations = obj.metadata.annotations.clone().unwrap_or_default();
     let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
-    let recorded = assignment::read(&labels, &annotations);
+    let recorded = protocol::read(&labels, &annotations);
     let gone = gone_targets(ctx, &recorded, &finalizers).await;
     if gone.is_empty() {
         return Ok(Action::await_change());
@@ -505,7 +506,7 @@ fn track_move(
     obj: &DynamicObject,
     object: &str,
     placement: &str,
-    recorded: &BTreeMap<String, assignment::Recorded>,
+    recorded: &BTreeMap<String, Recorded>,
     the_plan: &plan::Plan,
 ) {
     let workload = workload_name(ctx, object);
@@ -516,7 +517,7 @@ fn track_move(
     let change = if !moving {
         ctx.state.moves.finish(&workload)
     } else {
-        let empty = assignment::Recorded::default();
+        let empty = Recorded::default();
         let waiting_on = the_plan
             .unready
             .iter()

@@ -12,7 +12,9 @@ use kube::api::DynamicObject;
 use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_policy_sdk::abi::PlacementRequest;
 
-use super::assignment::{self, Recorded};
+use tmc_api::protocol::{self, Recorded};
+
+use super::assignment;
 use super::runner::{EvalObserver, Outcome, PolicyFailure, PolicyRunner, evaluate};
 use super::selector::{self, WorkloadKey};
 use super::settings::SettingsVerdicts;
@@ -79,7 +81,7 @@ pub async fn decide(
         return Err(DecideError::Excluded(why));
     }
     let no_labels = BTreeMap::new();
-    let recorded = assignment::read(
+    let recorded = protocol::read(
         obj.metadata.labels.as_ref().unwrap_or(&no_labels),
         obj.metadata.annotations.as_ref().unwrap_or(&no_labels),
     );

@@ -18,7 +18,7 @@ use tmc_api::crd::SyncTarget;
 use tmc_api::decision::FINALIZER_PREFIX;
 use tmc_syncer::error::is_object_not_found;
 
-use super::assignment::Recorded;
+use tmc_api::protocol::Recorded;
 
 /// Targets named by `recorded` or by a tmc finalizer in `finalizers` that
 /// `known` (a synced SyncTarget cache) does not hold.

@@ -10,7 +10,9 @@ use tmc_api::decision::{
     status_annotation,
 };
 
-use super::assignment::{Recorded, applied};
+use tmc_api::protocol::Recorded;
+
+use super::assignment::applied;
 
 /// Metadata edits that record a decision; empty when the object already says it all.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -210,8 +212,8 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::assignment::read;
     use tmc_api::decision::{finalizer as fin, result_digest, status_annotation};
+    use tmc_api::protocol::read;
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::assignment::Recorded;
+use tmc_api::protocol::Recorded;
 
 /// Deployment status fields summed over targets.
 const SUMMED: [&str; 4] = [
@@ -72,9 +72,9 @@ pub fn contains(current: Option<&Value>, desired: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::assignment::read;
     use serde_json::json;
     use tmc_api::decision::{deletion_annotation, state_label, status_annotation};
+    use tmc_api::protocol::read;
 
     fn recorded(reports: &[(&str, Value)], deleting: &[&str]) -> BTreeMap<String, Recorded> {
         let labels: BTreeMap<String, String> = reports

@@ -26,7 +26,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::activity::DecisionActivity;
-use super::{assignment, status};
+use super::status;
 
 /// Status writes in flight per kind.
 const WRITERS: usize = 2;
@@ -165,7 +165,7 @@ async fn write(
     key: &ObjectRef<DynamicObject>,
 ) {
     let Some(obj) = store.get(key) else { return };
-    let recorded = assignment::read(obj.labels(), obj.annotations());
+    let recorded = tmc_api::protocol::read(obj.labels(), obj.annotations());
     let Some(desired) = status::aggregate(kind, &recorded) else {
         return;
     };
