@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 /// The annotation kcp sets on every object it serves: the object's logical cluster.
@@ -179,6 +180,20 @@ impl WorkloadKey {
     }
 }
 
+/// Maps an object of a wildcard watch for a reflector: puts its [`WorkloadKey::store_namespace`] in
+/// `metadata.namespace` and returns its key. Objects without the [`CLUSTER_ANNOTATION`] are left as they are.
+/// tmcd calls it on each watch event before the reflector (e.g. `watcher(..).map_ok(|e| e.modify(..))`).
+pub fn map_for_store(meta: &mut ObjectMeta) -> Result<WorkloadKey, TenancyError> {
+    let empty = BTreeMap::new();
+    let key = WorkloadKey::of(
+        meta.annotations.as_ref().unwrap_or(&empty),
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )?;
+    meta.namespace = key.store_namespace();
+    Ok(key)
+}
+
 impl fmt::Display for WorkloadKey {
     /// `cluster|namespace/name`, `namespace/name` or `name`, as kcp prints its cache keys.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -317,6 +332,33 @@ mod tests {
             assert!(key == a || key == b);
             assert_eq!(*value, expected);
         }
+    }
+
+    #[test]
+    fn map_for_store_scopes_annotated_objects_only() {
+        let mut tenant = ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("default".into()),
+            annotations: Some(BTreeMap::from([(
+                CLUSTER_ANNOTATION.to_owned(),
+                "aaaa".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        };
+        let key = map_for_store(&mut tenant).expect("mapped");
+        assert_eq!(tenant.namespace.as_deref(), Some("aaaa|default"));
+        assert_eq!(
+            key,
+            WorkloadKey::new(Some(lc("aaaa")), Some("default"), "web")
+        );
+        let mut single = ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        };
+        let before = single.clone();
+        map_for_store(&mut single).expect("mapped");
+        assert_eq!(single, before, "single-workspace objects are untouched");
     }
 
     #[test]
