@@ -178,7 +178,8 @@ pub async fn bind_tenant(kcp: &Kcp, name: &str) -> Result<Tenant> {
     .await?;
     let logical_cluster = logical_cluster(&teams, name).await?;
 
-    let bindings: Api<DynamicObject> = Api::all_with(client.clone(), &apis_resource("APIBinding"));
+    let bindings: Api<DynamicObject> =
+        Api::all_with(client.clone(), &apis_resource("v1alpha2", "APIBinding"));
     let body = binding(kcp.workspace());
     bindings
         .patch(
@@ -220,8 +221,10 @@ pub async fn bind_tenant(kcp: &Kcp, name: &str) -> Result<Tenant> {
 async fn publish_export(kcp: &Kcp) -> Result<()> {
     let client = workspace_client(kcp, kcp.workspace()).await?;
     let ws = kcp.workspace();
-    let schemas: Api<DynamicObject> =
-        Api::all_with(client.clone(), &apis_resource("APIResourceSchema"));
+    let schemas: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &apis_resource("v1alpha1", "APIResourceSchema"),
+    );
     let mut exported = Vec::new();
     for schema in export_schemas()? {
         let name = str_at(&schema, "/metadata/name").to_owned();
@@ -235,7 +238,8 @@ async fn publish_export(kcp: &Kcp) -> Result<()> {
             .with_context(|| format!("applying APIResourceSchema {name} in {ws}"))?;
         exported.push(schema);
     }
-    let exports: Api<DynamicObject> = Api::all_with(client, &export_resource());
+    let exports: Api<DynamicObject> =
+        Api::all_with(client, &apis_resource("v1alpha2", "APIExport"));
     exports
         .patch(
             EXPORT,
@@ -250,11 +254,8 @@ async fn publish_export(kcp: &Kcp) -> Result<()> {
 /// Waits until the APIExportEndpointSlice of the export publishes a URL (kcp does once a workspace binds it).
 async fn endpoint_url(kcp: &Kcp) -> Result<String> {
     let client = workspace_client(kcp, kcp.workspace()).await?;
-    let gvk = GroupVersionKind::gvk("apis.kcp.io", "v1alpha1", "APIExportEndpointSlice");
-    let slices: Api<DynamicObject> = Api::all_with(
-        client,
-        &ApiResource::from_gvk_with_plural(&gvk, "apiexportendpointslices"),
-    );
+    let slices: Api<DynamicObject> =
+        Api::all_with(client, &apis_resource("v1alpha1", "APIExportEndpointSlice"));
     let what = format!(
         "APIExportEndpointSlice {EXPORT} in {} to publish a URL",
         kcp.workspace()
@@ -293,7 +294,7 @@ async fn logical_cluster(parent: &kube::Client, name: &str) -> Result<String> {
     }
 }
 
-/// Waits until Deployments (the export's schema) and ConfigMaps (a claim) answer in the tenant workspace.
+/// Waits until Deployments (one of the export's schemas) can be listed in the tenant workspace.
 async fn wait_served(client: &kube::Client, workspace: &str) -> Result<()> {
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
     let what = format!("deployments.apps to be served in {workspace}");
@@ -498,22 +499,11 @@ pub(crate) fn validate_names(names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn apis_resource(kind: &str) -> ApiResource {
-    let gvk = GroupVersionKind::gvk(
-        "apis.kcp.io",
-        if kind == "APIBinding" {
-            "v1alpha2"
-        } else {
-            "v1alpha1"
-        },
-        kind,
-    );
+/// A kcp `apis.kcp.io` resource at `version` (kcp v0.28 serves APIExport and APIBinding at `v1alpha2`,
+/// APIResourceSchema and APIExportEndpointSlice at `v1alpha1`).
+fn apis_resource(version: &str, kind: &str) -> ApiResource {
+    let gvk = GroupVersionKind::gvk("apis.kcp.io", version, kind);
     ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_lowercase()))
-}
-
-fn export_resource() -> ApiResource {
-    let gvk = GroupVersionKind::gvk("apis.kcp.io", "v1alpha2", "APIExport");
-    ApiResource::from_gvk_with_plural(&gvk, "apiexports")
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
