@@ -11,7 +11,10 @@
 //!   ([`decision::TargetResult`] written by tmcd, [`decision::TargetStatus`]
 //!   written back by a syncer);
 //! - [`protocol`]: the one reader of those keys on an upstream object, and
-//!   the patches a syncer writes back.
+//!   the patches a syncer writes back;
+//! - [`tenancy`]: many kcp workspaces through one tmcd: the key that names
+//!   an object's logical cluster, and the downstream namespace of a
+//!   workspace namespace.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -28,3 +31,4 @@
 pub mod crd;
 pub mod decision;
 pub mod protocol;
+pub mod tenancy;

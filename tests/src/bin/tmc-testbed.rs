@@ -51,6 +51,10 @@ enum Command {
         /// Also install the apps/v1 Deployment CRD into the workspace.
         #[arg(long)]
         install_kube_crds: bool,
+        /// Tenant workspaces `root:teams:<name>`, comma separated, each bound to tmc's APIExport in the
+        /// workspace (docs/tenancy.md); their contexts and the export's `tmc-export` are in DIR/tenants.kubeconfig.
+        #[arg(long, value_delimiter = ',')]
+        tenants: Vec<String>,
     },
 }
 
@@ -67,6 +71,7 @@ async fn main() -> Result<()> {
             nodes,
             pods_per_node,
             install_kube_crds,
+            tenants,
         } => {
             let clusters = clusters.unwrap_or_else(|| {
                 if fleet > 0 {
@@ -81,6 +86,7 @@ async fn main() -> Result<()> {
                 .workspace(workspace)
                 .nodes_per_cluster(nodes)
                 .node_shape(NodeShape::pods(pods_per_node))
+                .tenants(tenants)
                 .dir(&dir)
                 .start()
                 .await?;
@@ -118,8 +124,22 @@ async fn main() -> Result<()> {
                 }
                 Err(_) => String::new(),
             };
+            let tenants_line = match bed.tenants() {
+                Ok(t) => {
+                    let path = bed.dir().join("tenants.kubeconfig");
+                    t.write_kubeconfig(bed.kcp()?, &path)?;
+                    let names: Vec<&str> = t.tenants().map(|t| t.name.as_str()).collect();
+                    format!(
+                        " tenants={} export-endpoint={} tenants-kubeconfig={}",
+                        names.join(","),
+                        t.endpoint(),
+                        path.display()
+                    )
+                }
+                Err(_) => String::new(),
+            };
             println!(
-                "READY kcp={} admin-kubeconfig={} kubeconfig={} contexts={}{fleet_line} dir={}",
+                "READY kcp={} admin-kubeconfig={} kubeconfig={} contexts={}{fleet_line}{tenants_line} dir={}",
                 bed.kcp()?.base_url(),
                 bed.kcp()?.kubeconfig_path().display(),
                 merged.display(),

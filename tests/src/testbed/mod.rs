@@ -29,6 +29,7 @@ pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod tenants;
 pub mod wait;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ pub use cluster::{ClusterOptions, Component, NodeShape, PhysicalCluster};
 pub use fleet::{Fleet, FleetTarget};
 pub use kcp::Kcp;
 pub use process::{ProcessSpec, Supervised};
+pub use tenants::{Tenant, Tenants};
 
 /// Name reserved for kcp in [`TestBed::kubeconfig_path`].
 pub const KCP: &str = "kcp";
@@ -70,6 +72,8 @@ pub struct TestBedBuilder {
     bin_dir: Option<PathBuf>,
     /// Targets of a [`Fleet`] (logical clusters of a second kcp), none by default.
     fleet: Vec<String>,
+    /// Tenant workspaces bound to tmc's export ([`Tenants`]), none by default.
+    tenants: Vec<String>,
 }
 
 impl Default for TestBedBuilder {
@@ -83,6 +87,7 @@ impl Default for TestBedBuilder {
             sized: BTreeMap::new(),
             bin_dir: None,
             fleet: Vec::new(),
+            tenants: Vec::new(),
         }
     }
 }
@@ -161,6 +166,17 @@ impl TestBedBuilder {
         self
     }
 
+    /// Also publish tmc's APIExport in the workspace (the inventory) and bind it from a tenant workspace
+    /// `root:teams:<name>` per name; see [`tenants`] and [`TestBed::tenants`].
+    pub fn tenants<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tenants = names.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Use this directory (created, must be empty or absent) instead of a temp dir; it is kept after drop.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -211,6 +227,22 @@ impl TestBedBuilder {
                 None => Ok(None),
             }
         };
+        let kcp_fut = async {
+            let kcp = kcp_fut.await?;
+            let tenants = match &kcp {
+                Some(started) if !self.tenants.is_empty() => {
+                    match Tenants::set_up(started, &self.tenants).await {
+                        Ok(t) => Some(t),
+                        // Keep kcp so that Drop stops it.
+                        Err(e) => {
+                            return Ok((kcp, Err(e.context("binding the tenant workspaces"))));
+                        }
+                    }
+                }
+                _ => None,
+            };
+            Ok::<_, anyhow::Error>((kcp, Ok(tenants)))
+        };
         let clusters_fut =
             futures::future::join_all(self.cluster_options().into_iter().map(|options| {
                 let (bins, pki, dir) = (&bins, &pki, dir.path());
@@ -231,13 +263,20 @@ impl TestBedBuilder {
             dir,
             bins,
             kcp: None,
+            tenants: None,
             fleet: None,
             clusters: BTreeMap::new(),
             started,
         };
         let mut errors = Vec::new();
         match kcp {
-            Ok(k) => bed.kcp = k,
+            Ok((k, tenants)) => {
+                bed.kcp = k;
+                match tenants {
+                    Ok(t) => bed.tenants = t,
+                    Err(e) => errors.push(e),
+                }
+            }
             Err(e) => errors.push(e.context("starting kcp")),
         }
         match fleet {
@@ -304,6 +343,12 @@ impl TestBedBuilder {
         }
         if let Some(name) = self.clusters.iter().find(|c| self.fleet.contains(c)) {
             bail!("cluster name {name:?} is also a fleet target's name; rename the cluster");
+        }
+        if !self.tenants.is_empty() {
+            if self.workspace.is_none() {
+                bail!("tenants need kcp: drop without_kcp() or the tenants");
+            }
+            tenants::validate_names(&self.tenants)?;
         }
         if self.workspace.is_none() && self.clusters.is_empty() && self.fleet.is_empty() {
             bail!("nothing to start: give clusters, a fleet or a kcp workspace");
@@ -381,6 +426,7 @@ impl Drop for BedDir {
 pub struct TestBed {
     // Field order matters: processes are stopped in Drop before the dir goes away.
     kcp: Option<Kcp>,
+    tenants: Option<Tenants>,
     fleet: Option<Fleet>,
     clusters: BTreeMap<String, PhysicalCluster>,
     bins: Binaries,
@@ -431,6 +477,24 @@ impl TestBed {
     /// Installs `deployments.apps` (apps/v1) into the kcp workspace; see [`Kcp::install_kube_crds`].
     pub async fn install_kube_crds(&self) -> Result<()> {
         self.kcp()?.install_kube_crds().await
+    }
+
+    /// tmc's export and the tenant workspaces bound to it, if any ([`TestBedBuilder::tenants`]).
+    pub fn tenants(&self) -> Result<&Tenants> {
+        self.tenants
+            .as_ref()
+            .ok_or_else(|| anyhow!("this bed has no tenants (use TestBedBuilder::tenants([...]))"))
+    }
+
+    /// Binds one more tenant workspace `root:teams:<name>` to tmc's export now (e.g. while something watches
+    /// the virtual workspace) and records it in [`Self::tenants`].
+    pub async fn add_tenant(&mut self, name: &str) -> Result<Tenant> {
+        let tenant = tenants::bind_tenant(self.kcp()?, name).await?;
+        let tenants = self.tenants.as_mut().ok_or_else(|| {
+            anyhow!("this bed has no tenants (use TestBedBuilder::tenants([...]))")
+        })?;
+        tenants.insert(tenant.clone());
+        Ok(tenant)
     }
 
     /// The fleet, if started ([`TestBedBuilder::fleet`]).
