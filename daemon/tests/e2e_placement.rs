@@ -264,6 +264,23 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
 
     let metrics = daemon.state().metrics.render();
     assert!(metrics.contains("tmcd_reconciles_total"), "{metrics}");
+    // What /metrics serves defines every name the dashboard and alerts use.
+    let scraped = request(&admin, "GET", "/metrics").await?;
+    assert_eq!(scraped.status, 200);
+    // (The error counter has a series from the first failed evaluation on;
+    // none failed here.)
+    let missing: Vec<String> = common::monitoring::undefined(&scraped.body)
+        .into_iter()
+        .filter(|m| !m.starts_with("tmcd_policy_evaluation_errors_total "))
+        .collect();
+    assert!(missing.is_empty(), "not served by /metrics: {missing:?}");
+    assert!(
+        scraped
+            .body
+            .contains("tmcd_target_ready{target=\"east\"} 1"),
+        "{}",
+        scraped.body
+    );
     // Figures for the report: mean reconcile and policy evaluation latency.
     for (what, prefix) in [
         ("reconcile (Deployment)", "tmcd_reconcile_duration_seconds_"),

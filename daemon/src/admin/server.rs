@@ -64,7 +64,7 @@ async fn readyz(Extract(state): Extract<Shared>) -> Response {
 }
 
 async fn metrics(Extract(state): Extract<Shared>) -> Response {
-    state.refresh_syncer_metrics();
+    super::gauges::refresh(&state);
     (
         [(
             axum::http::header::CONTENT_TYPE,
