@@ -123,6 +123,7 @@ fn without_admin_the_clients_ask_the_address_of_the_config_file() {
         &["status", "--config", config][..],
         &["policy", "list", "--config", config],
         &["syncer", "logs", "--cluster", "west", "--config", config],
+        &["explain", "deployment/demo/web", "--config", config],
     ] {
         let out = tmcd(args);
         let err = String::from_utf8_lossy(&out.stderr);
