@@ -47,13 +47,8 @@ pub struct Note {
 /// What a series is counted by: the object, the type, reason and action.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SeriesKey {
-    regarding: (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ),
+    /// The object's apiVersion, kind, namespace, name and uid.
+    regarding: [Option<String>; 5],
     type_: EventType,
     reason: String,
     action: String,
@@ -62,13 +57,13 @@ struct SeriesKey {
 impl SeriesKey {
     fn of(reference: &ObjectReference, note: &Note) -> Self {
         Self {
-            regarding: (
+            regarding: [
                 reference.api_version.clone(),
                 reference.kind.clone(),
                 reference.namespace.clone(),
                 reference.name.clone(),
                 reference.uid.clone(),
-            ),
+            ],
             type_: note.type_,
             reason: note.reason.clone(),
             action: note.action.clone(),
