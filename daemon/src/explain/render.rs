@@ -153,3 +153,89 @@ fn copy_text(c: &CopyReport) -> String {
         (None, false) => "reported".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explain::{DecisionReport, TargetExplanation, WorkloadRef};
+
+    fn web() -> WorkloadRef {
+        WorkloadRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("demo".into()),
+            name: "web".into(),
+            generation: Some(3),
+        }
+    }
+
+    #[test]
+    fn a_failed_decision_says_the_last_one_stays() {
+        let report = ExplainReport {
+            workload: web(),
+            placement: Some("spread".into()),
+            policy: Some(PolicyReport {
+                name: "replica-spread".into(),
+                digest: None,
+                status: None,
+            }),
+            failure: Some("policy \"replica-spread\" failed: boom; the last decision stays".into()),
+            targets: vec![TargetExplanation {
+                name: "east".into(),
+                verdict: Verdict::Candidate,
+                reason: "noDecision".into(),
+                detail: "a candidate; the policy failed, so nothing was chosen".into(),
+                recorded: Some(RecordedReport {
+                    sync: true,
+                    replicas: Some(2),
+                    ..RecordedReport::default()
+                }),
+                copy: Some(CopyReport {
+                    error: Some("quota exceeded".into()),
+                    ..CopyReport::default()
+                }),
+                ..TargetExplanation::default()
+            }],
+            ..ExplainReport::default()
+        };
+        let text = render(&report);
+        for line in [
+            "Deployment demo/web (generation 3)\n",
+            "policy:      replica-spread (digest -, not loaded)",
+            "FAILED:      policy \"replica-spread\" failed: boom; the last decision stays\n",
+            "east    candidate  -         Sync (2)  error: quota exceeded  a candidate;",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("decision:"), "{text}");
+    }
+
+    #[test]
+    fn no_placement_is_said_and_a_pending_decision_too() {
+        let mut report = ExplainReport {
+            workload: web(),
+            ..ExplainReport::default()
+        };
+        assert!(
+            render(&report).contains("placement:   none: no ClusterWorkloadPlacement selects"),
+            "{}",
+            render(&report)
+        );
+        report.placement = Some("spread".into());
+        report.decision = Some(DecisionReport {
+            reason: "spread".into(),
+            recorded: false,
+        });
+        report.targets = vec![TargetExplanation {
+            name: "east".into(),
+            verdict: Verdict::Chosen,
+            replicas: Some(3),
+            ..TargetExplanation::default()
+        }];
+        let text = render(&report);
+        assert!(
+            text.contains("decision:    east (3) (not recorded yet"),
+            "{text}"
+        );
+    }
+}
