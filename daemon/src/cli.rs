@@ -18,6 +18,7 @@ use tmc_syncer::process::LogFormat;
         tmcd check-config --config tmc.toml      check a configuration file and exit\n  \
         tmcd crds > crds.yaml                    print the CRDs (kubectl apply -f crds.yaml)\n  \
         tmcd status                              targets, policies and placements of a running tmcd\n  \
+        tmcd explain deployment/demo/web         why a workload runs where it runs\n  \
         tmcd syncer logs --cluster west          recent log lines of west's syncer\n  \
         tmcd syncer resync --cluster west        re-queue every workload placed on west\n  \
         tmcd verify --config tmc.toml            check connectivity to the control plane and each cluster\n  \
@@ -73,6 +74,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Why a workload runs where it runs: placement, policy, candidate targets, decision, copies.
+    ///
+    /// Asks the running tmcd, which decides the workload again exactly as its
+    /// controller does (same placement, policies, targets and settings,
+    /// writing nothing) and answers: the ClusterWorkloadPlacement that
+    /// governs it; its policy and transformations with their digest and the
+    /// policy generation; every SyncTarget kept or dropped and why
+    /// (chosen, not chosen by the policy, not Ready, unschedulable, location
+    /// mismatch, evicting, grace period over); the decision (targets,
+    /// replicas, label and annotation edits) and whether the workload records
+    /// it yet; and each target's copy as its syncer reports it
+    /// (`status.workload.kcp.io/<target>`).
+    #[command(after_help = "Examples:\n  \
+        tmcd explain deployment/demo/web\n  \
+        tmcd explain deployments.apps/demo/web -o json | jq '.targets[] | {name, verdict, reason}'\n  \
+        tmcd explain configmap/demo/settings --admin http://127.0.0.1:9470\n\n\
+        VERDICT is chosen, candidate (kept, not chosen) or dropped; WHY says why.\n\
+        RECORDED is what the workload records (Sync, removing), COPY what the target's syncer reports.")]
+    Explain {
+        /// The workload: KIND/NAMESPACE/NAME, the kind as `Deployment`, `deployments` or `deployments.apps`.
+        workload: String,
+        /// Admin address of the running tmcd (default: admin.address of --config, else 127.0.0.1:9470).
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        admin: String,
+        /// Output: a table for people, or the admin API's JSON.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Inspect or drive the syncer of one cluster.
     #[command(subcommand)]
     Syncer(SyncerCommand),
@@ -95,6 +124,15 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(after_help = "Example:\n  tmcd man > /usr/local/share/man/man1/tmcd.1")]
     Man,
+}
+
+/// Output format of a report command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON, as the admin API serves it.
+    Json,
 }
 
 /// The default of `--admin` when neither the flag nor `--config` gives one.
@@ -127,6 +165,7 @@ impl Cli {
             | Some(Command::Syncer(
                 SyncerCommand::Logs { admin, .. } | SyncerCommand::Resync { admin, .. },
             ))
+            | Some(Command::Explain { admin, .. })
             | Some(Command::Policy {
                 command: PolicyCommand::List { admin, .. },
             }) => *admin = url,

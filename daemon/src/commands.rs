@@ -8,8 +8,9 @@ use tmc_syncer::process::{LogFormat, shutdown_signal};
 
 use crate::admin::client;
 use crate::admin::status::StatusReport;
-use crate::cli::SyncerCommand;
+use crate::cli::{Output, SyncerCommand};
 use crate::config;
+use crate::explain::{self, ExplainReport};
 use crate::{Daemon, crds, kubeconn, logging, table};
 
 /// `tmcd crds [--split DIR]`.
@@ -71,6 +72,39 @@ pub async fn status(admin: &str, raw: bool) -> Result<()> {
     })?;
     print!("{}", render_status(&report));
     Ok(())
+}
+
+/// `tmcd explain KIND/NAMESPACE/NAME`.
+pub async fn explain(admin: &str, workload: &str, output: Output) -> Result<()> {
+    let (kind, namespace, name) = workload_path(workload)?;
+    let body = get_json(
+        admin,
+        "GET",
+        &format!("/api/v1/explain/{kind}/{namespace}/{name}"),
+    )
+    .await?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let report: ExplainReport = serde_json::from_value(body).with_context(|| {
+        format!("tmcd at {admin} answered an explanation this tmcd cannot read (fix: run the tmcd binary of the same version)")
+    })?;
+    print!("{}", explain::render(&report));
+    Ok(())
+}
+
+/// `KIND/NAMESPACE/NAME` split in three (non-empty, no other `/`).
+fn workload_path(text: &str) -> Result<(&str, &str, &str)> {
+    let parts: Vec<&str> = text.split('/').collect();
+    match parts.as_slice() {
+        [kind, namespace, name] if [kind, namespace, name].iter().all(|p| !p.is_empty()) => {
+            Ok((kind, namespace, name))
+        }
+        _ => bail!(
+            "{text:?} is not KIND/NAMESPACE/NAME (fix: e.g. deployment/demo/web; `-` as the namespace of a cluster-scoped kind)"
+        ),
+    }
 }
 
 /// A JSON value as a table cell: `-` for null, strings without quotes.
@@ -282,4 +316,26 @@ pub async fn verify(path: &Path) -> Result<()> {
         bail!("{failures} connection(s) failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_paths_have_three_parts() {
+        assert_eq!(
+            workload_path("deployment/demo/web").expect("ok"),
+            ("deployment", "demo", "web")
+        );
+        for bad in [
+            "deployment/web",
+            "deployment/demo/web/x",
+            "deployment//web",
+            "",
+        ] {
+            let err = workload_path(bad).expect_err(bad).to_string();
+            assert!(err.contains("KIND/NAMESPACE/NAME"), "{err}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::watcher;
@@ -24,7 +24,7 @@ use tmc_syncer::SyncedKind;
 use tmc_syncer::drop_managed_fields;
 use tokio::task::JoinSet;
 
-use crate::placement::events::EventQueue;
+use crate::placement::events::{EventQueue, Publisher};
 use crate::placement::selector;
 use crate::placement::status_writer::{self, StatusWriter};
 use crate::placement::watch::Stores;
@@ -54,7 +54,7 @@ pub async fn run(
     stores: &Stores,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let recorder = Recorder::new(
+    let publisher = Publisher::new(
         client.clone(),
         Reporter {
             controller: "tmcd".into(),
@@ -84,8 +84,8 @@ pub async fn run(
     let mut runs = JoinSet::new();
     // Helpers of the controllers, stopped when they end.
     let mut background = JoinSet::new();
-    let (events, publisher) = EventQueue::new(recorder, state.decisions.clone());
-    background.spawn(publisher);
+    let (events, event_worker) = EventQueue::new(publisher, state.decisions.clone());
+    background.spawn(event_worker);
     let write_status =
         status_writer::writes_status(&client, state.config.control_plane.write_status).await;
     for kind in kinds {

@@ -80,6 +80,8 @@ impl Daemon {
             targets: stores.targets.clone(),
             placements: stores.placements.clone(),
             audit: AuditLog::open(&config.audit, &config.base_dir)?,
+            reader: client.clone(),
+            kinds: kinds.clone(),
         };
         let state = Arc::new(State::new(config, parts));
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod crds;
 pub mod daemon;
+pub mod explain;
 pub mod fence;
 pub mod kubeconn;
 pub mod leader;

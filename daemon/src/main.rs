@@ -22,6 +22,11 @@ async fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Some(Command::Status { admin, json }) => commands::status(&admin, json).await,
+        Some(Command::Explain {
+            workload,
+            admin,
+            output,
+        }) => commands::explain(&admin, &workload, output).await,
         Some(Command::Syncer(cmd)) => commands::syncer(cmd).await,
         Some(Command::Policy { command }) => policy_command::run(command, &cli.config).await,
         Some(Command::Verify) => commands::verify(&cli.config).await,

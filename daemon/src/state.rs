@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::runtime::reflector::Store;
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
-use tmc_syncer::{Syncer, SyncerHealth};
+use tmc_syncer::{SyncedKind, Syncer, SyncerHealth};
 
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -55,6 +55,11 @@ pub struct State {
     pub moves: MoveTracker,
     /// Where decision changes are recorded.
     pub audit: AuditLog,
+    /// The control plane, for reads that are no part of the leader's work
+    /// (`tmcd explain` reads the workload it is asked about).
+    pub reader: kube::Client,
+    /// The workload kinds this tmcd syncs.
+    pub kinds: Vec<SyncedKind>,
 }
 
 /// What a [`State`] is made of besides its configuration: built before it,
@@ -72,6 +77,10 @@ pub struct Parts {
     pub placements: Store<ClusterWorkloadPlacement>,
     /// Where decision changes are recorded.
     pub audit: AuditLog,
+    /// The control plane, for reads (not fenced).
+    pub reader: kube::Client,
+    /// The workload kinds this tmcd syncs.
+    pub kinds: Vec<SyncedKind>,
 }
 
 impl State {
@@ -92,6 +101,8 @@ impl State {
             targets: parts.targets,
             placements: parts.placements,
             audit: parts.audit,
+            reader: parts.reader,
+            kinds: parts.kinds,
             settings: SettingsVerdicts::default(),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),

@@ -67,6 +67,7 @@ fn help_teaches_with_examples() {
         "tmcd status",
         "tmcd syncer logs --cluster west",
         "tmcd verify",
+        "tmcd explain deployment/demo/web",
     ] {
         assert!(text.contains(example), "missing {example:?} in:\n{text}");
     }
@@ -122,6 +123,7 @@ fn without_admin_the_clients_ask_the_address_of_the_config_file() {
         &["status", "--config", config][..],
         &["policy", "list", "--config", config],
         &["syncer", "logs", "--cluster", "west", "--config", config],
+        &["explain", "deployment/demo/web", "--config", config],
     ] {
         let out = tmcd(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -160,4 +162,20 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
         page.contains(".TH tmcd 1") && page.contains("check\\-config"),
         "{page}"
     );
+}
+
+#[test]
+fn explain_help_teaches_what_it_answers() {
+    let out = tmcd(&["explain", "--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "KIND/NAMESPACE/NAME",
+        "tmcd explain deployment/demo/web",
+        "-o json",
+        "location mismatch",
+        "VERDICT",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
 }

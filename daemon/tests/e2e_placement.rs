@@ -19,6 +19,30 @@ use common::{
     Env, NS, apply_placement, copy, create_deployment, ready, replicas, split_over_both, until,
 };
 
+/// The note of the newest `Placed` Event on `demo/<name>` (by its last
+/// occurrence), if any.
+async fn newest_placed_note(
+    events: &Api<k8s_openapi::api::events::v1::Event>,
+    name: &str,
+) -> Result<Option<String>> {
+    let newest = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("Placed")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .max_by_key(|e| {
+            e.series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+        });
+    Ok(newest.and_then(|e| e.note))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_split_status_move_and_delete() -> Result<()> {
     let env = Env::start().await?;
@@ -177,6 +201,33 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
         })
     })
     .await?;
+    // The decision changed, so did the Event: the newest Placed Event names
+    // the new target and replicas (not a count of the first decision).
+    let note = until("the newest Placed Event names east (3)", || async {
+        let note = newest_placed_note(&events, "web").await?;
+        Ok(match note {
+            Some(note) if note.contains("on east (3)") => Poll::Ready(note),
+            other => Poll::Pending(format!("newest Placed note {other:?}")),
+        })
+    })
+    .await?;
+    assert!(
+        !note.contains("west ("),
+        "west holds no replicas now: {note}"
+    );
+    let placed: Vec<_> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Placed"))
+        .collect();
+    assert!(
+        placed.len() >= 2,
+        "one Event per decision, not one series: {:?}",
+        placed.iter().map(|e| &e.note).collect::<Vec<_>>()
+    );
+
     // The syncer removes west's keys upstream right after its copy is gone.
     until("west released upstream", || async {
         let labels = upstream
@@ -213,6 +264,23 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
 
     let metrics = daemon.state().metrics.render();
     assert!(metrics.contains("tmcd_reconciles_total"), "{metrics}");
+    // What /metrics serves defines every name the dashboard and alerts use.
+    let scraped = request(&admin, "GET", "/metrics").await?;
+    assert_eq!(scraped.status, 200);
+    // (The error counter has a series from the first failed evaluation on;
+    // none failed here.)
+    let missing: Vec<String> = common::monitoring::undefined(&scraped.body)
+        .into_iter()
+        .filter(|m| !m.starts_with("tmcd_policy_evaluation_errors_total "))
+        .collect();
+    assert!(missing.is_empty(), "not served by /metrics: {missing:?}");
+    assert!(
+        scraped
+            .body
+            .contains("tmcd_target_ready{target=\"east\"} 1"),
+        "{}",
+        scraped.body
+    );
     // Figures for the report: mean reconcile and policy evaluation latency.
     for (what, prefix) in [
         ("reconcile (Deployment)", "tmcd_reconcile_duration_seconds_"),

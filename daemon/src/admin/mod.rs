@@ -3,5 +3,6 @@
 //! its status report, and the HTTP client of the `tmcd` commands.
 
 pub mod client;
+pub mod gauges;
 pub mod server;
 pub mod status;

@@ -45,6 +45,7 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/explain/{kind}/{namespace}/{name}", get(explain))
         .route("/api/v1/syncers/{target}", get(syncer))
         .route("/api/v1/syncers/{target}/resync", post(resync))
         .with_state(state)
@@ -63,7 +64,7 @@ async fn readyz(Extract(state): Extract<Shared>) -> Response {
 }
 
 async fn metrics(Extract(state): Extract<Shared>) -> Response {
-    state.refresh_syncer_metrics();
+    super::gauges::refresh(&state);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -217,4 +218,24 @@ async fn resync(Extract(state): Extract<Shared>, Path(target): Path<String>) -> 
     tracing::info!(target_cluster = %target, "resync requested: re-queueing every workload");
     state.triggers.fire();
     Json(json!({"target": target, "requeued": true})).into_response()
+}
+
+/// `GET /api/v1/explain/{kind}/{namespace}/{name}`: an [`ExplainReport`](crate::explain::ExplainReport).
+async fn explain(
+    Extract(state): Extract<Shared>,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Response {
+    use crate::explain::{LookupError, explain_live};
+    match explain_live(&state, &kind, &namespace, &name).await {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => {
+            let code = match err {
+                LookupError::UnknownKind { .. } | LookupError::NotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                LookupError::Read { .. } => StatusCode::BAD_GATEWAY,
+            };
+            (code, Json(json!({"error": err.to_string()}))).into_response()
+        }
+    }
 }

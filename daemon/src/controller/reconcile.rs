@@ -390,6 +390,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         Err(DecideError::Excluded(_)) => return Ok(Action::await_change()),
         Err(DecideError::Policy(failure)) => {
             tracing::warn!(kind, object = %object, placement = %placement_name, policy = %failure.policy, error = %failure.message, "policy failed: keeping the last decision");
+            ctx.state.metrics.decided(kind, "failed");
             ctx.state
                 .policy_errors
                 .lock()
@@ -425,6 +426,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         source,
     })?;
     let api = object_api(ctx, obj);
+    let mut changed = false;
     if !the_plan.is_empty() {
         write_plan(ctx, &api, obj, &the_plan, &object).await?;
         let now_on: BTreeMap<String, Option<u32>> = outcome
@@ -432,7 +434,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             .iter()
             .map(|(t, r)| (t.clone(), r.replicas))
             .collect();
-        if now_on != holders || !the_plan.deleting.is_empty() {
+        changed = now_on != holders || !the_plan.deleting.is_empty();
+        if changed {
             let mut note = format!(
                 "placed by {placement_name} on {}",
                 assignment::describe(&now_on)
@@ -471,6 +474,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             );
         }
     }
+
+    ctx.state
+        .metrics
+        .decided(kind, if changed { "changed" } else { "unchanged" });
 
     if outcome.chosen.is_empty() {
         ctx.state.moves.finish(&workload_name(ctx, &object));

@@ -1,7 +1,7 @@
 //! SyncTargets as placement sees them: readiness from the heartbeat, and the
 //! candidates of one workload (with the eviction grace period).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -150,16 +150,60 @@ pub struct Candidates {
     pub grace_ends_in: Option<Duration>,
     /// Not-Ready holders within their grace period: never asked to delete.
     pub in_grace: BTreeSet<String>,
+    /// The targets that are no candidates, and why (`tmcd explain` shows it).
+    pub dropped: BTreeMap<String, Dropped>,
+}
+
+/// Why a target is no candidate for a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// It matches none of the placement's location selectors.
+    LocationMismatch,
+    /// Tainted `NoExecute`: what it holds moves away.
+    Evicting,
+    /// Not Ready, and it does not hold the workload.
+    NotReady,
+    /// Cordoned or tainted `NoSchedule`, and it does not hold the workload.
+    Unschedulable,
+    /// It holds the workload but has not been Ready for longer than the
+    /// placement's eviction grace period.
+    GraceOver,
+}
+
+impl Dropped {
+    /// Its name in JSON: `locationMismatch`, `evicting`, `notReady`,
+    /// `unschedulable` or `graceOver`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LocationMismatch => "locationMismatch",
+            Self::Evicting => "evicting",
+            Self::NotReady => "notReady",
+            Self::Unschedulable => "unschedulable",
+            Self::GraceOver => "graceOver",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::LocationMismatch => "matches none of the placement's location selectors",
+            Self::Evicting => "tainted NoExecute: its workloads move away",
+            Self::NotReady => "not Ready (heartbeat stale or a syncer-reported failure)",
+            Self::Unschedulable => "cordoned or tainted NoSchedule (only workloads it holds stay)",
+            Self::GraceOver => "not Ready for longer than the eviction grace period",
+        }
+    }
 }
 
 /// Filters `views` into the candidates of a workload currently held by
 /// `holders` (target name -> replicas): Ready and schedulable targets that
 /// match one of `location` (empty: all); a holder stays a candidate while it
-/// is cordoned, and while it is not Ready for less than `grace`.
+/// is cordoned, and while it is not Ready for less than `grace`. The others
+/// are listed in [`Candidates::dropped`] with the reason.
 pub fn candidates(
     views: &[TargetView],
     location: &[abi::LabelSelector],
-    holders: &std::collections::BTreeMap<String, Option<u32>>,
+    holders: &BTreeMap<String, Option<u32>>,
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Candidates {
@@ -172,11 +216,24 @@ pub fn candidates(
         if !names.insert(view.name.clone()) {
             continue;
         }
+        let mut reject = |why: Dropped| {
+            out.dropped.insert(view.name.clone(), why);
+        };
         if !location.is_empty() && !location.iter().any(|s| s.matches(&view.labels)) {
+            reject(Dropped::LocationMismatch);
             continue;
         }
         let held = holders.get(&view.name);
-        if view.evicting || (held.is_none() && (!view.ready || !view.schedulable)) {
+        if view.evicting {
+            reject(Dropped::Evicting);
+            continue;
+        }
+        if held.is_none() && !view.ready {
+            reject(Dropped::NotReady);
+            continue;
+        }
+        if held.is_none() && !view.schedulable {
+            reject(Dropped::Unschedulable);
             continue;
         }
         if !view.ready {
@@ -185,6 +242,7 @@ pub fn candidates(
                 .checked_add_signed(grace_c)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC);
             if ends <= now {
+                reject(Dropped::GraceOver);
                 continue;
             }
             let left = (ends - now).to_std().unwrap_or_default();
@@ -325,6 +383,34 @@ mod tests {
         assert_eq!(b.current, Some(Assignment { replicas: Some(2) }));
         assert_eq!(c.grace_ends_in, Some(Duration::from_secs(40)));
         assert_eq!(c.in_grace, ["b".to_string()].into());
+        assert_eq!(
+            c.dropped,
+            [("c".to_string(), Dropped::GraceOver)].into(),
+            "c held it but its grace period is over"
+        );
+        let c = candidates(&views, &[], &BTreeMap::new(), grace, now());
+        assert_eq!(
+            c.dropped,
+            [
+                ("b".to_string(), Dropped::NotReady),
+                ("c".to_string(), Dropped::NotReady)
+            ]
+            .into()
+        );
+    }
+
+    #[test]
+    fn eviction_drops_even_a_holder() {
+        let mut t = target("a", Some(1));
+        t.spec.taints = vec![Taint {
+            key: "k".into(),
+            value: String::new(),
+            effect: "NoExecute".into(),
+        }];
+        let views = [TargetView::of(&t, now(), T)];
+        let c = candidates(&views, &[], &[("a".to_string(), Some(1))].into(), T, now());
+        assert!(c.targets.is_empty());
+        assert_eq!(c.dropped, [("a".to_string(), Dropped::Evicting)].into());
     }
 
     #[test]
@@ -354,9 +440,17 @@ mod tests {
             ["a"]
         );
         assert_eq!(c.targets[0].location.region, "r-a");
+        assert_eq!(
+            c.dropped,
+            [("b".to_string(), Dropped::LocationMismatch)].into()
+        );
         // Cordoned: no new placement, but a holder stays (unschedulable).
         let c = candidates(&views, &[], &BTreeMap::new(), T, now());
         assert_eq!(c.targets.len(), 1);
+        assert_eq!(
+            c.dropped,
+            [("b".to_string(), Dropped::Unschedulable)].into()
+        );
         let c = candidates(&views, &[], &[("b".to_string(), None)].into(), T, now());
         assert_eq!(c.targets.len(), 2);
         assert!(!c.targets[1].schedulable);

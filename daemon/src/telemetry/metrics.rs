@@ -53,6 +53,23 @@ pub struct Metrics {
     pub fenced_writes: Gauge<u64, AtomicU64>,
     /// Generation of the active policy set.
     pub policy_generation: Gauge<u64, AtomicU64>,
+    /// Decisions by kind and outcome: `changed` (a new decision written),
+    /// `unchanged`, `failed` (a policy failed; the last decision stays).
+    pub decisions: Family<Labels, Counter>,
+    /// 1 when the target is Ready (its heartbeat fresh, no syncer-reported
+    /// failure), by target; set before a scrape.
+    pub target_ready: Family<Labels, Gauge>,
+    /// Seconds since this replica saw the target's heartbeat change, by
+    /// target (the syncer's lag); set before a scrape.
+    pub target_heartbeat_age: Family<Labels, Gauge>,
+    /// Objects, watches or heartbeats failing now in the push syncer of a
+    /// target; set before a scrape.
+    pub syncer_failing: Family<Labels, Gauge>,
+    /// Workloads each placement governs (its status); set before a scrape.
+    pub placement_workloads: Family<Labels, Gauge>,
+    /// 1 when the policy host refused the current file of a policy (its last
+    /// good version serves, if any); set before a scrape.
+    pub policy_refused: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -143,8 +160,50 @@ impl Default for Metrics {
             "Status reports a push syncer holds back while decisions are being written",
             status_reports_held.clone(),
         );
+        let decisions = Family::default();
+        registry.register(
+            "decisions",
+            "Placement decisions by kind and outcome (changed, unchanged, failed: the last decision stays)",
+            decisions.clone(),
+        );
+        let target_ready = Family::default();
+        registry.register(
+            "target_ready",
+            "1 when the SyncTarget is Ready (fresh heartbeat, no syncer-reported failure)",
+            target_ready.clone(),
+        );
+        let target_heartbeat_age = Family::default();
+        registry.register(
+            "target_heartbeat_age_seconds",
+            "Seconds since this replica saw the SyncTarget's heartbeat change",
+            target_heartbeat_age.clone(),
+        );
+        let syncer_failing = Family::default();
+        registry.register(
+            "syncer_failing",
+            "Objects, watches or heartbeats failing now in the push syncer of the target",
+            syncer_failing.clone(),
+        );
+        let placement_workloads = Family::default();
+        registry.register(
+            "placement_workloads",
+            "Workloads the ClusterWorkloadPlacement governs",
+            placement_workloads.clone(),
+        );
+        let policy_refused = Family::default();
+        registry.register(
+            "policy_refused",
+            "1 when the policy host refused the policy's current file (the last good version serves, if any)",
+            policy_refused.clone(),
+        );
         Self {
             registry,
+            decisions,
+            target_ready,
+            target_heartbeat_age,
+            syncer_failing,
+            placement_workloads,
+            policy_refused,
             reconciles,
             reconcile_seconds,
             policy_seconds,
@@ -199,6 +258,70 @@ impl Metrics {
         self.target_sync_errors
             .get_or_create(&vec![("target".into(), target.into())])
             .set(i64::try_from(failing).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one decision of `kind` (see [`Metrics::decisions`]).
+    pub fn decided(&self, kind: &str, outcome: &str) {
+        self.decisions
+            .get_or_create(&vec![
+                ("kind".into(), kind.into()),
+                ("outcome".into(), outcome.into()),
+            ])
+            .inc();
+    }
+
+    /// Sets the per-target gauges to `targets` (name, Ready, heartbeat age)
+    /// and forgets targets not in it.
+    pub fn set_targets<'a>(
+        &self,
+        targets: impl IntoIterator<Item = (&'a str, bool, Option<Duration>)>,
+    ) {
+        self.target_ready.clear();
+        self.target_heartbeat_age.clear();
+        for (name, ready, age) in targets {
+            let labels = vec![("target".to_string(), name.to_string())];
+            self.target_ready
+                .get_or_create(&labels)
+                .set(i64::from(ready));
+            if let Some(age) = age {
+                self.target_heartbeat_age
+                    .get_or_create(&labels)
+                    .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Sets how many things fail in each push syncer (target, failing), and
+    /// forgets syncers not in it.
+    pub fn set_syncers_failing<'a>(&self, syncers: impl IntoIterator<Item = (&'a str, usize)>) {
+        self.syncer_failing.clear();
+        for (target, failing) in syncers {
+            self.syncer_failing
+                .get_or_create(&vec![("target".into(), target.into())])
+                .set(i64::try_from(failing).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the workloads of each placement (name, workloads), and forgets
+    /// placements not in it.
+    pub fn set_placements<'a>(&self, placements: impl IntoIterator<Item = (&'a str, u32)>) {
+        self.placement_workloads.clear();
+        for (name, workloads) in placements {
+            self.placement_workloads
+                .get_or_create(&vec![("placement".into(), name.into())])
+                .set(i64::from(workloads));
+        }
+    }
+
+    /// Sets which policies the host refused (name, refused), and forgets
+    /// policies not in it.
+    pub fn set_policies_refused<'a>(&self, policies: impl IntoIterator<Item = (&'a str, bool)>) {
+        self.policy_refused.clear();
+        for (name, refused) in policies {
+            self.policy_refused
+                .get_or_create(&vec![("policy".into(), name.into())])
+                .set(i64::from(refused));
+        }
     }
 
     /// Records one reconcile of `kind`.

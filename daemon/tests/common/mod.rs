@@ -17,6 +17,8 @@ use tmc_tests::fixtures;
 use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::wait::{self, Poll};
 
+pub mod monitoring;
+
 /// Generous: real servers on a shared 2-core machine.
 pub const TIMEOUT: Duration = Duration::from_secs(180);
 pub const POLL: Duration = Duration::from_millis(500);
