@@ -13,7 +13,9 @@ use super::report::{
     CopyReport, DecisionReport, ExplainReport, PolicyReport, RecordedReport, TargetExplanation,
     Verdict, WorkloadRef,
 };
-use crate::placement::assignment::{self, Recorded};
+use tmc_api::protocol::{self, Recorded};
+
+use crate::placement::assignment;
 use crate::placement::decide::{self, DecideError, NoObserver};
 use crate::placement::request;
 use crate::placement::runner::PolicyRunner;
@@ -49,7 +51,7 @@ pub async fn explain(
 ) -> ExplainReport {
     let obj = subject.object;
     let no_labels = BTreeMap::new();
-    let recorded = assignment::read(
+    let recorded = protocol::read(
         obj.metadata.labels.as_ref().unwrap_or(&no_labels),
         obj.metadata.annotations.as_ref().unwrap_or(&no_labels),
     );
