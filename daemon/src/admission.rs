@@ -278,6 +278,115 @@ mod tests {
         );
     }
 
+    /// A control plane answering discovery with `groups` and every
+    /// ValidatingAdmissionPolicy write with `write_status`; it records the
+    /// paths asked.
+    fn fake_client(
+        groups: serde_json::Value,
+        write_status: u16,
+        asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Client {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let groups = groups.clone();
+            let asked = asked.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                asked
+                    .lock()
+                    .expect("lock")
+                    .push(format!("{} {path}", req.method()));
+                let (status, body) = match path.as_str() {
+                    "/apis" => (200, groups),
+                    "/apis/admissionregistration.k8s.io/v1" => (
+                        200,
+                        json!({"kind": "APIResourceList", "groupVersion": "admissionregistration.k8s.io/v1",
+                               "resources": [{"name": "validatingadmissionpolicies", "namespaced": false,
+                                              "kind": "ValidatingAdmissionPolicy", "verbs": ["create", "patch"]}]}),
+                    ),
+                    _ => (
+                        write_status,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "message": "forbidden: nope", "reason": "Forbidden", "code": write_status}),
+                    ),
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string().into_bytes()))
+                    .expect("response");
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        Client::new(svc, "default")
+    }
+
+    fn config(extra: &str) -> Config {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        crate::config::parse(
+            std::path::Path::new("tmc.toml"),
+            extra,
+            dir.path().to_path_buf(),
+        )
+        .expect("valid")
+    }
+
+    #[tokio::test]
+    async fn unguarded_where_not_served_not_permitted_or_turned_off() {
+        let kinds = SyncedKind::defaults();
+        let asked = std::sync::Arc::default();
+        let no_admission = fake_client(
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+            403,
+            std::sync::Arc::clone(&asked),
+        );
+        let guard = install(&no_admission, &config(""), &kinds)
+            .await
+            .expect("a warning, not an error");
+        assert!(
+            matches!(&guard, Guard::Unguarded { reason } if reason.contains("does not serve")),
+            "{guard:?}"
+        );
+        assert_eq!(
+            *asked.lock().expect("lock"),
+            ["GET /apis"],
+            "nothing applied"
+        );
+
+        let groups = json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+            "name": "admissionregistration.k8s.io",
+            "versions": [{"groupVersion": "admissionregistration.k8s.io/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "admissionregistration.k8s.io/v1", "version": "v1"},
+        }]});
+        let forbidden = fake_client(groups.clone(), 403, std::sync::Arc::default());
+        let guard = install(
+            &forbidden,
+            &config("[control_plane]\nusername = \"tmcd\"\n"),
+            &kinds,
+        )
+        .await
+        .expect("a warning, not an error");
+        assert!(
+            matches!(&guard, Guard::Unguarded { reason } if reason.contains("may not apply") && reason.contains("config/admission/decision-protocol.yaml")),
+            "{guard:?}"
+        );
+
+        let applied = fake_client(groups, 200, std::sync::Arc::default());
+        let off = install(
+            &applied,
+            &config("[control_plane]\ninstall_admission_policy = false\n"),
+            &kinds,
+        )
+        .await
+        .expect("off");
+        assert!(
+            matches!(&off, Guard::Unguarded { reason } if reason.contains("install_admission_policy is false")),
+            "{off:?}"
+        );
+    }
+
     #[test]
     fn rules_group_the_synced_kinds_and_exempt_only_the_writer() {
         let (policy, _) = manifests("it's me", &SyncedKind::defaults()).expect("build");
