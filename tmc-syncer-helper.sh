@@ -58,6 +58,8 @@ load_demo() {
   TMCD="${TMC_DEMO_TMCD}"
   [[ -x "${TMCD}" ]] || die "tmcd binary ${TMCD} (recorded in ${STATE}/env) is missing; rebuild: cargo build -p tmc-daemon"
   ADMIN="$(cat "${STATE}/admin.url" 2>/dev/null)" || die "no ${STATE}/admin.url: tmcd was never started in this demo"
+  # The admin API's bearer token (tmcd's commands read the file named here).
+  export TMC_ADMIN_TOKEN_FILE="${STATE}/admin.token"
 }
 
 require_running() {

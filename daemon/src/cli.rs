@@ -26,6 +26,7 @@ use tmc_syncer::process::LogFormat;
         tmcd policy eval M.wasm --workload web.yaml --targets t.yaml   dry-run a policy on files\n  \
         tmcd policy diff new/spread.wasm --config tmc.toml            what a new policy would move\n  \
         tmcd policy list                         the running tmcd's active policy generation\n\n\
+        Admin API: --admin-token-file FILE (default: admin.token_file of --config), --admin-ca-file CA.pem for https.\n\
         Logs: RUST_LOG=tmc_daemon=debug,info tmcd --config tmc.toml --log-format json"
 )]
 pub struct Cli {
@@ -41,6 +42,13 @@ pub struct Cli {
     /// Log format, overriding `log_format` of the file.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Bearer token file the commands present to the admin API (default:
+    /// admin.token_file of --config).
+    #[arg(long, global = true, env = "TMC_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM CA certificates an https:// admin URL is checked against.
+    #[arg(long, global = true, env = "TMC_ADMIN_CA_FILE")]
+    pub admin_ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -156,7 +164,18 @@ impl Cli {
         if defaulted && let Some(url) = admin_url_of(&cli.config) {
             cli.set_admin(url);
         }
+        if cli.admin_token_file.is_none() {
+            cli.admin_token_file = admin_file_of(&cli.config, "token_file");
+        }
         cli
+    }
+
+    /// What the commands present to the admin API.
+    pub fn admin_credentials(&self) -> crate::admin::client::Credentials {
+        crate::admin::client::Credentials {
+            token_file: self.admin_token_file.clone(),
+            ca_file: self.admin_ca_file.clone(),
+        }
     }
 
     fn set_admin(&mut self, url: String) {
@@ -174,21 +193,45 @@ impl Cli {
     }
 }
 
-/// `http://<admin.address>` of the config file at `path`, if it exists and
-/// names one; `0.0.0.0` and `[::]` become loopback.
+/// `http(s)://<admin.address>` of the config file at `path`, if it exists
+/// and names one (`https` when it sets `admin.tls_cert_file`); `0.0.0.0`
+/// and `[::]` become loopback.
 fn admin_url_of(path: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let doc: toml::Table = text.parse().ok()?;
-    let address: std::net::SocketAddr = doc.get("admin")?.get("address")?.as_str()?.parse().ok()?;
+    let admin = admin_table(path)?;
+    let address: std::net::SocketAddr = admin.get("address")?.as_str()?.parse().ok()?;
     let ip = match address.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
+    let scheme = if admin.contains_key("tls_cert_file") {
+        "https"
+    } else {
+        "http"
+    };
     Some(format!(
-        "http://{}",
+        "{scheme}://{}",
         std::net::SocketAddr::new(ip, address.port())
     ))
+}
+
+/// The file `[admin].<key>` of the config file at `path`, resolved against
+/// the file's directory.
+fn admin_file_of(path: &std::path::Path, key: &str) -> Option<PathBuf> {
+    let file = PathBuf::from(admin_table(path)?.get(key)?.as_str()?);
+    Some(match path.parent() {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file,
+    })
+}
+
+fn admin_table(path: &std::path::Path) -> Option<toml::Table> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut doc: toml::Table = text.parse().ok()?;
+    match doc.remove("admin")? {
+        toml::Value::Table(admin) => Some(admin),
+        _ => None,
+    }
 }
 
 /// `tmcd policy ...`.

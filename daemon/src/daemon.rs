@@ -21,7 +21,7 @@ use crate::placement::watch as stores;
 use crate::policy::{HostRunner, host_config};
 use crate::state::{Parts, State};
 use crate::telemetry::logs::SyncerLogs;
-use crate::{admin, crds, kubeconn, synctargets};
+use crate::{admin, admission, crds, kubeconn, synctargets};
 
 /// How long to wait for the CRDs to be Established.
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,7 +36,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Connects, installs the CRDs, registers the clusters, loads the
+    /// Connects, installs the CRDs, registers the clusters, installs the
+    /// decision-protocol admission policy where served, loads the
     /// policies, starts the admin server, and competes for leadership; the
     /// leader runs the placement controllers and the push syncers.
     pub async fn start(mut config: Config, logs: SyncerLogs) -> Result<Self> {
@@ -48,6 +49,7 @@ impl Daemon {
         synctargets::register(&client, &config.clusters, &synced_from).await?;
         config.synced_from = Some(toml::Spanned::new(0..0, synced_from));
         let kinds = resolve_kinds(&client, &config).await?;
+        admission::install(&client, &config, &kinds).await?;
 
         let host =
             PolicyHost::new(host_config(&config.policies)).context("starting the policy host")?;
@@ -85,7 +87,7 @@ impl Daemon {
         };
         let state = Arc::new(State::new(config, parts));
 
-        let listener = admin::server::bind(state.config.admin.address).await?;
+        let listener = admin::server::bind(&state.config).await?;
         let admin_addr = listener.local_addr().context("reading the admin address")?;
         let mut tasks = Vec::new();
         let mut stop = shutdown_rx.clone();

@@ -6,6 +6,7 @@
 //! `tmc_api::decision`) and brings the copies' status back.
 
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -9,6 +9,7 @@ use tmc_daemon::{commands, config, policy_command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_with_config_defaults();
+    tmc_daemon::admin::client::set_default_credentials(cli.admin_credentials());
     let outcome = match cli.command {
         Some(Command::Crds { split }) => commands::crds(split.as_deref()),
         Some(Command::CheckConfig) => config::load(&cli.config)

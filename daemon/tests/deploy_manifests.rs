@@ -40,6 +40,8 @@ fn the_shipped_tmc_toml_passes_check_config() -> Result<()> {
     for file in ["kcp", "west"] {
         std::fs::write(root.join(format!("kubeconfigs/{file}.kubeconfig")), "")?;
     }
+    std::fs::create_dir_all(root.join("admin"))?;
+    std::fs::write(root.join("admin/token"), "s3cret\n")?;
     let shipped = std::fs::read_to_string(repo_root().join("config/deploy/tmcd/tmc.toml"))?;
     ensure!(shipped.contains("/etc/tmc/"), "the mount paths changed");
     let config = dir.path().join("tmc.toml");

@@ -1,7 +1,8 @@
 //! tmcd on a plain Kubernetes control plane (no kcp): the deployment
 //! controller there owns a Deployment's `.status`, so tmcd must not write
 //! its aggregated status over it; it records its decisions and the target's
-//! report all the same. Needs the test bed binaries and the built policies
+//! report all the same; a user who is not tmcd cannot forge a decision
+//! (the ValidatingAdmissionPolicy tmcd installs). Needs the test bed binaries and the built policies
 //! (`hack/build-policies.sh`).
 
 mod common;
@@ -19,7 +20,7 @@ use tmc_tests::fixtures;
 use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{NS, apply_placement, until};
+use common::{NS, apply_placement, protocol_guard, until};
 
 #[tokio::test]
 async fn on_a_plain_api_server_the_deployment_controller_keeps_the_status() -> Result<()> {
@@ -156,6 +157,14 @@ lease_duration_seconds = 6
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(reads > 20, "{reads} reads");
+
+    // Only tmcd writes the decision protocol on a plain API server too.
+    let user =
+        protocol_guard::workspace_user(&hub, &bed.kubeconfig_path("hub")?, None, NS, dir.path())
+            .await?;
+    protocol_guard::forging_is_refused(&user, NS, "west").await?;
+    protocol_guard::removal_is_allowed_and_loses_nothing(&user, &hub, NS, "web", "west", &west)
+        .await?;
     daemon.stop().await;
     Ok(())
 }

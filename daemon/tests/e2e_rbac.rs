@@ -2,13 +2,14 @@
 //! tmcd given only ServiceAccount tokens bound to them (the workspace's and
 //! each physical cluster's), the CRDs installed by an admin beforehand. The
 //! whole flow works (placement split over both clusters, status aggregated,
-//! a move), no request is forbidden, and a permission taken away is reported
-//! naming the verb and the resource.
+//! a move), no request is forbidden, only tmcd may write the decision
+//! protocol (a workspace user's forgery is refused, a removal loses nothing),
+//! and a permission taken away is reported naming the verb and the resource.
 
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use common::{Env, NS, apply_placement, available, copy, create_deployment, until};
+use common::{Env, NS, apply_placement, available, copy, create_deployment, protocol_guard, until};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, Patch, PatchParams};
@@ -127,6 +128,27 @@ async fn tmcd_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
         "requests were forbidden with the shipped roles:\n{}",
         denied.join("\n")
     );
+
+    // Only tmcd writes the decision protocol: it learned its ServiceAccount's
+    // username (SelfSubjectReview) and installed the guard; the decisions
+    // and the move above ran under it.
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("ValidatingAdmissionPolicy installed")
+                && l.contains("writer=system:serviceaccount:tmc-system:tmcd")),
+        "tmcd did not install the decision-protocol guard for its ServiceAccount:\n{log}"
+    );
+    let user = protocol_guard::workspace_user(
+        &kcp,
+        &env.bed.kubeconfig_path("kcp")?,
+        Some(env.bed.kcp()?.workspace()),
+        NS,
+        env.dir.path(),
+    )
+    .await?;
+    protocol_guard::forging_is_refused(&user, NS, "west").await?;
+    protocol_guard::removal_is_allowed_and_loses_nothing(&user, &kcp, NS, "web", "east", &east)
+        .await?;
 
     // Take `patch` on Deployments away: recording a decision is refused, and
     // the log says which verb on which resource.

@@ -12,6 +12,7 @@
 #   pids                  "<name> <pid> <start time> <program>" per process the demo started (stop order:
 #                         last first; a line counts only while that very process runs, as the current user)
 #   admin.url             http://127.0.0.1:<port> of tmcd's admin server
+#   admin.token           bearer token of the admin API (tmc.toml [admin].token_file)
 #   env                   TMC_DEMO_BIN_DIR (test bed binaries), TMC_DEMO_TMCD (tmcd binary)
 
 # Kubeconfigs hold client keys and bearer tokens: everything the demo, the test bed and the processes they

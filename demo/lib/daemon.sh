@@ -13,9 +13,12 @@ install_policy() {
   echo "installed $(basename "${src}") as ${dest} ($(stat -c %s "${dest}") bytes)"
 }
 
-# render_config STATE EAST_MODE ADMIN_ADDRESS: writes STATE/tmc.toml from demo/tmc.toml.template.
+# render_config STATE EAST_MODE ADMIN_ADDRESS: writes STATE/tmc.toml from demo/tmc.toml.template, and the
+# admin API's bearer token STATE/admin.token (once) that tmcd's commands read through TMC_ADMIN_TOKEN_FILE.
 render_config() {
   local state="$1"
+  [[ -s "${state}/admin.token" ]] || head -c 32 /dev/urandom | base64 | tr -d '\n' >"${state}/admin.token"
+  export TMC_ADMIN_TOKEN_FILE="${state}/admin.token"
   sed -e "s|@KCP_KUBECONFIG@|${state}/admin.kubeconfig|" \
     -e "s|@WORKSPACE@|${BED_WORKSPACE}|" \
     -e "s|@WEST_KUBECONFIG@|${state}/bed/kcp-west.kubeconfig|" \
@@ -23,6 +26,7 @@ render_config() {
     -e "s|@EAST_MODE@|$2|" \
     -e "s|@POLICY_DIR@|${state}/policies|" \
     -e "s|@ADMIN_ADDRESS@|$3|" \
+    -e "s|@ADMIN_TOKEN_FILE@|${state}/admin.token|" \
     "${ROOT}/demo/tmc.toml.template" >"${state}/tmc.toml"
   if grep -n '^[^#]*@[A-Z_]*@' "${state}/tmc.toml"; then
     die "unfilled placeholders in ${state}/tmc.toml (demo/tmc.toml.template and demo/lib/daemon.sh disagree)"

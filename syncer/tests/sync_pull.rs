@@ -216,8 +216,10 @@ async fn pull_mode_binary_syncs_and_heartbeats() -> Result<()> {
 }
 
 /// The agent with least privilege: `config/rbac/pull-agent-upstream.yaml` in the workspace and
-/// `config/rbac/physical-cluster.yaml` on west, and only ServiceAccount tokens bound to them. It syncs,
-/// reports status, heartbeats and holds its claim with no request forbidden.
+/// `config/rbac/physical-cluster.yaml` on west, and only ServiceAccount tokens bound to them, under the
+/// decision-protocol guard of `config/admission/` (which refuses the agent a decision of its own). It
+/// syncs, reports status, heartbeats and holds its claim with no request forbidden, and on the upstream
+/// deletion removes the copy and then its keys and finalizer.
 #[tokio::test]
 async fn pull_agent_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
     let fx = Fixture::start().await?;
@@ -240,10 +242,46 @@ async fn pull_agent_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
         &dir.join("west-tmc-syncer.kubeconfig"),
     )
     .await?;
+    // The decision-protocol guard tmcd installs (config/admission/), with
+    // the bed's admin standing in for tmcd: the agent is not exempt.
+    let shipped = std::fs::read_to_string(
+        tmc_tests::testbed::binaries::repo_root().join("config/admission/decision-protocol.yaml"),
+    )?;
+    let guard = dir.join("decision-protocol.yaml");
+    std::fs::write(
+        &guard,
+        shipped.replace("system:serviceaccount:tmc-system:tmcd", "kcp-admin"),
+    )?;
+    rbac::apply(&fx.kcp, &guard).await?;
+    fx.create_placed("web", 2).await?;
+    let as_agent: Api<Deployment> = Api::namespaced(
+        tmc_tests::testbed::kubeconfig::client(&upstream, None).await?,
+        common::NS,
+    );
+    wait_until(
+        "the guard refuses the agent a decision of its own",
+        || async {
+            let dry = PatchParams {
+                dry_run: true,
+                ..PatchParams::default()
+            };
+            let forged = json!({"metadata": {"labels": {"state.workload.kcp.io/east": "Sync"}}});
+            Ok(
+                match as_agent.patch("web", &dry, &Patch::Merge(&forged)).await {
+                    Err(kube::Error::Api(s))
+                        if s.code == 403 && s.message.contains("decision protocol") =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("not refused yet: {other:?}")),
+                },
+            )
+        },
+    )
+    .await?;
     let log = dir.join("tmc-syncer-rbac.log");
     let child = start_agent_with(&upstream, &downstream, &log)?;
     let outcome = async {
-        fx.create_placed("web", 2).await?;
         wait_until("web synced and its status reported upstream", || async {
             let copy = Api::<Deployment>::namespaced(fx.west.clone(), "tmc-shop")
                 .get_opt("web")
@@ -272,6 +310,29 @@ async fn pull_agent_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
             "requests were forbidden with the shipped roles:\n{}",
             denied.join("\n")
         );
+        // Deleted upstream: the agent removes the copy, then its keys and
+        // finalizer (removals pass the guard), and the object goes.
+        fx.upstream_deployments()
+            .delete("web", &DeleteParams::default())
+            .await?;
+        wait_until(
+            "web and its copy gone after the upstream deletion",
+            || async {
+                let copy = Api::<Deployment>::namespaced(fx.west.clone(), "tmc-shop")
+                    .get_opt("web")
+                    .await?;
+                let up = fx.upstream_deployments().get_opt("web").await?;
+                Ok(match (copy, up) {
+                    (None, None) => Ok(()),
+                    (copy, up) => Err(format!(
+                        "copy {}, upstream {:?}",
+                        copy.is_some(),
+                        up.map(|u| u.metadata.finalizers)
+                    )),
+                })
+            },
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;

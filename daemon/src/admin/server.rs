@@ -3,51 +3,98 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, State as Extract};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use serde_json::{Value, json};
 
+use super::auth::{self, Access};
 use super::status::{
     ClusterReport, ConditionReport, FenceReport, PlacementReport, StatusReport, TargetReport,
 };
-use crate::config::Mode;
+use super::tls::{self, TlsListener};
+use crate::config::{Config, Mode};
 use crate::placement::targets::{REGION_LABEL, ZONE_LABEL, ready_condition};
 use crate::state::State;
 
 type Shared = Arc<State>;
 
+/// The bound admin address: plain TCP or TLS, and who may call it.
+pub struct Listener {
+    inner: Inner,
+    access: Access,
+}
+
+enum Inner {
+    Plain(tokio::net::TcpListener),
+    Tls(TlsListener),
+}
+
+impl Listener {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.inner {
+            Inner::Plain(l) => l.local_addr(),
+            Inner::Tls(l) => axum::serve::Listener::local_addr(l),
+        }
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
     state: Shared,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state, listener.access);
+    match listener.inner {
+        Inner::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        Inner::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+    }
 }
 
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+/// Binds `admin.address` with the token and TLS of `[admin]`.
+pub async fn bind(config: &Config) -> anyhow::Result<Listener> {
     use anyhow::Context as _;
-    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+    let addr = *config.admin.address.get_ref();
+    let access = Access::from_config(config)?;
+    let tls = match (&config.admin.tls_cert_file, &config.admin.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(
+            &config.resolve(cert.get_ref()),
+            &config.resolve(key.get_ref()),
+        )?),
+        _ => None,
+    };
+    let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("binding the admin server to {addr} (fix: set admin.address to a free port)")
-    })
+    })?;
+    let inner = match tls {
+        Some(tls) => Inner::Tls(TlsListener::new(tcp, tls)?),
+        None => Inner::Plain(tcp),
+    };
+    Ok(Listener { inner, access })
 }
 
-/// The routes.
-pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+/// The routes: the probes open, everything else behind [`auth::require`].
+pub fn router(state: Shared, access: Access) -> Router {
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/explain/{kind}/{namespace}/{name}", get(explain))
         .route("/api/v1/syncers/{target}", get(syncer))
         .route("/api/v1/syncers/{target}/resync", post(resync))
+        .route_layer(middleware::from_fn_with_state(access, auth::require));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
         .with_state(state)
 }
 

@@ -330,6 +330,65 @@ mod tests {
         assert_eq!(*config.policies.timeout_ms.get_ref(), 100);
         assert_eq!(config.policies.fuel, None, "the host's default applies");
         assert!(config.leader_election.enabled);
+        assert!(config.control_plane.install_admission_policy);
+        assert!(config.admin.address.get_ref().ip().is_loopback());
+        assert!(config.admin.token_file.is_none() && !config.admin.metrics_need_token);
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token_file() {
+        let e = err("[admin]\naddress = \"0.0.0.0:9470\"\n");
+        assert!(e.starts_with("tmc.toml:2:11: "), "{e}");
+        assert!(
+            e.contains("not a loopback address") && e.contains("admin.token_file"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        std::fs::write(dir.path().join("admin.token"), "s3cret\n").expect("write");
+        let config = parse(
+            Path::new("tmc.toml"),
+            "[admin]\naddress = \"0.0.0.0:9470\"\ntoken_file = \"admin.token\"\n",
+            dir.path().to_path_buf(),
+        )
+        .expect("a token makes it valid");
+        assert!(!config.admin.address.get_ref().ip().is_loopback());
+        let loopback = parse(
+            Path::new("tmc.toml"),
+            "[admin]\naddress = \"[::1]:9470\"\n",
+            dir.path().to_path_buf(),
+        );
+        assert!(loopback.is_ok(), "{loopback:?}");
+    }
+
+    #[test]
+    fn admin_files_must_exist_and_tls_needs_both() {
+        let e = err("[admin]\ntoken_file = \"nope.token\"\n");
+        assert!(
+            e.starts_with("tmc.toml:2:14: ") && e.contains("admin.token_file"),
+            "{e}"
+        );
+        let e = err("[admin]\ntls_cert_file = \"a.crt\"\n");
+        assert!(
+            e.starts_with("tmc.toml:2:17: ") && e.contains("without admin.tls_key_file"),
+            "{e}"
+        );
+        let e = err("[admin]\ntls_key_file = \"a.key\"\n");
+        assert!(e.contains("without admin.tls_cert_file"), "{e}");
+        let e = err("[admin]\ntls_cert_file = \"a.crt\"\ntls_key_file = \"a.key\"\n");
+        assert!(
+            e.starts_with("tmc.toml:2:17: ") && e.contains("admin.tls_cert_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_control_plane_username_is_refused() {
+        let e = err("[control_plane]\nusername = \" \"\n");
+        assert!(
+            e.starts_with("tmc.toml:2:12: ") && e.contains("SelfSubjectReview"),
+            "{e}"
+        );
     }
 
     #[test]

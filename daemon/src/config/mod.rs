@@ -55,7 +55,7 @@ pub struct Config {
 }
 
 /// Connection to the control plane.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlane {
     /// Kubeconfig file (absent: `$KUBECONFIG`, `~/.kube/config` or in-cluster).
@@ -69,6 +69,27 @@ pub struct ControlPlane {
     /// controllers; on a plain Kubernetes API server the deployment
     /// controller owns a Deployment's `.status`).
     pub write_status: Option<bool>,
+    /// The username tmcd authenticates as, the only one the decision-protocol
+    /// admission policy lets add or change decisions (absent: asked of the
+    /// control plane with a SelfSubjectReview).
+    pub username: Option<Spanned<String>>,
+    /// Whether tmcd installs that ValidatingAdmissionPolicy at start where the
+    /// control plane serves it (see [`crate::admission`]).
+    #[serde(default = "default_true")]
+    pub install_admission_policy: bool,
+}
+
+impl Default for ControlPlane {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            workspace: None,
+            write_status: None,
+            username: None,
+            install_admission_policy: true,
+        }
+    }
 }
 
 /// One physical cluster.
@@ -287,15 +308,32 @@ fn default_audit_files() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    /// Listen address of `/healthz`, `/readyz`, `/metrics` and `/api/v1`.
+    /// Listen address of `/healthz`, `/readyz`, `/metrics` and `/api/v1`; an
+    /// address other than loopback needs `token_file`.
     #[serde(default = "default_admin_address")]
-    pub address: SocketAddr,
+    pub address: Spanned<SocketAddr>,
+    /// File holding the bearer token that `/api/v1` (and, with
+    /// `metrics_need_token`, `/metrics`) requires; POST endpoints are refused
+    /// without it.
+    pub token_file: Option<Spanned<PathBuf>>,
+    /// Whether `/metrics` needs the token too (default: no, so a scraper
+    /// without credentials works; the metrics hold no Secret data).
+    #[serde(default)]
+    pub metrics_need_token: bool,
+    /// PEM certificate chain: serve HTTPS (with `tls_key_file`).
+    pub tls_cert_file: Option<Spanned<PathBuf>>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<Spanned<PathBuf>>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Self {
             address: default_admin_address(),
+            token_file: None,
+            metrics_need_token: false,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -438,8 +476,8 @@ fn default_load_timeout_ms() -> Spanned<u64> {
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
-fn default_admin_address() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9470))
+fn default_admin_address() -> Spanned<SocketAddr> {
+    Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 9470)))
 }
 fn default_true() -> bool {
     true

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::{Config, LeaderElection, Mode, Policies, Sync};
+use super::{Admin, Config, LeaderElection, Mode, Policies, Sync};
 
 type Failure = (Range<usize>, String);
 
@@ -157,6 +157,15 @@ pub fn check(config: &Config) -> Result<(), Failure> {
         ));
     }
     check_leader_election(&config.leader_election)?;
+    check_admin(config, &config.admin)?;
+    if let Some(name) = &config.control_plane.username
+        && name.get_ref().trim().is_empty()
+    {
+        return Err((
+            name.span(),
+            "control_plane.username is empty (fix: tmcd's username on the control plane, e.g. \"system:serviceaccount:tmc-system:tmcd\", or remove it to have tmcd ask with a SelfSubjectReview)".to_string(),
+        ));
+    }
     let dir = config.resolve(config.policies.directory.get_ref());
     if !dir.is_dir() {
         return Err((
@@ -190,6 +199,54 @@ fn check_heartbeat(sync: &Sync) -> Result<(), Failure> {
                 interval.saturating_mul(3)
             ),
         ));
+    }
+    Ok(())
+}
+
+/// The admin endpoint: off loopback only with a bearer token; TLS with a
+/// certificate and its key; every named file exists.
+fn check_admin(config: &Config, admin: &Admin) -> Result<(), Failure> {
+    let address = admin.address.get_ref();
+    if !address.ip().is_loopback() && admin.token_file.is_none() {
+        return Err((
+            admin.address.span(),
+            format!(
+                "admin.address {address} is not a loopback address, and the admin API off loopback needs a bearer token (fix: set admin.token_file to a file holding a random token, e.g. `head -c 32 /dev/urandom | base64 > admin.token && chmod 600 admin.token`, or bind 127.0.0.1)"
+            ),
+        ));
+    }
+    match (&admin.tls_cert_file, &admin.tls_key_file) {
+        (Some(cert), None) => {
+            return Err((
+                cert.span(),
+                "admin.tls_cert_file is set without admin.tls_key_file (fix: set both, or neither to serve plain HTTP)".to_string(),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err((
+                key.span(),
+                "admin.tls_key_file is set without admin.tls_cert_file (fix: set both, or neither to serve plain HTTP)".to_string(),
+            ));
+        }
+        _ => {}
+    }
+    for (key, file) in [
+        ("admin.token_file", &admin.token_file),
+        ("admin.tls_cert_file", &admin.tls_cert_file),
+        ("admin.tls_key_file", &admin.tls_key_file),
+    ] {
+        if let Some(file) = file {
+            let resolved = config.resolve(file.get_ref());
+            if !resolved.is_file() {
+                return Err((
+                    file.span(),
+                    format!(
+                        "{key} {} does not exist (fix: create it, or point {key} at an existing file)",
+                        resolved.display()
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }
