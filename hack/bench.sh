@@ -13,7 +13,8 @@
 # TMC_BENCH_RELOAD_WORKLOADS (5), TMC_BENCH_REPLICAS (0), TMC_BENCH_SETTLE_S (10),
 # TMC_BENCH_TIMEOUT_S (300), TMC_BENCH_TMCD (target/release/tmcd), TMC_BENCH_TMCD_LOG (info).
 # Knobs of the fleet benchmark: TMC_FLEET_TARGETS (100), TMC_FLEET_WORKLOADS (1000),
-# TMC_FLEET_CONCURRENCY (16), TMC_FLEET_TIMEOUT_S (900), TMC_BENCH_TMCD.
+# TMC_FLEET_CONCURRENCY (16), TMC_FLEET_LATENCY_N (100), TMC_FLEET_TIMEOUT_S (900); its
+# tmcd is the bench binary itself (bench profile), so it is always this checkout's.
 # Full output goes to target/bench/<name>.log; the tables are printed at the end.
 set -euo pipefail
 
@@ -32,7 +33,7 @@ while [[ $# -gt 0 ]]; do
             shift 2
             ;;
         -h | --help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -69,8 +70,6 @@ if [[ "$only" == "fleet" ]]; then
     say "test bed binaries: hack/testbed/build.sh"
     hack/testbed/build.sh >"$logs/testbed-build.log" 2>&1 ||
         { tail -20 "$logs/testbed-build.log" >&2; echo "hack/bench.sh: hack/testbed/build.sh failed (log: $logs/testbed-build.log)" >&2; exit 1; }
-    say "release tmcd: cargo build --release -p tmc-daemon --bin tmcd"
-    cargo build --release -p tmc-daemon --bin tmcd
     say "fleet: cargo bench -p tmc-daemon --bench fleet_scale (log: $logs/fleet.log)"
     cargo bench -p tmc-daemon --bench fleet_scale 2>&1 | tee "$logs/fleet.log" >&2
 fi

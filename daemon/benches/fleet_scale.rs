@@ -1,39 +1,45 @@
-//! fleet_scale: tmcd at fleet size, on a fleet bed (`tmc_tests::testbed::fleet`: N targets, logical clusters
-//! of a second kcp), every figure beside a baseline measured in the same run.
+//! fleet_scale: tmcd at fleet size, on a fleet bed (`tmc_tests::fleet_load::FleetSetup`: N targets, logical
+//! clusters of a second kcp), every figure beside a baseline measured in the same run.
 //!
 //! 1. floor: W Deployments created in the control plane's kcp with nobody watching (then deleted);
 //! 2. direct: the same W creates made directly on the 3 chosen targets (3 W creates into the fleet kcp, the same
 //!    concurrency; then deleted): what writing every copy costs without tmc;
-//! 3. tmc: tmcd (the real binary, a child process) with N push targets and `replica-spread` over the 3 targets
-//!    of one region; W Deployments created in kcp; the time from the first create until every copy exists on
-//!    the 3 (and, checked after, nothing on the other N-3), tmcd's RSS and CPU seconds, and the CPU seconds of
-//!    both kcps during the burst.
+//! 3. tmc: tmcd (this bench binary re-run as `fleet_scale tmcd --config <file>`: the daemon of this very build,
+//!    in a process of its own) with N push targets and `replica-spread` over the 3 targets of one region; W
+//!    Deployments created in kcp; the time from the first create until every copy exists on the 3 (and, checked
+//!    after, nothing on the other N-3), tmcd's RSS, CPU seconds, open watches and sockets, and the CPU seconds of
+//!    both kcps during the burst;
+//! 4. latency at steady state, with the W placed: L creates one at a time, each timed until a watch on each of
+//!    the 3 targets has seen its copy, interleaved with the same create made directly on the 3 targets;
+//! 5. restart: tmcd stopped and started again with everything placed; the time until it has reconciled every
+//!    workload, and the writes both kcps served meanwhile, by resource (target: none to Deployments).
 //!
 //! Knobs (environment): TMC_FLEET_TARGETS (100), TMC_FLEET_WORKLOADS (1000), TMC_FLEET_CONCURRENCY (16),
-//! TMC_FLEET_TIMEOUT_S (900), TMC_BENCH_TMCD (`release/tmcd` in CARGO_TARGET_DIR, else `target/release/tmcd`).
-//! Run: `hack/bench.sh --only fleet`.
+//! TMC_FLEET_LATENCY_N (100), TMC_FLEET_TIMEOUT_S (900). Run: `hack/bench.sh --only fleet`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
 use serde_json::json;
 use tmc_tests::fixtures;
-use tmc_tests::fleet_load::{self, Copies};
+use tmc_tests::fleet_load::{self, Copies, FleetSetup};
 use tmc_tests::testbed::fleet::Location;
-use tmc_tests::testbed::{TestBed, progress};
+use tmc_tests::testbed::progress;
+use tokio::sync::Notify;
 
 struct Knobs {
     targets: usize,
     workloads: usize,
     concurrency: usize,
+    latency_n: usize,
     timeout: Duration,
-    tmcd: PathBuf,
 }
 
 fn knob(name: &str, default: u64) -> Result<u64> {
@@ -51,26 +57,12 @@ impl Knobs {
         if targets < 3 {
             bail!("TMC_FLEET_TARGETS={targets}: the bench places on 3 targets, give at least 3");
         }
-        let tmcd = std::env::var_os("TMC_BENCH_TMCD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| tmc_tests::testbed::binaries::repo_root().join("target"))
-                    .join("release/tmcd")
-            });
-        if !tmcd.is_file() {
-            bail!(
-                "{} is missing (fix: cargo build --release -p tmc-daemon --bin tmcd, or set TMC_BENCH_TMCD)",
-                tmcd.display()
-            );
-        }
         Ok(Self {
             targets,
             workloads: knob("TMC_FLEET_WORKLOADS", 1000)? as usize,
             concurrency: knob("TMC_FLEET_CONCURRENCY", 16)?.max(1) as usize,
+            latency_n: knob("TMC_FLEET_LATENCY_N", 100)? as usize,
             timeout: Duration::from_secs(knob("TMC_FLEET_TIMEOUT_S", 900)?),
-            tmcd,
         })
     }
 }
@@ -90,7 +82,12 @@ fn locate(targets: usize) -> impl Fn(usize, &str) -> Location + Copy {
 }
 
 const CHOSEN_REGION: &str = "chosen";
+/// The namespace tmc places (its copies keep the name downstream).
+const PLACED: &str = "placed";
+/// The namespace of the direct latency baseline on the chosen targets.
+const DIRECT_LATENCY: &str = "lat-direct";
 
+/// utime + stime of process `pid`, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -109,6 +106,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// VmRSS and VmHWM of process `pid`, in MiB.
 fn rss_mib(pid: u32) -> Result<(f64, f64)> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -123,13 +121,144 @@ fn rss_mib(pid: u32) -> Result<(f64, f64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+/// Open sockets of process `pid` (its connections and listeners).
+fn sockets(pid: u32) -> Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        if let Ok(link) = std::fs::read_link(entry?.path())
+            && link.to_string_lossy().starts_with("socket:")
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The samples of `metric` in a Prometheus text exposition, as (labels, value).
+fn samples<'a>(text: &'a str, metric: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(metric)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        Some((labels, value.trim().parse().ok()?))
+    })
+}
+
+/// The value of label `key` in a Prometheus label set `a="x",b="y"`.
+fn label<'a>(labels: &'a str, key: &str) -> &'a str {
+    labels
+        .split("\",")
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
+        .map_or("", |v| v.trim_end_matches('"'))
+}
+
+/// A kcp's `/metrics` (through its `base` context: not a workspace's URL).
+async fn server_metrics(client: &kube::Client) -> Result<String> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    client
+        .request_text(req)
+        .await
+        .context("GET /metrics of kcp")
+}
+
+/// Watch requests a kcp serves now.
+async fn open_watches(client: &kube::Client) -> Result<f64> {
+    let text = server_metrics(client).await?;
+    Ok(samples(&text, "apiserver_longrunning_requests")
+        .filter(|(l, _)| label(l, "verb") == "WATCH")
+        .map(|(_, v)| v)
+        .sum())
+}
+
+/// Writes a kcp has served so far (every verb but reads and watches), by `resource[/subresource]`.
+async fn writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
+    let text = server_metrics(client).await?;
+    let mut out = BTreeMap::new();
+    for (labels, v) in samples(&text, "apiserver_request_total") {
+        if matches!(label(labels, "verb"), "GET" | "LIST" | "WATCH" | "CONNECT") {
+            continue;
+        }
+        let (res, sub) = (label(labels, "resource"), label(labels, "subresource"));
+        let key = if sub.is_empty() {
+            res.to_owned()
+        } else {
+            format!("{res}/{sub}")
+        };
+        *out.entry(key).or_insert(0.0) += v;
+    }
+    Ok(out)
+}
+
+/// `after - before`, the resources with a non-zero difference.
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d != 0.0)
+        .collect()
+}
+
+/// tmcd's admin `/metrics`.
+async fn tmcd_metrics(admin: &str) -> Result<String> {
+    let url = format!("http://{admin}");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        tmc_daemon::admin::client::request(&url, "GET", "/metrics"),
+    )
+    .await
+    .with_context(|| format!("GET {url}/metrics timed out"))??;
+    if reply.status != 200 {
+        bail!("GET {url}/metrics answered {}", reply.status);
+    }
+    Ok(reply.body)
+}
+
+/// (reconciles so far, workloads and status writes still queued) of tmcd.
+async fn tmcd_progress(admin: &str) -> Result<(f64, f64)> {
+    let text = tmcd_metrics(admin).await?;
+    let done = samples(&text, "tmcd_reconciles_total")
+        .map(|(_, v)| v)
+        .sum();
+    let busy = [
+        "tmcd_workloads_pending",
+        "tmcd_status_writes_pending",
+        "tmcd_status_reports_held",
+    ]
+    .iter()
+    .flat_map(|m| samples(&text, m))
+    .map(|(_, v)| v)
+    .sum();
+    Ok((done, busy))
+}
+
+/// Waits until tmcd has made at least `reconciles` reconciles and has nothing queued; returns how long it took.
+async fn tmcd_settled(admin: &str, reconciles: f64, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let state = tmcd_progress(admin).await;
+        if let Ok((done, busy)) = state
+            && done >= reconciles
+            && busy == 0.0
+        {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "tmcd not settled after {timeout:?} (reconciles, queued: {state:?}; want {reconciles} reconciles)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -141,60 +270,149 @@ async fn delete_all(client: &kube::Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deployments in `ns` on each of `clients`, by target name.
-async fn copies_on(
-    clients: &[(String, kube::Client)],
-    ns: &str,
-) -> Result<BTreeMap<String, Copies>> {
-    let mut out = BTreeMap::new();
-    for (name, client) in clients {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        let list = api.list(&ListParams::default()).await?;
-        let copies = list
-            .items
-            .into_iter()
-            .map(|d| {
-                let r = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                (d.metadata.name.unwrap_or_default(), r)
-            })
-            .collect();
-        out.insert(name.clone(), copies);
-    }
-    Ok(out)
+/// When a watch on each chosen target first saw each Deployment (`target/namespace/name`).
+#[derive(Default)]
+struct Seen {
+    first: Mutex<HashMap<String, Instant>>,
+    changed: Notify,
+    watches: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+impl Seen {
+    /// Starts one watch of all Deployments per target of `clients`, until [`Seen::stop`].
+    fn watch(clients: &[(String, kube::Client)]) -> Arc<Self> {
+        let seen = Arc::new(Self::default());
+        let mut watches = Vec::new();
+        for (target, client) in clients {
+            let (seen, target) = (seen.clone(), target.clone());
+            let api: Api<Deployment> = Api::all(client.clone());
+            let task = tokio::spawn(async move {
+                let mut events = watcher(api, watcher::Config::default()).boxed();
+                loop {
+                    match events.try_next().await {
+                        Ok(Some(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => {
+                            let key = format!(
+                                "{target}/{}/{}",
+                                d.metadata.namespace.unwrap_or_default(),
+                                d.metadata.name.unwrap_or_default()
+                            );
+                            if let Ok(mut first) = seen.first.lock() {
+                                first.entry(key).or_insert_with(Instant::now);
+                            }
+                            seen.changed.notify_waiters();
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            eprintln!("[fleet_scale] watch on {target} failed, retrying: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            });
+            watches.push(task.abort_handle());
+        }
+        if let Ok(mut slot) = seen.watches.lock() {
+            *slot = watches;
+        }
+        seen
+    }
+
+    /// Stops the watches (before the servers go away).
+    fn stop(&self) {
+        for task in self
+            .watches
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+        {
+            task.abort();
+        }
+    }
+
+    /// Waits until `ns/name` has been seen on every one of `targets`; returns the last of those instants.
+    async fn all(
+        &self,
+        targets: &[String],
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Instant> {
+        let keys: Vec<String> = targets.iter().map(|t| format!("{t}/{ns}/{name}")).collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let first = self.first.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                let at: Option<Vec<Instant>> = keys.iter().map(|k| first.get(k).copied()).collect();
+                if let Some(last) = at.and_then(|a| a.into_iter().max()) {
+                    return Ok(last);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("{ns}/{name} not seen on all of {targets:?} within {timeout:?}");
+            }
+        }
+    }
+}
+
+/// The `p`-th percentile (nearest rank) of `samples`, in milliseconds.
+fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Runs tmcd itself: `fleet_scale tmcd --config <file>` (how the bench starts its tmcd child).
+fn run_tmcd(args: &[String]) -> Result<()> {
+    let [_, flag, config] = args else {
+        bail!("usage: fleet_scale tmcd --config <file>");
+    };
+    if flag != "--config" {
+        bail!("usage: fleet_scale tmcd --config <file>, got {flag:?}");
+    }
+    tokio::runtime::Runtime::new()?.block_on(tmc_daemon::commands::run(
+        Path::new(config),
+        Some(tmc_syncer::process::LogFormat::Text),
+    ))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("tmcd") {
+        return run_tmcd(&args);
+    }
+    tokio::runtime::Runtime::new()?.block_on(bench())
+}
+
+async fn bench() -> Result<()> {
     let knobs = Knobs::from_env()?;
     let (n, w, c) = (knobs.targets, knobs.workloads, knobs.concurrency);
-    let mut bed = TestBed::builder()
-        .workspace("root:tmc")
-        .fleet(n)
-        .start()
-        .await?;
-    bed.install_kube_crds().await?;
-    let kcp = bed.kcp_client().await?;
-    let names = bed.fleet()?.names();
-    let locate = locate(n);
-    let chosen: Vec<String> = names
-        .iter()
-        .enumerate()
-        .filter(|(i, name)| locate(*i, name).region == CHOSEN_REGION)
-        .map(|(_, name)| name.clone())
-        .collect();
+    let myself = std::env::current_exe().context("the bench binary's own path")?;
+    progress(&format!("tmcd: {} tmcd (this binary)", myself.display()));
+    let mut setup = FleetSetup::start(n, locate(n), CHOSEN_REGION).await?;
+    let (kcp, chosen) = (setup.kcp.clone(), setup.chosen.clone());
+    let kcp_base = setup.bed.kcp()?.client("base").await?;
+    let fleet_base = setup.bed.fleet()?.kcp().client("base").await?;
     let mut chosen_clients = Vec::new();
     for name in &chosen {
-        let target = bed.fleet()?.target(name).context("chosen target")?;
+        let target = setup.bed.fleet()?.target(name).context("chosen target")?;
         chosen_clients.push((name.clone(), target.client().await?));
     }
     let expected: Copies = (0..w)
         .map(|i| (format!("w{i:05}"), 3 + (i % 5) as i32))
         .collect();
-    let pids: BTreeMap<String, u32> = bed.pids().into_iter().collect();
+    let pids: BTreeMap<String, u32> = setup.bed.pids().into_iter().collect();
     let cpu = |name: &str| pids.get(name).map_or(Ok(f64::NAN), |p| cpu_seconds(*p));
+    let load_at_start = load_average();
 
     // 1. The control plane's floor: the same creates into kcp, nobody watching.
-    namespace(&kcp, "floor").await?;
+    fleet_load::ensure_namespace(&kcp, "floor").await?;
     progress(&format!("floor: {w} creates into kcp, concurrency {c}"));
     let floor = fleet_load::create_deployments(&kcp, "floor", &expected, json!({}), c).await?;
     delete_all(&kcp, "floor").await?;
@@ -205,7 +423,8 @@ async fn main() -> Result<()> {
         w * chosen.len()
     ));
     for (_, client) in &chosen_clients {
-        namespace(client, "direct").await?;
+        fleet_load::ensure_namespace(client, "direct").await?;
+        fleet_load::ensure_namespace(client, DIRECT_LATENCY).await?;
     }
     let direct_started = Instant::now();
     futures::stream::iter(chosen_clients.iter().flat_map(|(_, client)| {
@@ -222,59 +441,48 @@ async fn main() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })
     .buffer_unordered(c)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<Result<Vec<()>>>()?;
+    .try_collect::<Vec<()>>()
+    .await?;
     let direct = direct_started.elapsed();
     for (_, client) in &chosen_clients {
         delete_all(client, "direct").await?;
     }
 
     // 3. tmc.
-    let policies = bed.dir().join("policies");
-    std::fs::create_dir_all(&policies)?;
-    fixtures::install_policy(&policies, "replica-spread", "replica-spread")?;
-    let config = bed.dir().join("tmc.toml");
-    let text = fleet_load::tmc_toml(
-        &bed,
-        "tmc-fleet",
-        locate,
-        "[sync]\nresources = [\"deployments.apps\"]\n\n[policies]\ndirectory = \"policies\"\n\n\
-         [admin]\naddress = \"127.0.0.1:0\"\n\n[leader_election]\nenabled = false\n",
-    )?;
-    std::fs::write(&config, text)?;
-    let tmcd_started = Instant::now();
-    let mut tmcd = bed.spawn("tmcd", &knobs.tmcd, ["--config".into(), config.clone()])?;
+    let watches0 = (
+        open_watches(&kcp_base).await?,
+        open_watches(&fleet_base).await?,
+    );
+    let tmcd_args = || {
+        [
+            "tmcd".into(),
+            "--config".into(),
+            setup.config.clone().into_os_string(),
+        ]
+    };
+    let mut tmcd = setup.bed.spawn("tmcd", &myself, tmcd_args())?;
     let tmcd_pid = tmcd.pid();
-    let ready = fleet_load::wait_targets_ready(&kcp, &names, knobs.timeout).await;
+    let ready = setup.place(PLACED, knobs.timeout).await;
     tmcd.ensure_running()
         .context("tmcd exited; see tmcd.log in the bed dir")?;
-    ready?;
-    let ready_after = tmcd_started.elapsed();
-    fixtures::apply_placement(
-        &kcp,
-        "fleet-bench",
-        "spread",
-        json!({
-            "policy": {"name": "replica-spread"},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "placed"}},
-            "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": CHOSEN_REGION}}],
-        }),
-    )
-    .await?;
+    let ready = ready?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss_idle, _) = rss_mib(tmcd_pid)?;
     let cpu_idle = cpu_seconds(tmcd_pid)?;
-    namespace(&kcp, "placed").await?;
+    let watches1 = (
+        open_watches(&kcp_base).await?,
+        open_watches(&fleet_base).await?,
+    );
+    let sockets_idle = sockets(tmcd_pid)?;
     let (kcp0, fleet0, tmcd0) = (cpu("kcp")?, cpu("fleet-kcp")?, cpu_idle);
 
     progress(&format!("tmc: {w} creates into kcp, placed on {chosen:?}"));
+    let load_burst = load_average();
     let burst = Instant::now();
-    let created = fleet_load::create_deployments(&kcp, "placed", &expected, json!({}), c).await?;
+    let created = fleet_load::create_deployments(&kcp, PLACED, &expected, json!({}), c).await?;
     let deadline = burst + knobs.timeout;
     let placed = loop {
-        let observed = copies_on(&chosen_clients, "placed").await?;
+        let observed = fleet_load::copies_on(&chosen_clients, PLACED).await?;
         let problems = fleet_load::spread_problems(&expected, &chosen, &observed, 3);
         if problems.is_empty() {
             break burst.elapsed();
@@ -287,54 +495,165 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let (kcp1, fleet1, tmcd1) = (cpu("kcp")?, cpu("fleet-kcp")?, cpu_seconds(tmcd_pid)?);
+    let settled = tmcd_settled(&setup.admin, w as f64, knobs.timeout).await? + placed;
     let (rss, hwm) = rss_mib(tmcd_pid)?;
     // Nothing anywhere else.
-    let everywhere = fleet_load::copies_by_target(&bed, "placed").await?;
+    let everywhere = fleet_load::copies_by_target(&setup.bed, PLACED).await?;
     let problems = fleet_load::spread_problems(&expected, &chosen, &everywhere, 5);
     if !problems.is_empty() {
         bail!("copies where they do not belong: {problems:?}");
     }
 
+    // 4. Latency at steady state, tmc and direct interleaved.
+    let seen = Seen::watch(&chosen_clients);
+    seen.all(&chosen, PLACED, "w00000", knobs.timeout).await?;
+    let l = knobs.latency_n;
+    progress(&format!(
+        "latency: {l} creates one at a time, tmc and direct interleaved"
+    ));
+    let load_latency = load_average();
+    let (mut tmc_lat, mut direct_lat) = (Vec::with_capacity(l), Vec::with_capacity(l));
+    for i in 0..l {
+        let name = format!("l{i:05}");
+        let d = fixtures::deployment(DIRECT_LATENCY, &name, 3, json!({}), json!({}))?;
+        let t0 = Instant::now();
+        futures::future::try_join_all(chosen_clients.iter().map(|(_, client)| {
+            let (api, d) = (
+                Api::<Deployment>::namespaced(client.clone(), DIRECT_LATENCY),
+                &d,
+            );
+            async move { api.create(&PostParams::default(), d).await }
+        }))
+        .await
+        .with_context(|| format!("creating {DIRECT_LATENCY}/{name} on the chosen targets"))?;
+        direct_lat.push(
+            seen.all(&chosen, DIRECT_LATENCY, &name, knobs.timeout)
+                .await?
+                - t0,
+        );
+        let d = fixtures::deployment(PLACED, &name, 3, json!({}), json!({}))?;
+        let t0 = Instant::now();
+        Api::<Deployment>::namespaced(kcp.clone(), PLACED)
+            .create(&PostParams::default(), &d)
+            .await
+            .with_context(|| format!("creating {PLACED}/{name} in kcp"))?;
+        tmc_lat.push(seen.all(&chosen, PLACED, &name, knobs.timeout).await? - t0);
+    }
+    tmcd_settled(&setup.admin, (w + l) as f64, knobs.timeout).await?;
+    let (rss_steady, hwm_steady) = rss_mib(tmcd_pid)?;
+    let cpu_steady = cpu_seconds(tmcd_pid)?;
+
+    // 5. Restart with everything placed.
+    progress("restart: tmcd stopped and started again");
+    let quiet = Duration::from_secs(10);
+    let (k0, f0) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    tokio::time::sleep(quiet).await;
+    let (k1, f1) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let (idle_kcp, idle_fleet) = (delta(&k0, &k1), delta(&f0, &f1));
+    drop(tmcd);
+    let load_restart = load_average();
+    let (k2, f2) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let mut tmcd = setup.bed.spawn("tmcd", &myself, tmcd_args())?;
+    let reconciled = tmcd_settled(&setup.admin, (w + l) as f64, knobs.timeout).await;
+    tmcd.ensure_running()
+        .context("restarted tmcd exited; see tmcd.log in the bed dir")?;
+    let reconciled = reconciled?;
+    // The syncers compare what they hold with their targets on their own schedule: give them the quiet window.
+    tokio::time::sleep(quiet).await;
+    let (k3, f3) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let (restart_kcp, restart_fleet) = (delta(&k2, &k3), delta(&f2, &f3));
+    let restart_pid = tmcd.pid();
+    let (rss_restart, _) = rss_mib(restart_pid)?;
+    let cpu_restart = cpu_seconds(restart_pid)?;
+    let everywhere = fleet_load::copies_by_target(&setup.bed, PLACED).await?;
+    let mut all_expected = expected.clone();
+    all_expected.extend((0..l).map(|i| (format!("l{i:05}"), 3)));
+    let problems = fleet_load::spread_problems(&all_expected, &chosen, &everywhere, 5);
+    if !problems.is_empty() {
+        bail!("after the restart: {problems:?}");
+    }
+
     let s = |d: Duration| d.as_secs_f64();
-    println!("benchmark fleet_scale ({n} targets, {w} workloads on {chosen:?}, concurrency {c})");
     println!(
-        "  floor: {w} creates into kcp alone            {:8.1} s",
+        "benchmark fleet_scale ({n} targets, {w} workloads on {chosen:?}, concurrency {c}, tmcd {})",
+        myself.display()
+    );
+    println!(
+        "  load average (1 min): start {load_at_start}, burst {load_burst}, latency {load_latency}, restart {load_restart}"
+    );
+    println!(
+        "  floor: {w} creates into kcp alone              {:8.1} s",
         s(floor)
     );
     println!(
-        "  direct: {} creates on the 3 targets          {:8.1} s",
+        "  direct: {} creates on the 3 targets            {:8.1} s",
         w * chosen.len(),
         s(direct)
     );
     println!(
-        "  tmc: {w} creates into kcp (tmcd running)     {:8.1} s",
+        "  tmc: {w} creates into kcp (tmcd running)       {:8.1} s",
         s(created)
     );
     println!(
-        "  tmc: first create -> every copy on the 3      {:8.1} s  = {:.1}x floor, {:.1}x direct",
+        "  tmc: first create -> every copy on the 3        {:8.1} s  = {:.1}x floor, {:.1}x direct",
         s(placed),
         s(placed) / s(floor),
         s(placed) / s(direct)
     );
     println!(
-        "  tmcd start -> {n} SyncTargets Ready           {:8.1} s",
-        s(ready_after)
+        "  tmc: first create -> tmcd settled (0 queued)    {:8.1} s",
+        s(settled)
     );
-    println!("  tmcd VmRSS idle ({n} targets, 0 workloads)     {rss_idle:8.1} MiB");
-    println!("  tmcd VmRSS / VmHWM after the burst           {rss:8.1} / {hwm:.1} MiB");
     println!(
-        "  tmcd CPU: start+idle / burst                 {cpu_idle:8.1} / {:.1} s",
+        "  tmcd start -> {n} SyncTargets Ready             {:8.1} s",
+        s(ready)
+    );
+    println!(
+        "  create -> copy seen on all 3, p50 / p99 (n={l})   {:8.1} / {:.1} ms  (direct on the 3: {:.1} / {:.1} ms)",
+        percentile_ms(&tmc_lat, 50.0),
+        percentile_ms(&tmc_lat, 99.0),
+        percentile_ms(&direct_lat, 50.0),
+        percentile_ms(&direct_lat, 99.0)
+    );
+    println!("  tmcd VmRSS idle ({n} targets, 0 workloads)       {rss_idle:8.1} MiB");
+    println!("  tmcd VmRSS / VmHWM after the burst             {rss:8.1} / {hwm:.1} MiB");
+    println!(
+        "  tmcd VmRSS / VmHWM after the latency run       {rss_steady:8.1} / {hwm_steady:.1} MiB"
+    );
+    println!(
+        "  tmcd CPU: start+idle / burst / total           {cpu_idle:8.1} / {:.1} / {cpu_steady:.1} s",
         tmcd1 - tmcd0
     );
     println!(
-        "  kcp CPU during the burst (control plane)     {:8.1} s",
+        "  watches opened by tmcd (kcp / fleet kcp)       {:8.0} / {:.0}",
+        watches1.0 - watches0.0,
+        watches1.1 - watches0.1
+    );
+    println!("  tmcd sockets, idle                             {sockets_idle:8}");
+    println!(
+        "  kcp CPU during the burst (control plane)       {:8.1} s",
         kcp1 - kcp0
     );
     println!(
-        "  fleet kcp CPU during the burst               {:8.1} s",
+        "  fleet kcp CPU during the burst                 {:8.1} s",
         fleet1 - fleet0
     );
+    println!(
+        "  restart: start -> {} workloads reconciled       {:8.1} s  (VmRSS {rss_restart:.1} MiB, CPU {cpu_restart:.1} s)",
+        w + l,
+        s(reconciled)
+    );
+    println!(
+        "  restart: writes until reconciled + {} s, to kcp {restart_kcp:?}",
+        quiet.as_secs()
+    );
+    println!("  restart: the same, to the fleet kcp {restart_fleet:?}");
+    println!(
+        "  running idle, the same writes in {} s: kcp {idle_kcp:?}, fleet kcp {idle_fleet:?}",
+        quiet.as_secs()
+    );
+    seen.stop();
     drop(tmcd);
-    bed.shutdown();
+    setup.bed.shutdown();
     Ok(())
 }

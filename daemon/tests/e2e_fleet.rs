@@ -4,14 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use anyhow::Result;
 use serde_json::json;
 use tmc_daemon::Daemon;
-use tmc_tests::fixtures;
-use tmc_tests::fleet_load::{self, Copies};
-use tmc_tests::testbed::TestBed;
+use tmc_tests::fleet_load::{self, Copies, FleetSetup};
 use tmc_tests::testbed::fleet::Location;
 use tmc_tests::testbed::wait::{self, Poll};
 
@@ -38,78 +34,27 @@ async fn replica_spread_places_500_workloads_on_3_of_20_targets() -> Result<()> 
         tmc_syncer::process::LogFormat::Text,
         "info,kube_client=off,kube_runtime=warn",
     );
-    let bed = TestBed::builder()
-        .workspace("root:tmc")
-        .fleet(TARGETS)
-        .start()
-        .await?;
-    bed.install_kube_crds().await?;
-    let kcp = bed.kcp_client().await?;
-    let names = bed.fleet()?.names();
-    let chosen: Vec<String> = names
-        .iter()
-        .enumerate()
-        .filter(|(i, name)| locate(*i, name).region == CHOSEN_REGION)
-        .map(|(_, name)| name.clone())
-        .collect();
-    assert_eq!(chosen, ["fleet-004", "fleet-011", "fleet-018"]);
+    let setup = FleetSetup::start(TARGETS, locate, CHOSEN_REGION).await?;
+    let FleetSetup {
+        bed, kcp, chosen, ..
+    } = &setup;
+    assert_eq!(chosen, &["fleet-004", "fleet-011", "fleet-018"]);
 
-    let dir = tempfile::tempdir()?;
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies)?;
-    fixtures::install_policy(&policies, "replica-spread", "replica-spread")?;
-    let text = fleet_load::tmc_toml(
-        &bed,
-        "tmc-fleet",
-        locate,
-        r#"[sync]
-resources = ["deployments.apps"]
-
-[policies]
-directory = "policies"
-timeout_ms = 2000
-
-[admin]
-address = "127.0.0.1:0"
-
-[leader_election]
-enabled = false
-"#,
-    )?;
-    let path = dir.path().join("tmc.toml");
-    std::fs::write(&path, &text)?;
-    let config = tmc_daemon::config::parse(&path, &text, dir.path().to_path_buf())?;
+    let config = tmc_daemon::config::load(&setup.config)?;
     let daemon = Daemon::start(config, logs).await?;
-    fixtures::apply_placement(
-        &kcp,
-        "fleet-test",
-        "spread",
-        json!({
-            "policy": {"name": "replica-spread"},
-            "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": CHOSEN_REGION}}],
-        }),
-    )
-    .await?;
-
-    let ready = fleet_load::wait_targets_ready(&kcp, &names, PLACED_TIMEOUT).await?;
+    let ready = setup.place(NS, PLACED_TIMEOUT).await?;
     eprintln!(
         "{TARGETS} SyncTargets Ready {:.1} s after tmcd started",
         ready.as_secs_f64()
     );
 
-    let namespaces: Api<Namespace> = Api::all(kcp.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .context("creating namespace fleet in kcp")?;
     // 3 to 7 replicas: every chosen target gets at least one.
     let expected: Copies = (0..WORKLOADS)
         .map(|i| (format!("w{i:04}"), 3 + (i % 5) as i32))
         .collect();
     let started = Instant::now();
     let created =
-        fleet_load::create_deployments(&kcp, NS, &expected, json!({}), CONCURRENCY).await?;
+        fleet_load::create_deployments(kcp, NS, &expected, json!({}), CONCURRENCY).await?;
     eprintln!(
         "{WORKLOADS} Deployments created in kcp in {:.1} s",
         created.as_secs_f64()
@@ -120,7 +65,7 @@ enabled = false
         PLACED_TIMEOUT,
         Duration::from_secs(2),
         || {
-            let (bed, expected, chosen) = (&bed, &expected, &chosen);
+            let expected = &expected;
             async move {
                 let observed = fleet_load::copies_by_target(bed, NS).await?;
                 let problems = fleet_load::spread_problems(expected, chosen, &observed, 5);
@@ -148,9 +93,9 @@ enabled = false
     );
     // Still so a little later: no late copy elsewhere, none removed.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let again = fleet_load::copies_by_target(&bed, NS).await?;
+    let again = fleet_load::copies_by_target(bed, NS).await?;
     assert_eq!(
-        fleet_load::spread_problems(&expected, &chosen, &again, 5),
+        fleet_load::spread_problems(&expected, chosen, &again, 5),
         Vec::<String>::new()
     );
     daemon.stop().await;

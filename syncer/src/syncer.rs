@@ -380,9 +380,11 @@ async fn watch_autoscalers(
             }
             // A cluster that serves no HorizontalPodAutoscalers (an API
             // server without autoscaling/v2) has none: every copy's replicas
-            // are tmc's. A restart sees the API once it is served.
+            // are tmc's. A restart sees the API once it is served. The code,
+            // not only the reason: an unserved path is a plain-text "404 page
+            // not found" (kcp's logical clusters), whose reason is not NotFound.
             Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                if status.is_not_found() =>
+                if status.is_not_found() || status.code == 404 =>
             {
                 writer.apply_watcher_event(&Event::Init);
                 writer.apply_watcher_event(&Event::InitDone);

@@ -1,23 +1,130 @@
-//! Load on a fleet bed ([`crate::testbed::Fleet`]), shared by tmcd's fleet test and benchmark: the `tmc.toml`
-//! that points tmcd at every fleet target, many Deployments created at a bounded concurrency, and the check
-//! that each workload's copies sit on exactly the chosen targets with the right replica sum.
+//! Load on a fleet bed ([`crate::testbed::Fleet`]), shared by tmcd's fleet test and benchmark: the set-up both
+//! start from ([`FleetSetup`]: the bed, tmcd's `tmc.toml`, the `replica-spread` placement), many Deployments
+//! created at a bounded concurrency, and the check that each workload's copies sit on exactly the chosen targets
+//! with the right replica sum.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 use crate::fixtures;
 use crate::testbed::TestBed;
 use crate::testbed::fleet::Location;
+use crate::testbed::ports;
 use crate::testbed::wait::{self, Poll};
 
 /// Replicas of each copy, by workload name.
 pub type Copies = BTreeMap<String, i32>;
+
+/// A fleet bed made ready for tmcd, the set-up of tmcd's fleet test and benchmark: the control plane's kcp
+/// (workspace `root:tmc`, Kubernetes CRDs installed), `targets` fleet targets located by a `locate` function,
+/// and `<bed dir>/tmc.toml` for tmcd: every target a push cluster, `deployments.apps` synced, the
+/// `replica-spread` policy installed in `<bed dir>/policies`, the admin API on [`FleetSetup::admin`], leader
+/// election off. Starting tmcd is the caller's (in process or as a child); then [`FleetSetup::place`].
+pub struct FleetSetup {
+    /// The bed (dropping it stops every server).
+    pub bed: TestBed,
+    /// Admin client of the control plane's workspace `root:tmc`.
+    pub kcp: kube::Client,
+    /// Every target's name, in index order.
+    pub names: Vec<String>,
+    /// The targets of the chosen region, in index order.
+    pub chosen: Vec<String>,
+    /// tmcd's config file.
+    pub config: PathBuf,
+    /// tmcd's admin address, `127.0.0.1:<port>`.
+    pub admin: String,
+    region: String,
+}
+
+impl FleetSetup {
+    /// Starts the bed and writes tmcd's config (see [`FleetSetup`]); `chosen_region` is the region the
+    /// placement of [`FleetSetup::place`] selects, `locate(index, name)` gives each target its region and zone.
+    pub async fn start(
+        targets: usize,
+        locate: impl Fn(usize, &str) -> Location + Copy,
+        chosen_region: &str,
+    ) -> Result<Self> {
+        let bed = TestBed::builder()
+            .workspace("root:tmc")
+            .fleet(targets)
+            .start()
+            .await?;
+        bed.install_kube_crds().await?;
+        let kcp = bed.kcp_client().await?;
+        let names = bed.fleet()?.names();
+        let chosen: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, name)| locate(*i, name).region == chosen_region)
+            .map(|(_, name)| name.clone())
+            .collect();
+        let policies = bed.dir().join("policies");
+        std::fs::create_dir_all(&policies)
+            .with_context(|| format!("creating {}", policies.display()))?;
+        fixtures::install_policy(&policies, "replica-spread", "replica-spread")?;
+        let admin = format!("127.0.0.1:{}", ports::free_port()?);
+        let text = tmc_toml(
+            &bed,
+            "tmc-fleet",
+            locate,
+            &format!(
+                "[sync]\nresources = [\"deployments.apps\"]\n\n\
+                 [policies]\ndirectory = \"policies\"\ntimeout_ms = 2000\n\n\
+                 [admin]\naddress = \"{admin}\"\n\n[leader_election]\nenabled = false\n"
+            ),
+        )?;
+        let config = bed.dir().join("tmc.toml");
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+        Ok(Self {
+            bed,
+            kcp,
+            names,
+            chosen,
+            config,
+            admin,
+            region: chosen_region.to_owned(),
+        })
+    }
+
+    /// Once tmcd runs: waits until every target's SyncTarget is Ready (see [`wait_targets_ready`]), then
+    /// places the workloads of namespace `namespace` (created in kcp) with `replica-spread` over the targets of
+    /// the chosen region. Returns how long the wait for Ready took.
+    pub async fn place(&self, namespace: &str, timeout: Duration) -> Result<Duration> {
+        let ready = wait_targets_ready(&self.kcp, &self.names, timeout).await?;
+        fixtures::apply_placement(
+            &self.kcp,
+            "fleet-load",
+            "spread",
+            json!({
+                "policy": {"name": "replica-spread"},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": self.region}}],
+            }),
+        )
+        .await?;
+        ensure_namespace(&self.kcp, namespace).await?;
+        Ok(ready)
+    }
+}
+
+/// Creates namespace `name` unless it exists.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+    }
+}
 
 /// A `tmc.toml` for `bed`: the workspace `root:tmc` as control plane, every fleet target as a push cluster
 /// located by `locate(index, name)`, then `sections` verbatim.
@@ -65,14 +172,25 @@ pub async fn create_deployments(
 
 /// The Deployments in `namespace` on every fleet target (all of them, managed by tmc or not), by target.
 pub async fn copies_by_target(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, Copies>> {
-    let targets: Vec<_> = bed.fleet()?.targets().cloned().collect();
+    let mut targets = Vec::new();
+    for target in bed.fleet()?.targets() {
+        targets.push((target.name.clone(), target.client().await?));
+    }
+    copies_on(&targets, namespace).await
+}
+
+/// The Deployments in `namespace` on each of `targets` (name and client), by target name.
+pub async fn copies_on(
+    targets: &[(String, kube::Client)],
+    namespace: &str,
+) -> Result<BTreeMap<String, Copies>> {
     futures::stream::iter(targets)
-        .map(|target| async move {
-            let api: Api<Deployment> = Api::namespaced(target.client().await?, namespace);
+        .map(|(name, client)| async move {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
             let list = api
                 .list(&ListParams::default())
                 .await
-                .with_context(|| format!("listing Deployments on fleet target {}", target.name))?;
+                .with_context(|| format!("listing Deployments on fleet target {name}"))?;
             let copies = list
                 .items
                 .into_iter()
@@ -81,7 +199,7 @@ pub async fn copies_by_target(bed: &TestBed, namespace: &str) -> Result<BTreeMap
                     (d.metadata.name.unwrap_or_default(), replicas)
                 })
                 .collect();
-            Ok::<_, anyhow::Error>((target.name, copies))
+            Ok::<_, anyhow::Error>((name.clone(), copies))
         })
         .buffer_unordered(8)
         .try_collect()
