@@ -21,8 +21,8 @@ use wasmtime::{Engine, Linker, Module};
 use crate::engine::{Engines, TierEngine};
 use crate::error::PolicyError;
 use crate::module::{self, CompiledPolicy, Tier};
-use crate::sandbox::StoreState;
-use crate::snapshot::{self, Resume, Snapshot};
+use crate::sandbox::{Resume, StoreState};
+use crate::snapshot::{self, Snapshot};
 use crate::validate::LoadBudget;
 
 /// Versions no policy serves any more that stay compiled in memory.
@@ -392,7 +392,9 @@ impl ModuleCache {
         if let Some(file) = key.and_then(|key| self.code_file(key)) {
             match module.serialize() {
                 Ok(code) => write_file(&file, &code, name),
-                Err(e) => tracing::warn!(policy = name, "cannot serialize the compiled module: {e}"),
+                Err(e) => {
+                    tracing::warn!(policy = name, "cannot serialize the compiled module: {e}")
+                }
             }
         }
         Ok(module)

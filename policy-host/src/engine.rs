@@ -9,8 +9,8 @@ use wasmtime::{
 };
 
 use crate::config::HostConfig;
-use crate::{poll, random};
 use crate::sandbox::StoreState;
+use crate::{poll, random};
 
 /// One compiler tier: its engine and linker.
 pub(crate) struct TierEngine {

@@ -6,8 +6,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{ExternType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use crate::error::PolicyError;
-use crate::sandbox::StoreState;
-use crate::snapshot::Resume;
+use crate::sandbox::{Resume, StoreState};
 
 /// What a module can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

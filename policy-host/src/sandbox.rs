@@ -9,7 +9,6 @@ use wasmtime_wasi::{Deterministic, WasiCtxBuilder};
 
 use crate::clock::VirtualClock;
 use crate::random::{RandomStream, SEED};
-use crate::snapshot::Resume;
 
 /// Data of one evaluation's `Store`.
 ///
@@ -99,6 +98,18 @@ impl StoreState {
             None => [("stdout", Vec::new()), ("stderr", Vec::new())],
         }
     }
+}
+
+/// Where the guest's view of the host stood when `_initialize` returned; a
+/// store evaluating a snapshot (see [`crate::snapshot`]) starts there. All zero for a module without
+/// `_initialize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Resume {
+    /// Virtual nanoseconds slept (both clocks had advanced this far).
+    pub slept_ns: u64,
+    /// Bytes of the fixed random sequence already read.
+    pub random_position: u64,
 }
 
 /// Caps linear memory and records the first growth it refused, so a guest

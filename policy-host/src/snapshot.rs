@@ -23,7 +23,7 @@ use wasmtime_wizer::{InstanceState, ModuleContext, SnapshotVal, ValType, Wizer};
 use crate::error::PolicyError;
 use crate::invoke;
 use crate::module::CompiledPolicy;
-use crate::sandbox::StoreState;
+use crate::sandbox::{Resume, StoreState};
 use crate::validate::LoadBudget;
 
 /// The snapshot format: changes whenever what a snapshot holds or how it is
@@ -34,18 +34,6 @@ pub(crate) const FORMAT: &str = "snap1-wizer48.0.8";
 
 /// Name of the custom section carrying a snapshot's [`Resume`] point.
 pub(crate) const SECTION: &str = "tmc-snapshot";
-
-/// Where the guest's view of the host stood when `_initialize` returned; a
-/// store evaluating the snapshot starts there. All zero for a module without
-/// `_initialize`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Resume {
-    /// Virtual nanoseconds slept (both clocks had advanced this far).
-    pub slept_ns: u64,
-    /// Bytes of the fixed random sequence already read.
-    pub random_position: u64,
-}
 
 /// What [`SECTION`] holds (JSON).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -324,24 +312,37 @@ mod tests {
         snapshot: Option<Resume>,
     ) -> Arc<CompiledPolicy> {
         let module = Module::new(&tier.engine, wasm).expect("compiles");
-        module::prepare("p", module, digest.into(), Tier::Optimized, &tier.linker, snapshot)
-            .expect("exports check")
+        module::prepare(
+            "p",
+            module,
+            digest.into(),
+            Tier::Optimized,
+            &tier.linker,
+            snapshot,
+        )
+        .expect("exports check")
     }
 
     /// The module as written (`_initialize` in every call) and its snapshot.
     fn both(config: &HostConfig, bytes: &[u8]) -> (Arc<CompiledPolicy>, Arc<CompiledPolicy>) {
         let engines = Engines::new(config).expect("engines");
+        // Winch: the Go module compiles three times here, Cranelift would
+        // take a minute in a debug build.
+        let tier = engines.baseline.as_ref().unwrap_or(&engines.optimized);
         let digest = module::digest(bytes);
         assert!(wants(bytes));
         let instrumented = instrument("p", bytes).expect("wizer takes it");
-        let init = prepared(&engines.optimized, &instrumented.wasm, &digest, None);
+        let init = prepared(tier, &instrumented.wasm, &digest, None);
         let snapshot = instrumented
             .take(&LoadBudget::start(config), "p", &digest, &init)
             .expect("snapshot");
-        let plain = prepared(&engines.optimized, bytes, &digest, None);
-        let served = prepared(&engines.optimized, &snapshot.bytes, &digest, Some(snapshot.resume));
+        let plain = prepared(tier, bytes, &digest, None);
+        let served = prepared(tier, &snapshot.bytes, &digest, Some(snapshot.resume));
         assert!(plain.exports.initialize.is_some());
-        assert!(served.exports.initialize.is_none(), "the snapshot is initialized");
+        assert!(
+            served.exports.initialize.is_none(),
+            "the snapshot is initialized"
+        );
         assert_eq!(plain.function_exports(), served.function_exports());
         (plain, served)
     }
@@ -362,7 +363,10 @@ mod tests {
                 "{name} {export:?}"
             );
             let again = invoke::call(&config, "p", &served, *export, input).expect("again");
-            assert_eq!(b.bytes, again.bytes, "every call starts from the same state");
+            assert_eq!(
+                b.bytes, again.bytes,
+                "every call starts from the same state"
+            );
             fuel = (a.fuel_used, b.fuel_used);
         }
         (fuel.0, fuel.1, served.snapshot.expect("a snapshot"))
@@ -375,7 +379,10 @@ mod tests {
             "location-affinity-go",
             &[
                 (Export::TestVectors, b""),
-                (Export::ValidateSettings, br#"{"settings":{"mode":"bogus"}}"#),
+                (
+                    Export::ValidateSettings,
+                    br#"{"settings":{"mode":"bogus"}}"#,
+                ),
                 (Export::Place, request),
             ],
         );
@@ -394,7 +401,10 @@ mod tests {
             &[(Export::Place, br#"{"settings":{"sleepMs":5},"targets":[]}"#)],
         );
         assert!(resume.slept_ns >= 10_000_000_000, "{resume:?}");
-        assert!(resume.random_position > 0, "the Go runtime seeds itself: {resume:?}");
+        assert!(
+            resume.random_position > 0,
+            "the Go runtime seeds itself: {resume:?}"
+        );
         assert!(
             !wants(&built("location-affinity")),
             "Rust cdylib policies export no _initialize: served as written"

@@ -5,6 +5,7 @@
 //! ([`HostConfig::load_budget`]). Baseline and optimized code of a module
 //! pass the same validation.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use tmc_policy_sdk::abi::{PlacementRequest, SettingsVerdict, TestVector, TransformRequest};
@@ -58,20 +59,22 @@ pub(crate) fn validate(
     Ok(())
 }
 
-/// The wall-clock budget of loading one module (its snapshot, if taken,
-/// and its validation): each guest call gets the evaluation deadline or what
-/// is left of the budget, whichever is less.
+/// The wall-clock budget of loading one module: its guest calls (the
+/// snapshot's `_initialize`, if taken, and the validation calls) together;
+/// the host's own work between them (compiling the snapshot) does not count.
+/// Each call gets the evaluation deadline or what is left of the budget,
+/// whichever is less.
 pub(crate) struct LoadBudget<'a> {
     config: &'a HostConfig,
-    ends: Instant,
+    spent: Cell<Duration>,
 }
 
 impl<'a> LoadBudget<'a> {
-    /// [`HostConfig::load_budget`] from now on.
+    /// A budget of [`HostConfig::load_budget`], none of it spent.
     pub fn start(config: &'a HostConfig) -> Self {
         Self {
             config,
-            ends: Instant::now() + config.load_budget,
+            spent: Cell::new(Duration::ZERO),
         }
     }
 
@@ -87,7 +90,7 @@ impl<'a> LoadBudget<'a> {
         name: &str,
         call: impl FnOnce(Duration) -> Result<T, PolicyError>,
     ) -> Result<T, PolicyError> {
-        let left = self.ends.saturating_duration_since(Instant::now());
+        let left = self.config.load_budget.saturating_sub(self.spent.get());
         let exhausted = || PolicyError::LoadBudget {
             policy: name.into(),
             budget: self.config.load_budget,
@@ -96,7 +99,10 @@ impl<'a> LoadBudget<'a> {
             return Err(exhausted());
         }
         let deadline = left.min(self.config.deadline);
-        match call(deadline) {
+        let started = Instant::now();
+        let result = call(deadline);
+        self.spent.set(self.spent.get() + started.elapsed());
+        match result {
             Err(PolicyError::Deadline { .. }) if deadline < self.config.deadline => {
                 Err(exhausted())
             }
