@@ -16,7 +16,7 @@ use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
 use crate::module::{self, CompiledPolicy, Tier};
 use crate::registry::Registry;
 use crate::tier::{self, TierUp};
-use crate::validate::{LoadBudget, validate};
+use crate::validate::validate;
 
 /// What one reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -244,9 +244,8 @@ impl Loader {
         }
     }
 
-    /// Compiles (or finds in the cache) and validates one module (its
-    /// snapshot, for a module with `_initialize`; both within one load
-    /// budget); baseline code is queued for Cranelift.
+    /// Compiles (or finds in the cache) and validates one module; baseline
+    /// code is queued for Cranelift.
     async fn admit(
         &self,
         name: &str,
@@ -267,9 +266,8 @@ impl Loader {
         let owned = name.to_string();
         let (compiled, bytes) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let budget = LoadBudget::start(&config);
-            let compiled = cache.load(&owned, &digest, &bytes, &budget)?;
-            validate(&budget, &owned, &compiled)?;
+            let compiled = cache.load(&owned, &digest, &bytes)?;
+            validate(&config, &owned, &compiled)?;
             Ok::<_, PolicyError>((compiled, bytes))
         })
         .await

@@ -1,11 +1,9 @@
 //! Validating a compiled module before it may serve (ABI section 3): its ABI
 //! version, its answer to default settings, then its own test vectors; each
-//! guest call within the evaluation deadline and all of them (with the
-//! snapshot's `_initialize`, see [`crate::snapshot`]) within the load budget
-//! ([`HostConfig::load_budget`]). Baseline and optimized code of a module
-//! pass the same validation.
+//! guest call within the evaluation deadline and all of them within the load
+//! budget ([`HostConfig::load_budget`]). Baseline and optimized code of a
+//! module pass the same validation.
 
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use tmc_policy_sdk::abi::{PlacementRequest, SettingsVerdict, TestVector, TransformRequest};
@@ -17,14 +15,13 @@ use crate::error::PolicyError;
 use crate::invoke::{self, Export};
 use crate::module::CompiledPolicy;
 
-/// Validates `compiled`, loaded as policy `name`, within what is left of
-/// `budget`.
+/// Validates `compiled`, loaded as policy `name`.
 pub(crate) fn validate(
-    budget: &LoadBudget<'_>,
+    config: &HostConfig,
     name: &str,
     compiled: &CompiledPolicy,
 ) -> Result<(), PolicyError> {
-    let config = budget.config;
+    let budget = LoadBudget::start(config);
     let found = budget.run(name, |deadline| {
         invoke::abi_version(config, deadline, name, compiled)
     })?;
@@ -54,43 +51,34 @@ pub(crate) fn validate(
         );
     }
     if compiled.exports.test_vectors.is_some() {
-        run_vectors(config, budget, name, compiled)?;
+        run_vectors(config, &budget, name, compiled)?;
     }
     Ok(())
 }
 
-/// The wall-clock budget of loading one module: its guest calls (the
-/// snapshot's `_initialize`, if taken, and the validation calls) together;
-/// the host's own work between them (compiling the snapshot) does not count.
-/// Each call gets the evaluation deadline or what is left of the budget,
-/// whichever is less.
-pub(crate) struct LoadBudget<'a> {
+/// The wall-clock budget of one module's validation: each guest call gets
+/// the evaluation deadline or what is left of the budget, whichever is less.
+struct LoadBudget<'a> {
     config: &'a HostConfig,
-    spent: Cell<Duration>,
+    ends: Instant,
 }
 
 impl<'a> LoadBudget<'a> {
-    /// A budget of [`HostConfig::load_budget`], none of it spent.
-    pub fn start(config: &'a HostConfig) -> Self {
+    fn start(config: &'a HostConfig) -> Self {
         Self {
             config,
-            spent: Cell::new(Duration::ZERO),
+            ends: Instant::now() + config.load_budget,
         }
-    }
-
-    /// The limits of the load's guest calls.
-    pub fn config(&self) -> &'a HostConfig {
-        self.config
     }
 
     /// Runs one guest call with its deadline; a call cut short by the
     /// budget (or started after it ran out) is a *load budget* error.
-    pub fn run<T>(
+    fn run<T>(
         &self,
         name: &str,
         call: impl FnOnce(Duration) -> Result<T, PolicyError>,
     ) -> Result<T, PolicyError> {
-        let left = self.config.load_budget.saturating_sub(self.spent.get());
+        let left = self.ends.saturating_duration_since(Instant::now());
         let exhausted = || PolicyError::LoadBudget {
             policy: name.into(),
             budget: self.config.load_budget,
@@ -99,10 +87,7 @@ impl<'a> LoadBudget<'a> {
             return Err(exhausted());
         }
         let deadline = left.min(self.config.deadline);
-        let started = Instant::now();
-        let result = call(deadline);
-        self.spent.set(self.spent.get() + started.elapsed());
-        match result {
+        match call(deadline) {
             Err(PolicyError::Deadline { .. }) if deadline < self.config.deadline => {
                 Err(exhausted())
             }
