@@ -139,15 +139,33 @@ pub async fn run(
         });
         background.spawn(report_pending(ctx.clone(), c.store()));
         let name = kind.to_string();
+        let mut stopping = shutdown.clone();
         runs.spawn(async move {
             tracing::info!(kind = %name, "placement controller started");
-            c.run(reconcile, error_policy, ctx)
+            let run = c
+                .run(reconcile, error_policy, ctx)
                 .for_each(|res| async move {
                     if let Err(err) = res {
                         tracing::debug!(error = %err, "controller event");
                     }
-                })
-                .await;
+                });
+            // kube-runtime's graceful shutdown lets running reconciles finish,
+            // but a controller stopped before its workload cache was first
+            // listed holds its runner until that cache is ready, which then
+            // never happens: after the grace the controller is dropped (what
+            // it was writing is a decision tmcd records again on start).
+            let grace = async {
+                stopped(&mut stopping).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
+            tokio::select! {
+                () = run => {}
+                () = grace => tracing::warn!(
+                    kind = %name,
+                    grace = ?SHUTDOWN_GRACE,
+                    "the placement controller did not stop within its grace after shutdown; dropped"
+                ),
+            }
         });
     }
     background.spawn(requeue_on_policy_swap(
@@ -288,6 +306,9 @@ async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
         metrics.set_status_writes_pending(&ctx.kind.kind, ctx.statuses.queued());
     }
 }
+
+/// How long a placement controller may take to stop after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
