@@ -312,7 +312,7 @@ mod tests {
         TargetStatus, deletion_annotation, result_annotation, result_digest, state_label,
         status_annotation,
     };
-    use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision, TransformResult};
+    use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
 
     use super::*;
     use crate::placement::runner::fake::FakeRunner;
@@ -339,17 +339,7 @@ mod tests {
                 })
             }),
         );
-        runner.transform.insert(
-            "stamp".into(),
-            Box::new(|req| {
-                let mut edits = TransformResult::default();
-                edits
-                    .labels
-                    .set
-                    .insert("example.com/target".into(), req.target.name.clone());
-                Ok(edits)
-            }),
-        );
+        runner.with_target_stamp("stamp");
         Arc::new(runner)
     }
 

@@ -148,7 +148,7 @@ mod tests {
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{result_annotation, state_label};
     use tmc_policy_host::PolicyKind;
-    use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision, TransformResult};
+    use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
     use tmc_syncer::SyncedKind;
 
     use super::*;
@@ -180,17 +180,7 @@ mod tests {
                 })
             }),
         );
-        runner.transform.insert(
-            "stamp".into(),
-            Box::new(|req| {
-                let mut edits = TransformResult::default();
-                edits
-                    .labels
-                    .set
-                    .insert("example.com/target".into(), req.target.name.clone());
-                Ok(edits)
-            }),
-        );
+        runner.with_target_stamp("stamp");
         Arc::new(runner)
     }
 

@@ -192,6 +192,24 @@ pub(crate) mod fake {
         }
     }
 
+    impl FakeRunner {
+        /// Adds transformation `name`, which labels each copy
+        /// `example.com/target: <target name>`.
+        pub fn with_target_stamp(&mut self, name: &str) {
+            self.transform.insert(
+                name.into(),
+                Box::new(|req| {
+                    let mut edits = TransformResult::default();
+                    edits
+                        .labels
+                        .set
+                        .insert("example.com/target".into(), req.target.name.clone());
+                    Ok(edits)
+                }),
+            );
+        }
+    }
+
     fn unknown(policy: &str) -> PolicyError {
         PolicyError::UnknownPolicy {
             policy: policy.into(),
