@@ -442,13 +442,13 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             );
             if !the_plan.waiting.is_empty() {
                 note.push_str(&format!(
-                    "; {} keep their copy until the new targets run it",
+                    "; keeping the copy on {} until the new targets run it",
                     the_plan.waiting.join(", ")
                 ));
             }
             if !the_plan.holding.is_empty() {
                 note.push_str(&format!(
-                    "; {} keep their replicas until the others have theirs available",
+                    "; keeping the replicas on {} until the others have theirs available",
                     the_plan.holding.join(", ")
                 ));
             }
