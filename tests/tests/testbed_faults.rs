@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
+use tmc_tests::testbed::process::process_state;
 use tmc_tests::testbed::wait::{self, Poll};
 use tmc_tests::testbed::{Component, TestBed};
 
@@ -173,8 +174,8 @@ async fn cluster_servers_killed_paused_and_relaunched_keep_their_objects() -> Re
     wait_logged(&log_path, 1, "the first run of sleeper").await?;
     child.pause()?;
     assert_eq!(
-        proc_state(pid).as_deref(),
-        Some("T"),
+        process_state(pid),
+        Some('T'),
         "paused means stopped"
     );
     child.resume()?;
@@ -251,19 +252,3 @@ async fn wait_logged(log: &std::path::Path, count: usize, what: &str) -> Result<
     .await
 }
 
-/// The state letter of `/proc/<pid>/stat`, waiting up to 5 s for `T`.
-fn proc_state(pid: u32) -> Option<String> {
-    let read = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.trim_start().chars().take(1).collect::<String>())
-            })
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while read().as_deref() != Some("T") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    read()
-}

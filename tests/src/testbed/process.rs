@@ -142,12 +142,15 @@ impl Supervised {
     }
 
     /// Freezes the whole process group with SIGSTOP: it keeps its sockets, so clients connect and then
-    /// hang until [`Supervised::resume`]. Fails if the process has exited.
+    /// hang until [`Supervised::resume`]. Returns once every thread of the process is stopped: `kill`
+    /// only queues the signal, and on a loaded machine a thread already running can still answer a
+    /// request sent right after it. Fails if the process has exited or does not stop within 5 s.
     pub fn pause(&mut self) -> Result<()> {
         self.ensure_running()?;
         self.signal(libc::SIGSTOP);
         self.paused = true;
-        Ok(())
+        wait_all_threads_stopped(self.pid(), Duration::from_secs(5))
+            .with_context(|| format!("pausing {}", self.spec.name))
     }
 
     /// Lets a paused process group run again with SIGCONT (no-op if not paused).
@@ -202,6 +205,53 @@ impl Supervised {
 }
 
 /// Spawns `spec` on the spawner thread: own process group, PDEATHSIG, output appended to the log.
+/// Waits until every thread of `pid` is in the stopped state (`T` in `/proc/<pid>/task/*/stat`).
+fn wait_all_threads_stopped(pid: u32, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running = running_threads(pid)
+            .with_context(|| format!("reading the threads of pid {pid}"))?;
+        if running == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("{running} thread(s) of pid {pid} still not stopped after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The number of threads of `pid` not (yet) stopped by a signal.
+fn running_threads(pid: u32) -> io::Result<usize> {
+    let mut running = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        match stat_state(&task?.path().join("stat")) {
+            Ok(Some('T')) => {}
+            Ok(_) => running += 1,
+            // The thread exited between listing and reading.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(running)
+}
+
+/// The state letter of process `pid` (`S` sleeping, `T` stopped, `Z` zombie, ...), `None` once it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    stat_state(Path::new(&format!("/proc/{pid}/stat")))
+        .ok()
+        .flatten()
+}
+
+/// The state letter of a `/proc` `stat` file: it follows the command name, which is in parentheses
+/// and may hold spaces.
+fn stat_state(stat: &Path) -> io::Result<Option<char>> {
+    let stat = std::fs::read_to_string(stat)?;
+    Ok(stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next()))
+}
+
 fn start_child(spec: &ProcessSpec) -> Result<Child> {
     let log = OpenOptions::new()
         .create(true)
@@ -378,22 +428,12 @@ mod tests {
         assert!(!alive(grandchild), "grandchild {grandchild} survived");
     }
 
-    /// The state letter of `/proc/<pid>/stat` (`S` sleeping, `T` stopped, `Z` zombie, ...).
-    fn state(pid: u32) -> Option<char> {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, r)| r.trim_start().chars().next())
-            })
-    }
-
     fn wait_state(pid: u32, want: char) -> Option<char> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while state(pid) != Some(want) && Instant::now() < deadline {
+        while process_state(pid) != Some(want) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        state(pid)
+        process_state(pid)
     }
 
     #[test]
@@ -404,7 +444,7 @@ mod tests {
         let first = p.pid();
         p.pause().expect("pause");
         assert!(p.is_paused());
-        assert_eq!(wait_state(first, 'T'), Some('T'), "paused means stopped");
+        assert_eq!(process_state(first), Some('T'), "paused means stopped");
         p.resume().expect("resume");
         assert_eq!(wait_state(first, 'S'), Some('S'), "resumed means running");
         let err = p.relaunch().expect_err("relaunch while running");
