@@ -173,11 +173,7 @@ async fn cluster_servers_killed_paused_and_relaunched_keep_their_objects() -> Re
     // Paused or killed before its first line, the run would leave nothing to count.
     wait_logged(&log_path, 1, "the first run of sleeper").await?;
     child.pause()?;
-    assert_eq!(
-        process_state(pid),
-        Some('T'),
-        "paused means stopped"
-    );
+    assert_eq!(process_state(pid), Some('T'), "paused means stopped");
     child.resume()?;
     child.kill();
     let status = child.exit_status().context("exited after kill")?;
@@ -251,4 +247,3 @@ async fn wait_logged(log: &std::path::Path, count: usize, what: &str) -> Result<
     )
     .await
 }
-

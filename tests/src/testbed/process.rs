@@ -209,8 +209,8 @@ impl Supervised {
 fn wait_all_threads_stopped(pid: u32, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let running = running_threads(pid)
-            .with_context(|| format!("reading the threads of pid {pid}"))?;
+        let running =
+            running_threads(pid).with_context(|| format!("reading the threads of pid {pid}"))?;
         if running == 0 {
             return Ok(());
         }
