@@ -225,6 +225,8 @@ async fn ensure_snapshot(
         names.len()
     ));
     let scratch = fleet_dir.join("snapshot-priming");
+    // kcp's own snapshot, primed first on a fresh machine, logs into this directory.
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let mut kcp = Kcp::start(bins, &scratch, FLEET_WORKSPACE).await?;
     set_up_all(&kcp, &scratch, names, concurrency)
         .await
