@@ -32,30 +32,10 @@ fn outside_address() -> Option<IpAddr> {
 }
 
 fn config_text(bed: &TestBed, admin: &str) -> Result<String> {
-    Ok(format!(
-        r#"[control_plane]
-kubeconfig = "{}"
-
-[[clusters]]
-name = "west"
-kubeconfig = "{}"
-
-[sync]
-resources = ["deployments.apps"]
-heartbeat_interval_seconds = 2
-
-[policies]
-directory = "policies"
-
-[leader_election]
-enabled = false
-
-[admin]
-{admin}
-"#,
-        bed.kubeconfig_path("hub")?.display(),
-        bed.kubeconfig_path("west")?.display(),
-    ))
+    common::hub_and_west_config(
+        bed,
+        &format!("[leader_election]\nenabled = false\n\n[admin]\n{admin}\n"),
+    )
 }
 
 async fn start(

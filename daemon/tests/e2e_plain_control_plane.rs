@@ -59,30 +59,10 @@ async fn on_a_plain_api_server_the_deployment_controller_keeps_the_status() -> R
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies)?;
     fixtures::install_policy(&policies, "replica-spread", "replica-spread")?;
-    let text = format!(
-        r#"[control_plane]
-kubeconfig = "{}"
-
-[[clusters]]
-name = "west"
-kubeconfig = "{}"
-
-[sync]
-resources = ["deployments.apps"]
-heartbeat_interval_seconds = 2
-
-[policies]
-directory = "policies"
-
-[admin]
-address = "127.0.0.1:0"
-
-[leader_election]
-lease_duration_seconds = 6
-"#,
-        bed.kubeconfig_path("hub")?.display(),
-        bed.kubeconfig_path("west")?.display(),
-    );
+    let text = common::hub_and_west_config(
+        &bed,
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[leader_election]\nlease_duration_seconds = 6\n",
+    )?;
     let path = dir.path().join("tmc.toml");
     std::fs::write(&path, &text)?;
     let config = tmc_daemon::config::parse(&path, &text, dir.path().to_path_buf())?;

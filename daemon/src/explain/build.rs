@@ -304,8 +304,6 @@ mod tests {
     //! first candidate only.
     use std::sync::Arc;
 
-    use kube::api::{ApiResource, TypeMeta};
-    use kube::core::GroupVersionKind;
     use serde_json::json;
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{
@@ -315,7 +313,7 @@ mod tests {
     use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
 
     use super::*;
-    use crate::placement::runner::fake::FakeRunner;
+    use crate::placement::runner::fake::{FakeRunner, deployment};
     use crate::placement::targets::REGION_LABEL;
 
     /// `first` puts every replica on the first candidate; `stamp` labels
@@ -346,14 +344,7 @@ mod tests {
     /// `demo/web`, 3 replicas, recorded on `west` (3, being removed) whose
     /// syncer reports 3 of 3 available.
     fn web() -> DynamicObject {
-        let gvk = GroupVersionKind::gvk("apps", "v1", "Deployment");
-        let mut obj = DynamicObject::new("web", &ApiResource::from_gvk(&gvk)).within("demo");
-        obj.types = Some(TypeMeta {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-        });
-        obj.metadata.generation = Some(1);
-        obj.data = json!({"spec": {"replicas": 3}});
+        let mut obj = deployment("demo", "web", 3);
         let result = json!({"replicas": 3, "placement": "p", "policyGeneration": 1}).to_string();
         let status = TargetStatus {
             observed_generation: Some(1),

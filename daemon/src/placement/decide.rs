@@ -142,8 +142,6 @@ mod tests {
     //! same decision from the same inputs.
     use std::sync::Arc;
 
-    use kube::api::{ApiResource, TypeMeta};
-    use kube::core::GroupVersionKind;
     use serde_json::json;
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{result_annotation, state_label};
@@ -152,7 +150,7 @@ mod tests {
     use tmc_syncer::SyncedKind;
 
     use super::*;
-    use crate::placement::runner::fake::FakeRunner;
+    use crate::placement::runner::fake::{FakeRunner, deployment};
     use crate::policy_cli::{EvalError, Module, eval_placement, eval_with};
     use crate::policy_diff::{Change, Snapshot, diff_rows};
 
@@ -190,13 +188,7 @@ mod tests {
 
     /// `demo/web`, 3 replicas, recorded on east with 3.
     fn web() -> DynamicObject {
-        let gvk = GroupVersionKind::gvk("apps", "v1", "Deployment");
-        let mut obj = DynamicObject::new("web", &ApiResource::from_gvk(&gvk)).within("demo");
-        obj.types = Some(TypeMeta {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-        });
-        obj.data = json!({"spec": {"replicas": 3}});
+        let mut obj = deployment("demo", "web", 3);
         obj.metadata.labels = Some([(state_label("east"), "Sync".to_string())].into());
         obj.metadata.annotations = Some(
             [(

@@ -192,6 +192,21 @@ pub(crate) mod fake {
         }
     }
 
+    /// Deployment `namespace/name` with `replicas`, as a workload cache holds it (no metadata
+    /// beyond its name, namespace and generation 1).
+    pub fn deployment(namespace: &str, name: &str, replicas: i32) -> kube::api::DynamicObject {
+        use kube::api::{ApiResource, DynamicObject, TypeMeta};
+        let gvk = kube::core::GroupVersionKind::gvk("apps", "v1", "Deployment");
+        let mut obj = DynamicObject::new(name, &ApiResource::from_gvk(&gvk)).within(namespace);
+        obj.types = Some(TypeMeta {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+        });
+        obj.metadata.generation = Some(1);
+        obj.data = serde_json::json!({"spec": {"replicas": replicas}});
+        obj
+    }
+
     impl FakeRunner {
         /// Adds transformation `name`, which labels each copy
         /// `example.com/target: <target name>`.

@@ -26,6 +26,30 @@ pub const TIMEOUT: Duration = Duration::from_secs(180);
 pub const POLL: Duration = Duration::from_millis(500);
 pub const NS: &str = "demo";
 
+/// tmc.toml for a bed whose control plane is the plain kube-apiserver `hub`, syncing Deployments to
+/// `west` with the policies of `policies/`; `rest` (whole sections) is appended.
+pub fn hub_and_west_config(bed: &TestBed, rest: &str) -> Result<String> {
+    Ok(format!(
+        r#"[control_plane]
+kubeconfig = "{}"
+
+[[clusters]]
+name = "west"
+kubeconfig = "{}"
+
+[sync]
+resources = ["deployments.apps"]
+heartbeat_interval_seconds = 2
+
+[policies]
+directory = "policies"
+
+{rest}"#,
+        bed.kubeconfig_path("hub")?.display(),
+        bed.kubeconfig_path("west")?.display(),
+    ))
+}
+
 /// A test bed, a config directory and a policy directory.
 pub struct Env {
     pub bed: TestBed,
