@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tmc_api::crd::{SyncTarget, SyncTargetSpec};
 
-use common::{Fixture, NS, WORKSPACE, annotations_of, labels_of, wait_until};
+use common::{Fixture, NS, WORKSPACE, annotations_of, labels_of, wait_until, west_keys_of};
 
 #[tokio::test]
 async fn syncs_reports_corrects_drift_and_removes_on_evidence() -> Result<()> {
@@ -193,16 +193,7 @@ async fn syncs_reports_corrects_drift_and_removes_on_evidence() -> Result<()> {
     wait_until("protocol keys of west to be removed from web", || {
         let ups = ups.clone();
         async move {
-            let up = ups.get("web").await?;
-            let mut left: Vec<String> = labels_of(&up)
-                .into_keys()
-                .chain(annotations_of(&up).into_keys())
-                .chain(up.metadata.finalizers.clone().unwrap_or_default())
-                .filter(|k| {
-                    k.ends_with("workload.kcp.io/west") || k == "workload.kcp.io/syncer-west"
-                })
-                .collect();
-            left.sort();
+            let left = west_keys_of(&ups.get("web").await?);
             Ok(if left.is_empty() {
                 Ok(())
             } else {

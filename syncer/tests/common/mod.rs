@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -186,6 +187,53 @@ impl Fixture {
         Ok((client, log))
     }
 
+    /// A client of the workspace whose writes (PATCH, PUT) to Deployment `name` are refused by kcp
+    /// while `armed` is set: each becomes a merge patch naming a stale `resourceVersion`, which kcp
+    /// answers with 409 Conflict, applying nothing. Everything else (status included) goes through.
+    pub async fn client_refusing_writes_to(
+        &self,
+        name: &str,
+        armed: Arc<AtomicBool>,
+    ) -> Result<kube::Client> {
+        let path = self.bed.kubeconfig_path(KCP)?;
+        let kubeconfig = Kubeconfig::read_from(&path)?;
+        let options = KubeConfigOptions {
+            context: Some(WORKSPACE.to_string()),
+            ..KubeConfigOptions::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+        let object_path = format!("/namespaces/{NS}/deployments/{name}");
+        let layer =
+            tower::util::MapRequestLayer::new(move |mut req: http::Request<kube::client::Body>| {
+                let write = matches!(*req.method(), http::Method::PATCH | http::Method::PUT);
+                let ours = req.uri().path().ends_with(&object_path);
+                if write && ours && armed.load(Ordering::SeqCst) {
+                    let refused = br#"{"metadata":{"resourceVersion":"1"}}"#;
+                    *req.method_mut() = http::Method::PATCH;
+                    let headers = req.headers_mut();
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/merge-patch+json"),
+                    );
+                    headers.insert(http::header::CONTENT_LENGTH, refused.len().into());
+                    *req.body_mut() = kube::client::Body::from(refused.to_vec());
+                }
+                req
+            });
+        Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&layer)
+            .build())
+    }
+
+    /// Ends the running syncer the way `kill -9` ends a process: its task (and with it every watch
+    /// and worker it owns) is aborted wherever it is, with no graceful shutdown.
+    pub async fn crash_syncer(&mut self) {
+        if let Some(running) = self.syncer.take() {
+            running.task.abort();
+            let _ = running.task.await;
+        }
+    }
+
     /// Stops the running syncer, if any.
     pub async fn stop_syncer(&mut self) -> Result<()> {
         match self.syncer.take() {
@@ -360,6 +408,20 @@ pub fn labels_of<K: ResourceExt>(object: &K) -> std::collections::BTreeMap<Strin
 /// Annotations of an object.
 pub fn annotations_of<K: ResourceExt>(object: &K) -> std::collections::BTreeMap<String, String> {
     object.annotations().clone()
+}
+
+/// The protocol keys of target `west` still on `object`: labels, annotations and its finalizer.
+pub fn west_keys_of<K: ResourceExt>(object: &K) -> Vec<String> {
+    let mut left: Vec<String> = object
+        .labels()
+        .keys()
+        .chain(object.annotations().keys())
+        .chain(object.finalizers())
+        .filter(|k| k.ends_with("workload.kcp.io/west") || *k == "workload.kcp.io/syncer-west")
+        .cloned()
+        .collect();
+    left.sort();
+    left
 }
 
 /// The requests a [`Fixture::recording_client`] sent, in order.
