@@ -16,6 +16,7 @@ use tmc_api::decision::{MANAGED_LABEL, SYNCED_FROM_LABEL, state_label};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::capacity;
 use crate::claim::{Claim, ClaimState};
 use crate::copy::CopyContext;
 use crate::engine::{
@@ -24,7 +25,7 @@ use crate::engine::{
 use crate::error::Error;
 use crate::gate::ReportGate;
 use crate::health::{HealthCell, SyncerHealth};
-use crate::heartbeat::{self, Observation};
+use crate::heartbeat::{self, CapacityReading, Observation};
 use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
 use crate::queue::{Backoff, WorkQueue};
@@ -47,6 +48,9 @@ pub struct SyncerConfig {
     pub namespace_mapping: NamespaceMapping,
     /// How often to heartbeat into the SyncTarget (default 10 s).
     pub heartbeat_interval: Duration,
+    /// How often the cluster's capacity is read into the SyncTarget, on
+    /// the heartbeat that follows (default 30 s; see [`crate::capacity`]).
+    pub capacity_interval: Duration,
     /// How often every known object is reconciled again (default 5 min).
     pub resync_interval: Duration,
     /// Objects reconciled concurrently (default 4).
@@ -81,6 +85,7 @@ impl SyncerConfig {
             source,
             namespace_mapping: NamespaceMapping::Same,
             heartbeat_interval: Duration::from_secs(10),
+            capacity_interval: Duration::from_secs(30),
             resync_interval: Duration::from_secs(300),
             workers: 4,
             backoff: Backoff::default(),
@@ -106,6 +111,7 @@ impl fmt::Debug for SyncerConfig {
             .field("source", &self.source)
             .field("namespace_mapping", &self.namespace_mapping)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("capacity_interval", &self.capacity_interval)
             .field("resync_interval", &self.resync_interval)
             .field("workers", &self.workers)
             .field("status_coalesce", &self.status_coalesce)
@@ -242,6 +248,7 @@ impl Syncer {
                 queue.clone(),
                 stores,
                 config.heartbeat_interval,
+                config.capacity_interval,
             )
             .in_current_span(),
         );
@@ -469,6 +476,24 @@ async fn resync(
     }
 }
 
+/// Reads the cluster's capacity, within the heartbeat's time budget.
+async fn read_capacity(downstream: &kube::Client, interval: Duration) -> CapacityReading {
+    let read = tokio::time::timeout(
+        interval.max(Duration::from_secs(5)),
+        capacity::read(downstream),
+    );
+    match read.await {
+        Ok(Ok(capacity)) => CapacityReading::Read(capacity),
+        Ok(Err(err)) => {
+            warn!(error = %err, "cannot read the cluster's capacity (nodes and pods); keeping the last figures");
+            CapacityReading::Failed(format!(
+                "cannot list the cluster's nodes and pods: {err} (the syncer's credentials need list on nodes and pods)"
+            ))
+        }
+        Err(_) => CapacityReading::Failed("listing the cluster's nodes and pods timed out".into()),
+    }
+}
+
 /// Health scope of heartbeat errors.
 const HEARTBEAT_SCOPE: &str = "heartbeat";
 /// Health scope of the cluster's claim (see [`crate::claim`]).
@@ -531,7 +556,9 @@ async fn heartbeats(
     queue: Arc<WorkQueue<ObjectKey>>,
     stores: Arc<Stores>,
     interval: Duration,
+    capacity_interval: Duration,
 ) {
+    let mut capacity_read: Option<tokio::time::Instant> = None;
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_unreachable = false;
@@ -567,11 +594,18 @@ async fn heartbeats(
             stores.enqueue_all(&engine, &queue);
         }
         was_unreachable = unreachable.is_some();
+        let capacity = if capacity_read.is_none_or(|at| at.elapsed() >= capacity_interval) {
+            capacity_read = Some(tokio::time::Instant::now());
+            Some(read_capacity(&engine.downstream, interval).await)
+        } else {
+            None
+        };
         let observation = Observation {
             synced_resources,
             unreachable,
             refused: refused.clone(),
             workload_count: stores.workload_count(&engine.ctx.target),
+            capacity,
         };
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
             Ok((at, uid)) => {

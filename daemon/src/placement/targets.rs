@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tmc_api::crd::SyncTarget;
+use tmc_api::resources::ResourceAmounts;
 use tmc_policy_sdk::StringMap;
 use tmc_policy_sdk::abi::{self, Assignment, Location};
 
@@ -29,6 +30,8 @@ pub struct TargetView {
     pub schedulable: bool,
     /// Tainted `NoExecute`: what it holds moves away.
     pub evicting: bool,
+    /// The free resources its syncer last reported (`status.capacity.available`).
+    pub available: Option<ResourceAmounts>,
 }
 
 impl TargetView {
@@ -93,6 +96,11 @@ impl TargetView {
             schedulable: !target.spec.unschedulable
                 && !taints.iter().any(|t| t.effect == "NoSchedule"),
             evicting: taints.iter().any(|t| t.effect == "NoExecute"),
+            available: target
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .map(|c| c.available),
         }
     }
 
