@@ -128,6 +128,17 @@ async fn tmcd_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
         "requests were forbidden with the shipped roles:\n{}",
         denied.join("\n")
     );
+    // The syncers read their clusters' capacity (nodes and pods) with these roles.
+    let targets: Api<tmc_api::crd::SyncTarget> = Api::all(kcp.clone());
+    for name in ["west", "east"] {
+        let capacity = targets.get(name).await?.status.and_then(|s| s.capacity);
+        ensure!(
+            capacity
+                .as_ref()
+                .is_some_and(|c| c.nodes > 0 && c.stale_reason.is_none()),
+            "{name}: no fresh capacity with the shipped roles: {capacity:?}"
+        );
+    }
 
     // Only tmcd writes the decision protocol: it learned its ServiceAccount's
     // username (SelfSubjectReview) and installed the guard; the decisions
