@@ -303,6 +303,26 @@ mod tests {
     const T: Duration = Duration::from_secs(30);
 
     #[test]
+    fn the_view_carries_the_reported_free_resources() {
+        let mut t = target("a", Some(5));
+        assert_eq!(
+            TargetView::of(&t, now(), T).available,
+            None,
+            "none reported"
+        );
+        let free = ResourceAmounts {
+            cpu_millis: 1500,
+            memory_bytes: 1 << 30,
+            pods: 9,
+        };
+        t.status.as_mut().expect("status").capacity = Some(tmc_api::crd::ClusterCapacity {
+            available: free,
+            ..Default::default()
+        });
+        assert_eq!(TargetView::of(&t, now(), T).available, Some(free));
+    }
+
+    #[test]
     fn readiness_follows_heartbeat_age() {
         assert!(TargetView::of(&target("a", Some(5)), now(), T).ready);
         let stale = TargetView::of(&target("a", Some(40)), now(), T);
