@@ -1,15 +1,21 @@
 //! The cluster's capacity as the syncer reports it into
 //! `SyncTarget.status.capacity`: the allocatable resources of the Ready,
 //! schedulable nodes and the requests of the non-terminal pods bound to them,
-//! read with the syncer's downstream client. It never affects readiness.
+//! read with the syncer's downstream client on its own timer, so that a slow
+//! list never delays a heartbeat. It never affects readiness.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use tmc_api::crd::ClusterCapacity;
 use tmc_api::resources::{ResourceAmounts, amounts_of, pod_requests};
+use tracing::warn;
+
+use crate::heartbeat::CapacityReading;
 
 /// A node counts when its `Ready` condition is `True` and it is not cordoned.
 fn counts(node: &Node) -> bool {
@@ -76,6 +82,60 @@ pub async fn read(downstream: &kube::Client) -> Result<ClusterCapacity, kube::Er
         .list(&ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"))
         .await?;
     Ok(summarize(&nodes.items, &pods.items))
+}
+
+/// Reads the capacity every `interval` in a task of its own; the heartbeat
+/// takes the latest reading ([`Reader::take`]). Dropping it stops the task.
+pub struct Reader {
+    latest: Arc<Mutex<Option<CapacityReading>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    /// Starts reading `downstream`'s capacity now and every `interval`
+    /// (each read given at most `interval`, and at least 10 s).
+    pub fn spawn(downstream: kube::Client, interval: Duration) -> Self {
+        let latest = Arc::new(Mutex::new(None));
+        let slot = latest.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let reading = once(&downstream, interval.max(Duration::from_secs(10))).await;
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reading);
+            }
+        });
+        Self { latest, task }
+    }
+
+    /// The reading made since the last call, if any.
+    pub fn take(&self) -> Option<CapacityReading> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One reading within `budget`; a failure keeps the last figures, with why.
+async fn once(downstream: &kube::Client, budget: Duration) -> CapacityReading {
+    match tokio::time::timeout(budget, read(downstream)).await {
+        Ok(Ok(capacity)) => CapacityReading::Read(capacity),
+        Ok(Err(err)) => {
+            warn!(error = %err, "cannot read the cluster's capacity (nodes and pods); keeping the last figures");
+            CapacityReading::Failed(format!(
+                "cannot list the cluster's nodes and pods: {err} (the syncer's credentials need list on nodes and pods)"
+            ))
+        }
+        Err(_) => CapacityReading::Failed(format!(
+            "listing the cluster's nodes and pods took longer than {} s",
+            budget.as_secs()
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::engine::{
 use crate::error::Error;
 use crate::gate::ReportGate;
 use crate::health::{HealthCell, SyncerHealth};
-use crate::heartbeat::{self, CapacityReading, Observation};
+use crate::heartbeat::{self, Observation};
 use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
 use crate::queue::{Backoff, WorkQueue};
@@ -48,8 +48,8 @@ pub struct SyncerConfig {
     pub namespace_mapping: NamespaceMapping,
     /// How often to heartbeat into the SyncTarget (default 10 s).
     pub heartbeat_interval: Duration,
-    /// How often the cluster's capacity is read into the SyncTarget, on
-    /// the heartbeat that follows (default 30 s; see [`crate::capacity`]).
+    /// How often the cluster's capacity is read (in a task of its own) and
+    /// written with the heartbeat that follows (default 30 s; see [`crate::capacity`]).
     pub capacity_interval: Duration,
     /// How often every known object is reconciled again (default 5 min).
     pub resync_interval: Duration,
@@ -476,24 +476,6 @@ async fn resync(
     }
 }
 
-/// Reads the cluster's capacity, within the heartbeat's time budget.
-async fn read_capacity(downstream: &kube::Client, interval: Duration) -> CapacityReading {
-    let read = tokio::time::timeout(
-        interval.max(Duration::from_secs(5)),
-        capacity::read(downstream),
-    );
-    match read.await {
-        Ok(Ok(capacity)) => CapacityReading::Read(capacity),
-        Ok(Err(err)) => {
-            warn!(error = %err, "cannot read the cluster's capacity (nodes and pods); keeping the last figures");
-            CapacityReading::Failed(format!(
-                "cannot list the cluster's nodes and pods: {err} (the syncer's credentials need list on nodes and pods)"
-            ))
-        }
-        Err(_) => CapacityReading::Failed("listing the cluster's nodes and pods timed out".into()),
-    }
-}
-
 /// Health scope of heartbeat errors.
 const HEARTBEAT_SCOPE: &str = "heartbeat";
 /// Health scope of the cluster's claim (see [`crate::claim`]).
@@ -558,7 +540,7 @@ async fn heartbeats(
     interval: Duration,
     capacity_interval: Duration,
 ) {
-    let mut capacity_read: Option<tokio::time::Instant> = None;
+    let capacity_reader = capacity::Reader::spawn(engine.downstream.clone(), capacity_interval);
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_unreachable = false;
@@ -594,18 +576,12 @@ async fn heartbeats(
             stores.enqueue_all(&engine, &queue);
         }
         was_unreachable = unreachable.is_some();
-        let capacity = if capacity_read.is_none_or(|at| at.elapsed() >= capacity_interval) {
-            capacity_read = Some(tokio::time::Instant::now());
-            Some(read_capacity(&engine.downstream, interval).await)
-        } else {
-            None
-        };
         let observation = Observation {
             synced_resources,
             unreachable,
             refused: refused.clone(),
             workload_count: stores.workload_count(&engine.ctx.target),
-            capacity,
+            capacity: capacity_reader.take(),
         };
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
             Ok((at, uid)) => {
