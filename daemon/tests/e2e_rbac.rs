@@ -131,13 +131,17 @@ async fn tmcd_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
     // The syncers read their clusters' capacity (nodes and pods) with these roles.
     let targets: Api<tmc_api::crd::SyncTarget> = Api::all(kcp.clone());
     for name in ["west", "east"] {
-        let capacity = targets.get(name).await?.status.and_then(|s| s.capacity);
-        ensure!(
-            capacity
-                .as_ref()
-                .is_some_and(|c| c.nodes > 0 && c.stale_reason.is_none()),
-            "{name}: no fresh capacity with the shipped roles: {capacity:?}"
-        );
+        until(
+            &format!("{name}'s capacity read with the shipped roles"),
+            || async {
+                let capacity = targets.get(name).await?.status.and_then(|s| s.capacity);
+                Ok(match capacity {
+                    Some(c) if c.nodes > 0 && c.stale_reason.is_none() => Poll::Ready(()),
+                    other => Poll::Pending(format!("{other:?}")),
+                })
+            },
+        )
+        .await?;
     }
 
     // Only tmcd writes the decision protocol: it learned its ServiceAccount's
