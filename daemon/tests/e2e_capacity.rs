@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use tmc_api::crd::{ClusterCapacity, SyncTarget};
 use tmc_tests::fixtures;
 use tmc_tests::testbed::NodeShape;
@@ -59,6 +59,32 @@ async fn capacity(
         })
     })
     .await
+}
+
+/// The cell of column `column` in the row of SyncTarget `name`, as
+/// `kubectl get synctargets -o wide` shows it (the server's Table, whose
+/// columns of priority 1 only `-o wide` prints); and that column's priority.
+async fn wide_cell(kcp: &kube::Client, name: &str, column: &str) -> Result<(Value, i64)> {
+    let request = http::Request::get("/apis/workload.kcp.io/v1alpha1/synctargets")
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())?;
+    let table: Value = kcp.request(request).await?;
+    let columns = table["columnDefinitions"]
+        .as_array()
+        .context("no columns")?;
+    let index = columns
+        .iter()
+        .position(|c| c["name"] == column)
+        .with_context(|| format!("no column {column} in {columns:?}"))?;
+    let rows = table["rows"].as_array().context("no rows")?;
+    let row = rows
+        .iter()
+        .find(|r| r["object"]["metadata"]["name"] == name)
+        .with_context(|| format!("no row {name} in {rows:?}"))?;
+    Ok((
+        row["cells"][index].clone(),
+        columns[index]["priority"].as_i64().unwrap_or(0),
+    ))
 }
 
 /// Pods of `demo/<app>` on a cluster that the scheduler bound to a node.
@@ -140,6 +166,14 @@ async fn replicas_follow_free_capacity_and_a_full_cluster_gets_none() -> Result<
             "{name}: {cap:?}"
         );
     }
+    // `kubectl get synctargets -o wide` shows what is free.
+    for (column, west_value) in [("CPU-Free-Millis", 4000), ("Pods-Free", 110)] {
+        let (cell, priority) = wide_cell(&kcp, "west", column).await?;
+        assert_eq!(cell, json!(west_value), "{column}");
+        assert_eq!(priority, 1, "{column} is an -o wide column");
+    }
+    let (cell, _) = wide_cell(&kcp, "east", "Memory-Free-Bytes").await?;
+    assert_eq!(cell, json!(64u64 << 30));
 
     apply_placement(
         &kcp,
