@@ -12,6 +12,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::resources::ResourceAmounts;
+
 /// API group of the tmc workspace APIs.
 pub const GROUP: &str = "workload.kcp.io";
 /// API version of the tmc workspace APIs.
@@ -73,6 +75,24 @@ pub const VERSION: &str = "v1alpha1";
         priority = "1"
     ),
     printcolumn(
+        name = "CPU-Free-Millis",
+        type_ = "integer",
+        json_path = ".status.capacity.available.cpuMillis",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Memory-Free-Bytes",
+        type_ = "integer",
+        json_path = ".status.capacity.available.memoryBytes",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Pods-Free",
+        type_ = "integer",
+        json_path = ".status.capacity.available.pods",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -128,6 +148,33 @@ pub struct SyncTargetStatus {
     /// How many workloads are placed on the target.
     #[serde(default)]
     pub workload_count: u32,
+    /// What the cluster can still take, refreshed by the syncer; absent until first read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<ClusterCapacity>,
+}
+
+/// A cluster's resources, summed over its Ready, schedulable nodes.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCapacity {
+    /// The nodes' allocatable resources.
+    #[serde(default)]
+    pub allocatable: ResourceAmounts,
+    /// The requests of the non-terminal pods bound to those nodes.
+    #[serde(default)]
+    pub requested: ResourceAmounts,
+    /// `allocatable - requested` (never below zero): what placement reads.
+    #[serde(default)]
+    pub available: ResourceAmounts,
+    /// How many nodes were counted.
+    #[serde(default)]
+    pub nodes: u32,
+    /// When the figures were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_time: Option<Time>,
+    /// Why the figures are old: the last attempt to read them failed (absent when fresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
 }
 
 /// One resource kind a syncer syncs.

@@ -12,6 +12,8 @@
 //!   written back by a syncer);
 //! - [`protocol`]: the one reader of those keys on an upstream object, and
 //!   the patches a syncer writes back;
+//! - [`resources`]: Kubernetes quantities as integers, a pod's requests and
+//!   how many pods fit (shared by the syncer's capacity report and tmcd);
 //! - [`tenancy`]: many kcp workspaces through one tmcd: the key that names
 //!   an object's logical cluster, and the downstream namespace of a
 //!   workspace namespace.
@@ -31,4 +33,5 @@
 pub mod crd;
 pub mod decision;
 pub mod protocol;
+pub mod resources;
 pub mod tenancy;

@@ -38,6 +38,7 @@ pub fn syncer_config(
         }
     };
     sc.heartbeat_interval = cfg.sync.heartbeat_interval();
+    sc.capacity_interval = cfg.sync.capacity_interval();
     sc.replicas_owner = cfg.sync.replicas_owner;
     sc.report_gate = Some(state.decisions.clone());
     sc

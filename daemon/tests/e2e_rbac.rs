@@ -128,6 +128,21 @@ async fn tmcd_runs_on_the_shipped_least_privilege_roles() -> Result<()> {
         "requests were forbidden with the shipped roles:\n{}",
         denied.join("\n")
     );
+    // The syncers read their clusters' capacity (nodes and pods) with these roles.
+    let targets: Api<tmc_api::crd::SyncTarget> = Api::all(kcp.clone());
+    for name in ["west", "east"] {
+        until(
+            &format!("{name}'s capacity read with the shipped roles"),
+            || async {
+                let capacity = targets.get(name).await?.status.and_then(|s| s.capacity);
+                Ok(match capacity {
+                    Some(c) if c.nodes > 0 && c.stale_reason.is_none() => Poll::Ready(()),
+                    other => Poll::Pending(format!("{other:?}")),
+                })
+            },
+        )
+        .await?;
+    }
 
     // Only tmcd writes the decision protocol: it learned its ServiceAccount's
     // username (SelfSubjectReview) and installed the guard; the decisions

@@ -1,12 +1,12 @@
 //! The heartbeat: the syncer reports into its SyncTarget's status that it is
 //! alive, whether it reaches its cluster, which resources the cluster serves,
-//! and how many workloads it holds.
+//! how many workloads it holds, and what its cluster can still take.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
-use tmc_api::crd::SyncedResource;
+use tmc_api::crd::{ClusterCapacity, SyncedResource};
 
 use crate::error::{Error, Result, is_object_not_found};
 use crate::kinds::SyncedKind;
@@ -32,6 +32,18 @@ pub struct Observation {
     /// Workloads currently placed on the target; `None` until the upstream
     /// watches have listed everything (the last count is kept meanwhile).
     pub workload_count: Option<usize>,
+    /// The cluster's capacity when this heartbeat read it (`None`: not read
+    /// this time, the last figures stay).
+    pub capacity: Option<CapacityReading>,
+}
+
+/// One attempt to read the cluster's capacity ([`crate::capacity`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CapacityReading {
+    /// The figures were read.
+    Read(ClusterCapacity),
+    /// They could not be: the last figures stay, with this reason.
+    Failed(String),
 }
 
 /// Checks which `kinds` the downstream cluster serves. `Err` (with the
@@ -132,6 +144,18 @@ pub fn status_patch(current: &Value, observation: &Observation, now: DateTime<Ut
     if let Some(count) = observation.workload_count {
         status["workloadCount"] = json!(count);
     }
+    match &observation.capacity {
+        Some(CapacityReading::Read(capacity)) => {
+            let mut value = json!(capacity);
+            value["observedTime"] = json!(now.to_rfc3339_opts(SecondsFormat::Secs, true));
+            // A merge patch: null removes the reason of an earlier failure.
+            value["staleReason"] = Value::Null;
+            status["capacity"] = value;
+        }
+        // Keep the old figures; say why they are old.
+        Some(CapacityReading::Failed(why)) => status["capacity"] = json!({"staleReason": why}),
+        None => {}
+    }
     // Unreachable: keep the last known resources as they are.
     if let Some(resources) = &observation.synced_resources {
         status["syncedResources"] = json!(resources);
@@ -197,6 +221,7 @@ mod tests {
             unreachable: None,
             refused: None,
             workload_count: Some(3),
+            capacity: None,
         };
         let current = json!({"metadata": {"resourceVersion": "5"}, "status": {"conditions": [
             {"type": "Other", "status": "True", "reason": "X", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
@@ -223,6 +248,7 @@ mod tests {
             unreachable: Some("connection refused".into()),
             refused: None,
             workload_count: None,
+            capacity: None,
         };
         let patch = status_patch(&json!({}), &obs, at("2026-02-01T00:00:00Z"));
         let ready = &patch["status"]["conditions"][1];
@@ -231,6 +257,43 @@ mod tests {
         assert_eq!(ready["message"], "connection refused");
         assert!(patch["status"].get("syncedResources").is_none());
         assert!(patch["status"].get("workloadCount").is_none());
+    }
+
+    #[test]
+    fn capacity_is_written_when_read_and_kept_with_a_reason_when_not() {
+        let mut obs = Observation {
+            synced_resources: None,
+            unreachable: None,
+            refused: None,
+            workload_count: None,
+            capacity: None,
+        };
+        let now = at("2026-02-01T00:00:00Z");
+        assert!(
+            status_patch(&json!({}), &obs, now)["status"]
+                .get("capacity")
+                .is_none()
+        );
+
+        let mut capacity = ClusterCapacity {
+            nodes: 2,
+            ..Default::default()
+        };
+        capacity.available.pods = 7;
+        obs.capacity = Some(CapacityReading::Read(capacity));
+        let written = &status_patch(&json!({}), &obs, now)["status"]["capacity"];
+        assert_eq!(written["available"]["pods"], 7);
+        assert_eq!(written["nodes"], 2);
+        assert_eq!(written["observedTime"], "2026-02-01T00:00:00Z");
+        assert!(written["staleReason"].is_null() && written.get("staleReason").is_some());
+
+        obs.capacity = Some(CapacityReading::Failed("forbidden".into()));
+        let written = &status_patch(&json!({}), &obs, now)["status"]["capacity"];
+        assert_eq!(
+            written,
+            &json!({"staleReason": "forbidden"}),
+            "only the reason: the figures stay"
+        );
     }
 
     #[test]

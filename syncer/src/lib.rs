@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capacity;
 pub mod claim;
 pub mod copy;
 mod engine;

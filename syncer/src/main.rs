@@ -76,6 +76,9 @@ struct Args {
     /// Seconds between heartbeats into the SyncTarget status.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     heartbeat_interval: u64,
+    /// Seconds between reads of the cluster's free capacity (nodes and pods) into the SyncTarget status.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    capacity_interval: u64,
     /// Seconds between full resyncs of every known object.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     resync_interval: u64,
@@ -167,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
     config.namespace_mapping = args.namespace_mapping;
     config.replicas_owner = args.replicas_owner;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
+    config.capacity_interval = Duration::from_secs(args.capacity_interval);
     config.resync_interval = Duration::from_secs(args.resync_interval.max(1));
     config.workers = args.workers.max(1);
     info!(?config, "starting pull-mode syncer");

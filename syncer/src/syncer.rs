@@ -16,6 +16,7 @@ use tmc_api::decision::{MANAGED_LABEL, SYNCED_FROM_LABEL, state_label};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::capacity;
 use crate::claim::{Claim, ClaimState};
 use crate::copy::CopyContext;
 use crate::engine::{
@@ -47,6 +48,9 @@ pub struct SyncerConfig {
     pub namespace_mapping: NamespaceMapping,
     /// How often to heartbeat into the SyncTarget (default 10 s).
     pub heartbeat_interval: Duration,
+    /// How often the cluster's capacity is read (in a task of its own) and
+    /// written with the heartbeat that follows (default 30 s; see [`crate::capacity`]).
+    pub capacity_interval: Duration,
     /// How often every known object is reconciled again (default 5 min).
     pub resync_interval: Duration,
     /// Objects reconciled concurrently (default 4).
@@ -81,6 +85,7 @@ impl SyncerConfig {
             source,
             namespace_mapping: NamespaceMapping::Same,
             heartbeat_interval: Duration::from_secs(10),
+            capacity_interval: Duration::from_secs(30),
             resync_interval: Duration::from_secs(300),
             workers: 4,
             backoff: Backoff::default(),
@@ -106,6 +111,7 @@ impl fmt::Debug for SyncerConfig {
             .field("source", &self.source)
             .field("namespace_mapping", &self.namespace_mapping)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("capacity_interval", &self.capacity_interval)
             .field("resync_interval", &self.resync_interval)
             .field("workers", &self.workers)
             .field("status_coalesce", &self.status_coalesce)
@@ -242,6 +248,7 @@ impl Syncer {
                 queue.clone(),
                 stores,
                 config.heartbeat_interval,
+                config.capacity_interval,
             )
             .in_current_span(),
         );
@@ -531,7 +538,9 @@ async fn heartbeats(
     queue: Arc<WorkQueue<ObjectKey>>,
     stores: Arc<Stores>,
     interval: Duration,
+    capacity_interval: Duration,
 ) {
+    let capacity_reader = capacity::Reader::spawn(engine.downstream.clone(), capacity_interval);
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_unreachable = false;
@@ -572,6 +581,7 @@ async fn heartbeats(
             unreachable,
             refused: refused.clone(),
             workload_count: stores.workload_count(&engine.ctx.target),
+            capacity: capacity_reader.take(),
         };
         match heartbeat::beat(&engine.upstream, &engine.ctx.target, &observation).await {
             Ok((at, uid)) => {

@@ -148,6 +148,10 @@ pub struct Sync {
     /// A target whose heartbeat is older than this is not Ready (default: 3
     /// heartbeats); at least `heartbeat_interval_seconds`.
     pub heartbeat_threshold_seconds: Option<Spanned<u32>>,
+    /// How often syncers read their cluster's free capacity (nodes and pods)
+    /// into their SyncTarget, on the next heartbeat.
+    #[serde(default = "default_capacity_interval")]
+    pub capacity_interval_seconds: u32,
     /// While placement decisions are being written, status reports, aggregated
     /// statuses and Events wait, each at most this long (0: they never wait).
     #[serde(default = "default_status_hold_max")]
@@ -172,6 +176,7 @@ impl Default for Sync {
             namespace_prefix: default_namespace_prefix(),
             heartbeat_interval_seconds: default_heartbeat_interval(),
             heartbeat_threshold_seconds: None,
+            capacity_interval_seconds: default_capacity_interval(),
             status_hold_max_seconds: default_status_hold_max(),
             move_stall_seconds: default_move_stall(),
             replicas_owner: tmc_syncer::ReplicasPolicy::default(),
@@ -183,6 +188,11 @@ impl Sync {
     /// How often syncers heartbeat their SyncTarget.
     pub fn heartbeat_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(*self.heartbeat_interval_seconds.get_ref()))
+    }
+
+    /// How often syncers read their cluster's capacity.
+    pub fn capacity_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.capacity_interval_seconds))
     }
 
     /// The heartbeat age after which a target is not Ready.
@@ -447,6 +457,9 @@ fn default_namespace_prefix() -> Spanned<String> {
 }
 fn default_heartbeat_interval() -> Spanned<u32> {
     Spanned::new(0..0, 10)
+}
+fn default_capacity_interval() -> u32 {
+    30
 }
 fn default_status_hold_max() -> u32 {
     30

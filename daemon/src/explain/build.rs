@@ -15,13 +15,13 @@ use super::report::{
 };
 use tmc_api::protocol::{self, Recorded};
 
-use crate::placement::assignment;
 use crate::placement::decide::{self, DecideError, NoObserver};
 use crate::placement::request;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::{Candidates, TargetView};
 use crate::placement::workload;
+use crate::placement::{assignment, capacity};
 
 /// What [`explain`] reads: as [`decide::Inputs`], but the placement may be
 /// missing (no placement selects the workload).
@@ -114,8 +114,15 @@ pub async fn explain(
             // `decide` ran before the policy).
             let summary = workload::summary(subject.api_version, subject.kind, obj);
             let holders = assignment::holders(&recorded);
-            let (_, candidates) =
-                request::build(placement, summary, subject.targets, &holders, subject.now);
+            let per_replica = capacity::per_replica(subject.kind, obj);
+            let (_, candidates) = request::build(
+                placement,
+                summary,
+                per_replica,
+                subject.targets,
+                &holders,
+                subject.now,
+            );
             report.targets = explain_targets(
                 subject,
                 &recorded,
@@ -375,6 +382,7 @@ mod tests {
             not_ready_since: (!ready).then(Utc::now),
             schedulable,
             evicting: false,
+            available: None,
         }
     }
 

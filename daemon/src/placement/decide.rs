@@ -19,7 +19,7 @@ use super::runner::{EvalObserver, Outcome, PolicyFailure, PolicyRunner, evaluate
 use super::selector::{self, WorkloadKey};
 use super::settings::SettingsVerdicts;
 use super::targets::{Candidates, TargetView};
-use super::{request, workload};
+use super::{capacity, request, workload};
 
 /// What [`decide`] reads: one workload, the placement that governs it and
 /// the targets as tmcd sees them at `now`.
@@ -87,9 +87,11 @@ pub async fn decide(
     );
     let holders = assignment::holders(&recorded);
     let summary = workload::summary(inputs.api_version, inputs.kind, obj);
+    let per_replica = capacity::per_replica(inputs.kind, obj);
     let (request, candidates) = request::build(
         inputs.placement,
         summary,
+        per_replica,
         inputs.targets,
         &holders,
         inputs.now,
@@ -208,6 +210,7 @@ mod tests {
             not_ready_since: (!ready).then(Utc::now),
             schedulable: true,
             evicting: false,
+            available: None,
         }
     }
 

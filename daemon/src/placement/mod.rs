@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod assignment;
+pub mod capacity;
 pub mod decide;
 pub mod events;
 pub mod gone;

@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 use tmc_api::crd::ClusterWorkloadPlacement;
 use tmc_policy_sdk::abi::{PlacementRequest, Workload};
 
+use tmc_api::resources::ResourceAmounts;
+
+use super::capacity::replicas_that_fit;
 use super::selector::{abi_placement, policy_settings};
 use super::targets::{Candidates, TargetView, candidates};
 
@@ -25,22 +28,32 @@ pub fn grace(placement: &ClusterWorkloadPlacement) -> Duration {
 
 /// The request for `workload` under `placement`, over the targets `views`,
 /// with `holders` (target -> replicas) holding it now; and the candidates it
-/// was built from (grace periods in progress).
+/// was built from (grace periods in progress). Each target's `capacity` is
+/// how many replicas of `per_replica` it can hold (see [`replicas_that_fit`]).
 pub fn build(
     placement: &ClusterWorkloadPlacement,
     workload: Workload,
+    per_replica: Option<ResourceAmounts>,
     views: &[TargetView],
     holders: &BTreeMap<String, Option<u32>>,
     now: DateTime<Utc>,
 ) -> (PlacementRequest, Candidates) {
     let abi = abi_placement(placement);
-    let cands = candidates(
+    let mut cands = candidates(
         views,
         &abi.location_selectors,
         holders,
         grace(placement),
         now,
     );
+    for target in &mut cands.targets {
+        let available = views
+            .iter()
+            .find(|v| v.name == target.name)
+            .and_then(|v| v.available);
+        let current = target.current.as_ref().and_then(|c| c.replicas);
+        target.capacity = replicas_that_fit(available, per_replica, current);
+    }
     let req = PlacementRequest {
         workload,
         placement: abi,
@@ -63,6 +76,7 @@ mod tests {
             not_ready_since: None,
             schedulable: true,
             evicting: false,
+            available: None,
         }
     }
 
@@ -81,7 +95,14 @@ mod tests {
         let views = [view("east", false), view("west", true)];
         let holders: BTreeMap<_, _> = [("east".to_string(), Some(2))].into();
         let run = |placement: &ClusterWorkloadPlacement| {
-            let (req, cands) = build(placement, Workload::default(), &views, &holders, Utc::now());
+            let (req, cands) = build(
+                placement,
+                Workload::default(),
+                None,
+                &views,
+                &holders,
+                Utc::now(),
+            );
             let names: Vec<String> = req.targets.iter().map(|t| t.name.clone()).collect();
             (names, cands, req.settings)
         };
@@ -93,5 +114,43 @@ mod tests {
         placement.spec.eviction_grace_period_seconds = Some(0);
         let (names, _, _) = run(&placement);
         assert_eq!(names, ["west"], "no grace: the not-Ready holder is dropped");
+    }
+
+    #[test]
+    fn targets_carry_the_replicas_that_fit_counting_their_own() {
+        let placement = ClusterWorkloadPlacement::new("p", ClusterWorkloadPlacementSpec::default());
+        let free = |cpu_millis| ResourceAmounts {
+            cpu_millis,
+            memory_bytes: 1 << 40,
+            pods: 100,
+        };
+        let mut views = [view("east", true), view("south", true), view("west", true)];
+        views[0].available = Some(free(4000));
+        views[2].available = Some(free(500));
+        // west holds 2 replicas of this workload already.
+        let holders: BTreeMap<_, _> = [("west".to_string(), Some(2))].into();
+        let per = ResourceAmounts {
+            cpu_millis: 1000,
+            memory_bytes: 0,
+            pods: 1,
+        };
+        let (req, cands) = build(
+            &placement,
+            Workload::default(),
+            Some(per),
+            &views,
+            &holders,
+            Utc::now(),
+        );
+        let caps: Vec<(&str, Option<u32>)> = req
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.capacity))
+            .collect();
+        assert_eq!(
+            caps,
+            [("east", Some(4)), ("south", None), ("west", Some(2))]
+        );
+        assert_eq!(cands.targets, req.targets);
     }
 }

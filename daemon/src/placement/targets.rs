@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tmc_api::crd::SyncTarget;
+use tmc_api::resources::ResourceAmounts;
 use tmc_policy_sdk::StringMap;
 use tmc_policy_sdk::abi::{self, Assignment, Location};
 
@@ -29,6 +30,8 @@ pub struct TargetView {
     pub schedulable: bool,
     /// Tainted `NoExecute`: what it holds moves away.
     pub evicting: bool,
+    /// The free resources its syncer last reported (`status.capacity.available`).
+    pub available: Option<ResourceAmounts>,
 }
 
 impl TargetView {
@@ -93,6 +96,11 @@ impl TargetView {
             schedulable: !target.spec.unschedulable
                 && !taints.iter().any(|t| t.effect == "NoSchedule"),
             evicting: taints.iter().any(|t| t.effect == "NoExecute"),
+            available: target
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .map(|c| c.available),
         }
     }
 
@@ -293,6 +301,26 @@ mod tests {
     }
 
     const T: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn the_view_carries_the_reported_free_resources() {
+        let mut t = target("a", Some(5));
+        assert_eq!(
+            TargetView::of(&t, now(), T).available,
+            None,
+            "none reported"
+        );
+        let free = ResourceAmounts {
+            cpu_millis: 1500,
+            memory_bytes: 1 << 30,
+            pods: 9,
+        };
+        t.status.as_mut().expect("status").capacity = Some(tmc_api::crd::ClusterCapacity {
+            available: free,
+            ..Default::default()
+        });
+        assert_eq!(TargetView::of(&t, now(), T).available, Some(free));
+    }
 
     #[test]
     fn readiness_follows_heartbeat_age() {

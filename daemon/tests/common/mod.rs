@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tmc_daemon::Daemon;
 use tmc_daemon::telemetry::logs::SyncerLogs;
 use tmc_tests::fixtures;
-use tmc_tests::testbed::TestBed;
 use tmc_tests::testbed::wait::{self, Poll};
+use tmc_tests::testbed::{TestBed, TestBedBuilder};
 
 pub mod monitoring;
 
@@ -61,15 +61,23 @@ pub struct Env {
 impl Env {
     /// Starts kcp (workspace `root:tmc`, Deployments installed) and clusters west and east.
     pub async fn start() -> Result<Self> {
+        Self::start_with(|bed| bed).await
+    }
+
+    /// Like [`start`](Self::start), with the bed's builder adjusted by
+    /// `shape` (node sizes, ...).
+    pub async fn start_with(shape: impl FnOnce(TestBedBuilder) -> TestBedBuilder) -> Result<Self> {
         let logs = tmc_daemon::logging::init_with_default(
             tmc_syncer::process::LogFormat::Text,
             "info,kube_client=off,kube_runtime=warn",
         );
-        let bed = TestBed::builder()
-            .clusters(["west", "east"])
-            .workspace("root:tmc")
-            .start()
-            .await?;
+        let bed = shape(
+            TestBed::builder()
+                .clusters(["west", "east"])
+                .workspace("root:tmc"),
+        )
+        .start()
+        .await?;
         bed.install_kube_crds().await?;
         let dir = tempfile::tempdir()?;
         std::fs::create_dir(dir.path().join("policies"))?;

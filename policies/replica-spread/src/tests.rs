@@ -19,7 +19,7 @@ fn shares(weights: &[u64], current: &[u32]) -> Vec<Share> {
 fn ships_vectors_that_pass_natively() {
     let count = testing::run_placement_vectors::<ReplicaSpread>(include_str!("../vectors.json"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count, 7);
+    assert_eq!(count, 10);
 }
 
 #[test]
