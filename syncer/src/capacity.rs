@@ -100,10 +100,24 @@ impl Reader {
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_failure: Option<String> = None;
             loop {
                 ticker.tick().await;
-                let reading = once(&downstream, interval.max(Duration::from_secs(10))).await;
+                let (reading, again) =
+                    once(&downstream, interval.max(Duration::from_secs(10))).await;
+                match &reading {
+                    // Warn when the reason changes, not on every read of a lasting failure.
+                    CapacityReading::Failed(why) if last_failure.as_ref() != Some(why) => {
+                        warn!(reason = %why, "the cluster's capacity is not read; keeping the last figures");
+                        last_failure = Some(why.clone());
+                    }
+                    CapacityReading::Failed(_) => {}
+                    CapacityReading::Read(_) => last_failure = None,
+                }
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reading);
+                if !again {
+                    return;
+                }
             }
         });
         Self { latest, task }
@@ -121,20 +135,33 @@ impl Drop for Reader {
     }
 }
 
-/// One reading within `budget`; a failure keeps the last figures, with why.
-async fn once(downstream: &kube::Client, budget: Duration) -> CapacityReading {
+/// One reading within `budget`, and whether reading again can give more. A
+/// failure keeps the last figures, with why; a cluster that does not serve
+/// nodes or pods (a 404 answer, as from a kcp logical cluster standing in for
+/// a cluster) is said once and not read again.
+async fn once(downstream: &kube::Client, budget: Duration) -> (CapacityReading, bool) {
     match tokio::time::timeout(budget, read(downstream)).await {
-        Ok(Ok(capacity)) => CapacityReading::Read(capacity),
-        Ok(Err(err)) => {
-            warn!(error = %err, "cannot read the cluster's capacity (nodes and pods); keeping the last figures");
+        Ok(Ok(capacity)) => (CapacityReading::Read(capacity), true),
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => (
+            CapacityReading::Failed(
+                "the cluster serves no nodes or pods API (404): it has no capacity to report"
+                    .into(),
+            ),
+            false,
+        ),
+        Ok(Err(err)) => (
             CapacityReading::Failed(format!(
                 "cannot list the cluster's nodes and pods: {err} (the syncer's credentials need list on nodes and pods)"
-            ))
-        }
-        Err(_) => CapacityReading::Failed(format!(
-            "listing the cluster's nodes and pods took longer than {} s",
-            budget.as_secs()
-        )),
+            )),
+            true,
+        ),
+        Err(_) => (
+            CapacityReading::Failed(format!(
+                "listing the cluster's nodes and pods took longer than {} s",
+                budget.as_secs()
+            )),
+            true,
+        ),
     }
 }
 
