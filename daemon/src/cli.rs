@@ -99,6 +99,7 @@ pub enum Command {
         tmcd explain deployments.apps/demo/web -o json | jq '.targets[] | {name, verdict, reason}'\n  \
         tmcd explain configmap/demo/settings --admin http://127.0.0.1:9470\n\n\
         VERDICT is chosen, candidate (kept, not chosen) or dropped; WHY says why.\n\
+        FITS is the capacity the policy was given (replicas of this workload that fit there).\n\
         RECORDED is what the workload records (Sync, removing), COPY what the target's syncer reports.")]
     Explain {
         /// The workload: KIND/NAMESPACE/NAME, the kind as `Deployment`, `deployments` or `deployments.apps`.

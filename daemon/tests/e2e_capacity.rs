@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use tmc_api::crd::{ClusterCapacity, SyncTarget};
+use tmc_daemon::admin::client::request;
+use tmc_daemon::explain::ExplainReport;
 use tmc_tests::fixtures;
 use tmc_tests::testbed::NodeShape;
 use tmc_tests::testbed::wait::Poll;
@@ -141,7 +143,7 @@ async fn replicas_follow_free_capacity_and_a_full_cluster_gets_none() -> Result<
         "heartbeat_interval_seconds = 2\ncapacity_interval_seconds = 2\n",
     );
     assert!(text.contains("capacity_interval_seconds = 2"), "{text}");
-    let _daemon = env.daemon_with_text("tmc.toml", &text).await?;
+    let daemon = env.daemon_with_text("tmc.toml", &text).await?;
     let kcp = env.kcp().await?;
     let west = env.cluster("west").await?;
     let east = env.cluster("east").await?;
@@ -214,5 +216,27 @@ async fn replicas_follow_free_capacity_and_a_full_cluster_gets_none() -> Result<
     placed(&west, &east, "api", 4, 0).await?;
     // And web stays as it was: its own replicas are not lost capacity.
     placed(&west, &east, "web", 4, 2).await?;
+
+    // `tmcd explain` shows what the policy was given: west is full with api's 4 replicas (and
+    // web's), which still fit there as its own; east fits none.
+    let admin = format!("http://{}", daemon.admin_addr());
+    until("tmcd explain api to show west fits 4, east 0", || async {
+        let reply = request(&admin, "GET", "/api/v1/explain/deployment/demo/api").await?;
+        let report: ExplainReport = serde_json::from_str(&reply.body)
+            .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))?;
+        let fits: Vec<(String, Option<u32>)> = report
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.capacity))
+            .collect();
+        Ok(
+            if fits == [("east".to_string(), Some(0)), ("west".to_string(), Some(4))] {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("targets and what fits: {fits:?}"))
+            },
+        )
+    })
+    .await?;
     Ok(())
 }

@@ -189,6 +189,9 @@ fn explain_targets(
                 reason: reason.to_string(),
                 detail,
                 replicas: decided.and_then(|r| r.replicas),
+                capacity: candidates
+                    .and_then(|c| c.targets.iter().find(|t| &t.name == name))
+                    .and_then(|t| t.capacity),
                 labels: decided.map(|r| r.labels.clone()).unwrap_or_default(),
                 annotations: decided.map(|r| r.annotations.clone()).unwrap_or_default(),
                 recorded: rec.filter(|r| r.is_present()).map(recorded_report),

@@ -84,15 +84,18 @@ pub fn render(report: &ExplainReport) -> String {
         return out;
     }
     let mut rows = vec![
-        ["TARGET", "VERDICT", "REPLICAS", "RECORDED", "COPY", "WHY"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "TARGET", "VERDICT", "REPLICAS", "FITS", "RECORDED", "COPY", "WHY",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for t in &report.targets {
         rows.push(vec![
             t.name.clone(),
             t.verdict.as_str().to_string(),
             t.replicas.map_or_else(|| "-".into(), |r| r.to_string()),
+            t.capacity.map_or_else(|| "-".into(), |c| c.to_string()),
             t.recorded
                 .as_ref()
                 .map_or_else(|| "-".into(), recorded_text),
@@ -203,7 +206,7 @@ mod tests {
             "Deployment demo/web (generation 3)\n",
             "policy:      replica-spread (digest -, not loaded)",
             "FAILED:      policy \"replica-spread\" failed: boom; the last decision stays\n",
-            "east    candidate  -         Sync (2)  error: quota exceeded  a candidate;",
+            "east    candidate  -         -     Sync (2)  error: quota exceeded  a candidate;",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

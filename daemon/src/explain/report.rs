@@ -78,6 +78,9 @@ pub struct TargetExplanation {
     pub detail: String,
     /// Replicas decided now (kinds with replicas, chosen targets).
     pub replicas: Option<u32>,
+    /// The `capacity` the policy was given: replicas of this workload that
+    /// fit on the target (its own included); `None` when not reported.
+    pub capacity: Option<u32>,
     /// Label edits of the transformation policies for its copy.
     pub labels: MapEdits,
     /// Annotation edits of the transformation policies for its copy.
