@@ -194,6 +194,28 @@ pub fn map_for_store(meta: &mut ObjectMeta) -> Result<WorkloadKey, TenancyError>
     Ok(key)
 }
 
+/// The logical cluster of a store namespace made by [`WorkloadKey::store_namespace`] (`<cluster>|...`); `None`
+/// for the namespace of an object of a single workspace (never mapped) or of a cluster-scoped one.
+///
+/// Two stored objects belong to the same workspace exactly when this is equal for both: tmcd lets a placement
+/// govern only the workloads of its own workspace this way.
+pub fn store_cluster(namespace: Option<&str>) -> Option<&str> {
+    namespace
+        .and_then(|ns| ns.split_once(STORE_SEPARATOR))
+        .map(|(cluster, _)| cluster)
+}
+
+/// The key of a stored object as text, unique across workspaces: `<cluster>|<namespace>/<name>` for a mapped
+/// object (`<cluster>|<name>` when cluster-scoped), `<namespace>/<name>` or `<name>` otherwise. What tmcd keys
+/// its per-object and per-placement bookkeeping on.
+pub fn store_key(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if ns.ends_with(STORE_SEPARATOR) => format!("{ns}{name}"),
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
 impl fmt::Display for WorkloadKey {
     /// `cluster|namespace/name`, `namespace/name` or `name`, as kcp prints its cache keys.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -281,6 +303,31 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
+    }
+
+    #[test]
+    fn store_cluster_and_key_tell_workspaces_apart() {
+        let a = WorkloadKey::new(Some(lc("a1")), Some("default"), "web");
+        let b = WorkloadKey::new(Some(lc("b2")), Some("default"), "web");
+        let placement = WorkloadKey::new(Some(lc("a1")), None, "web");
+        let (na, nb, np) = (
+            a.store_namespace(),
+            b.store_namespace(),
+            placement.store_namespace(),
+        );
+        assert_eq!(store_cluster(na.as_deref()), Some("a1"));
+        assert_eq!(store_cluster(np.as_deref()), Some("a1"));
+        assert_eq!(store_cluster(nb.as_deref()), Some("b2"));
+        assert_eq!(store_cluster(Some("default")), None);
+        assert_eq!(store_cluster(None), None);
+        assert_eq!(store_key(na.as_deref(), "web"), "a1|default/web");
+        assert_eq!(store_key(nb.as_deref(), "web"), "b2|default/web");
+        assert_eq!(store_key(np.as_deref(), "web"), "a1|web");
+        assert_eq!(store_key(Some("default"), "web"), "default/web");
+        assert_eq!(store_key(None, "web"), "web");
+        // The text key is the key's own display form.
+        assert_eq!(store_key(na.as_deref(), "web"), a.to_string());
+        assert_eq!(store_key(np.as_deref(), "web"), placement.to_string());
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub async fn run(
 ) {
     let publisher = Publisher::new(
         client.clone(),
+        state.workspaces.clone(),
         Reporter {
             controller: "tmcd".into(),
             instance: Some(state.identity.clone()),
@@ -90,7 +91,8 @@ pub async fn run(
         status_writer::writes_status(&client, state.config.control_plane.write_status).await;
     for kind in kinds {
         let ar = kind.api_resource();
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let api: Api<DynamicObject> = Api::all_with(state.workspaces.watch_client(&client), &ar);
+        let workspaces = state.workspaces.clone();
         let mut stop = shutdown.clone();
         let (requeue, requeued) = mpsc::unbounded();
         // The workloads' cache, without managedFields (nothing here reads them).
@@ -98,7 +100,10 @@ pub async fn run(
         let reader = writer.as_reader();
         let workloads = reflector(
             writer,
-            watcher(api, watcher::Config::default()).modify(drop_managed_fields),
+            watcher(api, watcher::Config::default()).modify(move |o| {
+                drop_managed_fields(o);
+                workspaces.map_for_store(o);
+            }),
         )
         .applied_objects();
         let c = Controller::for_stream_with(workloads, reader, ar.clone())
@@ -110,6 +115,7 @@ pub async fn run(
             });
         let (statuses, writer) = StatusWriter::new(
             client.clone(),
+            state.workspaces.clone(),
             ar.clone(),
             kind.kind.clone(),
             c.store(),
@@ -235,7 +241,8 @@ async fn refresh_statuses(
             _ = tokio::time::sleep(STATUS_EVERY) => {}
         }
         let recorded = placement_status::recorded(&workloads);
-        for (target, failing) in placement_status::sync_errors(&recorded) {
+        for (target, failing) in placement_status::sync_errors(recorded.iter().map(|w| &w.targets))
+        {
             state.metrics.set_target_sync_errors(&target, failing);
         }
         placement_status::refresh(&state, &client, &placements, &recorded).await;

@@ -21,6 +21,8 @@ use crate::placement::watch as stores;
 use crate::policy::{HostRunner, host_config};
 use crate::state::{Parts, State};
 use crate::telemetry::logs::SyncerLogs;
+use crate::telemetry::watches::OpenWatches;
+use crate::workspaces::Workspaces;
 use crate::{admin, admission, crds, kubeconn, synctargets};
 
 /// How long to wait for the CRDs to be Established.
@@ -41,14 +43,19 @@ impl Daemon {
     /// policies, starts the admin server, and competes for leadership; the
     /// leader runs the placement controllers and the push syncers.
     pub async fn start(mut config: Config, logs: SyncerLogs) -> Result<Self> {
-        let client = kubeconn::control_plane(&config).await?;
+        let base = kubeconn::control_plane_config(&config).await?;
+        let watches = OpenWatches::default();
+        let client = kubeconn::client_at(&base, None, None, &watches)?;
         crds::install(&client, CRD_TIMEOUT)
             .await
             .context("installing the tmc CRDs")?;
         let synced_from = crate::source_identity::resolve(&client, &config).await?;
         synctargets::register(&client, &config.clusters, &synced_from).await?;
         config.synced_from = Some(toml::Spanned::new(0..0, synced_from));
-        let kinds = resolve_kinds(&client, &config).await?;
+        // What the leader writes with: refused by the fence unless leading.
+        let fence = Fence::new();
+        let workspaces = Workspaces::connect(&config, &client, &fence, &watches).await?;
+        let kinds = resolve_kinds(&workspaces.watch_client(&client), &config).await?;
         admission::install(&client, &config, &kinds).await?;
 
         let host =
@@ -65,13 +72,17 @@ impl Daemon {
 
         // Everything the State holds is built first, so no part of tmcd
         // ever sees it half-filled.
-        let fence = Fence::new();
-        // What the leader writes with: refused by the fence unless leading.
-        let work_client = kubeconn::fenced_control_plane(&config, &fence).await?;
+        let work_client = kubeconn::client_at(&base, None, Some(&fence), &watches)?;
         let heartbeats = Arc::new(Heartbeats::new(config.sync.heartbeat_threshold()));
         let triggers = Arc::new(Triggers::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let stores = stores::start(&client, &heartbeats, &triggers, shutdown_rx.clone());
+        let stores = stores::start(
+            &client,
+            &workspaces,
+            &heartbeats,
+            &triggers,
+            shutdown_rx.clone(),
+        );
         let parts = Parts {
             identity: identity(),
             logs,
@@ -84,6 +95,8 @@ impl Daemon {
             audit: AuditLog::open(&config.audit, &config.base_dir)?,
             reader: client.clone(),
             kinds: kinds.clone(),
+            workspaces,
+            watches,
         };
         let state = Arc::new(State::new(config, parts));
 

@@ -8,6 +8,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::fence::Fence;
+use crate::telemetry::watches::OpenWatches;
 
 use crate::config::Config as TmcConfig;
 
@@ -82,28 +83,45 @@ async fn kube_config(
 
 /// A client for the control plane of `config`: its kubeconfig, context and workspace.
 pub async fn control_plane(config: &TmcConfig) -> Result<Client> {
+    Client::try_from(control_plane_config(config).await?).context("building the Kubernetes client")
+}
+
+/// The client configuration of the control plane of `config`: its
+/// kubeconfig, context and workspace.
+pub async fn control_plane_config(config: &TmcConfig) -> Result<Config> {
     let cp = &config.control_plane;
     let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
     let workspace = cp.workspace.as_ref().map(|w| w.get_ref().as_str());
-    client(kubeconfig.as_deref(), cp.context.as_deref(), workspace)
+    kube_config(kubeconfig.as_deref(), cp.context.as_deref(), workspace)
         .await
         .context("connecting to the control plane")
 }
 
-/// A client for the control plane of `config` whose writes go through `fence`:
-/// what the leader's work uses.
-pub async fn fenced_control_plane(config: &TmcConfig, fence: &Fence) -> Result<Client> {
-    let cp = &config.control_plane;
-    let kubeconfig = cp.kubeconfig.as_ref().map(|k| config.resolve(k.get_ref()));
-    let workspace = cp.workspace.as_ref().map(|w| w.get_ref().as_str());
-    fenced_client(
-        kubeconfig.as_deref(),
-        cp.context.as_deref(),
-        workspace,
-        fence,
-    )
-    .await
-    .context("connecting to the control plane")
+/// A client with the credentials of `base` for the server at `url` (`None`:
+/// `base`'s own, or e.g. a kcp virtual workspace) whose watches count in
+/// `watches`; with `fence`, every write goes through it.
+pub fn client_at(
+    base: &Config,
+    url: Option<&str>,
+    fence: Option<&Fence>,
+    watches: &OpenWatches,
+) -> Result<Client> {
+    let mut config = base.clone();
+    if let Some(url) = url {
+        config.cluster_url = url
+            .parse()
+            .with_context(|| format!("{url} is not a valid URL"))?;
+    }
+    let builder = ClientBuilder::try_from(config).with_context(|| {
+        format!(
+            "building a client for {}",
+            url.unwrap_or("the control plane")
+        )
+    })?;
+    Ok(match fence {
+        Some(fence) => builder.with_layer(fence).with_layer(watches).build(),
+        None => builder.with_layer(watches).build(),
+    })
 }
 
 /// `url` with its path set to `/clusters/<workspace>` (replacing any

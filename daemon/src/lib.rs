@@ -30,5 +30,6 @@ pub mod syncers;
 pub mod synctargets;
 pub mod table;
 pub mod telemetry;
+pub mod workspaces;
 
 pub use daemon::Daemon;

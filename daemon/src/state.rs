@@ -21,6 +21,8 @@ use crate::placement::targets::TargetView;
 use crate::placement::triggers::Triggers;
 use crate::telemetry::logs::SyncerLogs;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::watches::OpenWatches;
+use crate::workspaces::Workspaces;
 
 /// Shared state of one tmcd.
 pub struct State {
@@ -60,6 +62,11 @@ pub struct State {
     pub reader: kube::Client,
     /// The workload kinds this tmcd syncs.
     pub kinds: Vec<SyncedKind>,
+    /// Where the workloads and placements are: one workspace, or every
+    /// workspace bound to tmc's export.
+    pub workspaces: Workspaces,
+    /// The watch requests the control-plane clients hold open.
+    pub watches: OpenWatches,
 }
 
 /// What a [`State`] is made of besides its configuration: built before it,
@@ -81,6 +88,10 @@ pub struct Parts {
     pub reader: kube::Client,
     /// The workload kinds this tmcd syncs.
     pub kinds: Vec<SyncedKind>,
+    /// Where the workloads and placements are.
+    pub workspaces: Workspaces,
+    /// Counts the watches of the clients built with it.
+    pub watches: OpenWatches,
 }
 
 impl State {
@@ -103,6 +114,8 @@ impl State {
             audit: parts.audit,
             reader: parts.reader,
             kinds: parts.kinds,
+            workspaces: parts.workspaces,
+            watches: parts.watches,
             settings: SettingsVerdicts::default(),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
@@ -142,6 +155,7 @@ impl State {
     /// Refreshes the gauges read from the push syncers (before a scrape).
     pub fn refresh_syncer_metrics(&self) {
         self.metrics.fenced_writes.set(self.fence.writes_refused());
+        self.metrics.set_watches(&self.watches.snapshot());
         let syncers = self.syncers.lock().unwrap_or_else(PoisonError::into_inner);
         for (target, syncer) in syncers.iter() {
             self.metrics

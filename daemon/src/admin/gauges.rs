@@ -5,6 +5,7 @@
 
 use tmc_policy_host::PolicyStatus;
 
+use crate::controller::placement_status;
 use crate::state::State;
 
 /// Brings every scrape-time gauge of `state.metrics` up to date.
@@ -22,13 +23,18 @@ pub fn refresh(state: &State) {
         .filter_map(|v| Some((v.name.as_str(), state.syncer_health(&v.name)?.failing)))
         .collect();
     state.metrics.set_syncers_failing(failing);
-    let placements = state.placements.state();
+    let placements: Vec<(String, u32)> = state
+        .placements
+        .state()
+        .iter()
+        .map(|p| {
+            let workloads = p.status.as_ref().map_or(0, |s| s.workload_count);
+            (placement_status::placement_key(p), workloads)
+        })
+        .collect();
     state
         .metrics
-        .set_placements(placements.iter().filter_map(|p| {
-            let workloads = p.status.as_ref().map_or(0, |s| s.workload_count);
-            Some((p.metadata.name.as_deref()?, workloads))
-        }));
+        .set_placements(placements.iter().map(|(key, n)| (key.as_str(), *n)));
     let policies = state.policies.policies();
     state.metrics.set_policies_refused(policies.iter().map(|p| {
         let refused = matches!(

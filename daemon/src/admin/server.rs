@@ -281,6 +281,7 @@ async fn explain(
                     StatusCode::NOT_FOUND
                 }
                 LookupError::Read { .. } => StatusCode::BAD_GATEWAY,
+                LookupError::ManyWorkspaces => StatusCode::NOT_IMPLEMENTED,
             };
             (code, Json(json!({"error": err.to_string()}))).into_response()
         }

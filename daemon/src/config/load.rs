@@ -123,6 +123,16 @@ mod tests {
     }
 
     #[test]
+    fn invalid_export_name_is_located_with_the_fix() {
+        let e = err("[control_plane]\nworkspace = \"root:tmc\"\nexport = \"root:tmc:tmc\"\n");
+        assert!(e.starts_with("tmc.toml:3:10: "), "{e}");
+        assert!(
+            e.contains("not an APIExport name") && e.contains("fix:"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn invalid_synced_from_is_located_with_the_fix() {
         let e = err("log_format = \"text\"\nsynced_from = \"root:tmc\"\n");
         assert!(e.starts_with("tmc.toml:2:15: "), "{e}");

@@ -64,6 +64,11 @@ pub struct ControlPlane {
     pub context: Option<String>,
     /// kcp workspace path such as `root:tmc` (absent: use the server URL as is).
     pub workspace: Option<Spanned<String>>,
+    /// Name of tmc's APIExport in that workspace (the inventory): tmcd then
+    /// places the workloads of every workspace bound to it, read through the
+    /// export's virtual workspace (issue 12, `docs/tenancy.md`). Absent: the
+    /// workloads of `workspace` itself.
+    pub export: Option<Spanned<String>>,
     /// Whether tmcd writes the aggregated `.status` of the workloads (absent:
     /// only when the control plane is kcp, whose workspaces run no workload
     /// controllers; on a plain Kubernetes API server the deployment
@@ -85,6 +90,7 @@ impl Default for ControlPlane {
             kubeconfig: None,
             context: None,
             workspace: None,
+            export: None,
             write_status: None,
             username: None,
             install_admission_policy: true,

@@ -88,6 +88,17 @@ pub fn check(config: &Config) -> Result<(), Failure> {
             ));
         }
     }
+    if let Some(export) = &config.control_plane.export
+        && !is_dns_subdomain(export.get_ref())
+    {
+        return Err((
+            export.span(),
+            format!(
+                "export {:?} is not an APIExport name (fix: the name of tmc's APIExport in the workspace, e.g. \"tmc\")",
+                export.get_ref()
+            ),
+        ));
+    }
     for resource in &config.sync.resources {
         let text = resource.get_ref();
         let (plural, group) = text.split_once('.').unwrap_or((text.as_str(), ""));
@@ -353,4 +364,10 @@ pub fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A DNS-1123 subdomain: dot-separated DNS labels, at most 253 characters
+/// (the names of most Kubernetes objects).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label)
 }

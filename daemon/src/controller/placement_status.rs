@@ -14,13 +14,14 @@ use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, Tar
 use crate::placement::moves::StalledMove;
 use crate::state::State;
 use tmc_api::protocol::{self, Recorded};
+use tmc_api::tenancy;
 
 /// The status `placement` should show, given the workloads it placed
 /// (`recorded` per workload), its last policy error, the policy generation
 /// and the stalled moves (of every placement; its own are named).
-pub fn desired(
+pub fn desired<'r>(
     placement: &ClusterWorkloadPlacement,
-    recorded: &[BTreeMap<String, Recorded>],
+    recorded: impl IntoIterator<Item = &'r BTreeMap<String, Recorded>>,
     policy_error: Option<&str>,
     policy_loaded: bool,
     generation: u64,
@@ -132,23 +133,43 @@ pub fn desired(
     }
 }
 
+/// What one workload records per target, and the workspace it is in.
+#[derive(Debug, Clone)]
+pub struct WorkloadRecord {
+    /// Its logical cluster in export mode (see [`tenancy::store_cluster`]).
+    pub workspace: Option<String>,
+    pub targets: BTreeMap<String, Recorded>,
+}
+
+/// The key tmcd's per-placement bookkeeping uses: the name, prefixed by the
+/// logical cluster in export mode (see [`tenancy::store_key`]).
+pub fn placement_key(placement: &ClusterWorkloadPlacement) -> String {
+    tenancy::store_key(
+        placement.metadata.namespace.as_deref(),
+        &placement.name_any(),
+    )
+}
+
 /// What each workload of `workloads` records, per target.
-pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<BTreeMap<String, Recorded>> {
+pub fn recorded(workloads: &[Store<DynamicObject>]) -> Vec<WorkloadRecord> {
     workloads
         .iter()
         .flat_map(|s| s.state())
-        .map(|o| {
-            protocol::read(
+        .map(|o| WorkloadRecord {
+            workspace: tenancy::store_cluster(o.metadata.namespace.as_deref()).map(str::to_owned),
+            targets: protocol::read(
                 &o.metadata.labels.clone().unwrap_or_default(),
                 &o.metadata.annotations.clone().unwrap_or_default(),
-            )
+            ),
         })
         .collect()
 }
 
 /// Per target: how many of the workloads (`recorded`) it holds report a
 /// sync error (every target that any workload names, failing or not).
-pub fn sync_errors(recorded: &[BTreeMap<String, Recorded>]) -> BTreeMap<String, usize> {
+pub fn sync_errors<'r>(
+    recorded: impl IntoIterator<Item = &'r BTreeMap<String, Recorded>>,
+) -> BTreeMap<String, usize> {
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for rec in recorded {
         for (target, r) in rec {
@@ -165,7 +186,7 @@ pub async fn refresh(
     state: &State,
     client: &Client,
     placements: &Store<ClusterWorkloadPlacement>,
-    recorded: &[BTreeMap<String, Recorded>],
+    recorded: &[WorkloadRecord],
 ) {
     let runner = state.policies.as_ref();
     let generation = runner.generation();
@@ -175,22 +196,20 @@ pub async fn refresh(
         .filter(|p| p.serving)
         .map(|p| p.name)
         .collect();
-    let api: Api<ClusterWorkloadPlacement> = Api::all(client.clone());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let stalled = state.moves.stalled();
     let current = placements.state();
-    state.settings.retain(|name| {
-        current
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name))
-    });
+    let keys: Vec<String> = current.iter().map(|p| placement_key(p)).collect();
+    state.settings.retain(|key| keys.iter().any(|k| k == key));
     for placement in current {
         let name = placement.name_any();
+        let key = placement_key(&placement);
+        let workspace = tenancy::store_cluster(placement.metadata.namespace.as_deref());
         let failed = state
             .policy_errors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&name)
+            .get(&key)
             .cloned();
         let error = match failed {
             Some(error) => Some(error),
@@ -201,9 +220,14 @@ pub async fn refresh(
                 .err()
                 .map(|refused| refused.to_string()),
         };
+        // Only the workloads of the placement's own workspace are its.
+        let mine = recorded
+            .iter()
+            .filter(|w| w.workspace.as_deref() == workspace)
+            .map(|w| &w.targets);
         let want = desired(
             &placement,
-            recorded,
+            mine,
             error.as_deref(),
             loaded.contains(&placement.spec.policy.name),
             generation,
@@ -213,12 +237,22 @@ pub async fn refresh(
         if placement.status.as_ref() == Some(&want) {
             continue;
         }
+        let api: Api<ClusterWorkloadPlacement> = match state
+            .workspaces
+            .route(client, placement.metadata.namespace.as_deref())
+        {
+            Ok((client, _)) => Api::all(client),
+            Err(err) => {
+                tracing::warn!(placement = %key, error = %err, "not writing the placement's status");
+                continue;
+            }
+        };
         let patch = json!({ "status": want });
         if let Err(err) = api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            tracing::debug!(placement = %name, error = %err, "writing placement status failed; retrying later");
+            tracing::debug!(placement = %key, error = %err, "writing placement status failed; retrying later");
         }
     }
 }
@@ -369,8 +403,9 @@ mod tests {
         );
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("ts"));
         let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(200).expect("ts"));
-        p.status = Some(desired(&p, &[], None, true, 1, &[], t1.clone()));
-        let again = desired(&p, &[], None, true, 1, &[], t2);
+        let none: [BTreeMap<String, Recorded>; 0] = [];
+        p.status = Some(desired(&p, &none, None, true, 1, &[], t1.clone()));
+        let again = desired(&p, &none, None, true, 1, &[], t2);
         assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
         assert_eq!(again.conditions[0].last_transition_time, t1);
     }

@@ -14,6 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
 use tmc_api::protocol::{self, Recorded};
+use tmc_api::tenancy;
 use tmc_syncer::SyncedKind;
 
 use crate::placement::decide::{self, DecideError, Decision};
@@ -23,6 +24,7 @@ use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
 use crate::placement::{assignment, gone, plan, status, workload};
 use crate::state::State;
+use crate::workspaces::RouteError;
 
 /// Re-check interval of a settled workload.
 const SETTLED: Duration = Duration::from_secs(300);
@@ -35,6 +37,12 @@ pub enum ReconcileError {
         object: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("finding the workspace of {object}: {source}")]
+    Route {
+        object: String,
+        #[source]
+        source: RouteError,
     },
     #[error("encoding the decision of {object}: {source}")]
     Encode {
@@ -83,18 +91,20 @@ impl KindCtx {
         obj: &DynamicObject,
     ) -> Option<Arc<ClusterWorkloadPlacement>> {
         let no_labels = BTreeMap::new();
-        let namespace = obj
-            .metadata
-            .namespace
-            .as_deref()
-            .and_then(|ns| self.namespaces.get(&ObjectRef::new(ns)));
+        let stored_in = obj.metadata.namespace.as_deref();
+        let namespace = stored_in.and_then(|ns| self.namespaces.get(&namespace_ref(ns)));
         let namespace_labels = namespace
             .as_ref()
             .and_then(|ns| ns.metadata.labels.as_ref())
             .unwrap_or(&no_labels);
+        let workspace = tenancy::store_cluster(stored_in);
         let placements = self.placements.state();
+        // Only the placements of the workload's own workspace govern it.
         let chosen = decide::governing(
-            placements.iter().map(Arc::as_ref),
+            placements
+                .iter()
+                .map(Arc::as_ref)
+                .filter(|p| tenancy::store_cluster(p.metadata.namespace.as_deref()) == workspace),
             &self.kind.group,
             &self.kind.kind,
             obj,
@@ -104,6 +114,18 @@ impl KindCtx {
             .iter()
             .find(|p| std::ptr::eq(p.as_ref(), chosen))
             .cloned()
+    }
+}
+
+/// The store reference of the Namespace object of a workload stored under
+/// `namespace`: `<cluster>|` holds the (cluster-scoped) namespaces of a
+/// workspace served through tmc's export.
+fn namespace_ref(namespace: &str) -> ObjectRef<Namespace> {
+    match namespace.split_once(tenancy::STORE_SEPARATOR) {
+        Some((cluster, name)) => {
+            ObjectRef::new(name).within(&format!("{cluster}{}", tenancy::STORE_SEPARATOR))
+        }
+        None => ObjectRef::new(namespace),
     }
 }
 
@@ -196,12 +218,15 @@ pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, ctx: Arc<Kind
     Action::requeue(delay)
 }
 
-/// The object's API (namespaced or cluster-scoped).
-fn object_api(ctx: &KindCtx, obj: &DynamicObject) -> Api<DynamicObject> {
-    match obj.metadata.namespace.as_deref() {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ctx.ar),
-        None => Api::all_with(ctx.client.clone(), &ctx.ar),
-    }
+/// The object's API (namespaced or cluster-scoped), in its workspace.
+fn object_api(ctx: &KindCtx, obj: &DynamicObject) -> Result<Api<DynamicObject>, ReconcileError> {
+    ctx.state
+        .workspaces
+        .dynamic_api(&ctx.client, &ctx.ar, obj.metadata.namespace.as_deref())
+        .map_err(|source| ReconcileError::Route {
+            object: key(obj),
+            source,
+        })
 }
 
 /// Deleted SyncTargets that `obj` still names (see [`gone`]).
@@ -310,7 +335,7 @@ async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, Recon
         source,
     })?;
     if !the_plan.is_empty() {
-        write_plan(ctx, &object_api(ctx, obj), obj, &the_plan, &object).await?;
+        write_plan(ctx, &object_api(ctx, obj)?, obj, &the_plan, &object).await?;
     }
     Ok(Action::await_change())
 }
@@ -321,7 +346,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         ctx.state.moves.finish(&workload_name(ctx, &key(obj)));
         return forget_gone(obj, ctx).await;
     }
-    if workload::excluded(kind, obj).is_some() {
+    // What its workspace serves (the real namespace): what the policies see.
+    let served = ctx.state.workspaces.as_served(obj);
+    if workload::excluded(kind, &served).is_some() {
         return Ok(Action::await_change());
     }
     let object = key(obj);
@@ -348,6 +375,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&object);
     let placement_name = placement.name_any();
+    // Unique across workspaces (the name alone in a single workspace).
+    let placement_key =
+        tenancy::store_key(placement.metadata.namespace.as_deref(), &placement_name);
 
     let now = Utc::now();
     let views: Vec<TargetView> = ctx
@@ -360,7 +390,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     let inputs = decide::Inputs {
         api_version: &api_version,
         kind,
-        object: obj,
+        object: &served,
         placement: &placement,
         targets: &views,
         now,
@@ -384,7 +414,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                 .policy_errors
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&placement_name);
+                .remove(&placement_key);
             decision
         }
         Err(DecideError::Excluded(_)) => return Ok(Action::await_change()),
@@ -395,7 +425,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                 .policy_errors
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(placement_name.clone(), failure.to_string());
+                .insert(placement_key.clone(), failure.to_string());
             publish(
                 ctx,
                 obj,
@@ -425,7 +455,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         object: object.clone(),
         source,
     })?;
-    let api = object_api(ctx, obj);
+    let api = object_api(ctx, obj)?;
     let mut changed = false;
     if !the_plan.is_empty() {
         write_plan(ctx, &api, obj, &the_plan, &object).await?;
@@ -482,7 +512,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     if outcome.chosen.is_empty() {
         ctx.state.moves.finish(&workload_name(ctx, &object));
     } else {
-        track_move(ctx, obj, &object, &placement_name, &recorded, &the_plan);
+        track_move(ctx, obj, &object, &placement_key, &recorded, &the_plan);
     }
 
     if status::aggregate(kind, &recorded)

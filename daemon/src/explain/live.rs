@@ -25,6 +25,12 @@ pub enum LookupError {
         namespace: String,
         name: String,
     },
+    /// tmcd places the workloads of many workspaces (export mode), which
+    /// explain cannot name yet.
+    #[error(
+        "tmcd places the workloads of every workspace bound to its export (control_plane.export); explain cannot name a workspace yet (see the workload's Events and the placement's status in its workspace)"
+    )]
+    ManyWorkspaces,
     /// The control plane could not be read.
     #[error("reading {what} from the control plane: {source}")]
     Read {
@@ -52,6 +58,9 @@ pub async fn explain_live(
             .collect::<Vec<_>>()
             .join(", "),
     })?;
+    if state.workspaces.is_bound() {
+        return Err(LookupError::ManyWorkspaces);
+    }
     let ar = synced.api_resource();
     let api: Api<DynamicObject> = if synced.namespaced {
         Api::namespaced_with(state.reader.clone(), namespace, &ar)

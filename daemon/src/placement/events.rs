@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::workspaces::Workspaces;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -96,16 +97,19 @@ enum Step {
 /// new note of an object and reason (see the module docs).
 pub struct Publisher {
     client: Client,
+    workspaces: Workspaces,
     reporter: Reporter,
     newest: HashMap<SeriesKey, Newest>,
     swept: Instant,
 }
 
 impl Publisher {
-    /// A publisher writing as `reporter`.
-    pub fn new(client: Client, reporter: Reporter) -> Self {
+    /// A publisher writing as `reporter`, with `client` to the objects of
+    /// `workspaces` (see [`Workspaces::route`]).
+    pub fn new(client: Client, workspaces: Workspaces, reporter: Reporter) -> Self {
         Self {
             client,
+            workspaces,
             reporter,
             newest: HashMap::new(),
             swept: Instant::now(),
@@ -122,8 +126,23 @@ impl Publisher {
         let now = Instant::now();
         self.sweep(now);
         let key = SeriesKey::of(reference, note);
-        let namespace = reference.namespace.as_deref().unwrap_or("default");
-        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        // The Event goes to the object's own workspace, about the object as
+        // that workspace serves it.
+        let (client, namespace) = match self
+            .workspaces
+            .route(&self.client, reference.namespace.as_deref())
+        {
+            Ok(routed) => routed,
+            Err(err) => {
+                tracing::warn!(object = ?reference.name, error = %err, reason = %note.reason, "not publishing an Event");
+                return Ok(());
+            }
+        };
+        let mut served = reference.clone();
+        served.namespace.clone_from(&namespace);
+        let reference = &served;
+        let namespace = namespace.as_deref().unwrap_or("default");
+        let api: Api<K8sEvent> = Api::namespaced(client, namespace);
         if let Step::Count { name, count } = step(self.newest.get(&key), &note.text, now) {
             let patch = json!({"series": {
                 "count": count,

@@ -10,7 +10,8 @@ use tmc_api::crd::ClusterWorkloadPlacement;
 
 use super::runner::{PolicyFailure, PolicyRunner, check_settings};
 
-/// The settings verdict of each placement, by name.
+/// The settings verdict of each placement, by name (prefixed by its
+/// logical cluster in export mode).
 #[derive(Debug, Default)]
 pub struct SettingsVerdicts {
     verdicts: Mutex<HashMap<String, Verdict>>,
@@ -36,7 +37,11 @@ impl SettingsVerdicts {
         runner: &dyn PolicyRunner,
         placement: &ClusterWorkloadPlacement,
     ) -> Result<(), PolicyFailure> {
-        let name = placement.name_any();
+        // Unique across workspaces in export mode.
+        let name = tmc_api::tenancy::store_key(
+            placement.metadata.namespace.as_deref(),
+            &placement.name_any(),
+        );
         let (uid, generation, policies) = (
             placement.metadata.uid.clone(),
             placement.metadata.generation,

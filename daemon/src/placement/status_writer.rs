@@ -18,9 +18,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::workspaces::Workspaces;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -46,6 +47,7 @@ impl StatusWriter {
     /// it until the writer is dropped.
     pub fn new(
         client: Client,
+        workspaces: Workspaces,
         ar: ApiResource,
         kind: String,
         store: Store<DynamicObject>,
@@ -62,8 +64,9 @@ impl StatusWriter {
         let weak = Arc::downgrade(&writer);
         let run = rx
             .map(move |key: ObjectRef<DynamicObject>| {
-                let (client, ar, kind, store, decisions, weak) = (
+                let (client, workspaces, ar, kind, store, decisions, weak) = (
                     client.clone(),
+                    workspaces.clone(),
                     ar.clone(),
                     kind.clone(),
                     store.clone(),
@@ -80,7 +83,7 @@ impl StatusWriter {
                             .unwrap_or_else(PoisonError::into_inner)
                             .remove(&key);
                     }
-                    write(&client, &ar, &kind, &store, &key).await
+                    write(&client, &workspaces, &ar, &kind, &store, &key).await
                 }
             })
             .buffer_unordered(WRITERS)
@@ -159,6 +162,7 @@ fn is_kcp<'a>(mut groups: impl Iterator<Item = &'a str>) -> bool {
 /// the object's reports asks again.
 async fn write(
     client: &Client,
+    workspaces: &Workspaces,
     ar: &ApiResource,
     kind: &str,
     store: &Store<DynamicObject>,
@@ -172,9 +176,12 @@ async fn write(
     if status::contains(obj.data.get("status"), &desired) {
         return;
     }
-    let api: Api<DynamicObject> = match obj.metadata.namespace.as_deref() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
-        None => Api::all_with(client.clone(), ar),
+    let api = match workspaces.dynamic_api(client, ar, obj.metadata.namespace.as_deref()) {
+        Ok(api) => api,
+        Err(err) => {
+            tracing::warn!(kind, object = %key, error = %err, "not writing the aggregated status");
+            return;
+        }
     };
     let patch = json!({ "status": desired });
     if let Err(err) = api

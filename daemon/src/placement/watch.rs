@@ -1,5 +1,7 @@
-//! Shared reflectors of SyncTargets, placements and namespaces; a change that
-//! matters to placement re-queues every workload.
+//! Shared reflectors of SyncTargets (in the control plane's workspace),
+//! placements and namespaces (in the workspaces served, see
+//! [`Workspaces`]); a change that matters to placement re-queues every
+//! workload.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +14,12 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::tenancy::store_key;
 
 use super::heartbeats::Heartbeats;
 use super::targets::TargetView;
 use super::triggers::Triggers;
+use crate::workspaces::Workspaces;
 
 /// The stores, filled in the background until `shutdown`.
 pub struct Stores {
@@ -26,9 +30,11 @@ pub struct Stores {
 
 /// Starts the reflectors; the returned stores fill as the watches run. Each
 /// SyncTarget event is noted in `heartbeats`, and a change that matters to
-/// placement fires `triggers`.
+/// placement fires `triggers`. SyncTargets are read with `client`,
+/// placements and namespaces from `workspaces`.
 pub fn start(
     client: &Client,
+    workspaces: &Workspaces,
     heartbeats: &Arc<Heartbeats>,
     triggers: &Arc<Triggers>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -38,19 +44,23 @@ pub fn start(
         triggers: triggers.clone(),
         heartbeats: Some(heartbeats.clone()),
     };
-    let targets = spawn_reflector::<SyncTarget, _>(client, on_target, shutdown.clone(), move |o| {
-        // When the heartbeat changed is noted as the event arrives (tmcd's clock).
-        seen.observe(o);
-        // Only what placement reads; the heartbeat itself is checked on a timer.
-        let view = TargetView::with_age(o, None, chrono::Utc::now(), Duration::ZERO).without_time();
-        format!("{:?}|{:?}|{:?}", view.labels, o.spec, ready_reason(o))
-    });
+    let served = workspaces.watch_client(client);
+    let targets =
+        spawn_reflector::<SyncTarget, _>(client, None, on_target, shutdown.clone(), move |o| {
+            // When the heartbeat changed is noted as the event arrives (tmcd's clock).
+            seen.observe(o);
+            // Only what placement reads; the heartbeat itself is checked on a timer.
+            let view =
+                TargetView::with_age(o, None, chrono::Utc::now(), Duration::ZERO).without_time();
+            format!("{:?}|{:?}|{:?}", view.labels, o.spec, ready_reason(o))
+        });
     let watched = Watched {
         triggers: triggers.clone(),
         heartbeats: None,
     };
     let placements = spawn_reflector::<ClusterWorkloadPlacement, _>(
-        client,
+        &served,
+        Some(workspaces.clone()),
         watched.clone(),
         shutdown.clone(),
         |o| {
@@ -60,9 +70,13 @@ pub fn start(
             )
         },
     );
-    let namespaces = spawn_reflector::<Namespace, _>(client, watched, shutdown, |o| {
-        format!("{:?}", o.metadata.labels)
-    });
+    let namespaces = spawn_reflector::<Namespace, _>(
+        &served,
+        Some(workspaces.clone()),
+        watched,
+        shutdown,
+        |o| format!("{:?}", o.metadata.labels),
+    );
     Stores {
         targets,
         placements,
@@ -82,10 +96,13 @@ struct Watched {
     heartbeats: Option<Arc<Heartbeats>>,
 }
 
-/// Runs a reflector of `K`; fires the triggers when `fingerprint` of an
-/// object changes, an object goes, or the initial list completes.
+/// Runs a reflector of `K`, each object mapped for the store by `mapped`
+/// (see [`Workspaces::map_for_store`]) when given; fires the triggers when
+/// `fingerprint` of an object changes, an object goes, or the initial list
+/// completes.
 fn spawn_reflector<K, F>(
     client: &Client,
+    mapped: Option<Workspaces>,
     watched: Watched,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     fingerprint: F,
@@ -105,8 +122,12 @@ where
     let kind = K::kind(&()).to_string();
     tokio::spawn(async move {
         let mut seen: HashMap<String, String> = HashMap::new();
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff();
+        let objects = watcher(api, watcher::Config::default()).modify(move |o| {
+            if let Some(workspaces) = &mapped {
+                workspaces.map_for_store(o);
+            }
+        });
+        let stream = reflector::reflector(writer, objects).default_backoff();
         futures::pin_mut!(stream);
         loop {
             let event = tokio::select! {
@@ -117,18 +138,17 @@ where
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     let print = fingerprint(&obj);
-                    let name = obj.name_any();
+                    let name = store_key(obj.meta().namespace.as_deref(), &obj.name_any());
                     if seen.get(&name) != Some(&print) {
                         seen.insert(name, print);
                         watched.triggers.fire();
                     }
                 }
                 Ok(watcher::Event::Delete(obj)) => {
-                    let name = obj.name_any();
                     if let Some(heartbeats) = &watched.heartbeats {
-                        heartbeats.forget(&name);
+                        heartbeats.forget(&obj.name_any());
                     }
-                    seen.remove(&name);
+                    seen.remove(&store_key(obj.meta().namespace.as_deref(), &obj.name_any()));
                     watched.triggers.fire();
                 }
                 Ok(watcher::Event::InitDone) => watched.triggers.fire(),

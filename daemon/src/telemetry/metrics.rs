@@ -70,6 +70,9 @@ pub struct Metrics {
     /// 1 when the policy host refused the current file of a policy (its last
     /// good version serves, if any); set before a scrape.
     pub policy_refused: Family<Labels, Gauge>,
+    /// Watch requests held open on the control plane, by resource (see
+    /// [`super::watches`]); set before a scrape.
+    pub watches: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -196,8 +199,15 @@ impl Default for Metrics {
             "1 when the policy host refused the policy's current file (the last good version serves, if any)",
             policy_refused.clone(),
         );
+        let watches = Family::default();
+        registry.register(
+            "watches",
+            "Watch requests held open on the control plane (or kcp's virtual workspace), by resource",
+            watches.clone(),
+        );
         Self {
             registry,
+            watches,
             decisions,
             target_ready,
             target_heartbeat_age,
@@ -299,6 +309,15 @@ impl Metrics {
             self.syncer_failing
                 .get_or_create(&vec![("target".into(), target.into())])
                 .set(i64::try_from(failing).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the open watches per resource (see [`super::watches::OpenWatches`]).
+    pub fn set_watches(&self, open: &std::collections::BTreeMap<String, i64>) {
+        for (resource, n) in open {
+            self.watches
+                .get_or_create(&vec![("resource".into(), resource.clone())])
+                .set(*n);
         }
     }
 
