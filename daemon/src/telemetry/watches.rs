@@ -3,7 +3,7 @@
 //! its response body is dropped, so the count is what the API server (or
 //! kcp's virtual workspace) serves tmcd right now, not what tmcd meant to
 //! start. In export mode it stays one per resource whatever the number of
-//! bound workspaces (the `tmc_watches` gauge).
+//! bound workspaces (the `tmcd_watches` gauge).
 
 use std::collections::BTreeMap;
 use std::future::Future;
