@@ -136,6 +136,12 @@ pub fn compare(
 
 /// Runs the diff against the workspace of `config`.
 pub async fn diff(config: &Config, args: &DiffArgs) -> Result<DiffReport> {
+    if let Some(export) = &config.control_plane.export {
+        anyhow::bail!(
+            "control_plane.export = {:?}: tmcd places the workloads of every workspace bound to the export, which policy diff cannot read yet (fix: check a candidate module on a workload's file with `tmcd policy eval`)",
+            export.get_ref()
+        );
+    }
     let client = kubeconn::control_plane(config).await?;
     let dir = config.resolve(config.policies.directory.get_ref());
     let loaded = load_as(&args.module, args.as_name.as_deref(), Some(&dir)).await?;
