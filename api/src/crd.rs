@@ -188,6 +188,43 @@ pub struct SyncedResource {
     pub state: String,
 }
 
+/// Which tenant workspaces may place workloads on which SyncTargets, when tmcd
+/// serves every workspace bound to tmc's export (`[control_plane] export`,
+/// `docs/tenancy.md`). Kept in the inventory workspace beside the
+/// SyncTargets. In export mode a workspace no grant names gets no target; in
+/// single-workspace mode grants are not read.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "workload.kcp.io",
+    version = "v1alpha1",
+    kind = "SyncTargetGrant",
+    plural = "synctargetgrants",
+    shortname = "stg",
+    category = "tmc",
+    doc = "Grants tenant workspaces (by logical cluster) the SyncTargets its selector matches.",
+    printcolumn(name = "Workspaces", type_ = "string", json_path = ".spec.workspaces"),
+    printcolumn(
+        name = "Targets",
+        type_ = "string",
+        json_path = ".spec.targetSelector.matchLabels",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncTargetGrantSpec {
+    /// The logical clusters of the granted workspaces, as their objects' `kcp.io/cluster` annotation names
+    /// them (`kubectl get workspace <name> -o jsonpath='{.spec.cluster}'`), not workspace paths.
+    pub workspaces: Vec<String>,
+    /// The granted SyncTargets, by their labels (absent: every SyncTarget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_selector: Option<LabelSelector>,
+}
+
 /// Which workloads go where: selects workloads, selects target locations, and
 /// names the placement policy and transformation policies to run.
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]

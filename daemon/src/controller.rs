@@ -65,15 +65,23 @@ pub async fn run(
     // Deciding on partial knowledge would be wrong: an empty target cache
     // would look like deleted targets, an empty placement cache like
     // unplaced workloads.
-    let ready = futures::future::try_join3(
-        stores.targets.wait_until_ready(),
-        stores.placements.wait_until_ready(),
-        stores.namespaces.wait_until_ready(),
-    );
+    let grants = stores.grants.clone();
+    let ready = async move {
+        futures::future::try_join3(
+            stores.targets.wait_until_ready(),
+            stores.placements.wait_until_ready(),
+            stores.namespaces.wait_until_ready(),
+        )
+        .await?;
+        match &grants {
+            Some(grants) => grants.wait_until_ready().await,
+            None => Ok(()),
+        }
+    };
     let mut stop = shutdown.clone();
     tokio::select! {
         res = ready => if res.is_err() {
-            tracing::error!("the SyncTarget, placement or namespace watch stopped before its first list; placement controllers not started");
+            tracing::error!("the SyncTarget, placement, namespace or grant watch stopped before its first list; placement controllers not started");
             return;
         },
         _ = stopped(&mut stop) => return,

@@ -10,12 +10,16 @@ use kube::api::{
 };
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt};
-use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget, SyncTargetGrant};
 use tmc_api::decision::FIELD_MANAGER;
 
 /// Every CRD of tmc.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![SyncTarget::crd(), ClusterWorkloadPlacement::crd()]
+    vec![
+        SyncTarget::crd(),
+        ClusterWorkloadPlacement::crd(),
+        SyncTargetGrant::crd(),
+    ]
 }
 
 /// `(file name in config/crds/, YAML)` for every CRD.

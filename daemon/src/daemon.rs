@@ -92,6 +92,7 @@ impl Daemon {
             policies: Arc::new(HostRunner(host)),
             targets: stores.targets.clone(),
             placements: stores.placements.clone(),
+            grants: stores.grants.clone(),
             audit: AuditLog::open(&config.audit, &config.base_dir)?,
             reader: client.clone(),
             kinds: kinds.clone(),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::runtime::reflector::Store;
-use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget, SyncTargetGrant};
 use tmc_syncer::{SyncedKind, Syncer, SyncerHealth};
 
 use crate::audit::AuditLog;
@@ -44,6 +44,8 @@ pub struct State {
     pub targets: Store<SyncTarget>,
     /// The watched ClusterWorkloadPlacements (they fill as the watch runs).
     pub placements: Store<ClusterWorkloadPlacement>,
+    /// The watched SyncTargetGrants, in export mode (see [`crate::placement::grants`]).
+    pub grants: Option<Store<SyncTargetGrant>>,
     syncers: Mutex<BTreeMap<String, Arc<Syncer>>>,
     /// Whether the policies accept each placement's settings.
     pub settings: SettingsVerdicts,
@@ -82,6 +84,8 @@ pub struct Parts {
     pub policies: Arc<dyn PolicyRunner>,
     pub targets: Store<SyncTarget>,
     pub placements: Store<ClusterWorkloadPlacement>,
+    /// The watched SyncTargetGrants, in export mode.
+    pub grants: Option<Store<SyncTargetGrant>>,
     /// Where decision changes are recorded.
     pub audit: AuditLog,
     /// The control plane, for reads (not fenced).
@@ -111,6 +115,7 @@ impl State {
             policies: parts.policies,
             targets: parts.targets,
             placements: parts.placements,
+            grants: parts.grants,
             audit: parts.audit,
             reader: parts.reader,
             kinds: parts.kinds,

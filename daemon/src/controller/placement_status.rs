@@ -11,23 +11,43 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
+use crate::placement::grants::{GrantVerdict, Grants};
 use crate::placement::moves::StalledMove;
+use crate::placement::targets::TargetView;
 use crate::state::State;
 use tmc_api::protocol::{self, Recorded};
 use tmc_api::tenancy;
 
+/// What tmcd observed of a placement besides its workloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// Its last policy error, if any.
+    pub policy_error: Option<&'a str>,
+    /// Whether its placement policy is in the active set.
+    pub policy_loaded: bool,
+    /// The generation of the active policy set.
+    pub generation: u64,
+    /// The stalled moves (of every placement; its own are named).
+    pub stalled: &'a [StalledMove],
+    /// In export mode, which targets it selects are granted to its workspace.
+    pub grants: Option<&'a GrantVerdict>,
+}
+
 /// The status `placement` should show, given the workloads it placed
-/// (`recorded` per workload), its last policy error, the policy generation
-/// and the stalled moves (of every placement; its own are named).
+/// (`recorded` per workload) and what else tmcd observed of it.
 pub fn desired<'r>(
     placement: &ClusterWorkloadPlacement,
     recorded: impl IntoIterator<Item = &'r BTreeMap<String, Recorded>>,
-    policy_error: Option<&str>,
-    policy_loaded: bool,
-    generation: u64,
-    stalled: &[StalledMove],
+    observed: &Observed<'_>,
     now: Time,
 ) -> ClusterWorkloadPlacementStatus {
+    let Observed {
+        policy_error,
+        policy_loaded,
+        generation,
+        stalled,
+        grants,
+    } = *observed;
     let name = placement.name_any();
     let mut workloads = 0u32;
     let mut per_target: BTreeMap<String, TargetSummary> = BTreeMap::new();
@@ -102,7 +122,7 @@ pub fn desired<'r>(
     );
     let mine: Vec<String> = stalled
         .iter()
-        .filter(|m| m.placement == name)
+        .filter(|m| m.placement == placement_key(placement))
         .map(StalledMove::describe)
         .collect();
     let progressing = if mine.is_empty() {
@@ -124,9 +144,14 @@ pub fn desired<'r>(
             ),
         )
     };
+    let mut conditions = vec![ready, valid, progressing];
+    if let Some(verdict) = grants {
+        let (ok, reason, message) = verdict.condition();
+        conditions.push(condition("TargetsGranted", ok, reason, message));
+    }
     ClusterWorkloadPlacementStatus {
         observed_generation: placement.metadata.generation,
-        conditions: vec![ready, valid, progressing],
+        conditions,
         policy_generation: Some(generation),
         workload_count: workloads,
         targets: per_target.into_values().collect(),
@@ -200,6 +225,18 @@ pub async fn refresh(
     let stalled = state.moves.stalled();
     let current = placements.state();
     let keys: Vec<String> = current.iter().map(|p| placement_key(p)).collect();
+    // Export mode: which targets each workspace may use.
+    let grant_state = state.grants.as_ref().map(|g| g.state());
+    let grants = grant_state.as_deref().map(Grants::new);
+    let views: Vec<TargetView> = match grants {
+        Some(_) => state
+            .targets
+            .state()
+            .iter()
+            .map(|t| state.target_view(t))
+            .collect(),
+        None => Vec::new(),
+    };
     state.settings.retain(|key| keys.iter().any(|k| k == key));
     for placement in current {
         let name = placement.name_any();
@@ -225,15 +262,18 @@ pub async fn refresh(
             .iter()
             .filter(|w| w.workspace.as_deref() == workspace)
             .map(|w| &w.targets);
-        let want = desired(
-            &placement,
-            mine,
-            error.as_deref(),
-            loaded.contains(&placement.spec.policy.name),
+        let verdict = grants
+            .as_ref()
+            .zip(workspace)
+            .map(|(grants, workspace)| grants.verdict(workspace, &placement, &views));
+        let observed = Observed {
+            policy_error: error.as_deref(),
+            policy_loaded: loaded.contains(&placement.spec.policy.name),
             generation,
-            &stalled,
-            now.clone(),
-        );
+            stalled: &stalled,
+            grants: verdict.as_ref(),
+        };
+        let want = desired(&placement, mine, &observed, now.clone());
         if placement.status.as_ref() == Some(&want) {
             continue;
         }
@@ -260,6 +300,22 @@ pub async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn observed<'a>(
+        policy_error: Option<&'a str>,
+        policy_loaded: bool,
+        generation: u64,
+        stalled: &'a [StalledMove],
+        grants: Option<&'a GrantVerdict>,
+    ) -> Observed<'a> {
+        Observed {
+            policy_error,
+            policy_loaded,
+            generation,
+            stalled,
+            grants,
+        }
+    }
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{result_annotation, state_label};
 
@@ -281,6 +337,60 @@ mod tests {
     }
 
     #[test]
+    fn export_mode_adds_whether_the_selected_targets_are_granted() {
+        let p = ClusterWorkloadPlacement::new(
+            "web",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: "rs".into(),
+                    settings: None,
+                },
+                ..Default::default()
+            },
+        );
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let none: [BTreeMap<String, Recorded>; 0] = [];
+        let single = desired(&p, &none, &observed(None, true, 1, &[], None), now.clone());
+        assert!(
+            single
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "TargetsGranted")
+        );
+        let refused = GrantVerdict {
+            workspace: "a1".into(),
+            granted: vec!["west".into()],
+            refused: vec!["east".into()],
+        };
+        let s = desired(
+            &p,
+            &none,
+            &observed(None, true, 1, &[], Some(&refused)),
+            now.clone(),
+        );
+        let granted = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "TargetsGranted")
+            .expect("condition");
+        assert_eq!(
+            (granted.status.as_str(), granted.reason.as_str()),
+            ("False", "NotGranted")
+        );
+        assert!(granted.message.contains("east"), "{}", granted.message);
+        let all = GrantVerdict {
+            refused: vec![],
+            ..refused
+        };
+        let s = desired(&p, &none, &observed(None, true, 1, &[], Some(&all)), now);
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "TargetsGranted" && c.status == "True")
+        );
+    }
+
+    #[test]
     fn counts_workloads_and_replicas_per_target() {
         let mut p = ClusterWorkloadPlacement::new(
             "spread",
@@ -299,7 +409,7 @@ mod tests {
             rec(&[("west", "spread", 1)]),
             rec(&[("west", "other", 5)]),
         ];
-        let s = desired(&p, &all, None, true, 7, &[], now.clone());
+        let s = desired(&p, &all, &observed(None, true, 7, &[], None), now.clone());
         assert_eq!(s.workload_count, 2);
         assert_eq!(s.policy_generation, Some(7));
         assert_eq!(s.observed_generation, Some(4));
@@ -322,10 +432,7 @@ mod tests {
         let failed = desired(
             &p,
             &all,
-            Some("policy \"rs\" failed: trap"),
-            true,
-            7,
-            &[],
+            &observed(Some("policy \"rs\" failed: trap"), true, 7, &[], None),
             now.clone(),
         );
         let valid = failed
@@ -337,7 +444,7 @@ mod tests {
             (valid.status.as_str(), valid.message.as_str()),
             ("False", "policy \"rs\" failed: trap")
         );
-        let missing = desired(&p, &all, None, false, 7, &[], now.clone());
+        let missing = desired(&p, &all, &observed(None, false, 7, &[], None), now.clone());
         let by_type = |s: &ClusterWorkloadPlacementStatus, t: &str| {
             s.conditions
                 .iter()
@@ -362,17 +469,19 @@ mod tests {
         let s = desired(
             &p,
             &all,
-            None,
-            true,
-            7,
-            std::slice::from_ref(&other),
+            &observed(None, true, 7, std::slice::from_ref(&other), None),
             now.clone(),
         );
         assert_eq!(
             by_type(&s, "Progressing"),
             Some(("True".into(), "NoMoveStalled".into()))
         );
-        let s = desired(&p, &all, None, true, 7, &[stalled, other], now);
+        let s = desired(
+            &p,
+            &all,
+            &observed(None, true, 7, &[stalled, other], None),
+            now,
+        );
         assert_eq!(
             by_type(&s, "Progressing"),
             Some(("False".into(), "MoveStalled".into()))
@@ -404,8 +513,13 @@ mod tests {
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("ts"));
         let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(200).expect("ts"));
         let none: [BTreeMap<String, Recorded>; 0] = [];
-        p.status = Some(desired(&p, &none, None, true, 1, &[], t1.clone()));
-        let again = desired(&p, &none, None, true, 1, &[], t2);
+        p.status = Some(desired(
+            &p,
+            &none,
+            &observed(None, true, 1, &[], None),
+            t1.clone(),
+        ));
+        let again = desired(&p, &none, &observed(None, true, 1, &[], None), t2);
         assert_eq!(p.status.as_ref(), Some(&again), "no change, no write");
         assert_eq!(again.conditions[0].last_transition_time, t1);
     }

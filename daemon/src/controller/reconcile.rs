@@ -22,7 +22,7 @@ use crate::placement::events::EventQueue;
 use crate::placement::moves::{MoveChange, TargetWait};
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
-use crate::placement::{assignment, gone, plan, status, workload};
+use crate::placement::{assignment, gone, grants, plan, status, workload};
 use crate::state::State;
 use crate::workspaces::RouteError;
 
@@ -114,6 +114,24 @@ impl KindCtx {
             .iter()
             .find(|p| std::ptr::eq(p.as_ref(), chosen))
             .cloned()
+    }
+}
+
+impl KindCtx {
+    /// `views` without the targets not granted to `obj`'s workspace, in
+    /// export mode (see [`grants`]); all of them for one workspace. An
+    /// object that names no workspace gets none.
+    fn granted(&self, obj: &DynamicObject, mut views: Vec<TargetView>) -> Vec<TargetView> {
+        let Some(store) = &self.state.grants else {
+            return views;
+        };
+        let Some(workspace) = tenancy::store_cluster(obj.metadata.namespace.as_deref()) else {
+            return Vec::new();
+        };
+        let state = store.state();
+        let grants = grants::Grants::new(&state);
+        views.retain(|v| grants.allows(workspace, &v.labels));
+        views
     }
 }
 
@@ -386,6 +404,19 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .iter()
         .map(|t| ctx.state.target_view(t))
         .collect();
+    let views = ctx.granted(obj, views);
+    if ctx.state.grants.is_some() && views.is_empty() {
+        // Export mode, and the workspace may use no target: its copies are
+        // held (as a deleted SyncTarget's are), not removed for lack of a grant.
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            "NotGranted",
+            "no SyncTarget is granted to this workspace (a SyncTargetGrant in the inventory workspace names its logical cluster); nothing is placed and the last decision stays".into(),
+        );
+        return forget_gone(obj, ctx).await;
+    }
     let api_version = ctx.kind.api_version();
     let inputs = decide::Inputs {
         api_version: &api_version,

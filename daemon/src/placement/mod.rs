@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod decide;
 pub mod events;
 pub mod gone;
+pub mod grants;
 pub mod heartbeats;
 pub mod moves;
 pub mod plan;

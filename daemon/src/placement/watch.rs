@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget, SyncTargetGrant};
 use tmc_api::tenancy::store_key;
 
 use super::heartbeats::Heartbeats;
@@ -26,6 +26,8 @@ pub struct Stores {
     pub targets: Store<SyncTarget>,
     pub placements: Store<ClusterWorkloadPlacement>,
     pub namespaces: Store<Namespace>,
+    /// The SyncTargetGrants of the inventory; watched in export mode only.
+    pub grants: Option<Store<SyncTargetGrant>>,
 }
 
 /// Starts the reflectors; the returned stores fill as the watches run. Each
@@ -70,6 +72,15 @@ pub fn start(
             )
         },
     );
+    let grants = workspaces.is_bound().then(|| {
+        spawn_reflector::<SyncTargetGrant, _>(
+            client,
+            None,
+            watched.clone(),
+            shutdown.clone(),
+            |o| format!("{:?}|{:?}", o.spec, o.metadata.deletion_timestamp),
+        )
+    });
     let namespaces = spawn_reflector::<Namespace, _>(
         &served,
         Some(workspaces.clone()),
@@ -81,6 +92,7 @@ pub fn start(
         targets,
         placements,
         namespaces,
+        grants,
     }
 }
 

@@ -1,0 +1,215 @@
+//! Which SyncTargets a tenant workspace may place on, in export mode: the
+//! targets a [`SyncTargetGrant`] naming the workspace's logical cluster
+//! selects. A workspace no grant names gets none. Pure functions over the
+//! watched grants; tmcd filters each workload's candidate targets with
+//! [`Grants::allows`] and reports a placement that selects ungranted targets
+//! in its `TargetsGranted` condition ([`Grants::verdict`]).
+
+use std::collections::BTreeMap;
+
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTargetGrant};
+
+use super::selector::{selects, to_abi};
+use super::targets::TargetView;
+
+/// The grants of the inventory workspace, as watched.
+pub struct Grants<'g> {
+    grants: &'g [std::sync::Arc<SyncTargetGrant>],
+}
+
+/// What a placement of one workspace selects, split by its grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantVerdict {
+    /// The workspace's logical cluster.
+    pub workspace: String,
+    /// Selected targets granted to it.
+    pub granted: Vec<String>,
+    /// Selected targets not granted to it: never chosen for its workloads.
+    pub refused: Vec<String>,
+}
+
+impl<'g> Grants<'g> {
+    /// The grants `grants` (a store's state).
+    pub fn new(grants: &'g [std::sync::Arc<SyncTargetGrant>]) -> Self {
+        Self { grants }
+    }
+
+    /// Whether `workspace` may place on the target `labels` describe.
+    pub fn allows(&self, workspace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.grants.iter().any(|grant| {
+            grant.metadata.deletion_timestamp.is_none()
+                && grant.spec.workspaces.iter().any(|w| w == workspace)
+                && selects(grant.spec.target_selector.as_ref(), labels)
+        })
+    }
+
+    /// The targets of `views` that `placement`'s location selectors select
+    /// (all when it has none), split into those granted to `workspace` and
+    /// those refused.
+    pub fn verdict(
+        &self,
+        workspace: &str,
+        placement: &ClusterWorkloadPlacement,
+        views: &[TargetView],
+    ) -> GrantVerdict {
+        let location: Vec<_> = placement
+            .spec
+            .location_selectors
+            .iter()
+            .map(to_abi)
+            .collect();
+        let mut verdict = GrantVerdict {
+            workspace: workspace.to_owned(),
+            granted: Vec::new(),
+            refused: Vec::new(),
+        };
+        let mut names: Vec<&TargetView> = views.iter().collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        names.dedup_by(|a, b| a.name == b.name);
+        for view in names {
+            if !location.is_empty() && !location.iter().any(|s| s.matches(&view.labels)) {
+                continue;
+            }
+            if self.allows(workspace, &view.labels) {
+                verdict.granted.push(view.name.clone());
+            } else {
+                verdict.refused.push(view.name.clone());
+            }
+        }
+        verdict
+    }
+}
+
+impl GrantVerdict {
+    /// `(ok, reason, message)` of the placement's `TargetsGranted` condition.
+    pub fn condition(&self) -> (bool, &'static str, String) {
+        if self.refused.is_empty() {
+            return (
+                true,
+                "Granted",
+                format!(
+                    "every SyncTarget the placement selects is granted to this workspace ({})",
+                    self.granted.len()
+                ),
+            );
+        }
+        (
+            false,
+            "NotGranted",
+            format!(
+                "not granted to this workspace, so never chosen: {} (fix: the operator adds logical cluster {} to a SyncTargetGrant selecting them in the inventory workspace)",
+                self.refused.join(", "),
+                self.workspace
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use tmc_api::crd::{
+        ClusterWorkloadPlacementSpec, PolicyRef, SyncTarget, SyncTargetGrantSpec, SyncTargetSpec,
+    };
+
+    use super::*;
+
+    fn grant(name: &str, workspaces: &[&str], region: Option<&str>) -> Arc<SyncTargetGrant> {
+        Arc::new(SyncTargetGrant::new(
+            name,
+            SyncTargetGrantSpec {
+                workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
+                target_selector: region.map(|r| LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "topology.kubernetes.io/region".to_owned(),
+                        r.to_owned(),
+                    )])),
+                    ..Default::default()
+                }),
+            },
+        ))
+    }
+
+    fn view(name: &str, region: &str) -> TargetView {
+        let mut target = SyncTarget::new(name, SyncTargetSpec::default());
+        target.metadata.labels = Some(BTreeMap::from([(
+            "topology.kubernetes.io/region".to_owned(),
+            region.to_owned(),
+        )]));
+        TargetView::of(
+            &target,
+            chrono::Utc::now(),
+            std::time::Duration::from_secs(30),
+        )
+    }
+
+    fn placement(region: Option<&str>) -> ClusterWorkloadPlacement {
+        ClusterWorkloadPlacement::new(
+            "web",
+            ClusterWorkloadPlacementSpec {
+                location_selectors: region
+                    .map(|r| LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            "topology.kubernetes.io/region".to_owned(),
+                            r.to_owned(),
+                        )])),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                policy: PolicyRef {
+                    name: "p".into(),
+                    settings: None,
+                },
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_workspace_gets_the_targets_its_grants_select_and_no_other() {
+        let grants = [
+            grant("a-west", &["a1"], Some("west")),
+            grant("b-all", &["b2"], None),
+        ];
+        let grants = Grants::new(&grants);
+        let (west, east) = (view("west", "west"), view("east", "east"));
+        assert!(grants.allows("a1", &west.labels));
+        assert!(!grants.allows("a1", &east.labels));
+        assert!(grants.allows("b2", &west.labels) && grants.allows("b2", &east.labels));
+        assert!(!grants.allows("c3", &west.labels), "no grant: no target");
+        assert!(!Grants::new(&[]).allows("a1", &west.labels));
+    }
+
+    #[test]
+    fn a_grant_being_deleted_grants_nothing() {
+        let mut deleting = (*grant("a-all", &["a1"], None)).clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let grants = [Arc::new(deleting)];
+        assert!(!Grants::new(&grants).allows("a1", &view("west", "west").labels));
+    }
+
+    #[test]
+    fn the_verdict_names_the_selected_targets_that_are_refused() {
+        let grants = [grant("a-west", &["a1"], Some("west"))];
+        let grants = Grants::new(&grants);
+        let views = [view("west", "west"), view("east", "east")];
+        let all = grants.verdict("a1", &placement(None), &views);
+        assert_eq!(all.granted, ["west"]);
+        assert_eq!(all.refused, ["east"]);
+        let (ok, reason, message) = all.condition();
+        assert!(!ok);
+        assert_eq!(reason, "NotGranted");
+        assert!(message.contains("east") && message.contains("a1") && message.contains("fix:"));
+        let west_only = grants.verdict("a1", &placement(Some("west")), &views);
+        assert!(west_only.refused.is_empty());
+        assert!(west_only.condition().0);
+        let east_only = grants.verdict("a1", &placement(Some("east")), &views);
+        assert_eq!((east_only.granted.len(), east_only.refused.len()), (0, 1));
+    }
+}
