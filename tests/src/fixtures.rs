@@ -14,6 +14,35 @@ use crate::testbed::binaries::repo_root;
 /// (region `us-west`) and `east` (region `us-east`) as push clusters, then
 /// `sections` verbatim (`[sync]`, `[policies]`, ... as the caller needs them).
 pub fn tmc_toml(bed: &TestBed, synced_from: &str, sections: &str) -> Result<String> {
+    tmc_toml_with(bed, synced_from, "", sections)
+}
+
+/// Like [`tmc_toml`], with tmcd in export mode (issue 12, `docs/tenancy.md`): `[control_plane] export =
+/// "<export>"`, the APIExport of the workspace `root:tmc` (the inventory, where the SyncTargets stay) whose
+/// virtual workspace serves the workloads and placements of every tenant workspace bound to it. For a bed
+/// built with [`TestBedBuilder::tenants`](crate::testbed::TestBedBuilder::tenants), `export` is
+/// [`tenants::EXPORT`](crate::testbed::tenants::EXPORT).
+pub fn tmc_toml_export(
+    bed: &TestBed,
+    synced_from: &str,
+    export: &str,
+    sections: &str,
+) -> Result<String> {
+    tmc_toml_with(
+        bed,
+        synced_from,
+        &format!("export = {export:?}\n"),
+        sections,
+    )
+}
+
+/// [`tmc_toml`] with `control_plane` (whole `key = value` lines) added to its `[control_plane]` section.
+fn tmc_toml_with(
+    bed: &TestBed,
+    synced_from: &str,
+    control_plane: &str,
+    sections: &str,
+) -> Result<String> {
     let kcp = bed.kubeconfig_path("kcp")?;
     let west = bed.kubeconfig_path("west")?;
     let east = bed.kubeconfig_path("east")?;
@@ -23,7 +52,7 @@ pub fn tmc_toml(bed: &TestBed, synced_from: &str, sections: &str) -> Result<Stri
 [control_plane]
 kubeconfig = "{}"
 workspace = "root:tmc"
-
+{control_plane}
 [[clusters]]
 name = "west"
 kubeconfig = "{}"

@@ -2,10 +2,11 @@
 //!
 //! The inventory workspace (the bed's workspace, `root:tmc`) holds tmc's [`EXPORT`] APIExport: the
 //! APIResourceSchemas of `deployments.apps`, `services` and tmc's `clusterworkloadplacements`, and permission
-//! claims on the built-in `configmaps`, `secrets` and `namespaces`. Each tenant `<name>` is workspace
-//! `root:teams:<name>` with an APIBinding to that export accepting every claim. One client on the export's
-//! virtual workspace (the URL of its APIExportEndpointSlice, with `/clusters/*`) then lists and watches the
-//! exported and claimed resources of every bound workspace at once; see `docs/tenancy.md`.
+//! claims ([`CLAIMS`]) on the built-in `configmaps`, `secrets`, `namespaces` and `events` (core and
+//! `events.k8s.io`: tmcd publishes Events about a workload in the workload's own workspace). Each tenant `<name>`
+//! is workspace `root:teams:<name>` with an APIBinding to that export accepting every claim. One client on the
+//! export's virtual workspace (the URL of its APIExportEndpointSlice, with `/clusters/*`) then lists and watches
+//! the exported and claimed resources of every bound workspace at once; see `docs/tenancy.md`.
 //!
 //! kcp v0.28 serves no Services of its own, and a claim on a resource that is not built in must name the
 //! identity of the export that provides it ("identityHash is required for API types that are not built-in"),
@@ -38,8 +39,16 @@ pub const TEAMS_WORKSPACE: &str = "root:teams";
 /// changed schema needs a new prefix on a kcp that keeps its data.
 pub const SCHEMA_PREFIX: &str = "tmc1";
 
-/// The built-in resources the export claims in every bound workspace: `(group, resource)`.
-pub const CLAIMS: &[(&str, &str)] = &[("", "configmaps"), ("", "secrets"), ("", "namespaces")];
+/// The built-in resources the export claims in every bound workspace: `(group, resource)`. Events are claimed in
+/// both groups that serve them: a claim covers one group, and tmcd writes `events.k8s.io/v1` Events
+/// (`daemon/src/placement/events.rs`), `kubectl describe` and older clients read core `v1` ones.
+pub const CLAIMS: &[(&str, &str)] = &[
+    ("", "configmaps"),
+    ("", "secrets"),
+    ("", "namespaces"),
+    ("", "events"),
+    ("events.k8s.io", "events"),
+];
 
 /// The annotation kcp puts on every object it serves, naming the object's logical cluster.
 pub const CLUSTER_ANNOTATION: &str = "kcp.io/cluster";
@@ -632,13 +641,22 @@ mod tests {
         ]
         .map(|(g, n, s)| (g.to_owned(), n.to_owned(), s.to_owned()));
         assert_eq!(resources, expected);
-        let claimed: Vec<&str> = export["spec"]["permissionClaims"]
+        let claimed: Vec<(&str, &str)> = export["spec"]["permissionClaims"]
             .as_array()
             .expect("claims")
             .iter()
-            .map(|c| str_at(c, "/resource"))
+            .map(|c| (str_at(c, "/group"), str_at(c, "/resource")))
             .collect();
-        assert_eq!(claimed, ["configmaps", "secrets", "namespaces"]);
+        assert_eq!(
+            claimed,
+            [
+                ("", "configmaps"),
+                ("", "secrets"),
+                ("", "namespaces"),
+                ("", "events"),
+                ("events.k8s.io", "events"),
+            ]
+        );
     }
 
     #[test]

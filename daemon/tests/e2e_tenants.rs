@@ -1,0 +1,600 @@
+//! End to end on real servers: tmcd in export mode (issue 12 step 1, `docs/tenancy.md`). kcp's `root:tmc` is
+//! the inventory (SyncTargets west and east, tmc's APIExport `tmc`); tenants `a` and `b` are workspaces
+//! `root:teams:a` and `root:teams:b` bound to it. tmcd runs with `[control_plane] export = "tmc"`: it watches
+//! every bound workspace through the export's virtual workspace and writes its decisions back into each.
+//!
+//! - A SyncTargetGrant `e2e-tenants` in the inventory grants every target to the tenants' workspaces (export mode
+//!   denies by default, issue 12 step 3); it is not what this test is about, so it grants all targets to all.
+//! - Each tenant has a ClusterWorkloadPlacement `web-placement` (same name in both): a's chooses west, b's east.
+//!   Both create `default/web` (same namespace and name). a's web is decided for west only, b's for east only.
+//! - Tenant `c` is bound while tmcd runs, granted every target like a and b, and creates `default/web` with no
+//!   placement of its own: it stays undecided (a's and b's placements do not govern it). Once c has its
+//!   placement (west), its web is decided without a tmcd restart, and a's and b's webs keep their own decisions.
+//! - The `Placed` Events tmcd publishes in each tenant's workspace (through the export's Events claim) are
+//!   printed, not checked.
+//! - The watch streams tmcd holds open (`tmcd_watches` in `/metrics`) are as many after c is bound as before.
+//!
+//! The push syncers heartbeat their SyncTargets but copy no tenant workload in this step (step 2), so only the
+//! decisions recorded upstream are checked, not copies on the clusters.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tmc_api::crd::SyncTargetGrant;
+use tmc_api::decision::{RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC};
+use tmc_daemon::admin::client::request;
+use tmc_daemon::admin::status::StatusReport;
+use tmc_tests::fixtures;
+use tmc_tests::testbed::tenants::EXPORT;
+use tmc_tests::testbed::wait::{self, Poll};
+use tmc_tests::testbed::{TestBed, progress};
+
+use common::{Env, POLL, until};
+
+/// The SyncTargetGrant (inventory workspace) granting every target to the tenants' workspaces.
+const GRANT: &str = "e2e-tenants";
+/// The placement every tenant names the same.
+const PLACEMENT: &str = "web-placement";
+/// The workload every tenant names the same.
+const WEB: &str = "web";
+const NAMESPACE: &str = "default";
+/// How long the Events about the workloads are waited for (they are only printed).
+const EVENTS_WAIT: Duration = Duration::from_secs(15);
+/// How long a workload without a placement of its own is watched for a decision that must not come.
+const SETTLE: Duration = Duration::from_secs(10);
+/// The gauge of the watch streams tmcd holds open, by resource.
+const WATCHES: &str = "tmcd_watches";
+/// How long the watch count may take to come back to its value before a tenant was bound.
+const WATCHES_SETTLE: Duration = Duration::from_secs(30);
+
+/// A location-affinity placement choosing the targets of `region` only.
+fn placement_in(region: &str) -> Value {
+    json!({
+        "policy": {"name": "location-affinity", "settings": {"mode": "required"}},
+        "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": region}}],
+    })
+}
+
+/// The state labels of a workload: target -> value.
+fn states(d: &Deployment) -> BTreeMap<String, String> {
+    d.labels()
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(STATE_LABEL_PREFIX)
+                .map(|t| (t.to_owned(), v.clone()))
+        })
+        .collect()
+}
+
+/// The result annotations of a workload: target -> JSON.
+fn results(d: &Deployment) -> BTreeMap<String, String> {
+    d.annotations()
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(RESULT_ANNOTATION_PREFIX)
+                .map(|t| (t.to_owned(), v.clone()))
+        })
+        .collect()
+}
+
+/// One tenant as the test sees it: its name, workspace path, logical cluster and a client of its workspace.
+struct Team {
+    name: String,
+    workspace: String,
+    logical_cluster: String,
+    client: kube::Client,
+}
+
+impl Team {
+    async fn of(bed: &TestBed, name: &str) -> Result<Self> {
+        let (kcp, tenants) = (bed.kcp()?, bed.tenants()?);
+        let tenant = tenants.tenant(name)?;
+        Ok(Self {
+            name: name.to_owned(),
+            workspace: tenant.workspace.clone(),
+            logical_cluster: tenant.logical_cluster.clone(),
+            client: tenants.tenant_client(kcp, name).await?,
+        })
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// `tenant a (root:teams:a, logical cluster ...)`.
+    fn label(&self) -> String {
+        format!(
+            "tenant {} ({}, logical cluster {})",
+            self.name, self.workspace, self.logical_cluster
+        )
+    }
+
+    /// Applies `web-placement` in this tenant's workspace, retried until the placement API is served there.
+    async fn place_in(&self, region: &str) -> Result<()> {
+        let what = format!("{}: placement {PLACEMENT} ({region}) applied", self.label());
+        until(&what, || async {
+            Ok(
+                match fixtures::apply_placement(
+                    &self.client,
+                    "e2e",
+                    PLACEMENT,
+                    placement_in(region),
+                )
+                .await
+                {
+                    Ok(()) => Poll::Ready(()),
+                    Err(e) => Poll::Pending(format!("{e:#}")),
+                },
+            )
+        })
+        .await?;
+        progress(&format!(
+            "{}: placement {PLACEMENT} -> region {region}",
+            self.label()
+        ));
+        Ok(())
+    }
+
+    /// Creates `default/web` (2 replicas) in this tenant's workspace.
+    async fn create_web(&self) -> Result<()> {
+        let web = fixtures::deployment(NAMESPACE, WEB, 2, json!({}), json!({}))?;
+        self.deployments()
+            .create(&PostParams::default(), &web)
+            .await
+            .with_context(|| format!("{}: creating {NAMESPACE}/{WEB}", self.label()))?;
+        progress(&format!("{}: created {NAMESPACE}/{WEB}", self.label()));
+        Ok(())
+    }
+
+    async fn web(&self) -> Result<Deployment> {
+        self.deployments()
+            .get(WEB)
+            .await
+            .with_context(|| format!("{}: reading {NAMESPACE}/{WEB}", self.label()))
+    }
+
+    /// Fails unless `web`'s state labels are exactly `target=Sync` for each of `targets`.
+    fn check_decided(&self, web: &Deployment, targets: &[&str]) -> Result<()> {
+        let expected: BTreeMap<String, String> = targets
+            .iter()
+            .map(|t| ((*t).to_owned(), STATE_SYNC.to_owned()))
+            .collect();
+        let got = states(web);
+        ensure!(
+            got == expected,
+            "{}: {NAMESPACE}/{WEB} must carry exactly the state labels {expected:?} ({STATE_LABEL_PREFIX}<target>), \
+             it carries {got:?} (all labels: {:?})",
+            self.label(),
+            web.labels()
+        );
+        Ok(())
+    }
+
+    /// Waits until `default/web` is decided for exactly `targets`; fails at once if it carries a state label
+    /// for any other target (another tenant's placement governing it). Prints its decision keys. While
+    /// waiting, what tmcd's admin API at `admin` says of its targets and placements is the pending reason.
+    async fn wait_decided(&self, admin: &str, targets: &[&str]) -> Result<Deployment> {
+        let allowed: BTreeSet<&str> = targets.iter().copied().collect();
+        let what = format!(
+            "{}: {NAMESPACE}/{WEB} decided for exactly {targets:?}",
+            self.label()
+        );
+        let web = until(&what, || async {
+            let web = self.web().await?;
+            let got = states(&web);
+            if let Some(stray) = got.keys().find(|t| !allowed.contains(t.as_str())) {
+                bail!(
+                    "{}: {NAMESPACE}/{WEB} carries {STATE_LABEL_PREFIX}{stray}, but its own placement \
+                     {PLACEMENT} chooses only {targets:?} (state labels {got:?})",
+                    self.label()
+                );
+            }
+            Ok(if got.len() == allowed.len() {
+                Poll::Ready(web)
+            } else {
+                Poll::Pending(format!(
+                    "state labels {got:?}; tmcd's view: {}",
+                    tmcd_view(admin).await
+                ))
+            })
+        })
+        .await?;
+        self.check_decided(&web, targets)?;
+        progress(&format!(
+            "{}: {NAMESPACE}/{WEB} decided: state {:?}, result {:?}",
+            self.label(),
+            states(&web),
+            results(&web)
+        ));
+        Ok(web)
+    }
+
+    /// Fails if `default/web` carries any state label during `period`.
+    async fn stays_undecided(&self, period: Duration) -> Result<()> {
+        let end = Instant::now() + period;
+        let what = format!(
+            "{}: {NAMESPACE}/{WEB} to stay undecided for {period:?}",
+            self.label()
+        );
+        until(&what, || async {
+            let web = self.web().await?;
+            let got = states(&web);
+            if !got.is_empty() {
+                bail!(
+                    "{}: {NAMESPACE}/{WEB} has no placement in its own workspace, yet it was decided: state \
+                     labels {got:?}, result annotations {:?} (another tenant's {PLACEMENT} governs it?)",
+                    self.label(),
+                    results(&web)
+                );
+            }
+            Ok(if Instant::now() >= end {
+                Poll::Ready(())
+            } else {
+                Poll::Pending("undecided so far".into())
+            })
+        })
+        .await?;
+        progress(&format!(
+            "{}: {NAMESPACE}/{WEB} undecided for {period:?} without a placement of its own",
+            self.label()
+        ));
+        Ok(())
+    }
+
+    /// The notes of the `Placed` Events (events.k8s.io/v1) about `default/web` in this workspace.
+    async fn placed_notes(&self) -> Result<Vec<String>> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), NAMESPACE);
+        let list = events
+            .list(&Default::default())
+            .await
+            .with_context(|| format!("{}: listing Events", self.label()))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("Placed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(WEB)
+            })
+            .map(|e| e.note.unwrap_or_default())
+            .collect())
+    }
+}
+
+/// Prints the `Placed` Events about `default/web` in each tenant's own workspace (tmcd publishes them in the
+/// background), waiting up to [`EVENTS_WAIT`] for one in each; informational, not a check of this test.
+async fn note_events(teams: &[&Team]) {
+    let seen: std::sync::Mutex<BTreeMap<String, Vec<String>>> = Default::default();
+    let waited = wait::until("a Placed Event in each tenant", EVENTS_WAIT, POLL, || {
+        let seen = &seen;
+        async move {
+            let mut now = BTreeMap::new();
+            for team in teams {
+                now.insert(team.name.clone(), team.placed_notes().await?);
+            }
+            let all = now.values().all(|n| !n.is_empty());
+            let reason = format!("{now:?}");
+            *seen.lock().expect("lock") = now;
+            Ok(if all {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(reason)
+            })
+        }
+    })
+    .await;
+    let seen = seen.into_inner().expect("lock");
+    for team in teams {
+        let notes = seen.get(&team.name).cloned().unwrap_or_default();
+        progress(&format!(
+            "{} (informational): {} Placed Events about {NAMESPACE}/{WEB} in its workspace {notes:?}",
+            team.label(),
+            notes.len()
+        ));
+    }
+    if let Err(e) = waited {
+        progress(&format!("(informational) {e:#}"));
+    }
+}
+
+/// Grants every SyncTarget to the workspaces of `logical_clusters` (SyncTargetGrant [`GRANT`] in the inventory
+/// workspace, server-side applied), retried until tmcd has installed the grant CRD.
+async fn grant_all_targets(inventory: &kube::Client, logical_clusters: &[&str]) -> Result<()> {
+    let grants: Api<SyncTargetGrant> = Api::all(inventory.clone());
+    let body = json!({
+        "apiVersion": "workload.kcp.io/v1alpha1",
+        "kind": "SyncTargetGrant",
+        "metadata": {"name": GRANT},
+        "spec": {"workspaces": logical_clusters},
+    });
+    let what = format!("SyncTargetGrant {GRANT} (every target to {logical_clusters:?}) applied");
+    until(&what, || async {
+        Ok(
+            match grants
+                .patch(
+                    GRANT,
+                    &PatchParams::apply("e2e").force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+            {
+                Ok(_) => Poll::Ready(()),
+                Err(e) => Poll::Pending(format!("{e}")),
+            },
+        )
+    })
+    .await?;
+    progress(&format!(
+        "SyncTargetGrant {GRANT}: every target granted to logical clusters {logical_clusters:?}"
+    ));
+    Ok(())
+}
+
+/// tmcd's status (`/api/v1/status`) in brief: leader, targets (ready, reason) and placements (workloads,
+/// targets, conditions), for the pending reasons of the waits.
+async fn tmcd_view(admin: &str) -> String {
+    let report = match request(admin, "GET", "/api/v1/status").await {
+        Ok(reply) if reply.status == 200 => serde_json::from_str::<StatusReport>(&reply.body)
+            .map_err(|e| format!("unparsable /api/v1/status ({e}): {}", reply.body)),
+        Ok(reply) => Err(format!(
+            "/api/v1/status answered {}: {}",
+            reply.status, reply.body
+        )),
+        Err(e) => Err(format!("/api/v1/status: {e:#}")),
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let targets: Vec<String> = report
+        .targets
+        .iter()
+        .map(|t| {
+            format!(
+                "{} ready={} ({})",
+                t.name,
+                t.ready,
+                t.ready_reason.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    let placements: Vec<String> = report
+        .placements
+        .iter()
+        .map(|p| {
+            let conditions: Vec<String> = p
+                .conditions
+                .iter()
+                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                .collect();
+            format!(
+                "{} ({}) workloads={} targets={:?} conditions={conditions:?}",
+                p.name.as_deref().unwrap_or("?"),
+                p.policy,
+                p.workload_count,
+                p.targets
+            )
+        })
+        .collect();
+    format!(
+        "leader={} targets {targets:?} placements {placements:?}",
+        report.leader
+    )
+}
+
+/// Waits until tmcd sees SyncTargets west and east Ready (their push syncers heartbeat them).
+async fn targets_ready(admin: &str) -> Result<()> {
+    until("tmcd to see SyncTargets west and east Ready", || async {
+        let reply = request(admin, "GET", "/api/v1/status").await?;
+        ensure!(
+            reply.status == 200,
+            "/api/v1/status answered {}: {}",
+            reply.status,
+            reply.body
+        );
+        let report: StatusReport = serde_json::from_str(&reply.body)
+            .with_context(|| format!("parsing /api/v1/status: {}", reply.body))?;
+        let ready: BTreeSet<&str> = report
+            .targets
+            .iter()
+            .filter(|t| t.ready)
+            .map(|t| t.name.as_str())
+            .collect();
+        Ok(if ready.contains("west") && ready.contains("east") {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(tmcd_view(admin).await)
+        })
+    })
+    .await?;
+    progress("SyncTargets west and east Ready (tmcd's status)");
+    Ok(())
+}
+
+/// The `tmcd_watches` series of tmcd's `/metrics`: resource -> open watch streams.
+async fn watches(admin: &str) -> Result<BTreeMap<String, u64>> {
+    let reply = request(admin, "GET", "/metrics").await?;
+    ensure!(
+        reply.status == 200,
+        "GET /metrics answered {}: {}",
+        reply.status,
+        reply.body
+    );
+    let mut out = BTreeMap::new();
+    for line in reply.body.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{WATCHES}{{")) else {
+            continue;
+        };
+        let resource = rest
+            .split_once("resource=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(r, _)| r.to_owned())
+            .with_context(|| format!("no resource label in the /metrics line {line:?}"))?;
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no value in the /metrics line {line:?}"))?;
+        out.insert(resource, value as u64);
+    }
+    if out.is_empty() {
+        let near: Vec<&str> = reply.body.lines().filter(|l| l.contains("watch")).collect();
+        bail!(
+            "tmcd's /metrics has no {WATCHES}{{resource=...}} series (lines mentioning watch: {near:?})"
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_live() -> Result<()>
+{
+    let started = Instant::now();
+    let logs = tmc_daemon::logging::init_with_default(
+        tmc_syncer::process::LogFormat::Text,
+        "info,kube_client=off,kube_runtime=warn",
+    );
+    let bed = TestBed::builder()
+        .clusters(["west", "east"])
+        .workspace("root:tmc")
+        .tenants(["a", "b"])
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("policies"))?;
+    let mut env = Env { bed, dir, logs };
+    env.install_policy("location-affinity", "location-affinity")?;
+    progress(&format!(
+        "bed up: inventory {}, export {EXPORT}, virtual workspace {}",
+        env.bed.tenants()?.inventory(),
+        env.bed.tenants()?.endpoint()
+    ));
+
+    let text = fixtures::tmc_toml_export(
+        &env.bed,
+        "tmc-workloads",
+        EXPORT,
+        r#"[sync]
+resources = ["deployments.apps"]
+heartbeat_interval_seconds = 2
+heartbeat_threshold_seconds = 8
+
+[policies]
+directory = "policies"
+timeout_ms = 2000
+
+[admin]
+address = "127.0.0.1:0"
+
+[leader_election]
+lease_duration_seconds = 6
+"#,
+    )?;
+    let daemon = env.daemon_with_text("tmc.toml", &text).await?;
+    let admin = format!("http://{}", daemon.admin_addr());
+    progress(&format!("tmcd started in export mode, admin {admin}"));
+    targets_ready(&admin).await?;
+
+    // Same placement name, same workload namespace/name in a and b; a's placement chooses west, b's east.
+    let a = Team::of(&env.bed, "a").await?;
+    let b = Team::of(&env.bed, "b").await?;
+    ensure!(
+        a.logical_cluster != b.logical_cluster,
+        "tenants a and b share logical cluster {}",
+        a.logical_cluster
+    );
+    let inventory = env.bed.kcp_client().await?;
+    grant_all_targets(&inventory, &[&a.logical_cluster, &b.logical_cluster]).await?;
+    a.place_in("us-west").await?;
+    b.place_in("us-east").await?;
+    let created = Instant::now();
+    a.create_web().await?;
+    b.create_web().await?;
+    a.wait_decided(&admin, &["west"]).await?;
+    let a_took = created.elapsed();
+    b.wait_decided(&admin, &["east"]).await?;
+    progress(&format!(
+        "decided {a_took:.1?} (a) and {:.1?} (b) after the two webs were created",
+        created.elapsed()
+    ));
+
+    let before = watches(&admin).await?;
+    let before_total: u64 = before.values().sum();
+    progress(&format!(
+        "{WATCHES} with tenants a and b: {before:?}, {before_total} in all"
+    ));
+    ensure!(
+        before_total > 0,
+        "tmcd holds no watch at all with two tenants bound: {before:?}"
+    );
+
+    // Tenant c, bound while tmcd runs, with a web and no placement: a's and b's placements do not govern it.
+    let c = env.bed.add_tenant("c").await?;
+    progress(&format!(
+        "tenant c bound while tmcd runs: {} (logical cluster {})",
+        c.workspace, c.logical_cluster
+    ));
+    let c = Team::of(&env.bed, "c").await?;
+    grant_all_targets(
+        &inventory,
+        &[&a.logical_cluster, &b.logical_cluster, &c.logical_cluster],
+    )
+    .await?;
+    c.create_web().await?;
+    c.stays_undecided(SETTLE).await?;
+    // The others keep their own decisions meanwhile.
+    a.check_decided(&a.web().await?, &["west"])?;
+    b.check_decided(&b.web().await?, &["east"])?;
+
+    // c's own placement (west): its web is decided without a restart, and b's (east only) is untouched.
+    let placed = Instant::now();
+    c.place_in("us-west").await?;
+    c.wait_decided(&admin, &["west"]).await?;
+    progress(&format!(
+        "c's web decided {:.1?} after its placement was applied (it waited {SETTLE:?} undecided before)",
+        placed.elapsed()
+    ));
+    a.check_decided(&a.web().await?, &["west"])?;
+    b.check_decided(&b.web().await?, &["east"])?;
+    note_events(&[&a, &b, &c]).await;
+    progress(&format!(
+        "after c's placement: {} {NAMESPACE}/{WEB} -> west, {} -> east, {} -> west",
+        a.name, b.name, c.name
+    ));
+
+    // As many watch streams with c bound (and placed) as before: one per resource, not per workspace.
+    // (Polled for a short while, so that a watch being re-established at the instant of one reading is not
+    // taken for a new one.)
+    let what = format!(
+        "{WATCHES} in all to be {before_total} with tenant c bound, as with a and b only ({before:?})"
+    );
+    let after = wait::until(&what, WATCHES_SETTLE, POLL, || async {
+        let now = watches(&admin).await?;
+        let total: u64 = now.values().sum();
+        Ok(if total == before_total {
+            Poll::Ready(now)
+        } else {
+            Poll::Pending(format!("{now:?}, {total} in all"))
+        })
+    })
+    .await?;
+    progress(&format!(
+        "{WATCHES} with tenants a, b and c: {after:?}, {} in all (before c: {before_total})",
+        after.values().sum::<u64>()
+    ));
+
+    daemon.stop().await;
+    progress(&format!(
+        "checked 3 tenants, 3 workloads {NAMESPACE}/{WEB} (a: west, b: east, c: undecided for {SETTLE:?}, then \
+         west), {before_total} watch streams before and after binding c; {:.0?} in all",
+        started.elapsed()
+    ));
+    Ok(())
+}
