@@ -3,13 +3,15 @@
 //! `root:teams:a` and `root:teams:b` bound to it. tmcd runs with `[control_plane] export = "tmc"`: it watches
 //! every bound workspace through the export's virtual workspace and writes its decisions back into each.
 //!
-//! - A SyncTargetGrant `e2e-tenants` in the inventory grants every target to the tenants' workspaces (export mode
-//!   denies by default, issue 12 step 3); it is not what this test is about, so it grants all targets to all.
+//! - SyncTargetGrants in the inventory (export mode denies by default, issue 12 step 3): a is granted the
+//!   targets of region us-west only, b every target.
 //! - Each tenant has a ClusterWorkloadPlacement `web-placement` (same name in both): a's chooses west, b's east.
-//!   Both create `default/web` (same namespace and name). a's web is decided for west only, b's for east only.
-//! - Tenant `c` is bound while tmcd runs, granted every target like a and b, and creates `default/web` with no
-//!   placement of its own: it stays undecided (a's and b's placements do not govern it). Once c has its
-//!   placement (west), its web is decided without a tmcd restart, and a's and b's webs keep their own decisions.
+//!   Both create `default/web` (same namespace and name). a's web is decided for west only, b's for east only;
+//!   a's placement says `TargetsGranted=True`.
+//! - Tenant `c` is bound while tmcd runs and creates `default/web` with no placement of its own: it stays
+//!   undecided (a's and b's placements do not govern it). c's placement (west) before any grant names c: the
+//!   web stays undecided and the placement says `TargetsGranted=False` naming west. Once c is granted every
+//!   target, its web is decided without a tmcd restart, and a's and b's webs keep their own decisions.
 //! - The `Placed` Events tmcd publishes in each tenant's workspace (through the export's Events claim) are
 //!   printed, not checked.
 //! - The watch streams tmcd holds open (`tmcd_watches` in `/metrics`) are as many after c is bound as before.
@@ -27,7 +29,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tmc_api::crd::SyncTargetGrant;
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTargetGrant};
 use tmc_api::decision::{RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC};
 use tmc_daemon::admin::client::request;
 use tmc_daemon::admin::status::StatusReport;
@@ -38,8 +40,6 @@ use tmc_tests::testbed::{TestBed, progress};
 
 use common::{Env, POLL, until};
 
-/// The SyncTargetGrant (inventory workspace) granting every target to the tenants' workspaces.
-const GRANT: &str = "e2e-tenants";
 /// The placement every tenant names the same.
 const PLACEMENT: &str = "web-placement";
 /// The workload every tenant names the same.
@@ -216,8 +216,36 @@ impl Team {
         Ok(web)
     }
 
-    /// Fails if `default/web` carries any state label during `period`.
-    async fn stays_undecided(&self, period: Duration) -> Result<()> {
+    /// Waits until this tenant's `web-placement` shows `TargetsGranted=<status>` with a message naming
+    /// `target`; prints the condition.
+    async fn wait_granted(&self, status: &str, target: &str) -> Result<()> {
+        let placements: Api<ClusterWorkloadPlacement> = Api::all(self.client.clone());
+        let what = format!(
+            "{}: placement {PLACEMENT} to say TargetsGranted={status} naming {target}",
+            self.label()
+        );
+        let message = until(&what, || async {
+            let placement = placements.get(PLACEMENT).await?;
+            let conditions = placement.status.map(|s| s.conditions).unwrap_or_default();
+            Ok(
+                match conditions.iter().find(|c| c.type_ == "TargetsGranted") {
+                    Some(c) if c.status == status && c.message.contains(target) => {
+                        Poll::Ready(format!("{} {}: {}", c.status, c.reason, c.message))
+                    }
+                    _ => Poll::Pending(format!("conditions {conditions:?}")),
+                },
+            )
+        })
+        .await?;
+        progress(&format!(
+            "{}: placement {PLACEMENT} TargetsGranted={message}",
+            self.label()
+        ));
+        Ok(())
+    }
+
+    /// Fails if `default/web` carries any state label during `period`; `why` says why it must not be decided.
+    async fn stays_undecided(&self, period: Duration, why: &str) -> Result<()> {
         let end = Instant::now() + period;
         let what = format!(
             "{}: {NAMESPACE}/{WEB} to stay undecided for {period:?}",
@@ -228,8 +256,8 @@ impl Team {
             let got = states(&web);
             if !got.is_empty() {
                 bail!(
-                    "{}: {NAMESPACE}/{WEB} has no placement in its own workspace, yet it was decided: state \
-                     labels {got:?}, result annotations {:?} (another tenant's {PLACEMENT} governs it?)",
+                    "{}: {NAMESPACE}/{WEB} {why}, yet it was decided: state labels {got:?}, result \
+                     annotations {:?}",
                     self.label(),
                     results(&web)
                 );
@@ -242,7 +270,7 @@ impl Team {
         })
         .await?;
         progress(&format!(
-            "{}: {NAMESPACE}/{WEB} undecided for {period:?} without a placement of its own",
+            "{}: {NAMESPACE}/{WEB} undecided for {period:?}: {why}",
             self.label()
         ));
         Ok(())
@@ -304,22 +332,33 @@ async fn note_events(teams: &[&Team]) {
     }
 }
 
-/// Grants every SyncTarget to the workspaces of `logical_clusters` (SyncTargetGrant [`GRANT`] in the inventory
-/// workspace, server-side applied), retried until tmcd has installed the grant CRD.
-async fn grant_all_targets(inventory: &kube::Client, logical_clusters: &[&str]) -> Result<()> {
+/// Grants the SyncTargets of `region` (every target when `None`) to the workspace of `logical_cluster`
+/// (SyncTargetGrant `name` in the inventory workspace, server-side applied), retried until tmcd has installed
+/// the grant CRD.
+async fn grant(
+    inventory: &kube::Client,
+    name: &str,
+    logical_cluster: &str,
+    region: Option<&str>,
+) -> Result<()> {
     let grants: Api<SyncTargetGrant> = Api::all(inventory.clone());
+    let mut spec = json!({"workspaces": [logical_cluster]});
+    if let Some(region) = region {
+        spec["targetSelector"] = json!({"matchLabels": {"topology.kubernetes.io/region": region}});
+    }
     let body = json!({
         "apiVersion": "workload.kcp.io/v1alpha1",
         "kind": "SyncTargetGrant",
-        "metadata": {"name": GRANT},
-        "spec": {"workspaces": logical_clusters},
+        "metadata": {"name": name},
+        "spec": spec,
     });
-    let what = format!("SyncTargetGrant {GRANT} (every target to {logical_clusters:?}) applied");
+    let targets = region.map_or("every target".to_owned(), |r| format!("the targets of {r}"));
+    let what = format!("SyncTargetGrant {name} ({targets} to {logical_cluster}) applied");
     until(&what, || async {
         Ok(
             match grants
                 .patch(
-                    GRANT,
+                    name,
                     &PatchParams::apply("e2e").force(),
                     &Patch::Apply(&body),
                 )
@@ -332,7 +371,7 @@ async fn grant_all_targets(inventory: &kube::Client, logical_clusters: &[&str]) 
     })
     .await?;
     progress(&format!(
-        "SyncTargetGrant {GRANT}: every target granted to logical clusters {logical_clusters:?}"
+        "SyncTargetGrant {name}: {targets} granted to logical cluster {logical_cluster}"
     ));
     Ok(())
 }
@@ -511,7 +550,14 @@ lease_duration_seconds = 6
         a.logical_cluster
     );
     let inventory = env.bed.kcp_client().await?;
-    grant_all_targets(&inventory, &[&a.logical_cluster, &b.logical_cluster]).await?;
+    grant(
+        &inventory,
+        "e2e-a-west",
+        &a.logical_cluster,
+        Some("us-west"),
+    )
+    .await?;
+    grant(&inventory, "e2e-b-all", &b.logical_cluster, None).await?;
     a.place_in("us-west").await?;
     b.place_in("us-east").await?;
     let created = Instant::now();
@@ -524,6 +570,7 @@ lease_duration_seconds = 6
         "decided {a_took:.1?} (a) and {:.1?} (b) after the two webs were created",
         created.elapsed()
     ));
+    a.wait_granted("True", "(1)").await?;
 
     let before = watches(&admin).await?;
     let before_total: u64 = before.values().sum();
@@ -542,25 +589,31 @@ lease_duration_seconds = 6
         c.workspace, c.logical_cluster
     ));
     let c = Team::of(&env.bed, "c").await?;
-    grant_all_targets(
-        &inventory,
-        &[&a.logical_cluster, &b.logical_cluster, &c.logical_cluster],
+    c.create_web().await?;
+    c.stays_undecided(
+        SETTLE,
+        "has no placement in its own workspace (a's and b's must not govern it)",
     )
     .await?;
-    c.create_web().await?;
-    c.stays_undecided(SETTLE).await?;
     // The others keep their own decisions meanwhile.
     a.check_decided(&a.web().await?, &["west"])?;
     b.check_decided(&b.web().await?, &["east"])?;
 
-    // c's own placement (west): its web is decided without a restart, and b's (east only) is untouched.
-    let placed = Instant::now();
+    // c's own placement (west), but no target granted to c: refused in the placement's status, not placed.
     c.place_in("us-west").await?;
+    c.wait_granted("False", "west").await?;
+    c.stays_undecided(SETTLE, "is in a workspace granted no target")
+        .await?;
+
+    // Granted every target: c's web is decided without a restart, and b's (east only) is untouched.
+    let granted = Instant::now();
+    grant(&inventory, "e2e-c-all", &c.logical_cluster, None).await?;
     c.wait_decided(&admin, &["west"]).await?;
     progress(&format!(
-        "c's web decided {:.1?} after its placement was applied (it waited {SETTLE:?} undecided before)",
-        placed.elapsed()
+        "c's web decided {:.1?} after c was granted the targets (it waited {SETTLE:?} undecided without a placement, then {SETTLE:?} without a grant)",
+        granted.elapsed()
     ));
+    c.wait_granted("True", "(1)").await?;
     a.check_decided(&a.web().await?, &["west"])?;
     b.check_decided(&b.web().await?, &["east"])?;
     note_events(&[&a, &b, &c]).await;

@@ -334,9 +334,14 @@ async fn watch_kind(
         .modify(drop_managed_fields)
         .default_backoff()
         .boxed();
+    let mut said = Said::default();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
+                // `Init` starts every (re)list, also one about to fail again.
+                if !matches!(event, Event::Init) {
+                    said.clear();
+                }
                 writer.apply_watcher_event(&event);
                 engine.health.update(|h| side.set_connected(h, true));
                 engine.health.resolve(&scope);
@@ -353,9 +358,43 @@ async fn watch_kind(
             Err(err) => {
                 engine.health.update(|h| side.set_connected(h, false));
                 engine.health.error(&scope, format!("{scope}: {err}"));
-                warn!(kind = %what, error = %err, "{scope} failed; retrying with backoff (nothing is deleted)");
+                if said.first_time(&err.to_string()) {
+                    warn!(kind = %what, error = %err, "{scope} failed; retrying with backoff (nothing is deleted; the same failure again is logged at debug)");
+                } else {
+                    debug!(kind = %what, error = %err, "{scope} failed again; retrying with backoff");
+                }
             }
         }
+    }
+}
+
+/// What a retrying watch last warned about: the same failure again (a
+/// resource the server does not serve fails every second) is not repeated at
+/// warn until the watch has worked in between, or [`SAID_AGAIN_AFTER`] passed.
+#[derive(Default)]
+struct Said {
+    last: Option<(String, std::time::Instant)>,
+}
+
+/// How often a failure that goes on is warned about again.
+const SAID_AGAIN_AFTER: Duration = Duration::from_secs(300);
+
+impl Said {
+    /// Whether `failure` is worth a warning now (and remembers it if so).
+    fn first_time(&mut self, failure: &str) -> bool {
+        let repeated = self
+            .last
+            .as_ref()
+            .is_some_and(|(last, at)| last == failure && at.elapsed() < SAID_AGAIN_AFTER);
+        if !repeated {
+            self.last = Some((failure.to_owned(), std::time::Instant::now()));
+        }
+        !repeated
+    }
+
+    /// The watch works again: its next failure is warned about.
+    fn clear(&mut self) {
+        self.last = None;
     }
 }
 
@@ -617,5 +656,21 @@ async fn heartbeats(
                 engine.health.error(HEARTBEAT_SCOPE, err.to_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Said;
+
+    #[test]
+    fn a_failure_is_warned_once_until_it_changes_or_the_watch_works_again() {
+        let mut said = Said::default();
+        assert!(said.first_time("404 page not found"));
+        assert!(!said.first_time("404 page not found"));
+        assert!(said.first_time("connection refused"));
+        assert!(!said.first_time("connection refused"));
+        said.clear();
+        assert!(said.first_time("connection refused"));
     }
 }

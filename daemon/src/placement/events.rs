@@ -264,7 +264,7 @@ impl EventQueue {
             while let Some((note, reference)) = rx.recv().await {
                 decisions.quiet().await;
                 if let Err(err) = publisher.publish(&note, &reference).await {
-                    tracing::debug!(error = %err, reason = %note.reason, "publishing an event failed");
+                    tracing::warn!(error = %err, reason = %note.reason, "publishing an Event failed (it is not retried)");
                 }
             }
         };
