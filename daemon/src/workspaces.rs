@@ -287,16 +287,7 @@ mod tests {
             .route(&client, Some("default"))
             .expect("routed");
         assert_eq!(ns.as_deref(), Some("default"));
-        let mut object = DynamicObject::new(
-            "web",
-            &ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
-        )
-        .within("default");
-        object
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(tenancy::CLUSTER_ANNOTATION.into(), "a1".into());
+        let mut object = web_of_a1();
         Workspaces::One.map_for_store(&mut object);
         assert_eq!(object.metadata.namespace.as_deref(), Some("default"));
     }
@@ -312,16 +303,7 @@ mod tests {
             wildcard: fake_client(),
             clusters: Mutex::new(HashMap::new()),
         }));
-        let mut object = DynamicObject::new(
-            "web",
-            &ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
-        )
-        .within("default");
-        object
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(tenancy::CLUSTER_ANNOTATION.into(), "a1".into());
+        let mut object = web_of_a1();
         bound.map_for_store(&mut object);
         assert_eq!(object.metadata.namespace.as_deref(), Some("a1|default"));
         assert_eq!(
@@ -345,6 +327,21 @@ mod tests {
             };
             assert!(err.to_string().contains("names no workspace"), "{err}");
         }
+    }
+
+    /// `default/web` as the wildcard watch serves it from logical cluster `a1`.
+    fn web_of_a1() -> DynamicObject {
+        let mut object = DynamicObject::new(
+            "web",
+            &ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+        )
+        .within("default");
+        object
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(tenancy::CLUSTER_ANNOTATION.into(), "a1".into());
+        object
     }
 
     /// A client that is never called.

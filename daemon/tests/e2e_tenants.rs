@@ -516,26 +516,7 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
         env.bed.tenants()?.endpoint()
     ));
 
-    let text = fixtures::tmc_toml_export(
-        &env.bed,
-        "tmc-workloads",
-        EXPORT,
-        r#"[sync]
-resources = ["deployments.apps"]
-heartbeat_interval_seconds = 2
-heartbeat_threshold_seconds = 8
-
-[policies]
-directory = "policies"
-timeout_ms = 2000
-
-[admin]
-address = "127.0.0.1:0"
-
-[leader_election]
-lease_duration_seconds = 6
-"#,
-    )?;
+    let text = env.export_config_syncing(EXPORT, &["deployments.apps"], "")?;
     let daemon = env.daemon_with_text("tmc.toml", &text).await?;
     let admin = format!("http://{}", daemon.admin_addr());
     progress(&format!("tmcd started in export mode, admin {admin}"));

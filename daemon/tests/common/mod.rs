@@ -50,6 +50,28 @@ directory = "policies"
     ))
 }
 
+/// The `[sync]`, `[policies]`, `[admin]` and `[leader_election]` sections the tests run tmcd with: fast
+/// heartbeats, a free admin port, a short lease; `extra` (whole sections) appended.
+fn test_sections(resources: &[&str], extra: &str) -> String {
+    format!(
+        r#"[sync]
+resources = {resources:?}
+heartbeat_interval_seconds = 2
+heartbeat_threshold_seconds = 8
+
+[policies]
+directory = "policies"
+timeout_ms = 2000
+
+[admin]
+address = "127.0.0.1:0"
+
+[leader_election]
+lease_duration_seconds = 6
+{extra}"#
+    )
+}
+
 /// A test bed, a config directory and a policy directory.
 pub struct Env {
     pub bed: TestBed,
@@ -108,26 +130,21 @@ impl Env {
 
     /// tmc.toml for this bed syncing `resources` (`extra` is appended).
     pub fn config_syncing(&self, resources: &[&str], extra: &str) -> Result<String> {
-        fixtures::tmc_toml(
+        fixtures::tmc_toml(&self.bed, "tmc-workloads", &test_sections(resources, extra))
+    }
+
+    /// Like [`Self::config_syncing`], with tmcd in export mode over tmc's export `export`.
+    pub fn export_config_syncing(
+        &self,
+        export: &str,
+        resources: &[&str],
+        extra: &str,
+    ) -> Result<String> {
+        fixtures::tmc_toml_export(
             &self.bed,
             "tmc-workloads",
-            &format!(
-                r#"[sync]
-resources = {resources:?}
-heartbeat_interval_seconds = 2
-heartbeat_threshold_seconds = 8
-
-[policies]
-directory = "policies"
-timeout_ms = 2000
-
-[admin]
-address = "127.0.0.1:0"
-
-[leader_election]
-lease_duration_seconds = 6
-{extra}"#
-            ),
+            export,
+            &test_sections(resources, extra),
         )
     }
 
