@@ -21,7 +21,7 @@ use crate::placement::watch as stores;
 use crate::policy::{HostRunner, host_config};
 use crate::state::{Parts, State};
 use crate::telemetry::logs::SyncerLogs;
-use crate::telemetry::watches::OpenWatches;
+use crate::watch_count::OpenWatches;
 use crate::workspaces::Workspaces;
 use crate::{admin, admission, crds, kubeconn, synctargets};
 

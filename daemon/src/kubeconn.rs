@@ -8,7 +8,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::fence::Fence;
-use crate::telemetry::watches::OpenWatches;
+use crate::watch_count::OpenWatches;
 
 use crate::config::Config as TmcConfig;
 

@@ -30,6 +30,7 @@ pub mod syncers;
 pub mod synctargets;
 pub mod table;
 pub mod telemetry;
+pub mod watch_count;
 pub mod workspaces;
 
 pub use daemon::Daemon;

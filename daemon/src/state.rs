@@ -21,7 +21,7 @@ use crate::placement::targets::TargetView;
 use crate::placement::triggers::Triggers;
 use crate::telemetry::logs::SyncerLogs;
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::watches::OpenWatches;
+use crate::watch_count::OpenWatches;
 use crate::workspaces::Workspaces;
 
 /// Shared state of one tmcd.

@@ -26,7 +26,7 @@ use tmc_api::tenancy::{self, LogicalCluster, TenancyError, WorkloadKey};
 use crate::config::Config;
 use crate::fence::Fence;
 use crate::kubeconn;
-use crate::telemetry::watches::OpenWatches;
+use crate::watch_count::OpenWatches;
 
 /// How often tmcd says it still waits for the export's virtual workspace URL.
 const WAIT_LOG_EVERY: Duration = Duration::from_secs(15);

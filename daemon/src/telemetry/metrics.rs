@@ -71,7 +71,7 @@ pub struct Metrics {
     /// good version serves, if any); set before a scrape.
     pub policy_refused: Family<Labels, Gauge>,
     /// Watch requests held open on the control plane, by resource (see
-    /// [`super::watches`]); set before a scrape.
+    /// [`crate::watch_count`]); set before a scrape.
     pub watches: Family<Labels, Gauge>,
 }
 
@@ -312,7 +312,7 @@ impl Metrics {
         }
     }
 
-    /// Sets the open watches per resource (see [`super::watches::OpenWatches`]).
+    /// Sets the open watches per resource (see [`crate::watch_count::OpenWatches`]).
     pub fn set_watches(&self, open: &std::collections::BTreeMap<String, i64>) {
         for (resource, n) in open {
             self.watches

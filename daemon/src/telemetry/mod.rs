@@ -1,7 +1,5 @@
 //! What tmcd counts and keeps for the admin server to serve: the Prometheus
-//! metrics every part updates, the recent log lines of each syncer, and the
-//! watch requests its clients hold open.
+//! metrics every part updates, and the recent log lines of each syncer.
 
 pub mod logs;
 pub mod metrics;
-pub mod watches;
