@@ -38,7 +38,7 @@ fn check_config_locates_mistakes_and_exits_non_zero() {
 }
 
 #[test]
-fn crds_prints_both_definitions() {
+fn crds_prints_every_definition() {
     let out = tmcd(&["crds"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -53,7 +53,8 @@ fn crds_prints_both_definitions() {
         names,
         [
             "synctargets.workload.kcp.io",
-            "clusterworkloadplacements.workload.kcp.io"
+            "clusterworkloadplacements.workload.kcp.io",
+            "synctargetgrants.workload.kcp.io"
         ]
     );
 }
