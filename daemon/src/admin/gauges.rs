@@ -5,7 +5,7 @@
 
 use tmc_policy_host::PolicyStatus;
 
-use crate::controller::placement_status;
+use crate::placement::selector;
 use crate::state::State;
 
 /// Brings every scrape-time gauge of `state.metrics` up to date.
@@ -29,7 +29,7 @@ pub fn refresh(state: &State) {
         .iter()
         .map(|p| {
             let workloads = p.status.as_ref().map_or(0, |s| s.workload_count);
-            (placement_status::placement_key(p), workloads)
+            (selector::placement_key(p), workloads)
         })
         .collect();
     state

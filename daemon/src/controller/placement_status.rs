@@ -13,6 +13,7 @@ use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, Tar
 
 use crate::placement::grants::{GrantVerdict, Grants};
 use crate::placement::moves::StalledMove;
+use crate::placement::selector::placement_key;
 use crate::placement::targets::TargetView;
 use crate::state::State;
 use tmc_api::protocol::{self, Recorded};
@@ -120,9 +121,10 @@ pub fn desired<'r>(
             valid.message.clone()
         },
     );
+    let key = placement_key(placement);
     let mine: Vec<String> = stalled
         .iter()
-        .filter(|m| m.placement == placement_key(placement))
+        .filter(|m| m.placement == key)
         .map(StalledMove::describe)
         .collect();
     let progressing = if mine.is_empty() {
@@ -164,15 +166,6 @@ pub struct WorkloadRecord {
     /// Its logical cluster in export mode (see [`tenancy::store_cluster`]).
     pub workspace: Option<String>,
     pub targets: BTreeMap<String, Recorded>,
-}
-
-/// The key tmcd's per-placement bookkeeping uses: the name, prefixed by the
-/// logical cluster in export mode (see [`tenancy::store_key`]).
-pub fn placement_key(placement: &ClusterWorkloadPlacement) -> String {
-    tenancy::store_key(
-        placement.metadata.namespace.as_deref(),
-        &placement.name_any(),
-    )
 }
 
 /// What each workload of `workloads` records, per target.

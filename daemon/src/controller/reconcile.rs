@@ -22,7 +22,7 @@ use crate::placement::events::EventQueue;
 use crate::placement::moves::{MoveChange, TargetWait};
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
-use crate::placement::{assignment, gone, grants, plan, status, workload};
+use crate::placement::{assignment, gone, grants, plan, selector, status, workload};
 use crate::state::State;
 use crate::workspaces::RouteError;
 
@@ -393,9 +393,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&object);
     let placement_name = placement.name_any();
-    // Unique across workspaces (the name alone in a single workspace).
-    let placement_key =
-        tenancy::store_key(placement.metadata.namespace.as_deref(), &placement_name);
+    let placement_key = selector::placement_key(&placement);
 
     let now = Utc::now();
     let views: Vec<TargetView> = ctx

@@ -62,6 +62,16 @@ pub struct WorkloadKey<'a> {
     pub namespace_labels: &'a StringMap,
 }
 
+/// The key tmcd's per-placement bookkeeping (policy errors, settings
+/// verdicts, moves, gauges) uses: the name, prefixed by the logical cluster in
+/// export mode (see [`tmc_api::tenancy::store_key`]).
+pub fn placement_key(placement: &ClusterWorkloadPlacement) -> String {
+    tmc_api::tenancy::store_key(
+        placement.metadata.namespace.as_deref(),
+        placement.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
 /// True when `placement` selects the workload.
 pub fn governs(placement: &ClusterWorkloadPlacement, workload: &WorkloadKey<'_>) -> bool {
     let spec = &placement.spec;

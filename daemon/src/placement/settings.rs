@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use kube::ResourceExt;
 use tmc_api::crd::ClusterWorkloadPlacement;
 
 use super::runner::{PolicyFailure, PolicyRunner, check_settings};
@@ -37,11 +36,7 @@ impl SettingsVerdicts {
         runner: &dyn PolicyRunner,
         placement: &ClusterWorkloadPlacement,
     ) -> Result<(), PolicyFailure> {
-        // Unique across workspaces in export mode.
-        let name = tmc_api::tenancy::store_key(
-            placement.metadata.namespace.as_deref(),
-            &placement.name_any(),
-        );
+        let name = super::selector::placement_key(placement);
         let (uid, generation, policies) = (
             placement.metadata.uid.clone(),
             placement.metadata.generation,
