@@ -413,9 +413,13 @@ async fn watch_autoscalers(
         .modify(drop_managed_fields)
         .default_backoff()
         .boxed();
+    let mut said = Said::default();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
+                if !matches!(event, Event::Init) {
+                    said.clear();
+                }
                 writer.apply_watcher_event(&event);
                 engine.health.resolve(scope);
                 if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event {
@@ -442,7 +446,11 @@ async fn watch_autoscalers(
             }
             Err(err) => {
                 engine.health.error(scope, format!("{scope}: {err}"));
-                warn!(error = %err, "autoscaler watch failed; retrying with backoff (copies handed over to an autoscaler stay with it)");
+                if said.first_time(&err.to_string()) {
+                    warn!(error = %err, "autoscaler watch failed; retrying with backoff (copies handed over to an autoscaler stay with it; the same failure again is logged at debug)");
+                } else {
+                    debug!(error = %err, "autoscaler watch failed again; retrying with backoff");
+                }
             }
         }
     }
