@@ -31,7 +31,9 @@ pub fn syncer_config(
         cfg.source_identity(),
     );
     sc.kinds = kinds.to_vec();
+    sc.workspaces = state.workspaces.for_syncers();
     sc.namespace_mapping = match cfg.sync.namespace_mapping {
+        _ if sc.workspaces.is_some() => NamespaceMapping::Workspaces,
         config::NamespaceMapping::Same => NamespaceMapping::Same,
         config::NamespaceMapping::Prefixed => {
             NamespaceMapping::Prefixed(cfg.sync.namespace_prefix.get_ref().clone())

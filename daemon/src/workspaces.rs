@@ -22,6 +22,7 @@ use anyhow::{Context as _, Result};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
 use tmc_api::tenancy::{self, LogicalCluster, TenancyError, WorkloadKey};
+use tmc_syncer::BoundWorkspaces;
 
 use crate::config::Config;
 use crate::fence::Fence;
@@ -90,7 +91,6 @@ impl Workspaces {
         let wildcard = kubeconn::client_at(&base, Some(&url), None, watches)
             .context("connecting to the export's virtual workspace")?;
         tracing::info!(export = %export, endpoint = %endpoint, "placing the workloads of every workspace bound to the export, one wildcard watch per resource");
-        tracing::warn!(export = %export, "export mode records decisions in each bound workspace; the syncers do not copy those workloads to the clusters yet (issue 12 step 2)");
         Ok(Self::Bound(Arc::new(Bound {
             export,
             endpoint,
@@ -176,6 +176,31 @@ impl Workspaces {
             Some(ns) => Api::namespaced_with(client, &ns, ar),
             None => Api::all_with(client, ar),
         })
+    }
+}
+
+impl Workspaces {
+    /// What push syncers read the workloads through: `None` for one
+    /// workspace (they use the control plane's client), the export's virtual
+    /// workspace in export mode (see [`tmc_syncer::workspaces`]).
+    pub fn for_syncers(&self) -> Option<Arc<dyn BoundWorkspaces>> {
+        match self {
+            Self::One => None,
+            Self::Bound(bound) => Some(bound.clone()),
+        }
+    }
+}
+
+/// Push syncers share tmcd's clients of the virtual workspace: the same
+/// wildcard client for their watches, the same fenced client per workspace
+/// for their writes.
+impl BoundWorkspaces for Bound {
+    fn wildcard(&self) -> Client {
+        self.wildcard.clone()
+    }
+
+    fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, String> {
+        Bound::client_for(self, cluster).map_err(|err| err.to_string())
     }
 }
 

@@ -16,11 +16,16 @@
 //!   printed, not checked.
 //! - The watch streams tmcd holds open (`tmcd_watches` in `/metrics`) are as many after c is bound as before.
 //!
-//! The push syncers heartbeat their SyncTargets but copy no tenant workload in this step (step 2), so only the
-//! decisions recorded upstream are checked, not copies on the clusters.
+//! - The push syncers copy each tenant's workloads through the virtual workspace (issue 12 step 2): `default/web`
+//!   of a lands on west in a's own downstream namespace (`tmc-<logical cluster>-default-<hash>`, labelled with
+//!   the logical cluster), b's on east in b's, c's on west beside a's: three same-named workloads, three
+//!   namespaces, nothing in `default` of either cluster. Each tenant's web gets its status (available replicas)
+//!   from its own copy only. Deleting a's web removes a's copy and leaves c's (same cluster, same name) and b's.
+//!   The copies on every cluster are counted before, during and after.
 
 mod common;
 
+use k8s_openapi::api::core::v1::Namespace;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -30,7 +35,11 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTargetGrant};
-use tmc_api::decision::{RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC};
+use tmc_api::decision::{
+    MANAGED_LABEL, RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC,
+    STATUS_ANNOTATION_PREFIX,
+};
+use tmc_api::tenancy::{DOWNSTREAM_CLUSTER_LABEL, LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::client::request;
 use tmc_daemon::admin::status::StatusReport;
 use tmc_tests::fixtures;
@@ -106,6 +115,54 @@ impl Team {
 
     fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// The namespace this tenant's `default` gets on a physical cluster.
+    fn downstream(&self) -> Result<String> {
+        Ok(downstream_namespace(&LogicalCluster::new(&self.logical_cluster)?, NAMESPACE).name)
+    }
+
+    /// Waits until `default/web` reports `replicas` available, with a status annotation from exactly
+    /// `targets` (its copies' status comes back to this workspace, and only theirs).
+    async fn wait_status(&self, targets: &[&str], replicas: i32) -> Result<()> {
+        let expected: BTreeSet<String> = targets.iter().map(|t| (*t).to_owned()).collect();
+        let what = format!(
+            "{}: {NAMESPACE}/{WEB} to report {replicas} available replicas from exactly {targets:?}",
+            self.label()
+        );
+        until(&what, || async {
+            let web = self.web().await?;
+            let reported: BTreeSet<String> = web
+                .annotations()
+                .keys()
+                .filter_map(|k| k.strip_prefix(STATUS_ANNOTATION_PREFIX).map(str::to_owned))
+                .collect();
+            if let Some(stray) = reported.difference(&expected).next() {
+                bail!(
+                    "{}: {NAMESPACE}/{WEB} carries a status report from {stray}, where it has no copy \
+                     (reports from {reported:?})",
+                    self.label()
+                );
+            }
+            let available = web
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            Ok(if reported == expected && available == replicas {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!(
+                    "status reports from {reported:?}, {available} available"
+                ))
+            })
+        })
+        .await?;
+        progress(&format!(
+            "{}: {NAMESPACE}/{WEB} reports {replicas} available from {targets:?}",
+            self.label()
+        ));
+        Ok(())
     }
 
     /// `tenant a (root:teams:a, logical cluster ...)`.
@@ -376,6 +433,85 @@ async fn grant(
     Ok(())
 }
 
+/// tmc's Deployment copies on one physical cluster: (namespace, name) -> replicas.
+async fn copies_on(cluster: &kube::Client) -> Result<BTreeMap<(String, String), i32>> {
+    let all: Api<Deployment> = Api::all(cluster.clone());
+    let list = all
+        .list(&kube::api::ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|d| {
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            ((d.namespace().unwrap_or_default(), d.name_any()), replicas)
+        })
+        .collect())
+}
+
+/// Waits until the copies on west and east are exactly `west` and `east` (downstream namespace, name); fails
+/// at once on a copy in the workspace's own namespace name (`default`), which would mix the tenants. Prints
+/// the counts.
+async fn wait_copies(
+    env: &Env,
+    west: &[(String, &str)],
+    east: &[(String, &str)],
+    when: &str,
+) -> Result<()> {
+    let (west_client, east_client) = (env.cluster("west").await?, env.cluster("east").await?);
+    let set = |v: &[(String, &str)]| -> BTreeSet<(String, String)> {
+        v.iter()
+            .map(|(ns, n)| (ns.clone(), (*n).to_owned()))
+            .collect()
+    };
+    let (want_west, want_east) = (set(west), set(east));
+    let what = format!("{when}: copies on west {want_west:?} and on east {want_east:?}");
+    let (got_west, got_east) = until(&what, || async {
+        let got_west = copies_on(&west_client).await?;
+        let got_east = copies_on(&east_client).await?;
+        for (cluster, got) in [("west", &got_west), ("east", &got_east)] {
+            if let Some((ns, name)) = got.keys().find(|(ns, _)| ns == NAMESPACE) {
+                bail!(
+                    "{cluster} holds a copy {ns}/{name} in the workspaces' own namespace name: tenants' copies \
+                     must each go to their own downstream namespace ({got:?})"
+                );
+            }
+        }
+        let keys = |m: &BTreeMap<(String, String), i32>| m.keys().cloned().collect::<BTreeSet<_>>();
+        Ok(
+            if keys(&got_west) == want_west && keys(&got_east) == want_east {
+                Poll::Ready((got_west, got_east))
+            } else {
+                Poll::Pending(format!("west {got_west:?}, east {got_east:?}"))
+            },
+        )
+    })
+    .await?;
+    progress(&format!(
+        "{when}: {} copies on west {got_west:?}, {} on east {got_east:?}",
+        got_west.len(),
+        got_east.len()
+    ));
+    Ok(())
+}
+
+/// Fails unless downstream namespace `name` on `cluster` names `team`'s logical cluster in its label.
+async fn check_namespace_of(cluster: &kube::Client, name: &str, team: &Team) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(cluster.clone());
+    let ns = namespaces
+        .get(name)
+        .await
+        .with_context(|| format!("reading downstream namespace {name}"))?;
+    let label = ns.labels().get(DOWNSTREAM_CLUSTER_LABEL).cloned();
+    ensure!(
+        label.as_deref() == Some(team.logical_cluster.as_str()),
+        "downstream namespace {name} must carry {DOWNSTREAM_CLUSTER_LABEL}={} ({}), it carries {label:?}",
+        team.logical_cluster,
+        team.label()
+    );
+    Ok(())
+}
+
 /// tmcd's status (`/api/v1/status`) in brief: leader, targets (ready, reason) and placements (workloads,
 /// targets, conditions), for the pending reasons of the waits.
 async fn tmcd_view(admin: &str) -> String {
@@ -553,6 +689,24 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     ));
     a.wait_granted("True", "(1)").await?;
 
+    // The copies: each tenant's web in its own downstream namespace, status back to its own workspace.
+    let (ns_a, ns_b) = (a.downstream()?, b.downstream()?);
+    ensure!(
+        ns_a != ns_b,
+        "tenants a and b share downstream namespace {ns_a}"
+    );
+    wait_copies(
+        &env,
+        &[(ns_a.clone(), WEB)],
+        &[(ns_b.clone(), WEB)],
+        "a and b placed",
+    )
+    .await?;
+    check_namespace_of(&env.cluster("west").await?, &ns_a, &a).await?;
+    check_namespace_of(&env.cluster("east").await?, &ns_b, &b).await?;
+    a.wait_status(&["west"], 2).await?;
+    b.wait_status(&["east"], 2).await?;
+
     let before = watches(&admin).await?;
     let before_total: u64 = before.values().sum();
     progress(&format!(
@@ -597,6 +751,16 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     c.wait_granted("True", "(1)").await?;
     a.check_decided(&a.web().await?, &["west"])?;
     b.check_decided(&b.web().await?, &["east"])?;
+    // c's web runs on west beside a's: same name, two namespaces.
+    let ns_c = c.downstream()?;
+    wait_copies(
+        &env,
+        &[(ns_a.clone(), WEB), (ns_c.clone(), WEB)],
+        &[(ns_b.clone(), WEB)],
+        "c placed",
+    )
+    .await?;
+    c.wait_status(&["west"], 2).await?;
     note_events(&[&a, &b, &c]).await;
     progress(&format!(
         "after c's placement: {} {NAMESPACE}/{WEB} -> west, {} -> east, {} -> west",
@@ -624,10 +788,41 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
         after.values().sum::<u64>()
     ));
 
+    // a's deletion removes a's copy only: c's (same cluster, same name) and b's stay, and run.
+    a.deployments()
+        .delete(WEB, &Default::default())
+        .await
+        .with_context(|| format!("{}: deleting {NAMESPACE}/{WEB}", a.label()))?;
+    progress(&format!("{}: deleted {NAMESPACE}/{WEB}", a.label()));
+    wait_copies(
+        &env,
+        &[(ns_c.clone(), WEB)],
+        &[(ns_b.clone(), WEB)],
+        "a's web deleted",
+    )
+    .await?;
+    until(
+        &format!(
+            "{}: {NAMESPACE}/{WEB} gone (finalizers released)",
+            a.label()
+        ),
+        || async {
+            Ok(match a.deployments().get_opt(WEB).await? {
+                None => Poll::Ready(()),
+                Some(web) => Poll::Pending(format!("finalizers {:?}", web.finalizers())),
+            })
+        },
+    )
+    .await?;
+    c.wait_status(&["west"], 2).await?;
+    b.wait_status(&["east"], 2).await?;
+
     daemon.stop().await;
     progress(&format!(
         "checked 3 tenants, 3 workloads {NAMESPACE}/{WEB} (a: west, b: east, c: undecided for {SETTLE:?}, then \
-         west), {before_total} watch streams before and after binding c; {:.0?} in all",
+         west beside a's), each copied into its own downstream namespace with its status back home, a's \
+         deletion leaving c's and b's copies; {before_total} watch streams before and after binding c; {:.0?} \
+         in all",
         started.elapsed()
     ));
     Ok(())

@@ -11,6 +11,7 @@ use tmc_api::decision::{
     result_annotation,
 };
 use tmc_api::protocol::{TargetRecord, annotation};
+use tmc_api::tenancy::DOWNSTREAM_CLUSTER_LABEL;
 
 use crate::error::{Error, Result};
 use crate::identity::{NamespaceMapping, SourceIdentity};
@@ -169,10 +170,17 @@ pub fn build_copy_with_owner(
         SYNCED_FROM_LABEL.to_string(),
         ctx.source.synced_from.clone(),
     );
-    annotations.insert(
-        SOURCE_CLUSTER_ANNOTATION.to_string(),
-        ctx.source.workspace_path.clone(),
-    );
+    // A copy of a tenant workspace names that workspace, in labels too
+    // (`kubectl get -l tenancy.workload.kcp.io/logical-cluster=<cluster>`).
+    let tenancy = upstream_ns.and_then(|ns| ctx.namespace_mapping.tenancy(ns));
+    let source = match &tenancy {
+        Some(tenancy) => {
+            labels.extend(tenancy.labels.clone());
+            tenancy.labels[DOWNSTREAM_CLUSTER_LABEL].clone()
+        }
+        None => ctx.source.workspace_path.clone(),
+    };
+    annotations.insert(SOURCE_CLUSTER_ANNOTATION.to_string(), source);
     annotations.insert(SYNC_TARGET_ANNOTATION.to_string(), ctx.target.clone());
 
     let mut metadata = Map::new();

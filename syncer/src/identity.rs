@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
+use tmc_api::tenancy::{DownstreamNamespace, STORE_SEPARATOR, WorkloadKey, downstream_namespace};
 
 use crate::error::Error;
 
@@ -147,13 +148,30 @@ pub enum NamespaceMapping {
     /// digest when longer than 63 characters); copies and namespaces carry
     /// the upstream-namespace annotation.
     Prefixed(String),
+    /// Workloads of many kcp workspaces, read through an APIExport's virtual
+    /// workspace (tmcd's export mode, `docs/tenancy.md`): an upstream
+    /// namespace is a store namespace `<logical cluster>|<namespace>`
+    /// ([`WorkloadKey::store_namespace`]) and maps to the workspace
+    /// namespace's own downstream namespace
+    /// ([`tmc_api::tenancy::downstream_namespace`]), so `default/web` of two
+    /// workspaces never meet on a cluster. Copies and namespaces carry the
+    /// upstream-namespace annotation (the store namespace).
+    Workspaces,
 }
 
 impl NamespaceMapping {
-    /// Downstream namespace for `upstream`.
+    /// Downstream namespace for `upstream`. Under [`Self::Workspaces`], an
+    /// `upstream` that is not a store namespace naming a logical cluster and
+    /// a namespace maps to itself followed by [`STORE_SEPARATOR`]: never a
+    /// valid namespace name, so nothing can be written or deleted there (the
+    /// syncer never keys such an object in the first place).
     pub fn downstream(&self, upstream: &str) -> String {
         match self {
             Self::Same => upstream.to_string(),
+            Self::Workspaces => match self.tenancy(upstream) {
+                Some(namespace) => namespace.name,
+                None => format!("{upstream}{STORE_SEPARATOR}"),
+            },
             Self::Prefixed(prefix) => {
                 let full = format!("{prefix}-{upstream}");
                 if full.len() <= 63 {
@@ -179,12 +197,44 @@ impl NamespaceMapping {
                 .and_then(|rest| rest.strip_prefix('-'))
                 .filter(|rest| !rest.is_empty())
                 .map(str::to_string),
+            // Only the annotation says which workspace a namespace serves.
+            Self::Workspaces => None,
         }
     }
 
     /// Whether copies carry the upstream-namespace annotation.
     pub fn annotates(&self) -> bool {
-        matches!(self, Self::Prefixed(_))
+        matches!(self, Self::Prefixed(_) | Self::Workspaces)
+    }
+
+    /// Under [`Self::Workspaces`], the downstream namespace of the store
+    /// namespace `upstream` with the labels and locator annotation it
+    /// carries; `None` under the other mappings, or when `upstream` names no
+    /// logical cluster and namespace.
+    pub fn tenancy(&self, upstream: &str) -> Option<DownstreamNamespace> {
+        if !matches!(self, Self::Workspaces) {
+            return None;
+        }
+        match WorkloadKey::from_store(Some(upstream), "") {
+            Ok(WorkloadKey {
+                cluster: Some(cluster),
+                namespace: Some(namespace),
+                ..
+            }) => Some(downstream_namespace(&cluster, &namespace)),
+            _ => None,
+        }
+    }
+
+    /// Whether an upstream object in `namespace` (as the syncer's stores hold
+    /// it) can be synced under this mapping: under [`Self::Workspaces`] only a
+    /// store namespace naming a logical cluster and a namespace can (a
+    /// cluster-scoped object of a workspace would meet the same-named one of
+    /// another workspace on the cluster); under the others, any.
+    pub fn maps(&self, namespace: Option<&str>) -> bool {
+        match self {
+            Self::Workspaces => namespace.is_some_and(|ns| self.tenancy(ns).is_some()),
+            _ => true,
+        }
     }
 
     /// Whether a copy in namespace `downstream` with upstream-namespace
@@ -197,6 +247,9 @@ impl NamespaceMapping {
         match (self, annotation) {
             (Self::Same, None) => true,
             (Self::Prefixed(_), Some(upstream)) => self.downstream(upstream) == downstream,
+            (Self::Workspaces, Some(upstream)) => self
+                .tenancy(upstream)
+                .is_some_and(|ns| ns.name == downstream),
             _ => false,
         }
     }
@@ -236,6 +289,7 @@ impl fmt::Display for NamespaceMapping {
         match self {
             Self::Same => f.write_str("same"),
             Self::Prefixed(prefix) => write!(f, "prefix:{prefix}"),
+            Self::Workspaces => f.write_str("workspaces"),
         }
     }
 }
@@ -335,6 +389,40 @@ mod tests {
         // prefix -> same, and prefix -> another prefix.
         assert!(!same.wrote("tmc-shop", Some("shop")));
         assert!(!other.wrote("tmc-shop", Some("shop")));
+    }
+
+    #[test]
+    fn workspaces_mapping_gives_each_workspace_namespace_its_own() {
+        let m = NamespaceMapping::Workspaces;
+        let a = m.downstream("a1|default");
+        let b = m.downstream("b2|default");
+        assert!(a.starts_with("tmc-a1-default-"), "{a}");
+        assert_ne!(a, b);
+        assert!(m.annotates());
+        assert!(m.wrote(&a, Some("a1|default")));
+        assert!(!m.wrote(&a, Some("b2|default")));
+        assert!(!m.wrote(&a, None));
+        assert_eq!(
+            m.upstream(&a, Some("a1|default")).as_deref(),
+            Some("a1|default")
+        );
+        // Without the annotation a downstream namespace names no workspace.
+        assert_eq!(m.upstream(&a, None), None);
+        let ns = m.tenancy("a1|default").expect("a store namespace");
+        assert_eq!(ns.name, a);
+        assert_eq!(ns.labels["tenancy.workload.kcp.io/namespace"], "default");
+        // Unmapped or cluster-scoped objects are never synced, and their
+        // namespace maps to no valid name.
+        for unmapped in ["default", "a1|", "Bad|default"] {
+            assert!(!m.maps(Some(unmapped)), "{unmapped}");
+            assert!(m.downstream(unmapped).contains('|'), "{unmapped}");
+        }
+        assert!(!m.maps(None));
+        assert!(m.maps(Some("a1|default")));
+        assert!(NamespaceMapping::Same.maps(None));
+        // A copy of the workspaces mapping is stranded under the others and back.
+        assert!(!NamespaceMapping::Same.wrote(&a, Some("a1|default")));
+        assert_eq!(m.to_string(), "workspaces");
     }
 
     #[test]

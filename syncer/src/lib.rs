@@ -29,6 +29,7 @@ pub mod process;
 pub mod queue;
 pub mod replicas;
 mod syncer;
+pub mod workspaces;
 
 pub use error::{Error, Result};
 pub use gate::ReportGate;
@@ -37,3 +38,4 @@ pub use identity::{NamespaceMapping, SourceIdentity};
 pub use kinds::SyncedKind;
 pub use replicas::ReplicasPolicy;
 pub use syncer::{Syncer, SyncerConfig, drop_managed_fields};
+pub use workspaces::BoundWorkspaces;

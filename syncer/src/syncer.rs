@@ -30,6 +30,7 @@ use crate::identity::{NamespaceMapping, SourceIdentity};
 use crate::kinds::SyncedKind;
 use crate::queue::{Backoff, WorkQueue};
 use crate::replicas::{self, ReplicasPolicy};
+use crate::workspaces::BoundWorkspaces;
 
 /// Everything a [`Syncer`] for one target needs.
 #[derive(Clone)]
@@ -67,6 +68,10 @@ pub struct SyncerConfig {
     /// Which copies' replicas the physical cluster owns (default: those a
     /// HorizontalPodAutoscaler targets; see [`crate::replicas`]).
     pub replicas_owner: ReplicasPolicy,
+    /// Where the workloads come from when not from `upstream`: every
+    /// workspace bound to an APIExport (see [`crate::workspaces`]); needs
+    /// [`NamespaceMapping::Workspaces`]. `upstream` still holds the SyncTarget.
+    pub workspaces: Option<Arc<dyn BoundWorkspaces>>,
 }
 
 impl SyncerConfig {
@@ -92,6 +97,7 @@ impl SyncerConfig {
             status_coalesce: STATUS_COALESCE,
             report_gate: None,
             replicas_owner: ReplicasPolicy::default(),
+            workspaces: None,
         }
     }
 }
@@ -117,6 +123,7 @@ impl fmt::Debug for SyncerConfig {
             .field("status_coalesce", &self.status_coalesce)
             .field("report_gate", &self.report_gate.is_some())
             .field("replicas_owner", &self.replicas_owner)
+            .field("workspaces", &self.workspaces.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +153,7 @@ impl Syncer {
         engine.status_coalesce = config.status_coalesce;
         engine.report_gate = config.report_gate.clone();
         engine.replicas_policy = config.replicas_owner;
+        engine.workspaces = config.workspaces.clone();
         let engine = Arc::new(engine);
         Self { config, engine }
     }
@@ -180,6 +188,20 @@ impl Syncer {
                 "syncer {}: no kinds to sync; configure at least one, e.g. apps/v1/Deployment",
                 config.target
             );
+        }
+        let from_workspaces = config.workspaces.is_some();
+        if from_workspaces != (config.namespace_mapping == NamespaceMapping::Workspaces) {
+            anyhow::bail!(
+                "syncer {}: workloads read from many workspaces need the `workspaces` namespace mapping, and only they do (got mapping `{}`, {} workspaces)",
+                config.target,
+                config.namespace_mapping,
+                if from_workspaces { "with" } else { "without" }
+            );
+        }
+        if from_workspaces {
+            for kind in config.kinds.iter().filter(|k| !k.namespaced) {
+                warn!(kind = %kind, "cluster-scoped objects of tenant workspaces are not synced: two workspaces' objects of one name would meet on the cluster");
+            }
         }
         info!(target_name = %config.target, kinds = ?config.kinds.iter().map(ToString::to_string).collect::<Vec<_>>(),
             source = %config.source.workspace_path, mapping = %config.namespace_mapping, "syncer starting");
@@ -317,7 +339,13 @@ async fn watch_kind(
     mut writer: Writer<DynamicObject>,
 ) {
     let (client, selector) = match side {
-        Side::Upstream => (engine.upstream.clone(), state_label(&engine.ctx.target)),
+        Side::Upstream => (
+            engine
+                .workspaces
+                .as_ref()
+                .map_or_else(|| engine.upstream.clone(), |ws| ws.wildcard()),
+            state_label(&engine.ctx.target),
+        ),
         Side::Downstream => (
             engine.downstream.clone(),
             format!(
@@ -330,8 +358,15 @@ async fn watch_kind(
     let config = watcher::Config::default().labels(&selector);
     let what = engine.kinds[kind].to_string();
     let scope = format!("{} watch of {what}", side.name());
+    // Objects of many workspaces are stored under `<cluster>|<namespace>`.
+    let scoped = side == Side::Upstream && engine.workspaces.is_some();
     let mut stream = watcher(api, config)
-        .modify(drop_managed_fields)
+        .modify(move |object| {
+            drop_managed_fields(object);
+            if scoped {
+                crate::workspaces::map_for_store(object);
+            }
+        })
         .default_backoff()
         .boxed();
     let mut said = Said::default();
@@ -347,7 +382,7 @@ async fn watch_kind(
                 engine.health.resolve(&scope);
                 if let Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) = &event {
                     let key = match side {
-                        Side::Upstream => upstream_key(kind, o),
+                        Side::Upstream => upstream_key(&engine, kind, o),
                         Side::Downstream => downstream_key(&engine, kind, o),
                     };
                     if let Some(key) = key {

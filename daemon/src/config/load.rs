@@ -133,6 +133,20 @@ mod tests {
     }
 
     #[test]
+    fn export_mode_refuses_pull_clusters_and_a_prefix_mapping() {
+        let e = err(
+            "[control_plane]\nworkspace = \"root:tmc\"\nexport = \"tmc\"\n\n[[clusters]]\nname = \"west\"\nmode = \"pull\"\n",
+        );
+        assert!(e.starts_with("tmc.toml:6:8: "), "{e}");
+        assert!(e.contains("pull mode") && e.contains("fix:"), "{e}");
+        let e = err(
+            "[control_plane]\nworkspace = \"root:tmc\"\nexport = \"tmc\"\n\n[sync]\nnamespace_mapping = \"prefixed\"\n",
+        );
+        assert!(e.starts_with("tmc.toml:3:10: "), "{e}");
+        assert!(e.contains("namespace_mapping") && e.contains("fix:"), "{e}");
+    }
+
+    #[test]
     fn invalid_synced_from_is_located_with_the_fix() {
         let e = err("log_format = \"text\"\nsynced_from = \"root:tmc\"\n");
         assert!(e.starts_with("tmc.toml:2:15: "), "{e}");

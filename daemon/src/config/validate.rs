@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::{Admin, Config, LeaderElection, Mode, Policies, Sync};
+use toml::Spanned;
+
+use super::{Admin, Config, LeaderElection, Mode, NamespaceMapping, Policies, Sync};
 
 type Failure = (Range<usize>, String);
 
@@ -98,6 +100,9 @@ pub fn check(config: &Config) -> Result<(), Failure> {
                 export.get_ref()
             ),
         ));
+    }
+    if let Some(export) = &config.control_plane.export {
+        check_export(config, export)?;
     }
     for resource in &config.sync.resources {
         let text = resource.get_ref();
@@ -370,4 +375,26 @@ pub fn is_dns_label(name: &str) -> bool {
 /// (the names of most Kubernetes objects).
 pub fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+/// Export mode (`control_plane.export`): every workspace namespace gets its
+/// own downstream namespace, and only push syncers read through the export's
+/// virtual workspace.
+fn check_export(config: &Config, export: &Spanned<String>) -> Result<(), Failure> {
+    if config.sync.namespace_mapping != NamespaceMapping::Same {
+        return Err((
+            export.span(),
+            "export mode maps each workspace namespace to a downstream namespace of its own (tmc-<logical cluster>-<namespace>-<hash>), so sync.namespace_mapping = \"prefixed\" cannot apply (fix: remove sync.namespace_mapping, or control_plane.export)".to_string(),
+        ));
+    }
+    if let Some(pull) = config.clusters.iter().find(|c| c.mode == Mode::Pull) {
+        return Err((
+            pull.name.span(),
+            format!(
+                "cluster {:?} is in pull mode, and pull agents do not read tenant workspaces through the export yet (fix: mode = \"push\" for it, or remove control_plane.export)",
+                pull.name.get_ref()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -38,6 +38,7 @@ impl Engine {
                 .await
             {
                 Ok(updated) => {
+                    let updated = self.as_stored(updated);
                     object = to_value(&updated, &what)?;
                     self.remember(Side::Upstream, key, updated);
                 }

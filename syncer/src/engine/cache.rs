@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, PoisonError};
 
+use futures::FutureExt;
+
 use kube::core::{DynamicObject, TypeMeta};
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
@@ -61,6 +63,30 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|gate| now.duration_since(*since) < gate.max_hold())
             });
+    }
+
+    /// Whether the upstream watch cache has listed and does not hold `key`
+    /// (false without caches, or before the first list completes): the
+    /// second witness a 404 read through a workspace of the virtual
+    /// workspace needs before a copy is deleted for it.
+    pub(super) fn upstream_cache_lacks(&self, key: &ObjectKey) -> bool {
+        let Some(caches) = self.caches() else {
+            return false;
+        };
+        let store = &caches.upstream[key.kind];
+        let listed = store
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|ready| ready.is_ok());
+        let mut reference = ObjectRef::new_with(&key.name, self.resources[key.kind].clone());
+        if let Some(ns) = key
+            .namespace
+            .as_deref()
+            .filter(|_| self.kinds[key.kind].namespaced)
+        {
+            reference = reference.within(ns);
+        }
+        listed && store.get(&reference).is_none()
     }
 
     /// The freshest object we know of `key` on `side` without a request: the

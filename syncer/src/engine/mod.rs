@@ -17,6 +17,8 @@ mod stranded;
 #[cfg(test)]
 mod test_support;
 mod undecided;
+#[cfg(test)]
+mod workspaces_tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,7 @@ use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 use tmc_api::protocol::{Assignment, TargetRecord};
+use tmc_api::tenancy::WorkloadKey;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -37,8 +40,12 @@ use crate::gate::ReportGate;
 use crate::health::HealthCell;
 use crate::kinds::SyncedKind;
 use crate::replicas::ReplicasPolicy;
+use crate::workspaces::{self, BoundWorkspaces};
 pub(crate) use report::STATUS_COALESCE;
 pub(crate) use stores::{Stores, downstream_key, upstream_key};
+
+/// How soon a 404 that the upstream watch cache does not confirm yet is read again.
+const ABSENCE_RECHECK: Duration = Duration::from_secs(2);
 
 /// Identifies an upstream object: kind index, upstream namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,6 +98,10 @@ pub(crate) struct Engine {
     report_gated: Mutex<HashMap<ObjectKey, Instant>>,
     /// Which copies' replicas the cluster owns (see [`crate::replicas`]).
     pub replicas_policy: ReplicasPolicy,
+    /// Where the workloads come from when not from `upstream` (see
+    /// [`crate::workspaces`]): each object is read and written through the
+    /// client of its own workspace.
+    pub workspaces: Option<Arc<dyn BoundWorkspaces>>,
 }
 
 impl Engine {
@@ -121,6 +132,7 @@ impl Engine {
             report_gate: None,
             report_gated: Mutex::new(HashMap::new()),
             replicas_policy: ReplicasPolicy::default(),
+            workspaces: None,
         }
     }
 
@@ -162,6 +174,40 @@ impl Engine {
         }
     }
 
+    /// The API through which the upstream object of `key` is read and
+    /// written: the upstream client, or in export mode the client of the
+    /// object's own workspace with its real namespace. An object whose key
+    /// names no workspace gets none (nothing is read or written for it).
+    fn upstream_api(&self, key: &ObjectKey) -> Result<Api<DynamicObject>> {
+        let Some(bound) = &self.workspaces else {
+            return Ok(self.api(&self.upstream, key.kind, key.namespace.as_deref()));
+        };
+        let refused = |reason: String| Error::InvalidObject {
+            object: self.describe(key),
+            reason,
+        };
+        let scoped = WorkloadKey::from_store(key.namespace.as_deref(), &key.name)
+            .map_err(|err| refused(err.to_string()))?;
+        let Some(cluster) = &scoped.cluster else {
+            return Err(refused(
+                "names no workspace (objects of the export's virtual workspace are keyed <logical cluster>|<namespace>)".into(),
+            ));
+        };
+        let client = bound
+            .client_for(cluster)
+            .map_err(|err| refused(format!("no client for its workspace: {err}")))?;
+        Ok(self.api(&client, key.kind, scoped.namespace.as_deref()))
+    }
+
+    /// `object` as read from its upstream API, keyed as the stores key it
+    /// (see [`crate::workspaces::map_for_store`]).
+    fn as_stored(&self, mut object: DynamicObject) -> DynamicObject {
+        if self.workspaces.is_some() {
+            workspaces::map_for_store(&mut object);
+        }
+        object
+    }
+
     fn downstream_namespace(&self, key: &ObjectKey) -> Option<String> {
         key.namespace
             .as_deref()
@@ -188,7 +234,7 @@ impl Engine {
             debug!(object = %what, target = %self.target(), "detached (SyncTarget missing or claim refused): touching nothing");
             return Ok(Outcome::Done);
         }
-        let up = self.api(&self.upstream, key.kind, key.namespace.as_deref());
+        let up = self.upstream_api(key)?;
         if let Some(cached) = self.cached(Side::Upstream, key) {
             let object = to_value(&cached, &what)?;
             if TargetRecord::from_value(&object, self.target()).assignment() == Assignment::Sync {
@@ -201,7 +247,7 @@ impl Engine {
         }
         self.forget(key);
         let object = match up.get(&key.name).await {
-            Ok(obj) => Some(to_value(&obj, &what)?),
+            Ok(obj) => Some(to_value(&self.as_stored(obj), &what)?),
             Err(err) if is_object_not_found(&err, &key.name) => None,
             Err(err) => {
                 self.health.update(|h| h.upstream_connected = false);
@@ -218,6 +264,17 @@ impl Engine {
                 Assignment::Remove => self.remove(key, &up, &object).await,
                 Assignment::Undecided => self.report_undecided(key, &up, &object).await,
             },
+            // Through a virtual workspace, the 404 of one workspace's client
+            // must agree with the wildcard watch (listed, and without the
+            // object) before a copy goes: one answer of a proxy is not proof.
+            None if self.workspaces.is_some() && !self.upstream_cache_lacks(key) => {
+                Err(Error::Requeue {
+                    what: format!(
+                        "{what}: its workspace answered 404 but the watch across the workspaces still holds it (or has not listed yet); its copy is kept until both agree"
+                    ),
+                    after: ABSENCE_RECHECK,
+                })
+            }
             // A successful GET said 404 for this very name: the upstream object is gone.
             None => self
                 .delete_copy(key, "upstream object is gone")

@@ -12,6 +12,7 @@ use tmc_api::decision::{
     FIELD_MANAGER, MANAGED_LABEL, SYNC_TARGET_ANNOTATION, SYNCED_FROM_LABEL,
     UPSTREAM_NAMESPACE_ANNOTATION,
 };
+use tmc_api::tenancy::{DOWNSTREAM_LOCATOR_ANNOTATION, upstream_of};
 use tracing::info;
 
 use super::Engine;
@@ -29,8 +30,23 @@ impl Engine {
             return Ok(());
         }
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.downstream.clone());
+        let tenancy = self.ctx.namespace_mapping.tenancy(upstream_ns);
         match api.get_opt(ns).await {
-            Ok(Some(existing)) if existing.metadata.deletion_timestamp.is_none() => {}
+            Ok(Some(existing)) if existing.metadata.deletion_timestamp.is_none() => {
+                // A tenant's copies go only into a namespace made for that
+                // workspace namespace (its locator maps back to its name).
+                if tenancy.is_some() {
+                    let annotations = existing.metadata.annotations.unwrap_or_default();
+                    if upstream_of(ns, &annotations).is_none() {
+                        return Err(Error::InvalidObject {
+                            object: format!("downstream namespace {ns}"),
+                            reason: format!(
+                                "exists but was not made by tmc for {upstream_ns} (its {DOWNSTREAM_LOCATOR_ANNOTATION} annotation does not map back to it), so no copy is written into it (fix: rename or remove that namespace)"
+                            ),
+                        });
+                    }
+                }
+            }
             Ok(Some(_)) => {
                 return Err(Error::Requeue {
                     what: format!("downstream namespace {ns} is terminating"),
@@ -42,14 +58,27 @@ impl Engine {
                 if self.ctx.namespace_mapping.annotates() {
                     annotations[UPSTREAM_NAMESPACE_ANNOTATION] = json!(upstream_ns);
                 }
+                let mut labels =
+                    json!({MANAGED_LABEL: "true", SYNCED_FROM_LABEL: self.ctx.source.synced_from});
+                if let Some(tenancy) = &tenancy {
+                    for (key, value) in &tenancy.labels {
+                        labels[key] = json!(value);
+                    }
+                    for (key, value) in &tenancy.annotations {
+                        annotations[key] = json!(value);
+                    }
+                }
                 let namespace = serde_json::from_value(json!({
                     "metadata": {
                         "name": ns,
-                        "labels": {MANAGED_LABEL: "true", SYNCED_FROM_LABEL: self.ctx.source.synced_from},
+                        "labels": labels,
                         "annotations": annotations,
                     }
                 }))
-                .map_err(|err| Error::InvalidObject { object: format!("namespace {ns}"), reason: err.to_string() })?;
+                .map_err(|err| Error::InvalidObject {
+                    object: format!("namespace {ns}"),
+                    reason: err.to_string(),
+                })?;
                 match api
                     .create(
                         &PostParams {

@@ -99,7 +99,7 @@ impl Engine {
             .await
         {
             Ok(updated) => {
-                self.remember(Side::Upstream, key, updated);
+                self.remember(Side::Upstream, key, self.as_stored(updated));
                 self.report_hold
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

@@ -60,7 +60,7 @@ impl Stores {
     pub(crate) fn enqueue_all(&self, engine: &Engine, queue: &WorkQueue<ObjectKey>) {
         for kind in 0..engine.kinds.len() {
             for object in self.upstream[kind].state() {
-                if let Some(key) = upstream_key(kind, &object) {
+                if let Some(key) = upstream_key(engine, kind, &object) {
                     queue.add(key);
                 }
             }
@@ -100,7 +100,17 @@ fn meta_value(object: &DynamicObject) -> Option<serde_json::Value> {
     Some(serde_json::json!({ "metadata": serde_json::to_value(&object.metadata).ok()? }))
 }
 
-pub(crate) fn upstream_key(kind: usize, object: &DynamicObject) -> Option<ObjectKey> {
+/// The key of an upstream object; `None` for an object the namespace mapping
+/// cannot sync (see [`crate::NamespaceMapping::maps`]).
+pub(crate) fn upstream_key(
+    engine: &Engine,
+    kind: usize,
+    object: &DynamicObject,
+) -> Option<ObjectKey> {
+    let namespace = object.metadata.namespace.as_deref();
+    if !engine.ctx.namespace_mapping.maps(namespace) {
+        return None;
+    }
     Some(ObjectKey {
         kind,
         namespace: object.metadata.namespace.clone(),
