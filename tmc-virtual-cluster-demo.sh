@@ -15,6 +15,8 @@ source "${ROOT}/demo/lib/bed.sh"
 source "${ROOT}/demo/lib/observe.sh"
 # shellcheck source=demo/lib/daemon.sh
 source "${ROOT}/demo/lib/daemon.sh"
+# shellcheck source=demo/lib/tenants.sh
+source "${ROOT}/demo/lib/tenants.sh"
 
 usage() {
   cat <<'USAGE'
@@ -31,6 +33,10 @@ Options:
   --skip-cleanup     leave everything running at the end and print how to explore it and how to stop it
   --non-interactive  no "press Enter" pauses (also: TMC_DEMO_NONINTERACTIVE=1, CI set, or stdin not a TTY)
   --rebuild          rebuild the policy modules even when target/policies/ has them
+  --tenants          add step 8, many virtual clusters through one tmcd: tenant workspaces root:teams:a and
+                     root:teams:b bound to tmc's APIExport, tmcd restarted in export mode, the same default/web
+                     deployed by both and run side by side on kcp-west, each tenant seeing only its own
+                     (docs/tenancy.md; the bed takes ~40 s longer to start)
   --help             this text
 
 Environment:
@@ -49,6 +55,7 @@ FORCE_RECREATE=0
 DEBUG=0
 SKIP_CLEANUP=0
 REBUILD=0
+TENANTS_PART=0
 NONINTERACTIVE="${TMC_DEMO_NONINTERACTIVE:-0}"
 [[ -n "${CI:-}" ]] && NONINTERACTIVE=1
 [[ -t 0 ]] || NONINTERACTIVE=1
@@ -59,12 +66,14 @@ while [[ $# -gt 0 ]]; do
     --skip-cleanup) SKIP_CLEANUP=1 ;;
     --non-interactive) NONINTERACTIVE=1 ;;
     --rebuild) REBUILD=1 ;;
+    --tenants) TENANTS_PART=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1 (see ./tmc-virtual-cluster-demo.sh --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [[ "${DEBUG}" == 1 ]] && set -x
+[[ "${TENANTS_PART}" == 1 ]] && BED_TENANTS=("${TENANTS[@]}")
 TIMEOUT="${TMC_DEMO_TIMEOUT:-120}"
 EAST_MODE="${TMC_DEMO_EAST_MODE:-pull}"
 [[ "${EAST_MODE}" == pull || "${EAST_MODE}" == push ]] || die "TMC_DEMO_EAST_MODE must be pull or push, not ${EAST_MODE}"
@@ -279,6 +288,44 @@ show_distribution
 show_cluster kcp-east
 ok "placement change: the workload moved from kcp-west to kcp-east within $((SECONDS - patched_at))s of the patch"
 
+if [[ "${TENANTS_PART}" == 1 ]]; then
+  pause
+  step 8 "Many virtual clusters through one tmcd: tenants a and b (--tenants)" \
+    "Workspaces root:teams:a and root:teams:b are bound to tmc's APIExport in root:tmc (the inventory, which keeps
+the SyncTargets). tmcd restarts in export mode (control_plane.export = \"tmc\"): one wildcard watch per resource
+across every bound workspace, both syncers in push mode. The operator grants a the us-west-1 targets and b all;
+each tenant applies its own placement 'web' and the SAME default/web. Both land on kcp-west, each in a namespace
+of its own; each tenant sees only its own. demo-app's copies of steps 5-7 belong to root:tmc, which export mode
+does not serve: they are left running, untouched."
+  stop_named "${STATE}" tmc-syncer-kcp-east
+  stop_named "${STATE}" tmcd
+  TMC_DEMO_EXPORT=tmc start_tmcd "${STATE}" push
+  show kubectl get apiexport tmc
+  show kubectl get apiexportendpointslice tmc -o jsonpath='{.status.endpoints[*].url}{"\n"}'
+  for c in kcp-west kcp-east; do
+    wait_until "${TIMEOUT}" "SyncTarget ${c} Ready under the export-mode tmcd" "${STATE}/tmcd.log" expect_ready "${c}"
+  done
+  grant_tenants
+  for t in "${TENANTS[@]}"; do
+    wait_until "${TIMEOUT}" "placement web applied in root:teams:${t}" "${STATE}/tmcd.log" \
+      apply_in_tenant "${t}" "${ROOT}/demo/manifests/tenants/placement.yaml"
+    show tk "${t}" apply -f "${ROOT}/demo/manifests/tenants/web.yaml"
+  done
+  wait_until "${TIMEOUT}" "both tenants' default/web on kind-kcp-west, each in its own namespace" "${STATE}/tmcd.log" \
+    expect_tenant_copies kcp-west "$(logical_cluster a)" "$(logical_cluster b)"
+  ok "$(expect_tenant_copies kcp-west "$(logical_cluster a)" "$(logical_cluster b)")"
+  for t in "${TENANTS[@]}"; do
+    wait_until "${TIMEOUT}" "root:teams:${t}'s web to report 2 ready replicas (from its own copy)" "${STATE}/tmcd.log" \
+      expect_tenant_ready "${t}" 2
+    ok "$(expect_tenant_ready "${t}" 2)"
+  done
+  show kubectl --context kind-kcp-west get deployments -A -l "${TENANT_LABEL}" -L "${TENANT_LABEL}"
+  for t in "${TENANTS[@]}"; do
+    show tk "${t}" get deployments -A
+  done
+  ok "tenants: the same default/web of a and b runs on kcp-west in two namespaces; each workspace lists only its own"
+fi
+
 echo
 echo "${C_BOLD}${C_GREEN}Demo complete: every step's expectation held.${C_OFF}"
 echo "Time per step:"
@@ -296,6 +343,8 @@ Everything keeps running (--skip-cleanup). Explore:
   kubectl --context kind-kcp-east get all -n demo-app --show-labels
   ./tmc-syncer-helper.sh status
   ./tmc-syncer-helper.sh logs --cluster kcp-west
+$([[ "${TENANTS_PART}" == 1 ]] && echo "  kubectl --kubeconfig ${STATE}/tenants.kubeconfig --context root:teams:a get deployments   # (--tenants)
+  kubectl --context kind-kcp-west get deployments -A -l ${TENANT_LABEL} -L ${TENANT_LABEL}")
   tail -f ${STATE}/kcp.log ${STATE}/tmcd.log
 
   (kubectl: ${BIN_DIR}/kubectl; put it first on PATH: export PATH=${BIN_DIR}:\$PATH)

@@ -5,6 +5,8 @@
 BED_CLUSTERS=(kcp-west kcp-east)
 BED_WORKSPACE="root:tmc"
 BED_READY_TIMEOUT="${TMC_DEMO_BED_TIMEOUT:-600}"
+# Tenant workspaces root:teams:<name> bound to tmc's APIExport (--tenants); none by default.
+BED_TENANTS=()
 
 # start_bed STATE: runs `tmc-testbed up` in the background (own session, log in STATE/testbed.log), waits for
 # its READY line, then writes STATE/admin.kubeconfig and the links. A bed that fails to start is retried once
@@ -31,9 +33,11 @@ start_bed() {
 run_bed() {
   local state="$1" log="$1/testbed.log" pid clusters
   clusters="$(IFS=,; echo "${BED_CLUSTERS[*]}")"
-  info "tmc-testbed up --dir ${state}/bed --clusters ${clusters} --workspace ${BED_WORKSPACE} --install-kube-crds"
+  local tenants=()
+  ((${#BED_TENANTS[@]} == 0)) || tenants=(--tenants "$(IFS=,; echo "${BED_TENANTS[*]}")")
+  info "tmc-testbed up --dir ${state}/bed --clusters ${clusters} --workspace ${BED_WORKSPACE} --install-kube-crds ${tenants[*]}"
   TMC_TESTBED_BIN="${BIN_DIR}" setsid "${TMC_TESTBED}" up --dir "${state}/bed" --clusters "${clusters}" \
-    --workspace "${BED_WORKSPACE}" --context-prefix kind- --install-kube-crds </dev/null >"${log}" 2>&1 &
+    --workspace "${BED_WORKSPACE}" --context-prefix kind- --install-kube-crds "${tenants[@]}" </dev/null >"${log}" 2>&1 &
   pid=$!
   record_pid "${state}" tmc-testbed "${pid}"
   local deadline=$((SECONDS + BED_READY_TIMEOUT)) shown=0 lines
@@ -66,6 +70,10 @@ layout_state() {
   KUBECONFIG="${state}/admin.kubeconfig" kubectl config use-context "${BED_WORKSPACE}" >/dev/null ||
     die "no context ${BED_WORKSPACE} in ${bed}/admin.kubeconfig"
   ln -sf bed/kcp.log "${state}/kcp.log"
+  if ((${#BED_TENANTS[@]} > 0)); then
+    [[ -f "${bed}/tenants.kubeconfig" ]] || die "the bed wrote no ${bed}/tenants.kubeconfig (--tenants)"
+    ln -sf bed/tenants.kubeconfig "${state}/tenants.kubeconfig"
+  fi
   for c in "${BED_CLUSTERS[@]}"; do
     ln -sf "bed/${c}.kubeconfig" "${state}/${c}.kubeconfig"
     ln -sfn "bed/${c}" "${state}/${c}"

@@ -28,6 +28,10 @@ render_config() {
     -e "s|@ADMIN_ADDRESS@|$3|" \
     -e "s|@ADMIN_TOKEN_FILE@|${state}/admin.token|" \
     "${ROOT}/demo/tmc.toml.template" >"${state}/tmc.toml"
+  # Export mode (--tenants, step 8): every workspace bound to tmc's APIExport, through its virtual workspace.
+  if [[ -n "${TMC_DEMO_EXPORT:-}" ]]; then
+    sed -i "/^workspace = /a export = \"${TMC_DEMO_EXPORT}\"" "${state}/tmc.toml"
+  fi
   if grep -n '^[^#]*@[A-Z_]*@' "${state}/tmc.toml"; then
     die "unfilled placeholders in ${state}/tmc.toml (demo/tmc.toml.template and demo/lib/daemon.sh disagree)"
   fi

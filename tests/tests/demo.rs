@@ -6,7 +6,7 @@
 //! placement change) and exits non-zero naming the one that failed; this test asserts its exit code and
 //! what the helper reports. It needs the binaries of `hack/testbed/build.sh` (the demo builds what is
 //! missing) and runs in a private state root (`TMC_DEMO_ROOT`), so it neither sees nor stops a demo run
-//! by hand.
+//! by hand. A second test runs the demo with `--tenants` (step 8).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -156,8 +156,14 @@ fn generation(status: &str) -> Result<u64> {
         .with_context(|| format!("no generation number in {first:?}"))
 }
 
+/// The demos of this file one at a time: each starts a bed of three API servers on a 2-core machine.
+static ONE_DEMO_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
+    let _one = ONE_DEMO_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::Builder::new()
         .prefix("tmc-demo-test-")
         .tempdir_in("/tmp")
@@ -167,6 +173,51 @@ fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
         eprintln!("keeping {} for its logs", dir.keep().display());
     }
     result
+}
+
+/// `--tenants` adds step 8 (tenant workspaces through tmcd's export mode) after the seven steps; the demo checks
+/// that both tenants' `default/web` run on kcp-west in namespaces of their own with their status back home,
+/// and cleans up after itself (no `--skip-cleanup`).
+#[test]
+fn demo_with_tenants_runs_the_seven_steps_then_two_tenants() -> Result<()> {
+    let _one = ONE_DEMO_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::Builder::new()
+        .prefix("tmc-demo-tenants-test-")
+        .tempdir_in("/tmp")
+        .context("creating the private demo root")?;
+    let result = run_demo_with_tenants(dir.path());
+    if result.is_err() {
+        eprintln!("keeping {} for its logs", dir.keep().display());
+    }
+    result
+}
+
+fn run_demo_with_tenants(root: &Path) -> Result<()> {
+    let _stop = StopOnDrop(root);
+    let demo = script(
+        root,
+        "tmc-virtual-cluster-demo.sh",
+        &["--non-interactive", "--tenants"],
+    )?;
+    let out = succeeded("the demo with --tenants", &demo)?;
+    for expected in [
+        "Step 7",
+        "Step 8: Many virtual clusters through one tmcd",
+        "root:teams:a deployment/web readyReplicas=2",
+        "root:teams:b deployment/web readyReplicas=2",
+        "each workspace lists only its own",
+        "Demo complete: every step's expectation held.",
+    ] {
+        ensure!(
+            out.contains(expected),
+            "demo output lacks {expected:?}:\n{out}"
+        );
+    }
+    let left = processes_naming(root);
+    ensure!(left.is_empty(), "the demo left processes running: {left:?}");
+    Ok(())
 }
 
 /// The state directory is 0700, and every kubeconfig, key and token file under it (the bed's included,
