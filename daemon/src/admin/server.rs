@@ -16,6 +16,7 @@ use super::status::{
 };
 use super::tls::{self, TlsListener};
 use crate::config::{Config, Mode};
+use crate::placement::selector::placement_key;
 use crate::placement::targets::{REGION_LABEL, ZONE_LABEL, ready_condition};
 use crate::state::State;
 
@@ -164,7 +165,7 @@ pub fn status_report(state: &State) -> StatusReport {
         .map(|p| {
             let status = p.status.clone().unwrap_or_default();
             PlacementReport {
-                name: p.metadata.name.clone(),
+                name: p.metadata.name.as_ref().map(|_| placement_key(p)),
                 policy: p.spec.policy.name.clone(),
                 transformations: p
                     .spec

@@ -67,6 +67,7 @@ pub struct TargetReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PlacementReport {
+    /// Its name; `<logical cluster>|<name>` in export mode, where tenants' placements may share a name.
     pub name: Option<String>,
     /// Its placement policy.
     pub policy: String,
