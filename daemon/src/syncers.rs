@@ -5,12 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use tmc_syncer::{NamespaceMapping, SyncedKind, Syncer, SyncerConfig};
+use kube::runtime::reflector::{ObjectRef, Store};
+use tmc_api::crd::{SyncTarget, SyncTargetGrant};
+use tmc_api::tenancy::LogicalCluster;
+use tmc_syncer::{BoundWorkspaces, NamespaceMapping, SyncedKind, Syncer, SyncerConfig};
 use tracing::Instrument as _;
 
 use crate::config::{self, Cluster, Mode};
 use crate::kubeconn;
+use crate::placement::grants::Grants;
 use crate::state::State;
+use crate::workspaces::Bound;
 
 /// Delay before a failed syncer is started again.
 const RESTART: Duration = Duration::from_secs(5);
@@ -31,7 +36,13 @@ pub fn syncer_config(
         cfg.source_identity(),
     );
     sc.kinds = kinds.to_vec();
-    sc.workspaces = state.workspaces.for_syncers();
+    sc.workspaces = state.workspaces.for_syncers().map(|bound| {
+        Arc::new(TenantWorkloads {
+            bound,
+            grants: state.grants.clone(),
+            targets: state.targets.clone(),
+        }) as Arc<dyn BoundWorkspaces>
+    });
     sc.namespace_mapping = match cfg.sync.namespace_mapping {
         _ if sc.workspaces.is_some() => NamespaceMapping::Workspaces,
         config::NamespaceMapping::Same => NamespaceMapping::Same,
@@ -44,6 +55,39 @@ pub fn syncer_config(
     sc.replicas_owner = cfg.sync.replicas_owner;
     sc.report_gate = Some(state.decisions.clone());
     sc
+}
+
+/// What a push syncer reads tenant workloads through in export mode: tmcd's
+/// clients of the export's virtual workspace, and the grants its placements
+/// obey, so that a syncer creates copies only where tmcd could have decided
+/// them (see [`BoundWorkspaces::granted`]).
+struct TenantWorkloads {
+    bound: Arc<Bound>,
+    /// The inventory's grants (always watched in export mode; without them
+    /// nothing is granted).
+    grants: Option<Store<SyncTargetGrant>>,
+    targets: Store<SyncTarget>,
+}
+
+impl BoundWorkspaces for TenantWorkloads {
+    fn wildcard(&self) -> Client {
+        self.bound.wildcard()
+    }
+
+    fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, String> {
+        self.bound
+            .client_for(cluster)
+            .map_err(|err| err.to_string())
+    }
+
+    /// Granted as [`Grants::allows`] says for the SyncTarget's labels; not
+    /// known while the SyncTarget is not in the store.
+    fn granted(&self, cluster: &LogicalCluster, target: &str) -> Option<bool> {
+        let target = self.targets.get(&ObjectRef::new(target))?;
+        let grants = self.grants.as_ref().map(Store::state).unwrap_or_default();
+        let labels = target.metadata.labels.clone().unwrap_or_default();
+        Some(Grants::new(&grants).allows(cluster.as_str(), &labels))
+    }
 }
 
 /// Runs a syncer for every push cluster until `shutdown` turns true (or the

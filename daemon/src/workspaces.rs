@@ -22,7 +22,6 @@ use anyhow::{Context as _, Result};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
 use tmc_api::tenancy::{self, LogicalCluster, TenancyError, WorkloadKey};
-use tmc_syncer::BoundWorkspaces;
 
 use crate::config::Config;
 use crate::fence::Fence;
@@ -180,10 +179,10 @@ impl Workspaces {
 }
 
 impl Workspaces {
-    /// What push syncers read the workloads through: `None` for one
-    /// workspace (they use the control plane's client), the export's virtual
-    /// workspace in export mode (see [`tmc_syncer::workspaces`]).
-    pub fn for_syncers(&self) -> Option<Arc<dyn BoundWorkspaces>> {
+    /// tmcd's clients of the export's virtual workspace, which push syncers
+    /// read the workloads through (see `crate::syncers`); `None` for one
+    /// workspace (they use the control plane's client).
+    pub fn for_syncers(&self) -> Option<Arc<Bound>> {
         match self {
             Self::One => None,
             Self::Bound(bound) => Some(bound.clone()),
@@ -191,22 +190,15 @@ impl Workspaces {
     }
 }
 
-/// Push syncers share tmcd's clients of the virtual workspace: the same
-/// wildcard client for their watches, the same fenced client per workspace
-/// for their writes.
-impl BoundWorkspaces for Bound {
-    fn wildcard(&self) -> Client {
+impl Bound {
+    /// The client whose lists and watches span every bound workspace
+    /// (`<endpoint>/clusters/*`), for reads only.
+    pub fn wildcard(&self) -> Client {
         self.wildcard.clone()
     }
 
-    fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, String> {
-        Bound::client_for(self, cluster).map_err(|err| err.to_string())
-    }
-}
-
-impl Bound {
     /// The fenced client of `cluster` (`<endpoint>/clusters/<cluster>`).
-    fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, RouteError> {
+    pub fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, RouteError> {
         let mut clients = self.clusters.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(client) = clients.get(cluster) {
             return Ok(client.clone());

@@ -22,6 +22,9 @@
 //!   namespaces, nothing in `default` of either cluster. Each tenant's web gets its status (available replicas)
 //!   from its own copy only. Deleting a's web removes a's copy and leaves c's (same cluster, same name) and b's.
 //!   The copies on every cluster are counted before, during and after.
+//! - A tenant cannot place by writing a decision itself: a's `default/forged`, created labelled
+//!   `state.workload.kcp.io/east: Sync` (east is not granted to a), never gets a copy on east (the push
+//!   syncers create copies only for granted workspaces), and tmcd replaces the forged key by its own decision.
 
 mod common;
 
@@ -495,6 +498,87 @@ async fn wait_copies(
     Ok(())
 }
 
+/// The workload a tenant labels with a decision of its own.
+const FORGED: &str = "forged";
+
+/// `team` creates `default/forged` already labelled `state.workload.kcp.io/<target>: Sync` for a target not
+/// granted to it, bypassing its placement. Either the control plane refuses the create (the decision
+/// protocol's admission guard), or it is accepted and no copy of it appears on `target` for [`SETTLE`] (its
+/// own placement may place it on a granted target meanwhile), and tmcd drops the forged key. The forged
+/// workload is deleted afterwards and the copies are exactly `west` and `east` again.
+async fn forged_decision_is_not_synced(
+    env: &Env,
+    team: &Team,
+    target: &str,
+    west: &[(String, &str)],
+    east: &[(String, &str)],
+) -> Result<()> {
+    let mut forged = fixtures::deployment(NAMESPACE, FORGED, 1, json!({}), json!({}))?;
+    forged.labels_mut().insert(
+        format!("{STATE_LABEL_PREFIX}{target}"),
+        STATE_SYNC.to_owned(),
+    );
+    match team
+        .deployments()
+        .create(&PostParams::default(), &forged)
+        .await
+    {
+        Err(kube::Error::Api(e)) => {
+            progress(&format!(
+                "{}: {NAMESPACE}/{FORGED} with a decision for {target} refused: {} {}",
+                team.label(),
+                e.code,
+                e.message
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("creating the forged workload"),
+        Ok(_) => progress(&format!(
+            "{}: {NAMESPACE}/{FORGED} with a decision for {target} accepted by the control plane",
+            team.label()
+        )),
+    }
+    let cluster = env.cluster(target).await?;
+    let deadline = Instant::now() + SETTLE;
+    while Instant::now() < deadline {
+        let copies = copies_on(&cluster).await?;
+        if let Some((ns, _)) = copies.keys().find(|(_, name)| name == FORGED) {
+            bail!(
+                "{}: {NAMESPACE}/{FORGED}, labelled for {target} by the tenant itself (not granted to it), was \
+                 copied to {target} as {ns}/{FORGED}",
+                team.label()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    // The workspace's placement governs the workload: tmcd replaces the forged decision with its own.
+    let key = format!("{STATE_LABEL_PREFIX}{target}");
+    let labels = until(
+        &format!(
+            "{}: tmcd to drop the forged {key} of {NAMESPACE}/{FORGED}",
+            team.label()
+        ),
+        || async {
+            let labels = states(&team.deployments().get(FORGED).await?);
+            Ok(if labels.contains_key(target) {
+                Poll::Pending(format!("state labels {labels:?}"))
+            } else {
+                Poll::Ready(labels)
+            })
+        },
+    )
+    .await?;
+    progress(&format!(
+        "{}: {NAMESPACE}/{FORGED} not copied to {target} in {SETTLE:?}; tmcd's decision replaced the forged one: {labels:?}",
+        team.label()
+    ));
+    team.deployments()
+        .delete(FORGED, &Default::default())
+        .await
+        .context("deleting the forged workload")?;
+    wait_copies(env, west, east, "forged workload deleted").await
+}
+
 /// Fails unless downstream namespace `name` on `cluster` names `team`'s logical cluster in its label.
 async fn check_namespace_of(cluster: &kube::Client, name: &str, team: &Team) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(cluster.clone());
@@ -706,6 +790,16 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     check_namespace_of(&env.cluster("east").await?, &ns_b, &b).await?;
     a.wait_status(&["west"], 2).await?;
     b.wait_status(&["east"], 2).await?;
+
+    // a, granted us-west only, writes a decision for east itself: never copied there.
+    forged_decision_is_not_synced(
+        &env,
+        &a,
+        "east",
+        &[(ns_a.clone(), WEB)],
+        &[(ns_b.clone(), WEB)],
+    )
+    .await?;
 
     let before = watches(&admin).await?;
     let before_total: u64 = before.values().sum();

@@ -51,6 +51,16 @@ pub enum Error {
         namespace: String,
         mapping: String,
     },
+    /// A workspace asks for a copy on a target it is not granted (export mode).
+    #[error(
+        "{object} carries a decision for target {target}, which is not granted to its workspace {workspace} ({why}); no copy is created there (fix: grant the target to the workspace with a SyncTargetGrant in the inventory, and let a placement decide: a decision written by hand is not one)"
+    )]
+    NotGranted {
+        object: String,
+        target: String,
+        workspace: String,
+        why: &'static str,
+    },
     /// The SyncTarget object does not exist upstream.
     #[error(
         "SyncTarget {target} does not exist in the workspace; create it (kind SyncTarget, group workload.kcp.io) to let its syncer apply workloads"

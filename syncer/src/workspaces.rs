@@ -23,6 +23,14 @@ pub trait BoundWorkspaces: Send + Sync {
     /// which every read and write of one of its objects goes through. The
     /// error says why it could not be built.
     fn client_for(&self, cluster: &LogicalCluster) -> Result<kube::Client, String>;
+
+    /// Whether `cluster`'s workloads may have copies on `target` (the
+    /// operator's grants): `None` while that is not known yet. A syncer
+    /// creates a copy only on `Some(true)`, so that a decision written into
+    /// a workspace by anyone but tmcd's placement (a tenant labelling its own
+    /// workload) lands nowhere it was not granted. A copy that already runs
+    /// is kept whatever this says: grants never remove one.
+    fn granted(&self, cluster: &LogicalCluster, target: &str) -> Option<bool>;
 }
 
 /// Maps an object read through the virtual workspace for the syncer's stores

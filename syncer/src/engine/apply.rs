@@ -32,6 +32,7 @@ impl Engine {
         from_cache: bool,
     ) -> Result<Option<Outcome>> {
         let what = self.describe(key);
+        self.check_granted(key)?;
         if let Some(patch) = add_finalizer_patch(&object, self.target()) {
             match up
                 .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -199,6 +199,35 @@ impl Engine {
         Ok(self.api(&client, key.kind, scoped.namespace.as_deref()))
     }
 
+    /// In export mode, refuses a new copy of `key` unless its workspace is
+    /// granted this target ([`BoundWorkspaces::granted`]). A copy the
+    /// downstream cache holds is ours to keep and maintain: grants gate
+    /// creation only, and never remove a copy (tmcd moves workloads off a
+    /// target whose grant went away, new copies first).
+    fn check_granted(&self, key: &ObjectKey) -> Result<()> {
+        let Some(bound) = &self.workspaces else {
+            return Ok(());
+        };
+        let workspace = WorkloadKey::from_store(key.namespace.as_deref(), &key.name)
+            .ok()
+            .and_then(|scoped| scoped.cluster);
+        let why = match workspace.as_ref().map(|c| bound.granted(c, self.target())) {
+            Some(Some(true)) => return Ok(()),
+            Some(Some(false)) => "no SyncTargetGrant names the workspace and selects the target",
+            Some(None) => "the grants are not known yet",
+            None => "the object names no workspace",
+        };
+        if self.cached(Side::Downstream, key).is_some() {
+            return Ok(());
+        }
+        Err(Error::NotGranted {
+            object: self.describe(key),
+            target: self.target().to_owned(),
+            workspace: workspace.map_or_else(|| "(none)".to_owned(), |c| c.to_string()),
+            why,
+        })
+    }
+
     /// `object` as read from its upstream API, keyed as the stores key it
     /// (see [`crate::workspaces::map_for_store`]).
     fn as_stored(&self, mut object: DynamicObject) -> DynamicObject {

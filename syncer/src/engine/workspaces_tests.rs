@@ -20,10 +20,12 @@ use crate::workspaces::BoundWorkspaces;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
-/// The clients of a fake virtual workspace: the wildcard one and one per logical cluster.
+/// The clients of a fake virtual workspace: the wildcard one and one per logical cluster, and which
+/// logical clusters are granted the target (absent: not known yet).
 struct FakeBound {
     wildcard: kube::Client,
     clusters: HashMap<String, kube::Client>,
+    granted: HashMap<String, bool>,
 }
 
 impl BoundWorkspaces for FakeBound {
@@ -36,6 +38,10 @@ impl BoundWorkspaces for FakeBound {
             .get(cluster.as_str())
             .cloned()
             .ok_or_else(|| format!("no workspace {cluster}"))
+    }
+
+    fn granted(&self, cluster: &LogicalCluster, _target: &str) -> Option<bool> {
+        self.granted.get(cluster.as_str()).copied()
     }
 }
 
@@ -53,14 +59,29 @@ fn downstream_of_a1() -> String {
 }
 
 /// An engine reading workspace `a1` through `a1` and `b2` through `b2`
-/// (the wildcard client answers nothing: the engine must not use it to write).
+/// (the wildcard client answers nothing: the engine must not use it to write);
+/// a1 is granted the target.
 fn bound_engine(a1: kube::Client, b2: kube::Client, down: kube::Client) -> (Engine, Log) {
+    granted_engine(a1, b2, down, &[("a1", true)])
+}
+
+/// [`bound_engine`] with the grants `granted` (logical cluster, granted).
+fn granted_engine(
+    a1: kube::Client,
+    b2: kube::Client,
+    down: kube::Client,
+    granted: &[(&str, bool)],
+) -> (Engine, Log) {
     let (wildcard, wildcard_log) = fake(|_, _| None);
     let mut engine = engine(a1.clone(), down);
     engine.ctx.namespace_mapping = NamespaceMapping::Workspaces;
     engine.workspaces = Some(Arc::new(FakeBound {
         wildcard,
         clusters: HashMap::from([("a1".to_owned(), a1), ("b2".to_owned(), b2)]),
+        granted: granted
+            .iter()
+            .map(|(cluster, granted)| ((*cluster).to_owned(), *granted))
+            .collect(),
     }));
     (engine, wildcard_log)
 }
@@ -200,4 +221,68 @@ async fn an_object_naming_no_workspace_is_neither_read_nor_written() {
     assert!(err.to_string().contains("names no workspace"), "{err}");
     assert!(a1_log.lock().unwrap().is_empty());
     assert!(down_log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_decision_for_a_target_not_granted_to_the_workspace_creates_no_copy() {
+    // Not granted, then not known yet: refused before anything is written anywhere.
+    for granted in [&[("a1", false)][..], &[]] {
+        let (a1, a1_log) = fake(|_, _| Some((StatusCode::OK, placed_in_a1())));
+        let (b2, _) = fake(|_, _| None);
+        let (down, down_log) = fake(empty_cluster);
+        let (engine, _) = granted_engine(a1, b2, down, granted);
+        let err = engine.reconcile(&key_of_a1()).await.unwrap_err();
+        assert!(matches!(err, Error::NotGranted { .. }), "{err}");
+        assert!(
+            err.to_string().contains("SyncTargetGrant"),
+            "the error names the fix: {err}"
+        );
+        let writes: Vec<String> = a1_log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.starts_with("GET "))
+            .cloned()
+            .collect();
+        assert!(
+            writes.is_empty(),
+            "written upstream (e.g. our finalizer): {writes:?}"
+        );
+        assert!(
+            down_log.lock().unwrap().is_empty(),
+            "the target was touched: {:?}",
+            down_log.lock().unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_copy_that_runs_is_maintained_when_its_workspace_is_no_longer_granted() {
+    let (a1, _) = fake(|_, _| Some((StatusCode::OK, placed_in_a1())));
+    let (b2, _) = fake(|_, _| None);
+    let (down, down_log) = fake(empty_cluster);
+    let (engine, _) = granted_engine(a1, b2, down, &[("a1", false)]);
+    let ours = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+        "name": "web", "namespace": downstream_of_a1(), "uid": "uid-1", "resourceVersion": "3",
+        "labels": {"workload.kcp.io/managed": "true", "workload.kcp.io/synced-from": "root-tmc"},
+        "annotations": {"workload.kcp.io/sync-target": "west"}}});
+    let up = Writer::new(engine.resources[0].clone());
+    let mut down_store = Writer::new(engine.resources[0].clone());
+    down_store.apply_watcher_event(&Event::Apply(dynamic(&ours)));
+    engine.set_caches(Some(Arc::new(Stores {
+        upstream: vec![up.as_reader()],
+        downstream: vec![down_store.as_reader()],
+        autoscalers: None,
+    })));
+    engine.reconcile(&key_of_a1()).await.unwrap();
+    assert!(deletes(&down_log).is_empty(), "a running copy was deleted");
+    assert!(
+        down_log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("PATCH ") && l.ends_with("/deployments/web")),
+        "the running copy is kept up to date: {:?}",
+        down_log.lock().unwrap()
+    );
 }
