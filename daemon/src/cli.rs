@@ -97,13 +97,19 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         tmcd explain deployment/demo/web\n  \
         tmcd explain deployments.apps/demo/web -o json | jq '.targets[] | {name, verdict, reason}'\n  \
-        tmcd explain configmap/demo/settings --admin http://127.0.0.1:9470\n\n\
+        tmcd explain configmap/demo/settings --admin http://127.0.0.1:9470\n  \
+        tmcd explain deployment/default/web --workspace 2mgzysaur6gqd0xz   (export mode)\n\n\
         VERDICT is chosen, candidate (kept, not chosen) or dropped; WHY says why.\n\
         FITS is the capacity the policy was given (replicas of this workload that fit there).\n\
         RECORDED is what the workload records (Sync, removing), COPY what the target's syncer reports.")]
     Explain {
         /// The workload: KIND/NAMESPACE/NAME, the kind as `Deployment`, `deployments` or `deployments.apps`.
         workload: String,
+        /// In export mode (control_plane.export), the logical cluster of the workload's workspace, as `tmcd
+        /// status` prints it before `|` (`kubectl get workspace NAME -o jsonpath='{.spec.cluster}'` in the
+        /// parent workspace).
+        #[arg(long, value_name = "LOGICAL_CLUSTER")]
+        workspace: Option<String>,
         /// Admin address of the running tmcd (default: admin.address of --config, else 127.0.0.1:9470).
         #[arg(long, default_value = DEFAULT_ADMIN)]
         admin: String,

@@ -74,15 +74,21 @@ pub async fn status(admin: &str, raw: bool) -> Result<()> {
     Ok(())
 }
 
-/// `tmcd explain KIND/NAMESPACE/NAME`.
-pub async fn explain(admin: &str, workload: &str, output: Output) -> Result<()> {
+/// `tmcd explain KIND/NAMESPACE/NAME [--workspace LOGICAL_CLUSTER]`.
+pub async fn explain(
+    admin: &str,
+    workspace: Option<&str>,
+    workload: &str,
+    output: Output,
+) -> Result<()> {
     let (kind, namespace, name) = workload_path(workload)?;
-    let body = get_json(
-        admin,
-        "GET",
-        &format!("/api/v1/explain/{kind}/{namespace}/{name}"),
-    )
-    .await?;
+    let mut path = format!("/api/v1/explain/{kind}/{namespace}/{name}");
+    if let Some(workspace) = workspace {
+        let cluster = tmc_api::tenancy::LogicalCluster::new(workspace)
+            .with_context(|| format!("--workspace {workspace:?}"))?;
+        path = format!("{path}?workspace={cluster}");
+    }
+    let body = get_json(admin, "GET", &path).await?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());

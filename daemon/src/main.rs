@@ -25,9 +25,10 @@ async fn main() -> ExitCode {
         Some(Command::Status { admin, json }) => commands::status(&admin, json).await,
         Some(Command::Explain {
             workload,
+            workspace,
             admin,
             output,
-        }) => commands::explain(&admin, &workload, output).await,
+        }) => commands::explain(&admin, workspace.as_deref(), &workload, output).await,
         Some(Command::Syncer(cmd)) => commands::syncer(cmd).await,
         Some(Command::Policy { command }) => policy_command::run(command, &cli.config).await,
         Some(Command::Verify) => commands::verify(&cli.config).await,

@@ -45,6 +45,7 @@ use tmc_api::decision::{
 use tmc_api::tenancy::{DOWNSTREAM_CLUSTER_LABEL, LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::client::request;
 use tmc_daemon::admin::status::StatusReport;
+use tmc_daemon::explain::{ExplainReport, Verdict};
 use tmc_tests::fixtures;
 use tmc_tests::testbed::tenants::EXPORT;
 use tmc_tests::testbed::wait::{self, Poll};
@@ -498,6 +499,40 @@ async fn wait_copies(
     Ok(())
 }
 
+/// Fails unless `tmcd explain` of `team`'s `default/web` (its workspace named) says it is governed by the
+/// team's own `web-placement`, chooses exactly `chosen`, and does not offer `hidden` at all (not granted).
+async fn explains(admin: &str, team: &Team, chosen: &[&str], hidden: &[&str]) -> Result<()> {
+    let path = format!(
+        "/api/v1/explain/deployment/{NAMESPACE}/{WEB}?workspace={}",
+        team.logical_cluster
+    );
+    let reply = request(admin, "GET", &path).await?;
+    let report: ExplainReport = serde_json::from_str(&reply.body)
+        .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))?;
+    let got: Vec<&str> = report
+        .targets
+        .iter()
+        .filter(|t| t.verdict == Verdict::Chosen)
+        .map(|t| t.name.as_str())
+        .collect();
+    let offered: Vec<&str> = report.targets.iter().map(|t| t.name.as_str()).collect();
+    ensure!(
+        report.placement.as_deref() == Some(PLACEMENT)
+            && got == chosen
+            && !offered.iter().any(|t| hidden.contains(t)),
+        "{}: explain must name placement {PLACEMENT}, choose {chosen:?} and not offer {hidden:?}; it said placement \
+         {:?}, chose {got:?}, offered {offered:?}",
+        team.label(),
+        report.placement
+    );
+    progress(&format!(
+        "{}: tmcd explain --workspace {}: placement {PLACEMENT}, chosen {got:?}, offered {offered:?}",
+        team.label(),
+        team.logical_cluster
+    ));
+    Ok(())
+}
+
 /// The workload a tenant labels with a decision of its own.
 const FORGED: &str = "forged";
 
@@ -790,6 +825,22 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     check_namespace_of(&env.cluster("east").await?, &ns_b, &b).await?;
     a.wait_status(&["west"], 2).await?;
     b.wait_status(&["east"], 2).await?;
+
+    // `tmcd explain` names the workspace: a's web by a's placement, on west, east not offered (not granted).
+    explains(&admin, &a, &["west"], &["east"]).await?;
+    explains(&admin, &b, &["east"], &[]).await?;
+    let unnamed = request(
+        &admin,
+        "GET",
+        &format!("/api/v1/explain/deployment/{NAMESPACE}/{WEB}"),
+    )
+    .await?;
+    ensure!(
+        unnamed.status == 400 && unnamed.body.contains("--workspace"),
+        "explain without a workspace in export mode must answer 400 naming --workspace, answered {}: {}",
+        unnamed.status,
+        unnamed.body
+    );
 
     // a, granted us-west only, writes a decision for east itself: never copied there.
     forged_decision_is_not_synced(

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State as Extract};
+use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -268,13 +268,21 @@ async fn resync(Extract(state): Extract<Shared>, Path(target): Path<String>) -> 
     Json(json!({"target": target, "requeued": true})).into_response()
 }
 
-/// `GET /api/v1/explain/{kind}/{namespace}/{name}`: an [`ExplainReport`](crate::explain::ExplainReport).
+/// The query of an explanation: the workload's workspace, in export mode.
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    workspace: Option<String>,
+}
+
+/// `GET /api/v1/explain/{kind}/{namespace}/{name}[?workspace=<logical cluster>]`: an
+/// [`ExplainReport`](crate::explain::ExplainReport).
 async fn explain(
     Extract(state): Extract<Shared>,
     Path((kind, namespace, name)): Path<(String, String, String)>,
+    Query(query): Query<ExplainQuery>,
 ) -> Response {
     use crate::explain::{LookupError, explain_live};
-    match explain_live(&state, &kind, &namespace, &name).await {
+    match explain_live(&state, query.workspace.as_deref(), &kind, &namespace, &name).await {
         Ok(report) => Json(report).into_response(),
         Err(err) => {
             let code = match err {
@@ -282,7 +290,9 @@ async fn explain(
                     StatusCode::NOT_FOUND
                 }
                 LookupError::Read { .. } => StatusCode::BAD_GATEWAY,
-                LookupError::ManyWorkspaces => StatusCode::NOT_IMPLEMENTED,
+                LookupError::WorkspaceNeeded | LookupError::BadWorkspace(_) => {
+                    StatusCode::BAD_REQUEST
+                }
             };
             (code, Json(json!({"error": err.to_string()}))).into_response()
         }

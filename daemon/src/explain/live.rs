@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use tmc_syncer::SyncedKind;
+
+use tmc_api::tenancy::{self, LogicalCluster, WorkloadKey};
 
 use super::build::{Subject, explain};
 use super::report::ExplainReport;
 use crate::placement::decide;
+use crate::placement::grants::Grants;
 use crate::state::State;
+use crate::workspaces::RouteError;
 
 /// Why a workload cannot be explained.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +29,16 @@ pub enum LookupError {
         namespace: String,
         name: String,
     },
-    /// tmcd places the workloads of many workspaces (export mode), which
-    /// explain cannot name yet.
+    /// tmcd places the workloads of many workspaces (export mode) and was
+    /// not told which one.
     #[error(
-        "tmcd places the workloads of every workspace bound to its export (control_plane.export); explain cannot name a workspace yet (see the workload's Events and the placement's status in its workspace)"
+        "tmcd places the workloads of every workspace bound to its export (control_plane.export): name the workload's workspace by its logical cluster (fix: --workspace <logical cluster>; `kubectl get workspace <name> -o jsonpath='{{.spec.cluster}}'` in its parent workspace prints it, and `tmcd status` names each placement <logical cluster>|<name>)"
     )]
-    ManyWorkspaces,
+    WorkspaceNeeded,
+    /// A workspace was named, but tmcd serves one workspace, or the name is
+    /// no logical cluster.
+    #[error("{0}")]
+    BadWorkspace(String),
     /// The control plane could not be read.
     #[error("reading {what} from the control plane: {source}")]
     Read {
@@ -43,8 +51,12 @@ pub enum LookupError {
 /// Explains the workload `kind` (its kind, plural or either with the group:
 /// `Deployment`, `deployments`, `deployments.apps`; any case) `namespace`/`name`
 /// (namespace `-` for a cluster-scoped kind) as this tmcd would decide it now.
+/// In export mode `workspace` names the logical cluster of the workspace the
+/// workload is in; only that workspace's placements and the targets granted
+/// to it are considered, as the controller does.
 pub async fn explain_live(
     state: &State,
+    workspace: Option<&str>,
     kind: &str,
     namespace: &str,
     name: &str,
@@ -58,53 +70,73 @@ pub async fn explain_live(
             .collect::<Vec<_>>()
             .join(", "),
     })?;
-    if state.workspaces.is_bound() {
-        return Err(LookupError::ManyWorkspaces);
-    }
+    let cluster = workspace_of(state, workspace)?;
     let ar = synced.api_resource();
-    let api: Api<DynamicObject> = if synced.namespaced {
-        Api::namespaced_with(state.reader.clone(), namespace, &ar)
-    } else {
-        Api::all_with(state.reader.clone(), &ar)
+    // The workload and its namespace, read from its own workspace.
+    let stored_in = |namespace: &str| {
+        WorkloadKey::new(cluster.clone(), Some(namespace), name).store_namespace()
     };
+    let read_failed = |what: String| move |source| LookupError::Read { what, source };
+    let route_failed = |err: RouteError| LookupError::BadWorkspace(err.to_string());
+    let api = state
+        .workspaces
+        .dynamic_api(
+            &state.reader,
+            &ar,
+            synced
+                .namespaced
+                .then(|| stored_in(namespace))
+                .flatten()
+                .as_deref(),
+        )
+        .map_err(route_failed)?;
     let what = format!("{} {namespace}/{name}", synced.kind);
     let object = api
         .get_opt(name)
         .await
-        .map_err(|source| LookupError::Read {
-            what: what.clone(),
-            source,
-        })?
+        .map_err(read_failed(what.clone()))?
         .ok_or_else(|| LookupError::NotFound {
             kind: synced.kind.clone(),
             namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
     let namespace_labels = match object.metadata.namespace.as_deref() {
-        Some(ns) => Api::<Namespace>::all(state.reader.clone())
-            .get_opt(ns)
-            .await
-            .map_err(|source| LookupError::Read {
-                what: format!("namespace {ns}"),
-                source,
-            })?
-            .and_then(|n| n.metadata.labels)
-            .unwrap_or_default(),
+        Some(ns) => {
+            let (client, _) = state
+                .workspaces
+                .route(&state.reader, stored_in("").as_deref())
+                .map_err(route_failed)?;
+            Api::<Namespace>::all(client)
+                .get_opt(ns)
+                .await
+                .map_err(read_failed(format!("namespace {ns}")))?
+                .and_then(|n| n.metadata.labels)
+                .unwrap_or_default()
+        }
         None => BTreeMap::new(),
     };
+    let workspace = cluster.as_ref().map(LogicalCluster::as_str);
     let placements = state.placements.state();
     let placement = decide::governing(
-        placements.iter().map(AsRef::as_ref),
+        placements
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p| tenancy::store_cluster(p.metadata.namespace.as_deref()) == workspace),
         &synced.group,
         &synced.kind,
         &object,
         &namespace_labels,
     );
+    let grants = state.grants.as_ref().map(|g| g.state());
     let targets: Vec<_> = state
         .targets
         .state()
         .iter()
         .map(|t| state.target_view(t))
+        .filter(|view| match (&grants, workspace) {
+            (Some(grants), Some(workspace)) => Grants::new(grants).allows(workspace, &view.labels),
+            _ => true,
+        })
         .collect();
     let api_version = synced.api_version();
     let subject = Subject {
@@ -116,6 +148,24 @@ pub async fn explain_live(
         now: chrono::Utc::now(),
     };
     Ok(explain(state.policies.as_ref(), &state.settings, subject).await)
+}
+
+/// The logical cluster `workspace` names: required in export mode, refused
+/// for one workspace.
+fn workspace_of(
+    state: &State,
+    workspace: Option<&str>,
+) -> Result<Option<LogicalCluster>, LookupError> {
+    match (state.workspaces.is_bound(), workspace) {
+        (true, None) => Err(LookupError::WorkspaceNeeded),
+        (true, Some(name)) => LogicalCluster::new(name)
+            .map(Some)
+            .map_err(|err| LookupError::BadWorkspace(format!("--workspace {name:?}: {err}"))),
+        (false, None) => Ok(None),
+        (false, Some(name)) => Err(LookupError::BadWorkspace(format!(
+            "--workspace {name:?}: this tmcd serves one workspace (control_plane.workspace), not the workspaces bound to an export (fix: drop --workspace)"
+        ))),
+    }
 }
 
 /// The synced kind `text` names (see [`explain_live`]).
