@@ -22,6 +22,9 @@
 //!   namespaces, nothing in `default` of either cluster. Each tenant's web gets its status (available replicas)
 //!   from its own copy only. Deleting a's web removes a's copy and leaves c's (same cluster, same name) and b's.
 //!   The copies on every cluster are counted before, during and after.
+//! - Tenant c unbinds the export while tmcd runs: kcp deletes c's objects of the export, tmcd's finalizer holds
+//!   c's web until its copy on west is removed, then the binding goes; b's copy stays and reports, and west's
+//!   syncer is left with no failing object (a workspace that no longer serves the kind is not retried forever).
 //! - A tenant cannot place by writing a decision itself: a's `default/forged`, created labelled
 //!   `state.workload.kcp.io/east: Sync` (east is not granted to a), never gets a copy on east (the push
 //!   syncers create copies only for granted workspaces), and tmcd replaces the forged key by its own decision.
@@ -35,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTargetGrant};
 use tmc_api::decision::{
@@ -200,6 +203,28 @@ impl Team {
             "{}: placement {PLACEMENT} -> region {region}",
             self.label()
         ));
+        Ok(())
+    }
+
+    /// The APIBindings of this tenant's workspace.
+    fn bindings(&self) -> Api<DynamicObject> {
+        let ar = ApiResource {
+            group: "apis.kcp.io".into(),
+            version: "v1alpha2".into(),
+            api_version: "apis.kcp.io/v1alpha2".into(),
+            kind: "APIBinding".into(),
+            plural: "apibindings".into(),
+        };
+        Api::all_with(self.client.clone(), &ar)
+    }
+
+    /// Deletes this tenant's APIBinding to tmc's export.
+    async fn unbind(&self) -> Result<()> {
+        self.bindings()
+            .delete(EXPORT, &Default::default())
+            .await
+            .with_context(|| format!("{}: deleting APIBinding {EXPORT}", self.label()))?;
+        progress(&format!("{}: APIBinding {EXPORT} deleted", self.label()));
         Ok(())
     }
 
@@ -529,6 +554,30 @@ async fn explains(admin: &str, team: &Team, chosen: &[&str], hidden: &[&str]) ->
         "{}: tmcd explain --workspace {}: placement {PLACEMENT}, chosen {got:?}, offered {offered:?}",
         team.label(),
         team.logical_cluster
+    ));
+    Ok(())
+}
+
+/// Fails if the syncer of `target` reports a failing object at any time during `period` (polled).
+async fn syncer_stays_clean(admin: &str, target: &str, period: Duration) -> Result<()> {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        let reply = request(admin, "GET", &format!("/api/v1/syncers/{target}")).await?;
+        let body: Value = serde_json::from_str(&reply.body).with_context(|| {
+            format!(
+                "/api/v1/syncers/{target} answered {}: {}",
+                reply.status, reply.body
+            )
+        })?;
+        let health = &body["health"];
+        ensure!(
+            health["failing"] == json!(0),
+            "{target}'s syncer reports failing objects: {health}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    progress(&format!(
+        "{target}'s syncer: no failing object for {period:?}"
     ));
     Ok(())
 }
@@ -962,11 +1011,28 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     c.wait_status(&["west"], 2).await?;
     b.wait_status(&["east"], 2).await?;
 
+    // c unbinds the export while tmcd runs: kcp deletes c's objects of the export, tmcd's finalizer holds c's
+    // web until its copy is removed; b's copy is untouched, and west's syncer is left with nothing failing.
+    c.unbind().await?;
+    wait_copies(&env, &[], &[(ns_b.clone(), WEB)], "c unbound").await?;
+    until(
+        &format!("{}: APIBinding {EXPORT} gone", c.label()),
+        || async {
+            Ok(match c.bindings().get_opt(EXPORT).await? {
+                None => Poll::Ready(()),
+                Some(b) => Poll::Pending(format!("finalizers {:?}", b.finalizers())),
+            })
+        },
+    )
+    .await?;
+    syncer_stays_clean(&admin, "west", SETTLE).await?;
+    b.wait_status(&["east"], 2).await?;
+
     daemon.stop().await;
     progress(&format!(
         "checked 3 tenants, 3 workloads {NAMESPACE}/{WEB} (a: west, b: east, c: undecided for {SETTLE:?}, then \
          west beside a's), each copied into its own downstream namespace with its status back home, a's \
-         deletion leaving c's and b's copies; {before_total} watch streams before and after binding c; {:.0?} \
+         deletion leaving c's and b's copies, c's unbinding removing c's only; {before_total} watch streams before and after binding c; {:.0?} \
          in all",
         started.elapsed()
     ));

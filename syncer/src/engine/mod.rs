@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::copy::CopyContext;
-use crate::error::{Error, Result, is_object_not_found};
+use crate::error::{Error, Result, is_not_found, is_object_not_found};
 use crate::gate::ReportGate;
 use crate::health::HealthCell;
 use crate::kinds::SyncedKind;
@@ -278,6 +278,18 @@ impl Engine {
         let object = match up.get(&key.name).await {
             Ok(obj) => Some(to_value(&self.as_stored(obj), &what)?),
             Err(err) if is_object_not_found(&err, &key.name) => None,
+            // The kind is no longer served where the object was (its workspace
+            // unbound the export, or its CRD went): a 404 that names no object
+            // proves nothing, but with the object gone from the watch and no
+            // copy on the target there is nothing left to do or to keep.
+            Err(err)
+                if is_not_found(&err)
+                    && self.upstream_cache_lacks(key)
+                    && self.cached(Side::Downstream, key).is_none() =>
+            {
+                debug!(object = %what, error = %err, "not served upstream any more, gone from the watch and no copy here: nothing to do");
+                return Ok(Outcome::Done);
+            }
             Err(err) => {
                 self.health.update(|h| h.upstream_connected = false);
                 return Err(Error::upstream(format!("get {what}"), err));

@@ -12,7 +12,7 @@ use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 use tmc_api::tenancy::{LogicalCluster, downstream_namespace};
 
-use super::test_support::{deletes, dynamic, engine, fake, not_found, placed};
+use super::test_support::{deletes, dynamic, engine, fake, not_found, placed, unserved};
 use super::{Engine, ObjectKey, Stores};
 use crate::error::Error;
 use crate::identity::NamespaceMapping;
@@ -284,5 +284,52 @@ async fn a_copy_that_runs_is_maintained_when_its_workspace_is_no_longer_granted(
             .any(|l| l.starts_with("PATCH ") && l.ends_with("/deployments/web")),
         "the running copy is kept up to date: {:?}",
         down_log.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_that_stopped_serving_the_kind_ends_the_work_only_when_no_copy_is_left() {
+    // Its workspace unbound the export: GETs answer a 404 naming no object, the watch has dropped it.
+    let listed_without_it = |engine: &Engine, copy: Option<Value>| {
+        let mut up = Writer::new(engine.resources[0].clone());
+        up.apply_watcher_event(&Event::Init);
+        up.apply_watcher_event(&Event::InitDone);
+        let mut down = Writer::new(engine.resources[0].clone());
+        if let Some(copy) = &copy {
+            down.apply_watcher_event(&Event::Apply(dynamic(copy)));
+        }
+        engine.set_caches(Some(Arc::new(Stores {
+            upstream: vec![up.as_reader()],
+            downstream: vec![down.as_reader()],
+            autoscalers: None,
+        })));
+    };
+    // No copy on the target: nothing left to do, nothing touched.
+    let (a1, _) = fake(|_, _| Some(unserved()));
+    let (b2, _) = fake(|_, _| None);
+    let (down, down_log) = fake(empty_cluster);
+    let (engine, _) = bound_engine(a1, b2, down);
+    listed_without_it(&engine, None);
+    engine.reconcile(&key_of_a1()).await.unwrap();
+    assert!(
+        down_log.lock().unwrap().is_empty(),
+        "{:?}",
+        down_log.lock().unwrap()
+    );
+    // A copy still runs: kept, and the failure stays visible (retried).
+    let (a1, _) = fake(|_, _| Some(unserved()));
+    let (b2, _) = fake(|_, _| None);
+    let (down, down_log) = fake(empty_cluster);
+    let (engine, _) = bound_engine(a1, b2, down);
+    let copy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+        "name": "web", "namespace": downstream_of_a1(), "uid": "uid-1",
+        "labels": {"workload.kcp.io/managed": "true", "workload.kcp.io/synced-from": "root-tmc"},
+        "annotations": {"workload.kcp.io/sync-target": "west"}}});
+    listed_without_it(&engine, Some(copy));
+    let err = engine.reconcile(&key_of_a1()).await.unwrap_err();
+    assert!(matches!(err, Error::Upstream { .. }), "{err}");
+    assert!(
+        deletes(&down_log).is_empty(),
+        "a copy was deleted on a 404 naming no object"
     );
 }
