@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -13,21 +15,26 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
-use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget, SyncTargetGrant};
 use tmc_api::decision::TargetResult;
+use tmc_api::tenancy;
 use tmc_syncer::SyncedKind;
 
 use crate::config::Config;
 use tmc_api::protocol::{self, Recorded};
 
+use crate::fence::Fence;
 use crate::placement::assignment::{self, describe};
 use crate::placement::decide::{self, DecideError, NoObserver};
+use crate::placement::grants::Grants;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::selector;
 use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
 use crate::policy::HostRunner;
 use crate::policy_cli::{Loaded, load_as};
+use crate::watch_count::OpenWatches;
+use crate::workspaces::Workspaces;
 use crate::{daemon, kubeconn, table};
 
 /// Inputs of `tmcd policy diff`.
@@ -134,29 +141,60 @@ pub fn compare(
     Change::None
 }
 
-/// Runs the diff against the workspace of `config`.
+/// How long `tmcd policy diff` waits for the export's virtual workspace URL.
+const ENDPOINT_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs the diff against the workspace of `config`, or in export mode
+/// against every workspace bound to the export (read through its virtual
+/// workspace, writing nothing: the clients' fence is never opened).
 pub async fn diff(config: &Config, args: &DiffArgs) -> Result<DiffReport> {
-    if let Some(export) = &config.control_plane.export {
-        anyhow::bail!(
-            "control_plane.export = {:?}: tmcd places the workloads of every workspace bound to the export, which policy diff cannot read yet (fix: check a candidate module on a workload's file with `tmcd policy eval`)",
-            export.get_ref()
-        );
-    }
     let client = kubeconn::control_plane(config).await?;
+    // A fence that stays closed: nothing this command builds can write.
+    let (fence, watches) = (Fence::new(), OpenWatches::default());
+    let connect = Workspaces::connect(config, &client, &fence, &watches);
+    let workspaces = tokio::time::timeout(ENDPOINT_WAIT, connect)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the export's virtual workspace URL was not published within {ENDPOINT_WAIT:?} (no workspace binds the export yet?); nothing to diff"
+            )
+        })??;
     let dir = config.resolve(config.policies.directory.get_ref());
     let loaded = load_as(&args.module, args.as_name.as_deref(), Some(&dir)).await?;
-    diff_loaded(config, &client, &loaded, args).await
+    diff_loaded(config, &client, &workspaces, &loaded, args).await
 }
 
-/// What the workspace holds that placement reads.
+/// What the workspace holds that placement reads, keyed as tmcd's stores key
+/// it (`<logical cluster>|<namespace>` in export mode).
 pub(crate) struct Snapshot {
     pub targets: Vec<TargetView>,
+    /// The inventory's grants in export mode; `None` for one workspace.
+    pub grants: Option<Vec<Arc<SyncTargetGrant>>>,
     pub placements: Vec<ClusterWorkloadPlacement>,
+    /// Labels of each namespace, by its store namespace (the key of the
+    /// workloads in it).
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub workloads: Vec<(SyncedKind, DynamicObject)>,
+    pub workspaces: Workspaces,
 }
 
-async fn snapshot(config: &Config, client: &Client) -> Result<Snapshot> {
+/// Lists `api` and maps each item for the stores.
+async fn list_mapped<K>(api: Api<K>, workspaces: &Workspaces, what: &str) -> Result<Vec<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {what}"))?
+        .items;
+    for item in &mut items {
+        workspaces.map_for_store(item);
+    }
+    Ok(items)
+}
+
+async fn snapshot(config: &Config, client: &Client, workspaces: Workspaces) -> Result<Snapshot> {
     let lp = ListParams::default();
     let now = Utc::now();
     let threshold = config.sync.heartbeat_threshold();
@@ -168,43 +206,62 @@ async fn snapshot(config: &Config, client: &Client) -> Result<Snapshot> {
         .iter()
         .map(|t| TargetView::of(t, now, threshold))
         .collect();
-    let placements = Api::<ClusterWorkloadPlacement>::all(client.clone())
-        .list(&lp)
-        .await
-        .context("listing ClusterWorkloadPlacements")?
-        .items;
-    let namespace_labels = Api::<Namespace>::all(client.clone())
-        .list(&lp)
-        .await
-        .context("listing namespaces")?
-        .items
-        .into_iter()
-        .map(|ns| (ns.name_any(), ns.metadata.labels.unwrap_or_default()))
-        .collect();
+    let grants = match workspaces.is_bound() {
+        true => Some(
+            Api::<SyncTargetGrant>::all(client.clone())
+                .list(&lp)
+                .await
+                .context("listing SyncTargetGrants (fix: `tmcd crds | kubectl apply -f -` in the inventory workspace)")?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        ),
+        false => None,
+    };
+    let reader = workspaces.watch_client(client);
+    let placements = list_mapped(
+        Api::<ClusterWorkloadPlacement>::all(reader.clone()),
+        &workspaces,
+        "ClusterWorkloadPlacements",
+    )
+    .await?;
+    let namespace_labels = list_mapped(
+        Api::<Namespace>::all(reader.clone()),
+        &workspaces,
+        "namespaces",
+    )
+    .await?
+    .into_iter()
+    .map(|ns| {
+        let key = tenancy::store_key(ns.metadata.namespace.as_deref(), &ns.name_any());
+        (key, ns.metadata.labels.unwrap_or_default())
+    })
+    .collect();
     let mut workloads = Vec::new();
-    for kind in daemon::resolve_kinds(client, config).await? {
-        let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
-        let list = api
-            .list(&lp)
-            .await
-            .with_context(|| format!("listing {}", kind.plural))?;
-        workloads.extend(list.items.into_iter().map(|o| (kind.clone(), o)));
+    for kind in daemon::resolve_kinds(&reader, config).await? {
+        let api = Api::<DynamicObject>::all_with(reader.clone(), &kind.api_resource());
+        let items = list_mapped(api, &workspaces, &kind.plural).await?;
+        workloads.extend(items.into_iter().map(|o| (kind.clone(), o)));
     }
     Ok(Snapshot {
         targets,
+        grants,
         placements,
         namespace_labels,
         workloads,
+        workspaces,
     })
 }
 
 async fn diff_loaded(
     config: &Config,
     client: &Client,
+    workspaces: &Workspaces,
     loaded: &Loaded,
     args: &DiffArgs,
 ) -> Result<DiffReport> {
-    let snap = snapshot(config, client).await?;
+    let snap = snapshot(config, client, workspaces.clone()).await?;
     let runner = HostRunner(loaded.host.clone());
     let rows = diff_rows(&runner, &snap, &loaded.name, Utc::now()).await;
     Ok(DiffReport {
@@ -232,10 +289,18 @@ pub(crate) async fn diff_rows(
         if obj.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
-        let namespace_labels = snap.namespace_labels.get(ns).unwrap_or(&no_labels);
+        let stored_in = obj.metadata.namespace.as_deref();
+        let namespace_labels = snap
+            .namespace_labels
+            .get(stored_in.unwrap_or_default())
+            .unwrap_or(&no_labels);
+        // As the controller decides: only the placements of the workload's own
+        // workspace govern it, only the targets granted to it are candidates.
+        let workspace = tenancy::store_cluster(stored_in);
         let Some(placement) = decide::governing(
-            &snap.placements,
+            snap.placements
+                .iter()
+                .filter(|p| tenancy::store_cluster(p.metadata.namespace.as_deref()) == workspace),
             &kind.group,
             &kind.kind,
             obj,
@@ -246,13 +311,26 @@ pub(crate) async fn diff_rows(
         if !selector::uses(placement, |name| name == policy) {
             continue;
         }
+        let targets: Vec<TargetView> = match (&snap.grants, workspace) {
+            (Some(grants), Some(workspace)) => {
+                let grants = Grants::new(grants);
+                snap.targets
+                    .iter()
+                    .filter(|v| grants.allows(workspace, &v.labels))
+                    .cloned()
+                    .collect()
+            }
+            (Some(_), None) => continue,
+            (None, _) => snap.targets.clone(),
+        };
+        let served = snap.workspaces.as_served(obj);
         let api_version = kind.api_version();
         let inputs = decide::Inputs {
             api_version: &api_version,
             kind: &kind.kind,
-            object: obj,
+            object: &served,
             placement,
-            targets: &snap.targets,
+            targets: &targets,
             now,
         };
         let (now_on, candidate, change, reason) =
@@ -278,14 +356,13 @@ pub(crate) async fn diff_rows(
                     (holders, None, Change::Fails, failure.to_string())
                 }
             };
-        let name = if ns.is_empty() {
-            obj.name_any()
-        } else {
-            format!("{ns}/{}", obj.name_any())
-        };
         rows.push(DiffRow {
-            workload: format!("{} {name}", kind.kind),
-            placement: placement.name_any(),
+            workload: format!(
+                "{} {}",
+                kind.kind,
+                tenancy::store_key(stored_in, &obj.name_any())
+            ),
+            placement: selector::placement_key(placement),
             now: now_on,
             candidate,
             change,

@@ -49,6 +49,7 @@ use tmc_api::tenancy::{DOWNSTREAM_CLUSTER_LABEL, LogicalCluster, downstream_name
 use tmc_daemon::admin::client::request;
 use tmc_daemon::admin::status::StatusReport;
 use tmc_daemon::explain::{ExplainReport, Verdict};
+use tmc_daemon::policy_diff::{self, Change, DiffArgs};
 use tmc_tests::fixtures;
 use tmc_tests::testbed::tenants::EXPORT;
 use tmc_tests::testbed::wait::{self, Poll};
@@ -558,6 +559,56 @@ async fn explains(admin: &str, team: &Team, chosen: &[&str], hidden: &[&str]) ->
     Ok(())
 }
 
+/// Fails unless `tmcd policy diff` of the built `location-affinity` (the policy in use) over the running
+/// configuration has exactly one row per `(team, target)`: the team's `default/web`, keyed by its logical
+/// cluster, governed by the team's own placement, the candidate choosing `target`, no change.
+async fn diff_covers(env: &Env, teams: &[(&Team, &str)]) -> Result<()> {
+    let config = tmc_daemon::config::load(&env.dir.path().join("tmc.toml"))?;
+    let args = DiffArgs {
+        module: fixtures::built_policy("location-affinity")?,
+        as_name: None,
+    };
+    let report = policy_diff::diff(&config, &args).await?;
+    let got: BTreeMap<String, (String, Vec<String>, Change)> = report
+        .rows
+        .iter()
+        .map(|row| {
+            let chosen = row
+                .candidate
+                .iter()
+                .flat_map(|c| c.keys().cloned())
+                .collect();
+            (
+                row.workload.clone(),
+                (row.placement.clone(), chosen, row.change),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, (String, Vec<String>, Change)> = teams
+        .iter()
+        .map(|(team, target)| {
+            let lc = &team.logical_cluster;
+            (
+                format!("Deployment {lc}|{NAMESPACE}/{WEB}"),
+                (
+                    format!("{lc}|{PLACEMENT}"),
+                    vec![(*target).to_owned()],
+                    Change::None,
+                ),
+            )
+        })
+        .collect();
+    ensure!(
+        got == expected,
+        "tmcd policy diff in export mode: expected rows {expected:?}, got {got:?}"
+    );
+    progress(&format!(
+        "tmcd policy diff over every bound workspace: {} rows, {got:?}",
+        report.rows.len()
+    ));
+    Ok(())
+}
+
 /// Fails if the syncer of `target` reports a failing object at any time during `period` (polled).
 async fn syncer_stays_clean(admin: &str, target: &str, period: Duration) -> Result<()> {
     let deadline = Instant::now() + period;
@@ -890,6 +941,9 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
         unnamed.status,
         unnamed.body
     );
+
+    // `tmcd policy diff` reads every bound workspace: each tenant's web under its own placement, no change.
+    diff_covers(&env, &[(&a, "west"), (&b, "east")]).await?;
 
     // a, granted us-west only, writes a decision for east itself: never copied there.
     forged_decision_is_not_synced(

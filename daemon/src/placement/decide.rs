@@ -268,6 +268,8 @@ mod tests {
             placements: vec![placement.clone()],
             namespace_labels: BTreeMap::new(),
             workloads: vec![(kind.clone(), obj.clone())],
+            grants: None,
+            workspaces: crate::workspaces::Workspaces::One,
         };
         let mut rows = diff_rows(runner.as_ref(), &snap, "spread", now).await;
         assert_eq!(rows.len(), 1, "{rows:?}");
