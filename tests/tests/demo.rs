@@ -161,14 +161,20 @@ static ONE_DEMO_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
+    one_demo_in_a_private_root("tmc-demo-test-", run_demo_and_helper)
+}
+
+/// Runs `demo` in a private root under /tmp named `prefix...`, one demo at a time; keeps the root for its logs
+/// when it fails.
+fn one_demo_in_a_private_root(prefix: &str, demo: fn(&Path) -> Result<()>) -> Result<()> {
     let _one = ONE_DEMO_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::Builder::new()
-        .prefix("tmc-demo-test-")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .context("creating the private demo root")?;
-    let result = run_demo_and_helper(dir.path());
+    let result = demo(dir.path());
     if result.is_err() {
         eprintln!("keeping {} for its logs", dir.keep().display());
     }
@@ -180,18 +186,7 @@ fn demo_runs_and_the_helper_drives_its_daemon() -> Result<()> {
 /// and cleans up after itself (no `--skip-cleanup`).
 #[test]
 fn demo_with_tenants_runs_the_seven_steps_then_two_tenants() -> Result<()> {
-    let _one = ONE_DEMO_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = tempfile::Builder::new()
-        .prefix("tmc-demo-tenants-test-")
-        .tempdir_in("/tmp")
-        .context("creating the private demo root")?;
-    let result = run_demo_with_tenants(dir.path());
-    if result.is_err() {
-        eprintln!("keeping {} for its logs", dir.keep().display());
-    }
-    result
+    one_demo_in_a_private_root("tmc-demo-tenants-test-", run_demo_with_tenants)
 }
 
 fn run_demo_with_tenants(root: &Path) -> Result<()> {
