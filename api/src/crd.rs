@@ -210,6 +210,16 @@ pub struct SyncedResource {
         priority = "1"
     ),
     printcolumn(
+        name = "Workloads/Target",
+        type_ = "integer",
+        json_path = ".spec.limits.workloadsPerTarget"
+    ),
+    printcolumn(
+        name = "Replicas/Target",
+        type_ = "integer",
+        json_path = ".spec.limits.replicasPerTarget"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -223,6 +233,23 @@ pub struct SyncTargetGrantSpec {
     /// The granted SyncTargets, by their labels (absent: every SyncTarget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_selector: Option<LabelSelector>,
+    /// How much each granted workspace may place on each granted target (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<GrantLimits>,
+}
+
+/// Per-workspace, per-target limits of a [`SyncTargetGrant`]. A limit only holds back new copies: a copy
+/// that already runs is never removed or shrunk because of one (a limit lowered below the usage stops growth).
+/// Where several grants give a workspace a target, the most permissive one counts.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantLimits {
+    /// Workloads of one kind (e.g. Deployments) the workspace may have on each target (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads_per_target: Option<u32>,
+    /// Replicas the workspace's workloads of one kind may have on each target, summed (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_per_target: Option<u32>,
 }
 
 /// Which workloads go where: selects workloads, selects target locations, and

@@ -144,6 +144,8 @@ pub async fn run(
             failures: Mutex::default(),
             unplaced: Mutex::default(),
             reconciled: Mutex::default(),
+            workloads: c.store(),
+            ledger: tokio::sync::Mutex::default(),
         });
         workload_stores.push(c.store());
         requeues.push(Requeue {

@@ -51,6 +51,9 @@ pub struct State {
     pub settings: SettingsVerdicts,
     /// Last policy error per placement (cleared by a success).
     pub policy_errors: Mutex<BTreeMap<String, String>>,
+    /// Per placement, the workloads a per-tenant limit holds back from a
+    /// target (workload -> what and the fix), in export mode.
+    pub limit_hits: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// A decision was written: placement statuses are refreshed soon.
     pub decisions_changed: tokio::sync::Notify,
     /// Decision writes in progress: status writes wait behind them.
@@ -124,6 +127,7 @@ impl State {
             settings: SettingsVerdicts::default(),
             syncers: Mutex::new(BTreeMap::new()),
             policy_errors: Mutex::new(BTreeMap::new()),
+            limit_hits: Mutex::new(BTreeMap::new()),
             decisions_changed: tokio::sync::Notify::new(),
             decisions,
             moves,

@@ -25,6 +25,10 @@
 //! - Tenant c unbinds the export while tmcd runs: kcp deletes c's objects of the export, tmcd's finalizer holds
 //!   c's web until its copy on west is removed, then the binding goes; b's copy stays and reports, and west's
 //!   syncer is left with no failing object (a workspace that no longer serves the kind is not retried forever).
+//! - Per-tenant limits (`SyncTargetGrant.spec.limits`): c's second workload gets no copy on west while c's
+//!   grant allows 1 workload per target, then 0 (below the usage: c's running copy is kept), then 3 replicas
+//!   per target (2 used, 2 asked); the placement says `LimitReached=True` with the numbers; with 4 replicas
+//!   per target it lands, and the condition turns False.
 //! - A tenant cannot place by writing a decision itself: a's `default/forged`, created labelled
 //!   `state.workload.kcp.io/east: Sync` (east is not granted to a), never gets a copy on east (the push
 //!   syncers create copies only for granted workspaces), and tmcd replaces the forged key by its own decision.
@@ -231,12 +235,17 @@ impl Team {
 
     /// Creates `default/web` (2 replicas) in this tenant's workspace.
     async fn create_web(&self) -> Result<()> {
-        let web = fixtures::deployment(NAMESPACE, WEB, 2, json!({}), json!({}))?;
+        self.create(WEB).await
+    }
+
+    /// Creates `default/<name>` (2 replicas) in this tenant's workspace.
+    async fn create(&self, name: &str) -> Result<()> {
+        let web = fixtures::deployment(NAMESPACE, name, 2, json!({}), json!({}))?;
         self.deployments()
             .create(&PostParams::default(), &web)
             .await
-            .with_context(|| format!("{}: creating {NAMESPACE}/{WEB}", self.label()))?;
-        progress(&format!("{}: created {NAMESPACE}/{WEB}", self.label()));
+            .with_context(|| format!("{}: creating {NAMESPACE}/{name}", self.label()))?;
+        progress(&format!("{}: created {NAMESPACE}/{name}", self.label()));
         Ok(())
     }
 
@@ -306,26 +315,29 @@ impl Team {
     /// Waits until this tenant's `web-placement` shows `TargetsGranted=<status>` with a message naming
     /// `target`; prints the condition.
     async fn wait_granted(&self, status: &str, target: &str) -> Result<()> {
+        self.wait_condition("TargetsGranted", status, target).await
+    }
+
+    /// Waits until the placement's condition `type_` has `status` and a message containing `text`.
+    async fn wait_condition(&self, type_: &str, status: &str, text: &str) -> Result<()> {
         let placements: Api<ClusterWorkloadPlacement> = Api::all(self.client.clone());
         let what = format!(
-            "{}: placement {PLACEMENT} to say TargetsGranted={status} naming {target}",
+            "{}: placement {PLACEMENT} to say {type_}={status} with {text:?}",
             self.label()
         );
         let message = until(&what, || async {
             let placement = placements.get(PLACEMENT).await?;
             let conditions = placement.status.map(|s| s.conditions).unwrap_or_default();
-            Ok(
-                match conditions.iter().find(|c| c.type_ == "TargetsGranted") {
-                    Some(c) if c.status == status && c.message.contains(target) => {
-                        Poll::Ready(format!("{} {}: {}", c.status, c.reason, c.message))
-                    }
-                    _ => Poll::Pending(format!("conditions {conditions:?}")),
-                },
-            )
+            Ok(match conditions.iter().find(|c| c.type_ == type_) {
+                Some(c) if c.status == status && c.message.contains(text) => {
+                    Poll::Ready(format!("{} {}: {}", c.status, c.reason, c.message))
+                }
+                _ => Poll::Pending(format!("conditions {conditions:?}")),
+            })
         })
         .await?;
         progress(&format!(
-            "{}: placement {PLACEMENT} TargetsGranted={message}",
+            "{}: placement {PLACEMENT} {type_}={message}",
             self.label()
         ));
         Ok(())
@@ -428,10 +440,24 @@ async fn grant(
     logical_cluster: &str,
     region: Option<&str>,
 ) -> Result<()> {
+    grant_limited(inventory, name, logical_cluster, region, None).await
+}
+
+/// [`grant`] with `spec.limits` (issue 12 step 4).
+async fn grant_limited(
+    inventory: &kube::Client,
+    name: &str,
+    logical_cluster: &str,
+    region: Option<&str>,
+    limits: Option<Value>,
+) -> Result<()> {
     let grants: Api<SyncTargetGrant> = Api::all(inventory.clone());
     let mut spec = json!({"workspaces": [logical_cluster]});
     if let Some(region) = region {
         spec["targetSelector"] = json!({"matchLabels": {"topology.kubernetes.io/region": region}});
+    }
+    if let Some(limits) = &limits {
+        spec["limits"] = limits.clone();
     }
     let body = json!({
         "apiVersion": "workload.kcp.io/v1alpha1",
@@ -439,7 +465,10 @@ async fn grant(
         "metadata": {"name": name},
         "spec": spec,
     });
-    let targets = region.map_or("every target".to_owned(), |r| format!("the targets of {r}"));
+    let mut targets = region.map_or("every target".to_owned(), |r| format!("the targets of {r}"));
+    if let Some(limits) = &limits {
+        targets.push_str(&format!(" with limits {limits}"));
+    }
     let what = format!("SyncTargetGrant {name} ({targets} to {logical_cluster}) applied");
     until(&what, || async {
         Ok(
@@ -631,6 +660,85 @@ async fn syncer_stays_clean(admin: &str, target: &str, period: Duration) -> Resu
         "{target}'s syncer: no failing object for {period:?}"
     ));
     Ok(())
+}
+
+/// The second workload of the limits step.
+const WEB2: &str = "web2";
+
+/// Per-tenant limits (issue 12 step 4): `team` runs `default/web` (2 replicas) on west and is granted every
+/// target by `e2e-c-all`; it creates `default/web2` (2 replicas), which its placement (us-west) would put on
+/// west too. With `workloadsPerTarget: 1`, then 0 (below the usage), then `replicasPerTarget: 3`, web2 gets no
+/// copy, the placement says `LimitReached=True` with the numbers, and the copies stay exactly `west` and
+/// `east` (web's copy is never removed for a limit). With `replicasPerTarget: 4` web2 lands on west and the
+/// condition turns False. web2 is deleted afterwards and the grant's limits lifted.
+async fn limits_hold_back_new_copies_only(
+    env: &Env,
+    inventory: &kube::Client,
+    team: &Team,
+    west: &[(String, &str)],
+    east: &[(String, &str)],
+) -> Result<()> {
+    let grant_name = "e2e-c-all";
+    let lc = team.logical_cluster.as_str();
+    grant_limited(
+        inventory,
+        grant_name,
+        lc,
+        None,
+        Some(json!({"workloadsPerTarget": 1})),
+    )
+    .await?;
+    team.wait_condition("LimitReached", "False", "no workload")
+        .await?;
+    team.create(WEB2).await?;
+    let held_back = [
+        (json!({"workloadsPerTarget": 1}), "1 of 1 workloads"),
+        (json!({"workloadsPerTarget": 0}), "1 of 0 workloads"),
+        (
+            json!({"replicasPerTarget": 3}),
+            "2 of 3 replicas per target already on west, 2 more asked",
+        ),
+    ];
+    for (limits, says) in held_back {
+        grant_limited(inventory, grant_name, lc, None, Some(limits.clone())).await?;
+        team.wait_condition("LimitReached", "True", says).await?;
+        let web2 = team.deployments().get(WEB2).await?;
+        ensure!(
+            states(&web2).is_empty(),
+            "{}: {NAMESPACE}/{WEB2} held back by {limits} yet decided: {:?}",
+            team.label(),
+            states(&web2)
+        );
+        wait_copies(env, west, east, &format!("limits {limits}")).await?;
+    }
+    grant_limited(
+        inventory,
+        grant_name,
+        lc,
+        None,
+        Some(json!({"replicasPerTarget": 4})),
+    )
+    .await?;
+    team.wait_condition("LimitReached", "False", "no workload")
+        .await?;
+    let with_web2: Vec<(String, &str)> = west
+        .iter()
+        .cloned()
+        .chain([(team.downstream()?, WEB2)])
+        .collect();
+    wait_copies(
+        env,
+        &with_web2,
+        east,
+        "limits {\"replicasPerTarget\": 4}: web2 placed",
+    )
+    .await?;
+    team.deployments()
+        .delete(WEB2, &Default::default())
+        .await
+        .with_context(|| format!("{}: deleting {NAMESPACE}/{WEB2}", team.label()))?;
+    grant(inventory, grant_name, lc, None).await?;
+    wait_copies(env, west, east, "web2 deleted, limits lifted").await
 }
 
 /// The workload a tenant labels with a decision of its own.
@@ -1035,6 +1143,16 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
         "{WATCHES} with tenants a, b and c: {after:?}, {} in all (before c: {before_total})",
         after.values().sum::<u64>()
     ));
+
+    // Per-tenant limits on c (its web, 2 replicas, runs on west): new copies held back, running ones kept.
+    limits_hold_back_new_copies_only(
+        &env,
+        &inventory,
+        &c,
+        &[(ns_a.clone(), WEB), (ns_c.clone(), WEB)],
+        &[(ns_b.clone(), WEB)],
+    )
+    .await?;
 
     // a's deletion removes a's copy only: c's (same cluster, same name) and b's stay, and run.
     a.deployments()

@@ -32,6 +32,8 @@ pub struct Observed<'a> {
     pub stalled: &'a [StalledMove],
     /// In export mode, which targets it selects are granted to its workspace.
     pub grants: Option<&'a GrantVerdict>,
+    /// In export mode, its workloads a per-tenant limit holds back (workload -> what).
+    pub held_back: Option<&'a BTreeMap<String, String>>,
 }
 
 /// The status `placement` should show, given the workloads it placed
@@ -48,6 +50,7 @@ pub fn desired<'r>(
         generation,
         stalled,
         grants,
+        held_back,
     } = *observed;
     let name = placement.name_any();
     let mut workloads = 0u32;
@@ -150,6 +153,25 @@ pub fn desired<'r>(
     if let Some(verdict) = grants {
         let (ok, reason, message) = verdict.condition();
         conditions.push(condition("TargetsGranted", ok, reason, message));
+    }
+    if let Some(held) = held_back {
+        conditions.push(match held.iter().next() {
+            None => condition(
+                "LimitReached",
+                false,
+                "WithinLimits",
+                "no workload is held back by a limit of the workspace's SyncTargetGrants".into(),
+            ),
+            Some((workload, what)) => condition(
+                "LimitReached",
+                true,
+                "LimitReached",
+                format!(
+                    "{} workload(s) held back by a limit of the workspace's SyncTargetGrants; {workload}: {what}",
+                    held.len()
+                ),
+            ),
+        });
     }
     ClusterWorkloadPlacementStatus {
         observed_generation: placement.metadata.generation,
@@ -259,12 +281,22 @@ pub async fn refresh(
             .as_ref()
             .zip(workspace)
             .map(|(grants, workspace)| grants.verdict(workspace, &placement, &views));
+        let held_back = grants.as_ref().map(|_| {
+            state
+                .limit_hits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .cloned()
+                .unwrap_or_default()
+        });
         let observed = Observed {
             policy_error: error.as_deref(),
             policy_loaded: loaded.contains(&placement.spec.policy.name),
             generation,
             stalled: &stalled,
             grants: verdict.as_ref(),
+            held_back: held_back.as_ref(),
         };
         let want = desired(&placement, mine, &observed, now.clone());
         if placement.status.as_ref() == Some(&want) {
@@ -307,6 +339,7 @@ mod tests {
             generation,
             stalled,
             grants,
+            held_back: None,
         }
     }
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
@@ -327,6 +360,52 @@ mod tests {
             })
             .collect();
         protocol::read(&labels, &annotations)
+    }
+
+    #[test]
+    fn export_mode_says_whether_a_limit_holds_workloads_back() {
+        let p = ClusterWorkloadPlacement::new(
+            "web",
+            ClusterWorkloadPlacementSpec {
+                policy: PolicyRef {
+                    name: "rs".into(),
+                    settings: None,
+                },
+                ..Default::default()
+            },
+        );
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let none: [BTreeMap<String, Recorded>; 0] = [];
+        let limit = |held: &BTreeMap<String, String>| {
+            let observed = Observed {
+                held_back: Some(held),
+                ..observed(None, true, 1, &[], None)
+            };
+            let s = desired(&p, &none, &observed, now.clone());
+            let c = s
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "LimitReached")
+                .expect("condition");
+            (c.status, c.reason, c.message)
+        };
+        let (status, reason, _) = limit(&BTreeMap::new());
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "WithinLimits")
+        );
+        let held = BTreeMap::from([(
+            "Deployment a1|default/web2".to_string(),
+            "no new copy on west: 1 of 1 workloads".to_string(),
+        )]);
+        let (status, reason, message) = limit(&held);
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "LimitReached"));
+        assert!(
+            message.contains("web2") && message.contains("1 of 1"),
+            "{message}"
+        );
+        let single = desired(&p, &none, &observed(None, true, 1, &[], None), now);
+        assert!(single.conditions.iter().all(|c| c.type_ != "LimitReached"));
     }
 
     #[test]

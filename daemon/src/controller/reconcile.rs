@@ -19,6 +19,7 @@ use tmc_syncer::SyncedKind;
 
 use crate::placement::decide::{self, DecideError, Decision};
 use crate::placement::events::EventQueue;
+use crate::placement::limits::{self, LimitHit, Limits};
 use crate::placement::moves::{MoveChange, TargetWait};
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
@@ -70,6 +71,11 @@ pub struct KindCtx {
     pub unplaced: Mutex<HashSet<String>>,
     /// The resourceVersion each object had at its last successful reconcile.
     pub reconciled: Mutex<HashMap<String, String>>,
+    /// The kind's workloads as cached (the controller's store).
+    pub workloads: Store<DynamicObject>,
+    /// Per-tenant limits: held from counting to recording a decision (see
+    /// [`limits`]).
+    pub ledger: tokio::sync::Mutex<limits::Ledger>,
 }
 
 impl KindCtx {
@@ -133,6 +139,109 @@ impl KindCtx {
         views.retain(|v| grants.allows(workspace, &v.labels));
         views
     }
+
+    /// The per-tenant limits of `obj`'s workspace on each of `views` that has
+    /// any, in export mode (see [`limits`]); empty when nothing is limited.
+    fn limits_of(&self, obj: &DynamicObject, views: &[TargetView]) -> BTreeMap<String, Limits> {
+        let (Some(store), Some(workspace)) = (
+            &self.state.grants,
+            tenancy::store_cluster(obj.metadata.namespace.as_deref()),
+        ) else {
+            return BTreeMap::new();
+        };
+        let state = store.state();
+        let grants = grants::Grants::new(&state);
+        views
+            .iter()
+            .map(|v| (v.name.clone(), grants.limits(workspace, &v.labels)))
+            .filter(|(_, l)| !l.is_unlimited())
+            .collect()
+    }
+
+    /// The first target `decision` gives `obj` a new copy on (one it holds
+    /// no copy on yet) that breaks a limit of `limited`, counting the other
+    /// workloads of its workspace with `ledger`.
+    fn first_hit(
+        &self,
+        ledger: &limits::Ledger,
+        obj: &DynamicObject,
+        decision: &Decision,
+        limited: &BTreeMap<String, Limits>,
+    ) -> Option<(String, LimitHit)> {
+        let this = key(obj);
+        let workspace = tenancy::store_cluster(obj.metadata.namespace.as_deref());
+        let held = limits::recorded_holdings(&decision.recorded);
+        let workloads = self.workloads.state();
+        let others = workloads
+            .iter()
+            .filter(|o| tenancy::store_cluster(o.metadata.namespace.as_deref()) == workspace)
+            .map(|o| (key(o), o))
+            .filter(|(k, _)| *k != this)
+            .map(|(k, o)| {
+                let recorded = protocol::read(
+                    o.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                    o.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+                );
+                (k, limits::recorded_holdings(&recorded))
+            })
+            .collect::<Vec<_>>();
+        let usage = ledger.usage(others.iter().map(|(k, h)| (k.as_str(), h.clone())));
+        decision
+            .outcome
+            .chosen
+            .iter()
+            .filter(|(target, _)| !held.contains_key(*target))
+            .find_map(|(target, result)| {
+                let limit = limited.get(target)?;
+                let used = usage.get(target).copied().unwrap_or_default();
+                limit
+                    .hit(used, result.replicas.unwrap_or(0))
+                    .map(|hit| (target.clone(), hit))
+            })
+    }
+
+    /// Records (or clears) what limits hold back of `obj` under `placement`;
+    /// a Warning Event when that changed, and the placement's status is
+    /// refreshed.
+    fn note_limits(
+        &self,
+        obj: &DynamicObject,
+        placement: &str,
+        workload: &str,
+        hits: &[(String, LimitHit)],
+    ) {
+        let message = (!hits.is_empty()).then(|| {
+            hits.iter()
+                .map(|(target, hit)| hit.describe(target))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let changed = {
+            let mut all = self
+                .state
+                .limit_hits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let previous = match &message {
+                Some(message) => all
+                    .entry(placement.to_owned())
+                    .or_default()
+                    .insert(workload.to_owned(), message.clone()),
+                None => all
+                    .get_mut(placement)
+                    .and_then(|held| held.remove(workload)),
+            };
+            previous != message
+        };
+        if !changed {
+            return;
+        }
+        if let Some(message) = message {
+            tracing::info!(kind = %self.kind.kind, object = %workload, placement, "limit reached: {message}");
+            publish(self, obj, EventType::Warning, "LimitReached", message);
+        }
+        self.state.decisions_changed.notify_one();
+    }
 }
 
 /// The store reference of the Namespace object of a workload stored under
@@ -162,11 +271,25 @@ impl KindCtx {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|k| keys.contains(k));
         let prefix = format!("{} ", self.kind.kind);
-        self.state.moves.retain(|workload| {
+        let current_or_other_kind = |workload: &str| {
             workload
                 .strip_prefix(&prefix)
                 .is_none_or(|object| keys.contains(object))
-        });
+        };
+        self.state.moves.retain(current_or_other_kind);
+        for held in self
+            .state
+            .limit_hits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values_mut()
+        {
+            held.retain(|workload, _| current_or_other_kind(workload));
+        }
+        // Busy: a decision is being counted; the next pass forgets them.
+        if let Ok(mut ledger) = self.ledger.try_lock() {
+            ledger.retain(|k| keys.contains(k));
+        }
     }
 }
 
@@ -415,22 +538,44 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         );
         return forget_gone(obj, ctx).await;
     }
-    let api_version = ctx.kind.api_version();
-    let inputs = decide::Inputs {
-        api_version: &api_version,
-        kind,
-        object: &served,
-        placement: &placement,
-        targets: &views,
-        now,
+    // Per-tenant limits: counted and recorded under one lock, so that two
+    // workloads decided at once cannot both take the last place.
+    let limited = ctx.limits_of(obj, &views);
+    let mut ledger = match limited.is_empty() {
+        true => None,
+        false => Some(ctx.ledger.lock().await),
     };
-    let decided = decide::decide(
-        ctx.state.policies.as_ref(),
-        &ctx.state.metrics,
-        &ctx.state.settings,
-        inputs,
-    )
-    .await;
+    let mut views = views;
+    let mut held_back: Vec<(String, LimitHit)> = Vec::new();
+    let api_version = ctx.kind.api_version();
+    let decided = loop {
+        let inputs = decide::Inputs {
+            api_version: &api_version,
+            kind,
+            object: &served,
+            placement: &placement,
+            targets: &views,
+            now,
+        };
+        let decided = decide::decide(
+            ctx.state.policies.as_ref(),
+            &ctx.state.metrics,
+            &ctx.state.settings,
+            inputs,
+        )
+        .await;
+        let (Some(ledger), Ok(decision)) = (&ledger, &decided) else {
+            break decided;
+        };
+        // A new copy over a limit: decide again without that target.
+        match ctx.first_hit(ledger, obj, decision, &limited) {
+            Some((target, hit)) => {
+                views.retain(|v| v.name != target);
+                held_back.push((target, hit));
+            }
+            None => break decided,
+        }
+    };
     let Decision {
         recorded,
         holders,
@@ -488,6 +633,27 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     let mut changed = false;
     if !the_plan.is_empty() {
         write_plan(ctx, &api, obj, &the_plan, &object).await?;
+    }
+    if let Some(ledger) = ledger.as_mut() {
+        // What it has or is to have: the chosen targets, and the copies kept until a move completes.
+        let mut holdings = limits::recorded_holdings(&recorded);
+        for (target, result) in &outcome.chosen {
+            let replicas = result.replicas.unwrap_or(0);
+            let entry = holdings.entry(target.clone()).or_default();
+            *entry = (*entry).max(replicas);
+        }
+        ledger.record(&object, holdings);
+    }
+    drop(ledger);
+    if ctx.state.grants.is_some() {
+        ctx.note_limits(
+            obj,
+            &placement_key,
+            &workload_name(ctx, &object),
+            &held_back,
+        );
+    }
+    if !the_plan.is_empty() {
         let now_on: BTreeMap<String, Option<u32>> = outcome
             .chosen
             .iter()

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTargetGrant};
 
+use super::limits::Limits;
 use super::selector::{selects, to_abi};
 use super::targets::TargetView;
 
@@ -34,13 +35,28 @@ impl<'g> Grants<'g> {
         Self { grants }
     }
 
-    /// Whether `workspace` may place on the target `labels` describe.
-    pub fn allows(&self, workspace: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.grants.iter().any(|grant| {
+    /// The grants giving `workspace` the target `labels` describe.
+    fn granting<'s>(
+        &'s self,
+        workspace: &'s str,
+        labels: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'g SyncTargetGrant> + 's {
+        self.grants.iter().map(AsRef::as_ref).filter(move |grant| {
             grant.metadata.deletion_timestamp.is_none()
                 && grant.spec.workspaces.iter().any(|w| w == workspace)
                 && selects(grant.spec.target_selector.as_ref(), labels)
         })
+    }
+
+    /// Whether `workspace` may place on the target `labels` describe.
+    pub fn allows(&self, workspace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.granting(workspace, labels).next().is_some()
+    }
+
+    /// The limits of `workspace` on the target `labels` describe: the most
+    /// permissive of the grants giving it the target (none when none does).
+    pub fn limits(&self, workspace: &str, labels: &BTreeMap<String, String>) -> Limits {
+        Limits::most_permissive(self.granting(workspace, labels).map(|g| g.spec.limits))
     }
 
     /// The targets of `views` that `placement`'s location selectors select
@@ -128,6 +144,7 @@ mod tests {
                     )])),
                     ..Default::default()
                 }),
+                limits: None,
             },
         ))
     }
@@ -181,6 +198,34 @@ mod tests {
         assert!(grants.allows("b2", &west.labels) && grants.allows("b2", &east.labels));
         assert!(!grants.allows("c3", &west.labels), "no grant: no target");
         assert!(!Grants::new(&[]).allows("a1", &west.labels));
+    }
+
+    #[test]
+    fn a_workspace_gets_the_limits_of_the_grants_giving_it_the_target() {
+        let limited = |name, region, workloads| {
+            let mut g = (*grant(name, &["a1"], region)).clone();
+            g.spec.limits = Some(tmc_api::crd::GrantLimits {
+                workloads_per_target: Some(workloads),
+                replicas_per_target: None,
+            });
+            Arc::new(g)
+        };
+        let grants = [
+            limited("a-west", Some("west"), 2),
+            limited("a-all", None, 1),
+        ];
+        let grants = Grants::new(&grants);
+        let (west, east) = (view("west", "west"), view("east", "east"));
+        assert_eq!(
+            grants.limits("a1", &west.labels).workloads,
+            Some(2),
+            "the most permissive"
+        );
+        assert_eq!(grants.limits("a1", &east.labels).workloads, Some(1));
+        assert!(
+            grants.limits("b2", &west.labels).is_unlimited(),
+            "no grant, no limits"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod gone;
 pub mod grants;
 pub mod heartbeats;
+pub mod limits;
 pub mod moves;
 pub mod plan;
 pub mod request;
