@@ -5,6 +5,7 @@
 #   hack/bench.sh --only e2e      only the end-to-end benchmark (sync_e2e)
 #   hack/bench.sh --only policy   only the policy engine benchmark
 #   hack/bench.sh --only fleet    only tmcd at fleet size (fleet_scale; not part of the default run)
+#   hack/bench.sh --only tenants  only tenant workspaces vs one workspace (tenants_scale; not part of the default run)
 #
 # Prerequisites it takes care of: example policies (hack/build-policies.sh),
 # test bed binaries (hack/testbed/build.sh, cached), a release tmcd.
@@ -15,6 +16,8 @@
 # Knobs of the fleet benchmark: TMC_FLEET_TARGETS (100), TMC_FLEET_WORKLOADS (1000),
 # TMC_FLEET_CONCURRENCY (16), TMC_FLEET_LATENCY_N (100), TMC_FLEET_TIMEOUT_S (900); its
 # tmcd is the bench binary itself (bench profile), so it is always this checkout's.
+# Knobs of the tenants benchmark: TMC_TENANTS (50), TMC_TENANT_WORKLOADS (20), TMC_TENANT_LATENCY_N (50),
+# TMC_TENANT_CONCURRENCY (16), TMC_TENANT_TIMEOUT_S (900), TMC_TENANT_BIND_CONCURRENCY (4); its tmcd too.
 # Full output goes to target/bench/<name>.log; the tables are printed at the end.
 set -euo pipefail
 
@@ -27,13 +30,13 @@ while [[ $# -gt 0 ]]; do
         --only)
             only="${2:-}"
             case "$only" in
-                e2e | policy | fleet) ;;
-                *) echo "hack/bench.sh: --only takes 'e2e', 'policy' or 'fleet', got '${only}'" >&2; exit 2 ;;
+                e2e | policy | fleet | tenants) ;;
+                *) echo "hack/bench.sh: --only takes 'e2e', 'policy', 'fleet' or 'tenants', got '${only}'" >&2; exit 2 ;;
             esac
             shift 2
             ;;
         -h | --help)
-            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -66,12 +69,14 @@ if [[ -z "$only" || "$only" == "e2e" ]]; then
     cargo bench -p tmc-daemon --bench sync_e2e 2>&1 | tee "$logs/e2e.log" >&2
 fi
 
-if [[ "$only" == "fleet" ]]; then
+if [[ "$only" == "fleet" || "$only" == "tenants" ]]; then
     say "test bed binaries: hack/testbed/build.sh"
     hack/testbed/build.sh >"$logs/testbed-build.log" 2>&1 ||
         { tail -20 "$logs/testbed-build.log" >&2; echo "hack/bench.sh: hack/testbed/build.sh failed (log: $logs/testbed-build.log)" >&2; exit 1; }
-    say "fleet: cargo bench -p tmc-daemon --bench fleet_scale (log: $logs/fleet.log)"
-    cargo bench -p tmc-daemon --bench fleet_scale 2>&1 | tee "$logs/fleet.log" >&2
+    bench="${only/fleet/fleet_scale}"
+    bench="${bench/tenants/tenants_scale}"
+    say "$only: cargo bench -p tmc-daemon --bench $bench (log: $logs/$only.log)"
+    cargo bench -p tmc-daemon --bench "$bench" 2>&1 | tee "$logs/$only.log" >&2
 fi
 
 echo
@@ -88,4 +93,8 @@ fi
 if [[ -f "$logs/fleet.log" && "$only" == "fleet" ]]; then
     echo "-- fleet (full output: $logs/fleet.log)"
     sed -n '/^benchmark fleet_scale/,$p' "$logs/fleet.log"
+fi
+if [[ -f "$logs/tenants.log" && "$only" == "tenants" ]]; then
+    echo "-- tenants (full output: $logs/tenants.log)"
+    sed -n '/^benchmark tenants_scale/,$p' "$logs/tenants.log"
 fi

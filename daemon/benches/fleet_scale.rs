@@ -17,22 +17,24 @@
 //! Knobs (environment): TMC_FLEET_TARGETS (100), TMC_FLEET_WORKLOADS (1000), TMC_FLEET_CONCURRENCY (16),
 //! TMC_FLEET_LATENCY_N (100), TMC_FLEET_TIMEOUT_S (900). Run: `hack/bench.sh --only fleet`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
-use kube::runtime::watcher;
 use serde_json::json;
+use tmc_tests::copy_watch::{CopyWatch, key};
+use tmc_tests::figures::{
+    cpu_seconds, knob, label, load_average, percentile_ms, rss_mib, samples, sockets,
+};
 use tmc_tests::fixtures;
 use tmc_tests::fleet_load::{self, Copies, FleetSetup};
 use tmc_tests::testbed::fleet::Location;
 use tmc_tests::testbed::progress;
-use tokio::sync::Notify;
+
+mod tmcd_child;
 
 struct Knobs {
     targets: usize,
@@ -40,15 +42,6 @@ struct Knobs {
     concurrency: usize,
     latency_n: usize,
     timeout: Duration,
-}
-
-fn knob(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a whole number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Knobs {
@@ -86,82 +79,6 @@ const CHOSEN_REGION: &str = "chosen";
 const PLACED: &str = "placed";
 /// The namespace of the direct latency baseline on the chosen targets.
 const DIRECT_LATENCY: &str = "lat-direct";
-
-/// utime + stime of process `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("{path}: field {}", i + 3))
-    };
-    // utime and stime (fields 14 and 15) in clock ticks of 10 ms.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-/// VmRSS and VmHWM of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> Result<(f64, f64)> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let field = |key: &str| -> Result<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .with_context(|| format!("{path}: no {key}"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// Open sockets of process `pid` (its connections and listeners).
-fn sockets(pid: u32) -> Result<usize> {
-    let dir = format!("/proc/{pid}/fd");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-        if let Ok(link) = std::fs::read_link(entry?.path())
-            && link.to_string_lossy().starts_with("socket:")
-        {
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
-/// The 1-minute load average.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The samples of `metric` in a Prometheus text exposition, as (labels, value).
-fn samples<'a>(text: &'a str, metric: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-    text.lines().filter_map(move |line| {
-        let rest = line.strip_prefix(metric)?;
-        let (labels, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        Some((labels, value.trim().parse().ok()?))
-    })
-}
-
-/// The value of label `key` in a Prometheus label set `a="x",b="y"`.
-fn label<'a>(labels: &'a str, key: &str) -> &'a str {
-    labels
-        .split("\",")
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
-        .map_or("", |v| v.trim_end_matches('"'))
-}
 
 /// A kcp's `/metrics` (through its `base` context: not a workspace's URL).
 async fn server_metrics(client: &kube::Client) -> Result<String> {
@@ -209,57 +126,9 @@ fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTree
         .collect()
 }
 
-/// tmcd's admin `/metrics`.
-async fn tmcd_metrics(admin: &str) -> Result<String> {
-    let url = format!("http://{admin}");
-    let reply = tokio::time::timeout(
-        Duration::from_secs(10),
-        tmc_daemon::admin::client::request(&url, "GET", "/metrics"),
-    )
-    .await
-    .with_context(|| format!("GET {url}/metrics timed out"))??;
-    if reply.status != 200 {
-        bail!("GET {url}/metrics answered {}", reply.status);
-    }
-    Ok(reply.body)
-}
-
-/// (reconciles so far, workloads and status writes still queued) of tmcd.
-async fn tmcd_progress(admin: &str) -> Result<(f64, f64)> {
-    let text = tmcd_metrics(admin).await?;
-    let done = samples(&text, "tmcd_reconciles_total")
-        .map(|(_, v)| v)
-        .sum();
-    let busy = [
-        "tmcd_workloads_pending",
-        "tmcd_status_writes_pending",
-        "tmcd_status_reports_held",
-    ]
-    .iter()
-    .flat_map(|m| samples(&text, m))
-    .map(|(_, v)| v)
-    .sum();
-    Ok((done, busy))
-}
-
-/// Waits until tmcd has made at least `reconciles` reconciles and has nothing queued; returns how long it took.
-async fn tmcd_settled(admin: &str, reconciles: f64, timeout: Duration) -> Result<Duration> {
-    let started = Instant::now();
-    loop {
-        let state = tmcd_progress(admin).await;
-        if let Ok((done, busy)) = state
-            && done >= reconciles
-            && busy == 0.0
-        {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > timeout {
-            bail!(
-                "tmcd not settled after {timeout:?} (reconciles, queued: {state:?}; want {reconciles} reconciles)"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// The [`CopyWatch`] keys of Deployment `ns/name` on each of `targets`.
+fn on_each(targets: &[String], ns: &str, name: &str) -> Vec<String> {
+    targets.iter().map(|t| key(t, ns, name)).collect()
 }
 
 async fn delete_all(client: &kube::Client, ns: &str) -> Result<()> {
@@ -270,122 +139,10 @@ async fn delete_all(client: &kube::Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// When a watch on each chosen target first saw each Deployment (`target/namespace/name`).
-#[derive(Default)]
-struct Seen {
-    first: Mutex<HashMap<String, Instant>>,
-    changed: Notify,
-    watches: Mutex<Vec<tokio::task::AbortHandle>>,
-}
-
-impl Seen {
-    /// Starts one watch of all Deployments per target of `clients`, until [`Seen::stop`].
-    fn watch(clients: &[(String, kube::Client)]) -> Arc<Self> {
-        let seen = Arc::new(Self::default());
-        let mut watches = Vec::new();
-        for (target, client) in clients {
-            let (seen, target) = (seen.clone(), target.clone());
-            let api: Api<Deployment> = Api::all(client.clone());
-            let task = tokio::spawn(async move {
-                let mut events = watcher(api, watcher::Config::default()).boxed();
-                loop {
-                    match events.try_next().await {
-                        Ok(Some(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => {
-                            let key = format!(
-                                "{target}/{}/{}",
-                                d.metadata.namespace.unwrap_or_default(),
-                                d.metadata.name.unwrap_or_default()
-                            );
-                            if let Ok(mut first) = seen.first.lock() {
-                                first.entry(key).or_insert_with(Instant::now);
-                            }
-                            seen.changed.notify_waiters();
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            eprintln!("[fleet_scale] watch on {target} failed, retrying: {e}");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                    }
-                }
-            });
-            watches.push(task.abort_handle());
-        }
-        if let Ok(mut slot) = seen.watches.lock() {
-            *slot = watches;
-        }
-        seen
-    }
-
-    /// Stops the watches (before the servers go away).
-    fn stop(&self) {
-        for task in self
-            .watches
-            .lock()
-            .map(|mut w| std::mem::take(&mut *w))
-            .unwrap_or_default()
-        {
-            task.abort();
-        }
-    }
-
-    /// Waits until `ns/name` has been seen on every one of `targets`; returns the last of those instants.
-    async fn all(
-        &self,
-        targets: &[String],
-        ns: &str,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<Instant> {
-        let keys: Vec<String> = targets.iter().map(|t| format!("{t}/{ns}/{name}")).collect();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let first = self.first.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                let at: Option<Vec<Instant>> = keys.iter().map(|k| first.get(k).copied()).collect();
-                if let Some(last) = at.and_then(|a| a.into_iter().max()) {
-                    return Ok(last);
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                bail!("{ns}/{name} not seen on all of {targets:?} within {timeout:?}");
-            }
-        }
-    }
-}
-
-/// The `p`-th percentile (nearest rank) of `samples`, in milliseconds.
-fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.clamp(1, sorted.len().max(1)) - 1)
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-}
-
-/// Runs tmcd itself: `fleet_scale tmcd --config <file>` (how the bench starts its tmcd child).
-fn run_tmcd(args: &[String]) -> Result<()> {
-    let [_, flag, config] = args else {
-        bail!("usage: fleet_scale tmcd --config <file>");
-    };
-    if flag != "--config" {
-        bail!("usage: fleet_scale tmcd --config <file>, got {flag:?}");
-    }
-    tokio::runtime::Runtime::new()?.block_on(tmc_daemon::commands::run(
-        Path::new(config),
-        Some(tmc_syncer::process::LogFormat::Text),
-    ))
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("tmcd") {
-        return run_tmcd(&args);
+    if args.first().map(String::as_str) == Some(tmcd_child::ARG) {
+        return tmcd_child::run("fleet_scale", &args);
     }
     tokio::runtime::Runtime::new()?.block_on(bench())
 }
@@ -455,7 +212,7 @@ async fn bench() -> Result<()> {
     );
     let tmcd_args = || {
         [
-            "tmcd".into(),
+            tmcd_child::ARG.into(),
             "--config".into(),
             setup.config.clone().into_os_string(),
         ]
@@ -495,7 +252,8 @@ async fn bench() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let (kcp1, fleet1, tmcd1) = (cpu("kcp")?, cpu("fleet-kcp")?, cpu_seconds(tmcd_pid)?);
-    let settled = tmcd_settled(&setup.admin, w as f64, knobs.timeout).await? + placed;
+    let settled =
+        tmcd_child::settled(&setup.admin, w as f64, knobs.timeout, || Ok(())).await? + placed;
     let (rss, hwm) = rss_mib(tmcd_pid)?;
     // Nothing anywhere else.
     let everywhere = fleet_load::copies_by_target(&setup.bed, PLACED).await?;
@@ -505,8 +263,9 @@ async fn bench() -> Result<()> {
     }
 
     // 4. Latency at steady state, tmc and direct interleaved.
-    let seen = Seen::watch(&chosen_clients);
-    seen.all(&chosen, PLACED, "w00000", knobs.timeout).await?;
+    let seen = CopyWatch::start(&chosen_clients);
+    seen.all(&on_each(&chosen, PLACED, "w00000"), knobs.timeout)
+        .await?;
     let l = knobs.latency_n;
     progress(&format!(
         "latency: {l} creates one at a time, tmc and direct interleaved"
@@ -527,7 +286,7 @@ async fn bench() -> Result<()> {
         .await
         .with_context(|| format!("creating {DIRECT_LATENCY}/{name} on the chosen targets"))?;
         direct_lat.push(
-            seen.all(&chosen, DIRECT_LATENCY, &name, knobs.timeout)
+            seen.all(&on_each(&chosen, DIRECT_LATENCY, &name), knobs.timeout)
                 .await?
                 - t0,
         );
@@ -537,9 +296,13 @@ async fn bench() -> Result<()> {
             .create(&PostParams::default(), &d)
             .await
             .with_context(|| format!("creating {PLACED}/{name} in kcp"))?;
-        tmc_lat.push(seen.all(&chosen, PLACED, &name, knobs.timeout).await? - t0);
+        tmc_lat.push(
+            seen.all(&on_each(&chosen, PLACED, &name), knobs.timeout)
+                .await?
+                - t0,
+        );
     }
-    tmcd_settled(&setup.admin, (w + l) as f64, knobs.timeout).await?;
+    tmcd_child::settled(&setup.admin, (w + l) as f64, knobs.timeout, || Ok(())).await?;
     let (rss_steady, hwm_steady) = rss_mib(tmcd_pid)?;
     let cpu_steady = cpu_seconds(tmcd_pid)?;
 
@@ -554,7 +317,8 @@ async fn bench() -> Result<()> {
     let load_restart = load_average();
     let (k2, f2) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
     let mut tmcd = setup.bed.spawn("tmcd", &myself, tmcd_args())?;
-    let reconciled = tmcd_settled(&setup.admin, (w + l) as f64, knobs.timeout).await;
+    let reconciled =
+        tmcd_child::settled(&setup.admin, (w + l) as f64, knobs.timeout, || Ok(())).await;
     tmcd.ensure_running()
         .context("restarted tmcd exited; see tmcd.log in the bed dir")?;
     let reconciled = reconciled?;

@@ -151,18 +151,32 @@ pub async fn create_deployments(
     labels: serde_json::Value,
     concurrency: usize,
 ) -> Result<Duration> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let started = Instant::now();
-    futures::stream::iter(workloads.iter())
+    let items = workloads
+        .iter()
         .map(|(name, replicas)| {
-            let (api, labels) = (api.clone(), labels.clone());
-            async move {
-                let d = fixtures::deployment(namespace, name, *replicas, labels, json!({}))?;
-                api.create(&PostParams::default(), &d)
-                    .await
-                    .with_context(|| format!("creating Deployment {namespace}/{name}"))?;
-                Ok::<_, anyhow::Error>(())
-            }
+            let d = fixtures::deployment(namespace, name, *replicas, labels.clone(), json!({}))?;
+            Ok((client.clone(), d))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    create_all(items, concurrency).await
+}
+
+/// Creates each Deployment of `items` through its client, `concurrency` at a time across all of them (one
+/// bound for every workspace together). Returns how long the creates took.
+pub async fn create_all(
+    items: Vec<(kube::Client, Deployment)>,
+    concurrency: usize,
+) -> Result<Duration> {
+    let started = Instant::now();
+    futures::stream::iter(items)
+        .map(|(client, d)| async move {
+            let ns = d.metadata.namespace.clone().unwrap_or_default();
+            let name = d.metadata.name.clone().unwrap_or_default();
+            Api::<Deployment>::namespaced(client, &ns)
+                .create(&PostParams::default(), &d)
+                .await
+                .with_context(|| format!("creating Deployment {ns}/{name}"))?;
+            Ok::<_, anyhow::Error>(())
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect::<Vec<()>>()

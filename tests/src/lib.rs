@@ -3,7 +3,10 @@
 //!
 //! Start a bed with [`testbed::TestBed::builder`]; see `docs/testbed.md`.
 
+pub mod copy_watch;
+pub mod figures;
 pub mod fixtures;
 pub mod fleet_load;
 pub mod rbac;
+pub mod tenant_load;
 pub mod testbed;
