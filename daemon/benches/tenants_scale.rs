@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use serde_json::json;
 use tmc_api::tenancy::{LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::status::StatusReport;
@@ -555,8 +555,7 @@ async fn bench() -> Result<()> {
     // tenants' tmcd starts with empty clusters (its syncers' caches hold no copy of this phase).
     progress("single: deleting the workloads, waiting until their copies are gone");
     let deleting = Instant::now();
-    Api::<Deployment>::namespaced(inventory.clone(), NS)
-        .delete_collection(&Default::default(), &ListParams::default())
+    tenant_load::delete_deployments(&inventory, NS, knobs.concurrency)
         .await
         .context("deleting the single-workspace workloads")?;
     let deleted = loop {

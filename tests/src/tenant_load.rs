@@ -99,3 +99,40 @@ pub async fn managed_copies(client: &kube::Client, namespace: Option<&str>) -> R
         .context("listing tmc's copies")?;
     Ok(list.items.len())
 }
+
+/// Deletes every Deployment in `namespace` through `client`, `concurrency` at a time (one DELETE each: a
+/// DELETE of the whole collection of a thousand objects that carry finalizers outlasts the client's timeout on
+/// kcp). Returns how many were deleted.
+pub async fn delete_deployments(
+    client: &kube::Client,
+    namespace: &str,
+    concurrency: usize,
+) -> Result<usize> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let names: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .with_context(|| format!("listing Deployments in {namespace}"))?
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    let n = names.len();
+    futures::stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => {
+                        Err(e).with_context(|| format!("deleting Deployment {namespace}/{name}"))
+                    }
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(n)
+}
