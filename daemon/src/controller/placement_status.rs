@@ -362,9 +362,9 @@ mod tests {
         protocol::read(&labels, &annotations)
     }
 
-    #[test]
-    fn export_mode_says_whether_a_limit_holds_workloads_back() {
-        let p = ClusterWorkloadPlacement::new(
+    /// Placement `web` with policy `rs`, no status yet.
+    fn web_placement() -> ClusterWorkloadPlacement {
+        ClusterWorkloadPlacement::new(
             "web",
             ClusterWorkloadPlacementSpec {
                 policy: PolicyRef {
@@ -373,7 +373,12 @@ mod tests {
                 },
                 ..Default::default()
             },
-        );
+        )
+    }
+
+    #[test]
+    fn export_mode_says_whether_a_limit_holds_workloads_back() {
+        let p = web_placement();
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let none: [BTreeMap<String, Recorded>; 0] = [];
         let limit = |held: &BTreeMap<String, String>| {
@@ -410,16 +415,7 @@ mod tests {
 
     #[test]
     fn export_mode_adds_whether_the_selected_targets_are_granted() {
-        let p = ClusterWorkloadPlacement::new(
-            "web",
-            ClusterWorkloadPlacementSpec {
-                policy: PolicyRef {
-                    name: "rs".into(),
-                    settings: None,
-                },
-                ..Default::default()
-            },
-        );
+        let p = web_placement();
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let none: [BTreeMap<String, Recorded>; 0] = [];
         let single = desired(&p, &none, &observed(None, true, 1, &[], None), now.clone());
