@@ -130,8 +130,18 @@ command_of() {
   basename -- "${argv0:-?}"
 }
 
-# record_pid STATE NAME PID: appends "NAME PID START_TIME COMMAND" to STATE/pids.
-record_pid() { echo "$2 $3 $(start_time "$3") $(command_of "$3")" >>"$1/pids"; }
+# record_pid STATE NAME PID: appends "NAME PID START_TIME COMMAND" to STATE/pids. A process started as
+# `setsid PROGRAM ... &` is recorded once it runs PROGRAM (up to 5 s): read before setsid's exec, its
+# command would be `setsid`, and the process would no longer count as the recorded one afterwards.
+record_pid() {
+  local command tries=50
+  command="$(command_of "$3")"
+  while [[ "${command}" == setsid ]] && ((tries-- > 0)); do
+    sleep 0.1
+    command="$(command_of "$3")"
+  done
+  echo "$2 $3 $(start_time "$3") ${command}" >>"$1/pids"
+}
 
 # owned_by_me PID: the process runs as the current user (a demo never signals anyone else's process).
 owned_by_me() { [[ -O "/proc/$1" ]]; }
