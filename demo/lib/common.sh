@@ -131,12 +131,12 @@ command_of() {
 }
 
 # record_pid STATE NAME PID: appends "NAME PID START_TIME COMMAND" to STATE/pids. A process started as
-# `setsid PROGRAM ... &` is recorded once it runs PROGRAM (up to 5 s): read before setsid's exec, its
-# command would be `setsid`, and the process would no longer count as the recorded one afterwards.
+# `setsid PROGRAM ... &` is recorded once it runs PROGRAM (up to 5 s): read before or during the exec, its
+# command would be `bash`, `setsid` or empty, and the process would no longer count as the recorded one.
 record_pid() {
   local command tries=50
   command="$(command_of "$3")"
-  while [[ "${command}" == setsid ]] && ((tries-- > 0)); do
+  while [[ "${command}" == setsid || "${command}" == "?" || "${command}" == bash ]] && ((tries-- > 0)); do
     sleep 0.1
     command="$(command_of "$3")"
   done
