@@ -26,7 +26,7 @@ use tmc_api::protocol::{self, Recorded};
 use crate::fence::Fence;
 use crate::placement::assignment::{self, describe};
 use crate::placement::decide::{self, DecideError, NoObserver};
-use crate::placement::grants::Grants;
+use crate::placement::grants::granted_views;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::selector;
 use crate::placement::settings::SettingsVerdicts;
@@ -300,7 +300,7 @@ pub(crate) async fn diff_rows(
         let Some(placement) = decide::governing(
             snap.placements
                 .iter()
-                .filter(|p| tenancy::store_cluster(p.metadata.namespace.as_deref()) == workspace),
+                .filter(|p| selector::in_workspace(p, workspace)),
             &kind.group,
             &kind.kind,
             obj,
@@ -311,18 +311,11 @@ pub(crate) async fn diff_rows(
         if !selector::uses(placement, |name| name == policy) {
             continue;
         }
-        let targets: Vec<TargetView> = match (&snap.grants, workspace) {
-            (Some(grants), Some(workspace)) => {
-                let grants = Grants::new(grants);
-                snap.targets
-                    .iter()
-                    .filter(|v| grants.allows(workspace, &v.labels))
-                    .cloned()
-                    .collect()
-            }
-            (Some(_), None) => continue,
-            (None, _) => snap.targets.clone(),
-        };
+        if snap.grants.is_some() && workspace.is_none() {
+            // Export mode, an object naming no workspace: tmcd never places it.
+            continue;
+        }
+        let targets = granted_views(snap.grants.as_deref(), workspace, snap.targets.clone());
         let served = snap.workspaces.as_served(obj);
         let api_version = kind.api_version();
         let inputs = decide::Inputs {

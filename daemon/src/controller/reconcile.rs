@@ -19,7 +19,7 @@ use tmc_syncer::SyncedKind;
 
 use crate::placement::decide::{self, DecideError, Decision};
 use crate::placement::events::EventQueue;
-use crate::placement::limits::{self, LimitHit, Limits};
+use crate::placement::limits::{self, LimitHit, Limits, Usage};
 use crate::placement::moves::{MoveChange, TargetWait};
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
@@ -110,7 +110,7 @@ impl KindCtx {
             placements
                 .iter()
                 .map(Arc::as_ref)
-                .filter(|p| tenancy::store_cluster(p.metadata.namespace.as_deref()) == workspace),
+                .filter(|p| selector::in_workspace(p, workspace)),
             &self.kind.group,
             &self.kind.kind,
             obj,
@@ -127,17 +127,10 @@ impl KindCtx {
     /// `views` without the targets not granted to `obj`'s workspace, in
     /// export mode (see [`grants`]); all of them for one workspace. An
     /// object that names no workspace gets none.
-    fn granted(&self, obj: &DynamicObject, mut views: Vec<TargetView>) -> Vec<TargetView> {
-        let Some(store) = &self.state.grants else {
-            return views;
-        };
-        let Some(workspace) = tenancy::store_cluster(obj.metadata.namespace.as_deref()) else {
-            return Vec::new();
-        };
-        let state = store.state();
-        let grants = grants::Grants::new(&state);
-        views.retain(|v| grants.allows(workspace, &v.labels));
-        views
+    fn granted(&self, obj: &DynamicObject, views: Vec<TargetView>) -> Vec<TargetView> {
+        let state = self.state.grants.as_ref().map(Store::state);
+        let workspace = tenancy::store_cluster(obj.metadata.namespace.as_deref());
+        grants::granted_views(state.as_deref(), workspace, views)
     }
 
     /// The per-tenant limits of `obj`'s workspace on each of `views` that has
@@ -158,46 +151,27 @@ impl KindCtx {
             .collect()
     }
 
-    /// The first target `decision` gives `obj` a new copy on (one it holds
-    /// no copy on yet) that breaks a limit of `limited`, counting the other
-    /// workloads of its workspace with `ledger`.
-    fn first_hit(
-        &self,
-        ledger: &limits::Ledger,
-        obj: &DynamicObject,
-        decision: &Decision,
-        limited: &BTreeMap<String, Limits>,
-    ) -> Option<(String, LimitHit)> {
+    /// What the other workloads of `obj`'s workspace use per target,
+    /// counted with `ledger` (see [`limits::Ledger::usage`]).
+    fn usage(&self, ledger: &limits::Ledger, obj: &DynamicObject) -> BTreeMap<String, Usage> {
         let this = key(obj);
         let workspace = tenancy::store_cluster(obj.metadata.namespace.as_deref());
-        let held = limits::recorded_holdings(&decision.recorded);
+        let no_labels = BTreeMap::new();
         let workloads = self.workloads.state();
-        let others = workloads
-            .iter()
-            .filter(|o| tenancy::store_cluster(o.metadata.namespace.as_deref()) == workspace)
-            .map(|o| (key(o), o))
-            .filter(|(k, _)| *k != this)
-            .map(|(k, o)| {
-                let recorded = protocol::read(
-                    o.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-                    o.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()),
-                );
-                (k, limits::recorded_holdings(&recorded))
-            })
-            .collect::<Vec<_>>();
-        let usage = ledger.usage(others.iter().map(|(k, h)| (k.as_str(), h.clone())));
-        decision
-            .outcome
-            .chosen
-            .iter()
-            .filter(|(target, _)| !held.contains_key(*target))
-            .find_map(|(target, result)| {
-                let limit = limited.get(target)?;
-                let used = usage.get(target).copied().unwrap_or_default();
-                limit
-                    .hit(used, result.replicas.unwrap_or(0))
-                    .map(|hit| (target.clone(), hit))
-            })
+        ledger.usage(
+            workloads
+                .iter()
+                .filter(|o| tenancy::store_cluster(o.metadata.namespace.as_deref()) == workspace)
+                .map(|o| (key(o), o))
+                .filter(|(k, _)| *k != this)
+                .map(|(k, o)| {
+                    let recorded = protocol::read(
+                        o.metadata.labels.as_ref().unwrap_or(&no_labels),
+                        o.metadata.annotations.as_ref().unwrap_or(&no_labels),
+                    );
+                    (k, limits::recorded_holdings(&recorded))
+                }),
+        )
     }
 
     /// Records (or clears) what limits hold back of `obj` under `placement`;
@@ -545,6 +519,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         true => None,
         false => Some(ctx.ledger.lock().await),
     };
+    let usage = ledger.as_ref().map(|l| ctx.usage(l, obj));
     let mut views = views;
     let mut held_back: Vec<(String, LimitHit)> = Vec::new();
     let api_version = ctx.kind.api_version();
@@ -564,11 +539,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
             inputs,
         )
         .await;
-        let (Some(ledger), Ok(decision)) = (&ledger, &decided) else {
+        let (Some(usage), Ok(decision)) = (&usage, &decided) else {
             break decided;
         };
         // A new copy over a limit: decide again without that target.
-        match ctx.first_hit(ledger, obj, decision, &limited) {
+        match limits::first_hit(decision, usage, &limited) {
             Some((target, hit)) => {
                 views.retain(|v| v.name != target);
                 held_back.push((target, hit));

@@ -7,12 +7,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use tmc_syncer::SyncedKind;
 
-use tmc_api::tenancy::{self, LogicalCluster, WorkloadKey};
+use tmc_api::tenancy::{LogicalCluster, WorkloadKey};
 
 use super::build::{Subject, explain};
 use super::report::ExplainReport;
-use crate::placement::decide;
-use crate::placement::grants::Grants;
+use crate::placement::grants::granted_views;
+use crate::placement::{decide, selector};
 use crate::state::State;
 use crate::workspaces::RouteError;
 
@@ -121,23 +121,20 @@ pub async fn explain_live(
         placements
             .iter()
             .map(AsRef::as_ref)
-            .filter(|p| tenancy::store_cluster(p.metadata.namespace.as_deref()) == workspace),
+            .filter(|p| selector::in_workspace(p, workspace)),
         &synced.group,
         &synced.kind,
         &object,
         &namespace_labels,
     );
     let grants = state.grants.as_ref().map(|g| g.state());
-    let targets: Vec<_> = state
+    let views = state
         .targets
         .state()
         .iter()
         .map(|t| state.target_view(t))
-        .filter(|view| match (&grants, workspace) {
-            (Some(grants), Some(workspace)) => Grants::new(grants).allows(workspace, &view.labels),
-            _ => true,
-        })
         .collect();
+    let targets = granted_views(grants.as_deref(), workspace, views);
     let api_version = synced.api_version();
     let subject = Subject {
         api_version: &api_version,

@@ -96,6 +96,27 @@ impl<'g> Grants<'g> {
     }
 }
 
+/// The targets of `views` a workload stored under `workspace` (its logical
+/// cluster, see `tmc_api::tenancy::store_cluster`) may be placed on: all of
+/// them for one workspace (`grants` is `None`), those granted to its workspace
+/// in export mode, none for an object that names no workspace there. The
+/// controller, `tmcd explain` and `tmcd policy diff` filter with it.
+pub fn granted_views(
+    grants: Option<&[std::sync::Arc<SyncTargetGrant>]>,
+    workspace: Option<&str>,
+    mut views: Vec<TargetView>,
+) -> Vec<TargetView> {
+    let Some(grants) = grants else {
+        return views;
+    };
+    let Some(workspace) = workspace else {
+        return Vec::new();
+    };
+    let grants = Grants::new(grants);
+    views.retain(|v| grants.allows(workspace, &v.labels));
+    views
+}
+
 impl GrantVerdict {
     /// `(ok, reason, message)` of the placement's `TargetsGranted` condition.
     pub fn condition(&self) -> (bool, &'static str, String) {

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use tmc_api::crd::GrantLimits;
 use tmc_api::protocol::Recorded;
 
+use super::decide::Decision;
+
 /// The limits of one workspace on one target; `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -116,6 +118,29 @@ impl LimitHit {
     }
 }
 
+/// The first target `decision` gives its workload a new copy on (one it
+/// holds no copy on yet) that breaks a limit of `limited`, where the other
+/// workloads of its workspace use `usage`.
+pub fn first_hit(
+    decision: &Decision,
+    usage: &BTreeMap<String, Usage>,
+    limited: &BTreeMap<String, Limits>,
+) -> Option<(String, LimitHit)> {
+    let held = recorded_holdings(&decision.recorded);
+    decision
+        .outcome
+        .chosen
+        .iter()
+        .filter(|(target, _)| !held.contains_key(*target))
+        .find_map(|(target, result)| {
+            let used = usage.get(target).copied().unwrap_or_default();
+            limited
+                .get(target)?
+                .hit(used, result.replicas.unwrap_or(0))
+                .map(|hit| (target.clone(), hit))
+        })
+}
+
 /// Target -> replicas of the copies a workload has or is to have.
 pub type Holdings = BTreeMap<String, u32>;
 
@@ -141,13 +166,13 @@ pub struct Ledger {
 impl Ledger {
     /// What `others` (workload key, holdings it records) use per target,
     /// each counted with what this tmcd decided for it last, if anything.
-    pub fn usage<'a>(
+    pub fn usage(
         &self,
-        others: impl IntoIterator<Item = (&'a str, Holdings)>,
+        others: impl IntoIterator<Item = (String, Holdings)>,
     ) -> BTreeMap<String, Usage> {
         let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
         for (key, recorded) in others {
-            let holdings = self.decided.get(key).unwrap_or(&recorded);
+            let holdings = self.decided.get(&key).unwrap_or(&recorded);
             for (target, replicas) in holdings {
                 let used = usage.entry(target.clone()).or_default();
                 used.workloads += 1;
@@ -251,8 +276,8 @@ mod tests {
         // b was just decided onto west; the cache still shows it nowhere.
         ledger.record("ns/b", recorded(&[("west", 2)]));
         let usage = ledger.usage([
-            ("ns/a", recorded(&[("west", 1), ("east", 1)])),
-            ("ns/b", recorded(&[])),
+            ("ns/a".to_owned(), recorded(&[("west", 1), ("east", 1)])),
+            ("ns/b".to_owned(), recorded(&[])),
         ]);
         assert_eq!(
             usage["west"],
@@ -269,7 +294,7 @@ mod tests {
             }
         );
         ledger.retain(|key| key != "ns/b");
-        let usage = ledger.usage([("ns/b", recorded(&[]))]);
+        let usage = ledger.usage([("ns/b".to_owned(), recorded(&[]))]);
         assert!(usage.is_empty(), "{usage:?}");
     }
 }

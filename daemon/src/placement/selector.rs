@@ -72,6 +72,13 @@ pub fn placement_key(placement: &ClusterWorkloadPlacement) -> String {
     )
 }
 
+/// True when `placement` is one of `workspace`'s (its logical cluster in
+/// export mode, `None` for one workspace): only a workspace's own placements
+/// govern its workloads.
+pub fn in_workspace(placement: &ClusterWorkloadPlacement, workspace: Option<&str>) -> bool {
+    tmc_api::tenancy::store_cluster(placement.metadata.namespace.as_deref()) == workspace
+}
+
 /// True when `placement` selects the workload.
 pub fn governs(placement: &ClusterWorkloadPlacement, workload: &WorkloadKey<'_>) -> bool {
     let spec = &placement.spec;
