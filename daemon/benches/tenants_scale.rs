@@ -39,9 +39,11 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use serde_json::json;
+use k8s_openapi::api::core::v1::Namespace;
+use tmc_api::decision::STATE_LABEL_PREFIX;
 use tmc_api::tenancy::{LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::status::StatusReport;
-use tmc_tests::copy_watch::{CopyWatch, key};
+use tmc_tests::copy_watch::{CopyWatch, KeysOf, key};
 use tmc_tests::figures::{cpu_seconds, knob, label, load_average, percentile_ms, rss_mib, samples};
 use tmc_tests::fixtures;
 use tmc_tests::fleet_load;
@@ -359,6 +361,7 @@ struct Figures {
     placed: Duration,
     settled: Duration,
     latency: Vec<Duration>,
+    stages: Vec<Stages>,
     rss_idle: f64,
     rss_burst: (f64, f64),
     rss_latency: (f64, f64),
@@ -371,10 +374,59 @@ struct Figures {
     load_latency: String,
 }
 
-/// Where each workload lives upstream (a client of its workspace) and its copy's downstream namespace.
+/// Where each workload lives upstream (a client of its workspace) and its copy's downstream namespace, and a
+/// watch through the endpoint tmcd reads the workloads from (see [`upstream_watch`]).
 struct Upstream {
     clients: Vec<kube::Client>,
     downstream: Vec<String>,
+    watch: std::sync::Arc<CopyWatch>,
+}
+
+/// One latency workload's stages, from its create request: the create answered, the workload seen and its
+/// decision seen on the upstream watch, its copy seen on its cluster.
+struct Stages {
+    answered: Duration,
+    seen: Option<Duration>,
+    decided: Option<Duration>,
+    copied: Duration,
+}
+
+impl Stages {
+    /// create answered -> seen upstream (kcp's watch delivery, through the virtual workspace in export mode).
+    fn delivery(&self) -> Option<Duration> {
+        Some(self.seen?.saturating_sub(self.answered))
+    }
+
+    /// seen upstream -> decision seen upstream (tmcd: queue, policy, checks, its patch, the patch's event).
+    fn deciding(&self) -> Option<Duration> {
+        Some(self.decided?.saturating_sub(self.seen?))
+    }
+
+    /// decision seen upstream -> copy seen on its cluster (the push syncer and the cluster's watch).
+    fn syncing(&self) -> Option<Duration> {
+        Some(self.copied.saturating_sub(self.decided?))
+    }
+}
+
+/// A watch of every Deployment through `client` (what tmcd watches: the workspace, or the export's virtual
+/// workspace across every bound one) recording `seen/<name>` and, once tmcd's decision labels are on it,
+/// `decided/<name>` (the bench's names are unique across tenants).
+fn upstream_watch(client: kube::Client) -> std::sync::Arc<CopyWatch> {
+    let keys: KeysOf = Box::new(|d: &Deployment| {
+        let name = d.metadata.name.as_deref().unwrap_or_default();
+        let decided = d
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .any(|(k, _)| k.starts_with(STATE_LABEL_PREFIX));
+        let mut keys = vec![format!("seen/{name}")];
+        if decided {
+            keys.push(format!("decided/{name}"));
+        }
+        keys
+    });
+    CopyWatch::start_keyed(vec![(client, keys)])
 }
 
 impl Upstream {
@@ -451,14 +503,28 @@ impl Load<'_> {
         for wl in latency {
             let d = wl.deployment()?;
             let key = up.copy_key(wl);
+            let client = up.clients[wl.tenant].clone();
+            // The bench's own connection to the workspace is set up before the clock starts, in both modes
+            // (in export mode each latency create goes to another tenant, whose connection has idled out).
+            Api::<Namespace>::all(client.clone())
+                .get(NS)
+                .await
+                .with_context(|| format!("{mode}: reading namespace {NS}"))?;
             let t0 = Instant::now();
-            Api::<Deployment>::namespaced(up.clients[wl.tenant].clone(), NS)
+            Api::<Deployment>::namespaced(client, NS)
                 .create(&Default::default(), &d)
                 .await
                 .with_context(|| format!("{mode}: creating {NS}/{}", wl.name))?;
-            figures
-                .latency
-                .push(watch.all(std::slice::from_ref(&key), knobs.timeout).await? - t0);
+            let answered = t0.elapsed();
+            let copied = watch.all(std::slice::from_ref(&key), knobs.timeout).await? - t0;
+            let since = |k: String| up.watch.seen(&k).map(|at| at.saturating_duration_since(t0));
+            figures.latency.push(copied);
+            figures.stages.push(Stages {
+                answered,
+                seen: since(format!("seen/{}", wl.name)),
+                decided: since(format!("decided/{}", wl.name)),
+                copied,
+            });
         }
         tmcd.settled((w + latency.len()) as f64, knobs.timeout)
             .await?;
@@ -549,8 +615,10 @@ async fn bench() -> Result<()> {
     let up = Upstream {
         clients: vec![inventory.clone(); t],
         downstream: vec![NS.to_owned(); t],
+        watch: upstream_watch(inventory.clone()),
     };
     load.measure(&mut tmcd, &up, "single", &mut single).await?;
+    up.watch.stop();
     // Clean-up: delete every workload with tmcd running and wait until the copies are gone, so that the
     // tenants' tmcd starts with empty clusters (its syncers' caches hold no copy of this phase).
     progress("single: deleting the workloads, waiting until their copies are gone");
@@ -643,12 +711,15 @@ async fn bench() -> Result<()> {
         "tenants: {t} tenants granted and placed in {setup_took:.1?}; {WATCHES} {}",
         describe(&tenants.watches_idle)
     ));
+    let across = bed.tenants()?.endpoint_client(bed.kcp()?, "*").await?;
     let up = Upstream {
         clients,
         downstream,
+        watch: upstream_watch(across),
     };
     load.measure(&mut tmcd, &up, "tenants", &mut tenants)
         .await?;
+    up.watch.stop();
     let tenants_log = tmcd.stop("tmcd-tenants").await?;
     watch.stop();
 
@@ -730,6 +801,22 @@ async fn bench() -> Result<()> {
         percentile_ms(&tenants.latency, 100.0),
         "ms",
     );
+    let stage_row = |what: &str, stage: fn(&Stages) -> Option<Duration>| {
+        let of = |f: &Figures| -> Vec<Duration> { f.stages.iter().filter_map(stage).collect() };
+        let (a, b) = (of(&single), of(&tenants));
+        for p in [50.0, 99.0] {
+            row(
+                &format!("  {what}, p{p:.0} (n={}/{})", a.len(), b.len()),
+                percentile_ms(&a, p),
+                percentile_ms(&b, p),
+                "ms",
+            );
+        }
+    };
+    stage_row("create request answered", |s| Some(s.answered));
+    stage_row("answered -> seen upstream", Stages::delivery);
+    stage_row("seen -> decision seen upstream", Stages::deciding);
+    stage_row("decision seen -> copy seen", Stages::syncing);
     row(
         "tmcd VmRSS, placements ready, 0 workloads",
         single.rss_idle,

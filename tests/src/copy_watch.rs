@@ -1,5 +1,6 @@
 //! A watch of every Deployment on each of some clusters that records when each one was first seen, for the
-//! benchmarks' "create -> copy seen" figures (`daemon/benches/fleet_scale.rs`, `daemon/benches/tenants_scale.rs`).
+//! benchmarks' "create -> copy seen" figures (`daemon/benches/fleet_scale.rs`, `daemon/benches/tenants_scale.rs`),
+//! and the same for any keys drawn from Deployments (the tenants bench's stages upstream).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,9 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::Notify;
 
+/// The keys a watch of [`CopyWatch::start_keyed`] records for a Deployment it sees.
+pub type KeysOf = Box<dyn Fn(&Deployment) -> Vec<String> + Send + Sync>;
+
 /// When a watch on each physical cluster first saw each Deployment, keyed `cluster/namespace/name`.
 #[derive(Default)]
 pub struct CopyWatch {
@@ -21,44 +25,67 @@ pub struct CopyWatch {
 }
 
 impl CopyWatch {
-    /// Starts one watch of every Deployment per cluster of `clusters` (name, client), until
-    /// [`CopyWatch::stop`] (or drop).
+    /// Starts one watch of every Deployment per cluster of `clusters` (name, client), keyed by [`key`],
+    /// until [`CopyWatch::stop`] (or drop).
     pub fn start(clusters: &[(String, kube::Client)]) -> Arc<Self> {
+        let watches = clusters
+            .iter()
+            .map(|(cluster, client)| {
+                let cluster = cluster.clone();
+                let keys: KeysOf = Box::new(move |d: &Deployment| {
+                    vec![key(
+                        &cluster,
+                        d.metadata.namespace.as_deref().unwrap_or_default(),
+                        d.metadata.name.as_deref().unwrap_or_default(),
+                    )]
+                });
+                (client.clone(), keys)
+            })
+            .collect();
+        Self::start_keyed(watches)
+    }
+
+    /// Starts one watch of every Deployment per client of `watches`, recording when each key that its
+    /// function draws from a Deployment was first seen.
+    pub fn start_keyed(watches: Vec<(kube::Client, KeysOf)>) -> Arc<Self> {
         let seen = Arc::new(Self::default());
-        let mut watches = Vec::new();
-        for (cluster, client) in clusters {
-            let (seen, cluster) = (seen.clone(), cluster.clone());
-            let api: Api<Deployment> = Api::all(client.clone());
+        let mut tasks = Vec::new();
+        for (client, keys_of) in watches {
+            let seen = seen.clone();
+            let api: Api<Deployment> = Api::all(client);
             let task = tokio::spawn(async move {
                 let mut events = watcher(api, watcher::Config::default()).boxed();
                 loop {
                     match events.try_next().await {
                         Ok(Some(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => {
-                            let key = key(
-                                &cluster,
-                                d.metadata.namespace.as_deref().unwrap_or_default(),
-                                d.metadata.name.as_deref().unwrap_or_default(),
-                            );
+                            let now = Instant::now();
                             if let Ok(mut first) = seen.first.lock() {
-                                first.entry(key).or_insert_with(Instant::now);
+                                for key in keys_of(&d) {
+                                    first.entry(key).or_insert(now);
+                                }
                             }
                             seen.changed.notify_waiters();
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => break,
                         Err(e) => {
-                            eprintln!("[copy_watch] watch on {cluster} failed, retrying: {e}");
+                            eprintln!("[copy_watch] a watch failed, retrying: {e}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }
                 }
             });
-            watches.push(task.abort_handle());
+            tasks.push(task.abort_handle());
         }
         if let Ok(mut slot) = seen.watches.lock() {
-            *slot = watches;
+            *slot = tasks;
         }
         seen
+    }
+
+    /// When `key` was first seen, if it was.
+    pub fn seen(&self, key: &str) -> Option<Instant> {
+        self.first.lock().ok()?.get(key).copied()
     }
 
     /// Stops the watches.
