@@ -37,9 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use serde_json::json;
-use k8s_openapi::api::core::v1::Namespace;
 use tmc_api::decision::STATE_LABEL_PREFIX;
 use tmc_api::tenancy::{LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::status::StatusReport;
@@ -405,6 +405,11 @@ impl Stages {
     /// decision seen upstream -> copy seen on its cluster (the push syncer and the cluster's watch).
     fn syncing(&self) -> Option<Duration> {
         Some(self.copied.saturating_sub(self.decided?))
+    }
+
+    /// seen upstream -> copy seen: what tmc does with a workload once kcp delivers it.
+    fn tmc(&self) -> Option<Duration> {
+        Some(self.copied.saturating_sub(self.seen?))
     }
 }
 
@@ -817,6 +822,21 @@ async fn bench() -> Result<()> {
     stage_row("answered -> seen upstream", Stages::delivery);
     stage_row("seen -> decision seen upstream", Stages::deciding);
     stage_row("decision seen -> copy seen", Stages::syncing);
+    stage_row("tmc's part: seen upstream -> copy seen", Stages::tmc);
+    // tmc's part in units of kcp's own write of the same run and mode (the create's answer): what is left of
+    // the ratio once kcp's per-write cost in that mode is taken out.
+    let in_writes = |f: &Figures| {
+        let part: Vec<Duration> = f.stages.iter().filter_map(Stages::tmc).collect();
+        let answered: Vec<Duration> = f.stages.iter().map(|s| s.answered).collect();
+        percentile_ms(&part, 50.0) / percentile_ms(&answered, 50.0).max(f64::MIN_POSITIVE)
+    };
+    println!(
+        "  {:<56} {:>12} {:>12} {:>8}",
+        "  tmc's part p50 / create answered p50 (kcp's write)",
+        format!("{:.2}", in_writes(&single)),
+        format!("{:.2}", in_writes(&tenants)),
+        ratio(in_writes(&tenants), in_writes(&single))
+    );
     row(
         "tmcd VmRSS, placements ready, 0 workloads",
         single.rss_idle,

@@ -1,6 +1,11 @@
 //! Building kube clients from kubeconfig files, contexts and kcp workspace paths.
 
 use std::path::Path;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use kube::client::Body;
 
 use anyhow::{Context as _, Result};
 use kube::client::ClientBuilder;
@@ -124,6 +129,53 @@ pub fn client_at(
     })
 }
 
+/// A client of `/clusters/<cluster>` under `endpoint`'s URL that sends every
+/// request through `endpoint`: one connection pool (and `endpoint`'s layers,
+/// its fence and watch count) for every logical cluster written to, however
+/// many there are. A client per URL would hold a pool each, and a workspace
+/// written to once in a while would pay a new TLS handshake per write.
+pub fn in_cluster(endpoint: &Client, cluster: &str) -> Client {
+    let service = InCluster {
+        endpoint: endpoint.clone(),
+        prefix: format!("/clusters/{cluster}"),
+    };
+    Client::new(service, endpoint.default_namespace())
+}
+
+/// The service of [`in_cluster`]: the request's path under the cluster's prefix, sent by the endpoint's client.
+#[derive(Clone)]
+struct InCluster {
+    endpoint: Client,
+    prefix: String,
+}
+
+impl tower::Service<Request<Body>> for InCluster {
+    type Response = Response<Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        // The endpoint's client waits for its own readiness in `send`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let endpoint = self.endpoint.clone();
+        let request = under_prefix(&self.prefix, request);
+        Box::pin(async move { endpoint.send(request?).await })
+    }
+}
+
+/// `request` with `prefix` put before its path.
+fn under_prefix(prefix: &str, request: Request<Body>) -> Result<Request<Body>, kube::Error> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = format!("{prefix}{path}")
+        .parse()
+        .map_err(|err: http::uri::InvalidUri| kube::Error::HttpError(err.into()))?;
+    Ok(Request::from_parts(parts, body))
+}
+
 /// `url` with its path set to `/clusters/<workspace>` (replacing any
 /// workspace path the kubeconfig already names).
 pub fn workspace_url(url: &str, workspace: &str) -> String {
@@ -140,6 +192,36 @@ pub fn workspace_url(url: &str, workspace: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn clients_in_clusters_send_through_the_endpoints_client_under_their_prefix() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let endpoint = Client::new(
+            tower::service_fn(move |request: Request<Body>| {
+                recorder.lock().unwrap().push(request.uri().to_string());
+                async { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
+            }),
+            "default",
+        );
+        let a = in_cluster(&endpoint, "2a");
+        let b = in_cluster(&endpoint, "3b");
+        for (client, path) in [
+            (&a, "/apis/apps/v1/namespaces/default/deployments/web"),
+            (&b, "/api/v1/namespaces?watch=true&resourceVersion=7"),
+        ] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            client.send(request).await.unwrap();
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/clusters/2a/apis/apps/v1/namespaces/default/deployments/web",
+                "/clusters/3b/api/v1/namespaces?watch=true&resourceVersion=7",
+            ]
+        );
+    }
 
     #[test]
     fn workspace_is_appended_or_replaced() {

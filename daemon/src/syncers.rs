@@ -75,9 +75,7 @@ impl BoundWorkspaces for TenantWorkloads {
     }
 
     fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, String> {
-        self.bound
-            .client_for(cluster)
-            .map_err(|err| err.to_string())
+        Ok(self.bound.client_for(cluster))
     }
 
     /// Granted as [`Grants::allows`] says for the SyncTarget's labels; not

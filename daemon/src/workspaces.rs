@@ -45,13 +45,11 @@ pub enum Workspaces {
 /// The export's virtual workspace and the clients on it.
 pub struct Bound {
     export: String,
-    endpoint: String,
-    /// The control plane's credentials, pointed at each URL in turn.
-    base: kube::Config,
-    fence: Fence,
-    watches: OpenWatches,
     wildcard: Client,
-    /// One fenced client per logical cluster written to, built on first use.
+    /// The fenced client of the endpoint itself, whose connections every
+    /// logical cluster's client shares ([`kubeconn::in_cluster`]).
+    writer: Client,
+    /// One client per logical cluster written to, built on first use.
     clusters: Mutex<HashMap<LogicalCluster, Client>>,
 }
 
@@ -64,8 +62,6 @@ pub enum RouteError {
         "{0:?} names no workspace: objects read through tmc's export carry the kcp.io/cluster annotation, this one did not"
     )]
     Unscoped(String),
-    #[error("building the client of logical cluster {cluster}: {message}")]
-    Client { cluster: String, message: String },
 }
 
 impl Workspaces {
@@ -89,14 +85,13 @@ impl Workspaces {
         let url = format!("{endpoint}/clusters/*");
         let wildcard = kubeconn::client_at(&base, Some(&url), None, watches)
             .context("connecting to the export's virtual workspace")?;
+        let writer = kubeconn::client_at(&base, Some(&endpoint), Some(fence), watches)
+            .context("connecting to the export's virtual workspace")?;
         tracing::info!(export = %export, endpoint = %endpoint, "placing the workloads of every workspace bound to the export, one wildcard watch per resource");
         Ok(Self::Bound(Arc::new(Bound {
             export,
-            endpoint,
-            base,
-            fence: fence.clone(),
-            watches: watches.clone(),
             wildcard,
+            writer,
             clusters: Mutex::new(HashMap::new()),
         })))
     }
@@ -160,7 +155,7 @@ impl Workspaces {
         let cluster = key
             .cluster
             .ok_or_else(|| RouteError::Unscoped(namespace.unwrap_or_default().to_owned()))?;
-        Ok((bound.client_for(&cluster)?, key.namespace))
+        Ok((bound.client_for(&cluster), key.namespace))
     }
 
     /// The API of `ar` for an object stored under `namespace` (see [`Self::route`]).
@@ -197,20 +192,15 @@ impl Bound {
         self.wildcard.clone()
     }
 
-    /// The fenced client of `cluster` (`<endpoint>/clusters/<cluster>`).
-    pub fn client_for(&self, cluster: &LogicalCluster) -> Result<Client, RouteError> {
-        let mut clients = self.clusters.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = clients.get(cluster) {
-            return Ok(client.clone());
-        }
-        let url = format!("{}/clusters/{cluster}", self.endpoint);
-        let client = kubeconn::client_at(&self.base, Some(&url), Some(&self.fence), &self.watches)
-            .map_err(|err| RouteError::Client {
-                cluster: cluster.to_string(),
-                message: format!("{err:#}"),
-            })?;
-        clients.insert(cluster.clone(), client.clone());
-        Ok(client)
+    /// The fenced client of `cluster` (`<endpoint>/clusters/<cluster>`), on
+    /// the connections every workspace's client shares.
+    pub fn client_for(&self, cluster: &LogicalCluster) -> Client {
+        self.clusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(cluster.clone())
+            .or_insert_with(|| kubeconn::in_cluster(&self.writer, cluster.as_str()))
+            .clone()
     }
 }
 
@@ -313,11 +303,8 @@ mod tests {
     async fn export_mode_routes_each_object_to_its_workspace_and_refuses_unscoped_ones() {
         let bound = Workspaces::Bound(Arc::new(Bound {
             export: "tmc".into(),
-            endpoint: "https://127.0.0.1:1/services/apiexport/inv/tmc".into(),
-            base: kube::Config::new("https://127.0.0.1:1".parse().expect("url")),
-            fence: Fence::new(),
-            watches: OpenWatches::default(),
             wildcard: fake_client(),
+            writer: fake_client(),
             clusters: Mutex::new(HashMap::new()),
         }));
         let mut object = web_of_a1();

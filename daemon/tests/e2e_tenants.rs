@@ -32,6 +32,10 @@
 //! - A tenant cannot place by writing a decision itself: a's `default/forged`, created labelled
 //!   `state.workload.kcp.io/east: Sync` (east is not granted to a), never gets a copy on east (the push
 //!   syncers create copies only for granted workspaces), and tmcd replaces the forged key by its own decision.
+//!
+//! A second test puts the faults of `e2e_faults.rs` on this bed (tmcd as a process): kcp frozen 20 s, then
+//! tmcd killed while both tenants create more; no copy is lost, re-created or short of replicas at any sample,
+//! and every workload ends with exactly one copy in its own tenant's namespace.
 
 mod common;
 
@@ -1208,5 +1212,191 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
          in all",
         started.elapsed()
     ));
+    Ok(())
+}
+
+/// Every copy on west and east (downstream namespace, name) -> (uid, available replicas).
+type Fleet = BTreeMap<(String, String, String), (String, i32)>;
+
+async fn fleet(env: &Env) -> Result<Fleet> {
+    let mut out = Fleet::new();
+    for cluster in ["west", "east"] {
+        let all: Api<Deployment> = Api::all(env.cluster(cluster).await?);
+        let list = all
+            .list(&kube::api::ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
+            .await?;
+        for d in list.items {
+            let available = d
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            out.insert(
+                (
+                    cluster.to_owned(),
+                    d.namespace().unwrap_or_default(),
+                    d.name_any(),
+                ),
+                (d.uid().unwrap_or_default(), available),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Fails unless every copy of `before` is still there, the same object (uid) with `replicas` available.
+fn kept(before: &Fleet, now: &Fleet, replicas: i32, when: &str) -> Result<()> {
+    for (key, (uid, _)) in before {
+        match now.get(key) {
+            None => bail!("{when}: the copy {key:?} was deleted"),
+            Some((now_uid, _)) if now_uid != uid => {
+                bail!(
+                    "{when}: the copy {key:?} was deleted and created again (uid {uid} -> {now_uid})"
+                )
+            }
+            Some((_, available)) if *available < replicas => {
+                bail!(
+                    "{when}: the copy {key:?} has {available} available replicas, {replicas} before"
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Samples the copies every second for `period`, failing on the first one lost, re-created or short of replicas.
+async fn keeps_for(env: &Env, before: &Fleet, period: Duration, when: &str) -> Result<usize> {
+    let deadline = Instant::now() + period;
+    let mut samples = 0;
+    while Instant::now() < deadline {
+        kept(before, &fleet(env).await?, 2, when)?;
+        samples += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(samples)
+}
+
+/// Waits until west holds exactly a's `names` in a's downstream namespace and east b's in b's, each with 2
+/// replicas available, nothing else managed on either; returns the copies.
+async fn placed_with_replicas(env: &Env, a: &Team, b: &Team, names: &[String]) -> Result<Fleet> {
+    let mut want: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (cluster, team) in [("west", a), ("east", b)] {
+        for name in names {
+            want.insert((cluster.to_owned(), team.downstream()?, name.clone()));
+        }
+    }
+    let what = format!(
+        "{} copies, a's on west and b's on east, 2 replicas available each",
+        want.len()
+    );
+    until(&what, || async {
+        let now = fleet(env).await?;
+        let keys: BTreeSet<_> = now.keys().cloned().collect();
+        let short = now.values().filter(|(_, available)| *available < 2).count();
+        Ok(if keys == want && short == 0 {
+            Poll::Ready(now)
+        } else {
+            Poll::Pending(format!(
+                "{} missing, {} unexpected, {short} short of replicas",
+                want.difference(&keys).count(),
+                keys.difference(&want).count()
+            ))
+        })
+    })
+    .await
+}
+
+/// "Nothing lost" on the tenant bed (the faults of `e2e_faults.rs`, in export mode): tmcd runs as a process
+/// over two tenants, a placing on west and b on east, 5 workloads each with 2 replicas. kcp (the control plane
+/// and the export's virtual workspace) is frozen with SIGSTOP for 20 s, then tmcd is killed with SIGKILL while
+/// each tenant creates 4 more, and started again. Sampled every second throughout: no copy deleted, none
+/// re-created, none short of replicas; afterwards every workload has exactly one copy, in its own tenant's
+/// namespace on its tenant's cluster, and the copies from before are the same objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_copies_survive_a_frozen_control_plane_and_a_killed_tmcd() -> Result<()> {
+    let started = Instant::now();
+    let logs = tmc_daemon::logging::init_with_default(
+        tmc_syncer::process::LogFormat::Text,
+        "info,kube_client=off,kube_runtime=warn",
+    );
+    let bed = TestBed::builder()
+        .clusters(["west", "east"])
+        .workspace("root:tmc")
+        .tenants(["a", "b"])
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("policies"))?;
+    let mut env = Env { bed, dir, logs };
+    env.install_policy("location-affinity", "location-affinity")?;
+    let config = env.dir.path().join("tmc.toml");
+    std::fs::write(
+        &config,
+        env.export_config_syncing(EXPORT, &["deployments.apps"], "")?,
+    )?;
+    let mut tmcd = env.bed.spawn(
+        "tmcd",
+        env!("CARGO_BIN_EXE_tmcd"),
+        ["--config".to_string(), config.display().to_string()],
+    )?;
+    let (a, b) = (
+        Team::of(&env.bed, "a").await?,
+        Team::of(&env.bed, "b").await?,
+    );
+    let inventory = env.bed.kcp_client().await?;
+    grant(&inventory, "faults-a", &a.logical_cluster, None).await?;
+    grant(&inventory, "faults-b", &b.logical_cluster, None).await?;
+    a.place_in("us-west").await?;
+    b.place_in("us-east").await?;
+    let names: Vec<String> = std::iter::once(WEB.to_owned())
+        .chain((0..8).map(|i| format!("w{i}")))
+        .collect();
+    for name in &names[..5] {
+        a.create(name).await?;
+        b.create(name).await?;
+    }
+    let before = placed_with_replicas(&env, &a, &b, &names[..5]).await?;
+    progress(&format!(
+        "{} copies placed, 2 replicas available each",
+        before.len()
+    ));
+
+    env.bed.kcp_mut()?.pause()?;
+    let frozen = keeps_for(&env, &before, Duration::from_secs(20), "kcp frozen").await;
+    env.bed.kcp_mut()?.resume()?;
+    let frozen = frozen?;
+    let thawed = keeps_for(&env, &before, Duration::from_secs(10), "kcp thawed").await?;
+    tmcd.ensure_running()
+        .context("tmcd exited while kcp was frozen")?;
+    progress(&format!(
+        "kcp frozen 20 s, then running 10 s: {} copies kept, {frozen} + {thawed} samples",
+        before.len()
+    ));
+
+    tmcd.kill();
+    for name in &names[5..] {
+        a.create(name).await?;
+        b.create(name).await?;
+    }
+    let down = keeps_for(&env, &before, Duration::from_secs(5), "tmcd killed").await?;
+    tmcd.relaunch()?;
+    let after = placed_with_replicas(&env, &a, &b, &names).await?;
+    kept(&before, &after, 2, "after tmcd's restart")?;
+    let settled = keeps_for(&env, &after, Duration::from_secs(5), "settled").await?;
+    ensure!(
+        fleet(&env).await?.len() == after.len(),
+        "a copy appeared after every workload was placed once"
+    );
+    a.wait_status(&["west"], 2).await?;
+    b.wait_status(&["east"], 2).await?;
+    progress(&format!(
+        "tmcd killed ({down} samples while down) and started again: {} copies, the {} from before the same \
+         objects, {settled} samples settled; {:.0?} in all",
+        after.len(),
+        before.len(),
+        started.elapsed()
+    ));
+    tmcd.stop(Duration::from_secs(10));
     Ok(())
 }
