@@ -27,7 +27,8 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use tmc_tests::copy_watch::{CopyWatch, key};
 use tmc_tests::figures::{
-    cpu_seconds, knob, label, load_average, percentile_ms, rss_mib, samples, sockets,
+    cpu_seconds, delta, kcp_metrics, kcp_writes, knob, label, load_average, percentile_ms, rss_mib,
+    samples, sockets,
 };
 use tmc_tests::fixtures;
 use tmc_tests::fleet_load::{self, Copies, FleetSetup};
@@ -80,50 +81,13 @@ const PLACED: &str = "placed";
 /// The namespace of the direct latency baseline on the chosen targets.
 const DIRECT_LATENCY: &str = "lat-direct";
 
-/// A kcp's `/metrics` (through its `base` context: not a workspace's URL).
-async fn server_metrics(client: &kube::Client) -> Result<String> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    client
-        .request_text(req)
-        .await
-        .context("GET /metrics of kcp")
-}
-
 /// Watch requests a kcp serves now.
 async fn open_watches(client: &kube::Client) -> Result<f64> {
-    let text = server_metrics(client).await?;
+    let text = kcp_metrics(client).await?;
     Ok(samples(&text, "apiserver_longrunning_requests")
         .filter(|(l, _)| label(l, "verb") == "WATCH")
         .map(|(_, v)| v)
         .sum())
-}
-
-/// Writes a kcp has served so far (every verb but reads and watches), by `resource[/subresource]`.
-async fn writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
-    let text = server_metrics(client).await?;
-    let mut out = BTreeMap::new();
-    for (labels, v) in samples(&text, "apiserver_request_total") {
-        if matches!(label(labels, "verb"), "GET" | "LIST" | "WATCH" | "CONNECT") {
-            continue;
-        }
-        let (res, sub) = (label(labels, "resource"), label(labels, "subresource"));
-        let key = if sub.is_empty() {
-            res.to_owned()
-        } else {
-            format!("{res}/{sub}")
-        };
-        *out.entry(key).or_insert(0.0) += v;
-    }
-    Ok(out)
-}
-
-/// `after - before`, the resources with a non-zero difference.
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d != 0.0)
-        .collect()
 }
 
 /// The [`CopyWatch`] keys of Deployment `ns/name` on each of `targets`.
@@ -309,13 +273,13 @@ async fn bench() -> Result<()> {
     // 5. Restart with everything placed.
     progress("restart: tmcd stopped and started again");
     let quiet = Duration::from_secs(10);
-    let (k0, f0) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let (k0, f0) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
     tokio::time::sleep(quiet).await;
-    let (k1, f1) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let (k1, f1) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
     let (idle_kcp, idle_fleet) = (delta(&k0, &k1), delta(&f0, &f1));
     drop(tmcd);
     let load_restart = load_average();
-    let (k2, f2) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let (k2, f2) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
     let mut tmcd = setup.bed.spawn("tmcd", &myself, tmcd_args())?;
     let reconciled =
         tmcd_child::settled(&setup.admin, (w + l) as f64, knobs.timeout, || Ok(())).await;
@@ -324,7 +288,7 @@ async fn bench() -> Result<()> {
     let reconciled = reconciled?;
     // The syncers compare what they hold with their targets on their own schedule: give them the quiet window.
     tokio::time::sleep(quiet).await;
-    let (k3, f3) = (writes(&kcp_base).await?, writes(&fleet_base).await?);
+    let (k3, f3) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
     let (restart_kcp, restart_fleet) = (delta(&k2, &k3), delta(&f2, &f3));
     let restart_pid = tmcd.pid();
     let (rss_restart, _) = rss_mib(restart_pid)?;

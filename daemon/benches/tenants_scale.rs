@@ -44,7 +44,9 @@ use tmc_api::decision::STATE_LABEL_PREFIX;
 use tmc_api::tenancy::{LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::status::StatusReport;
 use tmc_tests::copy_watch::{CopyWatch, KeysOf, key};
-use tmc_tests::figures::{cpu_seconds, knob, label, load_average, percentile_ms, rss_mib, samples};
+use tmc_tests::figures::{
+    cpu_seconds, delta, kcp_writes, knob, label, load_average, percentile_ms, rss_mib, samples,
+};
 use tmc_tests::fixtures;
 use tmc_tests::fleet_load;
 use tmc_tests::tenant_load;
@@ -372,6 +374,10 @@ struct Figures {
     cpu_kcp_burst: f64,
     load_burst: String,
     load_latency: String,
+    /// tmcd's and kcp's CPU seconds during the latency run.
+    cpu_latency: (f64, f64),
+    /// kcp's writes during the latency run, by resource.
+    writes_latency: BTreeMap<String, f64>,
 }
 
 /// Where each workload lives upstream (a client of its workspace) and its copy's downstream namespace, and a
@@ -444,6 +450,8 @@ impl Upstream {
 struct Load<'a> {
     knobs: &'a Knobs,
     kcp_pid: u32,
+    /// kcp's own context (its `/metrics`).
+    kcp_base: &'a kube::Client,
     burst: &'a [Workload],
     latency: &'a [Workload],
     watch: &'a CopyWatch,
@@ -462,6 +470,7 @@ impl Load<'_> {
         let Load {
             knobs,
             kcp_pid,
+            kcp_base,
             burst,
             latency,
             watch,
@@ -505,6 +514,8 @@ impl Load<'_> {
             latency.len()
         ));
         figures.load_latency = load_average();
+        let (cpu_tmcd0, cpu_kcp0) = (cpu_seconds(tmcd.pid())?, cpu_seconds(kcp_pid)?);
+        let writes0 = kcp_writes(kcp_base).await?;
         for wl in latency {
             let d = wl.deployment()?;
             let key = up.copy_key(wl);
@@ -531,6 +542,11 @@ impl Load<'_> {
                 copied,
             });
         }
+        figures.cpu_latency = (
+            cpu_seconds(tmcd.pid())? - cpu_tmcd0,
+            cpu_seconds(kcp_pid)? - cpu_kcp0,
+        );
+        figures.writes_latency = delta(&writes0, &kcp_writes(kcp_base).await?);
         tmcd.settled((w + latency.len()) as f64, knobs.timeout)
             .await?;
         figures.rss_latency = rss_mib(tmcd.pid())?;
@@ -594,9 +610,11 @@ async fn bench() -> Result<()> {
     let watch = CopyWatch::start(&clusters);
     let burst = burst_workloads(t, p);
     let latency = latency_workloads(t, l);
+    let kcp_base = bed.kcp()?.client("base").await?;
     let load = Load {
         knobs: &knobs,
         kcp_pid,
+        kcp_base: &kcp_base,
         burst: &burst,
         latency: &latency,
         watch: &watch,
@@ -836,6 +854,29 @@ async fn bench() -> Result<()> {
         format!("{:.2}", in_writes(&single)),
         format!("{:.2}", in_writes(&tenants)),
         ratio(in_writes(&tenants), in_writes(&single))
+    );
+    row(
+        &format!("tmcd CPU during the {l} latency creates"),
+        single.cpu_latency.0,
+        tenants.cpu_latency.0,
+        "s",
+    );
+    row(
+        &format!("kcp CPU during the {l} latency creates"),
+        single.cpu_latency.1,
+        tenants.cpu_latency.1,
+        "s",
+    );
+    let per_workload = |f: &Figures| f.writes_latency.values().sum::<f64>() / l.max(1) as f64;
+    row(
+        "kcp writes per latency workload (all clients)",
+        per_workload(&single),
+        per_workload(&tenants),
+        "",
+    );
+    println!(
+        "  kcp writes during the latency creates, by resource: single {:?} / tenants {:?}",
+        single.writes_latency, tenants.writes_latency
     );
     row(
         "tmcd VmRSS, placements ready, 0 workloads",

@@ -1,7 +1,8 @@
 //! What tmcd's benchmarks read and report (`daemon/benches/fleet_scale.rs`, `daemon/benches/tenants_scale.rs`):
 //! their knobs from the environment, a process's CPU, memory and sockets from `/proc`, the load average,
-//! samples of a Prometheus text exposition and percentiles.
+//! samples of a Prometheus text exposition and percentiles, and the writes a kcp has served.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -100,6 +101,46 @@ pub fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
     sorted
         .get(rank.clamp(1, sorted.len().max(1)) - 1)
         .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// A kcp's `/metrics` (through its `base` context: not a workspace's URL).
+pub async fn kcp_metrics(client: &kube::Client) -> Result<String> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    client
+        .request_text(req)
+        .await
+        .context("GET /metrics of kcp")
+}
+
+/// Writes a kcp has served so far (every verb but reads and watches), by `resource[/subresource]`.
+pub async fn kcp_writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
+    let text = kcp_metrics(client).await?;
+    let mut out = BTreeMap::new();
+    for (labels, v) in samples(&text, "apiserver_request_total") {
+        if matches!(label(labels, "verb"), "GET" | "LIST" | "WATCH" | "CONNECT") {
+            continue;
+        }
+        let (res, sub) = (label(labels, "resource"), label(labels, "subresource"));
+        let key = if sub.is_empty() {
+            res.to_owned()
+        } else {
+            format!("{res}/{sub}")
+        };
+        *out.entry(key).or_insert(0.0) += v;
+    }
+    Ok(out)
+}
+
+/// `after - before`, the resources with a non-zero difference.
+pub fn delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d != 0.0)
+        .collect()
 }
 
 #[cfg(test)]
