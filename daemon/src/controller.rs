@@ -93,7 +93,11 @@ pub async fn run(
     let mut runs = JoinSet::new();
     // Helpers of the controllers, stopped when they end.
     let mut background = JoinSet::new();
-    let (events, event_worker) = EventQueue::new(publisher, state.decisions.clone());
+    let (events, event_worker) = EventQueue::new(
+        publisher,
+        state.decisions.clone(),
+        state.metrics.events_pending.clone(),
+    );
     background.spawn(event_worker);
     let write_status =
         status_writer::writes_status(&client, state.config.control_plane.write_status).await;

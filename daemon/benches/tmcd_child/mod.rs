@@ -40,7 +40,7 @@ pub async fn metrics(admin: &str) -> Result<String> {
     Ok(reply.body)
 }
 
-/// (reconciles so far, workloads and status writes still queued or held) of tmcd.
+/// (reconciles so far, workloads, status writes and Events still queued or held) of tmcd.
 pub async fn progress(admin: &str) -> Result<(f64, f64)> {
     let text = metrics(admin).await?;
     let done = samples(&text, "tmcd_reconciles_total")
@@ -50,6 +50,7 @@ pub async fn progress(admin: &str) -> Result<(f64, f64)> {
         "tmcd_workloads_pending",
         "tmcd_status_writes_pending",
         "tmcd_status_reports_held",
+        "tmcd_events_pending",
     ]
     .iter()
     .flat_map(|m| samples(&text, m))

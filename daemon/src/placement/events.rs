@@ -23,6 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{EventType, Reporter};
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -250,25 +251,42 @@ fn step(newest: Option<&Newest>, text: &str, now: Instant) -> Step {
 #[derive(Clone)]
 pub struct EventQueue {
     tx: mpsc::Sender<(Note, ObjectReference)>,
+    /// Events queued or being written (`tmcd_events_pending`).
+    pending: Gauge,
+}
+
+/// Sets the pending gauge to 0 when the worker ends or is dropped (leadership lost), with its queue.
+struct NonePending(Gauge);
+
+impl Drop for NonePending {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
 }
 
 impl EventQueue {
-    /// A queue publishing through `publisher`; the returned future is the
-    /// worker and ends when every `EventQueue` clone is dropped.
+    /// A queue publishing through `publisher`, counting what is queued or
+    /// being written in `pending`; the returned future is the worker and
+    /// ends when every `EventQueue` clone is dropped.
     pub fn new(
         mut publisher: Publisher,
         decisions: Arc<DecisionActivity>,
+        pending: Gauge,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, mut rx) = mpsc::channel::<(Note, ObjectReference)>(QUEUE);
+        let reset = NonePending(pending.clone());
         let worker = async move {
+            // Moved in whole: dropping the worker drops it.
+            let reset = reset;
             while let Some((note, reference)) = rx.recv().await {
                 decisions.quiet().await;
                 if let Err(err) = publisher.publish(&note, &reference).await {
                     tracing::warn!(error = %err, reason = %note.reason, "publishing an Event failed (it is not retried)");
                 }
+                reset.0.dec();
             }
         };
-        (Self { tx }, worker)
+        (Self { tx, pending }, worker)
     }
 
     /// Queues an Event `reason` with `text` (cut to the API's limit) on `reference`.
@@ -293,7 +311,9 @@ impl EventQueue {
             action: action.into(),
             text,
         };
+        self.pending.inc();
         if let Err(err) = self.tx.try_send((note, reference)) {
+            self.pending.dec();
             let full = matches!(err, mpsc::error::TrySendError::Full(_));
             tracing::debug!(reason, full, "event dropped");
         }
@@ -307,7 +327,10 @@ mod tests {
     #[test]
     fn a_full_queue_drops_instead_of_blocking() {
         let (tx, mut rx) = mpsc::channel::<(Note, ObjectReference)>(2);
-        let queue = EventQueue { tx };
+        let queue = EventQueue {
+            tx,
+            pending: Gauge::default(),
+        };
         for i in 0..5 {
             queue.publish(
                 ObjectReference::default(),
@@ -322,12 +345,16 @@ mod tests {
             got.push(note.text);
         }
         assert_eq!(got, ["n0", "n1"], "the first two queued, the rest dropped");
+        assert_eq!(queue.pending.get(), 2, "only the queued ones are pending");
     }
 
     #[test]
     fn long_notes_are_cut_on_a_char_boundary() {
         let (tx, mut rx) = mpsc::channel::<(Note, ObjectReference)>(1);
-        let queue = EventQueue { tx };
+        let queue = EventQueue {
+            tx,
+            pending: Gauge::default(),
+        };
         queue.publish(
             ObjectReference::default(),
             EventType::Warning,

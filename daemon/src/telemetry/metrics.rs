@@ -51,6 +51,8 @@ pub struct Metrics {
     pub leadership_stops: Counter,
     /// Writes the fence refused because this replica did not lead (set before a scrape).
     pub fenced_writes: Gauge<u64, AtomicU64>,
+    /// Events queued or being written (best effort, published behind the decisions).
+    pub events_pending: Gauge,
     /// Generation of the active policy set.
     pub policy_generation: Gauge<u64, AtomicU64>,
     /// Decisions by kind and outcome: `changed` (a new decision written),
@@ -145,6 +147,12 @@ impl Default for Metrics {
             "Writes refused because this replica did not lead",
             fenced_writes.clone(),
         );
+        let events_pending = Gauge::default();
+        registry.register(
+            "events_pending",
+            "Events queued or being written (best effort, published behind the decisions)",
+            events_pending.clone(),
+        );
         let policy_generation = Gauge::default();
         registry.register(
             "policy_generation",
@@ -227,6 +235,7 @@ impl Default for Metrics {
             leader,
             leadership_stops,
             fenced_writes,
+            events_pending,
             policy_generation,
         }
     }
