@@ -959,10 +959,9 @@ async fn watches(admin: &str) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_live() -> Result<()>
-{
-    let started = Instant::now();
+/// The bed of both tests: kcp with the inventory `root:tmc` and tenants a and b bound to its export, clusters
+/// west and east, and `location-affinity` in the policy directory.
+async fn tenant_bed() -> Result<Env> {
     let logs = tmc_daemon::logging::init_with_default(
         tmc_syncer::process::LogFormat::Text,
         "info,kube_client=off,kube_runtime=warn",
@@ -975,8 +974,16 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
         .await?;
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("policies"))?;
-    let mut env = Env { bed, dir, logs };
+    let env = Env { bed, dir, logs };
     env.install_policy("location-affinity", "location-affinity")?;
+    Ok(env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_live() -> Result<()>
+{
+    let started = Instant::now();
+    let mut env = tenant_bed().await?;
     progress(&format!(
         "bed up: inventory {}, export {EXPORT}, virtual workspace {}",
         env.bed.tenants()?.inventory(),
@@ -1316,20 +1323,7 @@ async fn placed_with_replicas(env: &Env, a: &Team, b: &Team, names: &[String]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_copies_survive_a_frozen_control_plane_and_a_killed_tmcd() -> Result<()> {
     let started = Instant::now();
-    let logs = tmc_daemon::logging::init_with_default(
-        tmc_syncer::process::LogFormat::Text,
-        "info,kube_client=off,kube_runtime=warn",
-    );
-    let bed = TestBed::builder()
-        .clusters(["west", "east"])
-        .workspace("root:tmc")
-        .tenants(["a", "b"])
-        .start()
-        .await?;
-    let dir = tempfile::tempdir()?;
-    std::fs::create_dir(dir.path().join("policies"))?;
-    let mut env = Env { bed, dir, logs };
-    env.install_policy("location-affinity", "location-affinity")?;
+    let mut env = tenant_bed().await?;
     let config = env.dir.path().join("tmc.toml");
     std::fs::write(
         &config,
