@@ -26,6 +26,8 @@ const DEPLOYMENTS_CRD: &str = include_str!("crds/apps_deployments.yaml");
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 const POLL: Duration = Duration::from_millis(250);
 const FIELD_MANAGER: &str = "tmc-testbed";
+/// Extra `kcp start` flags for a look into one run (see [`extra_args`]).
+pub const KCP_ARGS_ENV: &str = "TMC_TESTBED_KCP_ARGS";
 
 /// A running kcp server.
 #[derive(Debug)]
@@ -132,6 +134,7 @@ impl Kcp {
             "--v=1".to_owned(),
         ]
         .into_iter()
+        .chain(extra_args())
         .map(OsString::from)
         .collect();
         let mut process = Supervised::spawn(ProcessSpec {
@@ -557,6 +560,14 @@ fn crd_established(crd: &CustomResourceDefinition) -> bool {
             cs.iter()
                 .any(|c| c.type_ == "Established" && c.status == "True")
         })
+}
+
+/// Extra `kcp start` flags from `$TMC_TESTBED_KCP_ARGS`, split on white space: for looking into a run (for
+/// example `--audit-log-path=... --audit-policy-file=...`), never set by the tests themselves.
+fn extra_args() -> Vec<String> {
+    std::env::var(KCP_ARGS_ENV)
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
