@@ -26,11 +26,12 @@ use tmc_api::protocol::{self, Recorded};
 use crate::fence::Fence;
 use crate::placement::assignment::{self, describe};
 use crate::placement::decide::{self, DecideError, NoObserver};
-use crate::placement::grants::granted_views;
+use crate::placement::grants::{granted_views, limits_on};
 use crate::placement::runner::PolicyRunner;
 use crate::placement::selector;
 use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
+use crate::placement::within_limits::{self, budget_from_records};
 use crate::policy::HostRunner;
 use crate::policy_cli::{Loaded, load_as};
 use crate::watch_count::OpenWatches;
@@ -274,8 +275,9 @@ async fn diff_loaded(
 }
 
 /// One row per live workload of `snap` whose governing placement uses
-/// `policy`: the decision [`decide::decide`] makes with `runner`, compared
-/// with the decision the workload records.
+/// `policy`: the decision [`within_limits::decide_within`] makes with
+/// `runner` (within the workspace's limits, counted by what the other
+/// workloads record), compared with the decision the workload records.
 pub(crate) async fn diff_rows(
     runner: &dyn PolicyRunner,
     snap: &Snapshot,
@@ -316,6 +318,18 @@ pub(crate) async fn diff_rows(
             continue;
         }
         let targets = granted_views(snap.grants.as_deref(), workspace, snap.targets.clone());
+        // The workspace's other workloads of the kind, by what they record.
+        let budget = budget_from_records(
+            limits_on(snap.grants.as_deref(), workspace, &targets),
+            snap.workloads
+                .iter()
+                .filter(|(k, o)| {
+                    k == kind
+                        && tenancy::store_cluster(o.metadata.namespace.as_deref()) == workspace
+                        && !std::ptr::eq(o, obj)
+                })
+                .map(|(_, o)| o),
+        );
         let served = snap.workspaces.as_served(obj);
         let api_version = kind.api_version();
         let inputs = decide::Inputs {
@@ -327,7 +341,10 @@ pub(crate) async fn diff_rows(
             now,
         };
         let (now_on, candidate, change, reason) =
-            match decide::decide(runner, &NoObserver, &settings, inputs).await {
+            match within_limits::decide_within(runner, &NoObserver, &settings, inputs, &budget)
+                .await
+                .decided
+            {
                 Ok(decision) => {
                     let change = compare(&decision.recorded, &decision.outcome.chosen);
                     let on = decision

@@ -592,6 +592,32 @@ async fn explains(admin: &str, team: &Team, chosen: &[&str], hidden: &[&str]) ->
     Ok(())
 }
 
+/// Fails unless `tmcd explain` of `team`'s `default/<name>` drops `target` for a limit, saying `says`.
+async fn explains_held_back(
+    admin: &str,
+    team: &Team,
+    name: &str,
+    target: &str,
+    says: &str,
+) -> Result<()> {
+    let path = format!(
+        "/api/v1/explain/deployment/{NAMESPACE}/{name}?workspace={}",
+        team.logical_cluster
+    );
+    let reply = request(admin, "GET", &path).await?;
+    let report: ExplainReport = serde_json::from_str(&reply.body)
+        .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))?;
+    let on = report.targets.iter().find(|t| t.name == target);
+    ensure!(
+        on.is_some_and(|t| t.verdict == Verdict::Dropped
+            && t.reason == "limitReached"
+            && t.detail.contains(says)),
+        "{}: explain of {NAMESPACE}/{name} must drop {target} for a limit ({says:?}); it said {on:?}",
+        team.label()
+    );
+    Ok(())
+}
+
 /// Fails unless `tmcd policy diff` of the built `location-affinity` (the policy in use) over the running
 /// configuration has exactly one row per `(team, target)`: the team's `default/web`, keyed by its logical
 /// cluster, governed by the team's own placement, the candidate choosing `target`, no change.
@@ -677,6 +703,7 @@ const WEB2: &str = "web2";
 /// condition turns False. web2 is deleted afterwards and the grant's limits lifted.
 async fn limits_hold_back_new_copies_only(
     env: &Env,
+    admin: &str,
     inventory: &kube::Client,
     team: &Team,
     west: &[(String, &str)],
@@ -713,6 +740,7 @@ async fn limits_hold_back_new_copies_only(
             team.label(),
             states(&web2)
         );
+        explains_held_back(admin, team, WEB2, "west", says).await?;
         wait_copies(env, west, east, &format!("limits {limits}")).await?;
     }
     grant_limited(
@@ -1158,6 +1186,7 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     // Per-tenant limits on c (its web, 2 replicas, runs on west): new copies held back, running ones kept.
     limits_hold_back_new_copies_only(
         &env,
+        &admin,
         &inventory,
         &c,
         &[(ns_a.clone(), WEB), (ns_c.clone(), WEB)],

@@ -19,10 +19,11 @@ use tmc_syncer::SyncedKind;
 
 use crate::placement::decide::{self, DecideError, Decision};
 use crate::placement::events::EventQueue;
-use crate::placement::limits::{self, LimitHit, Limits, Usage};
+use crate::placement::limits::{self, Budget, LimitHit, Limits, Usage};
 use crate::placement::moves::{MoveChange, TargetWait};
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
+use crate::placement::within_limits::{self, Limited};
 use crate::placement::{assignment, gone, grants, plan, selector, status, workload};
 use crate::state::State;
 use crate::workspaces::RouteError;
@@ -136,19 +137,12 @@ impl KindCtx {
     /// The per-tenant limits of `obj`'s workspace on each of `views` that has
     /// any, in export mode (see [`limits`]); empty when nothing is limited.
     fn limits_of(&self, obj: &DynamicObject, views: &[TargetView]) -> BTreeMap<String, Limits> {
-        let (Some(store), Some(workspace)) = (
-            &self.state.grants,
+        let grants = self.state.grants.as_ref().map(|store| store.state());
+        grants::limits_on(
+            grants.as_deref(),
             tenancy::store_cluster(obj.metadata.namespace.as_deref()),
-        ) else {
-            return BTreeMap::new();
-        };
-        let state = store.state();
-        let grants = grants::Grants::new(&state);
-        views
-            .iter()
-            .map(|v| (v.name.clone(), grants.limits(workspace, &v.labels)))
-            .filter(|(_, l)| !l.is_unlimited())
-            .collect()
+            views,
+        )
     }
 
     /// What the other workloads of `obj`'s workspace use per target,
@@ -519,38 +513,30 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         true => None,
         false => Some(ctx.ledger.lock().await),
     };
-    let usage = ledger.as_ref().map(|l| ctx.usage(l, obj));
-    let mut views = views;
-    let mut held_back: Vec<(String, LimitHit)> = Vec::new();
-    let api_version = ctx.kind.api_version();
-    let decided = loop {
-        let inputs = decide::Inputs {
-            api_version: &api_version,
-            kind,
-            object: &served,
-            placement: &placement,
-            targets: &views,
-            now,
-        };
-        let decided = decide::decide(
-            ctx.state.policies.as_ref(),
-            &ctx.state.metrics,
-            &ctx.state.settings,
-            inputs,
-        )
-        .await;
-        let (Some(usage), Ok(decision)) = (&usage, &decided) else {
-            break decided;
-        };
-        // A new copy over a limit: decide again without that target.
-        match limits::first_hit(decision, usage, &limited) {
-            Some((target, hit)) => {
-                views.retain(|v| v.name != target);
-                held_back.push((target, hit));
-            }
-            None => break decided,
-        }
+    let budget = Budget {
+        usage: ledger
+            .as_ref()
+            .map(|l| ctx.usage(l, obj))
+            .unwrap_or_default(),
+        limited,
     };
+    let api_version = ctx.kind.api_version();
+    let inputs = decide::Inputs {
+        api_version: &api_version,
+        kind,
+        object: &served,
+        placement: &placement,
+        targets: &views,
+        now,
+    };
+    let Limited { decided, held_back } = within_limits::decide_within(
+        ctx.state.policies.as_ref(),
+        &ctx.state.metrics,
+        &ctx.state.settings,
+        inputs,
+        &budget,
+    )
+    .await;
     let Decision {
         recorded,
         holders,

@@ -16,10 +16,12 @@ use super::report::{
 use tmc_api::protocol::{self, Recorded};
 
 use crate::placement::decide::{self, DecideError, NoObserver};
+use crate::placement::limits::{Budget, LimitHit};
 use crate::placement::request;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::{Candidates, TargetView};
+use crate::placement::within_limits::{self, Limited};
 use crate::placement::workload;
 use crate::placement::{assignment, capacity};
 
@@ -37,10 +39,13 @@ pub struct Subject<'a> {
     pub placement: Option<&'a ClusterWorkloadPlacement>,
     /// Every SyncTarget.
     pub targets: &'a [TargetView],
+    /// The workspace's limits and what its other workloads use (export mode;
+    /// unlimited for one workspace).
+    pub budget: &'a Budget,
     pub now: DateTime<Utc>,
 }
 
-/// Explains `subject`: the decision [`decide::decide`] makes now with
+/// Explains `subject`: the decision [`within_limits::decide_within`] makes now with
 /// `runner` (observed by no metric; `settings` are the verdicts the
 /// controller remembers), every target kept or dropped with the reason, and
 /// what the workload records and its syncers report per target.
@@ -69,7 +74,7 @@ pub async fn explain(
     };
     let Some(placement) = subject.placement else {
         report.excluded = workload::excluded(subject.kind, obj).map(str::to_string);
-        report.targets = explain_targets(subject, &recorded, None, &BTreeMap::new(), false);
+        report.targets = explain_targets(subject, &recorded, None, &BTreeMap::new(), false, &[]);
         return report;
     };
     report.placement = placement.metadata.name.clone();
@@ -88,7 +93,9 @@ pub async fn explain(
         targets: subject.targets,
         now: subject.now,
     };
-    match decide::decide(runner, &NoObserver, settings, inputs).await {
+    let Limited { decided, held_back } =
+        within_limits::decide_within(runner, &NoObserver, settings, inputs, subject.budget).await;
+    match decided {
         Ok(decision) => {
             let chosen = &decision.outcome.chosen;
             report.policy_generation = decision.outcome.generation;
@@ -102,11 +109,19 @@ pub async fn explain(
                 Some(&decision.candidates),
                 chosen,
                 false,
+                &held_back,
             );
         }
         Err(DecideError::Excluded(why)) => {
             report.excluded = Some(why.to_string());
-            report.targets = explain_targets(subject, &recorded, None, &BTreeMap::new(), false);
+            report.targets = explain_targets(
+                subject,
+                &recorded,
+                None,
+                &BTreeMap::new(),
+                false,
+                &held_back,
+            );
         }
         Err(DecideError::Policy(failure)) => {
             report.failure = Some(format!("{failure}; the last decision stays"));
@@ -129,6 +144,7 @@ pub async fn explain(
                 Some(&candidates),
                 &BTreeMap::new(),
                 true,
+                &held_back,
             );
         }
     }
@@ -168,6 +184,7 @@ fn explain_targets(
     candidates: Option<&Candidates>,
     chosen: &BTreeMap<String, TargetResult>,
     failed: bool,
+    held_back: &[(String, LimitHit)],
 ) -> Vec<TargetExplanation> {
     let names: BTreeSet<&String> = subject
         .targets
@@ -180,7 +197,8 @@ fn explain_targets(
         .into_iter()
         .map(|name| {
             let known = subject.targets.iter().any(|t| &t.name == name);
-            let (verdict, reason, detail) = judge(name, known, candidates, chosen, failed);
+            let (verdict, reason, detail) =
+                judge(name, known, candidates, chosen, failed, held_back);
             let decided = chosen.get(name);
             let rec = recorded.get(name);
             TargetExplanation {
@@ -208,6 +226,7 @@ fn judge(
     candidates: Option<&Candidates>,
     chosen: &BTreeMap<String, TargetResult>,
     failed: bool,
+    held_back: &[(String, LimitHit)],
 ) -> (Verdict, &'static str, String) {
     if !known {
         return (
@@ -215,6 +234,9 @@ fn judge(
             "unknownTarget",
             "no SyncTarget of this name (deleted: tmcd forgets it once the API answers 404)".into(),
         );
+    }
+    if let Some((_, hit)) = held_back.iter().find(|(target, _)| target == name) {
+        return (Verdict::Dropped, "limitReached", hit.describe(name));
     }
     let Some(candidates) = candidates else {
         return (
@@ -323,6 +345,7 @@ mod tests {
     use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
 
     use super::*;
+    use crate::placement::limits::{Limits, Usage};
     use crate::placement::runner::fake::{FakeRunner, deployment};
     use crate::placement::targets::REGION_LABEL;
 
@@ -413,6 +436,13 @@ mod tests {
     }
 
     async fn run(placement: Option<&ClusterWorkloadPlacement>) -> ExplainReport {
+        run_within(placement, &Budget::default()).await
+    }
+
+    async fn run_within(
+        placement: Option<&ClusterWorkloadPlacement>,
+        budget: &Budget,
+    ) -> ExplainReport {
         let obj = web();
         let targets = [
             view("a-east", "us", true, true),
@@ -427,6 +457,7 @@ mod tests {
             object: &obj,
             placement,
             targets: &targets,
+            budget,
             now: Utc::now(),
         };
         explain(runner().as_ref(), &SettingsVerdicts::default(), subject).await
@@ -476,6 +507,39 @@ mod tests {
         );
         assert_eq!(east.recorded, None);
         assert_eq!(east.copy, None);
+    }
+
+    #[tokio::test]
+    async fn a_target_held_back_by_a_limit_is_dropped_with_the_limit_and_the_fix() {
+        let p = placement("first");
+        let full = Limits {
+            workloads: Some(2),
+            replicas: None,
+        };
+        let budget = Budget {
+            limited: [("a-east".to_string(), full)].into(),
+            usage: [(
+                "a-east".to_string(),
+                Usage {
+                    workloads: 2,
+                    replicas: 4,
+                },
+            )]
+            .into(),
+        };
+        let report = run_within(Some(&p), &budget).await;
+        let got = why(&report);
+        assert_eq!(got[0], ("a-east", Verdict::Dropped, "limitReached"));
+        assert_eq!(
+            got[3],
+            ("d-spare", Verdict::Chosen, "chosen"),
+            "decided again without a-east"
+        );
+        let detail = &report.targets[0].detail;
+        assert!(
+            detail.contains("2 of 2 workloads") && detail.contains("spec.limits"),
+            "{detail}"
+        );
     }
 
     #[tokio::test]
@@ -539,7 +603,7 @@ mod tests {
 
     #[test]
     fn a_deleted_target_that_is_still_recorded_is_named() {
-        let (verdict, reason, _) = judge("gone", false, None, &BTreeMap::new(), false);
+        let (verdict, reason, _) = judge("gone", false, None, &BTreeMap::new(), false, &[]);
         assert_eq!((verdict, reason), (Verdict::Dropped, "unknownTarget"));
     }
 

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject, ListParams};
 use tmc_syncer::SyncedKind;
 
 use tmc_api::tenancy::{LogicalCluster, WorkloadKey};
 
 use super::build::{Subject, explain};
 use super::report::ExplainReport;
-use crate::placement::grants::granted_views;
+use crate::placement::grants::{granted_views, limits_on};
+use crate::placement::limits::Budget;
+use crate::placement::within_limits::budget_from_records;
 use crate::placement::{decide, selector};
 use crate::state::State;
 use crate::workspaces::RouteError;
@@ -135,6 +137,28 @@ pub async fn explain_live(
         .map(|t| state.target_view(t))
         .collect();
     let targets = granted_views(grants.as_deref(), workspace, views);
+    let limited = limits_on(grants.as_deref(), workspace, &targets);
+    let budget = if limited.is_empty() {
+        Budget::default()
+    } else {
+        // What the workspace's other workloads of the kind record.
+        let (client, _) = state
+            .workspaces
+            .route(&state.reader, stored_in("").as_deref())
+            .map_err(route_failed)?;
+        let all = Api::<DynamicObject>::all_with(client, &ar)
+            .list(&ListParams::default())
+            .await
+            .map_err(read_failed(format!(
+                "the {} of the workspace",
+                synced.plural
+            )))?;
+        let others = all.items.iter().filter(|o| {
+            o.metadata.namespace != object.metadata.namespace
+                || o.metadata.name != object.metadata.name
+        });
+        budget_from_records(limited, others)
+    };
     let api_version = synced.api_version();
     let subject = Subject {
         api_version: &api_version,
@@ -142,6 +166,7 @@ pub async fn explain_live(
         object: &object,
         placement,
         targets: &targets,
+        budget: &budget,
         now: chrono::Utc::now(),
     };
     Ok(explain(state.policies.as_ref(), &state.settings, subject).await)

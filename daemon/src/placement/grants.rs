@@ -117,6 +117,24 @@ pub fn granted_views(
     views
 }
 
+/// The limited targets of `views` for the workloads of `workspace` (see
+/// [`Grants::limits`]): none for one workspace (`grants` is `None`).
+pub fn limits_on(
+    grants: Option<&[std::sync::Arc<SyncTargetGrant>]>,
+    workspace: Option<&str>,
+    views: &[TargetView],
+) -> BTreeMap<String, Limits> {
+    let (Some(grants), Some(workspace)) = (grants, workspace) else {
+        return BTreeMap::new();
+    };
+    let grants = Grants::new(grants);
+    views
+        .iter()
+        .map(|v| (v.name.clone(), grants.limits(workspace, &v.labels)))
+        .filter(|(_, l)| !l.is_unlimited())
+        .collect()
+}
+
 impl GrantVerdict {
     /// `(ok, reason, message)` of the placement's `TargetsGranted` condition.
     pub fn condition(&self) -> (bool, &'static str, String) {

@@ -119,13 +119,9 @@ impl LimitHit {
 }
 
 /// The first target `decision` gives its workload a new copy on (one it
-/// holds no copy on yet) that breaks a limit of `limited`, where the other
-/// workloads of its workspace use `usage`.
-pub fn first_hit(
-    decision: &Decision,
-    usage: &BTreeMap<String, Usage>,
-    limited: &BTreeMap<String, Limits>,
-) -> Option<(String, LimitHit)> {
+/// holds no copy on yet) that breaks a limit of `budget`.
+pub fn first_hit(decision: &Decision, budget: &Budget) -> Option<(String, LimitHit)> {
+    let Budget { limited, usage } = budget;
     let held = recorded_holdings(&decision.recorded);
     decision
         .outcome
@@ -143,6 +139,36 @@ pub fn first_hit(
 
 /// Target -> replicas of the copies a workload has or is to have.
 pub type Holdings = BTreeMap<String, u32>;
+
+/// A workspace's limits on the targets it may use, and what its other
+/// workloads of the kind use there: what [`first_hit`] judges a decision by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// The limited targets (a target without a limit is absent).
+    pub limited: BTreeMap<String, Limits>,
+    /// What the other workloads use per target.
+    pub usage: BTreeMap<String, Usage>,
+}
+
+impl Budget {
+    /// True when no target is limited: nothing to judge.
+    pub fn is_unlimited(&self) -> bool {
+        self.limited.is_empty()
+    }
+}
+
+/// What workloads holding `holdings` use per target.
+pub fn usage_of(holdings: impl IntoIterator<Item = Holdings>) -> BTreeMap<String, Usage> {
+    let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+    for holdings in holdings {
+        for (target, replicas) in holdings {
+            let used = usage.entry(target).or_default();
+            used.workloads += 1;
+            used.replicas += u64::from(replicas);
+        }
+    }
+    usage
+}
 
 /// The holdings a workload records: the targets where it holds or runs a copy.
 pub fn recorded_holdings(recorded: &BTreeMap<String, Recorded>) -> Holdings {
@@ -170,16 +196,11 @@ impl Ledger {
         &self,
         others: impl IntoIterator<Item = (String, Holdings)>,
     ) -> BTreeMap<String, Usage> {
-        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
-        for (key, recorded) in others {
-            let holdings = self.decided.get(&key).unwrap_or(&recorded);
-            for (target, replicas) in holdings {
-                let used = usage.entry(target.clone()).or_default();
-                used.workloads += 1;
-                used.replicas += u64::from(*replicas);
-            }
-        }
-        usage
+        usage_of(
+            others
+                .into_iter()
+                .map(|(key, recorded)| self.decided.get(&key).cloned().unwrap_or(recorded)),
+        )
     }
 
     /// Records what was just decided for `key`.

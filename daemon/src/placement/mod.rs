@@ -23,4 +23,5 @@ pub mod status_writer;
 pub mod targets;
 pub mod triggers;
 pub mod watch;
+pub mod within_limits;
 pub mod workload;
