@@ -255,6 +255,67 @@ mod tests {
         assert_eq!(chosen(&limited).len(), 3);
     }
 
+    #[tokio::test]
+    async fn policy_diff_holds_back_what_the_limits_hold_back() {
+        use std::sync::Arc;
+        use tmc_api::crd::{GrantLimits, SyncTargetGrant, SyncTargetGrantSpec};
+        use tmc_syncer::SyncedKind;
+
+        use crate::policy_diff::{Snapshot, diff_rows};
+        use crate::workspaces::Workspaces;
+
+        // Workspace lc1 may have 1 workload per target; its `full` runs on north.
+        let in_lc1 = |mut obj: DynamicObject| {
+            obj.metadata.namespace = Some("lc1|demo".into());
+            obj
+        };
+        let grant = SyncTargetGrant::new(
+            "lc1",
+            SyncTargetGrantSpec {
+                workspaces: vec!["lc1".into()],
+                target_selector: None,
+                limits: Some(GrantLimits {
+                    workloads_per_target: Some(1),
+                    replicas_per_target: None,
+                }),
+            },
+        );
+        let mut placement = placement();
+        placement.metadata.namespace = Some("lc1|".into());
+        let kind = SyncedKind::new("apps", "v1", "Deployment", "deployments", true);
+        let snap = Snapshot {
+            targets: vec![view("east"), view("north"), view("west")],
+            grants: Some(vec![Arc::new(grant)]),
+            placements: vec![placement],
+            namespace_labels: BTreeMap::new(),
+            workloads: vec![
+                (kind.clone(), in_lc1(workload("full", &[("north", 1)]))),
+                (kind, in_lc1(workload("web", &[]))),
+            ],
+            workspaces: Workspaces::One,
+        };
+        let rows = diff_rows(&spread(), &snap, "spread", Utc::now()).await;
+        let web = rows
+            .iter()
+            .find(|r| r.workload.ends_with("/web"))
+            .expect("a row for web");
+        assert_eq!(
+            web.candidate,
+            Some([("east".into(), Some(2)), ("west".into(), Some(1))].into()),
+            "north is full for lc1: web is decided without it, as the controller decides"
+        );
+        let full = rows
+            .iter()
+            .find(|r| r.workload.ends_with("/full"))
+            .expect("a row for full");
+        assert!(
+            full.candidate
+                .as_ref()
+                .is_some_and(|on| on.contains_key("north")),
+            "full's own copy on north is never held back: {full:?}"
+        );
+    }
+
     #[test]
     fn a_budget_counts_what_the_other_workloads_record() {
         let one = Limits {
