@@ -19,10 +19,13 @@ use common::{Env, NS, apply_placement, until};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tmc_api::decision::MANAGED_LABEL;
+use tmc_api::decision::{MANAGED_LABEL, deletion_annotation};
 use tmc_tests::testbed::wait::Poll;
+
+/// A finalizer the test puts on a copy to hold it while it is deleted.
+const HOLD: &str = "e2e.tmc.test/hold";
 
 /// A Deployment `name` (label `app: name`) whose pod template references
 /// ConfigMap `web-config` (a volume) and `secrets` (`env.valueFrom`), and
@@ -279,11 +282,60 @@ async fn dependencies_follow_their_workload() -> Result<()> {
     })
     .await?;
 
-    // 3. web moves to east: its dependencies go with it, each cluster is
-    // sampled all along, and no Deployment copy ever runs without its
-    // dependencies; web-secret leaves west only after web's copy there is
-    // gone, web-config stays on west for api.
+    // 3. web moves to east: its dependencies go with it and are there
+    // before it; web-secret leaves west only after web's copy there is
+    // gone (a foreign finalizer holds that copy a while), web-config stays
+    // on west for api; each cluster is sampled all along, and no Deployment
+    // copy ever runs without its dependencies.
+    // A finalizer of someone else's holds web's copy on west while it is
+    // deleted: as long as it is there, web-secret must stay on west.
+    let west_deployments: Api<Deployment> = Api::namespaced(west.clone(), NS);
+    let hold = |finalizers: Value| json!({"metadata": {"finalizers": finalizers}});
+    west_deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&hold(json!([HOLD]))),
+        )
+        .await?;
     apply_placement(&kcp, "web", placement("web", "us-east")).await?;
+    until("web on east and its copy on west terminating", || async {
+        let terminating = west_deployments
+            .get_opt("web")
+            .await?
+            .is_some_and(|d| d.metadata.deletion_timestamp.is_some());
+        let e = holdings(&east).await?;
+        Ok(
+            match terminating && broken(&e).is_none() && has(&e, "Deployment web") {
+                true => Poll::Ready(()),
+                false => Poll::Pending(format!("west copy terminating: {terminating}; east {e:?}")),
+            },
+        )
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let w = holdings(&west).await?;
+    ensure!(
+        w.contains(&("Secret web-secret".into(), true)),
+        "web-secret left west while web's copy is still there: {w:?}"
+    );
+    let upstream_secret = secrets.get("web-secret").await?;
+    let asked = upstream_secret
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key(&deletion_annotation("west"));
+    ensure!(
+        !asked,
+        "web-secret's removal from west asked while web's copy is there"
+    );
+    west_deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&hold(json!([]))),
+        )
+        .await?;
     let samples: Arc<Mutex<Samples>> = Arc::default();
     until(
         "web, web-config and web-secret on east, web and web-secret gone from west",
