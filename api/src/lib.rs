@@ -10,6 +10,9 @@
 //! - [`decision`]: the protocol's keys and the JSON it records per target
 //!   ([`decision::TargetResult`] written by tmcd, [`decision::TargetStatus`]
 //!   written back by a syncer);
+//! - [`dependencies`]: the ConfigMaps, Secrets, ServiceAccount and
+//!   PersistentVolumeClaims a workload's pod template references (placed
+//!   with the workload, applied before it);
 //! - [`protocol`]: the one reader of those keys on an upstream object, and
 //!   the patches a syncer writes back;
 //! - [`resources`]: Kubernetes quantities as integers, a pod's requests and
@@ -32,6 +35,7 @@
 
 pub mod crd;
 pub mod decision;
+pub mod dependencies;
 pub mod protocol;
 pub mod resources;
 pub mod tenancy;

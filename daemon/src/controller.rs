@@ -30,6 +30,7 @@ use crate::placement::status_writer::{self, StatusWriter};
 use crate::placement::watch::Stores;
 use crate::state::State;
 
+pub mod dependencies;
 pub mod placement_status;
 pub mod reconcile;
 
@@ -101,15 +102,37 @@ pub async fn run(
     background.spawn(event_worker);
     let write_status =
         status_writer::writes_status(&client, state.config.control_plane.write_status).await;
-    for kind in kinds {
+    // Every kind's cache and re-queue channel first: dependencies are
+    // decided from the caches of the other kinds (see `dependencies`).
+    let prepared: Vec<Prepared> = kinds
+        .into_iter()
+        .map(|kind| {
+            let writer = Writer::new(kind.api_resource());
+            let store = writer.as_reader();
+            let (requeue, requeued) = mpsc::unbounded();
+            Prepared {
+                kind,
+                writer,
+                store,
+                requeue,
+                requeued,
+            }
+        })
+        .collect();
+    let registry = dependencies::registry(prepared.iter().map(|p| (&p.kind, &p.store, &p.requeue)));
+    for Prepared {
+        kind,
+        writer,
+        store: reader,
+        requeue,
+        requeued,
+    } in prepared
+    {
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = Api::all_with(state.workspaces.watch_client(&client), &ar);
         let workspaces = state.workspaces.clone();
         let mut stop = shutdown.clone();
-        let (requeue, requeued) = mpsc::unbounded();
         // The workloads' cache, without managedFields (nothing here reads them).
-        let writer = Writer::new(ar.clone());
-        let reader = writer.as_reader();
         let workloads = reflector(
             writer,
             watcher(api, watcher::Config::default()).modify(move |o| {
@@ -150,6 +173,8 @@ pub async fn run(
             reconciled: Mutex::default(),
             workloads: c.store(),
             ledger: tokio::sync::Mutex::default(),
+            dependencies: registry.clone(),
+            sync_errors: Mutex::default(),
         });
         workload_stores.push(c.store());
         requeues.push(Requeue {
@@ -263,6 +288,15 @@ async fn refresh_statuses(
     }
 }
 
+/// One kind's cache and re-queue channel, made before its controller.
+struct Prepared {
+    kind: SyncedKind,
+    writer: Writer<DynamicObject>,
+    store: Store<DynamicObject>,
+    requeue: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    requeued: mpsc::UnboundedReceiver<ObjectRef<DynamicObject>>,
+}
+
 /// Re-queues single workloads of one kind.
 struct Requeue {
     ctx: Arc<KindCtx>,
@@ -317,10 +351,27 @@ pub fn changed_policies(before: &[PolicyInfo], after: &[PolicyInfo]) -> BTreeSet
 /// Keeps the kind's `workloads_pending` and `status_writes_pending` gauges
 /// current, and forgets the bookkeeping of deleted objects.
 async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
+    let follows = ctx.dependencies.is_workload_kind(&ctx.kind);
+    let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
     loop {
         tokio::time::sleep(PENDING_EVERY).await;
         let current = store.state();
         ctx.forget_deleted(&current);
+        if follows {
+            // A deleted workload is not reconciled: the dependencies of its
+            // namespace are decided again here.
+            let now: BTreeMap<String, Option<String>> = current
+                .iter()
+                .map(|o| (reconcile::key(o), o.metadata.namespace.clone()))
+                .collect();
+            let left: BTreeSet<Option<String>> = seen
+                .iter()
+                .filter(|(k, _)| !now.contains_key(*k))
+                .map(|(_, ns)| ns.clone())
+                .collect();
+            ctx.dependencies.requeue_derived(&left);
+            seen = now;
+        }
         let pending = ctx.pending(&current);
         let metrics = &ctx.state.metrics;
         metrics.set_pending(&ctx.kind.kind, pending);

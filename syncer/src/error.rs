@@ -66,6 +66,16 @@ pub enum Error {
         "SyncTarget {target} does not exist in the workspace; create it (kind SyncTarget, group workload.kcp.io) to let its syncer apply workloads"
     )]
     TargetMissing { target: String },
+    /// A workload's copy waits for an object its pod template references
+    /// (see `tmc_api::dependencies`) to be on the target; looked at again
+    /// every few seconds.
+    #[error("{object} is not applied on {target} yet: it references {dependency}, which {why}")]
+    DependencyMissing {
+        object: String,
+        target: String,
+        dependency: String,
+        why: String,
+    },
     /// Work is not finished yet (e.g. a delete is in progress); try again later.
     #[error("{what}: retry in {after:?}")]
     Requeue { what: String, after: Duration },

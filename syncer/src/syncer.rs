@@ -514,6 +514,9 @@ fn scaled_keys(engine: &Engine, hpa: &DynamicObject) -> Vec<ObjectKey> {
         .collect()
 }
 
+/// How often a workload whose dependency is not on the target yet is looked at again.
+const DEPENDENCY_RECHECK: Duration = Duration::from_secs(2);
+
 /// Reconciles queued objects until the queue shuts down.
 async fn work(engine: Arc<Engine>, queue: Arc<WorkQueue<ObjectKey>>) {
     while let Some(key) = queue.next().await {
@@ -530,6 +533,13 @@ async fn work(engine: Arc<Engine>, queue: Arc<WorkQueue<ObjectKey>>) {
             Err(Error::Requeue { what, after }) => {
                 debug!(%what, "requeued");
                 queue.add_after(key.clone(), after);
+            }
+            Err(err @ Error::DependencyMissing { .. }) => {
+                // Reported upstream already; no backoff: the dependency may
+                // arrive any moment.
+                debug!(error = %err, "waiting for a dependency");
+                engine.health.error(&engine.describe(&key), err.to_string());
+                queue.add_after(key.clone(), DEPENDENCY_RECHECK);
             }
             Err(err) => {
                 let delay = queue.retry(key.clone());

@@ -13,10 +13,12 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget};
+use tmc_api::dependencies::DependencyKind;
 use tmc_api::protocol::{self, Recorded};
 use tmc_api::tenancy;
 use tmc_syncer::SyncedKind;
 
+use super::dependencies::Registry;
 use crate::placement::decide::{self, DecideError, Decision};
 use crate::placement::events::EventQueue;
 use crate::placement::limits::{self, Budget, LimitHit, Limits, Usage};
@@ -24,7 +26,7 @@ use crate::placement::moves::{MoveChange, TargetWait};
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
 use crate::placement::within_limits::{self, Limited};
-use crate::placement::{assignment, gone, grants, plan, selector, status, workload};
+use crate::placement::{assignment, dependencies, gone, grants, plan, selector, status, workload};
 use crate::state::State;
 use crate::workspaces::RouteError;
 
@@ -77,6 +79,11 @@ pub struct KindCtx {
     /// Per-tenant limits: held from counting to recording a decision (see
     /// [`limits`]).
     pub ledger: tokio::sync::Mutex<limits::Ledger>,
+    /// Every kind's cache and queue that dependencies are decided from.
+    pub dependencies: Arc<Registry>,
+    /// Per object, the sync errors its targets report that an Event told
+    /// (target -> error).
+    pub sync_errors: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
 impl KindCtx {
@@ -97,31 +104,49 @@ impl KindCtx {
         &self,
         obj: &DynamicObject,
     ) -> Option<Arc<ClusterWorkloadPlacement>> {
-        let no_labels = BTreeMap::new();
-        let stored_in = obj.metadata.namespace.as_deref();
-        let namespace = stored_in.and_then(|ns| self.namespaces.get(&namespace_ref(ns)));
-        let namespace_labels = namespace
-            .as_ref()
-            .and_then(|ns| ns.metadata.labels.as_ref())
-            .unwrap_or(&no_labels);
-        let workspace = tenancy::store_cluster(stored_in);
-        let placements = self.placements.state();
-        // Only the placements of the workload's own workspace govern it.
-        let chosen = decide::governing(
-            placements
-                .iter()
-                .map(Arc::as_ref)
-                .filter(|p| selector::in_workspace(p, workspace)),
+        governing_placement(
+            &self.placements,
+            &self.namespaces,
             &self.kind.group,
             &self.kind.kind,
             obj,
-            namespace_labels,
-        )?;
+        )
+    }
+}
+
+/// The placement among `placements` that governs `obj` (of API `group` and
+/// `kind`), given the namespaces as `namespaces` caches them.
+pub fn governing_placement(
+    placements: &Store<ClusterWorkloadPlacement>,
+    namespaces: &Store<Namespace>,
+    group: &str,
+    kind: &str,
+    obj: &DynamicObject,
+) -> Option<Arc<ClusterWorkloadPlacement>> {
+    let no_labels = BTreeMap::new();
+    let stored_in = obj.metadata.namespace.as_deref();
+    let namespace = stored_in.and_then(|ns| namespaces.get(&namespace_ref(ns)));
+    let namespace_labels = namespace
+        .as_ref()
+        .and_then(|ns| ns.metadata.labels.as_ref())
+        .unwrap_or(&no_labels);
+    let workspace = tenancy::store_cluster(stored_in);
+    let placements = placements.state();
+    // Only the placements of the workload's own workspace govern it.
+    let chosen = decide::governing(
         placements
             .iter()
-            .find(|p| std::ptr::eq(p.as_ref(), chosen))
-            .cloned()
-    }
+            .map(Arc::as_ref)
+            .filter(|p| selector::in_workspace(p, workspace)),
+        group,
+        kind,
+        obj,
+        namespace_labels,
+    )?;
+    placements
+        .iter()
+        .find(|p| std::ptr::eq(p.as_ref(), chosen))
+        .cloned()
 }
 
 impl KindCtx {
@@ -238,6 +263,10 @@ impl KindCtx {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|k| keys.contains(k));
+        self.sync_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keys.contains(k));
         let prefix = format!("{} ", self.kind.kind);
         let current_or_other_kind = |workload: &str| {
             workload
@@ -271,7 +300,8 @@ fn pending_in(reconciled: &mut HashMap<String, String>, current: &[Arc<DynamicOb
         .count()
 }
 
-fn key(obj: &DynamicObject) -> String {
+/// `namespace/name` of `obj`, as the kind's bookkeeping keys it.
+pub fn key(obj: &DynamicObject) -> String {
     format!(
         "{}/{}",
         obj.metadata.namespace.as_deref().unwrap_or_default(),
@@ -287,6 +317,10 @@ pub async fn reconcile(
     let started = Instant::now();
     ctx.state.metrics.reconciles_in_flight.inc();
     let result = reconcile_inner(&obj, &ctx).await;
+    tell_sync_errors(&obj, &ctx);
+    if ctx.dependencies.is_workload_kind(&ctx.kind) {
+        ctx.dependencies.requeue_for(&ctx.kind, &obj);
+    }
     ctx.state.metrics.reconciles_in_flight.dec();
     ctx.state
         .metrics
@@ -449,6 +483,77 @@ async fn forget_gone(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, Recon
     Ok(Action::await_change())
 }
 
+/// How soon a dependency is decided again while a workload cache has not listed.
+const CACHES_LISTING: Duration = Duration::from_secs(2);
+
+/// The derived decision of a dependency that no placement of its own governs
+/// (see [`dependencies`]): `None` when `obj` is no dependency kind, or no
+/// workload references it and it records no derived decision (then it is
+/// an object no placement selects).
+async fn derive(obj: &DynamicObject, ctx: &KindCtx) -> Result<Option<Action>, ReconcileError> {
+    let Some(kind) = DependencyKind::of(&ctx.kind.group, &ctx.kind.kind) else {
+        return Ok(None);
+    };
+    let governed = |k: &SyncedKind, o: &DynamicObject| {
+        governing_placement(&ctx.placements, &ctx.namespaces, &k.group, &k.kind, o).is_some()
+    };
+    let Some(users) = ctx.dependencies.users(kind, obj, governed) else {
+        tracing::debug!(kind = %ctx.kind.kind, object = %key(obj), "a workload cache has not listed yet: deciding this dependency later");
+        return Ok(Some(Action::requeue(CACHES_LISTING)));
+    };
+    let needs = dependencies::needs(&users);
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+    let recorded = protocol::read(&labels, &annotations);
+    if !needs.is_used() && !recorded.values().any(dependencies::is_derived) {
+        return Ok(None);
+    }
+    let object = key(obj);
+    ctx.unplaced
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&object);
+    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    let gone = gone_targets(ctx, &recorded, &finalizers).await;
+    let the_plan = dependencies::plan(&recorded, &finalizers, &needs, &gone, Utc::now()).map_err(
+        |source| ReconcileError::Encode {
+            object: object.clone(),
+            source,
+        },
+    )?;
+    let changed = !the_plan.labels.is_empty() || !the_plan.deleting.is_empty();
+    if !the_plan.is_empty() {
+        write_plan(ctx, &object_api(ctx, obj)?, obj, &the_plan, &object).await?;
+    }
+    if changed {
+        let mut note = match needs.targets.is_empty() {
+            true => "no placed workload references it any more".to_string(),
+            false => format!(
+                "placed with the workloads that reference it: {}",
+                needs
+                    .targets
+                    .iter()
+                    .map(|(t, users)| format!("{t} ({})", users.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        if !the_plan.deleting.is_empty() {
+            note.push_str(&format!(
+                "; removing the copy on {}, where no workload references it any more",
+                the_plan.deleting.join(", ")
+            ));
+        }
+        tracing::info!(kind = %ctx.kind.kind, object = %object, "{note}");
+        publish(ctx, obj, EventType::Normal, "Placed", note);
+    }
+    ctx.state.metrics.decided(
+        &ctx.kind.kind,
+        if changed { "changed" } else { "unchanged" },
+    );
+    Ok(Some(Action::requeue(SETTLED)))
+}
+
 async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, ReconcileError> {
     let kind = ctx.kind.kind.as_str();
     if obj.metadata.deletion_timestamp.is_some() {
@@ -461,7 +566,13 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         return Ok(Action::await_change());
     }
     let object = key(obj);
-    let Some(placement) = ctx.governing_placement(obj) else {
+    let placement = ctx.governing_placement(obj);
+    if placement.is_none()
+        && let Some(action) = derive(obj, ctx).await?
+    {
+        return Ok(action);
+    }
+    let Some(placement) = placement else {
         let first = ctx
             .unplaced
             .lock()
@@ -760,6 +871,46 @@ fn track_move(
         .metrics
         .moves_stalled
         .set(i64::try_from(stalled).unwrap_or(i64::MAX));
+}
+
+/// A Warning Event `SyncFailed` for each new error a target of `obj`
+/// reports (a dependency that cannot be applied, a copy refused, ...),
+/// once per target and error.
+fn tell_sync_errors(obj: &DynamicObject, ctx: &KindCtx) {
+    let no_labels = BTreeMap::new();
+    let errors: BTreeMap<String, String> = protocol::read(
+        obj.metadata.labels.as_ref().unwrap_or(&no_labels),
+        obj.metadata.annotations.as_ref().unwrap_or(&no_labels),
+    )
+    .into_iter()
+    .filter_map(|(t, r)| Some((t, r.status?.error?)))
+    .collect();
+    let object = key(obj);
+    let new: Vec<(String, String)> = {
+        let mut told = ctx
+            .sync_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = told.remove(&object).unwrap_or_default();
+        let new = errors
+            .iter()
+            .filter(|(t, e)| before.get(*t) != Some(*e))
+            .map(|(t, e)| (t.clone(), e.clone()))
+            .collect();
+        if !errors.is_empty() {
+            told.insert(object, errors);
+        }
+        new
+    };
+    for (target, error) in new {
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            "SyncFailed",
+            format!("on {target}: {error}"),
+        );
+    }
 }
 
 /// Queues an Event on the workload (published in the background).

@@ -7,6 +7,7 @@ pub mod activity;
 pub mod assignment;
 pub mod capacity;
 pub mod decide;
+pub mod dependencies;
 pub mod events;
 pub mod gone;
 pub mod grants;

@@ -17,9 +17,9 @@ const SUMMED: [&str; 4] = [
 /// The upstream `.status` the object should show, from the targets that hold
 /// it; `None` when no target reported yet (leave the status alone).
 ///
-/// Kinds with replicas (Deployments) sum the replica counts and report the
-/// lowest observed generation among the holders; any other kind shows the
-/// status of its single holder.
+/// Kinds with replicas (Deployments) sum the replica counts, report the
+/// lowest observed generation among the holders and a condition `Synced`
+/// ([`synced`]); any other kind shows the status of its single holder.
 pub fn aggregate(kind: &str, recorded: &BTreeMap<String, Recorded>) -> Option<Value> {
     let reports: Vec<(&String, Option<&Value>, Option<i64>)> = recorded
         .iter()
@@ -50,11 +50,33 @@ pub fn aggregate(kind: &str, recorded: &BTreeMap<String, Recorded>) -> Option<Va
         {
             out.insert("observedGeneration".to_string(), Value::from(generation));
         }
+        out.insert(
+            "conditions".to_string(),
+            Value::from(vec![synced(recorded)]),
+        );
         return Some(Value::Object(out));
     }
     match reports.as_slice() {
         [(_, Some(status), _)] => Some((*status).clone()),
         _ => None,
+    }
+}
+
+/// The condition `Synced` of a workload: `False` with reason `SyncFailed`
+/// while a target that holds it reports an error (each `target: error` in
+/// the message, e.g. a dependency its syncer cannot apply there), else
+/// `True`.
+pub fn synced(recorded: &BTreeMap<String, Recorded>) -> Value {
+    let errors: Vec<String> = recorded
+        .iter()
+        .filter(|(_, r)| r.holds())
+        .filter_map(|(t, r)| Some(format!("{t}: {}", r.status.as_ref()?.error.as_ref()?)))
+        .collect();
+    match errors.is_empty() {
+        true => serde_json::json!({"type": "Synced", "status": "True", "reason": "Synced",
+            "message": "every target applied its copy"}),
+        false => serde_json::json!({"type": "Synced", "status": "False", "reason": "SyncFailed",
+            "message": errors.join("; ")}),
     }
 }
 
@@ -113,8 +135,34 @@ mod tests {
         let status = aggregate("Deployment", &rec).expect("status");
         assert_eq!(
             status,
-            json!({"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "updatedReplicas": 2, "observedGeneration": 2})
+            json!({"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "updatedReplicas": 2, "observedGeneration": 2,
+                "conditions": [{"type": "Synced", "status": "True", "reason": "Synced", "message": "every target applied its copy"}]})
         );
+    }
+
+    #[test]
+    fn a_target_reporting_an_error_makes_the_workload_not_synced() {
+        let rec = recorded(
+            &[
+                ("west", json!({"status": {"replicas": 1}})),
+                (
+                    "east",
+                    json!({"error": "waiting for ConfigMap demo/cfg: it does not exist in the workspace"}),
+                ),
+                (
+                    "old",
+                    json!({"error": "a removed target's error does not count"}),
+                ),
+            ],
+            &["old"],
+        );
+        let status = aggregate("Deployment", &rec).expect("status");
+        assert_eq!(
+            status["conditions"],
+            json!([{"type": "Synced", "status": "False", "reason": "SyncFailed",
+                "message": "east: waiting for ConfigMap demo/cfg: it does not exist in the workspace"}])
+        );
+        assert_eq!(status["availableReplicas"], json!(0));
     }
 
     #[test]

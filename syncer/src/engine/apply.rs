@@ -49,7 +49,11 @@ impl Engine {
                 Err(err) => return Err(Error::upstream(format!("add finalizer to {what}"), err)),
             }
         }
-        match self.apply_copy(key, &object).await {
+        let applied = match self.check_dependencies(key, &object).await {
+            Ok(()) => self.apply_copy(key, &object).await,
+            Err(err) => Err(err),
+        };
+        match applied {
             Ok(status) => self.report(key, up, &object, status).await.map(Some),
             Err(err) => {
                 self.report_error(key, up, &object, &err).await;

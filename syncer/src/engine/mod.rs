@@ -5,10 +5,12 @@
 //! ([`Engine::reconcile`]); `cache` reads the watch caches and remembers our
 //! own writes, `apply` applies a copy, `report` writes status reports upstream,
 //! `remove` deletes copies, `undecided` reports a copy whose object records
-//! no decision for this target, `namespace` ensures downstream namespaces.
+//! no decision for this target, `namespace` ensures downstream namespaces,
+//! `dependencies` holds a workload's copy until the objects it references are there.
 
 mod apply;
 mod cache;
+mod dependencies;
 mod namespace;
 mod remove;
 mod report;
