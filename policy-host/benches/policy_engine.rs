@@ -194,7 +194,7 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
         let go_host = host.clone();
         let go_req = req.clone();
         let (go_samples, go_fuel) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let samples = sample(200, || {
+            let samples = sample(2000, || {
                 go_host
                     .place_blocking("location-affinity-go", &go_req)
                     .map(|_| ())

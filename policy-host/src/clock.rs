@@ -21,6 +21,12 @@ pub(crate) const MONOTONIC_START_NS: u64 = 1_000_000_000;
 pub(crate) struct VirtualClock(Arc<AtomicU64>);
 
 impl VirtualClock {
+    /// A clock that has already advanced by `slept_ns` (where a snapshot's
+    /// `_initialize` left it).
+    pub fn after(slept_ns: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(slept_ns)))
+    }
+
     /// Monotonic reading now, in nanoseconds.
     pub fn monotonic_ns(&self) -> u64 {
         MONOTONIC_START_NS.saturating_add(self.slept_ns())

@@ -7,18 +7,19 @@ use std::time::Duration;
 /// (ABI section 4).
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Wall-clock deadline of one evaluation (instantiation and
-    /// `_initialize` included).
+    /// Wall-clock deadline of one evaluation (instantiation included), and
+    /// of `_initialize` when a snapshot is taken at load.
     pub deadline: Duration,
-    /// Wall-clock budget of validating one module while loading it: every
-    /// guest call of the load (ABI version, default settings, each test
-    /// vector; each instantiates and runs `_initialize`) must end within
-    /// `deadline` and all of them together within this.
+    /// Wall-clock budget of loading one module: every guest call of the
+    /// load (`_initialize` for its snapshot, then ABI version, default
+    /// settings, each test vector) must end within `deadline` and all of
+    /// them together within this.
     pub load_budget: Duration,
     /// Epoch tick period: the deadline's granularity.
     pub epoch_tick: Duration,
-    /// Fuel given to one evaluation (`_initialize` included); 0 turns fuel
-    /// metering off (the deadline alone then bounds a runaway policy).
+    /// Fuel given to one evaluation (or to `_initialize` when a snapshot is
+    /// taken); 0 turns fuel metering off (the deadline alone then bounds a
+    /// runaway policy).
     pub fuel: u64,
     /// Largest linear memory a policy may grow to, in bytes.
     pub memory_cap: usize,
@@ -47,7 +48,10 @@ pub struct HostConfig {
     /// generation number). `false`: Cranelift only.
     pub tiered: bool,
     /// Directory for compiled modules (`Module::serialize`), keyed by module
-    /// digest and engine configuration; `None` keeps the cache in memory only.
+    /// digest and engine configuration, and for the pre-initialized
+    /// snapshots of modules with `_initialize`, keyed by module digest,
+    /// snapshot format and the limits above that `_initialize` runs under;
+    /// `None` keeps the cache in memory only.
     pub cache_dir: Option<PathBuf>,
 }
 

@@ -9,8 +9,8 @@ use wasmtime::{
 };
 
 use crate::config::HostConfig;
-use crate::poll;
 use crate::sandbox::StoreState;
+use crate::{poll, random};
 
 /// One compiler tier: its engine and linker.
 pub(crate) struct TierEngine {
@@ -100,12 +100,14 @@ fn build_engine(config: &HostConfig, strategy: Strategy) -> anyhow::Result<Engin
 }
 
 /// The linker: WASI preview 1 and nothing else, with the host's
-/// `poll_oneoff` (virtual time, never waits) instead of wasmtime-wasi's.
+/// `poll_oneoff` (virtual time, never waits) and `random_get` (a fixed
+/// sequence whose position a snapshot resumes) instead of wasmtime-wasi's.
 fn build_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreState::wasi)
         .map_err(|e| anyhow::anyhow!("cannot link WASI preview 1: {e}"))?;
     poll::shadow(&mut linker)?;
+    random::shadow(&mut linker, |state: &mut StoreState| &mut state.random)?;
     Ok(linker)
 }
 

@@ -13,6 +13,7 @@ use crate::sandbox::StoreState;
 /// An ABI entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Export {
+    Initialize,
     ValidateSettings,
     Place,
     Transform,
@@ -23,6 +24,7 @@ pub(crate) enum Export {
 impl Export {
     pub fn name(self) -> &'static str {
         match self {
+            Self::Initialize => "_initialize",
             Self::ValidateSettings => "tmc_validate_settings",
             Self::Place => "tmc_place",
             Self::Transform => "tmc_transform",
@@ -97,6 +99,27 @@ pub(crate) fn abi_version(
     Ok(i32::from_le_bytes(bytes))
 }
 
+/// Instantiates `policy` in a fresh store with the evaluation limits, runs
+/// its `_initialize`, then `capture`s the initialized instance, all within
+/// `deadline`; for taking a snapshot (see [`crate::snapshot`]).
+pub(crate) fn initialized(
+    config: &HostConfig,
+    deadline: Duration,
+    name: &str,
+    policy: &CompiledPolicy,
+    capture: impl FnOnce(&mut Store<StoreState>, &Instance) -> wasmtime::Result<Vec<u8>>,
+) -> Result<Vec<u8>, PolicyError> {
+    let out = in_sandbox(
+        config,
+        deadline,
+        name,
+        policy,
+        Export::Initialize,
+        |store, instance| Ok(capture(store, instance)?),
+    )?;
+    Ok(out.bytes)
+}
+
 /// A fresh store with the limits, a fresh instance (`_initialize` called),
 /// then `body`; failures are classified and guest stdio is logged.
 ///
@@ -115,7 +138,11 @@ fn in_sandbox(
     let started = Instant::now();
     // The engine of the module's tier.
     let engine = policy.pre.module().engine();
-    let mut store = Store::new(engine, StoreState::new(config.memory_cap, config.stdio_cap));
+    let resume = policy.snapshot.unwrap_or_default();
+    let mut store = Store::new(
+        engine,
+        StoreState::new(config.memory_cap, config.stdio_cap, resume),
+    );
     store.limiter(|s| &mut s.limiter);
     let internal = |e: wasmtime::Error| PolicyError::Internal {
         policy: name.into(),
@@ -225,7 +252,7 @@ fn run(
             Export::ValidateSettings => Some(&exports.validate_settings),
             Export::Place => exports.place.as_ref(),
             Export::Transform => exports.transform.as_ref(),
-            Export::TestVectors | Export::AbiVersion => None,
+            Export::Initialize | Export::TestVectors | Export::AbiVersion => None,
         }
         .ok_or_else(missing)?;
         let len = i32::try_from(input.len()).map_err(|_| {

@@ -16,7 +16,7 @@ use crate::generation::{ActivePolicy, Generation, PolicyEntry, PolicyStatus};
 use crate::module::{self, CompiledPolicy, Tier};
 use crate::registry::Registry;
 use crate::tier::{self, TierUp};
-use crate::validate::validate;
+use crate::validate::{LoadBudget, validate};
 
 /// What one reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -244,8 +244,9 @@ impl Loader {
         }
     }
 
-    /// Compiles (or finds in the cache) and validates one module; baseline
-    /// code is queued for Cranelift.
+    /// Compiles (or finds in the cache) and validates one module (its
+    /// snapshot, for a module with `_initialize`; both within one load
+    /// budget); baseline code is queued for Cranelift.
     async fn admit(
         &self,
         name: &str,
@@ -266,8 +267,9 @@ impl Loader {
         let owned = name.to_string();
         let (compiled, bytes) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let compiled = cache.load(&owned, &digest, &bytes)?;
-            validate(&config, &owned, &compiled)?;
+            let budget = LoadBudget::start(&config);
+            let compiled = cache.load(&owned, &digest, &bytes, &budget)?;
+            validate(&budget, &owned, &compiled)?;
             Ok::<_, PolicyError>((compiled, bytes))
         })
         .await

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{ExternType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use crate::error::PolicyError;
-use crate::sandbox::StoreState;
+use crate::sandbox::{Resume, StoreState};
 
 /// What a module can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,10 +77,14 @@ pub(crate) struct CompiledPolicy {
     pub tier: Tier,
     pub pre: InstancePre<StoreState>,
     pub exports: Exports,
+    /// `Some` for a pre-initialized snapshot (see [`crate::snapshot`]): where
+    /// its evaluations resume. `None` for a module served as written.
+    pub snapshot: Option<Resume>,
 }
 
 impl CompiledPolicy {
-    /// The names of the module's function exports, sorted.
+    /// The names of the function exports of the module as written, sorted
+    /// (a snapshot no longer exports the `_initialize` its module did).
     pub fn function_exports(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .pre
@@ -89,6 +93,9 @@ impl CompiledPolicy {
             .filter(|export| matches!(export.ty(), ExternType::Func(_)))
             .map(|export| export.name().to_string())
             .collect();
+        if self.snapshot.is_some() {
+            names.push("_initialize".into());
+        }
         names.sort();
         names
     }
@@ -112,13 +119,15 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Checks imports and exports, then pre-links the module.
+/// Checks imports and exports, then pre-links the module (a snapshot of
+/// the module `digest` when `snapshot` says where it resumes).
 pub(crate) fn prepare(
     name: &str,
     module: Module,
     digest: String,
     tier: Tier,
     linker: &Linker<StoreState>,
+    snapshot: Option<Resume>,
 ) -> Result<Arc<CompiledPolicy>, PolicyError> {
     for import in module.imports() {
         if import.module() != "wasi_snapshot_preview1"
@@ -194,6 +203,7 @@ pub(crate) fn prepare(
         tier,
         pre,
         exports,
+        snapshot,
     }))
 }
 

@@ -8,6 +8,7 @@ use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
 use wasmtime_wasi::{Deterministic, WasiCtxBuilder};
 
 use crate::clock::VirtualClock;
+use crate::random::{RandomStream, SEED};
 
 /// Data of one evaluation's `Store`.
 ///
@@ -17,6 +18,10 @@ use crate::clock::VirtualClock;
 pub(crate) struct StoreState {
     wasi: Option<WasiP1Ctx>,
     clock: Option<VirtualClock>,
+    /// Virtual time slept before this store's first instruction (see [`Resume`]).
+    slept_before: u64,
+    /// The guest's position in the fixed random sequence (host `random_get`).
+    pub random: RandomStream,
     pub limiter: MemoryCap,
     stdio: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
     stdio_cap: usize,
@@ -25,11 +30,14 @@ pub(crate) struct StoreState {
 impl StoreState {
     /// An empty sandbox: no files, env, args or network; stdin at end of
     /// file; virtual clocks; deterministic random; stdout/stderr captured up
-    /// to `stdio_cap` bytes.
-    pub fn new(memory_cap: usize, stdio_cap: usize) -> Self {
+    /// to `stdio_cap` bytes. Clocks and random bytes go on from `resume`
+    /// (where a snapshot's `_initialize` left them; the start for others).
+    pub fn new(memory_cap: usize, stdio_cap: usize, resume: Resume) -> Self {
         Self {
             wasi: None,
             clock: None,
+            slept_before: resume.slept_ns,
+            random: RandomStream::at(resume.random_position),
             limiter: MemoryCap {
                 cap: memory_cap,
                 refused: None,
@@ -41,13 +49,27 @@ impl StoreState {
 
     /// The store's virtual time (see [`crate::clock`]), created on first use.
     pub fn clock(&mut self) -> &VirtualClock {
-        self.clock.get_or_insert_with(VirtualClock::default)
+        let slept = self.slept_before;
+        self.clock.get_or_insert_with(|| VirtualClock::after(slept))
+    }
+
+    /// Where the guest's clocks and random bytes stand now: what a snapshot
+    /// taken now must resume from.
+    pub fn resume(&self) -> Resume {
+        Resume {
+            slept_ns: self
+                .clock
+                .as_ref()
+                .map_or(self.slept_before, VirtualClock::slept_ns),
+            random_position: self.random.position(),
+        }
     }
 
     /// The WASI context, built on first use.
     pub fn wasi(&mut self) -> &mut WasiP1Ctx {
         let stdio_cap = self.stdio_cap;
-        let clock = self.clock.get_or_insert_with(VirtualClock::default);
+        let slept = self.slept_before;
+        let clock = self.clock.get_or_insert_with(|| VirtualClock::after(slept));
         let stdio = &mut self.stdio;
         self.wasi.get_or_insert_with(|| {
             let stdout = MemoryOutputPipe::new(stdio_cap);
@@ -78,19 +100,17 @@ impl StoreState {
     }
 }
 
-/// 256 fixed pseudo-random bytes (splitmix64 from a constant seed).
-static SEED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    let mut state: u64 = 0x746d_6370_6f6c_6963;
-    let mut out = Vec::with_capacity(256);
-    while out.len() < 256 {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out
-});
+/// Where the guest's view of the host stood when `_initialize` returned; a
+/// store evaluating a snapshot (see [`crate::snapshot`]) starts there. All zero for a module without
+/// `_initialize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Resume {
+    /// Virtual nanoseconds slept (both clocks had advanced this far).
+    pub slept_ns: u64,
+    /// Bytes of the fixed random sequence already read.
+    pub random_position: u64,
+}
 
 /// Caps linear memory and records the first growth it refused, so a guest
 /// that dies after a refused `memory.grow` is reported as a memory-cap breach.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::cache::ModuleCache;
 use crate::config::HostConfig;
 use crate::registry::Registry;
-use crate::validate::validate;
+use crate::validate::{LoadBudget, validate};
 
 /// A module to recompile with Cranelift.
 pub(crate) struct Job {
@@ -105,13 +105,17 @@ fn optimize(config: &HostConfig, cache: &ModuleCache, registry: &Registry, job: 
     let started = Instant::now();
     let name = job.name.as_str();
     let compiled = match cache.optimize(name, &job.digest, &job.bytes) {
-        Ok(compiled) => compiled,
+        Ok(Some(compiled)) => compiled,
+        Ok(None) => {
+            tracing::debug!(policy = name, digest = %job.digest, "no generation serves that module any more; not optimized");
+            return;
+        }
         Err(e) => {
             tracing::warn!(policy = name, digest = %job.digest, "Cranelift could not recompile a module Winch compiled; the baseline code keeps serving: {e}");
             return;
         }
     };
-    if let Err(e) = validate(config, name, &compiled) {
+    if let Err(e) = validate(&LoadBudget::start(config), name, &compiled) {
         tracing::error!(policy = name, digest = %job.digest, "the optimized code fails the validation its baseline code passed; the baseline code keeps serving: {e}");
         return;
     }
@@ -160,11 +164,15 @@ mod tests {
     /// The module compiled by each tier, through one cache.
     fn both_tiers(cache: &ModuleCache, bytes: &[u8]) -> (Arc<CompiledPolicy>, Arc<CompiledPolicy>) {
         let digest = module::digest(bytes);
-        let baseline = cache.load("p", &digest, bytes).expect("Winch compiles it");
+        let config = HostConfig::default();
+        let baseline = cache
+            .load("p", &digest, bytes, &LoadBudget::start(&config))
+            .expect("Winch compiles it");
         assert_eq!(baseline.tier, Tier::Baseline);
         let optimized = cache
             .optimize("p", &digest, bytes)
-            .expect("Cranelift compiles it");
+            .expect("Cranelift compiles it")
+            .expect("still cached");
         assert_eq!(optimized.tier, Tier::Optimized);
         assert_eq!(cache.compiles(), 1);
         assert_eq!(cache.optimizations(), 1);
@@ -229,7 +237,7 @@ mod tests {
             b.fuel_used
         );
         for compiled in [&baseline, &optimized] {
-            validate(config, "p", compiled).expect("validation passes");
+            validate(&LoadBudget::start(config), "p", compiled).expect("validation passes");
         }
     }
 
@@ -276,7 +284,12 @@ mod tests {
         assert!(!cache.tiered());
         let bytes = fixture("good-v1");
         let compiled = cache
-            .load("p", &module::digest(&bytes), &bytes)
+            .load(
+                "p",
+                &module::digest(&bytes),
+                &bytes,
+                &LoadBudget::start(&HostConfig::default()),
+            )
             .expect("compiles");
         assert_eq!(compiled.tier, Tier::Optimized);
         assert_eq!(cache.optimizations(), 0);

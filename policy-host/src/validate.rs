@@ -1,9 +1,11 @@
 //! Validating a compiled module before it may serve (ABI section 3): its ABI
 //! version, its answer to default settings, then its own test vectors; each
-//! guest call within the evaluation deadline and all of them within the load
-//! budget ([`HostConfig::load_budget`]). Baseline and optimized code of a
-//! module pass the same validation.
+//! guest call within the evaluation deadline and all of them (with the
+//! snapshot's `_initialize`, see [`crate::snapshot`]) within the load budget
+//! ([`HostConfig::load_budget`]). Baseline and optimized code of a module
+//! pass the same validation.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use tmc_policy_sdk::abi::{PlacementRequest, SettingsVerdict, TestVector, TransformRequest};
@@ -15,13 +17,14 @@ use crate::error::PolicyError;
 use crate::invoke::{self, Export};
 use crate::module::CompiledPolicy;
 
-/// Validates `compiled`, loaded as policy `name`.
+/// Validates `compiled`, loaded as policy `name`, within what is left of
+/// `budget`.
 pub(crate) fn validate(
-    config: &HostConfig,
+    budget: &LoadBudget<'_>,
     name: &str,
     compiled: &CompiledPolicy,
 ) -> Result<(), PolicyError> {
-    let budget = LoadBudget::start(config);
+    let config = budget.config;
     let found = budget.run(name, |deadline| {
         invoke::abi_version(config, deadline, name, compiled)
     })?;
@@ -51,34 +54,43 @@ pub(crate) fn validate(
         );
     }
     if compiled.exports.test_vectors.is_some() {
-        run_vectors(config, &budget, name, compiled)?;
+        run_vectors(config, budget, name, compiled)?;
     }
     Ok(())
 }
 
-/// The wall-clock budget of one module's validation: each guest call gets
-/// the evaluation deadline or what is left of the budget, whichever is less.
-struct LoadBudget<'a> {
+/// The wall-clock budget of loading one module: its guest calls (the
+/// snapshot's `_initialize`, if taken, and the validation calls) together;
+/// the host's own work between them (compiling the snapshot) does not count.
+/// Each call gets the evaluation deadline or what is left of the budget,
+/// whichever is less.
+pub(crate) struct LoadBudget<'a> {
     config: &'a HostConfig,
-    ends: Instant,
+    spent: Cell<Duration>,
 }
 
 impl<'a> LoadBudget<'a> {
-    fn start(config: &'a HostConfig) -> Self {
+    /// A budget of [`HostConfig::load_budget`], none of it spent.
+    pub fn start(config: &'a HostConfig) -> Self {
         Self {
             config,
-            ends: Instant::now() + config.load_budget,
+            spent: Cell::new(Duration::ZERO),
         }
+    }
+
+    /// The limits of the load's guest calls.
+    pub fn config(&self) -> &'a HostConfig {
+        self.config
     }
 
     /// Runs one guest call with its deadline; a call cut short by the
     /// budget (or started after it ran out) is a *load budget* error.
-    fn run<T>(
+    pub fn run<T>(
         &self,
         name: &str,
         call: impl FnOnce(Duration) -> Result<T, PolicyError>,
     ) -> Result<T, PolicyError> {
-        let left = self.ends.saturating_duration_since(Instant::now());
+        let left = self.config.load_budget.saturating_sub(self.spent.get());
         let exhausted = || PolicyError::LoadBudget {
             policy: name.into(),
             budget: self.config.load_budget,
@@ -87,7 +99,10 @@ impl<'a> LoadBudget<'a> {
             return Err(exhausted());
         }
         let deadline = left.min(self.config.deadline);
-        match call(deadline) {
+        let started = Instant::now();
+        let result = call(deadline);
+        self.spent.set(self.spent.get() + started.elapsed());
+        match result {
             Err(PolicyError::Deadline { .. }) if deadline < self.config.deadline => {
                 Err(exhausted())
             }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use serde_json::json;
-use tmc_policy_host::{PolicyError, PolicyKind, PolicyStatus};
+use tmc_policy_host::{HostConfig, PolicyError, PolicyKind, PolicyStatus, Tier};
 use tmc_policy_sdk::{TestVector, TransformRequest, Workload, vectors};
 
 const RUST_POLICIES: [&str; 3] = ["location-affinity", "replica-spread", "label-stamper"];
@@ -139,6 +139,67 @@ async fn rust_and_go_location_affinity_agree_on_every_shared_vector() {
         }
     }
     assert_eq!(checked, 2 * list.len());
+}
+
+/// The Go twin is served from its pre-initialized snapshot, which is cached
+/// on disk with its optimized code: a second host (a restart) neither runs
+/// `_initialize` nor compiles, and answers the same under the same identity
+/// (the SHA-256 of the file as written).
+#[tokio::test]
+async fn a_snapshot_is_cached_on_disk_and_serves_a_second_host_without_compiling() {
+    use sha2::Digest as _;
+    let cache = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = built_module("location-affinity-go");
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    write_policy(dir.path(), "go", &bytes);
+    let config = HostConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        // The cache is tested here, not time: the Go twin's vectors can take
+        // over the default 100 ms on a loaded 2-core machine.
+        deadline: std::time::Duration::from_secs(10),
+        ..HostConfig::default()
+    };
+    let first = host_with(config.clone());
+    let report = first.load_dir(dir.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(first.compiled_modules(), 1);
+    first.wait_optimized().await;
+    let exports = first.generation().active("go").expect("active").exports();
+    assert!(exports.iter().any(|e| e == "_initialize"), "{exports:?}");
+
+    let mut files: Vec<String> = std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "the snapshot and its code: {files:?}");
+    for (file, ext) in files.iter().zip([".cwasm", ".wasm"]) {
+        assert!(
+            file.starts_with(&format!("{digest}-snap")) && file.ends_with(ext),
+            "{files:?}"
+        );
+    }
+
+    let second = host_with(config);
+    let report = second.load_dir(dir.path()).await.expect("load from cache");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(second.compiled_modules(), 0);
+    let generation = second.generation();
+    let active = generation.active("go").expect("active");
+    assert_eq!(active.tier(), Tier::Optimized);
+    assert_eq!(active.digest, digest);
+    let a = first.place("go", &request(Some(3))).await.expect("first");
+    let b = second.place("go", &request(Some(3))).await.expect("second");
+    assert_eq!(
+        (&a.value.targets, &a.value.reason),
+        (&b.value.targets, &b.value.reason)
+    );
+    assert_eq!(b.digest, digest);
+    assert_eq!(
+        a.fuel_used, b.fuel_used,
+        "the same code from the same state"
+    );
 }
 
 #[tokio::test]

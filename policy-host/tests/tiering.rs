@@ -107,3 +107,38 @@ async fn a_module_seen_before_comes_back_optimized() {
     );
     assert_eq!(host.compiled_modules(), 2);
 }
+
+/// Every evaluation gets a fresh instance of the module's pre-initialized
+/// snapshot, in a fresh store, with either tier: what one call writes (a
+/// mutable global, linear memory) is not seen by the next, and every call
+/// starts from the state `_initialize` left (both set to 1).
+#[tokio::test]
+async fn no_state_leaks_from_one_evaluation_to_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_policy(dir.path(), "p", &fixture("stateful-init"));
+    let host = host();
+    let report = host.load_dir(dir.path()).await.expect("load");
+    assert!(report.refused.is_empty(), "{report:?}");
+    let req = request(None);
+    let reasons = || async {
+        let mut reasons = Vec::new();
+        for _ in 0..3 {
+            let eval = host.place("p", &req).await.expect("answers");
+            reasons.push(eval.value.reason);
+        }
+        let (a, b) = tokio::join!(host.place("p", &req), host.place("p", &req));
+        reasons.extend([a, b].map(|eval| eval.expect("answers").value.reason));
+        reasons
+    };
+    assert_eq!(reasons().await, ["g1m1"; 5], "baseline code");
+    host.wait_optimized().await;
+    let generation = host.generation();
+    let active = generation.active("p").expect("active");
+    assert_eq!(active.tier(), Tier::Optimized);
+    assert!(
+        active.exports().iter().any(|e| e == "_initialize"),
+        "{:?}",
+        active.exports()
+    );
+    assert_eq!(reasons().await, ["g1m1"; 5], "optimized code");
+}
