@@ -17,6 +17,8 @@ import sys
 args = [a for a in sys.argv[1:] if a != "--top"]
 top = "--top" in sys.argv[1:]
 root = args[0] if args else "daemon/src"
+if not os.path.isfile(os.path.join(root, "lib.rs")) and not os.path.isfile(os.path.join(root, "main.rs")):
+    sys.exit(f"{root}: not a crate's src/ directory (no lib.rs or main.rs); give the path, e.g. daemon/src")
 
 modules = {}
 for dirpath, _, files in os.walk(root):
