@@ -150,6 +150,7 @@ mod tests {
     fn virtual_workspace_server_needs_export_mode_and_a_bare_server() {
         let ok = "[control_plane]\nworkspace = \"root:tmc\"\nexport = \"tmc\"\nvirtual_workspace_server = \"https://front.example.com:6443\"\n";
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
         let config = parse(Path::new("tmc.toml"), ok, dir.path().to_path_buf()).expect("valid");
         assert_eq!(
             config
