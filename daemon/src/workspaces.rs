@@ -80,7 +80,15 @@ impl Workspaces {
             return Ok(Self::One);
         };
         let export = export.get_ref().clone();
-        let endpoint = endpoint_url(inventory, &export).await?;
+        let published = endpoint_url(inventory, &export).await?;
+        let endpoint = match &config.control_plane.virtual_workspace_server {
+            Some(server) => {
+                let endpoint = through(&published, server.get_ref())?;
+                tracing::info!(export = %export, %published, %endpoint, "reaching the export's virtual workspace through control_plane.virtual_workspace_server");
+                endpoint
+            }
+            None => published,
+        };
         let base = kubeconn::control_plane_config(config).await?;
         let url = format!("{endpoint}/clusters/*");
         let wildcard = kubeconn::client_at(&base, Some(&url), None, watches)
@@ -238,6 +246,21 @@ async fn endpoint_url(inventory: &Client, export: &str) -> Result<String> {
     }
 }
 
+/// `published` (a virtual workspace URL kcp published) with its scheme, host
+/// and port replaced by those of `server` (`control_plane.virtual_workspace_server`),
+/// its path kept.
+fn through(published: &str, server: &str) -> Result<String> {
+    let uri: http::Uri = published.parse().with_context(|| {
+        format!("the export's virtual workspace URL {published:?} is not a URL")
+    })?;
+    let path = uri.path_and_query().map_or("", |pq| pq.as_str());
+    Ok(format!(
+        "{}{}",
+        server.trim_end_matches('/'),
+        path.trim_end_matches('/')
+    ))
+}
+
 /// The `status.endpoints[].url` of an APIExportEndpointSlice.
 fn slice_urls(slice: &DynamicObject) -> Vec<String> {
     slice.data["status"]["endpoints"]
@@ -285,6 +308,22 @@ mod tests {
                 "https://shard2/services/apiexport/abc/tmc"
             ]
         );
+    }
+
+    #[test]
+    fn the_published_url_is_reached_through_the_configured_server_with_its_path_kept() {
+        let published = "https://shard-1.kcp.internal:6443/services/apiexport/abc/tmc";
+        for server in ["https://front.example.com", "https://front.example.com/"] {
+            assert_eq!(
+                through(published, server).expect("rebased"),
+                "https://front.example.com/services/apiexport/abc/tmc"
+            );
+        }
+        assert_eq!(
+            through(published, "http://127.0.0.1:40123").expect("rebased"),
+            "http://127.0.0.1:40123/services/apiexport/abc/tmc"
+        );
+        assert!(through("not a url", "https://front.example.com").is_err());
     }
 
     #[tokio::test]

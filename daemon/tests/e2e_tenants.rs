@@ -33,9 +33,20 @@
 //!   `state.workload.kcp.io/east: Sync` (east is not granted to a), never gets a copy on east (the push
 //!   syncers create copies only for granted workspaces), and tmcd replaces the forged key by its own decision.
 //!
-//! A second test puts the faults of `e2e_faults.rs` on this bed (tmcd as a process): kcp frozen 20 s, then
-//! tmcd killed while both tenants create more; no copy is lost, re-created or short of replicas at any sample,
-//! and every workload ends with exactly one copy in its own tenant's namespace.
+//! Three more tests put faults on this bed (tmcd as a process, tenants a on west and b on east, the copies
+//! sampled every second; `TenantFaults`, `sample_until`): no copy is lost, re-created or short of replicas at
+//! any sample, and every workload ends with exactly one copy in its own tenant's namespace.
+//!
+//! - kcp frozen 20 s (SIGSTOP), then tmcd killed (SIGKILL) while both tenants create more.
+//! - West's kube-apiserver stopped while both tenants create more, past the heartbeat threshold and the
+//!   placements' eviction grace: west's SyncTarget is NotReady at every sample while down and Ready after;
+//!   a's workloads pinned to west are held (still decided for west, no removal asked); a's `roam`, spread
+//!   over both, moves whole to east, west's removal asked only once east runs all its replicas; east's copies
+//!   untouched; after the restart west's copies are the same objects.
+//! - tmcd cut off kcp by a paused TCP proxy (connections held, no reset) for 20 s while both tenants create
+//!   more: tmcd reaches kcp only through the proxy, the export's virtual workspace too
+//!   (`[control_plane] virtual_workspace_server`); no new copy appears while paused, and after the resume the
+//!   same tmcd process places every new workload.
 
 mod common;
 
@@ -48,10 +59,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tmc_api::crd::{ClusterWorkloadPlacement, SyncTargetGrant};
+use tmc_api::crd::{ClusterWorkloadPlacement, SyncTarget, SyncTargetGrant};
 use tmc_api::decision::{
     MANAGED_LABEL, RESULT_ANNOTATION_PREFIX, STATE_LABEL_PREFIX, STATE_SYNC,
-    STATUS_ANNOTATION_PREFIX,
+    STATUS_ANNOTATION_PREFIX, deletion_annotation,
 };
 use tmc_api::tenancy::{DOWNSTREAM_CLUSTER_LABEL, LogicalCluster, downstream_namespace};
 use tmc_daemon::admin::client::request;
@@ -59,11 +70,12 @@ use tmc_daemon::admin::status::StatusReport;
 use tmc_daemon::explain::{ExplainReport, Verdict};
 use tmc_daemon::policy_diff::{self, Change, DiffArgs};
 use tmc_tests::fixtures;
+use tmc_tests::testbed::proxy::TcpProxy;
 use tmc_tests::testbed::tenants::EXPORT;
 use tmc_tests::testbed::wait::{self, Poll};
 use tmc_tests::testbed::{TestBed, progress};
 
-use common::{Env, POLL, until};
+use common::{Env, POLL, TIMEOUT, until};
 
 /// The placement every tenant names the same.
 const PLACEMENT: &str = "web-placement";
@@ -191,27 +203,23 @@ impl Team {
 
     /// Applies `web-placement` in this tenant's workspace, retried until the placement API is served there.
     async fn place_in(&self, region: &str) -> Result<()> {
-        let what = format!("{}: placement {PLACEMENT} ({region}) applied", self.label());
+        self.apply_placement(PLACEMENT, placement_in(region)).await
+    }
+
+    /// Applies placement `name` with `spec` in this tenant's workspace, retried until the placement API is
+    /// served there.
+    async fn apply_placement(&self, name: &str, spec: Value) -> Result<()> {
+        let what = format!("{}: placement {name} {spec} applied", self.label());
         until(&what, || async {
             Ok(
-                match fixtures::apply_placement(
-                    &self.client,
-                    "e2e",
-                    PLACEMENT,
-                    placement_in(region),
-                )
-                .await
-                {
+                match fixtures::apply_placement(&self.client, "e2e", name, spec.clone()).await {
                     Ok(()) => Poll::Ready(()),
                     Err(e) => Poll::Pending(format!("{e:#}")),
                 },
             )
         })
         .await?;
-        progress(&format!(
-            "{}: placement {PLACEMENT} -> region {region}",
-            self.label()
-        ));
+        progress(&format!("{}: placement {name} {spec}", self.label()));
         Ok(())
     }
 
@@ -244,12 +252,37 @@ impl Team {
 
     /// Creates `default/<name>` (2 replicas) in this tenant's workspace.
     async fn create(&self, name: &str) -> Result<()> {
-        let web = fixtures::deployment(NAMESPACE, name, 2, json!({}), json!({}))?;
+        self.create_with(name, 2, json!({})).await
+    }
+
+    /// Creates `default/<name>` with `replicas` and `labels` in this tenant's workspace.
+    async fn create_with(&self, name: &str, replicas: i32, labels: Value) -> Result<()> {
+        let web = fixtures::deployment(NAMESPACE, name, replicas, labels, json!({}))?;
         self.deployments()
             .create(&PostParams::default(), &web)
             .await
             .with_context(|| format!("{}: creating {NAMESPACE}/{name}", self.label()))?;
         progress(&format!("{}: created {NAMESPACE}/{name}", self.label()));
+        Ok(())
+    }
+
+    /// Fails unless each of `names` is still decided for `target` (its state label `Sync`) with no removal
+    /// asked of it there.
+    async fn still_placed_on(&self, names: &[String], target: &str) -> Result<()> {
+        for name in names {
+            let d = self
+                .deployments()
+                .get(name)
+                .await
+                .with_context(|| format!("{}: reading {NAMESPACE}/{name}", self.label()))?;
+            let state = states(&d).remove(target);
+            let removal = d.annotations().get(&deletion_annotation(target)).cloned();
+            ensure!(
+                state.as_deref() == Some(STATE_SYNC) && removal.is_none(),
+                "{}: {NAMESPACE}/{name} is no longer held on {target}: state {state:?}, removal asked {removal:?}",
+                self.label()
+            );
+        }
         Ok(())
     }
 
@@ -671,6 +704,7 @@ async fn diff_covers(env: &Env, teams: &[(&Team, &str)]) -> Result<()> {
 /// Fails if the syncer of `target` reports a failing object at any time during `period` (polled).
 async fn syncer_stays_clean(admin: &str, target: &str, period: Duration) -> Result<()> {
     let deadline = Instant::now() + period;
+    let (mut checked, mut without) = (0, 0);
     while Instant::now() < deadline {
         let reply = request(admin, "GET", &format!("/api/v1/syncers/{target}")).await?;
         let body: Value = serde_json::from_str(&reply.body).with_context(|| {
@@ -680,14 +714,24 @@ async fn syncer_stays_clean(admin: &str, target: &str, period: Duration) -> Resu
             )
         })?;
         let health = &body["health"];
-        ensure!(
-            health["failing"] == json!(0),
-            "{target}'s syncer reports failing objects: {health}"
-        );
+        if health.is_null() {
+            // No syncer runs while tmcd is not leading (a renewal missed on a loaded machine): nothing to judge.
+            without += 1;
+        } else {
+            ensure!(
+                health["failing"] == json!(0),
+                "{target}'s syncer reports failing objects: {health}"
+            );
+            checked += 1;
+        }
         tokio::time::sleep(POLL).await;
     }
+    ensure!(
+        checked > 0,
+        "{target}'s syncer never ran in {period:?} ({without} samples without one)"
+    );
     progress(&format!(
-        "{target}'s syncer: no failing object for {period:?}"
+        "{target}'s syncer: no failing object for {period:?} ({checked} samples, {without} while not leading)"
     ));
     Ok(())
 }
@@ -1251,16 +1295,24 @@ async fn each_tenant_is_placed_by_its_own_placement_and_a_new_tenant_is_served_l
     Ok(())
 }
 
-/// Every copy on west and east (downstream namespace, name) -> (uid, available replicas).
-type Fleet = BTreeMap<(String, String, String), (String, i32)>;
+/// The physical clusters of the bed.
+const CLUSTERS: [&str; 2] = ["west", "east"];
 
-async fn fleet(env: &Env) -> Result<Fleet> {
+/// A copy: (cluster, downstream namespace, name).
+type CopyKey = (String, String, String);
+
+/// Copies (see [`CopyKey`]) -> (uid, available replicas).
+type Fleet = BTreeMap<CopyKey, (String, i32)>;
+
+/// Every copy tmc manages on `clusters`; fails when one of them cannot be read.
+async fn fleet_on(env: &Env, clusters: &[&str]) -> Result<Fleet> {
     let mut out = Fleet::new();
-    for cluster in ["west", "east"] {
+    for cluster in clusters {
         let all: Api<Deployment> = Api::all(env.cluster(cluster).await?);
         let list = all
             .list(&kube::api::ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
-            .await?;
+            .await
+            .with_context(|| format!("listing the copies on {cluster}"))?;
         for d in list.items {
             let available = d
                 .status
@@ -1269,7 +1321,7 @@ async fn fleet(env: &Env) -> Result<Fleet> {
                 .unwrap_or(0);
             out.insert(
                 (
-                    cluster.to_owned(),
+                    (*cluster).to_owned(),
                     d.namespace().unwrap_or_default(),
                     d.name_any(),
                 ),
@@ -1278,6 +1330,20 @@ async fn fleet(env: &Env) -> Result<Fleet> {
         }
     }
     Ok(out)
+}
+
+/// Every copy on west and east.
+async fn fleet(env: &Env) -> Result<Fleet> {
+    fleet_on(env, &CLUSTERS).await
+}
+
+/// The copies of `fleet` on `clusters` only.
+fn only_on(fleet: &Fleet, clusters: &[&str]) -> Fleet {
+    fleet
+        .iter()
+        .filter(|((cluster, _, _), _)| clusters.contains(&cluster.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Fails unless every copy of `before` is still there, the same object (uid) with `replicas` available.
@@ -1301,46 +1367,174 @@ fn kept(before: &Fleet, now: &Fleet, replicas: i32, when: &str) -> Result<()> {
     Ok(())
 }
 
-/// Samples the copies every second for `period`, failing on the first one lost, re-created or short of replicas.
-async fn keeps_for(env: &Env, before: &Fleet, period: Duration, when: &str) -> Result<usize> {
-    let deadline = Instant::now() + period;
+/// Samples the copies on `clusters` every second until `check` (given each sample) is ready, failing on the
+/// first copy of `before` there that is lost, re-created or short of 2 available replicas, on the first error
+/// of `check`, or after [`TIMEOUT`]; returns what `check` gave and the number of samples.
+async fn sample_until<T>(
+    env: &Env,
+    before: &Fleet,
+    clusters: &[&str],
+    when: &str,
+    mut check: impl AsyncFnMut(&Fleet) -> Result<Poll<T>>,
+) -> Result<(T, usize)> {
+    let before = only_on(before, clusters);
+    let deadline = Instant::now() + TIMEOUT;
     let mut samples = 0;
-    while Instant::now() < deadline {
-        kept(before, &fleet(env).await?, 2, when)?;
+    loop {
+        let now = fleet_on(env, clusters).await?;
+        kept(&before, &now, 2, when)?;
         samples += 1;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        match check(&now).await? {
+            Poll::Ready(out) => return Ok((out, samples)),
+            Poll::Pending(why) if Instant::now() >= deadline => {
+                bail!("{when}: still waiting after {samples} samples ({TIMEOUT:?}): {why}")
+            }
+            Poll::Pending(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
+}
+
+/// [`sample_until`] for `period`, `also` given each sample; returns the number of samples.
+async fn sample_for(
+    env: &Env,
+    before: &Fleet,
+    clusters: &[&str],
+    period: Duration,
+    when: &str,
+    mut also: impl AsyncFnMut(&Fleet) -> Result<()>,
+) -> Result<usize> {
+    let end = Instant::now() + period;
+    let ((), samples) = sample_until(env, before, clusters, when, async |now| {
+        also(now).await?;
+        Ok(if Instant::now() >= end {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(String::new())
+        })
+    })
+    .await?;
     Ok(samples)
 }
 
-/// Waits until west holds exactly a's `names` in a's downstream namespace and east b's in b's, each with 2
-/// replicas available, nothing else managed on either; returns the copies.
-async fn placed_with_replicas(env: &Env, a: &Team, b: &Team, names: &[String]) -> Result<Fleet> {
-    let mut want: BTreeSet<(String, String, String)> = BTreeSet::new();
+/// Samples every copy every second for `period`, failing on the first one lost, re-created or short of replicas.
+async fn keeps_for(env: &Env, before: &Fleet, period: Duration, when: &str) -> Result<usize> {
+    sample_for(env, before, &CLUSTERS, period, when, async |_| Ok(())).await
+}
+
+/// The copies expected when a's `names` run on west in a's downstream namespace and b's on east in b's.
+fn expected(a: &Team, b: &Team, names: &[String]) -> Result<BTreeSet<CopyKey>> {
+    let mut want = BTreeSet::new();
     for (cluster, team) in [("west", a), ("east", b)] {
         for name in names {
             want.insert((cluster.to_owned(), team.downstream()?, name.clone()));
         }
     }
+    Ok(want)
+}
+
+/// Waits until the copies on west and east are exactly `want`, each with 2 replicas available; returns them.
+async fn wait_fleet(env: &Env, want: &BTreeSet<CopyKey>) -> Result<Fleet> {
     let what = format!(
-        "{} copies, a's on west and b's on east, 2 replicas available each",
+        "exactly {} copies, each in its tenant's namespace, 2 replicas available each",
         want.len()
     );
     until(&what, || async {
         let now = fleet(env).await?;
         let keys: BTreeSet<_> = now.keys().cloned().collect();
         let short = now.values().filter(|(_, available)| *available < 2).count();
-        Ok(if keys == want && short == 0 {
+        Ok(if keys == *want && short == 0 {
             Poll::Ready(now)
         } else {
             Poll::Pending(format!(
-                "{} missing, {} unexpected, {short} short of replicas",
-                want.difference(&keys).count(),
-                keys.difference(&want).count()
+                "missing {:?}, unexpected {:?}, {short} short of replicas",
+                want.difference(&keys).collect::<Vec<_>>(),
+                keys.difference(want).collect::<Vec<_>>()
             ))
         })
     })
     .await
+}
+
+/// Waits until west holds exactly a's `names` in a's downstream namespace and east b's in b's, each with 2
+/// replicas available, nothing else managed on either; returns the copies.
+async fn placed_with_replicas(env: &Env, a: &Team, b: &Team, names: &[String]) -> Result<Fleet> {
+    wait_fleet(env, &expected(a, b, names)?).await
+}
+
+/// `web`, then `w0`, `w1`, ...: `n` workload names.
+fn workload_names(n: usize) -> Vec<String> {
+    std::iter::once(WEB.to_owned())
+        .chain((0..n - 1).map(|i| format!("w{i}")))
+        .collect()
+}
+
+/// The bed of the fault tests: tmcd runs as a process (so it can be killed) over tenants a and b, each granted
+/// every target; a's `web-placement` chooses west, b's east.
+struct TenantFaults {
+    env: Env,
+    tmcd: tmc_tests::testbed::process::Supervised,
+    a: Team,
+    b: Team,
+    /// A client of the inventory workspace `root:tmc`.
+    inventory: kube::Client,
+}
+
+impl TenantFaults {
+    /// Starts tmcd as a process with the configuration `text` on `env`, grants every target to a and b, and
+    /// applies their placements, with `evictionGracePeriodSeconds` = `grace` when given.
+    async fn start(env: Env, text: &str, grace: Option<u32>) -> Result<Self> {
+        let config = env.dir.path().join("tmc.toml");
+        std::fs::write(&config, text)?;
+        let tmcd = env.bed.spawn(
+            "tmcd",
+            env!("CARGO_BIN_EXE_tmcd"),
+            ["--config".to_string(), config.display().to_string()],
+        )?;
+        let (a, b) = (
+            Team::of(&env.bed, "a").await?,
+            Team::of(&env.bed, "b").await?,
+        );
+        let inventory = env.bed.kcp_client().await?;
+        grant(&inventory, "faults-a", &a.logical_cluster, None).await?;
+        grant(&inventory, "faults-b", &b.logical_cluster, None).await?;
+        for (team, region) in [(&a, "us-west"), (&b, "us-east")] {
+            let mut spec = placement_in(region);
+            if let Some(grace) = grace {
+                spec["evictionGracePeriodSeconds"] = json!(grace);
+            }
+            team.apply_placement(PLACEMENT, spec).await?;
+        }
+        Ok(Self {
+            env,
+            tmcd,
+            a,
+            b,
+            inventory,
+        })
+    }
+
+    /// Creates each of `names` (2 replicas) in both tenants.
+    async fn create(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            self.a.create(name).await?;
+            self.b.create(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether SyncTarget `name` says Ready=True (`None`: no Ready condition yet).
+    async fn target_ready(&self, name: &str) -> Result<Option<bool>> {
+        let targets: Api<SyncTarget> = Api::all(self.inventory.clone());
+        Ok(targets
+            .get(name)
+            .await?
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status == "True"))
+    }
 }
 
 /// "Nothing lost" on the tenant bed (the faults of `e2e_faults.rs`, in export mode): tmcd runs as a process
@@ -1352,63 +1546,41 @@ async fn placed_with_replicas(env: &Env, a: &Team, b: &Team, names: &[String]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_copies_survive_a_frozen_control_plane_and_a_killed_tmcd() -> Result<()> {
     let started = Instant::now();
-    let mut env = tenant_bed().await?;
-    let config = env.dir.path().join("tmc.toml");
-    std::fs::write(
-        &config,
-        env.export_config_syncing(EXPORT, &["deployments.apps"], "")?,
-    )?;
-    let mut tmcd = env.bed.spawn(
-        "tmcd",
-        env!("CARGO_BIN_EXE_tmcd"),
-        ["--config".to_string(), config.display().to_string()],
-    )?;
-    let (a, b) = (
-        Team::of(&env.bed, "a").await?,
-        Team::of(&env.bed, "b").await?,
-    );
-    let inventory = env.bed.kcp_client().await?;
-    grant(&inventory, "faults-a", &a.logical_cluster, None).await?;
-    grant(&inventory, "faults-b", &b.logical_cluster, None).await?;
-    a.place_in("us-west").await?;
-    b.place_in("us-east").await?;
-    let names: Vec<String> = std::iter::once(WEB.to_owned())
-        .chain((0..8).map(|i| format!("w{i}")))
-        .collect();
-    for name in &names[..5] {
-        a.create(name).await?;
-        b.create(name).await?;
-    }
-    let before = placed_with_replicas(&env, &a, &b, &names[..5]).await?;
+    let env = tenant_bed().await?;
+    let text = env.export_config_syncing(EXPORT, &["deployments.apps"], "")?;
+    let mut bed = TenantFaults::start(env, &text, None).await?;
+    let names = workload_names(9);
+    bed.create(&names[..5]).await?;
+    let (env, a, b) = (&bed.env, &bed.a, &bed.b);
+    let before = placed_with_replicas(env, a, b, &names[..5]).await?;
     progress(&format!(
         "{} copies placed, 2 replicas available each",
         before.len()
     ));
 
-    env.bed.kcp_mut()?.pause()?;
-    let frozen = keeps_for(&env, &before, Duration::from_secs(20), "kcp frozen").await;
-    env.bed.kcp_mut()?.resume()?;
+    bed.env.bed.kcp_mut()?.pause()?;
+    let frozen = keeps_for(&bed.env, &before, Duration::from_secs(20), "kcp frozen").await;
+    bed.env.bed.kcp_mut()?.resume()?;
     let frozen = frozen?;
-    let thawed = keeps_for(&env, &before, Duration::from_secs(10), "kcp thawed").await?;
-    tmcd.ensure_running()
+    let thawed = keeps_for(&bed.env, &before, Duration::from_secs(10), "kcp thawed").await?;
+    bed.tmcd
+        .ensure_running()
         .context("tmcd exited while kcp was frozen")?;
     progress(&format!(
         "kcp frozen 20 s, then running 10 s: {} copies kept, {frozen} + {thawed} samples",
         before.len()
     ));
 
-    tmcd.kill();
-    for name in &names[5..] {
-        a.create(name).await?;
-        b.create(name).await?;
-    }
-    let down = keeps_for(&env, &before, Duration::from_secs(5), "tmcd killed").await?;
-    tmcd.relaunch()?;
-    let after = placed_with_replicas(&env, &a, &b, &names).await?;
+    bed.tmcd.kill();
+    bed.create(&names[5..]).await?;
+    let down = keeps_for(&bed.env, &before, Duration::from_secs(5), "tmcd killed").await?;
+    bed.tmcd.relaunch()?;
+    let (env, a, b) = (&bed.env, &bed.a, &bed.b);
+    let after = placed_with_replicas(env, a, b, &names).await?;
     kept(&before, &after, 2, "after tmcd's restart")?;
-    let settled = keeps_for(&env, &after, Duration::from_secs(5), "settled").await?;
+    let settled = keeps_for(env, &after, Duration::from_secs(5), "settled").await?;
     ensure!(
-        fleet(&env).await?.len() == after.len(),
+        fleet(env).await?.len() == after.len(),
         "a copy appeared after every workload was placed once"
     );
     a.wait_status(&["west"], 2).await?;
@@ -1420,6 +1592,308 @@ async fn tenant_copies_survive_a_frozen_control_plane_and_a_killed_tmcd() -> Res
         before.len(),
         started.elapsed()
     ));
-    tmcd.stop(Duration::from_secs(10));
+    bed.tmcd.stop(Duration::from_secs(10));
+    Ok(())
+}
+
+/// How long the fault tests' placements keep a workload on a target that is not Ready: short, so that a
+/// cluster stopped for the test is down well past it.
+const FAULT_GRACE_SECONDS: u32 = 10;
+/// a's workload that may move: spread over both targets by its own placement.
+const ROAM: &str = "roam";
+
+/// A physical cluster stopped on the tenant bed: tmcd (a process) over tenants a (placing on west) and b (on
+/// east), 4 workloads each of 2 replicas, and a's `roam` (4 replicas) spread over west and east by a's
+/// placement `roam` (replica-spread), every placement with a 10 s eviction grace. West's kube-apiserver is
+/// stopped while both tenants create 2 more workloads, until west's SyncTarget is NotReady, roam has moved
+/// whole to east, and west has been NotReady for 20 s; then west starts again.
+///
+/// Sampled every second: east's copies are never deleted, re-created or short of replicas; while west is
+/// down its SyncTarget stays NotReady and a's workloads pinned to west stay decided for it with no removal
+/// asked (held, though past their grace); west's removal of roam is asked only once roam's copy on east has
+/// its 4 replicas available. Once west is back (Ready again), every copy from before but west's roam is the
+/// same object with its replicas; roam's copies together never have fewer than 4 available replicas; at the
+/// end every workload has exactly one copy in its own tenant's namespace (roam one on each cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_copies_survive_a_stopped_cluster_and_only_what_may_move_moves() -> Result<()> {
+    let started = Instant::now();
+    let env = tenant_bed().await?;
+    env.install_policy("replica-spread", "replica-spread")?;
+    let text = env.export_config_syncing(EXPORT, &["deployments.apps"], "")?;
+    let mut bed = TenantFaults::start(env, &text, Some(FAULT_GRACE_SECONDS)).await?;
+    bed.a
+        .apply_placement(
+            ROAM,
+            json!({
+                "policy": {"name": "replica-spread"},
+                "priority": 10,
+                "workloadSelector": {"matchLabels": {"roam": "yes"}},
+                "evictionGracePeriodSeconds": FAULT_GRACE_SECONDS,
+            }),
+        )
+        .await?;
+    let names = workload_names(6);
+    let (first, later) = names.split_at(4);
+    bed.create(first).await?;
+    bed.a.create_with(ROAM, 4, json!({"roam": "yes"})).await?;
+    let ns_a = bed.a.downstream()?;
+    let roam_on = |cluster: &str| (cluster.to_owned(), ns_a.clone(), ROAM.to_owned());
+    let mut want = expected(&bed.a, &bed.b, first)?;
+    want.extend([roam_on("west"), roam_on("east")]);
+    let before = wait_fleet(&bed.env, &want).await?;
+    ensure!(
+        bed.target_ready("west").await? == Some(true),
+        "west is not Ready before the fault"
+    );
+    let roam_west_uid = before[&roam_on("west")].0.clone();
+    // What must survive west's stop: every copy but west's roam, which may move.
+    let mut pinned = before.clone();
+    pinned.remove(&roam_on("west"));
+    progress(&format!(
+        "{} copies placed (roam 2 + 2), west Ready",
+        before.len()
+    ));
+
+    let stopped = Instant::now();
+    bed.env.bed.stop_cluster("west").await?;
+    let (env, a) = (&bed.env, &bed.a);
+    let ((), stale) = sample_until(env, &pinned, &["east"], "west stopped", async |_| {
+        a.still_placed_on(first, "west").await?;
+        Ok(match bed.target_ready("west").await? {
+            Some(false) => Poll::Ready(()),
+            ready => Poll::Pending(format!("west Ready={ready:?}")),
+        })
+    })
+    .await?;
+    progress(&format!(
+        "west's SyncTarget NotReady {:.0?} after its kube-apiserver was told to stop ({stale} samples)",
+        stopped.elapsed()
+    ));
+    let not_ready = Instant::now();
+    bed.create(later).await?;
+    // While west is down: it stays NotReady, a's pinned workloads stay held, and roam moves to east (its
+    // removal on west asked only once east runs all 4).
+    let down = async |now: &Fleet| -> Result<Option<i32>> {
+        ensure!(
+            bed.target_ready("west").await? == Some(false),
+            "west's SyncTarget turned Ready while its kube-apiserver is stopped"
+        );
+        a.still_placed_on(first, "west").await?;
+        let roam = a.deployments().get(ROAM).await?;
+        let east = now
+            .get(&roam_on("east"))
+            .map_or(0, |(_, available)| *available);
+        if roam
+            .annotations()
+            .contains_key(&deletion_annotation("west"))
+        {
+            ensure!(
+                east >= 4,
+                "roam's removal from west was asked while its copy on east has {east} of 4 replicas available"
+            );
+            return Ok(Some(east));
+        }
+        Ok(None)
+    };
+    let (moved, evacuating) = sample_until(env, &pinned, &["east"], "west down", async |now| {
+        Ok(match down(now).await? {
+            Some(east) => Poll::Ready(east),
+            None => Poll::Pending("roam not moved to east yet".into()),
+        })
+    })
+    .await?;
+    let rest = Duration::from_secs(20).saturating_sub(not_ready.elapsed());
+    let held = sample_for(env, &pinned, &["east"], rest, "west down", async |now| {
+        down(now).await.map(drop)
+    })
+    .await?;
+    let on_east = fleet_on(env, &["east"]).await?.len();
+    progress(&format!(
+        "west down {:.0?}: roam moved to east ({moved} available there) after {evacuating} samples, {held} \
+         more samples with west NotReady; a's {} pinned workloads held on west; {on_east} copies on east",
+        stopped.elapsed(),
+        first.len()
+    ));
+
+    let restarted = Instant::now();
+    bed.env.bed.start_cluster("west").await?;
+    let (env, a, b) = (&bed.env, &bed.a, &bed.b);
+    let mut roam_west_seen = Vec::new();
+    let ((), back) = sample_until(env, &pinned, &CLUSTERS, "west started again", async |now| {
+        let roam: i32 = CLUSTERS
+            .iter()
+            .filter_map(|c| now.get(&roam_on(c)))
+            .map(|(_, available)| *available)
+            .sum();
+        ensure!(
+            roam >= 4,
+            "roam's copies have {roam} available replicas together, 4 wanted"
+        );
+        roam_west_seen.push(now.get(&roam_on("west")).map(|(uid, _)| uid.clone()));
+        Ok(match bed.target_ready("west").await? {
+            Some(true) => Poll::Ready(()),
+            ready => Poll::Pending(format!("west Ready={ready:?}")),
+        })
+    })
+    .await?;
+    let mut want = expected(a, b, &names)?;
+    want.extend([roam_on("west"), roam_on("east")]);
+    let after = wait_fleet(env, &want).await?;
+    let placed = restarted.elapsed();
+    kept(&pinned, &after, 2, "after west came back")?;
+    let settled = keeps_for(env, &after, Duration::from_secs(5), "settled").await?;
+    ensure!(
+        fleet(env).await?.len() == after.len(),
+        "a copy appeared after every workload was placed once"
+    );
+    a.wait_status(&["west"], 2).await?;
+    b.wait_status(&["east"], 2).await?;
+    let original = Some(roam_west_uid.clone());
+    let first_back = roam_west_seen.first().cloned().flatten();
+    let removed_at = roam_west_seen.iter().position(|uid| *uid != original);
+    progress(&format!(
+        "west back, Ready after {back} samples, every copy there {placed:.0?} after its restart began: {} \
+         copies, the {} pinned ones from before the same objects, \
+         {settled} samples settled; roam's original copy on west {} at west's first sample back, {}, and \
+         {} at the end; {:.0?} in all",
+        after.len(),
+        pinned.len(),
+        if first_back == original {
+            "still there"
+        } else {
+            "gone"
+        },
+        match removed_at {
+            Some(i) => format!("gone from sample {i}"),
+            None => "never gone while west turned Ready".to_owned(),
+        },
+        if after[&roam_on("west")].0 == roam_west_uid {
+            "the same object (its removal withdrawn)"
+        } else {
+            "a new object"
+        },
+        started.elapsed()
+    ));
+    bed.tmcd.stop(Duration::from_secs(10));
+    Ok(())
+}
+
+/// The lines of tmcd's log (`<bed dir>/tmcd.log`) that contain `text`.
+fn tmcd_log_lines(env: &Env, text: &str) -> Result<Vec<String>> {
+    let path = env.bed.dir().join("tmcd.log");
+    let log = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading tmcd's log {}", path.display()))?;
+    Ok(log
+        .lines()
+        .filter(|l| l.contains(text))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// tmcd cut off kcp without a reset: tmcd (a process) reaches kcp only through a pausable TCP proxy, the
+/// export's virtual workspace too (`[control_plane] virtual_workspace_server` set to the proxy, as for a kcp
+/// behind a front proxy), over tenants a (west) and b (east) with 5 workloads each. The proxy is paused for
+/// 20 s (connections held open, nothing forwarded either way) while each tenant creates 3 more workloads
+/// straight to kcp, then resumed.
+///
+/// Sampled every second: no copy deleted, re-created or short of replicas, and no copy of the new workloads
+/// appears while the proxy is paused (tmcd and its syncers see kcp only through it). After the resume, without
+/// restarting tmcd, every workload has exactly one copy in its own tenant's namespace, and the copies from
+/// before are the same objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_copies_survive_tmcd_cut_off_kcp_by_a_paused_proxy() -> Result<()> {
+    let started = Instant::now();
+    let env = tenant_bed().await?;
+    let base = env.bed.kcp()?.base_url();
+    let kcp_addr = base
+        .trim_start_matches("https://")
+        .parse()
+        .with_context(|| format!("kcp's address in {base}"))?;
+    let proxy = TcpProxy::start(kcp_addr).await?;
+    let text = env.export_config_via(EXPORT, &proxy.url(), &["deployments.apps"], "")?;
+    let mut bed = TenantFaults::start(env, &text, None).await?;
+    let pid = bed.tmcd.pid();
+    let names = workload_names(8);
+    let (first, later) = names.split_at(5);
+    bed.create(first).await?;
+    let (env, a, b) = (&bed.env, &bed.a, &bed.b);
+    let before = placed_with_replicas(env, a, b, first).await?;
+    let through = tmcd_log_lines(env, "virtual_workspace_server")?;
+    ensure!(
+        through
+            .iter()
+            .any(|l| l.contains(&format!("endpoint={}/services/apiexport/", proxy.url()))),
+        "tmcd's log does not say it reaches the virtual workspace through the proxy {}: {through:?}",
+        proxy.url()
+    );
+    progress(&format!(
+        "{} copies placed through the proxy ({} connections, {} bytes from kcp so far)",
+        before.len(),
+        proxy.connections(),
+        proxy.bytes_down()
+    ));
+
+    proxy.pause();
+    let paused_at = Instant::now();
+    let created = bed.create(later).await;
+    // A write the proxy was making when it paused may still have completed: counted from here.
+    let up_at_pause = proxy.bytes_up();
+    let mut new_keys = expected(a, b, later)?;
+    let cut = sample_for(
+        env,
+        &before,
+        &CLUSTERS,
+        Duration::from_secs(20).saturating_sub(paused_at.elapsed()),
+        "proxy paused",
+        async |now| {
+            new_keys.retain(|k| !now.contains_key(k));
+            ensure!(
+                new_keys.len() == 2 * later.len(),
+                "a new workload got a copy while tmcd was cut off kcp: tmcd or a syncer bypasses the proxy"
+            );
+            Ok(())
+        },
+    )
+    .await;
+    let up_while_paused = proxy.bytes_up() - up_at_pause;
+    proxy.resume();
+    created?;
+    let cut = cut?;
+    ensure!(
+        up_while_paused == 0,
+        "the paused proxy forwarded {up_while_paused} bytes to kcp"
+    );
+    progress(&format!(
+        "proxy paused {:.0?} while each tenant created {}: {} copies kept, none new, {cut} samples",
+        paused_at.elapsed(),
+        later.len(),
+        before.len()
+    ));
+
+    let resumed = Instant::now();
+    let after = placed_with_replicas(env, a, b, &names).await?;
+    let recovered = resumed.elapsed();
+    kept(&before, &after, 2, "after the proxy resumed")?;
+    let settled = keeps_for(env, &after, Duration::from_secs(5), "settled").await?;
+    ensure!(
+        fleet(env).await?.len() == after.len(),
+        "a copy appeared after every workload was placed once"
+    );
+    a.wait_status(&["west"], 2).await?;
+    b.wait_status(&["east"], 2).await?;
+    bed.tmcd
+        .ensure_running()
+        .context("tmcd exited while cut off")?;
+    ensure!(bed.tmcd.pid() == pid, "tmcd was restarted");
+    let stops = tmcd_log_lines(&bed.env, "stopped leading")?.len();
+    progress(&format!(
+        "proxy resumed: the {} new workloads placed {recovered:.0?} later by the same tmcd (stopped leading \
+         {stops} times), {} copies, the {} from before the same objects, {settled} samples settled; {:.0?} in all",
+        2 * later.len(),
+        after.len(),
+        before.len(),
+        started.elapsed()
+    ));
+    bed.tmcd.stop(Duration::from_secs(10));
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::testbed::binaries::repo_root;
 /// (region `us-west`) and `east` (region `us-east`) as push clusters, then
 /// `sections` verbatim (`[sync]`, `[policies]`, ... as the caller needs them).
 pub fn tmc_toml(bed: &TestBed, synced_from: &str, sections: &str) -> Result<String> {
-    tmc_toml_with(bed, synced_from, "", sections)
+    tmc_toml_with(bed, synced_from, &bed.kubeconfig_path("kcp")?, "", sections)
 }
 
 /// Like [`tmc_toml`], with tmcd in export mode (issue 12, `docs/tenancy.md`): `[control_plane] export =
@@ -31,19 +31,48 @@ pub fn tmc_toml_export(
     tmc_toml_with(
         bed,
         synced_from,
+        &bed.kubeconfig_path("kcp")?,
         &format!("export = {export:?}\n"),
         sections,
     )
 }
 
-/// [`tmc_toml`] with `control_plane` (whole `key = value` lines) added to its `[control_plane]` section.
+/// Like [`tmc_toml_export`], with tmcd reaching kcp only through `server` (`https://<host:port>`, e.g. a
+/// [`TcpProxy`](crate::testbed::proxy::TcpProxy) before kcp): its control-plane kubeconfig is the bed's with
+/// kcp's URL replaced by `server`, written into `dir`, and `[control_plane] virtual_workspace_server` is `server`,
+/// so the export's virtual workspace (whose URL kcp publishes with its own address) is reached through it too.
+pub fn tmc_toml_export_via(
+    bed: &TestBed,
+    synced_from: &str,
+    export: &str,
+    server: &str,
+    dir: &Path,
+    sections: &str,
+) -> Result<String> {
+    let direct = bed.kubeconfig_path("kcp")?;
+    let via = dir.join("kcp-via-server.kubeconfig");
+    let text = std::fs::read_to_string(&direct)
+        .with_context(|| format!("reading {}", direct.display()))?;
+    std::fs::write(&via, text.replace(&bed.kcp()?.base_url(), server))
+        .with_context(|| format!("writing {}", via.display()))?;
+    tmc_toml_with(
+        bed,
+        synced_from,
+        &via,
+        &format!("export = {export:?}\nvirtual_workspace_server = {server:?}\n"),
+        sections,
+    )
+}
+
+/// [`tmc_toml`] with the control plane's kubeconfig `kcp` and `control_plane` (whole `key = value` lines) added to
+/// its `[control_plane]` section.
 fn tmc_toml_with(
     bed: &TestBed,
     synced_from: &str,
+    kcp: &Path,
     control_plane: &str,
     sections: &str,
 ) -> Result<String> {
-    let kcp = bed.kubeconfig_path("kcp")?;
     let west = bed.kubeconfig_path("west")?;
     let east = bed.kubeconfig_path("east")?;
     Ok(format!(

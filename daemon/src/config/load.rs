@@ -147,6 +147,45 @@ mod tests {
     }
 
     #[test]
+    fn virtual_workspace_server_needs_export_mode_and_a_bare_server() {
+        let ok = "[control_plane]\nworkspace = \"root:tmc\"\nexport = \"tmc\"\nvirtual_workspace_server = \"https://front.example.com:6443\"\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        let config = parse(Path::new("tmc.toml"), ok, dir.path().to_path_buf()).expect("valid");
+        assert_eq!(
+            config
+                .control_plane
+                .virtual_workspace_server
+                .map(|s| s.into_inner()),
+            Some("https://front.example.com:6443".to_owned())
+        );
+        let e = err(
+            "[control_plane]\nworkspace = \"root:tmc\"\nvirtual_workspace_server = \"https://front.example.com\"\n",
+        );
+        assert!(e.starts_with("tmc.toml:3:28: "), "{e}");
+        assert!(
+            e.contains("control_plane.export") && e.contains("fix:"),
+            "{e}"
+        );
+        for (server, why) in [
+            ("front.example.com", "needs a scheme"),
+            ("ftp://front.example.com", "needs a scheme"),
+            (
+                "https://front.example.com/services/apiexport",
+                "path or query",
+            ),
+            ("https://front.example.com?x=1", "path or query"),
+            ("https://front example", "is not a URL"),
+        ] {
+            let e = err(&format!(
+                "[control_plane]\nworkspace = \"root:tmc\"\nexport = \"tmc\"\nvirtual_workspace_server = {server:?}\n"
+            ));
+            assert!(e.starts_with("tmc.toml:4:28: "), "{server}: {e}");
+            assert!(e.contains(why) && e.contains("fix:"), "{server}: {e}");
+        }
+    }
+
+    #[test]
     fn invalid_synced_from_is_located_with_the_fix() {
         let e = err("log_format = \"text\"\nsynced_from = \"root:tmc\"\n");
         assert!(e.starts_with("tmc.toml:2:15: "), "{e}");

@@ -69,6 +69,13 @@ pub struct ControlPlane {
     /// export's virtual workspace (issue 12, `docs/tenancy.md`). Absent: the
     /// workloads of `workspace` itself.
     pub export: Option<Spanned<String>>,
+    /// The server (`https://host:port`) tmcd reaches the export's virtual
+    /// workspace through, in place of the scheme, host and port of the URL
+    /// kcp publishes in the APIExportEndpointSlice (its path is kept): for a
+    /// kcp that publishes an address tmcd cannot reach, such as a shard's
+    /// own name behind a front proxy. Needs `export`. Absent: the published
+    /// URL as is.
+    pub virtual_workspace_server: Option<Spanned<String>>,
     /// Whether tmcd writes the aggregated `.status` of the workloads (absent:
     /// only when the control plane is kcp, whose workspaces run no workload
     /// controllers; on a plain Kubernetes API server the deployment
@@ -91,6 +98,7 @@ impl Default for ControlPlane {
             context: None,
             workspace: None,
             export: None,
+            virtual_workspace_server: None,
             write_status: None,
             username: None,
             install_admission_policy: true,

@@ -104,6 +104,15 @@ pub fn check(config: &Config) -> Result<(), Failure> {
     if let Some(export) = &config.control_plane.export {
         check_export(config, export)?;
     }
+    if let Some(server) = &config.control_plane.virtual_workspace_server {
+        if config.control_plane.export.is_none() {
+            return Err((
+                server.span(),
+                "virtual_workspace_server only applies to the export's virtual workspace (fix: set control_plane.export, or remove virtual_workspace_server)".to_string(),
+            ));
+        }
+        check_server(server.get_ref()).map_err(|reason| (server.span(), reason))?;
+    }
     for resource in &config.sync.resources {
         let text = resource.get_ref();
         let (plural, group) = text.split_once('.').unwrap_or((text.as_str(), ""));
@@ -375,6 +384,26 @@ pub fn is_dns_label(name: &str) -> bool {
 /// (the names of most Kubernetes objects).
 pub fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+/// A server to reach the virtual workspace through: `http(s)://host[:port]`,
+/// nothing after it (the published URL's path is kept).
+pub fn check_server(server: &str) -> Result<(), String> {
+    let fix = "(fix: the scheme, host and port only, e.g. \"https://kcp.example.com:6443\"; the path of the URL kcp publishes is kept)";
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e| format!("virtual_workspace_server {server:?} is not a URL: {e} {fix}"))?;
+    if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none_or(str::is_empty) {
+        return Err(format!(
+            "virtual_workspace_server {server:?} needs a scheme (https or http) and a host {fix}"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") || server.ends_with('?') {
+        return Err(format!(
+            "virtual_workspace_server {server:?} has a path or query {fix}"
+        ));
+    }
+    Ok(())
 }
 
 /// Export mode (`control_plane.export`): every workspace namespace gets its

@@ -148,6 +148,25 @@ impl Env {
         )
     }
 
+    /// Like [`Self::export_config_syncing`], with tmcd reaching kcp and the export's virtual workspace only
+    /// through `server` (see [`fixtures::tmc_toml_export_via`]).
+    pub fn export_config_via(
+        &self,
+        export: &str,
+        server: &str,
+        resources: &[&str],
+        extra: &str,
+    ) -> Result<String> {
+        fixtures::tmc_toml_export_via(
+            &self.bed,
+            "tmc-workloads",
+            export,
+            server,
+            self.dir.path(),
+            &test_sections(resources, extra),
+        )
+    }
+
     /// Starts a tmcd in-process with [`config_text`](Self::config_text).
     pub async fn daemon(&self, extra: &str) -> Result<Daemon> {
         let text = self.config_text(extra)?;
