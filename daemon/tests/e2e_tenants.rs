@@ -594,13 +594,7 @@ async fn wait_copies(
 /// Fails unless `tmcd explain` of `team`'s `default/web` (its workspace named) says it is governed by the
 /// team's own `web-placement`, chooses exactly `chosen`, and does not offer `hidden` at all (not granted).
 async fn explains(admin: &str, team: &Team, chosen: &[&str], hidden: &[&str]) -> Result<()> {
-    let path = format!(
-        "/api/v1/explain/deployment/{NAMESPACE}/{WEB}?workspace={}",
-        team.logical_cluster
-    );
-    let reply = request(admin, "GET", &path).await?;
-    let report: ExplainReport = serde_json::from_str(&reply.body)
-        .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))?;
+    let report = explain_report(admin, team, WEB).await?;
     let got: Vec<&str> = report
         .targets
         .iter()
@@ -625,6 +619,17 @@ async fn explains(admin: &str, team: &Team, chosen: &[&str], hidden: &[&str]) ->
     Ok(())
 }
 
+/// What `tmcd explain --workspace <team's logical cluster>` says of `team`'s `default/<name>`.
+async fn explain_report(admin: &str, team: &Team, name: &str) -> Result<ExplainReport> {
+    let path = format!(
+        "/api/v1/explain/deployment/{NAMESPACE}/{name}?workspace={}",
+        team.logical_cluster
+    );
+    let reply = request(admin, "GET", &path).await?;
+    serde_json::from_str(&reply.body)
+        .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))
+}
+
 /// Fails unless `tmcd explain` of `team`'s `default/<name>` drops `target` for a limit, saying `says`.
 async fn explains_held_back(
     admin: &str,
@@ -633,13 +638,7 @@ async fn explains_held_back(
     target: &str,
     says: &str,
 ) -> Result<()> {
-    let path = format!(
-        "/api/v1/explain/deployment/{NAMESPACE}/{name}?workspace={}",
-        team.logical_cluster
-    );
-    let reply = request(admin, "GET", &path).await?;
-    let report: ExplainReport = serde_json::from_str(&reply.body)
-        .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))?;
+    let report = explain_report(admin, team, name).await?;
     let on = report.targets.iter().find(|t| t.name == target);
     ensure!(
         on.is_some_and(|t| t.verdict == Verdict::Dropped
@@ -1421,6 +1420,19 @@ async fn keeps_for(env: &Env, before: &Fleet, period: Duration, when: &str) -> R
     sample_for(env, before, &CLUSTERS, period, when, async |_| Ok(())).await
 }
 
+/// Fails unless `after` keeps for 5 s with no copy added, and a's and b's statuses show 2 replicas on their
+/// own clusters; the samples taken.
+async fn settles(env: &Env, a: &Team, b: &Team, after: &Fleet) -> Result<usize> {
+    let settled = keeps_for(env, after, Duration::from_secs(5), "settled").await?;
+    ensure!(
+        fleet(env).await?.len() == after.len(),
+        "a copy appeared after every workload was placed once"
+    );
+    a.wait_status(&["west"], 2).await?;
+    b.wait_status(&["east"], 2).await?;
+    Ok(settled)
+}
+
 /// The copies expected when a's `names` run on west in a's downstream namespace and b's on east in b's.
 fn expected(a: &Team, b: &Team, names: &[String]) -> Result<BTreeSet<CopyKey>> {
     let mut want = BTreeSet::new();
@@ -1525,15 +1537,9 @@ impl TenantFaults {
     /// Whether SyncTarget `name` says Ready=True (`None`: no Ready condition yet).
     async fn target_ready(&self, name: &str) -> Result<Option<bool>> {
         let targets: Api<SyncTarget> = Api::all(self.inventory.clone());
-        Ok(targets
-            .get(name)
+        Ok(common::ready_status(&targets, name)
             .await?
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")
-            .map(|c| c.status == "True"))
+            .map(|status| status == "True"))
     }
 }
 
@@ -1578,13 +1584,7 @@ async fn tenant_copies_survive_a_frozen_control_plane_and_a_killed_tmcd() -> Res
     let (env, a, b) = (&bed.env, &bed.a, &bed.b);
     let after = placed_with_replicas(env, a, b, &names).await?;
     kept(&before, &after, 2, "after tmcd's restart")?;
-    let settled = keeps_for(env, &after, Duration::from_secs(5), "settled").await?;
-    ensure!(
-        fleet(env).await?.len() == after.len(),
-        "a copy appeared after every workload was placed once"
-    );
-    a.wait_status(&["west"], 2).await?;
-    b.wait_status(&["east"], 2).await?;
+    let settled = settles(env, a, b, &after).await?;
     progress(&format!(
         "tmcd killed ({down} samples while down) and started again: {} copies, the {} from before the same \
          objects, {settled} samples settled; {:.0?} in all",
@@ -1741,13 +1741,7 @@ async fn tenant_copies_survive_a_stopped_cluster_and_only_what_may_move_moves() 
     let after = wait_fleet(env, &want).await?;
     let placed = restarted.elapsed();
     kept(&pinned, &after, 2, "after west came back")?;
-    let settled = keeps_for(env, &after, Duration::from_secs(5), "settled").await?;
-    ensure!(
-        fleet(env).await?.len() == after.len(),
-        "a copy appeared after every workload was placed once"
-    );
-    a.wait_status(&["west"], 2).await?;
-    b.wait_status(&["east"], 2).await?;
+    let settled = settles(env, a, b, &after).await?;
     let original = Some(roam_west_uid.clone());
     let first_back = roam_west_seen.first().cloned().flatten();
     let removed_at = roam_west_seen.iter().position(|uid| *uid != original);
@@ -1874,13 +1868,7 @@ async fn tenant_copies_survive_tmcd_cut_off_kcp_by_a_paused_proxy() -> Result<()
     let after = placed_with_replicas(env, a, b, &names).await?;
     let recovered = resumed.elapsed();
     kept(&before, &after, 2, "after the proxy resumed")?;
-    let settled = keeps_for(env, &after, Duration::from_secs(5), "settled").await?;
-    ensure!(
-        fleet(env).await?.len() == after.len(),
-        "a copy appeared after every workload was placed once"
-    );
-    a.wait_status(&["west"], 2).await?;
-    b.wait_status(&["east"], 2).await?;
+    let settled = settles(env, a, b, &after).await?;
     bed.tmcd
         .ensure_running()
         .context("tmcd exited while cut off")?;

@@ -11,22 +11,16 @@ use tmc_api::crd::SyncTarget;
 use tmc_api::decision::state_label;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, NS, apply_placement, copy, create_deployment, split_over_both, until};
+use common::{
+    Env, NS, apply_placement, copy, create_deployment, ready_status, split_over_both, until,
+};
 
 /// Waits until SyncTarget `name`'s Ready condition has status `want`.
 async fn ready_becomes(targets: &Api<SyncTarget>, name: &str, want: &str) -> Result<()> {
     until(&format!("SyncTarget {name} Ready={want}"), || async {
-        let ready = targets
-            .get(name)
-            .await?
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready");
-        Ok(match ready {
-            Some(c) if c.status == want => Poll::Ready(()),
-            other => Poll::Pending(format!("{other:?}")),
+        Ok(match ready_status(targets, name).await? {
+            Some(status) if status == want => Poll::Ready(()),
+            other => Poll::Pending(format!("Ready is {other:?}")),
         })
     })
     .await

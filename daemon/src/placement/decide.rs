@@ -148,7 +148,6 @@ mod tests {
     use tmc_api::crd::{ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{result_annotation, state_label};
     use tmc_policy_host::PolicyKind;
-    use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
     use tmc_syncer::SyncedKind;
 
     use super::*;
@@ -160,26 +159,7 @@ mod tests {
     /// ones get the remainder); `stamp` labels each copy with its target.
     fn runner() -> Arc<FakeRunner> {
         let mut runner = FakeRunner::new();
-        runner.place.insert(
-            "spread".into(),
-            Box::new(|req| {
-                let n = u32::try_from(req.targets.len()).expect("few targets");
-                let total = req.workload.replicas.unwrap_or(0);
-                let targets = req
-                    .targets
-                    .iter()
-                    .zip(0..)
-                    .map(|(t, i)| TargetDecision {
-                        name: t.name.clone(),
-                        replicas: Some(total / n + u32::from(i < total % n)),
-                    })
-                    .collect();
-                Ok(PlacementDecision {
-                    targets,
-                    reason: format!("spread over {n}"),
-                })
-            }),
-        );
+        runner.with_spread("spread");
         runner.with_target_stamp("stamp");
         Arc::new(runner)
     }

@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, SecondsFormat, Utc};
 use tmc_api::decision::{
     STATE_SYNC, TargetResult, deletion_annotation, finalizer, result_annotation, state_label,
-    status_annotation,
 };
 use tmc_api::protocol::Recorded;
 
@@ -168,16 +167,7 @@ pub fn plan(
             out.annotations
                 .insert(result_annotation(target), Some(raw.clone()));
         }
-        if rec.deleting {
-            out.annotations.insert(deletion_annotation(target), None);
-            if rec.status_raw {
-                out.annotations.insert(status_annotation(target), None);
-            }
-        }
-        let fin = finalizer(target);
-        if !new_finalizers.contains(&fin) {
-            new_finalizers.push(fin);
-        }
+        plan::keep_target(&mut out, rec, target, &mut new_finalizers);
     }
     if needs.undecided.is_empty() {
         for (target, rec) in recorded {
@@ -202,6 +192,7 @@ pub fn plan(
 
 #[cfg(test)]
 mod tests {
+    use tmc_api::decision::status_annotation;
     use tmc_api::protocol::read;
 
     use super::*;
@@ -220,21 +211,11 @@ mod tests {
 
     impl Obj {
         fn apply(&mut self, plan: &Plan) {
-            for (k, v) in &plan.labels {
-                match v {
-                    Some(v) => self.labels.insert(k.clone(), v.clone()),
-                    None => self.labels.remove(k),
-                };
-            }
-            for (k, v) in &plan.annotations {
-                match v {
-                    Some(v) => self.annotations.insert(k.clone(), v.clone()),
-                    None => self.annotations.remove(k),
-                };
-            }
-            if let Some(f) = &plan.finalizers {
-                self.finalizers = f.clone();
-            }
+            plan.apply_to(
+                &mut self.labels,
+                &mut self.annotations,
+                &mut self.finalizers,
+            );
         }
         fn recorded(&self) -> BTreeMap<String, Recorded> {
             read(&self.labels, &self.annotations)

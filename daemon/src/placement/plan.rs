@@ -43,6 +43,28 @@ impl Plan {
         self.labels.is_empty() && self.annotations.is_empty() && self.finalizers.is_none()
     }
 
+    /// Applies the edits to an object's `labels`, `annotations` and
+    /// `finalizers`, as the write does (tests replay plans with it).
+    #[cfg(test)]
+    pub(crate) fn apply_to(
+        &self,
+        labels: &mut BTreeMap<String, String>,
+        annotations: &mut BTreeMap<String, String>,
+        finalizers: &mut Vec<String>,
+    ) {
+        for (edits, map) in [(&self.labels, labels), (&self.annotations, annotations)] {
+            for (k, v) in edits {
+                match v {
+                    Some(v) => map.insert(k.clone(), v.clone()),
+                    None => map.remove(k),
+                };
+            }
+        }
+        if let Some(f) = &self.finalizers {
+            finalizers.clone_from(f);
+        }
+    }
+
     /// A JSON merge patch of the edits, guarded by `resource_version` (a
     /// concurrent change makes the write fail with a conflict and re-queue).
     pub fn merge_patch(&self, resource_version: Option<&str>) -> Value {
@@ -70,6 +92,22 @@ fn held_replicas(rec: &Recorded) -> u32 {
         return 0;
     }
     rec.result.as_ref().and_then(|r| r.replicas).unwrap_or(0)
+}
+
+/// Edits that keep `target` (recorded as `rec`) holding a copy: a removal
+/// asked before is withdrawn (with the report of the removed copy), and the
+/// target's finalizer is in `finalizers`.
+pub fn keep_target(out: &mut Plan, rec: &Recorded, target: &str, finalizers: &mut Vec<String>) {
+    if rec.deleting {
+        out.annotations.insert(deletion_annotation(target), None);
+        if rec.status_raw {
+            out.annotations.insert(status_annotation(target), None);
+        }
+    }
+    let fin = finalizer(target);
+    if !finalizers.contains(&fin) {
+        finalizers.push(fin);
+    }
 }
 
 /// Two results ask for the same copy (the policy generation alone does not count).
@@ -175,16 +213,7 @@ pub fn plan(
                 );
             }
         }
-        if rec.deleting {
-            out.annotations.insert(deletion_annotation(target), None);
-            if rec.status_raw {
-                out.annotations.insert(status_annotation(target), None);
-            }
-        }
-        let fin = finalizer(target);
-        if !new_finalizers.contains(&fin) {
-            new_finalizers.push(fin);
-        }
+        keep_target(&mut out, rec, target, &mut new_finalizers);
     }
     let all_applied = chosen
         .iter()
@@ -242,21 +271,11 @@ mod tests {
             }
         }
         fn apply(&mut self, plan: &Plan) {
-            for (k, v) in &plan.labels {
-                match v {
-                    Some(v) => self.labels.insert(k.clone(), v.clone()),
-                    None => self.labels.remove(k),
-                };
-            }
-            for (k, v) in &plan.annotations {
-                match v {
-                    Some(v) => self.annotations.insert(k.clone(), v.clone()),
-                    None => self.annotations.remove(k),
-                };
-            }
-            if let Some(f) = &plan.finalizers {
-                self.finalizers = f.clone();
-            }
+            plan.apply_to(
+                &mut self.labels,
+                &mut self.annotations,
+                &mut self.finalizers,
+            );
         }
         /// An object placed on `targets` (name, replicas), every copy
         /// reported with all its replicas available.

@@ -167,6 +167,7 @@ pub(crate) mod fake {
     //! rules: a closure's answer is passed on as it is.
     use super::*;
     use std::sync::Mutex;
+    use tmc_policy_sdk::abi::TargetDecision;
 
     type PlaceFn =
         Box<dyn Fn(&PlacementRequest) -> Result<PlacementDecision, PolicyError> + Send + Sync>;
@@ -208,6 +209,31 @@ pub(crate) mod fake {
     }
 
     impl FakeRunner {
+        /// Adds placement policy `name`, which splits the replicas evenly
+        /// over every candidate, the first ones getting the remainder.
+        pub fn with_spread(&mut self, name: &str) {
+            self.place.insert(
+                name.into(),
+                Box::new(|req| {
+                    let n = u32::try_from(req.targets.len()).expect("few targets");
+                    let total = req.workload.replicas.unwrap_or(0);
+                    let targets = req
+                        .targets
+                        .iter()
+                        .zip(0..)
+                        .map(|(t, i)| TargetDecision {
+                            name: t.name.clone(),
+                            replicas: Some(total / n + u32::from(i < total % n)),
+                        })
+                        .collect();
+                    Ok(PlacementDecision {
+                        targets,
+                        reason: format!("spread over {n}"),
+                    })
+                }),
+            );
+        }
+
         /// Adds transformation `name`, which labels each copy
         /// `example.com/target: <target name>`.
         pub fn with_target_stamp(&mut self, name: &str) {

@@ -96,7 +96,6 @@ mod tests {
     use serde_json::json;
     use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementSpec, PolicyRef};
     use tmc_api::decision::{result_annotation, state_label};
-    use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
 
     use super::*;
     use crate::placement::decide::NoObserver;
@@ -104,30 +103,10 @@ mod tests {
     use crate::placement::runner::fake::{FakeRunner, deployment};
     use crate::placement::targets::TargetView;
 
-    /// `spread` splits the replicas evenly over every candidate, the first
-    /// ones getting the remainder.
+    /// `spread` splits the replicas evenly over every candidate.
     fn spread() -> FakeRunner {
         let mut runner = FakeRunner::new();
-        runner.place.insert(
-            "spread".into(),
-            Box::new(|req| {
-                let n = u32::try_from(req.targets.len()).expect("few targets");
-                let total = req.workload.replicas.unwrap_or(0);
-                let targets = req
-                    .targets
-                    .iter()
-                    .zip(0..)
-                    .map(|(t, i)| TargetDecision {
-                        name: t.name.clone(),
-                        replicas: Some(total / n + u32::from(i < total % n)),
-                    })
-                    .collect();
-                Ok(PlacementDecision {
-                    targets,
-                    reason: format!("spread over {n}"),
-                })
-            }),
-        );
+        runner.with_spread("spread");
         runner
     }
 

@@ -191,6 +191,22 @@ impl Env {
     }
 }
 
+/// The status of SyncTarget `name`'s Ready condition (`True`, `False`, `Unknown`; `None`: none yet).
+pub async fn ready_status(
+    targets: &Api<tmc_api::crd::SyncTarget>,
+    name: &str,
+) -> Result<Option<String>> {
+    Ok(targets
+        .get(name)
+        .await?
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status))
+}
+
 /// Applies a placement (server-side apply).
 pub async fn apply_placement(client: &kube::Client, name: &str, spec: Value) -> Result<()> {
     fixtures::apply_placement(client, "e2e", name, spec).await
