@@ -364,12 +364,10 @@ async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
                 .iter()
                 .map(|o| (reconcile::key(o), o.metadata.namespace.clone()))
                 .collect();
-            let left: BTreeSet<Option<String>> = seen
-                .iter()
-                .filter(|(k, _)| !now.contains_key(*k))
-                .map(|(_, ns)| ns.clone())
-                .collect();
-            ctx.dependencies.requeue_derived(&left);
+            for (key, namespace) in seen.iter().filter(|(k, _)| !now.contains_key(*k)) {
+                ctx.dependencies
+                    .requeue_for_deleted(&ctx.kind, key, namespace.as_deref());
+            }
             seen = now;
         }
         let pending = ctx.pending(&current);

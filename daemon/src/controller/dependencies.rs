@@ -5,8 +5,8 @@
 //! decide a dependency again when a workload that references it (or did)
 //! changes or goes.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use futures::channel::mpsc::UnboundedSender;
@@ -38,6 +38,9 @@ pub struct DependencyQueue {
     pub tx: UnboundedSender<ObjectRef<DynamicObject>>,
 }
 
+/// A dependency by kind and name, in the namespace of whoever names it.
+type Named = (DependencyKind, String);
+
 /// The caches and queues of every synced kind that takes part.
 #[derive(Default)]
 pub struct Registry {
@@ -45,6 +48,10 @@ pub struct Registry {
     pub workloads: Vec<WorkloadKind>,
     /// Dependency kinds that are synced.
     pub dependencies: Vec<DependencyQueue>,
+    /// What each workload (`kind`, `namespace/name`) referenced when it was
+    /// last reconciled in this process: a reference it drops, or that goes
+    /// with it, names the one dependency to decide again.
+    last_references: Mutex<HashMap<(String, String), HashSet<Named>>>,
 }
 
 impl Registry {
@@ -83,8 +90,10 @@ impl Registry {
                 .into_iter()
                 .filter(|o| o.metadata.namespace.as_deref() == namespace)
             {
-                let references = references(&w.kind, &user);
-                if !references.iter().any(|r| r.kind == kind && r.name == name) {
+                if !references(&w.kind, &user)
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == name)
+                {
                     continue;
                 }
                 out.push(User {
@@ -107,26 +116,55 @@ impl Registry {
     }
 
     /// Queues a new decision of the dependencies `obj` (of `kind`)
-    /// references, and of every dependency of its namespace that records
-    /// a derived decision (a reference it dropped).
+    /// references, and of those it referenced when last seen here and no
+    /// longer does. A workload not seen before in this process may have
+    /// dropped a reference before it started: then every dependency of its
+    /// namespace that records a derived decision is decided again, once.
     pub fn requeue_for(&self, kind: &SyncedKind, obj: &DynamicObject) {
         let namespace = obj.metadata.namespace.as_deref();
-        let wanted: HashSet<(DependencyKind, String)> = references(kind, obj)
+        let now: HashSet<Named> = references(kind, obj)
             .into_iter()
             .map(|r| (r.kind, r.name))
             .collect();
-        for dep in &self.dependencies {
-            for name in &wanted {
-                if name.0 == dep.kind {
-                    let mut reference = ObjectRef::new_with(&name.1, dep.ar.clone());
-                    if let Some(ns) = namespace {
-                        reference = reference.within(ns);
-                    }
-                    let _ = dep.tx.unbounded_send(reference);
+        let before = self
+            .last_references
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(workload_key(kind, obj), now.clone());
+        self.requeue_named(namespace, now.iter());
+        match before {
+            Some(before) => self.requeue_named(namespace, before.difference(&now)),
+            None => self.requeue_derived(&[namespace.map(str::to_string)].into()),
+        }
+    }
+
+    /// Queues a new decision of what the deleted workload `key`
+    /// (`namespace/name`, of `kind`, in `namespace`) referenced; when this
+    /// process never saw it, of every dependency of its namespace that
+    /// records a derived decision.
+    pub fn requeue_for_deleted(&self, kind: &SyncedKind, key: &str, namespace: Option<&str>) {
+        let before = self
+            .last_references
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(kind_name(kind), key.to_string()));
+        match before {
+            Some(before) => self.requeue_named(namespace, before.iter()),
+            None => self.requeue_derived(&[namespace.map(str::to_string)].into()),
+        }
+    }
+
+    /// Queues a new decision of the named dependencies of `namespace`.
+    fn requeue_named<'a>(&self, namespace: Option<&str>, named: impl Iterator<Item = &'a Named>) {
+        for (kind, name) in named {
+            for dep in self.dependencies.iter().filter(|d| d.kind == *kind) {
+                let mut reference = ObjectRef::new_with(name, dep.ar.clone());
+                if let Some(ns) = namespace {
+                    reference = reference.within(ns);
                 }
+                let _ = dep.tx.unbounded_send(reference);
             }
         }
-        self.requeue_derived(&[namespace.map(str::to_string)].into());
     }
 
     /// Queues a new decision of every dependency in `namespaces` that
@@ -157,15 +195,24 @@ impl Registry {
     }
 }
 
-/// What `obj` (of `kind`) references (see `tmc_api::dependencies`).
+/// What `obj` (of `kind`) references (see `tmc_api::dependencies`). The
+/// references are all under `spec`, which `data` holds as it came: nothing
+/// is serialized again.
 fn references(kind: &SyncedKind, obj: &DynamicObject) -> Vec<dependencies::Reference> {
     if !dependencies::has_pod_template(&kind.kind) {
         return Vec::new();
     }
-    match serde_json::to_value(obj) {
-        Ok(value) => dependencies::references(&kind.kind, &value),
-        Err(_) => Vec::new(),
-    }
+    dependencies::references(&kind.kind, &obj.data)
+}
+
+/// The key [`Registry::requeue_for`] remembers a workload's references by.
+fn workload_key(kind: &SyncedKind, obj: &DynamicObject) -> (String, String) {
+    (kind_name(kind), super::reconcile::key(obj))
+}
+
+/// `group/kind`, which tells synced kinds apart.
+fn kind_name(kind: &SyncedKind) -> String {
+    format!("{}/{}", kind.group, kind.kind)
 }
 
 /// The registry of `kinds`, each with its controller's cache and re-queue
@@ -197,4 +244,146 @@ pub fn registry<'a>(
         }
     }
     Arc::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc::{UnboundedReceiver, unbounded};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+    use tmc_api::decision::{STATE_SYNC, result_annotation, state_label};
+
+    use crate::placement::dependencies::derived_result;
+
+    /// A registry over Deployments and ConfigMaps, the ConfigMap cache
+    /// holding `config_maps`, and the ConfigMap queue's receiving end.
+    fn registry_with(
+        config_maps: Vec<DynamicObject>,
+    ) -> (Registry, UnboundedReceiver<ObjectRef<DynamicObject>>) {
+        let deployments = SyncedKind::parse("apps/v1/Deployment").unwrap();
+        let config_map = SyncedKind::parse("v1/ConfigMap").unwrap();
+        let mut maps = Writer::new(config_map.api_resource());
+        for cm in config_maps {
+            maps.apply_watcher_event(&Event::Apply(cm));
+        }
+        let (tx, rx) = unbounded();
+        let registry = Registry {
+            workloads: vec![WorkloadKind {
+                kind: deployments.clone(),
+                store: Writer::new(deployments.api_resource()).as_reader(),
+            }],
+            dependencies: vec![DependencyQueue {
+                kind: DependencyKind::ConfigMap,
+                store: maps.as_reader(),
+                ar: config_map.api_resource(),
+                tx,
+            }],
+            ..Registry::default()
+        };
+        (registry, rx)
+    }
+
+    /// Deployment `ns/web` whose containers take their environment from `config_maps`.
+    fn deployment(config_maps: &[&str]) -> DynamicObject {
+        let env_from: Vec<_> = config_maps
+            .iter()
+            .map(|name| json!({"configMapRef": {"name": name}}))
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "envFrom": env_from}]}}}
+        }))
+        .unwrap()
+    }
+
+    /// ConfigMap `ns/<name>`, recording a derived decision for west when `derived`.
+    fn config_map(name: &str, derived: bool) -> DynamicObject {
+        let mut obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns"}
+        }))
+        .unwrap();
+        if derived {
+            obj.metadata.labels = Some([(state_label("west"), STATE_SYNC.to_string())].into());
+            obj.metadata.annotations = Some(
+                [(
+                    result_annotation("west"),
+                    serde_json::to_string(&derived_result()).unwrap(),
+                )]
+                .into(),
+            );
+        }
+        obj
+    }
+
+    /// The names queued so far, sorted.
+    fn queued(rx: &mut UnboundedReceiver<ObjectRef<DynamicObject>>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            assert_eq!(r.namespace.as_deref(), Some("ns"));
+            out.push(r.name);
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_workload_requeues_what_it_references_and_what_it_dropped_not_its_whole_namespace() {
+        let maps = ["a", "b", "other"].map(|n| config_map(n, true)).to_vec();
+        let (registry, mut rx) = registry_with(maps);
+        let kind = &registry.workloads[0].kind.clone();
+
+        // First seen in this process: what it may have dropped before is
+        // unknown, so every derived dependency of the namespace is decided again.
+        registry.requeue_for(kind, &deployment(&["a", "b"]));
+        assert_eq!(queued(&mut rx), ["a", "a", "b", "b", "other"]);
+
+        // Seen since: only its references, and the one it dropped.
+        registry.requeue_for(kind, &deployment(&["a", "b"]));
+        assert_eq!(queued(&mut rx), ["a", "b"]);
+        registry.requeue_for(kind, &deployment(&["a"]));
+        assert_eq!(queued(&mut rx), ["a", "b"]);
+        registry.requeue_for(kind, &deployment(&["a"]));
+        assert_eq!(queued(&mut rx), ["a"]);
+
+        // Deleted: what it referenced last; once forgotten, the namespace again.
+        registry.requeue_for_deleted(kind, "ns/web", Some("ns"));
+        assert_eq!(queued(&mut rx), ["a"]);
+        registry.requeue_for_deleted(kind, "ns/web", Some("ns"));
+        assert_eq!(queued(&mut rx), ["a", "b", "other"]);
+    }
+
+    #[test]
+    fn users_are_found_from_the_cached_spec_without_a_round_trip() {
+        let deployments = SyncedKind::parse("apps/v1/Deployment").unwrap();
+        let mut writer = Writer::new(deployments.api_resource());
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(deployment(&["a"])));
+        writer.apply_watcher_event(&Event::InitDone);
+        let (mut registry, _rx) = registry_with(Vec::new());
+        registry.workloads[0].store = writer.as_reader();
+
+        let users = registry
+            .users(
+                DependencyKind::ConfigMap,
+                &config_map("a", false),
+                |_, _| true,
+            )
+            .expect("the workload cache has listed");
+        assert_eq!(
+            users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["Deployment ns/web"]
+        );
+        let users = registry
+            .users(
+                DependencyKind::ConfigMap,
+                &config_map("b", false),
+                |_, _| true,
+            )
+            .expect("the workload cache has listed");
+        assert!(users.is_empty());
+    }
 }
