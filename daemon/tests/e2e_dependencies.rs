@@ -1,5 +1,5 @@
-//! Dependencies follow their workload, on real servers: the ConfigMap and
-//! Secret a Deployment references go where the Deployment goes, although
+//! Dependencies follow their workload, on real servers: the ConfigMap,
+//! Secret and ServiceAccount a Deployment references go where the Deployment goes, although
 //! no placement selects them; the Deployment's copy is applied on a target
 //! only once they are there (a missing Secret shows in its status and an
 //! Event, and holds its copy back); a move carries them and removes them
@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use common::{Env, NS, apply_placement, until};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -28,9 +28,10 @@ use tmc_tests::testbed::wait::Poll;
 const HOLD: &str = "e2e.tmc.test/hold";
 
 /// A Deployment `name` (label `app: name`) whose pod template references
-/// ConfigMap `web-config` (a volume) and `secrets` (`env.valueFrom`), and
-/// the hand-made pull Secret `pull` (`imagePullSecrets`).
-fn deployment(name: &str, secrets: &[&str]) -> Result<Deployment> {
+/// ConfigMap `web-config` (a volume) and `secrets` (`env.valueFrom`), the
+/// hand-made pull Secret `pull` (`imagePullSecrets`) and, when given, the
+/// ServiceAccount it runs as.
+fn deployment(name: &str, secrets: &[&str], account: Option<&str>) -> Result<Deployment> {
     let env: Vec<Value> = secrets
         .iter()
         .map(|s| {
@@ -38,6 +39,15 @@ fn deployment(name: &str, secrets: &[&str]) -> Result<Deployment> {
             "valueFrom": {"secretKeyRef": {"name": s, "key": "password"}}})
         })
         .collect();
+    let mut pod_spec = json!({
+        "imagePullSecrets": [{"name": "pull"}],
+        "volumes": [{"name": "config", "configMap": {"name": "web-config"}}],
+        "containers": [{"name": "app", "image": "app:1", "env": env,
+            "volumeMounts": [{"name": "config", "mountPath": "/config"}]}],
+    });
+    if let Some(account) = account {
+        pod_spec["serviceAccountName"] = json!(account);
+    }
     Ok(serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
@@ -46,12 +56,7 @@ fn deployment(name: &str, secrets: &[&str]) -> Result<Deployment> {
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "imagePullSecrets": [{"name": "pull"}],
-                    "volumes": [{"name": "config", "configMap": {"name": "web-config"}}],
-                    "containers": [{"name": "app", "image": "app:1", "env": env,
-                        "volumeMounts": [{"name": "config", "mountPath": "/config"}]}],
-                },
+                "spec": pod_spec,
             },
         },
     }))?)
@@ -92,6 +97,13 @@ async fn holdings(cluster: &kube::Client) -> Result<BTreeSet<(String, bool)>> {
             managed(c.metadata.labels.as_ref()),
         ));
     }
+    let api: Api<ServiceAccount> = Api::namespaced(cluster.clone(), NS);
+    if let Some(a) = api.get_opt("web-runner").await? {
+        out.insert((
+            "ServiceAccount web-runner".into(),
+            managed(a.metadata.labels.as_ref()),
+        ));
+    }
     for name in ["web-secret", "pull"] {
         let api: Api<Secret> = Api::namespaced(cluster.clone(), NS);
         if let Some(s) = api.get_opt(name).await? {
@@ -112,7 +124,12 @@ fn has(held: &BTreeSet<(String, bool)>, what: &str) -> bool {
 fn broken(held: &BTreeSet<(String, bool)>) -> Option<String> {
     let deps = |deployment: &str| -> &[&str] {
         match deployment {
-            "Deployment web" => &["ConfigMap web-config", "Secret web-secret", "Secret pull"],
+            "Deployment web" => &[
+                "ConfigMap web-config",
+                "Secret web-secret",
+                "Secret pull",
+                "ServiceAccount web-runner",
+            ],
             _ => &["ConfigMap web-config", "Secret pull"],
         }
     };
@@ -168,7 +185,15 @@ struct Samples {
 async fn dependencies_follow_their_workload() -> Result<()> {
     let env = Env::start().await?;
     env.install_policy("replica-spread", "replica-spread")?;
-    let text = env.config_syncing(&["deployments.apps", "configmaps", "secrets"], "")?;
+    let text = env.config_syncing(
+        &[
+            "deployments.apps",
+            "configmaps",
+            "secrets",
+            "serviceaccounts",
+        ],
+        "",
+    )?;
     let _daemon = env.daemon_with_text("tmc.toml", &text).await?;
     let kcp = env.kcp().await?;
     let (west, east) = (env.cluster("west").await?, env.cluster("east").await?);
@@ -181,12 +206,19 @@ async fn dependencies_follow_their_workload() -> Result<()> {
     let config: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "web-config", "namespace": NS}, "data": {"greeting": "hello"}}))?;
     config_maps.create(&PostParams::default(), &config).await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(kcp.clone(), NS);
+    let account: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "web-runner", "namespace": NS}}))?;
+    accounts.create(&PostParams::default(), &account).await?;
     let deployments: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
     deployments
-        .create(&PostParams::default(), &deployment("web", &["web-secret"])?)
+        .create(
+            &PostParams::default(),
+            &deployment("web", &["web-secret"], Some("web-runner"))?,
+        )
         .await?;
     deployments
-        .create(&PostParams::default(), &deployment("api", &[])?)
+        .create(&PostParams::default(), &deployment("api", &[], None)?)
         .await?;
 
     // 1. web-secret does not exist upstream: web's status and an Event say
@@ -269,10 +301,12 @@ async fn dependencies_follow_their_workload() -> Result<()> {
     })
     .await?;
     let held = holdings(&west).await?;
-    ensure!(
-        held.contains(&("Secret web-secret".into(), true)),
-        "{held:?}"
-    );
+    for dependency in ["Secret web-secret", "ServiceAccount web-runner"] {
+        ensure!(
+            held.contains(&(dependency.into(), true)),
+            "{dependency} not on west as tmc's copy: {held:?}"
+        );
+    }
     ensure!(broken(&held).is_none(), "{held:?}");
     until("web synced", || async {
         Ok(match synced_condition(&kcp, "web").await? {
@@ -315,10 +349,12 @@ async fn dependencies_follow_their_workload() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let w = holdings(&west).await?;
-    ensure!(
-        w.contains(&("Secret web-secret".into(), true)),
-        "web-secret left west while web's copy is still there: {w:?}"
-    );
+    for dependency in ["Secret web-secret", "ServiceAccount web-runner"] {
+        ensure!(
+            w.contains(&(dependency.into(), true)),
+            "{dependency} left west while web's copy is still there: {w:?}"
+        );
+    }
     let upstream_secret = secrets.get("web-secret").await?;
     let asked = upstream_secret
         .metadata
@@ -338,7 +374,7 @@ async fn dependencies_follow_their_workload() -> Result<()> {
         .await?;
     let samples: Arc<Mutex<Samples>> = Arc::default();
     until(
-        "web, web-config and web-secret on east, web and web-secret gone from west",
+        "web, web-config, web-secret and web-runner on east, web, web-secret and web-runner gone from west",
         || {
             let (west, east, samples) = (west.clone(), east.clone(), samples.clone());
             async move {
@@ -353,8 +389,10 @@ async fn dependencies_follow_their_workload() -> Result<()> {
                 let done = has(&e, "Deployment web")
                     && has(&e, "ConfigMap web-config")
                     && has(&e, "Secret web-secret")
+                    && has(&e, "ServiceAccount web-runner")
                     && !has(&w, "Deployment web")
-                    && !has(&w, "Secret web-secret");
+                    && !has(&w, "Secret web-secret")
+                    && !has(&w, "ServiceAccount web-runner");
                 Ok(if done {
                     Poll::Ready(())
                 } else {
