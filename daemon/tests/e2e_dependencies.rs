@@ -22,6 +22,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tmc_api::decision::{MANAGED_LABEL, deletion_annotation};
+use tmc_daemon::admin::client::request;
+use tmc_daemon::explain::ExplainReport;
 use tmc_tests::testbed::wait::Poll;
 
 /// A finalizer the test puts on a copy to hold it while it is deleted.
@@ -194,7 +196,7 @@ async fn dependencies_follow_their_workload() -> Result<()> {
         ],
         "",
     )?;
-    let _daemon = env.daemon_with_text("tmc.toml", &text).await?;
+    let daemon = env.daemon_with_text("tmc.toml", &text).await?;
     let kcp = env.kcp().await?;
     let (west, east) = (env.cluster("west").await?, env.cluster("east").await?);
     let pull_west = hand_made_pull_secret(&west).await?;
@@ -315,6 +317,27 @@ async fn dependencies_follow_their_workload() -> Result<()> {
         })
     })
     .await?;
+    // `tmcd explain` says why the shared ConfigMap is on west: both users run there.
+    let admin = format!("http://{}", daemon.admin_addr());
+    let reply = request(&admin, "GET", "/api/v1/explain/configmap/demo/web-config").await?;
+    let report: ExplainReport = serde_json::from_str(&reply.body)
+        .with_context(|| format!("explain answered {}: {}", reply.status, reply.body))?;
+    let follows = report
+        .follows
+        .with_context(|| format!("explain does not say web-config follows: {}", reply.body))?;
+    ensure!(
+        follows.targets
+            == [(
+                "west".to_string(),
+                vec![
+                    "Deployment demo/api".to_string(),
+                    "Deployment demo/web".to_string()
+                ]
+            )]
+            .into(),
+        "web-config follows {:?}",
+        follows.targets
+    );
 
     // 3. web moves to east: its dependencies go with it and are there
     // before it; web-secret leaves west only after web's copy there is

@@ -81,36 +81,17 @@ impl Registry {
         }
         let namespace = obj.metadata.namespace.as_deref();
         let name = obj.metadata.name.as_deref().unwrap_or_default();
-        let no_labels = Default::default();
         let mut out = Vec::new();
         for w in &self.workloads {
-            for user in w
-                .store
-                .state()
-                .into_iter()
-                .filter(|o| o.metadata.namespace.as_deref() == namespace)
-            {
-                if !references(&w.kind, &user)
-                    .iter()
-                    .any(|r| r.kind == kind && r.name == name)
-                {
-                    continue;
-                }
-                out.push(User {
-                    name: format!(
-                        "{} {}/{}",
-                        w.kind.kind,
-                        namespace.unwrap_or_default(),
-                        user.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                    recorded: protocol::read(
-                        user.metadata.labels.as_ref().unwrap_or(&no_labels),
-                        user.metadata.annotations.as_ref().unwrap_or(&no_labels),
-                    ),
-                    finalizers: user.metadata.finalizers.clone().unwrap_or_default(),
-                    governed: governed(&w.kind, &user),
-                });
-            }
+            out.extend(
+                w.store
+                    .state()
+                    .into_iter()
+                    .filter(|o| o.metadata.namespace.as_deref() == namespace)
+                    .filter_map(|user| {
+                        User::of(&w.kind.kind, &user, kind, name, || governed(&w.kind, &user))
+                    }),
+            );
         }
         Some(out)
     }

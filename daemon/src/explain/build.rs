@@ -10,12 +10,13 @@ use tmc_api::decision::{STATE_SYNC, TargetResult};
 use tmc_policy_host::PolicyInfo;
 
 use super::report::{
-    CopyReport, DecisionReport, ExplainReport, PolicyReport, RecordedReport, TargetExplanation,
-    Verdict, WorkloadRef,
+    CopyReport, DecisionReport, ExplainReport, FollowsReport, PolicyReport, RecordedReport,
+    TargetExplanation, Verdict, WorkloadRef,
 };
 use tmc_api::protocol::{self, Recorded};
 
 use crate::placement::decide::{self, DecideError, NoObserver};
+use crate::placement::dependencies::{self, Needs, User};
 use crate::placement::limits::{Budget, LimitHit};
 use crate::placement::request;
 use crate::placement::runner::PolicyRunner;
@@ -42,6 +43,9 @@ pub struct Subject<'a> {
     /// The workspace's limits and what its other workloads use (export mode;
     /// unlimited for one workspace).
     pub budget: &'a Budget,
+    /// For a dependency kind that no placement selects: the workloads of
+    /// its namespace that reference it (`None`: not a dependency kind).
+    pub users: Option<&'a [User]>,
     pub now: DateTime<Utc>,
 }
 
@@ -74,6 +78,19 @@ pub async fn explain(
     };
     let Some(placement) = subject.placement else {
         report.excluded = workload::excluded(subject.kind, obj).map(str::to_string);
+        if let Some(users) = subject.users {
+            let needs = dependencies::needs(users);
+            if needs.is_used() || recorded.values().any(dependencies::is_derived) {
+                report.targets = rows(subject, &recorded, None, &BTreeMap::new(), |name, known| {
+                    follow_verdict(name, known, &needs)
+                });
+                report.follows = Some(FollowsReport {
+                    targets: needs.targets,
+                    undecided: needs.undecided,
+                });
+                return report;
+            }
+        }
         report.targets = explain_targets(subject, &recorded, None, &BTreeMap::new(), false, &[]);
         return report;
     };
@@ -186,6 +203,21 @@ fn explain_targets(
     failed: bool,
     held_back: &[(String, LimitHit)],
 ) -> Vec<TargetExplanation> {
+    rows(subject, recorded, candidates, chosen, |name, known| {
+        judge(name, known, candidates, chosen, failed, held_back)
+    })
+}
+
+/// One explanation per SyncTarget and per target `recorded` names, by
+/// name, each judged by `verdict` (given the name and whether such a
+/// SyncTarget exists).
+fn rows(
+    subject: Subject<'_>,
+    recorded: &BTreeMap<String, Recorded>,
+    candidates: Option<&Candidates>,
+    chosen: &BTreeMap<String, TargetResult>,
+    verdict: impl Fn(&str, bool) -> (Verdict, &'static str, String),
+) -> Vec<TargetExplanation> {
     let names: BTreeSet<&String> = subject
         .targets
         .iter()
@@ -197,8 +229,7 @@ fn explain_targets(
         .into_iter()
         .map(|name| {
             let known = subject.targets.iter().any(|t| &t.name == name);
-            let (verdict, reason, detail) =
-                judge(name, known, candidates, chosen, failed, held_back);
+            let (verdict, reason, detail) = verdict(name, known);
             let decided = chosen.get(name);
             let rec = recorded.get(name);
             TargetExplanation {
@@ -220,6 +251,32 @@ fn explain_targets(
 }
 
 /// Whether target `name` is kept and why.
+/// Whether a dependency that follows its workloads goes to target `name`.
+fn follow_verdict(name: &str, known: bool, needs: &Needs) -> (Verdict, &'static str, String) {
+    match needs.targets.get(name) {
+        Some(users) => (
+            Verdict::Chosen,
+            "usedHere",
+            format!("referenced by {} placed here", users.join(", ")),
+        ),
+        None if !known => (
+            Verdict::Dropped,
+            "unknownTarget",
+            "no SyncTarget of this name (deleted: tmcd forgets it once the API answers 404)".into(),
+        ),
+        None if !needs.undecided.is_empty() => (
+            Verdict::Dropped,
+            "notUsedHere",
+            "no workload that references it is placed here; a copy here stays until the undecided ones are placed".into(),
+        ),
+        None => (
+            Verdict::Dropped,
+            "notUsedHere",
+            "no workload that references it is placed here".into(),
+        ),
+    }
+}
+
 fn judge(
     name: &str,
     known: bool,
@@ -345,9 +402,11 @@ mod tests {
     use tmc_policy_sdk::abi::{PlacementDecision, TargetDecision};
 
     use super::*;
+    use crate::explain::render::render;
     use crate::placement::limits::{Limits, Usage};
     use crate::placement::runner::fake::{FakeRunner, deployment};
     use crate::placement::targets::REGION_LABEL;
+    use tmc_api::dependencies::DependencyKind;
 
     /// `first` puts every replica on the first candidate; `stamp` labels
     /// each copy with its target.
@@ -458,6 +517,7 @@ mod tests {
             placement,
             targets: &targets,
             budget,
+            users: None,
             now: Utc::now(),
         };
         explain(runner().as_ref(), &SettingsVerdicts::default(), subject).await
@@ -626,5 +686,77 @@ mod tests {
         assert_eq!(body["targets"][0]["replicas"], 2);
         let back: ExplainReport = serde_json::from_value(body).expect("reads back");
         assert_eq!(back, report);
+    }
+
+    #[tokio::test]
+    async fn a_dependency_without_a_placement_follows_its_users() {
+        let config: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "web-config", "namespace": "demo"}
+        }))
+        .expect("object");
+        // web (referencing it) is placed on west; api is selected but undecided.
+        let mut web = web();
+        let pod_spec = json!({"containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "web-config"}}]}]});
+        web.data["spec"]["template"]["spec"] = pod_spec.clone();
+        let mut api = deployment("demo", "api", 1);
+        api.data["spec"]["template"]["spec"] = pod_spec;
+        let users: Vec<User> = [&web, &api]
+            .into_iter()
+            .filter_map(|w| {
+                User::of(
+                    "Deployment",
+                    w,
+                    DependencyKind::ConfigMap,
+                    "web-config",
+                    || true,
+                )
+            })
+            .collect();
+        assert_eq!(users.len(), 2);
+        let targets = [
+            view("west", "eu", true, true),
+            view("a-east", "us", true, true),
+        ];
+        let subject = Subject {
+            api_version: "v1",
+            kind: "ConfigMap",
+            object: &config,
+            placement: None,
+            targets: &targets,
+            budget: &Budget::default(),
+            users: Some(&users),
+            now: Utc::now(),
+        };
+        let report = explain(runner().as_ref(), &SettingsVerdicts::default(), subject).await;
+        let follows = report.follows.as_ref().expect("it follows its users");
+        assert_eq!(
+            follows.targets,
+            [("west".to_string(), vec!["Deployment demo/web".to_string()])].into()
+        );
+        assert_eq!(follows.undecided, ["Deployment demo/api"]);
+        assert_eq!(
+            why(&report),
+            [
+                ("a-east", Verdict::Dropped, "notUsedHere"),
+                ("west", Verdict::Chosen, "usedHere"),
+            ]
+        );
+        let text = render(&report);
+        assert!(
+            text.contains("follows:     west (Deployment demo/web)"),
+            "{text}"
+        );
+        assert!(text.contains("undecided:   Deployment demo/api"), "{text}");
+        assert!(!text.contains("it is not placed"), "{text}");
+
+        // Referenced by nobody, and recording no derived decision: as any
+        // object no placement selects.
+        let subject = Subject {
+            users: Some(&[]),
+            ..subject
+        };
+        let report = explain(runner().as_ref(), &SettingsVerdicts::default(), subject).await;
+        assert!(report.follows.is_none());
     }
 }

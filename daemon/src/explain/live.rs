@@ -7,10 +7,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams};
 use tmc_syncer::SyncedKind;
 
+use tmc_api::dependencies::{DependencyKind, has_pod_template};
 use tmc_api::tenancy::{LogicalCluster, WorkloadKey};
 
 use super::build::{Subject, explain};
 use super::report::ExplainReport;
+use crate::placement::dependencies::User;
 use crate::placement::grants::{granted_views, limits_on};
 use crate::placement::limits::Budget;
 use crate::placement::within_limits::budget_from_records;
@@ -159,6 +161,45 @@ pub async fn explain_live(
         });
         budget_from_records(limited, others)
     };
+    // A dependency no placement selects follows the workloads of its
+    // namespace that reference it.
+    let mut users = Vec::new();
+    let dependency =
+        DependencyKind::of(&synced.group, &synced.kind).filter(|_| placement.is_none());
+    if let Some(dependency) = dependency {
+        for kind in state.kinds.iter().filter(|k| has_pod_template(&k.kind)) {
+            let api = state
+                .workspaces
+                .dynamic_api(
+                    &state.reader,
+                    &kind.api_resource(),
+                    stored_in(namespace).as_deref(),
+                )
+                .map_err(route_failed)?;
+            let listed = api
+                .list(&ListParams::default())
+                .await
+                .map_err(read_failed(format!(
+                    "the {} of namespace {namespace}",
+                    kind.plural
+                )))?;
+            users.extend(listed.items.iter().filter_map(|o| {
+                User::of(&kind.kind, o, dependency, name, || {
+                    decide::governing(
+                        placements
+                            .iter()
+                            .map(AsRef::as_ref)
+                            .filter(|p| selector::in_workspace(p, workspace)),
+                        &kind.group,
+                        &kind.kind,
+                        o,
+                        &namespace_labels,
+                    )
+                    .is_some()
+                })
+            }));
+        }
+    }
     let api_version = synced.api_version();
     let subject = Subject {
         api_version: &api_version,
@@ -167,6 +208,7 @@ pub async fn explain_live(
         placement,
         targets: &targets,
         budget: &budget,
+        users: dependency.map(|_| users.as_slice()),
         now: chrono::Utc::now(),
     };
     Ok(explain(state.policies.as_ref(), &state.settings, subject).await)

@@ -13,6 +13,6 @@ pub use build::explain;
 pub use live::{LookupError, explain_live};
 pub use render::render;
 pub use report::{
-    CopyReport, DecisionReport, ExplainReport, PolicyReport, RecordedReport, TargetExplanation,
-    Verdict, WorkloadRef,
+    CopyReport, DecisionReport, ExplainReport, FollowsReport, PolicyReport, RecordedReport,
+    TargetExplanation, Verdict, WorkloadRef,
 };

@@ -5,9 +5,38 @@ use std::collections::BTreeMap;
 
 use tmc_policy_sdk::MapEdits;
 
-use super::report::{CopyReport, ExplainReport, PolicyReport, RecordedReport, Verdict};
+use super::report::{
+    CopyReport, ExplainReport, FollowsReport, PolicyReport, RecordedReport, Verdict,
+};
 use crate::placement::assignment;
 use crate::table;
+
+/// The lines of a dependency that follows the workloads referencing it.
+fn follows_text(follows: &FollowsReport) -> String {
+    let mut out =
+        "placement:   none of its own: it goes where the workloads that reference it are\n"
+            .to_string();
+    let on: Vec<String> = follows
+        .targets
+        .iter()
+        .map(|(target, users)| format!("{target} ({})", users.join(", ")))
+        .collect();
+    out.push_str(&format!(
+        "follows:     {}\n",
+        if on.is_empty() {
+            "no target yet".to_string()
+        } else {
+            on.join("; ")
+        }
+    ));
+    if !follows.undecided.is_empty() {
+        out.push_str(&format!(
+            "undecided:   {} (until they are placed, no copy of this one is removed)\n",
+            follows.undecided.join(", ")
+        ));
+    }
+    out
+}
 
 /// `report` as `tmcd explain` prints it.
 pub fn render(report: &ExplainReport) -> String {
@@ -28,12 +57,13 @@ pub fn render(report: &ExplainReport) -> String {
     if let Some(why) = &report.excluded {
         out.push_str(&format!("never placed: {why}\n"));
     }
-    match &report.placement {
-        None if report.excluded.is_none() => out.push_str(
+    match (&report.placement, &report.follows) {
+        (Some(name), _) => out.push_str(&format!("placement:   {name}\n")),
+        (None, Some(follows)) => out.push_str(&follows_text(follows)),
+        (None, None) if report.excluded.is_none() => out.push_str(
             "placement:   none: no ClusterWorkloadPlacement selects this workload; it is not placed\n",
         ),
-        None => {}
-        Some(name) => out.push_str(&format!("placement:   {name}\n")),
+        (None, None) => {}
     }
     if let Some(policy) = &report.policy {
         out.push_str(&format!(

@@ -2,6 +2,8 @@
 //! admin server answers and what `tmcd explain` reads, one set of types for
 //! both sides.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tmc_policy_sdk::MapEdits;
 
@@ -28,6 +30,20 @@ pub struct ExplainReport {
     /// Every SyncTarget, and every target the workload records: kept or
     /// dropped and why, what is recorded there, how its copy is.
     pub targets: Vec<TargetExplanation>,
+    /// A ConfigMap, Secret, ServiceAccount or PersistentVolumeClaim that no
+    /// placement of its own selects: the workloads it follows.
+    pub follows: Option<FollowsReport>,
+}
+
+/// Where a dependency goes: where the workloads that reference it are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FollowsReport {
+    /// Target -> the referencing workloads with a trace there (`Deployment demo/web`).
+    pub targets: BTreeMap<String, Vec<String>>,
+    /// Referencing workloads a placement selects that record no decision
+    /// yet: while there is one, no copy of the dependency is removed.
+    pub undecided: Vec<String>,
 }
 
 /// The workload asked about.

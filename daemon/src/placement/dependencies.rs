@@ -18,10 +18,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use kube::api::DynamicObject;
 use tmc_api::decision::{
     STATE_SYNC, TargetResult, deletion_annotation, finalizer, result_annotation, state_label,
 };
-use tmc_api::protocol::Recorded;
+use tmc_api::dependencies::{self, DependencyKind};
+use tmc_api::protocol::{self, Recorded};
 
 use super::plan::{self, Plan, TargetSets};
 
@@ -43,6 +45,39 @@ pub struct User {
 }
 
 impl User {
+    /// `obj` (of kind `kind`) as a user of dependency `dependency` named
+    /// `name` in its namespace, when its pod template references it;
+    /// `governed` tells (only then) whether a placement selects it.
+    pub fn of(
+        kind: &str,
+        obj: &DynamicObject,
+        dependency: DependencyKind,
+        name: &str,
+        governed: impl FnOnce() -> bool,
+    ) -> Option<Self> {
+        if !dependencies::has_pod_template(kind)
+            || !dependencies::references(kind, &obj.data)
+                .iter()
+                .any(|r| r.kind == dependency && r.name == name)
+        {
+            return None;
+        }
+        let no_labels = BTreeMap::new();
+        Some(Self {
+            name: format!(
+                "{kind} {}/{}",
+                obj.metadata.namespace.as_deref().unwrap_or_default(),
+                obj.metadata.name.as_deref().unwrap_or_default()
+            ),
+            recorded: protocol::read(
+                obj.metadata.labels.as_ref().unwrap_or(&no_labels),
+                obj.metadata.annotations.as_ref().unwrap_or(&no_labels),
+            ),
+            finalizers: obj.metadata.finalizers.clone().unwrap_or_default(),
+            governed: governed(),
+        })
+    }
+
     /// Targets where the workload has any trace: keys or a finalizer.
     fn traces(&self) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self
