@@ -161,19 +161,29 @@ async fn deploy_split_status_move_and_delete() -> Result<()> {
         "{rendered}"
     );
 
-    // Upstream status is the sum of kwok's ready pods on both clusters.
+    // Upstream status is the sum of kwok's ready pods on both clusters, and
+    // says Available (what `kubectl wait --for=condition=Available` reads)
+    // once both copies are.
     let upstream: Api<Deployment> = Api::namespaced(kcp.clone(), NS);
-    until("upstream readyReplicas = 3", || async {
+    until("upstream readyReplicas = 3 and Available", || async {
         let d = upstream.get("web").await?;
-        let r = d
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        Ok(if r == 3 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending(format!("readyReplicas {r}"))
+        let status = d.status.unwrap_or_default();
+        let r = status.ready_replicas.unwrap_or(0);
+        let available = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Available")
+            .map(|c| (c.status, c.message.unwrap_or_default()));
+        Ok(match (r, &available) {
+            (3, Some((status, message))) if status == "True" => {
+                anyhow::ensure!(
+                    message == "available on every target: east, west",
+                    "{message}"
+                );
+                Poll::Ready(())
+            }
+            _ => Poll::Pending(format!("readyReplicas {r}, Available {available:?}")),
         })
     })
     .await?;

@@ -50,16 +50,133 @@ pub fn aggregate(kind: &str, recorded: &BTreeMap<String, Recorded>) -> Option<Va
         {
             out.insert("observedGeneration".to_string(), Value::from(generation));
         }
-        out.insert(
-            "conditions".to_string(),
-            Value::from(vec![synced(recorded)]),
-        );
+        let mut conditions = Vec::new();
+        if kind == "Deployment" {
+            conditions.extend(held_conditions(recorded));
+        }
+        conditions.push(synced(recorded));
+        out.insert("conditions".to_string(), Value::from(conditions));
         return Some(Value::Object(out));
     }
     match reports.as_slice() {
         [(_, Some(status), _)] => Some((*status).clone()),
         _ => None,
     }
+}
+
+/// A Deployment's `Available` and `Progressing` conditions over the targets
+/// that hold it, from their copies' own, so that `kubectl wait
+/// --for=condition=Available` and `kubectl rollout status` work upstream:
+/// `Available` is `True` once every holder's copy is available; `Progressing`
+/// is `False` with a holder's reason (`ProgressDeadlineExceeded`) when one
+/// has given up, `True` when every holder progresses, else `Unknown`. No
+/// timestamps: the aggregate changes only when a holder's verdict does.
+fn held_conditions(recorded: &BTreeMap<String, Recorded>) -> [Value; 2] {
+    let holders: Vec<(&String, Option<&Value>)> = recorded
+        .iter()
+        .filter(|(_, r)| r.holds())
+        .map(|(t, r)| (t, r.status.as_ref().and_then(|s| s.status.as_ref())))
+        .collect();
+    let of = |status: Option<&Value>, type_: &str| -> Option<(String, String)> {
+        let condition = status?
+            .get("conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))?;
+        let field = |name: &str| {
+            condition
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some((field("status"), field("reason")))
+    };
+    let condition = |type_: &str, status: &str, reason: &str, message: String| serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message});
+    let names = |targets: &[&String]| {
+        targets
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    let unavailable: Vec<&String> = holders
+        .iter()
+        .filter(|(_, s)| of(*s, "Available").is_none_or(|(status, _)| status != "True"))
+        .map(|(t, _)| *t)
+        .collect();
+    let available = match unavailable.is_empty() {
+        true => condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            format!(
+                "available on every target: {}",
+                names(&holders.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+            ),
+        ),
+        false => condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            format!("not available yet on {}", names(&unavailable)),
+        ),
+    };
+
+    let progressing: Vec<(&String, Option<(String, String)>)> = holders
+        .iter()
+        .map(|(t, s)| (*t, of(*s, "Progressing")))
+        .collect();
+    let stuck = progressing.iter().find_map(|(t, c)| {
+        c.as_ref()
+            .filter(|(status, _)| status == "False")
+            .map(|(_, reason)| (*t, reason))
+    });
+    let progressing = match stuck {
+        Some((target, reason)) => condition(
+            "Progressing",
+            "False",
+            reason,
+            format!("{target}: its copy does not progress ({reason})"),
+        ),
+        None if progressing.iter().all(|(_, c)| c.is_some()) => {
+            let done = progressing.iter().all(|(_, c)| {
+                c.as_ref()
+                    .is_some_and(|(_, reason)| reason == "NewReplicaSetAvailable")
+            });
+            match done {
+                true => condition(
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    "rolled out on every target".into(),
+                ),
+                false => condition(
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    "rolling out on the targets".into(),
+                ),
+            }
+        }
+        None => condition(
+            "Progressing",
+            "Unknown",
+            "NotReported",
+            format!(
+                "no progress reported yet by {}",
+                names(
+                    &progressing
+                        .iter()
+                        .filter(|(_, c)| c.is_none())
+                        .map(|(t, _)| *t)
+                        .collect::<Vec<_>>()
+                )
+            ),
+        ),
+    };
+    [available, progressing]
 }
 
 /// The condition `Synced` of a workload: `False` with reason `SyncFailed`
@@ -136,7 +253,10 @@ mod tests {
         assert_eq!(
             status,
             json!({"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "updatedReplicas": 2, "observedGeneration": 2,
-                "conditions": [{"type": "Synced", "status": "True", "reason": "Synced", "message": "every target applied its copy"}]})
+                "conditions": [
+                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "not available yet on east, west"},
+                    {"type": "Progressing", "status": "Unknown", "reason": "NotReported", "message": "no progress reported yet by east, west"},
+                    {"type": "Synced", "status": "True", "reason": "Synced", "message": "every target applied its copy"}]})
         );
     }
 
@@ -158,11 +278,103 @@ mod tests {
         );
         let status = aggregate("Deployment", &rec).expect("status");
         assert_eq!(
-            status["conditions"],
-            json!([{"type": "Synced", "status": "False", "reason": "SyncFailed",
-                "message": "east: waiting for ConfigMap demo/cfg: it does not exist in the workspace"}])
+            status["conditions"][2],
+            json!({"type": "Synced", "status": "False", "reason": "SyncFailed",
+                "message": "east: waiting for ConfigMap demo/cfg: it does not exist in the workspace"})
         );
         assert_eq!(status["availableReplicas"], json!(0));
+    }
+
+    /// A copy's status with its own `Available` and `Progressing` conditions.
+    fn copy(available: &str, progressing: (&str, &str)) -> Value {
+        json!({"status": {"replicas": 1, "conditions": [
+            {"type": "Available", "status": available, "lastUpdateTime": "2026-12-04T10:00:00Z"},
+            {"type": "Progressing", "status": progressing.0, "reason": progressing.1},
+        ]}})
+    }
+
+    #[test]
+    fn a_deployment_is_available_once_every_holder_is() {
+        let conditions = |reports: &[(&str, Value)], deleting: &[&str]| {
+            let status = aggregate("Deployment", &recorded(reports, deleting)).expect("status");
+            let conditions = status["conditions"].as_array().expect("conditions").clone();
+            conditions
+                .into_iter()
+                .map(|c| {
+                    let field = |f: &str| c[f].as_str().unwrap_or_default().to_string();
+                    (
+                        field("type"),
+                        field("status"),
+                        field("reason"),
+                        field("message"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let done = ("True", "NewReplicaSetAvailable");
+        let all = conditions(
+            &[
+                ("west", copy("True", done)),
+                ("east", copy("True", done)),
+                ("old", copy("False", done)),
+            ],
+            &["old"],
+        );
+        assert_eq!(all[0].1, "True", "{all:?}");
+        assert_eq!(all[0].3, "available on every target: east, west");
+        assert_eq!(
+            (all[1].1.as_str(), all[1].2.as_str()),
+            ("True", "NewReplicaSetAvailable")
+        );
+
+        let east_not_yet = conditions(
+            &[
+                ("west", copy("True", done)),
+                ("east", copy("False", ("True", "ReplicaSetUpdated"))),
+            ],
+            &[],
+        );
+        assert_eq!(
+            (east_not_yet[0].1.as_str(), east_not_yet[0].3.as_str()),
+            ("False", "not available yet on east")
+        );
+        assert_eq!(
+            (east_not_yet[1].1.as_str(), east_not_yet[1].2.as_str()),
+            ("True", "ReplicaSetUpdated")
+        );
+
+        let stuck = conditions(
+            &[
+                ("west", copy("True", done)),
+                ("east", copy("False", ("False", "ProgressDeadlineExceeded"))),
+            ],
+            &[],
+        );
+        assert_eq!(
+            stuck[1],
+            (
+                "Progressing".to_string(),
+                "False".to_string(),
+                "ProgressDeadlineExceeded".to_string(),
+                "east: its copy does not progress (ProgressDeadlineExceeded)".to_string()
+            )
+        );
+        // The copies' timestamps are not carried up: the same verdicts, the same status.
+        let later = copy("True", done)
+            .to_string()
+            .replace("10:00:00", "10:05:00");
+        let again = conditions(
+            &[
+                ("west", serde_json::from_str(&later).expect("json")),
+                ("east", copy("True", done)),
+            ],
+            &[],
+        );
+        assert_eq!(again, all);
+        // Other kinds with replicas have no such conditions of their own.
+        let rec = recorded(&[("west", copy("True", done))], &[]);
+        let status = aggregate("StatefulSet", &rec).expect("status");
+        assert_eq!(status["conditions"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]
