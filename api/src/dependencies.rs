@@ -9,6 +9,18 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::decision::TargetResult;
+
+/// The `placement` of a derived result, the decision of a dependency that
+/// follows the workloads referencing it: no placement is named so (a name
+/// cannot hold parentheses), so no placement counts a dependency as its own.
+pub const DERIVED: &str = "(dependency)";
+
+/// True when `result` is a derived decision (not one of an own placement).
+pub fn is_derived(result: Option<&TargetResult>) -> bool {
+    result.is_some_and(|r| r.placement == DERIVED)
+}
+
 /// A kind of object a pod template can reference (all in the core group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DependencyKind {

@@ -27,9 +27,7 @@ use tmc_api::protocol::{self, Recorded};
 
 use super::plan::{self, Plan, TargetSets};
 
-/// The `placement` of a derived result: no placement is named so (a name
-/// cannot hold parentheses), so no placement counts a dependency as its own.
-pub const DERIVED: &str = "(dependency)";
+pub use tmc_api::dependencies::DERIVED;
 
 /// One workload that references the dependency, as the caches show it.
 #[derive(Debug, Clone, Default)]
@@ -146,7 +144,7 @@ pub fn derived_result() -> TargetResult {
 
 /// True when `rec` is a derived decision (not one of an own placement).
 pub fn is_derived(rec: &Recorded) -> bool {
-    rec.result.as_ref().is_some_and(|r| r.placement == DERIVED)
+    dependencies::is_derived(rec.result.as_ref())
 }
 
 /// The plan that makes the dependency (which records `recorded` and holds

@@ -6,13 +6,19 @@
 //! ordered here). An object of the same name that tmc did not create serves
 //! the pod as well: it counts, and is never touched.
 
+use std::time::Duration;
+
+use kube::api::ListParams;
 use serde_json::Value;
 use tmc_api::dependencies::{self, DependencyKind, Reference};
-use tmc_api::protocol::{Assignment, TargetRecord};
+use tmc_api::protocol::{Assignment, TargetRecord, is_our_copy};
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, to_value};
 use crate::error::{Error, Result, is_object_not_found};
+
+/// How soon a dependency kept for a copy that still uses it is checked again.
+const IN_USE_RECHECK: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// `Ok` when every required dependency of `object` (the upstream object
@@ -39,6 +45,68 @@ impl Engine {
                 dependency: self.describe(&dep),
                 why: self.why_missing(&dep).await,
             });
+        }
+        Ok(())
+    }
+
+    /// Before a derived copy of a dependency goes (tmcd found no workload
+    /// that needs it on this target), the last proof on the target itself:
+    /// [`Error::Requeue`] while a copy of ours of some workload in its
+    /// namespace, listed from the cluster just now, still references it (a
+    /// workload placed here since, which tmcd's caches had not shown yet,
+    /// or an old copy not updated yet). The removal of an upstream object
+    /// that is being deleted, or of a copy a placement of its own decided,
+    /// is not held.
+    pub(super) async fn refuse_in_use(&self, key: &ObjectKey, object: &Value) -> Result<()> {
+        let kind = &self.kinds[key.kind];
+        let Some(dependency) = DependencyKind::of(&kind.group, &kind.kind) else {
+            return Ok(());
+        };
+        let record = TargetRecord::from_value(object, self.target());
+        if record.terminating || !dependencies::is_derived(record.recorded.result.as_ref()) {
+            return Ok(());
+        }
+        let ns = self.downstream_namespace(key);
+        for (index, user_kind) in self.kinds.iter().enumerate() {
+            if !dependencies::has_pod_template(&user_kind.kind) {
+                continue;
+            }
+            let api = self.api(&self.downstream, index, ns.as_deref());
+            let copies = api.list(&ListParams::default()).await.map_err(|err| {
+                self.downstream_error(
+                    format!(
+                        "list {} to check that no copy uses {}",
+                        user_kind.plural,
+                        self.describe(key)
+                    ),
+                    err,
+                )
+            })?;
+            for copy in copies.items {
+                let copy = to_value(&copy, &self.describe(key))?;
+                let synced_from = &self.ctx.source.synced_from;
+                if !is_our_copy(&copy, self.target(), synced_from) {
+                    continue;
+                }
+                let uses = dependencies::references(&user_kind.kind, &copy)
+                    .iter()
+                    .any(|r| r.kind == dependency && r.name == key.name);
+                if uses {
+                    let user = copy
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    return Err(Error::Requeue {
+                        what: format!(
+                            "{} stays on {}: the copy of {} {user} there still references it",
+                            self.describe(key),
+                            self.target(),
+                            user_kind.kind
+                        ),
+                        after: IN_USE_RECHECK,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -245,5 +313,137 @@ mod tests {
             down_log.lock().unwrap()
         );
         assert_eq!(writes_to(&down_log, "configmaps"), 0);
+    }
+
+    /// ConfigMap `shop/cfg` upstream: a derived copy on west whose removal
+    /// tmcd asked for; `terminating`: the object itself is being deleted.
+    fn cfg_to_remove(terminating: bool) -> Value {
+        let result = serde_json::to_string(&tmc_api::decision::TargetResult {
+            placement: dependencies::DERIVED.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "cfg", "namespace": "shop", "resourceVersion": "4",
+            "labels": {"state.workload.kcp.io/west": "Sync"},
+            "annotations": {
+                tmc_api::decision::result_annotation("west"): result,
+                tmc_api::decision::deletion_annotation("west"): "2026-12-04T10:00:00Z",
+            },
+            "finalizers": ["workload.kcp.io/syncer-west"]}});
+        if terminating {
+            cfg["metadata"]["deletionTimestamp"] = json!("2026-12-04T10:00:00Z");
+        }
+        cfg
+    }
+
+    fn up_cfg(method: &Method, _: &str) -> Option<(StatusCode, Value)> {
+        match *method {
+            Method::GET | Method::PATCH => Some((StatusCode::OK, cfg_to_remove(false))),
+            _ => None,
+        }
+    }
+
+    fn up_cfg_terminating(method: &Method, _: &str) -> Option<(StatusCode, Value)> {
+        match *method {
+            Method::GET | Method::PATCH => Some((StatusCode::OK, cfg_to_remove(true))),
+            _ => None,
+        }
+    }
+
+    /// Our copy of `cfg` on west, and the Deployments `copies` lists.
+    fn down_with(method: &Method, path: &str, copies: Vec<Value>) -> Option<(StatusCode, Value)> {
+        match *method {
+            Method::GET if path.ends_with("/deployments") => Some((
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": copies}),
+            )),
+            Method::GET if path.ends_with("/configmaps/cfg") => {
+                let mut ours = super::super::test_support::copy("cfg", "west");
+                ours["apiVersion"] = json!("v1");
+                ours["kind"] = json!("ConfigMap");
+                Some((StatusCode::OK, ours))
+            }
+            Method::DELETE => Some((
+                StatusCode::OK,
+                json!({"kind": "Status", "status": "Success"}),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Our copy of web on west, its pod template mounting `cfg`.
+    fn web_copy_using_cfg() -> Value {
+        let mut copy = super::super::test_support::copy("web", "west");
+        copy["spec"] = web()["spec"].clone();
+        copy
+    }
+
+    fn down_in_use(method: &Method, path: &str) -> Option<(StatusCode, Value)> {
+        down_with(method, path, vec![web_copy_using_cfg()])
+    }
+
+    fn down_unused(method: &Method, path: &str) -> Option<(StatusCode, Value)> {
+        // web's copy there no longer mounts cfg; a Deployment that is not ours does.
+        let mut hand_made = web_copy_using_cfg();
+        hand_made["metadata"]["labels"] = json!({});
+        down_with(
+            method,
+            path,
+            vec![super::super::test_support::copy("web", "west"), hand_made],
+        )
+    }
+
+    fn cfg_key() -> ObjectKey {
+        ObjectKey {
+            kind: 1,
+            namespace: Some("shop".into()),
+            name: "cfg".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_derived_copy_stays_while_a_copy_here_still_references_it() {
+        let (up, _) = fake(up_cfg);
+        let (down, down_log) = fake(down_in_use);
+        let err = engine(up, down).reconcile(&cfg_key()).await.unwrap_err();
+        let Error::Requeue { what, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            what,
+            "ConfigMap shop/cfg stays on west: the copy of Deployment web there still references it"
+        );
+        assert!(super::super::test_support::deletes(&down_log).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_derived_copy_no_copy_of_ours_references_goes() {
+        let (up, _) = fake(up_cfg);
+        let (down, down_log) = fake(down_unused);
+        let _ = engine(up, down).reconcile(&cfg_key()).await.unwrap();
+        assert_eq!(
+            super::super::test_support::deletes(&down_log),
+            ["DELETE /api/v1/namespaces/shop/configmaps/cfg"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dependency_deleted_upstream_is_removed_whoever_uses_it() {
+        let (up, _) = fake(up_cfg_terminating);
+        let (down, down_log) = fake(down_in_use);
+        let _ = engine(up, down).reconcile(&cfg_key()).await.unwrap();
+        assert_eq!(
+            super::super::test_support::deletes(&down_log),
+            ["DELETE /api/v1/namespaces/shop/configmaps/cfg"]
+        );
+        assert!(
+            !down_log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.ends_with("/deployments")),
+            "no list: the user deleted it"
+        );
     }
 }

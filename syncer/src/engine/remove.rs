@@ -27,6 +27,7 @@ impl Engine {
         // Its copy under another namespace mapping would be left running
         // while the object forgot it.
         self.refuse_stranded(key)?;
+        self.refuse_in_use(key, object).await?;
         if self.delete_copy(key, "removal requested upstream").await? {
             return Ok(Outcome::After(DELETE_POLL));
         }
