@@ -121,16 +121,20 @@ pub async fn explain_live(
     };
     let workspace = cluster.as_ref().map(LogicalCluster::as_str);
     let placements = state.placements.state();
-    let placement = decide::governing(
-        placements
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|p| selector::in_workspace(p, workspace)),
-        &synced.group,
-        &synced.kind,
-        &object,
-        &namespace_labels,
-    );
+    // The placement of the workspace that governs an object of its namespace.
+    let governing = |kind: &SyncedKind, object: &DynamicObject| {
+        decide::governing(
+            placements
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|p| selector::in_workspace(p, workspace)),
+            &kind.group,
+            &kind.kind,
+            object,
+            &namespace_labels,
+        )
+    };
+    let placement = governing(synced, &object);
     let grants = state.grants.as_ref().map(|g| g.state());
     let views = state
         .targets
@@ -185,17 +189,7 @@ pub async fn explain_live(
                 )))?;
             users.extend(listed.items.iter().filter_map(|o| {
                 User::of(&kind.kind, o, dependency, name, || {
-                    decide::governing(
-                        placements
-                            .iter()
-                            .map(AsRef::as_ref)
-                            .filter(|p| selector::in_workspace(p, workspace)),
-                        &kind.group,
-                        &kind.kind,
-                        o,
-                        &namespace_labels,
-                    )
-                    .is_some()
+                    governing(kind, o).is_some()
                 })
             }));
         }
