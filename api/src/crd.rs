@@ -390,7 +390,8 @@ impl std::fmt::Display for RolloutPhase {
 }
 
 /// The rollout of a placement's current revision, written by the leading tmcd (a restarted or new
-/// leader resumes from it).
+/// leader resumes from it). Every field is always serialized (empty lists, `null` times), so that
+/// the status writer's merge patch clears what a previous stage set.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
@@ -404,19 +405,19 @@ pub struct RolloutStatus {
     #[serde(default)]
     pub stages: u32,
     /// `stage/stages`, for `kubectl get` (empty once complete).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub progress: String,
     /// The targets of the current stage.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub stage_targets: Vec<String>,
     /// The targets of the completed stages (they run the new revision).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub updated_targets: Vec<String>,
     /// When the current stage started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub stage_start_time: Option<Time>,
     /// What the rollout waits on, or why it failed.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub message: String,
 }
 
@@ -579,6 +580,15 @@ mod tests {
         // Nothing placed: no summary.
         let empty = serde_json::to_value(ClusterWorkloadPlacementStatus::default()).unwrap();
         assert_eq!(empty, json!({"workloadCount": 0}));
+    }
+
+    #[test]
+    fn a_rollout_status_names_every_field_so_a_merge_patch_clears_old_stages() {
+        let value = serde_json::to_value(RolloutStatus::default()).unwrap();
+        assert_eq!(value["updatedTargets"], json!([]));
+        assert_eq!(value["stageTargets"], json!([]));
+        assert_eq!(value["stageStartTime"], json!(null));
+        assert_eq!(value["message"], json!(""));
     }
 
     #[test]

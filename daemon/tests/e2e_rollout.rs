@@ -26,7 +26,9 @@ use tmc_api::crd::{ClusterWorkloadPlacement, RolloutPhase, RolloutStatus};
 use tmc_tests::testbed::NodeShape;
 use tmc_tests::testbed::wait::Poll;
 
-use common::{Env, apply_placement, available, copy, create_deployment, replicas, until};
+use common::{
+    Env, apply_placement, available, copy, create_deployment, ready_status, replicas, until,
+};
 
 const ORDER: [&str; 3] = ["east", "north", "west"];
 const PLACEMENT: &str = "staged";
@@ -121,8 +123,23 @@ async fn a_rollout_goes_stage_by_stage_and_a_stage_that_never_becomes_available_
     .await?;
     env.install_policy("replica-spread", "replica-spread")?;
     env.install_policy("label-stamper", "label-stamper")?;
-    let _daemon = env.daemon("").await?;
+    // The common config names west and east; north joins here.
+    let north = format!(
+        "\n[[clusters]]\nname = \"north\"\nkubeconfig = \"{}\"\nregion = \"us-north\"\nzone = \"us-north-1a\"\n",
+        env.bed.kubeconfig_path("north")?.display()
+    );
+    let _daemon = env.daemon(&north).await?;
     let kcp = env.kcp().await?;
+    let targets: Api<tmc_api::crd::SyncTarget> = Api::all(kcp.clone());
+    for name in ORDER {
+        until(&format!("SyncTarget {name} is Ready"), || async {
+            Ok(match ready_status(&targets, name).await?.as_deref() {
+                Some("True") => Poll::Ready(()),
+                other => Poll::Pending(format!("{other:?}")),
+            })
+        })
+        .await?;
+    }
     let mut clusters = Vec::new();
     for name in ORDER {
         clusters.push((name, env.cluster(name).await?));

@@ -349,7 +349,11 @@ pub async fn refresh(
                 continue;
             }
         };
-        let patch = json!({ "status": want });
+        let mut patch = json!({ "status": want });
+        if want.rollout.is_none() {
+            // A merge patch keeps what it does not name: clear an old rollout.
+            patch["status"]["rollout"] = serde_json::Value::Null;
+        }
         if let Err(err) = api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
