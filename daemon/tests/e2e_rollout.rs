@@ -11,6 +11,8 @@
 //!    rollout stops as Failed naming east and the workload, and north and
 //!    west keep their copies unchanged (same uid, replicas, stamp, all
 //!    available) before, during and after.
+//! 3. A fix applied with `paused: true` starts no stage (nothing changes
+//!    anywhere) until `paused: false`, then rolls out to completion.
 
 mod common;
 
@@ -34,10 +36,14 @@ const ORDER: [&str; 3] = ["east", "north", "west"];
 const PLACEMENT: &str = "staged";
 
 fn spec(stamp: &str, weights: Value, timeout: u32) -> Value {
+    paused_spec(stamp, weights, timeout, false)
+}
+
+fn paused_spec(stamp: &str, weights: Value, timeout: u32, paused: bool) -> Value {
     json!({
         "policy": {"name": "replica-spread", "settings": {"weights": weights}},
         "transformations": [{"name": "label-stamper", "settings": {"labels": {"rev": stamp}}}],
-        "rollout": {"maxTargetsPerStage": 1, "stageTimeoutSeconds": timeout},
+        "rollout": {"maxTargetsPerStage": 1, "stageTimeoutSeconds": timeout, "paused": paused},
     })
 }
 
