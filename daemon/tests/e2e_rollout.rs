@@ -13,6 +13,8 @@
 //!    available) before, during and after.
 //! 3. A fix applied with `paused: true` starts no stage (nothing changes
 //!    anywhere) until `paused: false`, then rolls out to completion.
+//! 4. A hot reload of the transformation module (other bytes) starts a
+//!    rollout of its own.
 
 mod common;
 
@@ -34,6 +36,12 @@ use common::{
 
 const ORDER: [&str; 3] = ["east", "north", "west"];
 const PLACEMENT: &str = "staged";
+
+/// One replica per target (every weight named: a server-side apply of `{}`
+/// would not replace the keys an earlier apply set).
+fn even() -> Value {
+    json!({"east": 1, "north": 1, "west": 1})
+}
 
 fn spec(stamp: &str, weights: Value, timeout: u32) -> Value {
     paused_spec(stamp, weights, timeout, false)
@@ -152,7 +160,7 @@ async fn a_rollout_goes_stage_by_stage_and_a_stage_that_never_becomes_available_
     }
 
     // The first revision of a new placement is not staged.
-    apply_placement(&kcp, PLACEMENT, spec("v1", json!({}), 600)).await?;
+    apply_placement(&kcp, PLACEMENT, spec("v1", even(), 600)).await?;
     create_deployment(&kcp, "web", 3).await?;
     let before = until(
         "web: one available replica stamped v1 on each cluster",
@@ -184,7 +192,7 @@ async fn a_rollout_goes_stage_by_stage_and_a_stage_that_never_becomes_available_
     .await?;
 
     // 1. v1 -> v2, one target per stage.
-    apply_placement(&kcp, PLACEMENT, spec("v2", json!({}), 600)).await?;
+    apply_placement(&kcp, PLACEMENT, spec("v2", even(), 600)).await?;
     let started = Instant::now();
     let mut seen_states: Vec<usize> = Vec::new();
     let mut progress_seen: Vec<String> = Vec::new();
@@ -325,5 +333,82 @@ async fn a_rollout_goes_stage_by_stage_and_a_stage_that_never_becomes_available_
             .any(|(r, n)| r == "RolloutFailed" && n.contains("east")),
         "{events:?}"
     );
+
+    // 3. A fix (back to one replica each, stamp v4) applied paused changes nothing until resumed.
+    let before = copies(&clusters).await?;
+    apply_placement(&kcp, PLACEMENT, paused_spec("v4", even(), 60, true)).await?;
+    until(
+        "the new rollout is paused before its first stage",
+        || async {
+            Ok(match rollout(&kcp).await? {
+                Some(r) if r.phase == RolloutPhase::Paused => Poll::Ready(r),
+                other => Poll::Pending(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let paused = copies(&clusters).await?;
+    for name in ORDER {
+        let (d, was) = (&paused[name], &before[name]);
+        assert_eq!(
+            (uid(d), replicas(d), stamp(d)),
+            (uid(was), replicas(was), stamp(was)),
+            "{name} changed while paused"
+        );
+    }
+    assert_eq!(rollout(&kcp).await?.map(|r| r.stage), Some(0));
+    apply_placement(&kcp, PLACEMENT, paused_spec("v4", even(), 60, false)).await?;
+    until(
+        "resumed, the rollout completes with v4 everywhere",
+        || async {
+            let all = copies(&clusters).await?;
+            let everywhere = all.values().all(|d| {
+                replicas(d) == 1 && available(d) == 1 && stamp(d).as_deref() == Some("v4")
+            });
+            Ok(match rollout(&kcp).await? {
+                Some(r) if r.phase == RolloutPhase::Complete && everywhere => Poll::Ready(()),
+                other => Poll::Pending(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
+    let events = placement_events(&kcp).await?;
+    for reason in ["RolloutPaused", "RolloutResumed"] {
+        assert!(
+            events.iter().any(|(r, _)| r == reason),
+            "{reason}: {events:?}"
+        );
+    }
+
+    // 4. A hot reload of a module the placement runs is a new revision: the
+    //    same label-stamper with a custom section (other bytes, same answers)
+    //    starts a rollout, whose stages change nothing and complete at once.
+    let revision = rollout(&kcp).await?.context("no rollout")?.revision;
+    let mut module = std::fs::read(tmc_tests::fixtures::built_policy("label-stamper")?)?;
+    module.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'1']);
+    let staging = env.dir.path().join("label-stamper.wasm.new");
+    std::fs::write(&staging, &module)?;
+    std::fs::rename(&staging, env.policy_dir().join("label-stamper.wasm"))?;
+    until("the reload's rollout completes", || async {
+        Ok(match rollout(&kcp).await? {
+            Some(r) if r.revision != revision && r.phase == RolloutPhase::Complete => {
+                Poll::Ready(())
+            }
+            other => Poll::Pending(format!("{other:?}")),
+        })
+    })
+    .await?;
+    let started = placement_events(&kcp)
+        .await?
+        .into_iter()
+        .filter(|(r, _)| r == "RolloutStarted")
+        .count();
+    assert_eq!(started, 4, "v2, v3, v4 and the reload each started one");
+    let after = copies(&clusters).await?;
+    for name in ORDER {
+        assert_eq!(stamp(&after[name]).as_deref(), Some("v4"), "{name}");
+        assert_eq!(available(&after[name]), 1, "{name}");
+    }
     Ok(())
 }
