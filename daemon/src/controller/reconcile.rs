@@ -696,9 +696,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     // A staged rollout: only the targets of its completed and current
     // stages take the new decision; the others keep theirs.
     let staged = staged_rollout(ctx, &placement);
-    let chosen = match &staged {
+    let rollout::Gated { chosen, deferred } = match &staged {
         Some((_, allowed)) => rollout::gate(&outcome.chosen, &recorded, allowed, &gone),
-        None => outcome.chosen.clone(),
+        None => rollout::Gated {
+            chosen: outcome.chosen.clone(),
+            deferred: BTreeSet::new(),
+        },
     };
     let held_by_rollout: Vec<String> = outcome
         .chosen
@@ -811,6 +814,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         &placement,
         staged.as_ref().map(|(revision, _)| revision.as_str()),
         &outcome.chosen,
+        &deferred,
         &recorded,
         obj.metadata.generation,
     );
@@ -861,6 +865,7 @@ fn observe_rollout(
     placement: &ClusterWorkloadPlacement,
     revision: Option<&str>,
     chosen: &BTreeMap<String, tmc_api::decision::TargetResult>,
+    deferred: &BTreeSet<String>,
     recorded: &BTreeMap<String, Recorded>,
     generation: Option<i64>,
 ) {
@@ -878,7 +883,7 @@ fn observe_rollout(
         revision: revision.to_owned(),
         stage: status.map_or(0, |s| s.stage),
         pending: status.map_or_else(Vec::new, |s| {
-            rollout::stage_pending(chosen, recorded, &s.stage_targets, generation)
+            rollout::stage_pending(chosen, recorded, &s.stage_targets, deferred, generation)
         }),
     };
     if ctx.state.rollouts.observe(workload, seen) {

@@ -93,17 +93,27 @@ pub fn allowed(placement: &ClusterWorkloadPlacement, revision: &str) -> Allowed 
 /// new decision whole: there is nothing to protect. Only targets in the
 /// result or that the ungated decision drops can be removed by the plan, so
 /// the gate never causes a removal the ungated path would not make.
+///
+/// An allowed target that the new decision shrinks (or drops) while the
+/// targets gaining replicas wait for a later stage would lower the total
+/// below the desired count: such a target keeps its recorded result
+/// (*deferred*, in name order, until the total reaches the new decision's),
+/// and shrinks once enough of the others have theirs.
 pub fn gate(
     chosen: &BTreeMap<String, TargetResult>,
     recorded: &BTreeMap<String, Recorded>,
     allowed: &Allowed,
     gone: &BTreeSet<String>,
-) -> BTreeMap<String, TargetResult> {
+) -> Gated {
+    let whole = || Gated {
+        chosen: chosen.clone(),
+        deferred: BTreeSet::new(),
+    };
     let Allowed::Only(allowed) = allowed else {
-        return chosen.clone();
+        return whole();
     };
     if !recorded.values().any(Recorded::holds) {
-        return chosen.clone();
+        return whole();
     }
     let names: BTreeSet<&String> = chosen.keys().chain(recorded.keys()).collect();
     let mut out = BTreeMap::new();
@@ -130,24 +140,86 @@ pub fn gate(
             _ => {}
         }
     }
-    out
+    let deferred = defer_shrinks(chosen, recorded, allowed, gone, &mut out);
+    Gated {
+        chosen: out,
+        deferred,
+    }
+}
+
+/// The decision [`gate`] lets through, and the allowed targets it keeps on
+/// their recorded result so the total does not dip.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gated {
+    pub chosen: BTreeMap<String, TargetResult>,
+    pub deferred: BTreeSet<String>,
+}
+
+/// Replicas of a decision, summed.
+fn total<'r>(results: impl IntoIterator<Item = &'r TargetResult>) -> u32 {
+    results
+        .into_iter()
+        .map(|r| r.replicas.unwrap_or(0))
+        .fold(0u32, u32::saturating_add)
+}
+
+/// See [`gate`]: puts back the recorded result of allowed targets that
+/// shrink while `out` holds fewer replicas than `chosen` asks; returns them.
+fn defer_shrinks(
+    chosen: &BTreeMap<String, TargetResult>,
+    recorded: &BTreeMap<String, Recorded>,
+    allowed: &BTreeSet<String>,
+    gone: &BTreeSet<String>,
+    out: &mut BTreeMap<String, TargetResult>,
+) -> BTreeSet<String> {
+    let want = total(chosen.values());
+    let mut have = total(out.values());
+    let mut deferred = BTreeSet::new();
+    for target in allowed {
+        if have >= want {
+            break;
+        }
+        let Some(rec) = recorded.get(target).filter(|r| r.holds()) else {
+            continue;
+        };
+        let Some(old) = rec.result.as_ref() else {
+            continue;
+        };
+        let now = out.get(target).map_or(0, |r| r.replicas.unwrap_or(0));
+        let before = old.replicas.unwrap_or(0);
+        if before <= now || gone.contains(target) {
+            continue;
+        }
+        out.insert(target.clone(), old.clone());
+        have = have.saturating_add(before - now);
+        deferred.insert(target.clone());
+    }
+    deferred
 }
 
 /// Of `stage` (targets), those not yet done with the new decision `chosen`,
 /// given what the workload `recorded` (at upstream `generation`), each with
 /// why: a chosen target must record the new result and report its copy
 /// applied and available ([`assignment::pending`]); a dropped one must no
-/// longer run a copy (its removal asked).
+/// longer run a copy (its removal asked); a `deferred` one (see [`gate`])
+/// must run its recorded copy available.
 pub fn stage_pending(
     chosen: &BTreeMap<String, TargetResult>,
     recorded: &BTreeMap<String, Recorded>,
     stage: &[String],
+    deferred: &BTreeSet<String>,
     generation: Option<i64>,
 ) -> Vec<(String, String)> {
     let empty = Recorded::default();
     let mut out = Vec::new();
     for target in stage {
         let rec = recorded.get(target).unwrap_or(&empty);
+        if deferred.contains(target) {
+            if let Some(why) = assignment::pending(rec, generation) {
+                out.push((target.clone(), why));
+            }
+            continue;
+        }
         let why = match chosen.get(target) {
             Some(result) => {
                 if !rec.holds()

@@ -39,6 +39,57 @@ fn map<V: Clone>(entries: &[(&str, V)]) -> BTreeMap<String, V> {
         .collect()
 }
 
+/// The decision [`gate`] lets through.
+fn gated_map(
+    chosen: &BTreeMap<String, TargetResult>,
+    recorded: &BTreeMap<String, Recorded>,
+    allowed: &Allowed,
+    gone: &BTreeSet<String>,
+) -> BTreeMap<String, TargetResult> {
+    gate(chosen, recorded, allowed, gone).chosen
+}
+
+#[test]
+fn a_stage_that_shrinks_waits_for_the_growth_of_later_stages() {
+    let recorded = map(&[
+        ("a", holding(&result(3, "x"))),
+        ("b", holding(&result(3, "x"))),
+    ]);
+    let chosen = map(&[
+        ("a", result(2, "x")),
+        ("b", result(2, "x")),
+        ("c", result(2, "x")),
+    ]);
+    let none = BTreeSet::new();
+    let g = gate(&chosen, &recorded, &only(&["a"]), &none);
+    assert_eq!(g.chosen["a"], result(3, "x"), "no dip to 5 of 6");
+    assert_eq!(g.deferred, ["a".to_string()].into());
+    let g = gate(&chosen, &recorded, &only(&["a", "b"]), &none);
+    assert_eq!(g.deferred.len(), 2, "{g:?}");
+    let g = gate(&chosen, &recorded, &only(&["a", "b", "c"]), &none);
+    assert!(g.deferred.is_empty());
+    assert_eq!(g.chosen, chosen);
+    // A move (a -> c): a keeps its copy until c's stage.
+    let recorded = map(&[("a", holding(&result(3, "x")))]);
+    let chosen = map(&[("c", result(3, "x"))]);
+    let g = gate(&chosen, &recorded, &only(&["a"]), &none);
+    assert_eq!(g.chosen, recorded_results(&["a"], 3));
+    // A deferred stage target is done once its old copy runs available.
+    let pending = stage_pending(&chosen, &recorded, &["a".to_string()], &g.deferred, None);
+    assert_eq!(
+        pending.len(),
+        1,
+        "its syncer has reported nothing: {pending:?}"
+    );
+}
+
+fn recorded_results(targets: &[&str], replicas: u32) -> BTreeMap<String, TargetResult> {
+    targets
+        .iter()
+        .map(|t| (t.to_string(), result(replicas, "x")))
+        .collect()
+}
+
 #[test]
 fn only_allowed_targets_take_the_new_decision() {
     let recorded = map(&[
@@ -51,16 +102,16 @@ fn only_allowed_targets_take_the_new_decision() {
         ("b", result(1, "new")),
         ("c", result(1, "new")),
     ]);
-    let gated = gate(&chosen, &recorded, &only(&["b"]), &BTreeSet::new());
+    let gated = gated_map(&chosen, &recorded, &only(&["b"]), &BTreeSet::new());
     assert_eq!(gated["a"], result(1, "old"));
     assert_eq!(gated["b"], result(1, "new"));
     assert_eq!(gated["c"], result(1, "old"));
     assert_eq!(
-        gate(&chosen, &recorded, &Allowed::All, &BTreeSet::new()),
+        gated_map(&chosen, &recorded, &Allowed::All, &BTreeSet::new()),
         chosen
     );
     // Nothing allowed yet: everything stays as recorded.
-    let none = gate(&chosen, &recorded, &only(&[]), &BTreeSet::new());
+    let none = gated_map(&chosen, &recorded, &only(&[]), &BTreeSet::new());
     assert!(none.values().all(|r| *r == result(1, "old")));
 }
 
@@ -72,20 +123,30 @@ fn held_copies_stay_and_new_targets_wait_for_their_stage() {
         ("b", holding(&result(2, "x"))),
     ]);
     let chosen = map(&[("b", result(2, "x")), ("c", result(2, "x"))]);
-    let gated = gate(&chosen, &recorded, &only(&["b"]), &BTreeSet::new());
+    let gated = gated_map(&chosen, &recorded, &only(&["b"]), &BTreeSet::new());
     assert_eq!(gated.keys().collect::<Vec<_>>(), ["a", "b"]);
+    // a's stage: dropping it before c has its copy would dip to 2 of 4, so
+    // it is deferred; with c's stage, it goes (once c runs, by the plan).
     let gated = gate(&chosen, &recorded, &only(&["a", "b"]), &BTreeSet::new());
-    assert_eq!(gated.keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(gated.chosen.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(gated.deferred, ["a".to_string()].into());
+    let gated = gated_map(
+        &chosen,
+        &recorded,
+        &only(&["a", "b", "c"]),
+        &BTreeSet::new(),
+    );
+    assert_eq!(gated.keys().collect::<Vec<_>>(), ["b", "c"]);
     // A deleted target follows the new decision (it is forgotten).
     let gone: BTreeSet<String> = ["a".to_string()].into();
-    let gated = gate(&chosen, &recorded, &only(&[]), &gone);
+    let gated = gated_map(&chosen, &recorded, &only(&[]), &gone);
     assert_eq!(gated.keys().collect::<Vec<_>>(), ["b"]);
 }
 
 #[test]
 fn a_workload_without_a_previous_decision_takes_the_new_one_whole() {
     let chosen = map(&[("a", result(1, "new")), ("b", result(1, "new"))]);
-    let gated = gate(&chosen, &BTreeMap::new(), &only(&[]), &BTreeSet::new());
+    let gated = gated_map(&chosen, &BTreeMap::new(), &only(&[]), &BTreeSet::new());
     assert_eq!(gated, chosen);
 }
 
@@ -115,7 +176,7 @@ fn the_gate_never_removes_a_copy_the_ungated_plan_keeps() {
             in_grace: &empty,
             gone: &empty,
         };
-        let gated = gate(&chosen, &recorded, &Allowed::Only(allowed), &empty);
+        let gated = gated_map(&chosen, &recorded, &Allowed::Only(allowed), &empty);
         let ungated = plan::plan(&recorded, &[], &chosen, sets, None, now).unwrap();
         let staged = plan::plan(&recorded, &[], &gated, sets, None, now).unwrap();
         for t in &staged.deleting {
@@ -143,13 +204,13 @@ fn a_stage_target_is_done_once_its_new_copy_is_available_or_removed() {
         ("a", holding(&result(1, "old"))),
         ("b", holding(&result(1, "old"))),
     ]);
-    let pending = stage_pending(&chosen, &recorded, &stage, Some(1));
+    let pending = stage_pending(&chosen, &recorded, &stage, &BTreeSet::new(), Some(1));
     assert_eq!(pending.len(), 2, "{pending:?}");
     // a records the new result, its syncer has not reported it yet; b is asked to remove its copy.
     let mut b = holding(&result(1, "old"));
     b.deleting = true;
     let recorded = map(&[("a", holding(&new)), ("b", b)]);
-    let pending = stage_pending(&chosen, &recorded, &stage, Some(1));
+    let pending = stage_pending(&chosen, &recorded, &stage, &BTreeSet::new(), Some(1));
     assert_eq!(
         pending.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
         ["a"]
