@@ -287,6 +287,16 @@ pub struct GrantLimits {
         json_path = ".status.targetsSummary"
     ),
     printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollout.phase"
+    ),
+    printcolumn(
+        name = "Stage",
+        type_ = "string",
+        json_path = ".status.rollout.progress"
+    ),
+    printcolumn(
         name = "Policy-Generation",
         type_ = "integer",
         json_path = ".status.policyGeneration",
@@ -326,6 +336,89 @@ pub struct ClusterWorkloadPlacementSpec {
     /// When several placements select a workload, the highest priority wins (then the name).
     #[serde(default)]
     pub priority: i32,
+    /// Staged rollout of a change of this placement or of its policies (absent: every target
+    /// takes a change at once). See `docs/operations.md`, "Staged rollouts".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// How a change of a placement (its spec, or a hot reload of a policy module it runs) reaches its
+/// targets: in stages of at most `maxTargetsPerStage` targets, each waiting until the new copies
+/// are available before the next starts. The first decision of a new placement is not staged.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// At most this many targets change at once (at least 1).
+    #[schemars(range(min = 1))]
+    pub max_targets_per_stage: u32,
+    /// How long a stage may wait for its new copies to be available before the rollout stops as
+    /// `Failed`, the targets of later stages keeping the previous decision (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub stage_timeout_seconds: Option<u32>,
+    /// While true, no new stage starts (the current one still completes); set false to resume.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The default of [`RolloutSpec::stage_timeout_seconds`].
+pub const DEFAULT_STAGE_TIMEOUT_SECONDS: u32 = 600;
+
+/// Where a rollout is.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutPhase {
+    /// A stage is running (its targets take the new decision).
+    #[default]
+    Progressing,
+    /// `spec.rollout.paused`: no new stage starts.
+    Paused,
+    /// A stage timed out: the rollout stopped, the targets of later stages keep the previous decision.
+    Failed,
+    /// Every target took the current revision.
+    Complete,
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Progressing => "Progressing",
+            Self::Paused => "Paused",
+            Self::Failed => "Failed",
+            Self::Complete => "Complete",
+        })
+    }
+}
+
+/// The rollout of a placement's current revision, written by the leading tmcd (a restarted or new
+/// leader resumes from it). Every field is always serialized (empty lists, `null` times), so that
+/// the status writer's merge patch clears what a previous stage set.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The revision rolled out: a digest of the spec (without `rollout`) and of the policy modules it runs.
+    pub revision: String,
+    pub phase: RolloutPhase,
+    /// The current stage, from 1 (0: none started yet).
+    #[serde(default)]
+    pub stage: u32,
+    /// How many stages the rollout has.
+    #[serde(default)]
+    pub stages: u32,
+    /// `stage/stages`, for `kubectl get` (empty once complete).
+    #[serde(default)]
+    pub progress: String,
+    /// The targets of the current stage.
+    #[serde(default)]
+    pub stage_targets: Vec<String>,
+    /// The targets of the completed stages (they run the new revision).
+    #[serde(default)]
+    pub updated_targets: Vec<String>,
+    /// When the current stage started.
+    #[serde(default)]
+    pub stage_start_time: Option<Time>,
+    /// What the rollout waits on, or why it failed.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A kind of workload: API group (empty for the core group) and kind.
@@ -372,6 +465,9 @@ pub struct ClusterWorkloadPlacementStatus {
     /// Where its workloads went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetSummary>,
+    /// The staged rollout of its current revision (only with `spec.rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// The serialized form of [`ClusterWorkloadPlacementStatus`]: its fields plus
@@ -391,6 +487,8 @@ struct StatusWithSummary {
     /// Empty (and then omitted) when nothing is placed.
     #[serde(skip_serializing_if = "String::is_empty")]
     targets_summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<RolloutStatus>,
 }
 
 impl From<ClusterWorkloadPlacementStatus> for StatusWithSummary {
@@ -402,6 +500,7 @@ impl From<ClusterWorkloadPlacementStatus> for StatusWithSummary {
             policy_generation: status.policy_generation,
             workload_count: status.workload_count,
             targets: status.targets,
+            rollout: status.rollout,
         }
     }
 }
@@ -481,6 +580,15 @@ mod tests {
         // Nothing placed: no summary.
         let empty = serde_json::to_value(ClusterWorkloadPlacementStatus::default()).unwrap();
         assert_eq!(empty, json!({"workloadCount": 0}));
+    }
+
+    #[test]
+    fn a_rollout_status_names_every_field_so_a_merge_patch_clears_old_stages() {
+        let value = serde_json::to_value(RolloutStatus::default()).unwrap();
+        assert_eq!(value["updatedTargets"], json!([]));
+        assert_eq!(value["stageTargets"], json!([]));
+        assert_eq!(value["stageStartTime"], json!(null));
+        assert_eq!(value["message"], json!(""));
     }
 
     #[test]

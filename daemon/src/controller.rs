@@ -33,6 +33,7 @@ use crate::state::State;
 pub mod dependencies;
 pub mod placement_status;
 pub mod reconcile;
+pub mod rollout_status;
 
 use reconcile::{KindCtx, error_policy, reconcile};
 
@@ -223,6 +224,7 @@ pub async fn run(
         client,
         stores.placements.clone(),
         workload_stores,
+        events,
         shutdown,
     ));
     while runs.join_next().await.is_some() {}
@@ -267,6 +269,7 @@ async fn refresh_statuses(
     client: Client,
     placements: Store<ClusterWorkloadPlacement>,
     workloads: Vec<Store<DynamicObject>>,
+    events: EventQueue,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -284,7 +287,7 @@ async fn refresh_statuses(
         {
             state.metrics.set_target_sync_errors(&target, failing);
         }
-        placement_status::refresh(&state, &client, &placements, &recorded).await;
+        placement_status::refresh(&state, &client, &placements, &recorded, &events).await;
     }
 }
 

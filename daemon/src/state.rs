@@ -15,6 +15,7 @@ use crate::fence::Fence;
 use crate::placement::activity::DecisionActivity;
 use crate::placement::heartbeats::Heartbeats;
 use crate::placement::moves::MoveTracker;
+use crate::placement::rollout_track::RolloutTracker;
 use crate::placement::runner::PolicyRunner;
 use crate::placement::settings::SettingsVerdicts;
 use crate::placement::targets::TargetView;
@@ -60,6 +61,8 @@ pub struct State {
     pub decisions: Arc<DecisionActivity>,
     /// Moves in progress, and the stalled ones.
     pub moves: MoveTracker,
+    /// What the workload reconciles saw of their placements' rollout stages.
+    pub rollouts: RolloutTracker,
     /// Where decision changes are recorded.
     pub audit: AuditLog,
     /// The control plane, for reads that are no part of the leader's work
@@ -131,6 +134,7 @@ impl State {
             decisions_changed: tokio::sync::Notify::new(),
             decisions,
             moves,
+            rollouts: RolloutTracker::default(),
         }
     }
 

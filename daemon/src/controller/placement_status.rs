@@ -6,13 +6,17 @@ use std::sync::PoisonError;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tmc_api::crd::{ClusterWorkloadPlacement, ClusterWorkloadPlacementStatus, TargetSummary};
 
+use super::rollout_status;
+use crate::placement::events::EventQueue;
 use crate::placement::grants::{GrantVerdict, Grants};
 use crate::placement::moves::StalledMove;
+use crate::placement::rollout;
 use crate::placement::selector::placement_key;
 use crate::placement::targets::TargetView;
 use crate::state::State;
@@ -179,6 +183,7 @@ pub fn desired<'r>(
         policy_generation: Some(generation),
         workload_count: workloads,
         targets: per_target.into_values().collect(),
+        rollout: None,
     }
 }
 
@@ -221,15 +226,24 @@ pub fn sync_errors<'r>(
 }
 
 /// Rewrites every placement's status that changed, given what the workloads
-/// record (`recorded`, see [`recorded`]).
+/// record (`recorded`, see [`recorded`]), advancing staged rollouts (see
+/// [`rollout_status`]) and publishing their Events on `events` once written.
 pub async fn refresh(
     state: &State,
     client: &Client,
     placements: &Store<ClusterWorkloadPlacement>,
     recorded: &[WorkloadRecord],
+    events: &EventQueue,
 ) {
     let runner = state.policies.as_ref();
     let generation = runner.generation();
+    let policies = runner.policies();
+    let all_views: Vec<TargetView> = state
+        .targets
+        .state()
+        .iter()
+        .map(|t| state.target_view(t))
+        .collect();
     let loaded: Vec<String> = runner
         .policies()
         .into_iter()
@@ -298,7 +312,30 @@ pub async fn refresh(
             grants: verdict.as_ref(),
             held_back: held_back.as_ref(),
         };
-        let want = desired(&placement, mine, &observed, now.clone());
+        let mut want = desired(&placement, mine, &observed, now.clone());
+        let mut notes = Vec::new();
+        if placement.spec.rollout.is_some() {
+            let revision = rollout::revision(&placement, &policies);
+            let order = rollout_status::stage_order(
+                &placement,
+                &all_views,
+                want.targets.iter().map(|t| &t.name),
+            );
+            let previous = placement.status.as_ref().and_then(|s| s.rollout.as_ref());
+            (want.rollout, notes) = rollout_status::advance(
+                placement.spec.rollout.as_ref(),
+                previous,
+                &revision,
+                &order,
+                |stage| {
+                    let mut report = state.rollouts.report(&key, &revision, stage);
+                    let placed = usize::try_from(want.workload_count).unwrap_or(usize::MAX);
+                    report.missing = placed.saturating_sub(report.seen + report.behind.len());
+                    report
+                },
+                &now,
+            );
+        }
         if placement.status.as_ref() == Some(&want) {
             continue;
         }
@@ -312,12 +349,31 @@ pub async fn refresh(
                 continue;
             }
         };
-        let patch = json!({ "status": want });
+        let mut patch = json!({ "status": want });
+        if want.rollout.is_none() {
+            // A merge patch keeps what it does not name: clear an old rollout.
+            patch["status"]["rollout"] = serde_json::Value::Null;
+        }
         if let Err(err) = api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             tracing::debug!(placement = %key, error = %err, "writing placement status failed; retrying later");
+            continue;
+        }
+        for note in notes {
+            tracing::info!(placement = %key, reason = note.reason, "{}", note.message);
+            let type_ = match note.warning {
+                true => EventType::Warning,
+                false => EventType::Normal,
+            };
+            events.publish(
+                placement.object_ref(&()),
+                type_,
+                note.reason,
+                "Rollout",
+                note.message,
+            );
         }
     }
 }

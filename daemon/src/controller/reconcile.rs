@@ -23,6 +23,8 @@ use crate::placement::decide::{self, DecideError, Decision};
 use crate::placement::events::EventQueue;
 use crate::placement::limits::{self, Budget, LimitHit, Limits, Usage};
 use crate::placement::moves::{MoveChange, TargetWait};
+use crate::placement::rollout::{self, Allowed};
+use crate::placement::rollout_track::Seen;
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
 use crate::placement::within_limits::{self, Limited};
@@ -274,6 +276,7 @@ impl KindCtx {
                 .is_none_or(|object| keys.contains(object))
         };
         self.state.moves.retain(current_or_other_kind);
+        self.state.rollouts.retain(current_or_other_kind);
         for held in self
             .state
             .limit_hits
@@ -573,6 +576,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         return Ok(action);
     }
     let Some(placement) = placement else {
+        ctx.state.rollouts.forget(&workload_name(ctx, &object));
         let first = ctx
             .unplaced
             .lock()
@@ -689,10 +693,32 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         in_grace: &cands.in_grace,
         gone: &gone,
     };
+    // A staged rollout: only the targets of its completed and current
+    // stages take the new decision; the others keep theirs.
+    let staged = staged_rollout(ctx, &placement);
+    let rollout::Gated { chosen, deferred } = match &staged {
+        Some((_, allowed)) => rollout::gate(&outcome.chosen, &recorded, allowed, &gone),
+        None => rollout::Gated {
+            chosen: outcome.chosen.clone(),
+            deferred: BTreeSet::new(),
+        },
+    };
+    let held_by_rollout: Vec<String> = outcome
+        .chosen
+        .iter()
+        .filter(|(t, r)| chosen.get(*t) != Some(*r))
+        .map(|(t, _)| t.clone())
+        .chain(
+            chosen
+                .keys()
+                .filter(|t| !outcome.chosen.contains_key(*t))
+                .cloned(),
+        )
+        .collect();
     let the_plan = plan::plan(
         &recorded,
         &finalizers,
-        &outcome.chosen,
+        &chosen,
         targets,
         obj.metadata.generation,
         now,
@@ -709,7 +735,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
     if let Some(ledger) = ledger.as_mut() {
         // What it has or is to have: the chosen targets, and the copies kept until a move completes.
         let mut holdings = limits::recorded_holdings(&recorded);
-        for (target, result) in &outcome.chosen {
+        for (target, result) in &chosen {
             let replicas = result.replicas.unwrap_or(0);
             let entry = holdings.entry(target.clone()).or_default();
             *entry = (*entry).max(replicas);
@@ -726,8 +752,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         );
     }
     if !the_plan.is_empty() {
-        let now_on: BTreeMap<String, Option<u32>> = outcome
-            .chosen
+        let now_on: BTreeMap<String, Option<u32>> = chosen
             .iter()
             .map(|(t, r)| (t.clone(), r.replicas))
             .collect();
@@ -755,6 +780,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
                     the_plan.deleting.join(", ")
                 ));
             }
+            if !held_by_rollout.is_empty() {
+                note.push_str(&format!(
+                    "; keeping the previous decision on {} until their rollout stage",
+                    held_by_rollout.join(", ")
+                ));
+            }
             if !outcome.reason.is_empty() {
                 note.push_str(&format!(": {}", outcome.reason));
             }
@@ -776,7 +807,19 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         .metrics
         .decided(kind, if changed { "changed" } else { "unchanged" });
 
-    if outcome.chosen.is_empty() {
+    observe_rollout(
+        ctx,
+        &workload_name(ctx, &object),
+        &placement_key,
+        &placement,
+        staged.as_ref().map(|(revision, _)| revision.as_str()),
+        &outcome.chosen,
+        &deferred,
+        &recorded,
+        obj.metadata.generation,
+    );
+
+    if chosen.is_empty() {
         ctx.state.moves.finish(&workload_name(ctx, &object));
     } else {
         track_move(ctx, obj, &object, &placement_key, &recorded, &the_plan);
@@ -796,6 +839,56 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         next = next.min(Duration::from_secs(10));
     }
     Ok(Action::requeue(next))
+}
+
+/// The revision of `placement` and where its rollout lets a decision go,
+/// when it declares a rollout (see [`rollout`]).
+fn staged_rollout(
+    ctx: &KindCtx,
+    placement: &ClusterWorkloadPlacement,
+) -> Option<(String, Allowed)> {
+    placement.spec.rollout.as_ref()?;
+    let revision = rollout::revision(placement, &ctx.state.policies.policies());
+    let allowed = rollout::allowed(placement, &revision);
+    Some((revision, allowed))
+}
+
+/// Tells the rollout tracker how far `workload` is with the current stage
+/// of its placement's rollout (`revision`: the placement's, when it
+/// declares one), so that the placement status writer can advance it; a
+/// stage target now done wakes the writer.
+#[allow(clippy::too_many_arguments)]
+fn observe_rollout(
+    ctx: &KindCtx,
+    workload: &str,
+    placement_key: &str,
+    placement: &ClusterWorkloadPlacement,
+    revision: Option<&str>,
+    chosen: &BTreeMap<String, tmc_api::decision::TargetResult>,
+    deferred: &BTreeSet<String>,
+    recorded: &BTreeMap<String, Recorded>,
+    generation: Option<i64>,
+) {
+    let Some(revision) = revision else {
+        ctx.state.rollouts.forget(workload);
+        return;
+    };
+    let status = placement
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .filter(|s| s.revision == revision);
+    let seen = Seen {
+        placement: placement_key.to_owned(),
+        revision: revision.to_owned(),
+        stage: status.map_or(0, |s| s.stage),
+        pending: status.map_or_else(Vec::new, |s| {
+            rollout::stage_pending(chosen, recorded, &s.stage_targets, deferred, generation)
+        }),
+    };
+    if ctx.state.rollouts.observe(workload, seen) {
+        ctx.state.decisions_changed.notify_one();
+    }
 }
 
 /// `Kind namespace/name` of `object` (a [`key`]), as moves are tracked.

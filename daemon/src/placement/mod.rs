@@ -16,6 +16,8 @@ pub mod limits;
 pub mod moves;
 pub mod plan;
 pub mod request;
+pub mod rollout;
+pub mod rollout_track;
 pub mod runner;
 pub mod selector;
 pub mod settings;

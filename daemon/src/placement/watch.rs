@@ -66,9 +66,16 @@ pub fn start(
         watched.clone(),
         shutdown.clone(),
         |o| {
+            // A new rollout stage (or revision, or phase) re-queues the
+            // workloads, once the cache holds it, so that they take it.
+            let rollout = o
+                .status
+                .as_ref()
+                .and_then(|s| s.rollout.as_ref())
+                .map(|r| (&r.revision, r.stage, r.phase));
             format!(
-                "{:?}|{:?}",
-                o.metadata.generation, o.metadata.deletion_timestamp
+                "{:?}|{:?}|{:?}",
+                o.metadata.generation, o.metadata.deletion_timestamp, rollout
             )
         },
     );
