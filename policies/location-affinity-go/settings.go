@@ -43,8 +43,8 @@ func parseSettings(raw json.RawMessage) (Settings, error) {
 		value := fields[key]
 		switch key {
 		case "mode":
-			var mode string
-			if err := json.Unmarshal(value, &mode); err != nil || (mode != string(ModeRequired) && mode != string(ModePreferred)) {
+			mode, err := policy.SettingsString(value)
+			if err != nil || (mode != string(ModeRequired) && mode != string(ModePreferred)) {
 				return settings, fmt.Errorf(`invalid settings: mode must be "required" or "preferred", got %s`, value)
 			}
 			settings.Mode = Mode(mode)

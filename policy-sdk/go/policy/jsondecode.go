@@ -9,7 +9,7 @@ import "encoding/json"
 
 // decode runs read on a whole document; errors name the path from typeName.
 func decode(data []byte, typeName string, read func(r *reader) error) error {
-	r := &reader{data: data}
+	r := &reader{data: string(data)} // one copy: strings are substrings of it
 	err := read(r)
 	if err == nil {
 		err = r.end()
@@ -58,11 +58,11 @@ func (s *LabelSelector) UnmarshalJSON(data []byte) error {
 // structure reads an object member by member; null leaves the value
 // unchanged. member returns handled false for a key it does not know, which
 // is then skipped.
-func structure(r *reader, member func(key []byte) (handled bool, err error)) error {
+func structure(r *reader, member func(key string) (handled bool, err error)) error {
 	if r.null() {
 		return nil
 	}
-	return r.object(func(key []byte) error {
+	return r.object(func(key string) error {
 		handled, err := member(key)
 		if !handled {
 			return r.skip()
@@ -72,8 +72,8 @@ func structure(r *reader, member func(key []byte) (handled bool, err error)) err
 }
 
 func readPlacementRequest(r *reader, p *PlacementRequest) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "workload":
 			return true, readWorkload(r, &p.Workload)
 		case "placement":
@@ -88,8 +88,8 @@ func readPlacementRequest(r *reader, p *PlacementRequest) error {
 }
 
 func readTransformRequest(r *reader, t *TransformRequest) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "workload":
 			return true, readWorkload(r, &t.Workload)
 		case "target":
@@ -104,8 +104,8 @@ func readTransformRequest(r *reader, t *TransformRequest) error {
 }
 
 func readSettingsRequest(r *reader, s *SettingsRequest) error {
-	return structure(r, func(key []byte) (bool, error) {
-		if string(key) == "settings" {
+	return structure(r, func(key string) (bool, error) {
+		if key == "settings" {
 			return true, readRaw(r, &s.Settings)
 		}
 		return false, nil
@@ -113,8 +113,8 @@ func readSettingsRequest(r *reader, s *SettingsRequest) error {
 }
 
 func readWorkload(r *reader, w *Workload) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "apiVersion":
 			return true, r.setString(&w.APIVersion)
 		case "kind":
@@ -135,8 +135,8 @@ func readWorkload(r *reader, w *Workload) error {
 }
 
 func readTarget(r *reader, t *Target) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "name":
 			return true, r.setString(&t.Name)
 		case "labels":
@@ -157,8 +157,8 @@ func readTarget(r *reader, t *Target) error {
 }
 
 func readLocation(r *reader, l *Location) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "region":
 			return true, r.setString(&l.Region)
 		case "zone":
@@ -176,8 +176,8 @@ func readAssignment(r *reader, a **Assignment) error {
 	if *a == nil {
 		*a = &Assignment{}
 	}
-	return structure(r, func(key []byte) (bool, error) {
-		if string(key) == "replicas" {
+	return structure(r, func(key string) (bool, error) {
+		if key == "replicas" {
 			return true, r.optUint32(&(*a).Replicas)
 		}
 		return false, nil
@@ -185,8 +185,8 @@ func readAssignment(r *reader, a **Assignment) error {
 }
 
 func readPlacement(r *reader, p *Placement) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "name":
 			return true, r.setString(&p.Name)
 		case "locationSelectors":
@@ -199,8 +199,8 @@ func readPlacement(r *reader, p *Placement) error {
 }
 
 func readSelector(r *reader, s *LabelSelector) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "matchLabels":
 			return true, r.stringMap(&s.MatchLabels)
 		case "matchExpressions":
@@ -211,8 +211,8 @@ func readSelector(r *reader, s *LabelSelector) error {
 }
 
 func readRequirement(r *reader, q *LabelSelectorRequirement) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
+	return structure(r, func(key string) (bool, error) {
+		switch key {
 		case "key":
 			return true, r.setString(&q.Key)
 		case "operator":

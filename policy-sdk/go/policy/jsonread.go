@@ -19,8 +19,12 @@ import (
 // to nil; objects decode into the existing value; the last duplicate member
 // wins; invalid UTF-8 and lone surrogates become U+FFFD. Unlike encoding/json
 // (and like the Rust side) member names match exactly, not case-insensitively.
+//
+// It reads a string: strings without escapes (nearly all of them) are
+// substrings of it and cost no allocation, so decode copies the input into a
+// string once.
 type reader struct {
-	data  []byte
+	data  string
 	pos   int
 	depth int
 }
@@ -108,7 +112,7 @@ func (r *reader) describe() string {
 }
 
 func (r *reader) literal(word string) bool {
-	if len(r.data)-r.pos >= len(word) && string(r.data[r.pos:r.pos+len(word)]) == word {
+	if len(r.data)-r.pos >= len(word) && r.data[r.pos:r.pos+len(word)] == word {
 		r.pos += len(word)
 		return true
 	}
@@ -129,9 +133,8 @@ func (r *reader) end() error {
 }
 
 // object reads an object, calling member for each key with the reader placed
-// on the value; member must consume the value. key is only valid during the
-// call. The caller handles null.
-func (r *reader) object(member func(key []byte) error) error {
+// on the value; member must consume the value. The caller handles null.
+func (r *reader) object(member func(key string) error) error {
 	if r.peek() != '{' {
 		return r.errorf("must be an object, got %s", r.describe())
 	}
@@ -148,16 +151,16 @@ func (r *reader) object(member func(key []byte) error) error {
 		if r.peek() != '"' {
 			return r.errorf("expected a member name, got %s", r.describe())
 		}
-		key, err := r.strBytes()
+		key, err := r.str()
 		if err != nil {
 			return err
 		}
 		if r.peek() != ':' {
-			return within(r.errorf("expected ':' after the member name"), "."+string(key))
+			return within(r.errorf("expected ':' after the member name"), "."+key)
 		}
 		r.pos++
 		if err := member(key); err != nil {
-			return within(err, "."+string(key))
+			return within(err, "."+key)
 		}
 		switch r.peek() {
 		case ',':
@@ -167,7 +170,7 @@ func (r *reader) object(member func(key []byte) error) error {
 			r.depth--
 			return nil
 		default:
-			return within(r.errorf("expected ',' or '}' after the member"), "."+string(key))
+			return within(r.errorf("expected ',' or '}' after the member"), "."+key)
 		}
 	}
 }
@@ -204,42 +207,52 @@ func (r *reader) array(elem func() error) error {
 	}
 }
 
-// str reads a string.
+// str reads a string; without escapes the result is a substring of the
+// input (no allocation).
 func (r *reader) str() (string, error) {
-	b, err := r.strBytes()
-	return string(b), err
-}
-
-// strBytes reads a string; without escapes the result aliases the input.
-func (r *reader) strBytes() ([]byte, error) {
 	if r.peek() != '"' {
-		return nil, r.errorf("must be a string, got %s", r.describe())
+		return "", r.errorf("must be a string, got %s", r.describe())
 	}
 	r.pos++
 	start := r.pos
+	ascii := true
 	for r.pos < len(r.data) {
 		c := r.data[r.pos]
+		if plainASCII[c] {
+			r.pos++
+			continue
+		}
 		switch {
 		case c == '"':
 			s := r.data[start:r.pos]
 			r.pos++
-			if utf8.Valid(s) {
+			if ascii || utf8.ValidString(s) {
 				return s, nil
 			}
-			return []byte(string([]rune(string(s)))), nil // invalid bytes become U+FFFD
+			return string([]rune(s)), nil // invalid bytes become U+FFFD
 		case c == '\\':
 			return r.slowString(start)
 		case c < 0x20:
-			return nil, r.errorf("control character %#x in a string", c)
-		default:
-			r.pos++
+			return "", r.errorf("control character %#x in a string", c)
+		case c >= utf8.RuneSelf:
+			ascii = false
 		}
+		r.pos++
 	}
-	return nil, r.errorf("unterminated string")
+	return "", r.errorf("unterminated string")
 }
 
+// plainASCII marks the bytes a string holds as they are: ASCII but for
+// control characters, '"' and '\\'.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // slowString decodes a string with escapes from start (just after the quote).
-func (r *reader) slowString(start int) ([]byte, error) {
+func (r *reader) slowString(start int) (string, error) {
 	buf := make([]byte, 0, r.pos-start+16)
 	r.pos = start
 	for r.pos < len(r.data) {
@@ -247,12 +260,12 @@ func (r *reader) slowString(start int) ([]byte, error) {
 		switch {
 		case c == '"':
 			r.pos++
-			return buf, nil
+			return string(buf), nil
 		case c < 0x20:
-			return nil, r.errorf("control character %#x in a string", c)
+			return "", r.errorf("control character %#x in a string", c)
 		case c == '\\':
 			if r.pos+1 >= len(r.data) {
-				return nil, r.errorf("unterminated string")
+				return "", r.errorf("unterminated string")
 			}
 			esc := r.data[r.pos+1]
 			r.pos += 2
@@ -272,25 +285,25 @@ func (r *reader) slowString(start int) ([]byte, error) {
 			case 'u':
 				rn, ok := r.hex4()
 				if !ok {
-					return nil, r.errorf(`\u needs four hex digits`)
+					return "", r.errorf(`\u needs four hex digits`)
 				}
 				if utf16.IsSurrogate(rn) {
 					rn = r.lowSurrogate(rn)
 				}
 				buf = utf8.AppendRune(buf, rn)
 			default:
-				return nil, r.errorf(`invalid escape \%c`, esc)
+				return "", r.errorf(`invalid escape \%c`, esc)
 			}
 		case c < utf8.RuneSelf:
 			buf = append(buf, c)
 			r.pos++
 		default:
-			rn, size := utf8.DecodeRune(r.data[r.pos:])
+			rn, size := utf8.DecodeRuneInString(r.data[r.pos:])
 			buf = utf8.AppendRune(buf, rn) // RuneError for invalid bytes
 			r.pos += size
 		}
 	}
-	return nil, r.errorf("unterminated string")
+	return "", r.errorf("unterminated string")
 }
 
 // hex4 reads the four hex digits of a \u escape.
@@ -298,7 +311,7 @@ func (r *reader) hex4() (rune, bool) {
 	if len(r.data)-r.pos < 4 {
 		return 0, false
 	}
-	n, err := strconv.ParseUint(string(r.data[r.pos:r.pos+4]), 16, 32)
+	n, err := strconv.ParseUint(r.data[r.pos:r.pos+4], 16, 32)
 	if err != nil {
 		return 0, false
 	}
@@ -359,7 +372,7 @@ func (r *reader) number() (string, error) {
 			return "", r.errorf("a digit must follow the exponent")
 		}
 	}
-	return string(r.data[start:r.pos]), nil
+	return r.data[start:r.pos], nil
 }
 
 // uint32 reads a whole number from 0 to 4294967295.
@@ -393,11 +406,11 @@ func (r *reader) boolean() (bool, error) {
 func (r *reader) skip() error {
 	switch r.peek() {
 	case '{':
-		return r.object(func([]byte) error { return r.skip() })
+		return r.object(func(string) error { return r.skip() })
 	case '[':
 		return r.array(r.skip)
 	case '"':
-		_, err := r.strBytes()
+		_, err := r.str()
 		return err
 	case 't', 'f':
 		_, err := r.boolean()
@@ -420,7 +433,7 @@ func (r *reader) raw() (json.RawMessage, error) {
 	if err := r.skip(); err != nil {
 		return nil, err
 	}
-	return append(json.RawMessage(nil), r.data[start:r.pos]...), nil
+	return json.RawMessage(r.data[start:r.pos]), nil
 }
 
 // stringMap reads an object of strings into *m, creating it if nil; null
@@ -433,11 +446,11 @@ func (r *reader) stringMap(m *StringMap) error {
 	if *m == nil && r.peek() == '{' {
 		*m = StringMap{}
 	}
-	return r.object(func(key []byte) error {
+	return r.object(func(key string) error {
 		var value string // null stores "", as encoding/json does
 		err := r.setString(&value)
 		if err == nil {
-			(*m)[string(key)] = value
+			(*m)[key] = value
 		}
 		return err
 	})

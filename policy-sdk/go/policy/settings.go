@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 )
 
 // SettingsFunc judges a policy's settings. Return a verdict with Valid false
@@ -49,32 +48,60 @@ func SettingsObject(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	if trimmed[0] != '{' {
 		return nil, fmt.Errorf("settings must be a JSON object, got %s", truncate(trimmed))
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("settings are not a valid JSON object: %w", err)
+	r := &reader{data: string(trimmed)}
+	invalid := func(err error) error {
+		return fmt.Errorf("settings are not a valid JSON object: %w", err)
 	}
-	for dec.More() {
-		token, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("settings are not a valid JSON object: %w", err)
+	r.pos++ // the '{'
+	if r.peek() == '}' {
+		r.pos++
+	} else {
+		for {
+			if r.peek() != '"' {
+				return nil, invalid(r.errorf("expected a member name, got %s", r.describe()))
+			}
+			key, err := r.str()
+			if err != nil {
+				return nil, invalid(err)
+			}
+			if r.peek() != ':' {
+				return nil, invalid(r.errorf("expected ':' after the member name"))
+			}
+			r.pos++
+			value, err := r.raw()
+			if err != nil {
+				return nil, fmt.Errorf("settings field %q is not valid JSON: %w", key, err)
+			}
+			if _, seen := fields[key]; seen {
+				return nil, fmt.Errorf("settings field %q is given twice: keep one", key)
+			}
+			fields[key] = value
+			if c := r.peek(); c == ',' {
+				r.pos++
+				continue
+			} else if c == '}' {
+				r.pos++
+				break
+			}
+			return nil, invalid(r.errorf("expected ',' or '}' after the member"))
 		}
-		key, _ := token.(string)
-		var value json.RawMessage
-		if err := dec.Decode(&value); err != nil {
-			return nil, fmt.Errorf("settings field %q is not valid JSON: %w", key, err)
-		}
-		if _, seen := fields[key]; seen {
-			return nil, fmt.Errorf("settings field %q is given twice: keep one", key)
-		}
-		fields[key] = value
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("settings are not a valid JSON object: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if r.end() != nil {
 		return nil, fmt.Errorf("settings have data after the object: %s", truncate(trimmed))
 	}
 	return fields, nil
+}
+
+// SettingsString decodes a JSON string of settings (a value of
+// SettingsObject); null gives "", as encoding/json does.
+func SettingsString(raw json.RawMessage) (string, error) {
+	r := &reader{data: string(raw)}
+	var s string
+	err := r.setString(&s)
+	if err == nil {
+		err = r.end()
+	}
+	return s, err
 }
 
 // IsNull reports whether a raw JSON value is absent or null.
