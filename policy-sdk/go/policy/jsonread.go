@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -68,23 +69,27 @@ func within(err error, segment string) error {
 }
 
 func (r *reader) skipSpace() {
-	for r.pos < len(r.data) {
-		switch r.data[r.pos] {
-		case ' ', '\t', '\n', '\r':
-			r.pos++
-		default:
-			return
-		}
+	data, pos := r.data, r.pos
+	for pos < len(data) && data[pos] <= ' ' && (data[pos] == ' ' || data[pos] == '\t' || data[pos] == '\n' || data[pos] == '\r') {
+		pos++
 	}
+	r.pos = pos
 }
 
 // peek returns the next significant byte, or 0 at the end (a 0 byte in the
 // data is never valid JSON there, so callers need not tell them apart).
+// Small enough to be inlined: in Go's wasm code a call costs dozens of
+// instructions, and peek runs several times per token.
 func (r *reader) peek() byte {
-	r.skipSpace()
-	if r.pos < len(r.data) {
-		return r.data[r.pos]
+	data, pos := r.data, r.pos
+	for pos < len(data) {
+		if c := data[pos]; c > ' ' || c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			r.pos = pos
+			return c
+		}
+		pos++
 	}
+	r.pos = pos
 	return 0
 }
 
@@ -121,7 +126,15 @@ func (r *reader) literal(word string) bool {
 
 // null consumes a null literal if one is next.
 func (r *reader) null() bool {
-	return r.peek() == 'n' && r.literal("null")
+	if r.peek() != 'n' {
+		return false
+	}
+	return r.nullLiteral()
+}
+
+//go:noinline
+func (r *reader) nullLiteral() bool {
+	return r.literal("null")
 }
 
 // end checks that only whitespace is left.
@@ -132,9 +145,18 @@ func (r *reader) end() error {
 	return nil
 }
 
-// object reads an object, calling member for each key with the reader placed
-// on the value; member must consume the value. The caller handles null.
-func (r *reader) object(member func(key string) error) error {
+// The decoders walk objects and arrays with loops over these steps, not
+// with callbacks: in Go's wasm code every call and closure costs dozens of
+// instructions, and these run for every member of every input.
+//
+//	if err := r.openObject(); err != nil { return err }
+//	for key, first := "", true; ; first = false {
+//		key, more, err := r.member(first, key) // key: the previous member's, for errors
+//		...
+//	}
+
+// openObject consumes the '{' of an object. The caller handles null.
+func (r *reader) openObject() error {
 	if r.peek() != '{' {
 		return r.errorf("must be an object, got %s", r.describe())
 	}
@@ -142,42 +164,59 @@ func (r *reader) object(member func(key string) error) error {
 		return r.errorf("nesting deeper than %d", maxDepth)
 	}
 	r.pos++
-	if r.peek() == '}' {
+	return nil
+}
+
+// member reads the next member's name and its ':' (first: right after the
+// '{'), leaving the reader on the value; more is false, and the object
+// consumed, at its '}'. prev is the previous member's name, for errors.
+func (r *reader) member(first bool, prev string) (key string, more bool, err error) {
+	c := r.peek()
+	switch {
+	case c == '}':
 		r.pos++
 		r.depth--
-		return nil
+		return "", false, nil
+	case first:
+	case c == ',':
+		r.pos++
+		c = r.peek()
+	default:
+		return "", false, within(r.errorf("expected ',' or '}' after the member"), "."+prev)
 	}
-	for {
-		if r.peek() != '"' {
-			return r.errorf("expected a member name, got %s", r.describe())
-		}
-		key, err := r.str()
-		if err != nil {
+	if c != '"' {
+		return "", false, r.errorf("expected a member name, got %s", r.describe())
+	}
+	if key, err = r.str(); err != nil {
+		return "", false, err
+	}
+	if r.peek() != ':' {
+		return "", false, within(r.errorf("expected ':' after the member name"), "."+key)
+	}
+	r.pos++
+	return key, true, nil
+}
+
+// object reads an object, calling member for each key with the reader placed
+// on the value; member must consume the value. The caller handles null.
+func (r *reader) object(member func(key string) error) error {
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
 			return err
 		}
-		if r.peek() != ':' {
-			return within(r.errorf("expected ':' after the member name"), "."+key)
-		}
-		r.pos++
 		if err := member(key); err != nil {
 			return within(err, "."+key)
-		}
-		switch r.peek() {
-		case ',':
-			r.pos++
-		case '}':
-			r.pos++
-			r.depth--
-			return nil
-		default:
-			return within(r.errorf("expected ',' or '}' after the member"), "."+key)
 		}
 	}
 }
 
-// array reads an array, calling elem with the reader placed on each element.
-// The caller handles null.
-func (r *reader) array(elem func() error) error {
+// openArray consumes the '[' of an array. The caller handles null.
+func (r *reader) openArray() error {
 	if r.peek() != '[' {
 		return r.errorf("must be an array, got %s", r.describe())
 	}
@@ -185,24 +224,38 @@ func (r *reader) array(elem func() error) error {
 		return r.errorf("nesting deeper than %d", maxDepth)
 	}
 	r.pos++
-	if r.peek() == ']' {
+	return nil
+}
+
+// element moves to element i (0: right after the '['), leaving the reader
+// on it; false, and the array consumed, at its ']'.
+func (r *reader) element(i int) (bool, error) {
+	switch c := r.peek(); {
+	case i == 0 && c != ']':
+		return true, nil
+	case c == ']':
 		r.pos++
 		r.depth--
-		return nil
+		return false, nil
+	case c == ',':
+		r.pos++
+		return true, nil
+	}
+	return false, within(r.errorf("expected ',' or ']' after an element"), "["+strconv.Itoa(i-1)+"]")
+}
+
+// array reads an array, calling elem with the reader placed on each element.
+// The caller handles null.
+func (r *reader) array(elem func() error) error {
+	if err := r.openArray(); err != nil {
+		return err
 	}
 	for i := 0; ; i++ {
+		if more, err := r.element(i); err != nil || !more {
+			return err
+		}
 		if err := elem(); err != nil {
 			return within(err, "["+strconv.Itoa(i)+"]")
-		}
-		switch r.peek() {
-		case ',':
-			r.pos++
-		case ']':
-			r.pos++
-			r.depth--
-			return nil
-		default:
-			return within(r.errorf("expected ',' or ']' after an element"), "["+strconv.Itoa(i)+"]")
 		}
 	}
 }
@@ -213,32 +266,57 @@ func (r *reader) str() (string, error) {
 	if r.peek() != '"' {
 		return "", r.errorf("must be a string, got %s", r.describe())
 	}
-	r.pos++
-	start := r.pos
+	// 8 bytes at a time up to the first byte that is not plain (the closing
+	// quote, if the string is plain): a byte-by-byte loop costs about 40 wasm
+	// instructions per byte.
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	data, start := r.data, r.pos+1
+	for i := start; i+8 <= len(data); i += 8 {
+		x := load64(data, i)
+		quotes, backslashes := x^('"'*ones), x^('\\'*ones)
+		// Exact for the first special byte: a borrow only starts at a
+		// byte that is itself special.
+		special := (x | (quotes-ones)&^quotes | (backslashes-ones)&^backslashes | (x-0x20*ones)&^x) & highs
+		if special == 0 {
+			continue
+		}
+		if end := i + bits.TrailingZeros64(special)/8; data[end] == '"' {
+			r.pos = end + 1
+			return data[start:end], nil
+		}
+		break
+	}
+	return r.strSlow(start)
+}
+
+// strSlow reads the string that starts at start (just after the quote)
+// byte by byte: escapes, control characters, non-ASCII, no closing quote.
+func (r *reader) strSlow(start int) (string, error) {
+	data := r.data
 	ascii := true
-	for r.pos < len(r.data) {
-		c := r.data[r.pos]
+	for pos := start; pos < len(data); pos++ {
+		c := data[pos]
 		if plainASCII[c] {
-			r.pos++
 			continue
 		}
 		switch {
 		case c == '"':
-			s := r.data[start:r.pos]
-			r.pos++
+			r.pos = pos + 1
+			s := data[start:pos]
 			if ascii || utf8.ValidString(s) {
 				return s, nil
 			}
 			return string([]rune(s)), nil // invalid bytes become U+FFFD
 		case c == '\\':
+			r.pos = pos
 			return r.slowString(start)
 		case c < 0x20:
+			r.pos = pos
 			return "", r.errorf("control character %#x in a string", c)
-		case c >= utf8.RuneSelf:
-			ascii = false
 		}
-		r.pos++
+		ascii = false
 	}
+	r.pos = len(data)
 	return "", r.errorf("unterminated string")
 }
 
@@ -443,17 +521,27 @@ func (r *reader) stringMap(m *StringMap) error {
 		*m = nil
 		return nil
 	}
-	if *m == nil && r.peek() == '{' {
-		*m = StringMap{}
-	}
-	return r.object(func(key string) error {
-		var value string // null stores "", as encoding/json does
-		err := r.setString(&value)
-		if err == nil {
-			(*m)[key] = value
-		}
+	if err := r.openObject(); err != nil {
 		return err
-	})
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			if *m == nil && err == nil {
+				*m = StringMap{}
+			}
+			return err
+		}
+		if *m == nil {
+			*m = make(StringMap, 8) // room for 8: one allocation of the map's slots
+		}
+		var value string // null stores "", as encoding/json does
+		if err := r.setString(&value); err != nil {
+			return within(err, "."+key)
+		}
+		(*m)[key] = value
+	}
 }
 
 // strings reads an array of strings; null sets it to nil.
@@ -462,17 +550,20 @@ func (r *reader) strings(list *[]string) error {
 		*list = nil
 		return nil
 	}
-	if r.peek() == '[' {
-		*list = []string{}
-	}
-	return r.array(func() error {
-		var s string // null appends "", as encoding/json does
-		err := r.setString(&s)
-		if err == nil {
-			*list = append(*list, s)
-		}
+	if err := r.openArray(); err != nil {
 		return err
-	})
+	}
+	*list = []string{}
+	for i := 0; ; i++ {
+		if more, err := r.element(i); err != nil || !more {
+			return err
+		}
+		var s string // null appends "", as encoding/json does
+		if err := r.setString(&s); err != nil {
+			return within(err, "["+strconv.Itoa(i)+"]")
+		}
+		*list = append(*list, s)
+	}
 }
 
 // optUint32 reads a number into a new *uint32; null sets it to nil.
