@@ -63,7 +63,7 @@ func (s *LabelSelector) UnmarshalJSON(data []byte) error {
 // the value unchanged.
 
 func readPlacementRequest(r *reader, p *PlacementRequest) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -94,7 +94,7 @@ func readPlacementRequest(r *reader, p *PlacementRequest) error {
 }
 
 func readTransformRequest(r *reader, t *TransformRequest) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -125,7 +125,7 @@ func readTransformRequest(r *reader, t *TransformRequest) error {
 }
 
 func readSettingsRequest(r *reader, s *SettingsRequest) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -149,7 +149,7 @@ func readSettingsRequest(r *reader, s *SettingsRequest) error {
 }
 
 func readWorkload(r *reader, w *Workload) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -187,7 +187,7 @@ func readWorkload(r *reader, w *Workload) error {
 
 // readTargets reads the list of targets, decoding each in place.
 func readTargets(r *reader, list *[]Target) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		*list = nil
 		return nil
 	}
@@ -211,7 +211,7 @@ func readTargets(r *reader, list *[]Target) error {
 }
 
 func readTarget(r *reader, t *Target) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -248,7 +248,7 @@ func readTarget(r *reader, t *Target) error {
 }
 
 func readLocation(r *reader, l *Location) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -275,7 +275,7 @@ func readLocation(r *reader, l *Location) error {
 }
 
 func readAssignment(r *reader, a **Assignment) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		*a = nil
 		return nil
 	}
@@ -303,7 +303,7 @@ func readAssignment(r *reader, a **Assignment) error {
 }
 
 func readPlacement(r *reader, p *Placement) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -332,7 +332,7 @@ func readPlacement(r *reader, p *Placement) error {
 }
 
 func readSelector(r *reader, s *LabelSelector) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -359,7 +359,7 @@ func readSelector(r *reader, s *LabelSelector) error {
 }
 
 func readRequirement(r *reader, q *LabelSelectorRequirement) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		return nil
 	}
 	if err := r.openObject(); err != nil {
@@ -390,7 +390,7 @@ func readRequirement(r *reader, q *LabelSelectorRequirement) error {
 // readList reads an array of T with readElem, each decoded in place; null
 // sets the list to nil.
 func readList[T any](r *reader, list *[]T, readElem func(*reader, *T) error) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		*list = nil
 		return nil
 	}
