@@ -18,6 +18,7 @@ const RegionsAnnotation = "tmc.kcp.io/regions"
 // index, and the reason is appended to one buffer (strconv, no fmt).
 func decide(req policy.PlacementRequest, settings Settings) policy.PlacementDecision {
 	regions := requestedRegions(req.Workload.Annotations)
+	selectors := policy.Matchers(req.Placement.LocationSelectors)
 	candidates := make([]int, 0, len(req.Targets))
 	matching := make([]int, 0, len(req.Targets))
 	for i := range req.Targets {
@@ -26,7 +27,7 @@ func decide(req policy.PlacementRequest, settings Settings) policy.PlacementDeci
 			continue
 		}
 		candidates = append(candidates, i)
-		if policy.MatchesAny(req.Placement.LocationSelectors, t.Labels) &&
+		if policy.MatchesAnyOf(selectors, t.Labels) &&
 			(regions == nil || slices.Contains(regions, t.Location.Region)) {
 			matching = append(matching, i)
 		}
@@ -90,11 +91,12 @@ func requestedRegions(annotations policy.StringMap) []string {
 // byPreference orders the targets indexed by chosen by the index of the
 // first preference they match (none: after all preferences), then by name.
 func byPreference(targets []policy.Target, chosen []int, preferences []policy.LabelSelector) {
+	matchers := policy.Matchers(preferences)
 	ranks := make([]int, len(targets))
 	for _, i := range chosen {
 		rank := len(preferences)
-		for p := range preferences {
-			if preferences[p].Matches(targets[i].Labels) {
+		for p := range matchers {
+			if matchers[p].Matches(targets[i].Labels) {
 				rank = p
 				break
 			}
