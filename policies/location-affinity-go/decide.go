@@ -1,9 +1,8 @@
 package main
 
 import (
-	"cmp"
-	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"tmc.dev/policy-sdk/go/policy"
@@ -13,32 +12,50 @@ import (
 const RegionsAnnotation = "tmc.kcp.io/regions"
 
 // decide is the whole decision, pure and deterministic.
+//
+// It runs in a fresh instance for every evaluation, where every allocation
+// and every instruction counts (docs/benchmarks.md): targets are handled by
+// index, and the reason is appended to one buffer (strconv, no fmt).
 func decide(req policy.PlacementRequest, settings Settings) policy.PlacementDecision {
 	regions := requestedRegions(req.Workload.Annotations)
-	var candidates, matching []policy.Target
-	for _, t := range req.Targets {
+	selectors := policy.Matchers(req.Placement.LocationSelectors)
+	candidates := make([]int, 0, len(req.Targets))
+	matching := make([]int, 0, len(req.Targets))
+	for i := range req.Targets {
+		t := &req.Targets[i]
 		if !t.Ready || !t.Schedulable {
 			continue
 		}
-		candidates = append(candidates, t)
-		if policy.MatchesAny(req.Placement.LocationSelectors, t.Labels) &&
+		candidates = append(candidates, i)
+		if policy.MatchesAnyOf(selectors, t.Labels) &&
 			(regions == nil || slices.Contains(regions, t.Location.Region)) {
-			matching = append(matching, t)
+			matching = append(matching, i)
 		}
 	}
-	reason := fmt.Sprintf("%d of %d ready targets match %s (%s)",
-		len(matching), len(candidates), describeCriteria(req, regions), settings.Mode)
+	reason := make([]byte, 0, 256)
+	reason = strconv.AppendInt(reason, int64(len(matching)), 10)
+	reason = append(reason, " of "...)
+	reason = strconv.AppendInt(reason, int64(len(candidates)), 10)
+	reason = append(reason, " ready targets match "...)
+	reason = appendCriteria(reason, req, regions)
+	reason = append(reason, " ("...)
+	reason = append(reason, settings.Mode...)
+	reason = append(reason, ')')
 	chosen := matching
 	if settings.Mode == ModePreferred && len(matching) == 0 && len(candidates) > 0 {
-		reason += fmt.Sprintf("; none match, falling back to all %d", len(candidates))
+		reason = append(reason, "; none match, falling back to all "...)
+		reason = strconv.AppendInt(reason, int64(len(candidates)), 10)
 		chosen = candidates
 	}
 	if len(chosen) == 0 {
-		return policy.PlacementDecision{Targets: []policy.TargetDecision{}, Reason: reason + "; placing nowhere"}
+		reason = append(reason, "; placing nowhere"...)
+		return policy.PlacementDecision{Targets: []policy.TargetDecision{}, Reason: string(reason)}
 	}
-	chosen = byPreference(chosen, req.Placement.LocationPreferences)
+	byPreference(req.Targets, chosen, req.Placement.LocationPreferences)
 	if settings.MaxTargets != nil && uint64(len(chosen)) > uint64(*settings.MaxTargets) {
-		reason += fmt.Sprintf("; keeping the first %d by preference", *settings.MaxTargets)
+		reason = append(reason, "; keeping the first "...)
+		reason = strconv.AppendUint(reason, uint64(*settings.MaxTargets), 10)
+		reason = append(reason, " by preference"...)
 		chosen = chosen[:*settings.MaxTargets]
 	}
 	var shares []uint32
@@ -47,12 +64,12 @@ func decide(req policy.PlacementRequest, settings Settings) policy.PlacementDeci
 	}
 	targets := make([]policy.TargetDecision, len(chosen))
 	for i, t := range chosen {
-		targets[i].Name = t.Name
+		targets[i].Name = req.Targets[t].Name
 		if shares != nil {
 			targets[i].Replicas = &shares[i]
 		}
 	}
-	return policy.PlacementDecision{Targets: targets, Reason: reason}
+	return policy.PlacementDecision{Targets: targets, Reason: string(reason)}
 }
 
 // requestedRegions parses the regions annotation: comma-separated, trimmed,
@@ -71,29 +88,27 @@ func requestedRegions(annotations policy.StringMap) []string {
 	return regions
 }
 
-// byPreference orders targets by the index of the first preference they
-// match (none: after all preferences), then by name.
-func byPreference(targets []policy.Target, preferences []policy.LabelSelector) []policy.Target {
-	type ranked struct {
-		rank   int
-		target policy.Target
-	}
-	list := make([]ranked, len(targets))
-	for i, t := range targets {
-		rank := slices.IndexFunc(preferences, func(p policy.LabelSelector) bool { return p.Matches(t.Labels) })
-		if rank < 0 {
-			rank = len(preferences)
+// byPreference orders the targets indexed by chosen by the index of the
+// first preference they match (none: after all preferences), then by name.
+func byPreference(targets []policy.Target, chosen []int, preferences []policy.LabelSelector) {
+	matchers := policy.Matchers(preferences)
+	ranks := make([]int, len(targets))
+	for _, i := range chosen {
+		rank := len(preferences)
+		for p := range matchers {
+			if matchers[p].Matches(targets[i].Labels) {
+				rank = p
+				break
+			}
 		}
-		list[i] = ranked{rank, t}
+		ranks[i] = rank
 	}
-	slices.SortStableFunc(list, func(a, b ranked) int {
-		return cmp.Or(cmp.Compare(a.rank, b.rank), strings.Compare(a.target.Name, b.target.Name))
+	slices.SortStableFunc(chosen, func(a, b int) int {
+		if ranks[a] != ranks[b] {
+			return ranks[a] - ranks[b]
+		}
+		return strings.Compare(targets[a].Name, targets[b].Name)
 	})
-	out := make([]policy.Target, len(list))
-	for i, r := range list {
-		out[i] = r.target
-	}
-	return out
 }
 
 // evenSplit splits n replicas over k targets: n/k each, the first n%k get one
@@ -113,16 +128,28 @@ func evenSplit(n uint32, k int) []uint32 {
 	return shares
 }
 
-func describeCriteria(req policy.PlacementRequest, regions []string) string {
-	var parts []string
-	if len(req.Placement.LocationSelectors) > 0 {
-		parts = append(parts, "locationSelectors")
+// appendCriteria names what a target had to match: "locationSelectors",
+// "region in [a, b]", both joined by " and ", or "no constraint".
+func appendCriteria(dst []byte, req policy.PlacementRequest, regions []string) []byte {
+	selectors := len(req.Placement.LocationSelectors) > 0
+	if selectors {
+		dst = append(dst, "locationSelectors"...)
 	}
 	if regions != nil {
-		parts = append(parts, fmt.Sprintf("region in [%s]", strings.Join(regions, ", ")))
+		if selectors {
+			dst = append(dst, " and "...)
+		}
+		dst = append(dst, "region in ["...)
+		for i, region := range regions {
+			if i > 0 {
+				dst = append(dst, ", "...)
+			}
+			dst = append(dst, region...)
+		}
+		dst = append(dst, ']')
 	}
-	if len(parts) == 0 {
-		return "no constraint"
+	if !selectors && regions == nil {
+		dst = append(dst, "no constraint"...)
 	}
-	return strings.Join(parts, " and ")
+	return dst
 }

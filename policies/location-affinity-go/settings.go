@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 
 	"tmc.dev/policy-sdk/go/policy"
@@ -34,17 +32,17 @@ type Settings struct {
 // known fields, each of the right type.
 func parseSettings(raw json.RawMessage) (Settings, error) {
 	settings := Settings{Mode: ModeRequired}
-	fields, err := policy.SettingsObject(raw)
+	fields, err := policy.SettingsFields(raw)
 	if err != nil {
 		return settings, fmt.Errorf("invalid settings: %w", err)
 	}
-	// Sorted keys: the first error reported does not depend on map order.
-	for _, key := range slices.Sorted(maps.Keys(fields)) {
-		value := fields[key]
+	// Sorted keys: the first error reported does not depend on their order.
+	for _, field := range fields {
+		key, value := field.Key, field.Value
 		switch key {
 		case "mode":
-			var mode string
-			if err := json.Unmarshal(value, &mode); err != nil || (mode != string(ModeRequired) && mode != string(ModePreferred)) {
+			mode, err := policy.SettingsString(value)
+			if err != nil || (mode != string(ModeRequired) && mode != string(ModePreferred)) {
 				return settings, fmt.Errorf(`invalid settings: mode must be "required" or "preferred", got %s`, value)
 			}
 			settings.Mode = Mode(mode)

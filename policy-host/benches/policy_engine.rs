@@ -59,13 +59,23 @@ async fn run(root: &Path, module: &[u8]) -> anyhow::Result<()> {
 
     let req = typical_request();
     if let Ok(secs) = std::env::var("TMC_BENCH_PLACE_LOOP_S") {
-        // Profiling aid: only `place_blocking` in a loop for that many seconds.
+        // Profiling aid: only `place_blocking` in a loop for that many
+        // seconds, of `location-affinity` or of TMC_BENCH_PLACE_POLICY (e.g.
+        // `location-affinity-go`), on a blocking thread (WASI calls of Go
+        // policies must not run on an async worker thread).
         let until = Instant::now() + Duration::from_secs(secs.parse()?);
-        let mut calls = 0u64;
-        while Instant::now() < until {
-            host.place_blocking("location-affinity", &req)?;
-            calls += 1;
-        }
+        let policy = std::env::var("TMC_BENCH_PLACE_POLICY")
+            .unwrap_or_else(|_| "location-affinity".to_string());
+        let (host, req) = (host.clone(), req.clone());
+        let calls = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+            let mut calls = 0u64;
+            while Instant::now() < until {
+                host.place_blocking(&policy, &req)?;
+                calls += 1;
+            }
+            Ok(calls)
+        })
+        .await??;
         println!("{calls} calls");
         return Ok(());
     }

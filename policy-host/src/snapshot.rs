@@ -32,7 +32,7 @@ use crate::validate::LoadBudget;
 /// wasmtime-wasi's, checked by a test against `Cargo.lock`; the host
 /// functions `_initialize` may call), so snapshots cached on disk by an older
 /// host are not reused.
-pub(crate) const FORMAT: &str = "snap1-wizer48.0.8";
+pub(crate) const FORMAT: &str = "snap2-wizer48.0.8";
 
 /// The limits `_initialize` runs under when a snapshot is taken with
 /// `config` (its deadline, the load budget, the epoch tick, fuel, memory and
@@ -151,6 +151,7 @@ impl Instrumented<'_> {
                         "wasmtime-wizer asked for {missing}, which its instrumentation should have exported"
                     )));
                 }
+                let snapshot = merged_data_segments(&snapshot).unwrap_or(snapshot);
                 Ok(stamped(snapshot, digest, &limits, resume))
             })
         })?;
@@ -237,6 +238,87 @@ fn stamped(mut snapshot: Vec<u8>, digest: &str, limits: &str, resume: Resume) ->
 
 const CUSTOM_SECTION: u8 = 0;
 const EXPORT_SECTION: u8 = 7;
+const DATA_SECTION: u8 = 11;
+const DATA_COUNT_SECTION: u8 = 12;
+
+/// Segments of a snapshot closer than this are merged, the gap zero-filled.
+const MERGE_GAP: u64 = 1024;
+
+/// `snapshot` with its data segments merged where they are at most
+/// [`MERGE_GAP`] bytes apart; `None` leaves it as it is (a data count
+/// section, which code referring to segments by index needs, or a segment
+/// that is not `i32.const` active on memory 0).
+///
+/// wasmtime-wizer writes one segment per run of non-zero bytes (runs at most
+/// 4 bytes apart joined), up to 10,000 segments: the Go twin's snapshot has
+/// 68,000 such runs, so 10,000 segments, and wasmtime's instantiation walks
+/// every segment of a module (a third of a Go evaluation's time on the
+/// policy_engine bench, docs/benchmarks.md). Merged at 1 KiB they are about
+/// 120, for 1.2 MB more of mostly zeros in the snapshot; the memory every
+/// instance starts from is the same bytes.
+fn merged_data_segments(snapshot: &[u8]) -> Option<Vec<u8>> {
+    if sections(snapshot).any(|(id, _)| id == DATA_COUNT_SECTION) {
+        return None;
+    }
+    let (_, data) = sections(snapshot).find(|(id, _)| *id == DATA_SECTION)?;
+    let (count, mut rest) = read_leb128(data)?;
+    let mut merged: Vec<(u64, Vec<u8>)> = Vec::new();
+    for _ in 0..count {
+        // Active on memory 0: flags 0, `i32.const offset`, `end`.
+        let (&[0, 0x41], after) = rest.split_first_chunk::<2>()? else {
+            return None;
+        };
+        let (offset, after) = read_sleb128(after)?;
+        let (&end, after) = after.split_first()?;
+        let (len, after) = read_leb128(after)?;
+        let len = usize::try_from(len).ok()?;
+        let offset = u64::try_from(offset).ok()?;
+        if end != 0x0b || after.len() < len {
+            return None;
+        }
+        let (bytes, after) = after.split_at(len);
+        rest = after;
+        match merged.last_mut() {
+            Some((start, joined))
+                if offset >= *start + joined.len() as u64
+                    && offset - (*start + joined.len() as u64) <= MERGE_GAP =>
+            {
+                joined.resize((offset - *start) as usize, 0);
+                joined.extend_from_slice(bytes);
+            }
+            _ => merged.push((offset, bytes.to_vec())),
+        }
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let mut body = Vec::new();
+    leb128(&mut body, merged.len() as u64);
+    for (offset, bytes) in &merged {
+        body.extend_from_slice(&[0, 0x41]);
+        sleb128(&mut body, i64::try_from(*offset).ok()?);
+        body.push(0x0b);
+        leb128(&mut body, bytes.len() as u64);
+        body.extend_from_slice(bytes);
+    }
+    let mut out = b"\0asm\x01\0\0\0".to_vec();
+    let mut read = out.len();
+    for (id, section) in sections(snapshot) {
+        let mut header = vec![id];
+        leb128(&mut header, section.len() as u64);
+        read += header.len() + section.len();
+        let section = if id == DATA_SECTION {
+            &body[..]
+        } else {
+            section
+        };
+        out.push(id);
+        leb128(&mut out, section.len() as u64);
+        out.extend_from_slice(section);
+    }
+    // Every section was read (none malformed, nothing left behind).
+    (read == snapshot.len()).then_some(out)
+}
 
 /// The sections of a wasm module: id and body; stops at the first malformed
 /// one (the compiler reports what is wrong with such bytes).
@@ -292,6 +374,32 @@ fn read_leb128(bytes: &[u8]) -> Option<(u64, &[u8])> {
         }
     }
     None
+}
+
+fn read_sleb128(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let mut value = 0i64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= i64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i < 9 && byte & 0x40 != 0 {
+                value |= -1i64 << (7 * (i + 1));
+            }
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+fn sleb128(out: &mut Vec<u8>, mut value: i64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0) {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 fn leb128(out: &mut Vec<u8>, mut value: u64) {
@@ -443,6 +551,38 @@ mod tests {
 
     fn wat(text: &str) -> Vec<u8> {
         wat::parse_str(text).expect("valid WAT")
+    }
+
+    #[test]
+    fn close_data_segments_are_merged_into_the_same_memory() {
+        let bytes = wat(r#"(module (memory (export "memory") 1)
+            (data (i32.const 16) "ab") (data (i32.const 30) "cd") (data (i32.const 5000) "ef"))"#);
+        let merged = merged_data_segments(&bytes).expect("merged");
+        let (_, data) = sections(&merged)
+            .find(|(id, _)| *id == DATA_SECTION)
+            .expect("data section");
+        assert_eq!(
+            read_leb128(data).map(|(n, _)| n),
+            Some(2),
+            "16..32 and 5000..5002"
+        );
+        let memory = |bytes: &[u8]| {
+            let engine = wasmtime::Engine::default();
+            let module = Module::new(&engine, bytes).expect("valid");
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
+            let memory = instance.get_memory(&mut store, "memory").expect("memory");
+            memory.data(&store).to_vec()
+        };
+        assert_eq!(memory(&merged), memory(&bytes));
+        let with_count = wat(
+            r#"(module (memory 1) (data (i32.const 0) "a") (data (i32.const 2) "b")
+            (func (data.drop 0)))"#,
+        );
+        assert!(
+            merged_data_segments(&with_count).is_none(),
+            "indices in code: left as it is"
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ type appender interface {
 // OkEnvelope encodes {"ok": value}, or an error envelope naming entry if
 // value cannot be encoded.
 func OkEnvelope(entry string, value any) []byte {
-	out := []byte(`{"ok":`)
+	out := append(make([]byte, 0, 512), `{"ok":`...)
 	if a, ok := value.(appender); ok {
 		out = a.appendJSON(out)
 	} else {

@@ -1,6 +1,9 @@
 package policy
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strconv"
+)
 
 // Reflection-free decoding of the ABI input types (see reader). Each
 // UnmarshalJSON decodes one complete document; the read* functions decode
@@ -9,7 +12,7 @@ import "encoding/json"
 
 // decode runs read on a whole document; errors name the path from typeName.
 func decode(data []byte, typeName string, read func(r *reader) error) error {
-	r := &reader{data: data}
+	r := &reader{data: string(data)} // one copy: strings are substrings of it
 	err := read(r)
 	if err == nil {
 		err = r.end()
@@ -55,192 +58,356 @@ func (s *LabelSelector) UnmarshalJSON(data []byte) error {
 	return decode(data, "LabelSelector", func(r *reader) error { return readSelector(r, s) })
 }
 
-// structure reads an object member by member; null leaves the value
-// unchanged. member returns handled false for a key it does not know, which
-// is then skipped.
-func structure(r *reader, member func(key []byte) (handled bool, err error)) error {
-	if r.null() {
-		return nil
-	}
-	return r.object(func(key []byte) error {
-		handled, err := member(key)
-		if !handled {
-			return r.skip()
-		}
-		return err
-	})
-}
+// Each read* function below is one loop over the members of its object
+// (see reader.member); unknown members are checked and skipped, null leaves
+// the value unchanged.
 
 func readPlacementRequest(r *reader, p *PlacementRequest) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "workload":
-			return true, readWorkload(r, &p.Workload)
-		case "placement":
-			return true, readPlacement(r, &p.Placement)
-		case "settings":
-			return true, readRaw(r, &p.Settings)
-		case "targets":
-			return true, readList(r, &p.Targets, readTarget)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "workload":
+			err = readWorkload(r, &p.Workload)
+		case "placement":
+			err = readPlacement(r, &p.Placement)
+		case "settings":
+			err = readRaw(r, &p.Settings)
+		case "targets":
+			err = readTargets(r, &p.Targets)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readTransformRequest(r *reader, t *TransformRequest) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "workload":
-			return true, readWorkload(r, &t.Workload)
-		case "target":
-			return true, readTarget(r, &t.Target)
-		case "replicas":
-			return true, r.optUint32(&t.Replicas)
-		case "settings":
-			return true, readRaw(r, &t.Settings)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "workload":
+			err = readWorkload(r, &t.Workload)
+		case "target":
+			err = readTarget(r, &t.Target)
+		case "replicas":
+			err = r.optUint32(&t.Replicas)
+		case "settings":
+			err = readRaw(r, &t.Settings)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readSettingsRequest(r *reader, s *SettingsRequest) error {
-	return structure(r, func(key []byte) (bool, error) {
-		if string(key) == "settings" {
-			return true, readRaw(r, &s.Settings)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		if key == "settings" {
+			err = readRaw(r, &s.Settings)
+		} else {
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readWorkload(r *reader, w *Workload) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "apiVersion":
-			return true, r.setString(&w.APIVersion)
-		case "kind":
-			return true, r.setString(&w.Kind)
-		case "namespace":
-			return true, r.setString(&w.Namespace)
-		case "name":
-			return true, r.setString(&w.Name)
-		case "labels":
-			return true, r.stringMap(&w.Labels)
-		case "annotations":
-			return true, r.stringMap(&w.Annotations)
-		case "replicas":
-			return true, r.optUint32(&w.Replicas)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "apiVersion":
+			err = r.setString(&w.APIVersion)
+		case "kind":
+			err = r.setString(&w.Kind)
+		case "namespace":
+			err = r.setString(&w.Namespace)
+		case "name":
+			err = r.setString(&w.Name)
+		case "labels":
+			err = r.stringMap(&w.Labels)
+		case "annotations":
+			err = r.stringMap(&w.Annotations)
+		case "replicas":
+			err = r.optUint32(&w.Replicas)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
+}
+
+// readTargets reads the list of targets, decoding each in place.
+func readTargets(r *reader, list *[]Target) error {
+	if r.peek() == 'n' && r.nullLiteral() {
+		*list = nil
+		return nil
+	}
+	if err := r.openArray(); err != nil {
+		return err
+	}
+	targets := []Target{}
+	defer func() { *list = targets }()
+	for i := 0; ; i++ {
+		if more, err := r.element(i); err != nil || !more {
+			return err
+		}
+		if len(targets) == cap(targets) {
+			targets = append(make([]Target, 0, max(8, 2*len(targets))), targets...)
+		}
+		targets = targets[:i+1]
+		if err := readTarget(r, &targets[i]); err != nil {
+			return within(err, "["+strconv.Itoa(i)+"]")
+		}
+	}
 }
 
 func readTarget(r *reader, t *Target) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "name":
-			return true, r.setString(&t.Name)
-		case "labels":
-			return true, r.stringMap(&t.Labels)
-		case "location":
-			return true, readLocation(r, &t.Location)
-		case "ready":
-			return true, r.setBool(&t.Ready)
-		case "schedulable":
-			return true, r.setBool(&t.Schedulable)
-		case "capacity":
-			return true, r.optUint32(&t.Capacity)
-		case "current":
-			return true, readAssignment(r, &t.Current)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "name":
+			err = r.setString(&t.Name)
+		case "labels":
+			err = r.stringMap(&t.Labels)
+		case "location":
+			err = readLocation(r, &t.Location)
+		case "ready":
+			err = r.setBool(&t.Ready)
+		case "schedulable":
+			err = r.setBool(&t.Schedulable)
+		case "capacity":
+			err = r.optUint32(&t.Capacity)
+		case "current":
+			err = readAssignment(r, &t.Current)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readLocation(r *reader, l *Location) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "region":
-			return true, r.setString(&l.Region)
-		case "zone":
-			return true, r.setString(&l.Zone)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "region":
+			err = r.setString(&l.Region)
+		case "zone":
+			err = r.setString(&l.Zone)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readAssignment(r *reader, a **Assignment) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		*a = nil
 		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
 	}
 	if *a == nil {
 		*a = &Assignment{}
 	}
-	return structure(r, func(key []byte) (bool, error) {
-		if string(key) == "replicas" {
-			return true, r.optUint32(&(*a).Replicas)
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		if key == "replicas" {
+			err = r.optUint32(&(*a).Replicas)
+		} else {
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readPlacement(r *reader, p *Placement) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "name":
-			return true, r.setString(&p.Name)
-		case "locationSelectors":
-			return true, readList(r, &p.LocationSelectors, readSelector)
-		case "locationPreferences":
-			return true, readList(r, &p.LocationPreferences, readSelector)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "name":
+			err = r.setString(&p.Name)
+		case "locationSelectors":
+			err = readList(r, &p.LocationSelectors, readSelector)
+		case "locationPreferences":
+			err = readList(r, &p.LocationPreferences, readSelector)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readSelector(r *reader, s *LabelSelector) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "matchLabels":
-			return true, r.stringMap(&s.MatchLabels)
-		case "matchExpressions":
-			return true, readList(r, &s.MatchExpressions, readRequirement)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "matchLabels":
+			err = r.stringMap(&s.MatchLabels)
+		case "matchExpressions":
+			err = readList(r, &s.MatchExpressions, readRequirement)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
 func readRequirement(r *reader, q *LabelSelectorRequirement) error {
-	return structure(r, func(key []byte) (bool, error) {
-		switch string(key) {
-		case "key":
-			return true, r.setString(&q.Key)
-		case "operator":
-			return true, r.setString(&q.Operator)
-		case "values":
-			return true, r.strings(&q.Values)
+	if r.peek() == 'n' && r.nullLiteral() {
+		return nil
+	}
+	if err := r.openObject(); err != nil {
+		return err
+	}
+	for key, first := "", true; ; first = false {
+		var more bool
+		var err error
+		if key, more, err = r.member(first, key); err != nil || !more {
+			return err
 		}
-		return false, nil
-	})
+		switch key {
+		case "key":
+			err = r.setString(&q.Key)
+		case "operator":
+			err = r.setString(&q.Operator)
+		case "values":
+			err = r.strings(&q.Values)
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return within(err, "."+key)
+		}
+	}
 }
 
-// readList reads an array of T with readElem; null sets the list to nil.
+// readList reads an array of T with readElem, each decoded in place; null
+// sets the list to nil.
 func readList[T any](r *reader, list *[]T, readElem func(*reader, *T) error) error {
-	if r.null() {
+	if r.peek() == 'n' && r.nullLiteral() {
 		*list = nil
 		return nil
 	}
-	if r.peek() == '[' {
-		*list = []T{}
+	if err := r.openArray(); err != nil {
+		return err
 	}
-	return r.array(func() error {
-		var elem T
-		if err := readElem(r, &elem); err != nil {
+	*list = []T{}
+	for i := 0; ; i++ {
+		if more, err := r.element(i); err != nil || !more {
 			return err
 		}
-		*list = append(*list, elem)
-		return nil
-	})
+		var zero T
+		*list = append(*list, zero)
+		if err := readElem(r, &(*list)[i]); err != nil {
+			return within(err, "["+strconv.Itoa(i)+"]")
+		}
+	}
 }
 
 // readRaw keeps a value's text; null is kept as the text null.

@@ -25,7 +25,7 @@ func checkString(t *testing.T, doc string) {
 	t.Helper()
 	var want string
 	wantErr := json.Unmarshal([]byte(doc), &want)
-	r := &reader{data: []byte(doc)}
+	r := &reader{data: doc}
 	got, err := r.str()
 	if err == nil {
 		err = r.end()
@@ -52,7 +52,7 @@ func TestReaderUint32MatchesEncodingJSON(t *testing.T) {
 	for _, doc := range numberCases {
 		var want uint32
 		wantErr := json.Unmarshal([]byte(doc), &want)
-		r := &reader{data: []byte(doc)}
+		r := &reader{data: doc}
 		got, err := r.uint32()
 		if err == nil {
 			err = r.end()
@@ -78,7 +78,7 @@ func TestReaderSkipMatchesValid(t *testing.T) {
 
 func checkSyntax(t *testing.T, doc string) {
 	t.Helper()
-	r := &reader{data: []byte(doc)}
+	r := &reader{data: doc}
 	err := r.skip()
 	if err == nil {
 		err = r.end()

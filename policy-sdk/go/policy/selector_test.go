@@ -87,3 +87,30 @@ func TestSelectorValidate(t *testing.T) {
 		}
 	}
 }
+
+// A Matcher matches exactly what its selector matches.
+func TestMatcherAgreesWithSelector(t *testing.T) {
+	selectors := []LabelSelector{
+		{},
+		{MatchLabels: StringMap{"env": "prod"}},
+		{MatchLabels: StringMap{"env": "prod", "tier": "gold"}},
+		{MatchExpressions: []LabelSelectorRequirement{{Key: "gpu", Operator: OpExists}}},
+		{MatchLabels: StringMap{"env": "prod"}, MatchExpressions: []LabelSelectorRequirement{{Key: "tier", Operator: OpIn, Values: []string{"gold"}}}},
+	}
+	labelSets := []StringMap{nil, {}, {"env": "prod"}, {"env": "dev"}, {"env": "prod", "tier": "gold"}, {"gpu": "", "env": "prod", "tier": "silver"}}
+	for i, s := range selectors {
+		m := s.Matcher()
+		for _, labels := range labelSets {
+			if got, want := m.Matches(labels), s.Matches(labels); got != want {
+				t.Errorf("selector %d, labels %v: matcher %v, selector %v", i, labels, got, want)
+			}
+		}
+	}
+	for _, labels := range labelSets {
+		for n := range len(selectors) + 1 {
+			if got, want := MatchesAnyOf(Matchers(selectors[:n]), labels), MatchesAny(selectors[:n], labels); got != want {
+				t.Errorf("first %d selectors, labels %v: %v, want %v", n, labels, got, want)
+			}
+		}
+	}
+}

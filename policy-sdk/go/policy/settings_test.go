@@ -53,3 +53,32 @@ func TestSettingsObject(t *testing.T) {
 		t.Error("IsNull is wrong")
 	}
 }
+
+func TestSettingsFieldsAreSorted(t *testing.T) {
+	fields, err := SettingsFields(json.RawMessage(` {"b": [1, 2], "a":"x"} `))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != 2 || fields[0].Key != "a" || string(fields[0].Value) != `"x"` || fields[1].Key != "b" || string(fields[1].Value) != `[1, 2]` {
+		t.Errorf("fields %+v", fields)
+	}
+	if fields, err := SettingsFields(nil); err != nil || fields != nil {
+		t.Errorf("absent settings: %v %v", fields, err)
+	}
+	if _, err := SettingsFields(json.RawMessage(`{"a":1,"a":2}`)); err == nil || !strings.Contains(err.Error(), `"a" is given twice`) {
+		t.Errorf("duplicate: %v", err)
+	}
+}
+
+func TestSettingsString(t *testing.T) {
+	for raw, want := range map[string]string{`"x"`: "x", ` "a\"b" `: `a"b`, `null`: ""} {
+		if got, err := SettingsString(json.RawMessage(raw)); err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", raw, got, err, want)
+		}
+	}
+	for _, raw := range []string{`1`, `"x" "y"`, `{}`, ``} {
+		if _, err := SettingsString(json.RawMessage(raw)); err == nil {
+			t.Errorf("%s: no error", raw)
+		}
+	}
+}
