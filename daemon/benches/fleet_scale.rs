@@ -12,10 +12,25 @@
 //! 4. latency at steady state, with the W placed: L creates one at a time, each timed until a watch on each of
 //!    the 3 targets has seen its copy, interleaved with the same create made directly on the 3 targets;
 //! 5. restart: tmcd stopped and started again with everything placed; the time until it has reconciled every
-//!    workload, and the writes both kcps served meanwhile, by resource (target: none to Deployments).
+//!    workload, and the writes both kcps served meanwhile, by resource (target: none to Deployments);
+//! 6. policy change at scale: the placement's `replica-spread` settings replaced (weights 1, 1, 0 over the 3:
+//!    every workload re-split onto the first two); the time until the first two hold every workload's whole
+//!    replica count (the third keeps its old copies: a scale-down waits for the gainers' availability, which
+//!    fleet targets never report);
+//! 7. a SyncTarget cut off: the second chosen target, which tmcd reaches through a pausable TCP proxy
+//!    (`FleetSetup::route_through_proxy`), is paused and its connections cut; the time until its SyncTarget is
+//!    not Ready and until its share is re-placed (the first target holds every workload's whole count, the
+//!    placement's eviction grace being TMC_FLEET_GRACE_S), then a check that its copies are all still there.
+//!
+//! Each phase (burst, latency, restart, policy change, cut-off) prints the writes both kcps served during it,
+//! by resource and verb, per workload, beside the floor (1 decision + k copies + k first status reports + 1
+//! aggregate status per workload on k targets), and tmcd's reconciles and decisions per workload. The latency
+//! phase splits each create -> copy time at the decision: create -> decision recorded upstream (tmcd) and
+//! decision -> copies seen (the syncers).
 //!
 //! Knobs (environment): TMC_FLEET_TARGETS (100), TMC_FLEET_WORKLOADS (1000), TMC_FLEET_CONCURRENCY (16),
-//! TMC_FLEET_LATENCY_N (100), TMC_FLEET_TIMEOUT_S (900). Run: `hack/bench.sh --only fleet`.
+//! TMC_FLEET_LATENCY_N (100), TMC_FLEET_TIMEOUT_S (900), TMC_FLEET_GRACE_S (10). Run: `hack/bench.sh --only
+//! fleet`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,10 +40,13 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use tmc_api::crd::SyncTarget;
+use tmc_api::decision::state_label;
+use tmc_tests::copy_watch::KeysOf;
 use tmc_tests::copy_watch::{CopyWatch, key};
 use tmc_tests::figures::{
-    cpu_seconds, delta, kcp_metrics, kcp_writes, knob, label, load_average, percentile_ms, rss_mib,
-    samples, sockets,
+    cpu_seconds, delta, kcp_metrics, kcp_writes, kcp_writes_by_verb, knob, label, load_average,
+    percentile_ms, rss_mib, samples, sockets, sum_of,
 };
 use tmc_tests::fixtures;
 use tmc_tests::fleet_load::{self, Copies, FleetSetup};
@@ -43,6 +61,7 @@ struct Knobs {
     concurrency: usize,
     latency_n: usize,
     timeout: Duration,
+    grace_s: u32,
 }
 
 impl Knobs {
@@ -57,6 +76,8 @@ impl Knobs {
             concurrency: knob("TMC_FLEET_CONCURRENCY", 16)?.max(1) as usize,
             latency_n: knob("TMC_FLEET_LATENCY_N", 100)? as usize,
             timeout: Duration::from_secs(knob("TMC_FLEET_TIMEOUT_S", 900)?),
+            grace_s: u32::try_from(knob("TMC_FLEET_GRACE_S", 10)?)
+                .context("TMC_FLEET_GRACE_S is too large")?,
         })
     }
 }
@@ -103,6 +124,186 @@ async fn delete_all(client: &kube::Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// What both kcps and tmcd have counted so far: writes by `resource[/subresource] VERB`, and tmcd's
+/// reconciles (`reconciles`) and decisions by outcome (`decisions <outcome>`).
+struct Counts {
+    kcp: BTreeMap<String, f64>,
+    fleet: BTreeMap<String, f64>,
+    tmcd: BTreeMap<String, f64>,
+    at: Instant,
+}
+
+async fn counts(kcp: &kube::Client, fleet: &kube::Client, admin: &str) -> Result<Counts> {
+    let text = tmcd_child::metrics(admin).await?;
+    let mut tmcd = BTreeMap::new();
+    tmcd.insert(
+        "reconciles".to_owned(),
+        samples(&text, "tmcd_reconciles_total")
+            .map(|(_, v)| v)
+            .sum(),
+    );
+    for (labels, v) in samples(&text, "tmcd_decisions_total") {
+        *tmcd
+            .entry(format!("decisions {}", label(labels, "outcome")))
+            .or_insert(0.0) += v;
+    }
+    Ok(Counts {
+        kcp: kcp_writes_by_verb(kcp).await?,
+        fleet: kcp_writes_by_verb(fleet).await?,
+        tmcd,
+        at: Instant::now(),
+    })
+}
+
+/// One phase's writes and tmcd's work, per workload, for the report.
+struct Phase {
+    name: &'static str,
+    /// The workloads the phase is about.
+    workloads: usize,
+    secs: f64,
+    kcp: BTreeMap<String, f64>,
+    fleet: BTreeMap<String, f64>,
+    tmcd: BTreeMap<String, f64>,
+}
+
+impl Phase {
+    /// `before` -> `after`, less the Deployment creates the bench itself made (`own_kcp` into kcp, `own_fleet`
+    /// into the fleet kcp: the user's creates and the direct baseline's).
+    fn new(
+        name: &'static str,
+        workloads: usize,
+        before: &Counts,
+        after: &Counts,
+        own_kcp: f64,
+        own_fleet: f64,
+    ) -> Self {
+        let mut kcp = delta(&before.kcp, &after.kcp);
+        let mut fleet = delta(&before.fleet, &after.fleet);
+        for (map, own) in [(&mut kcp, own_kcp), (&mut fleet, own_fleet)] {
+            if own > 0.0 {
+                let left = map.get("deployments POST").copied().unwrap_or(0.0) - own;
+                if left == 0.0 {
+                    map.remove("deployments POST");
+                } else {
+                    map.insert("deployments POST".into(), left);
+                }
+            }
+        }
+        Self {
+            name,
+            workloads,
+            secs: after.at.duration_since(before.at).as_secs_f64(),
+            kcp,
+            fleet,
+            tmcd: delta(&before.tmcd, &after.tmcd),
+        }
+    }
+
+    /// Prints the phase's writes, per workload and in total, with the floor for `k` targets and the background
+    /// expected from `idle` (writes in `idle_secs` of a running, idle tmcd).
+    fn print(
+        &self,
+        k: usize,
+        idle: (&BTreeMap<String, f64>, &BTreeMap<String, f64>),
+        idle_secs: f64,
+    ) {
+        let n = self.workloads.max(1) as f64;
+        let per = |m: &BTreeMap<String, f64>| -> String {
+            m.iter()
+                .map(|(key, v)| format!("{key} {:.2}", v / n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let background = |m: &BTreeMap<String, f64>| -> String {
+            m.iter()
+                .map(|(key, v)| format!("{key} {:.0}", v * self.secs / idle_secs))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  writes, {} ({} workloads, {:.1} s):",
+            self.name, self.workloads, self.secs
+        );
+        println!(
+            "    kcp, Deployments per workload {:.2} (floor {}: 1 decision + {k} first status reports + 1 aggregate status); events {:.2}",
+            sum_of(&self.kcp, "deployments") / n,
+            2 + k,
+            sum_of(&self.kcp, "events") / n
+        );
+        println!(
+            "    fleet kcp, Deployments per workload {:.2} (floor {k}: one copy per target)",
+            sum_of(&self.fleet, "deployments") / n
+        );
+        println!(
+            "    tmcd per workload: {} (floor: 1 reconcile, 1 decision changed)",
+            per(&self.tmcd)
+        );
+        println!("    kcp per workload: {}", per(&self.kcp));
+        println!("    fleet kcp per workload: {}", per(&self.fleet));
+        println!(
+            "    kcp total {:?}; background at the idle rate: kcp {}; fleet kcp {}",
+            self.kcp,
+            background(idle.0),
+            background(idle.1)
+        );
+        println!("    fleet kcp total {:?}", self.fleet);
+    }
+}
+
+/// Waits until, for every workload of `expected`, the copies on `targets` sum to its replicas; returns when.
+async fn until_held_by(
+    targets: &[(String, kube::Client)],
+    expected: &Copies,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let observed = fleet_load::copies_on(targets, PLACED).await?;
+        let short: Vec<&String> = expected
+            .iter()
+            .filter(|(name, desired)| {
+                targets
+                    .iter()
+                    .map(|(t, _)| {
+                        observed
+                            .get(t)
+                            .and_then(|c| c.get(*name))
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .sum::<i32>()
+                    != **desired
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if short.is_empty() {
+            return Ok(Instant::now());
+        }
+        alive()?;
+        if Instant::now() > deadline {
+            let names: Vec<&String> = targets.iter().map(|(t, _)| t).collect();
+            bail!(
+                "after {timeout:?}, {} workloads are not wholly on {names:?}, e.g. {:?}",
+                short.len(),
+                &short[..short.len().min(5)]
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The status of SyncTarget `name`'s Ready condition, if any.
+async fn ready_of(kcp: &kube::Client, name: &str) -> Result<Option<String>> {
+    let t = Api::<SyncTarget>::all(kcp.clone()).get(name).await?;
+    Ok(t.status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(tmcd_child::ARG) {
@@ -118,6 +319,10 @@ async fn bench() -> Result<()> {
     progress(&format!("tmcd: {} tmcd (this binary)", myself.display()));
     let mut setup = FleetSetup::start(n, locate(n), CHOSEN_REGION).await?;
     let (kcp, chosen) = (setup.kcp.clone(), setup.chosen.clone());
+    // tmcd reaches the second chosen target through a proxy of its own, to cut it off in phase 7.
+    let cut = chosen[1].clone();
+    let proxy = setup.route_through_proxy(&cut).await?;
+    let admin = setup.admin.clone();
     let kcp_base = setup.bed.kcp()?.client("base").await?;
     let fleet_base = setup.bed.fleet()?.kcp().client("base").await?;
     let mut chosen_clients = Vec::new();
@@ -199,6 +404,7 @@ async fn bench() -> Result<()> {
 
     progress(&format!("tmc: {w} creates into kcp, placed on {chosen:?}"));
     let load_burst = load_average();
+    let counts_burst = counts(&kcp_base, &fleet_base, &admin).await?;
     let burst = Instant::now();
     let created = fleet_load::create_deployments(&kcp, PLACED, &expected, json!({}), c).await?;
     let deadline = burst + knobs.timeout;
@@ -218,6 +424,14 @@ async fn bench() -> Result<()> {
     let (kcp1, fleet1, tmcd1) = (cpu("kcp")?, cpu("fleet-kcp")?, cpu_seconds(tmcd_pid)?);
     let settled =
         tmcd_child::settled(&setup.admin, w as f64, knobs.timeout, || Ok(())).await? + placed;
+    let burst_phase = Phase::new(
+        "burst (first create -> settled)",
+        w,
+        &counts_burst,
+        &counts(&kcp_base, &fleet_base, &admin).await?,
+        w as f64,
+        0.0,
+    );
     let (rss, hwm) = rss_mib(tmcd_pid)?;
     // Nothing anywhere else.
     let everywhere = fleet_load::copies_by_target(&setup.bed, PLACED).await?;
@@ -228,6 +442,26 @@ async fn bench() -> Result<()> {
 
     // 4. Latency at steady state, tmc and direct interleaved.
     let seen = CopyWatch::start(&chosen_clients);
+    // When each workload's decision (a state label for each of the 3) is seen upstream.
+    let decided = {
+        let chosen = chosen.clone();
+        let keys: KeysOf = Box::new(move |d: &Deployment| {
+            let labels = d.metadata.labels.as_ref();
+            if chosen
+                .iter()
+                .all(|t| labels.is_some_and(|l| l.contains_key(&state_label(t))))
+            {
+                vec![key(
+                    "decided",
+                    d.metadata.namespace.as_deref().unwrap_or_default(),
+                    d.metadata.name.as_deref().unwrap_or_default(),
+                )]
+            } else {
+                Vec::new()
+            }
+        });
+        CopyWatch::start_keyed(vec![(kcp.clone(), keys)])
+    };
     seen.all(&on_each(&chosen, PLACED, "w00000"), knobs.timeout)
         .await?;
     let l = knobs.latency_n;
@@ -235,7 +469,9 @@ async fn bench() -> Result<()> {
         "latency: {l} creates one at a time, tmc and direct interleaved"
     ));
     let load_latency = load_average();
+    let counts_latency = counts(&kcp_base, &fleet_base, &admin).await?;
     let (mut tmc_lat, mut direct_lat) = (Vec::with_capacity(l), Vec::with_capacity(l));
+    let (mut to_decided, mut to_first, mut decided_to_all) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..l {
         let name = format!("l{i:05}");
         let d = fixtures::deployment(DIRECT_LATENCY, &name, 3, json!({}), json!({}))?;
@@ -260,13 +496,28 @@ async fn bench() -> Result<()> {
             .create(&PostParams::default(), &d)
             .await
             .with_context(|| format!("creating {PLACED}/{name} in kcp"))?;
-        tmc_lat.push(
-            seen.all(&on_each(&chosen, PLACED, &name), knobs.timeout)
-                .await?
-                - t0,
-        );
+        let keys = on_each(&chosen, PLACED, &name);
+        let all = seen.all(&keys, knobs.timeout).await?;
+        tmc_lat.push(all - t0);
+        let at = decided
+            .all(&[key("decided", PLACED, &name)], knobs.timeout)
+            .await?;
+        to_decided.push(at.saturating_duration_since(t0));
+        decided_to_all.push(all.saturating_duration_since(at));
+        if let Some(first) = keys.iter().filter_map(|k| seen.seen(k)).min() {
+            to_first.push(first - t0);
+        }
     }
     tmcd_child::settled(&setup.admin, (w + l) as f64, knobs.timeout, || Ok(())).await?;
+    let latency_phase = Phase::new(
+        "steady state (the latency run)",
+        l,
+        &counts_latency,
+        &counts(&kcp_base, &fleet_base, &admin).await?,
+        l as f64,
+        (l * chosen.len()) as f64,
+    );
+    decided.stop();
     let (rss_steady, hwm_steady) = rss_mib(tmcd_pid)?;
     let cpu_steady = cpu_seconds(tmcd_pid)?;
 
@@ -300,6 +551,128 @@ async fn bench() -> Result<()> {
     if !problems.is_empty() {
         bail!("after the restart: {problems:?}");
     }
+    let all_n = all_expected.len();
+
+    // 6. A policy change for every workload: replica-spread's weights 1, 1, 0 over the 3.
+    progress(&format!(
+        "policy change: replica-spread weights 1, 1, 0 over {chosen:?} for the {all_n} workloads"
+    ));
+    let (done, _) = tmcd_child::progress(&admin).await?;
+    let counts_reload = counts(&kcp_base, &fleet_base, &admin).await?;
+    let load_reload = load_average();
+    let weights: serde_json::Map<String, serde_json::Value> = chosen
+        .iter()
+        .zip([1, 1, 0])
+        .map(|(t, w)| (t.clone(), json!(w)))
+        .collect();
+    let t_reload = Instant::now();
+    setup
+        .apply_placement(
+            PLACED,
+            json!({"name": "replica-spread", "settings": {"weights": weights}}),
+            Some(knobs.grace_s),
+        )
+        .await?;
+    let reloaded = until_held_by(&chosen_clients[..2], &all_expected, knobs.timeout, || {
+        tmcd.ensure_running()
+    })
+    .await?
+        - t_reload;
+    tmcd_child::settled(&admin, done + all_n as f64, knobs.timeout, || Ok(())).await?;
+    let reload_settled = t_reload.elapsed();
+    let reload_phase = Phase::new(
+        "policy change (apply -> settled)",
+        all_n,
+        &counts_reload,
+        &counts(&kcp_base, &fleet_base, &admin).await?,
+        0.0,
+        0.0,
+    );
+    let third = fleet_load::copies_on(&chosen_clients[2..], PLACED).await?;
+    let third_held = third
+        .values()
+        .flat_map(|c| c.values())
+        .filter(|r| **r > 0)
+        .count();
+
+    // 7. The second target cut off.
+    progress(&format!(
+        "cut-off: {cut} paused and its connections cut, eviction grace {} s",
+        knobs.grace_s
+    ));
+    let (done, _) = tmcd_child::progress(&admin).await?;
+    let counts_cut = counts(&kcp_base, &fleet_base, &admin).await?;
+    let load_cut = load_average();
+    let t_cut = Instant::now();
+    proxy.pause();
+    proxy.cut();
+    let not_ready = {
+        let (kcp, cut, timeout) = (kcp.clone(), cut.clone(), knobs.timeout);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(ready) = ready_of(&kcp, &cut).await
+                    && ready.as_deref() != Some("True")
+                {
+                    return Some(t_cut.elapsed());
+                }
+                if t_cut.elapsed() > timeout {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let replaced = until_held_by(&chosen_clients[..1], &all_expected, knobs.timeout, || {
+        tmcd.ensure_running()
+    })
+    .await?
+        - t_cut;
+    let not_ready = not_ready.await.context("the Ready poll")?;
+    let cut_settled = match tmcd_child::settled(
+        &admin,
+        done + all_n as f64,
+        Duration::from_secs(120),
+        || Ok(()),
+    )
+    .await
+    {
+        Ok(_) => format!("{:.1} s", t_cut.elapsed().as_secs_f64()),
+        Err(e) => format!("not settled: {e:#}"),
+    };
+    let cut_phase = Phase::new(
+        "cut-off (cut -> re-placed)",
+        all_n,
+        &counts_cut,
+        &counts(&kcp_base, &fleet_base, &admin).await?,
+        0.0,
+        0.0,
+    );
+    // Read directly, not through the proxy: nothing was deleted on the cut-off target.
+    let on_cut = fleet_load::copies_on(&chosen_clients[1..2], PLACED).await?;
+    let kept = on_cut.get(&cut).map_or(0, |c| c.len());
+    if kept != all_n {
+        bail!("the cut-off target {cut} holds {kept} of the {all_n} copies: some were deleted");
+    }
+    let everywhere = fleet_load::copies_by_target(&setup.bed, PLACED).await?;
+    let elsewhere: usize = everywhere
+        .iter()
+        .filter(|(t, _)| !chosen.contains(t))
+        .map(|(_, c)| c.len())
+        .sum();
+    if elsewhere != 0 {
+        bail!("{elsewhere} copies on targets outside {chosen:?} after the cut-off");
+    }
+    let by_target: Vec<String> = chosen
+        .iter()
+        .map(|t| {
+            let c = everywhere.get(t).cloned().unwrap_or_default();
+            format!(
+                "{t} {} copies, {} replicas",
+                c.len(),
+                c.values().sum::<i32>()
+            )
+        })
+        .collect();
 
     let s = |d: Duration| d.as_secs_f64();
     println!(
@@ -307,7 +680,7 @@ async fn bench() -> Result<()> {
         myself.display()
     );
     println!(
-        "  load average (1 min): start {load_at_start}, burst {load_burst}, latency {load_latency}, restart {load_restart}"
+        "  load average (1 min): start {load_at_start}, burst {load_burst}, latency {load_latency}, restart {load_restart}, policy change {load_reload}, cut-off {load_cut}"
     );
     println!(
         "  floor: {w} creates into kcp alone              {:8.1} s",
@@ -342,6 +715,21 @@ async fn bench() -> Result<()> {
         percentile_ms(&tmc_lat, 99.0),
         percentile_ms(&direct_lat, 50.0),
         percentile_ms(&direct_lat, 99.0)
+    );
+    println!(
+        "  create -> decision seen upstream, p50 / p99     {:8.1} / {:.1} ms",
+        percentile_ms(&to_decided, 50.0),
+        percentile_ms(&to_decided, 99.0)
+    );
+    println!(
+        "  create -> first copy seen, p50 / p99           {:8.1} / {:.1} ms",
+        percentile_ms(&to_first, 50.0),
+        percentile_ms(&to_first, 99.0)
+    );
+    println!(
+        "  decision seen -> copy seen on all 3, p50 / p99 {:8.1} / {:.1} ms",
+        percentile_ms(&decided_to_all, 50.0),
+        percentile_ms(&decided_to_all, 99.0)
     );
     println!("  tmcd VmRSS idle ({n} targets, 0 workloads)       {rss_idle:8.1} MiB");
     println!("  tmcd VmRSS / VmHWM after the burst             {rss:8.1} / {hwm:.1} MiB");
@@ -380,7 +768,33 @@ async fn bench() -> Result<()> {
         "  running idle, the same writes in {} s: kcp {idle_kcp:?}, fleet kcp {idle_fleet:?}",
         quiet.as_secs()
     );
+    println!(
+        "  policy change: apply -> every workload wholly on {:?}  {:8.1} s  ({:.1} workloads/s); -> tmcd settled {:.1} s; {} still hold a copy with replicas on {} (scale-down waits for availability)",
+        &chosen[..2],
+        s(reloaded),
+        all_n as f64 / s(reloaded),
+        s(reload_settled),
+        third_held,
+        chosen[2]
+    );
+    println!(
+        "  cut-off of {cut} ({all_n} workloads on it): -> Ready not True {}; -> every workload wholly on {} {:.1} s ({:.1} workloads/s after the grace of {} s); tmcd settled: {cut_settled}",
+        not_ready.map_or("never seen".to_owned(), |d| format!("{:.1} s", s(d))),
+        chosen[0],
+        s(replaced),
+        all_n as f64
+            / (s(replaced) - not_ready.map_or(0.0, s) - f64::from(knobs.grace_s)).max(0.001),
+        knobs.grace_s
+    );
+    println!(
+        "  cut-off: copies kept on {cut} (read directly) {kept} of {all_n}; outside the chosen 3: {elsewhere}; {}",
+        by_target.join("; ")
+    );
+    for phase in [&burst_phase, &latency_phase, &reload_phase, &cut_phase] {
+        phase.print(chosen.len(), (&idle_kcp, &idle_fleet), quiet.as_secs_f64());
+    }
     seen.stop();
+    proxy.resume();
     drop(tmcd);
     setup.bed.shutdown();
     Ok(())

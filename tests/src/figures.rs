@@ -114,21 +114,49 @@ pub async fn kcp_metrics(client: &kube::Client) -> Result<String> {
 
 /// Writes a kcp has served so far (every verb but reads and watches), by `resource[/subresource]`.
 pub async fn kcp_writes(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
-    let text = kcp_metrics(client).await?;
+    Ok(writes(&kcp_metrics(client).await?, false))
+}
+
+/// Writes a kcp has served so far, by `resource[/subresource] VERB` (kube's verbs: `POST`, `PUT`, `PATCH`,
+/// `APPLY` for a server-side apply, `DELETE`, `DELETECOLLECTION`).
+pub async fn kcp_writes_by_verb(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
+    Ok(writes(&kcp_metrics(client).await?, true))
+}
+
+/// The write requests of `apiserver_request_total` in `text`, by `resource[/subresource]` (and ` VERB` when
+/// `by_verb`).
+pub fn writes(text: &str, by_verb: bool) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for (labels, v) in samples(&text, "apiserver_request_total") {
-        if matches!(label(labels, "verb"), "GET" | "LIST" | "WATCH" | "CONNECT") {
+    for (labels, v) in samples(text, "apiserver_request_total") {
+        let verb = label(labels, "verb");
+        if matches!(verb, "GET" | "LIST" | "WATCH" | "CONNECT") {
             continue;
         }
         let (res, sub) = (label(labels, "resource"), label(labels, "subresource"));
-        let key = if sub.is_empty() {
+        let mut key = if sub.is_empty() {
             res.to_owned()
         } else {
             format!("{res}/{sub}")
         };
+        if by_verb {
+            key = format!("{key} {verb}");
+        }
         *out.entry(key).or_insert(0.0) += v;
     }
-    Ok(out)
+    out
+}
+
+/// The sum of `counts` over the keys that start with `prefix` followed by a space or `/` (a resource, its
+/// subresources and verbs), or equal it.
+pub fn sum_of(counts: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    counts
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '/']))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// `after - before`, the resources with a non-zero difference.
@@ -160,5 +188,21 @@ mod tests {
         assert_eq!(percentile_ms(&ms, 99.0), 99.0);
         assert_eq!(percentile_ms(&ms, 100.0), 100.0);
         assert!(percentile_ms(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn writes_by_resource_and_verb() {
+        let text = "apiserver_request_total{code=\"200\",resource=\"deployments\",subresource=\"\",verb=\"APPLY\"} 4\n\
+                    apiserver_request_total{code=\"409\",resource=\"deployments\",subresource=\"\",verb=\"APPLY\"} 1\n\
+                    apiserver_request_total{code=\"200\",resource=\"deployments\",subresource=\"status\",verb=\"PATCH\"} 2\n\
+                    apiserver_request_total{code=\"200\",resource=\"deployments\",subresource=\"\",verb=\"LIST\"} 7\n\
+                    apiserver_request_total{code=\"201\",resource=\"deploymentsx\",subresource=\"\",verb=\"POST\"} 3\n";
+        let by_verb = writes(text, true);
+        assert_eq!(by_verb["deployments APPLY"], 5.0);
+        assert_eq!(by_verb["deployments/status PATCH"], 2.0);
+        assert_eq!(by_verb.len(), 3);
+        assert_eq!(writes(text, false)["deployments"], 5.0);
+        assert_eq!(sum_of(&by_verb, "deployments"), 7.0);
+        assert_eq!(sum_of(&by_verb, "deployments/status"), 2.0);
     }
 }

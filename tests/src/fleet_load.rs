@@ -18,6 +18,7 @@ use crate::fixtures;
 use crate::testbed::TestBed;
 use crate::testbed::fleet::Location;
 use crate::testbed::ports;
+use crate::testbed::proxy::TcpProxy;
 use crate::testbed::wait::{self, Poll};
 
 /// Replicas of each copy, by workload name.
@@ -99,19 +100,61 @@ impl FleetSetup {
     /// the chosen region. Returns how long the wait for Ready took.
     pub async fn place(&self, namespace: &str, timeout: Duration) -> Result<Duration> {
         let ready = wait_targets_ready(&self.kcp, &self.names, timeout).await?;
-        fixtures::apply_placement(
-            &self.kcp,
-            "fleet-load",
-            "spread",
-            json!({
-                "policy": {"name": "replica-spread"},
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": self.region}}],
-            }),
-        )
-        .await?;
+        self.apply_placement(namespace, json!({"name": "replica-spread"}), None)
+            .await?;
         ensure_namespace(&self.kcp, namespace).await?;
         Ok(ready)
+    }
+
+    /// Applies (again) the placement of [`FleetSetup::place`]: the workloads of `namespace`, the targets of the
+    /// chosen region, `policy` (`{"name": ..., "settings": ...}`) and `evictionGracePeriodSeconds` when given.
+    pub async fn apply_placement(
+        &self,
+        namespace: &str,
+        policy: serde_json::Value,
+        eviction_grace_seconds: Option<u32>,
+    ) -> Result<()> {
+        let mut spec = json!({
+            "policy": policy,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "locationSelectors": [{"matchLabels": {"topology.kubernetes.io/region": self.region}}],
+        });
+        if let Some(grace) = eviction_grace_seconds {
+            spec["evictionGracePeriodSeconds"] = json!(grace);
+        }
+        fixtures::apply_placement(&self.kcp, "fleet-load", "spread", spec).await
+    }
+
+    /// Before tmcd starts: makes tmcd reach target `name` through a pausable TCP proxy of the fleet kcp (its
+    /// own kubeconfig `<bed dir>/<name>-proxied.kubeconfig`, named in tmcd's config instead of the target's),
+    /// so that this one target can be cut off while the others and the bench's own clients keep reaching it.
+    pub async fn route_through_proxy(&self, name: &str) -> Result<TcpProxy> {
+        let server = self.bed.fleet()?.kcp().base_url();
+        let upstream = server
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("the fleet kcp's address in {server}"))?;
+        let proxy = TcpProxy::start(upstream).await?;
+        let original = self.bed.kubeconfig_path(name)?;
+        let text = std::fs::read_to_string(&original)
+            .with_context(|| format!("reading {}", original.display()))?;
+        if !text.contains(&server) {
+            anyhow::bail!("{} does not name {server}", original.display());
+        }
+        let proxied = self.bed.dir().join(format!("{name}-proxied.kubeconfig"));
+        std::fs::write(&proxied, text.replace(&server, &proxy.url()))
+            .with_context(|| format!("writing {}", proxied.display()))?;
+        let config = std::fs::read_to_string(&self.config)
+            .with_context(|| format!("reading {}", self.config.display()))?;
+        let quoted = format!("\"{}\"", original.display());
+        if config.matches(&quoted).count() != 1 {
+            anyhow::bail!("{} names {quoted} not exactly once", self.config.display());
+        }
+        let config = config.replace(&quoted, &format!("\"{}\"", proxied.display()));
+        std::fs::write(&self.config, config)
+            .with_context(|| format!("writing {}", self.config.display()))?;
+        Ok(proxy)
     }
 }
 
