@@ -278,11 +278,17 @@ fn merged_data_segments(snapshot: &[u8]) -> Option<Vec<u8>> {
         }
         let (bytes, after) = after.split_at(len);
         rest = after;
+        // Segments in ascending order that do not overlap (as wasmtime-wizer
+        // writes them) only: a gap filled with zeros must not cover bytes
+        // an earlier segment wrote.
+        let end_so_far = merged
+            .last()
+            .map_or(0, |(start, joined)| *start + joined.len() as u64);
+        if offset < end_so_far {
+            return None;
+        }
         match merged.last_mut() {
-            Some((start, joined))
-                if offset >= *start + joined.len() as u64
-                    && offset - (*start + joined.len() as u64) <= MERGE_GAP =>
-            {
+            Some((start, joined)) if offset - (*start + joined.len() as u64) <= MERGE_GAP => {
                 joined.resize((offset - *start) as usize, 0);
                 joined.extend_from_slice(bytes);
             }
@@ -582,6 +588,13 @@ mod tests {
         assert!(
             merged_data_segments(&with_count).is_none(),
             "indices in code: left as it is"
+        );
+        let unordered = wat(
+            r#"(module (memory 1) (data (i32.const 100) "late") (data (i32.const 40) "early"))"#,
+        );
+        assert!(
+            merged_data_segments(&unordered).is_none(),
+            "segments out of order: left as they are"
         );
     }
 
