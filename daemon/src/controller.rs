@@ -25,9 +25,9 @@ use tmc_syncer::drop_managed_fields;
 use tokio::task::JoinSet;
 
 use crate::placement::events::{EventQueue, Publisher};
-use crate::placement::selector;
 use crate::placement::status_writer::{self, StatusWriter};
 use crate::placement::watch::Stores;
+use crate::placement::{selector, workload};
 use crate::state::State;
 
 pub mod dependencies;
@@ -365,7 +365,7 @@ async fn report_pending(ctx: Arc<KindCtx>, store: Store<DynamicObject>) {
             // namespace are decided again here.
             let now: BTreeMap<String, Option<String>> = current
                 .iter()
-                .map(|o| (reconcile::key(o), o.metadata.namespace.clone()))
+                .map(|o| (workload::key(o), o.metadata.namespace.clone()))
                 .collect();
             for (key, namespace) in seen.iter().filter(|(k, _)| !now.contains_key(*k)) {
                 ctx.dependencies

@@ -17,6 +17,7 @@ use tmc_api::protocol;
 use tmc_syncer::SyncedKind;
 
 use crate::placement::dependencies::{User, is_derived};
+use crate::placement::workload;
 
 /// One synced kind whose objects reference dependencies.
 pub struct WorkloadKind {
@@ -188,7 +189,7 @@ fn references(kind: &SyncedKind, obj: &DynamicObject) -> Vec<dependencies::Refer
 
 /// The key [`Registry::requeue_for`] remembers a workload's references by.
 fn workload_key(kind: &SyncedKind, obj: &DynamicObject) -> (String, String) {
-    (kind_name(kind), super::reconcile::key(obj))
+    (kind_name(kind), workload::key(obj))
 }
 
 /// `group/kind`, which tells synced kinds apart.

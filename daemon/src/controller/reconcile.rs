@@ -28,6 +28,7 @@ use crate::placement::rollout_track::Seen;
 use crate::placement::status_writer::StatusWriter;
 use crate::placement::targets::TargetView;
 use crate::placement::within_limits::{self, Limited};
+use crate::placement::workload::key;
 use crate::placement::{assignment, dependencies, gone, grants, plan, selector, status, workload};
 use crate::state::State;
 use crate::workspaces::RouteError;
@@ -301,15 +302,6 @@ fn pending_in(reconciled: &mut HashMap<String, String>, current: &[Arc<DynamicOb
         .iter()
         .filter(|o| reconciled.get(&key(o)) != o.metadata.resource_version.as_ref())
         .count()
-}
-
-/// `namespace/name` of `obj`, as the kind's bookkeeping keys it.
-pub fn key(obj: &DynamicObject) -> String {
-    format!(
-        "{}/{}",
-        obj.metadata.namespace.as_deref().unwrap_or_default(),
-        obj.name_any()
-    )
 }
 
 /// The controller's reconcile function.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use kube::ResourceExt;
 use kube::api::DynamicObject;
 use tmc_policy_sdk::StringMap;
 use tmc_policy_sdk::abi::Workload;
@@ -223,4 +224,13 @@ mod tests {
         );
         assert!(excluded("Deployment", &obj("demo", "web", json!({}))).is_none());
     }
+}
+
+/// `namespace/name` of `obj`, as the kind's bookkeeping keys it.
+pub fn key(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.name_any()
+    )
 }
