@@ -101,6 +101,15 @@ pub fn summary(api_version: &str, kind: &str, obj: &DynamicObject) -> Workload {
     }
 }
 
+/// `namespace/name` of `obj`, as the kind's bookkeeping keys it.
+pub fn key(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,13 +233,4 @@ mod tests {
         );
         assert!(excluded("Deployment", &obj("demo", "web", json!({}))).is_none());
     }
-}
-
-/// `namespace/name` of `obj`, as the kind's bookkeeping keys it.
-pub fn key(obj: &DynamicObject) -> String {
-    format!(
-        "{}/{}",
-        obj.metadata.namespace.as_deref().unwrap_or_default(),
-        obj.name_any()
-    )
 }
