@@ -32,7 +32,7 @@ use crate::validate::LoadBudget;
 /// wasmtime-wasi's, checked by a test against `Cargo.lock`; the host
 /// functions `_initialize` may call), so snapshots cached on disk by an older
 /// host are not reused.
-pub(crate) const FORMAT: &str = "snap2-wizer48.0.8";
+pub(crate) const FORMAT: &str = "snap3-wizer48.0.8";
 
 /// The limits `_initialize` runs under when a snapshot is taken with
 /// `config` (its deadline, the load budget, the epoch tick, fuel, memory and
@@ -244,18 +244,19 @@ const DATA_COUNT_SECTION: u8 = 12;
 /// Segments of a snapshot closer than this are merged, the gap zero-filled.
 const MERGE_GAP: u64 = 1024;
 
-/// `snapshot` with its data segments merged where they are at most
-/// [`MERGE_GAP`] bytes apart; `None` leaves it as it is (a data count
-/// section, which code referring to segments by index needs, or a segment
-/// that is not `i32.const` active on memory 0).
+/// `snapshot` with its active data segments merged where they are at most
+/// [`MERGE_GAP`] bytes apart and its passive ones dropped; `None` leaves it
+/// as it is (a data count section, which code referring to segments by index
+/// needs, or an active segment that is not `i32.const` on memory 0).
 ///
-/// wasmtime-wizer writes one segment per run of non-zero bytes (runs at most
-/// 4 bytes apart joined), up to 10,000 segments: the Go twin's snapshot has
-/// 68,000 such runs, so 10,000 segments, and wasmtime's instantiation walks
-/// every segment of a module (a third of a Go evaluation's time on the
-/// policy_engine bench, docs/benchmarks.md). Merged at 1 KiB they are about
-/// 120, for 1.2 MB more of mostly zeros in the snapshot; the memory every
-/// instance starts from is the same bytes.
+/// wasmtime-wizer writes one active segment per run of non-zero bytes (runs
+/// at most 4 bytes apart joined), up to 10,000, after the module's own
+/// segments emptied and made passive: the Go twin's snapshot has 49,672
+/// segments, and wasmtime's instantiation walks every one of them (a third
+/// of a Go evaluation's time on the policy_engine bench,
+/// docs/benchmarks.md). Merged at 1 KiB and without the passive ones they
+/// are about 120, for 1.2 MB more of mostly zeros in the snapshot; the memory
+/// every instance starts from is the same bytes.
 fn merged_data_segments(snapshot: &[u8]) -> Option<Vec<u8>> {
     if sections(snapshot).any(|(id, _)| id == DATA_COUNT_SECTION) {
         return None;
@@ -264,6 +265,16 @@ fn merged_data_segments(snapshot: &[u8]) -> Option<Vec<u8>> {
     let (count, mut rest) = read_leb128(data)?;
     let mut merged: Vec<(u64, Vec<u8>)> = Vec::new();
     for _ in 0..count {
+        // Passive (flags 1): without a data count section no instruction
+        // can name it (`memory.init` and `data.drop` need that section to
+        // validate), so it is dropped. wasmtime-wizer keeps the module's own
+        // segments this way, emptied: 39,672 of them in the Go twin, each
+        // one more entry for every instantiation to walk.
+        if let Some((&1, after)) = rest.split_first() {
+            let (len, after) = read_leb128(after)?;
+            rest = after.get(usize::try_from(len).ok()?..)?;
+            continue;
+        }
         // Active on memory 0: flags 0, `i32.const offset`, `end`.
         let (&[0, 0x41], after) = rest.split_first_chunk::<2>()? else {
             return None;
@@ -469,12 +480,7 @@ mod tests {
         // take a minute in a debug build.
         let tier = engines.baseline.as_ref().unwrap_or(&engines.optimized);
         let digest = module::digest(bytes);
-        assert!(wants(bytes));
-        let instrumented = instrument("p", bytes).expect("wizer takes it");
-        let init = prepared(tier, &instrumented.wasm, &digest, None);
-        let snapshot = instrumented
-            .take(&LoadBudget::start(config), "p", &digest, &init)
-            .expect("snapshot");
+        let snapshot = taken(config, tier, bytes);
         let plain = prepared(tier, bytes, &digest, None);
         let served = prepared(tier, &snapshot.bytes, &digest, Some(snapshot.resume));
         assert!(plain.exports.initialize.is_some());
@@ -484,6 +490,17 @@ mod tests {
         );
         assert_eq!(plain.function_exports(), served.function_exports());
         (plain, served)
+    }
+
+    /// The snapshot of `bytes`, compiled by `tier`.
+    fn taken(config: &HostConfig, tier: &TierEngine, bytes: &[u8]) -> Snapshot {
+        let digest = module::digest(bytes);
+        assert!(wants(bytes));
+        let instrumented = instrument("p", bytes).expect("wizer takes it");
+        let init = prepared(tier, &instrumented.wasm, &digest, None);
+        instrumented
+            .take(&LoadBudget::start(config), "p", &digest, &init)
+            .expect("snapshot")
     }
 
     /// Same output, byte for byte, from the snapshot and from a fresh start,
@@ -537,6 +554,24 @@ mod tests {
     }
 
     #[test]
+    fn the_go_twin_snapshot_has_few_data_segments() {
+        let config = HostConfig {
+            deadline: std::time::Duration::from_secs(10),
+            ..HostConfig::default()
+        };
+        let engines = Engines::new(&config).expect("engines");
+        let tier = engines.baseline.as_ref().unwrap_or(&engines.optimized);
+        let snapshot = taken(&config, tier, &built("location-affinity-go"));
+        let (_, data) = sections(&snapshot.bytes)
+            .find(|(id, _)| *id == DATA_SECTION)
+            .expect("data section");
+        let count = read_leb128(data).map_or(u64::MAX, |(n, _)| n);
+        // wasmtime-wizer writes about 50,000 (10,000 active, the module's
+        // own emptied as passive): every instantiation walks them all.
+        assert!(count < 1_000, "{count} data segments left in the snapshot");
+    }
+
+    #[test]
     fn clocks_and_random_bytes_resume_where_initialize_left_them() {
         // sleepy-go-init sleeps 10 s of virtual time in `_initialize` and
         // reports, with the time it slept since, what its clocks read.
@@ -562,7 +597,8 @@ mod tests {
     #[test]
     fn close_data_segments_are_merged_into_the_same_memory() {
         let bytes = wat(r#"(module (memory (export "memory") 1)
-            (data (i32.const 16) "ab") (data (i32.const 30) "cd") (data (i32.const 5000) "ef"))"#);
+            (data (i32.const 16) "ab") (data "passive") (data (i32.const 30) "cd")
+            (data (i32.const 5000) "ef"))"#);
         let merged = merged_data_segments(&bytes).expect("merged");
         let (_, data) = sections(&merged)
             .find(|(id, _)| *id == DATA_SECTION)
@@ -570,7 +606,7 @@ mod tests {
         assert_eq!(
             read_leb128(data).map(|(n, _)| n),
             Some(2),
-            "16..32 and 5000..5002"
+            "16..32 and 5000..5002, the passive segment dropped"
         );
         let memory = |bytes: &[u8]| {
             let engine = wasmtime::Engine::default();
