@@ -302,6 +302,12 @@ pub fn is_our_copy(object: &Value, target: &str, synced_from: &str) -> bool {
         && annotation(object, SYNC_TARGET_ANNOTATION) == Some(target)
 }
 
+/// The label selector of the downstream copies made for the source
+/// `synced_from` (by any target's syncer: [`is_our_copy`] tells them apart).
+pub fn our_copies_selector(synced_from: &str) -> String {
+    format!("{MANAGED_LABEL}=true,{SYNCED_FROM_LABEL}={synced_from}")
+}
+
 /// The value of label `key` on `object` (a Kubernetes object as JSON).
 pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
     object.pointer("/metadata/labels")?.get(key)?.as_str()

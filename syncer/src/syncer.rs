@@ -12,7 +12,8 @@ use kube::core::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event, watcher};
-use tmc_api::decision::{MANAGED_LABEL, SYNCED_FROM_LABEL, state_label};
+use tmc_api::decision::state_label;
+use tmc_api::protocol::our_copies_selector;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
@@ -348,10 +349,7 @@ async fn watch_kind(
         ),
         Side::Downstream => (
             engine.downstream.clone(),
-            format!(
-                "{MANAGED_LABEL}=true,{SYNCED_FROM_LABEL}={}",
-                engine.ctx.source.synced_from
-            ),
+            our_copies_selector(&engine.ctx.source.synced_from),
         ),
     };
     let api: Api<DynamicObject> = Api::all_with(client, &engine.resources[kind]);

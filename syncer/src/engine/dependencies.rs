@@ -11,7 +11,7 @@ use std::time::Duration;
 use kube::api::ListParams;
 use serde_json::Value;
 use tmc_api::dependencies::{self, DependencyKind, Reference};
-use tmc_api::protocol::{Assignment, TargetRecord, is_our_copy};
+use tmc_api::protocol::{Assignment, TargetRecord, is_our_copy, our_copies_selector};
 
 use super::cache::Side;
 use super::{Engine, ObjectKey, to_value};
@@ -72,7 +72,8 @@ impl Engine {
                 continue;
             }
             let api = self.api(&self.downstream, index, ns.as_deref());
-            let copies = api.list(&ListParams::default()).await.map_err(|err| {
+            let ours = our_copies_selector(&self.ctx.source.synced_from);
+            let copies = api.list(&ListParams::default().labels(&ours)).await.map_err(|err| {
                 self.downstream_error(
                     format!(
                         "list {} to check that no copy uses {}",
