@@ -828,7 +828,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &KindCtx) -> Result<Action, R
         next = next.min(left + Duration::from_secs(1));
     }
     if !the_plan.waiting.is_empty() || !the_plan.holding.is_empty() {
-        next = next.min(Duration::from_secs(10));
+        let workload = workload_name(ctx, &object);
+        next = next.min(
+            ctx.state
+                .moves
+                .recheck_in(&workload, Instant::now(), SETTLED),
+        );
     }
     Ok(Action::requeue(next))
 }

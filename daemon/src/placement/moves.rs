@@ -60,6 +60,9 @@ impl StalledMove {
     }
 }
 
+/// The soonest a moving workload is re-checked ([`MoveTracker::recheck_in`]).
+pub const RECHECK_MIN: Duration = Duration::from_secs(10);
+
 struct Tracked {
     started: Instant,
     move_: StalledMove,
@@ -125,6 +128,32 @@ impl MoveTracker {
             return MoveChange::Stalled(tracked.move_.clone());
         }
         MoveChange::None
+    }
+
+    /// How soon the moving `workload` is looked at again: after as long as it
+    /// has waited so far, within [`RECHECK_MIN`] and `max`, and not after
+    /// the moment it would stall (so that the stall is told on time).
+    ///
+    /// New copies becoming available reach tmcd as watch events (the
+    /// syncers' status reports); this re-check is the fallback. Backing it
+    /// off keeps thousands of long waits (targets that never report
+    /// availability) from filling the placement queue: kube-runtime's queue
+    /// serves what is due last-in first-out, so under a load it cannot keep
+    /// up with, work that waits longest (a placement edit's re-decisions) is
+    /// served last. Seen at 10,000 workloads on 100 targets: 7,065
+    /// re-decisions not made after 25 minutes while 3,000 waiting moves were
+    /// re-checked every 10 s.
+    pub fn recheck_in(&self, workload: &str, now: Instant, max: Duration) -> Duration {
+        let moves = self.moves.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tracked) = moves.get(workload) else {
+            return RECHECK_MIN;
+        };
+        let waited = now.duration_since(tracked.started);
+        let next = waited.clamp(RECHECK_MIN, max.max(RECHECK_MIN));
+        match self.threshold.checked_sub(waited) {
+            Some(left) if !tracked.stalled && !left.is_zero() => next.min(left),
+            _ => next,
+        }
     }
 
     /// Records that `workload` is not moving (any more).
@@ -224,6 +253,35 @@ mod tests {
         assert_eq!(tracker.finish(w), MoveChange::Resumed);
         assert!(tracker.stalled().is_empty());
         assert_eq!(tracker.finish(w), MoveChange::None);
+    }
+
+    #[test]
+    fn a_waiting_move_is_rechecked_less_often_the_longer_it_waits() {
+        let tracker = MoveTracker::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let wall = DateTime::from_timestamp(0, 0).expect("time");
+        let max = Duration::from_secs(300);
+        let w = "Deployment demo/web";
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(tracker.recheck_in(w, t0, max), RECHECK_MIN, "not tracked");
+        tracker.observe(w, "p", wait("west"), vec![], t0, wall);
+        assert_eq!(tracker.recheck_in(w, at(0), max), RECHECK_MIN);
+        assert_eq!(tracker.recheck_in(w, at(25), max), Duration::from_secs(25));
+        assert_eq!(
+            tracker.recheck_in(w, at(200), max),
+            Duration::from_secs(200)
+        );
+        assert_eq!(
+            tracker.recheck_in(w, at(400), max),
+            Duration::from_secs(200),
+            "not after the moment it stalls (600 s)"
+        );
+        tracker.observe(w, "p", wait("west"), vec![], at(600), wall);
+        assert_eq!(
+            tracker.recheck_in(w, at(900), max),
+            max,
+            "stalled: at most max"
+        );
     }
 
     #[test]

@@ -73,16 +73,19 @@ impl Engine {
             }
             let api = self.api(&self.downstream, index, ns.as_deref());
             let ours = our_copies_selector(&self.ctx.source.synced_from);
-            let copies = api.list(&ListParams::default().labels(&ours)).await.map_err(|err| {
-                self.downstream_error(
-                    format!(
-                        "list {} to check that no copy uses {}",
-                        user_kind.plural,
-                        self.describe(key)
-                    ),
-                    err,
-                )
-            })?;
+            let copies = api
+                .list(&ListParams::default().labels(&ours))
+                .await
+                .map_err(|err| {
+                    self.downstream_error(
+                        format!(
+                            "list {} to check that no copy uses {}",
+                            user_kind.plural,
+                            self.describe(key)
+                        ),
+                        err,
+                    )
+                })?;
             for copy in copies.items {
                 let copy = to_value(&copy, &self.describe(key))?;
                 let synced_from = &self.ctx.source.synced_from;
