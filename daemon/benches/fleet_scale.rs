@@ -22,7 +22,8 @@
 //!    not Ready and until its share is re-placed (the first target holds every workload's whole count, the
 //!    placement's eviction grace being TMC_FLEET_GRACE_S), then a check that its copies are all still there.
 //!
-//! Each phase (burst, latency, restart, policy change, cut-off) prints the writes both kcps served during it,
+//! Each phase prints its figures as soon as it ends, so a phase that fails or times out loses only its own.
+//! Each phase (burst, latency, policy change, cut-off) also prints the writes both kcps served during it,
 //! by resource and verb, per workload, beside the floor (1 decision + k copies + k first status reports + 1
 //! aggregate status per workload on k targets), and tmcd's reconciles and decisions per workload. The latency
 //! phase splits each create -> copy time at the decision: create -> decision recorded upstream (tmcd) and
@@ -317,6 +318,15 @@ async fn until_held_by(
     }
 }
 
+/// tmcd's live bytes by its allocator's count (`tmcd_memory_allocated_bytes`), in MiB; NaN if not reported.
+async fn allocated_mib(admin: &str) -> Result<f64> {
+    let text = tmcd_child::metrics(admin).await?;
+    Ok(samples(&text, "tmcd_memory_allocated_bytes")
+        .map(|(_, v)| v / f64::from(1 << 20))
+        .next()
+        .unwrap_or(f64::NAN))
+}
+
 /// The status of SyncTarget `name`'s Ready condition, if any.
 async fn ready_of(kcp: &kube::Client, name: &str) -> Result<Option<String>> {
     let t = Api::<SyncTarget>::all(kcp.clone()).get(name).await?;
@@ -360,6 +370,7 @@ async fn bench() -> Result<()> {
     let pids: BTreeMap<String, u32> = setup.bed.pids().into_iter().collect();
     let cpu = |name: &str| pids.get(name).map_or(Ok(f64::NAN), |p| cpu_seconds(*p));
     let load_at_start = load_average();
+    let s = |d: Duration| d.as_secs_f64();
 
     // 1. The control plane's floor: the same creates into kcp, nobody watching.
     fleet_load::ensure_namespace(&kcp, "floor").await?;
@@ -397,6 +408,21 @@ async fn bench() -> Result<()> {
     for (_, client) in &chosen_clients {
         delete_all(client, "direct").await?;
     }
+    // Each phase prints its figures as it ends: a phase that fails loses only its own.
+    println!(
+        "benchmark fleet_scale ({n} targets, {w} workloads on {chosen:?}, concurrency {c}, tmcd {})",
+        myself.display()
+    );
+    println!("  load average (1 min) at the start: {load_at_start}");
+    println!(
+        "  floor: {w} creates into kcp alone              {:8.1} s",
+        s(floor)
+    );
+    println!(
+        "  direct: {} creates on the 3 targets            {:8.1} s",
+        w * chosen.len(),
+        s(direct)
+    );
 
     // 3. tmc.
     let watches0 = (
@@ -463,6 +489,60 @@ async fn bench() -> Result<()> {
     if !problems.is_empty() {
         bail!("copies where they do not belong: {problems:?}");
     }
+    println!("  load average (1 min) at the burst: {load_burst}");
+    println!(
+        "  tmc: {w} creates into kcp (tmcd running)       {:8.1} s",
+        s(created)
+    );
+    println!(
+        "  tmc: first create -> every copy on the 3        {:8.1} s  = {:.1}x floor, {:.1}x direct",
+        s(placed),
+        s(placed) / s(floor),
+        s(placed) / s(direct)
+    );
+    println!(
+        "  tmc: first create -> tmcd settled (0 queued)    {:8.1} s",
+        s(settled)
+    );
+    println!(
+        "  tmcd start -> {n} SyncTargets Ready             {:8.1} s",
+        s(ready)
+    );
+    println!("  tmcd VmRSS idle ({n} targets, 0 workloads)       {rss_idle:8.1} MiB");
+    println!(
+        "  tmcd VmRSS / VmHWM after the burst             {rss:8.1} / {hwm:.1} MiB (allocated {:.1} MiB)",
+        allocated_mib(&admin).await?
+    );
+    println!(
+        "  tmcd CPU: start+idle / burst                   {cpu_idle:8.1} / {:.1} s",
+        tmcd1 - tmcd0
+    );
+    println!(
+        "  watches opened by tmcd (kcp / fleet kcp)       {:8.0} / {:.0}",
+        watches1.0 - watches0.0,
+        watches1.1 - watches0.1
+    );
+    println!("  tmcd sockets, idle                             {sockets_idle:8}");
+    println!(
+        "  kcp CPU during the burst (control plane)       {:8.1} s",
+        kcp1 - kcp0
+    );
+    println!(
+        "  fleet kcp CPU during the burst                 {:8.1} s",
+        fleet1 - fleet0
+    );
+    // The background: the writes of a running tmcd with everything placed and nothing to do.
+    let quiet = Duration::from_secs(10);
+    let (k0, f0) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
+    tokio::time::sleep(quiet).await;
+    let (k1, f1) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
+    let (idle_kcp, idle_fleet) = (delta(&k0, &k1), delta(&f0, &f1));
+    println!(
+        "  running idle, the writes in {} s: kcp {idle_kcp:?}, fleet kcp {idle_fleet:?}",
+        quiet.as_secs()
+    );
+    let idle = (&idle_kcp, &idle_fleet);
+    burst_phase.print(chosen.len(), idle, quiet.as_secs_f64());
 
     // 4. Latency at steady state, tmc and direct interleaved.
     let seen = CopyWatch::start(&chosen_clients);
@@ -544,14 +624,37 @@ async fn bench() -> Result<()> {
     decided.stop();
     let (rss_steady, hwm_steady) = rss_mib(tmcd_pid)?;
     let cpu_steady = cpu_seconds(tmcd_pid)?;
+    println!("  load average (1 min) at the latency run: {load_latency}");
+    println!(
+        "  create -> copy seen on all 3, p50 / p99 (n={l})   {:8.1} / {:.1} ms  (direct on the 3: {:.1} / {:.1} ms)",
+        percentile_ms(&tmc_lat, 50.0),
+        percentile_ms(&tmc_lat, 99.0),
+        percentile_ms(&direct_lat, 50.0),
+        percentile_ms(&direct_lat, 99.0)
+    );
+    println!(
+        "  create -> decision seen upstream, p50 / p99     {:8.1} / {:.1} ms",
+        percentile_ms(&to_decided, 50.0),
+        percentile_ms(&to_decided, 99.0)
+    );
+    println!(
+        "  create -> first copy seen, p50 / p99           {:8.1} / {:.1} ms",
+        percentile_ms(&to_first, 50.0),
+        percentile_ms(&to_first, 99.0)
+    );
+    println!(
+        "  decision seen -> copy seen on all 3, p50 / p99 {:8.1} / {:.1} ms",
+        percentile_ms(&decided_to_all, 50.0),
+        percentile_ms(&decided_to_all, 99.0)
+    );
+    println!(
+        "  tmcd VmRSS / VmHWM after the latency run       {rss_steady:8.1} / {hwm_steady:.1} MiB"
+    );
+    println!("  tmcd CPU seconds so far                        {cpu_steady:8.1} s");
+    latency_phase.print(chosen.len(), idle, quiet.as_secs_f64());
 
     // 5. Restart with everything placed.
     progress("restart: tmcd stopped and started again");
-    let quiet = Duration::from_secs(10);
-    let (k0, f0) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
-    tokio::time::sleep(quiet).await;
-    let (k1, f1) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
-    let (idle_kcp, idle_fleet) = (delta(&k0, &k1), delta(&f0, &f1));
     drop(tmcd);
     let load_restart = load_average();
     let (k2, f2) = (kcp_writes(&kcp_base).await?, kcp_writes(&fleet_base).await?);
@@ -576,6 +679,18 @@ async fn bench() -> Result<()> {
         bail!("after the restart: {problems:?}");
     }
     let all_n = all_expected.len();
+    println!("  load average (1 min) at the restart: {load_restart}");
+    println!(
+        "  restart: start -> {} workloads reconciled       {:8.1} s  (VmRSS {rss_restart:.1} MiB, allocated {:.1} MiB, CPU {cpu_restart:.1} s)",
+        w + l,
+        s(reconciled),
+        allocated_mib(&admin).await?
+    );
+    println!(
+        "  restart: writes until reconciled + {} s, to kcp {restart_kcp:?}",
+        quiet.as_secs()
+    );
+    println!("  restart: the same, to the fleet kcp {restart_fleet:?}");
 
     // 6. A policy change for every workload: replica-spread's weights 1, 1, 0 over the 3.
     progress(&format!(
@@ -619,6 +734,17 @@ async fn bench() -> Result<()> {
         .flat_map(|c| c.values())
         .filter(|r| **r > 0)
         .count();
+    println!("  load average (1 min) at the policy change: {load_reload}");
+    println!(
+        "  policy change: apply -> every workload wholly on {:?}  {:8.1} s  ({:.1} workloads/s); -> tmcd settled {:.1} s; {} still hold a copy with replicas on {} (scale-down waits for availability)",
+        &chosen[..2],
+        s(reloaded),
+        all_n as f64 / s(reloaded),
+        s(reload_settled),
+        third_held,
+        chosen[2]
+    );
+    reload_phase.print(chosen.len(), idle, quiet.as_secs_f64());
 
     // 7. The second target cut off.
     progress(&format!(
@@ -673,6 +799,17 @@ async fn bench() -> Result<()> {
         0.0,
     )
     .re_placing();
+    println!("  load average (1 min) at the cut-off: {load_cut}");
+    println!(
+        "  cut-off of {cut} ({all_n} workloads on it): -> Ready not True {}; -> every workload wholly on {} {:.1} s ({:.1} workloads/s after the grace of {} s); tmcd settled: {cut_settled}",
+        not_ready.map_or("never seen".to_owned(), |d| format!("{:.1} s", s(d))),
+        chosen[0],
+        s(replaced),
+        all_n as f64
+            / (s(replaced) - not_ready.map_or(0.0, s) - f64::from(knobs.grace_s)).max(0.001),
+        knobs.grace_s
+    );
+    cut_phase.print(chosen.len(), idle, quiet.as_secs_f64());
     // Read directly, not through the proxy: nothing was deleted on the cut-off target.
     let on_cut = fleet_load::copies_on(&chosen_clients[1..2], PLACED).await?;
     let kept = on_cut.get(&cut).map_or(0, |c| c.len());
@@ -700,125 +837,10 @@ async fn bench() -> Result<()> {
         })
         .collect();
 
-    let s = |d: Duration| d.as_secs_f64();
-    println!(
-        "benchmark fleet_scale ({n} targets, {w} workloads on {chosen:?}, concurrency {c}, tmcd {})",
-        myself.display()
-    );
-    println!(
-        "  load average (1 min): start {load_at_start}, burst {load_burst}, latency {load_latency}, restart {load_restart}, policy change {load_reload}, cut-off {load_cut}"
-    );
-    println!(
-        "  floor: {w} creates into kcp alone              {:8.1} s",
-        s(floor)
-    );
-    println!(
-        "  direct: {} creates on the 3 targets            {:8.1} s",
-        w * chosen.len(),
-        s(direct)
-    );
-    println!(
-        "  tmc: {w} creates into kcp (tmcd running)       {:8.1} s",
-        s(created)
-    );
-    println!(
-        "  tmc: first create -> every copy on the 3        {:8.1} s  = {:.1}x floor, {:.1}x direct",
-        s(placed),
-        s(placed) / s(floor),
-        s(placed) / s(direct)
-    );
-    println!(
-        "  tmc: first create -> tmcd settled (0 queued)    {:8.1} s",
-        s(settled)
-    );
-    println!(
-        "  tmcd start -> {n} SyncTargets Ready             {:8.1} s",
-        s(ready)
-    );
-    println!(
-        "  create -> copy seen on all 3, p50 / p99 (n={l})   {:8.1} / {:.1} ms  (direct on the 3: {:.1} / {:.1} ms)",
-        percentile_ms(&tmc_lat, 50.0),
-        percentile_ms(&tmc_lat, 99.0),
-        percentile_ms(&direct_lat, 50.0),
-        percentile_ms(&direct_lat, 99.0)
-    );
-    println!(
-        "  create -> decision seen upstream, p50 / p99     {:8.1} / {:.1} ms",
-        percentile_ms(&to_decided, 50.0),
-        percentile_ms(&to_decided, 99.0)
-    );
-    println!(
-        "  create -> first copy seen, p50 / p99           {:8.1} / {:.1} ms",
-        percentile_ms(&to_first, 50.0),
-        percentile_ms(&to_first, 99.0)
-    );
-    println!(
-        "  decision seen -> copy seen on all 3, p50 / p99 {:8.1} / {:.1} ms",
-        percentile_ms(&decided_to_all, 50.0),
-        percentile_ms(&decided_to_all, 99.0)
-    );
-    println!("  tmcd VmRSS idle ({n} targets, 0 workloads)       {rss_idle:8.1} MiB");
-    println!("  tmcd VmRSS / VmHWM after the burst             {rss:8.1} / {hwm:.1} MiB");
-    println!(
-        "  tmcd VmRSS / VmHWM after the latency run       {rss_steady:8.1} / {hwm_steady:.1} MiB"
-    );
-    println!(
-        "  tmcd CPU: start+idle / burst / total           {cpu_idle:8.1} / {:.1} / {cpu_steady:.1} s",
-        tmcd1 - tmcd0
-    );
-    println!(
-        "  watches opened by tmcd (kcp / fleet kcp)       {:8.0} / {:.0}",
-        watches1.0 - watches0.0,
-        watches1.1 - watches0.1
-    );
-    println!("  tmcd sockets, idle                             {sockets_idle:8}");
-    println!(
-        "  kcp CPU during the burst (control plane)       {:8.1} s",
-        kcp1 - kcp0
-    );
-    println!(
-        "  fleet kcp CPU during the burst                 {:8.1} s",
-        fleet1 - fleet0
-    );
-    println!(
-        "  restart: start -> {} workloads reconciled       {:8.1} s  (VmRSS {rss_restart:.1} MiB, CPU {cpu_restart:.1} s)",
-        w + l,
-        s(reconciled)
-    );
-    println!(
-        "  restart: writes until reconciled + {} s, to kcp {restart_kcp:?}",
-        quiet.as_secs()
-    );
-    println!("  restart: the same, to the fleet kcp {restart_fleet:?}");
-    println!(
-        "  running idle, the same writes in {} s: kcp {idle_kcp:?}, fleet kcp {idle_fleet:?}",
-        quiet.as_secs()
-    );
-    println!(
-        "  policy change: apply -> every workload wholly on {:?}  {:8.1} s  ({:.1} workloads/s); -> tmcd settled {:.1} s; {} still hold a copy with replicas on {} (scale-down waits for availability)",
-        &chosen[..2],
-        s(reloaded),
-        all_n as f64 / s(reloaded),
-        s(reload_settled),
-        third_held,
-        chosen[2]
-    );
-    println!(
-        "  cut-off of {cut} ({all_n} workloads on it): -> Ready not True {}; -> every workload wholly on {} {:.1} s ({:.1} workloads/s after the grace of {} s); tmcd settled: {cut_settled}",
-        not_ready.map_or("never seen".to_owned(), |d| format!("{:.1} s", s(d))),
-        chosen[0],
-        s(replaced),
-        all_n as f64
-            / (s(replaced) - not_ready.map_or(0.0, s) - f64::from(knobs.grace_s)).max(0.001),
-        knobs.grace_s
-    );
     println!(
         "  cut-off: copies kept on {cut} (read directly) {kept} of {all_n}; outside the chosen 3: {elsewhere}; {}",
         by_target.join("; ")
     );
-    for phase in [&burst_phase, &latency_phase, &reload_phase, &cut_phase] {
-        phase.print(chosen.len(), (&idle_kcp, &idle_fleet), quiet.as_secs_f64());
-    }
     seen.stop();
     proxy.resume();
     drop(tmcd);

@@ -34,6 +34,7 @@ pub fn crds(split: Option<&Path>) -> Result<()> {
 pub async fn run(path: &Path, log_format: Option<LogFormat>) -> Result<()> {
     let config = config::load(path)?;
     let logs = logging::init(log_format.unwrap_or(config.log_format));
+    crate::allocator::start_background_purge();
     let daemon = Daemon::start(config, logs).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod allocator;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -6,6 +6,10 @@ use clap::CommandFactory;
 use tmc_daemon::cli::{Cli, Command};
 use tmc_daemon::{commands, config, policy_command};
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tmc_daemon::allocator::Jemalloc = tmc_daemon::allocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_with_config_defaults();

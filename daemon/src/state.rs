@@ -165,10 +165,11 @@ impl State {
             .clear();
     }
 
-    /// Refreshes the gauges read from the push syncers (before a scrape).
+    /// Refreshes the gauges read at a scrape: the push syncers', the open watches and the allocator's.
     pub fn refresh_syncer_metrics(&self) {
         self.metrics.fenced_writes.set(self.fence.writes_refused());
         self.metrics.set_watches(&self.watches.snapshot());
+        self.metrics.set_memory();
         let syncers = self.syncers.lock().unwrap_or_else(PoisonError::into_inner);
         for (target, syncer) in syncers.iter() {
             self.metrics

@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tmc_tests::figures::samples;
 
+/// The bench binary runs tmcd, so it uses tmcd's allocator.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tmc_daemon::allocator::Jemalloc = tmc_daemon::allocator::Jemalloc;
+
 /// The first argument that makes a bench binary run tmcd instead of the bench.
 pub const ARG: &str = "tmcd";
 

@@ -75,6 +75,10 @@ pub struct Metrics {
     /// Watch requests held open on the control plane, by resource (see
     /// [`crate::watch_count`]); set before a scrape.
     pub watches: Family<Labels, Gauge>,
+    /// Bytes in live allocations, by jemalloc's count; set before a scrape (absent on another allocator).
+    pub memory_allocated: Gauge<u64, AtomicU64>,
+    /// Bytes the allocator holds resident; set before a scrape (absent on another allocator).
+    pub memory_resident: Gauge<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -213,9 +217,25 @@ impl Default for Metrics {
             "Watch requests held open on the control plane (or kcp's virtual workspace), by resource",
             watches.clone(),
         );
+        let memory_allocated = Gauge::default();
+        let memory_resident = Gauge::default();
+        if crate::allocator::stats().is_some() {
+            registry.register(
+                "memory_allocated_bytes",
+                "Bytes in live allocations (jemalloc's count); far below the process's resident set means memory not yet given back",
+                memory_allocated.clone(),
+            );
+            registry.register(
+                "memory_resident_bytes",
+                "Bytes in pages the allocator holds resident (jemalloc's count)",
+                memory_resident.clone(),
+            );
+        }
         Self {
             registry,
             watches,
+            memory_allocated,
+            memory_resident,
             decisions,
             target_ready,
             target_heartbeat_age,
@@ -327,6 +347,14 @@ impl Metrics {
             self.watches
                 .get_or_create(&vec![("resource".into(), resource.clone())])
                 .set(*n);
+        }
+    }
+
+    /// Sets the memory gauges from the allocator's figures now, when it reports any.
+    pub fn set_memory(&self) {
+        if let Some(stats) = crate::allocator::stats() {
+            self.memory_allocated.set(stats.allocated);
+            self.memory_resident.set(stats.resident);
         }
     }
 
