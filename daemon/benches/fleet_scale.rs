@@ -117,12 +117,34 @@ fn on_each(targets: &[String], ns: &str, name: &str) -> Vec<String> {
     targets.iter().map(|t| key(t, ns, name)).collect()
 }
 
+/// Deletes every Deployment of namespace `ns` and waits until none is left. A collection of 10,000 takes the
+/// server longer than its request timeout, which then drops the connection while the deletes go on; the
+/// request is made again (for what is left) until the list is empty.
 async fn delete_all(client: &kube::Client, ns: &str) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.delete_collection(&Default::default(), &ListParams::default())
-        .await
-        .with_context(|| format!("deleting the Deployments of namespace {ns}"))?;
-    Ok(())
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let deleted = api
+            .delete_collection(&Default::default(), &ListParams::default())
+            .await;
+        let left = api
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .with_context(|| format!("listing the Deployments of namespace {ns}"))?;
+        if left.items.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return deleted
+                .map(|_| ())
+                .with_context(|| format!("deleting the Deployments of namespace {ns}"))
+                .and_then(|()| bail!("Deployments left in namespace {ns} after 30 minutes"));
+        }
+        if let Err(e) = deleted {
+            progress(&format!("deleting the Deployments of {ns}: {e}; again"));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// What both kcps and tmcd have counted so far: writes by `resource[/subresource] VERB`, and tmcd's
