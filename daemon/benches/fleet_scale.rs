@@ -647,27 +647,29 @@ async fn bench() -> Result<()> {
     let (rss_steady, hwm_steady) = rss_mib(tmcd_pid)?;
     let cpu_steady = cpu_seconds(tmcd_pid)?;
     println!("  load average (1 min) at the latency run: {load_latency}");
+    let p50_p99 = |samples: &[Duration]| {
+        format!(
+            "{:8.1} / {:.1} ms",
+            percentile_ms(samples, 50.0),
+            percentile_ms(samples, 99.0)
+        )
+    };
     println!(
-        "  create -> copy seen on all 3, p50 / p99 (n={l})   {:8.1} / {:.1} ms  (direct on the 3: {:.1} / {:.1} ms)",
-        percentile_ms(&tmc_lat, 50.0),
-        percentile_ms(&tmc_lat, 99.0),
-        percentile_ms(&direct_lat, 50.0),
-        percentile_ms(&direct_lat, 99.0)
+        "  create -> copy seen on all 3, p50 / p99 (n={l})   {}  (direct on the 3: {})",
+        p50_p99(&tmc_lat),
+        p50_p99(&direct_lat).trim_start()
     );
     println!(
-        "  create -> decision seen upstream, p50 / p99     {:8.1} / {:.1} ms",
-        percentile_ms(&to_decided, 50.0),
-        percentile_ms(&to_decided, 99.0)
+        "  create -> decision seen upstream, p50 / p99     {}",
+        p50_p99(&to_decided)
     );
     println!(
-        "  create -> first copy seen, p50 / p99           {:8.1} / {:.1} ms",
-        percentile_ms(&to_first, 50.0),
-        percentile_ms(&to_first, 99.0)
+        "  create -> first copy seen, p50 / p99           {}",
+        p50_p99(&to_first)
     );
     println!(
-        "  decision seen -> copy seen on all 3, p50 / p99 {:8.1} / {:.1} ms",
-        percentile_ms(&decided_to_all, 50.0),
-        percentile_ms(&decided_to_all, 99.0)
+        "  decision seen -> copy seen on all 3, p50 / p99 {}",
+        p50_p99(&decided_to_all)
     );
     println!(
         "  tmcd VmRSS / VmHWM after the latency run       {rss_steady:8.1} / {hwm_steady:.1} MiB"

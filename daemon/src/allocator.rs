@@ -1,14 +1,15 @@
 //! tmcd's memory allocator: jemalloc (feature `jemalloc`, on by default), and what it reports.
 //!
-//! tmcd holds one cached object per workload in several watch caches and rebuilds them on every relist; with
-//! the system allocator (glibc) the freed memory stays scattered in per-thread arenas, and the resident set
-//! grows well past what is live. jemalloc gives dirty pages back to the kernel after a decay time, from a
-//! background thread when tmcd is idle. `docs/scaling.md` has the measured difference.
+//! tmcd parses and drops a JSON object for every watch event and write reply, and keeps one cached object per
+//! workload in several watch caches. Measured at 100 targets x 3,000 workloads against glibc's allocator
+//! (`docs/scaling.md`): 16-22 % less CPU, a resident set 2-7 % lower (up to ~10 % while workloads move), and a
+//! count of live bytes, exported as gauges, that tells what tmcd holds from what it has not given back yet.
+//! A background thread gives freed pages back to the kernel while tmcd is idle.
 //!
 //! The binaries of this package (tmcd and the benches that run it) declare the global allocator themselves,
 //! as a library must not:
 //!
-//! ```ignore
+//! ```text
 //! #[cfg(feature = "jemalloc")]
 //! #[global_allocator]
 //! static GLOBAL: tmc_daemon::allocator::Jemalloc = tmc_daemon::allocator::Jemalloc;
