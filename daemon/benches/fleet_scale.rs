@@ -134,15 +134,13 @@ async fn delete_all(client: &kube::Client, ns: &str) -> Result<()> {
         if left.items.is_empty() {
             return Ok(());
         }
+        let why = deleted
+            .err()
+            .map_or_else(|| "some left".to_owned(), |e| e.to_string());
         if Instant::now() > deadline {
-            return deleted
-                .map(|_| ())
-                .with_context(|| format!("deleting the Deployments of namespace {ns}"))
-                .and_then(|()| bail!("Deployments left in namespace {ns} after 30 minutes"));
+            bail!("Deployments left in namespace {ns} after 30 minutes (last delete: {why})");
         }
-        if let Err(e) = deleted {
-            progress(&format!("deleting the Deployments of {ns}: {e}; again"));
-        }
+        progress(&format!("deleting the Deployments of {ns}: {why}; again"));
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

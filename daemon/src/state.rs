@@ -166,7 +166,7 @@ impl State {
     }
 
     /// Refreshes the gauges read at a scrape: the push syncers', the open watches and the allocator's.
-    pub fn refresh_syncer_metrics(&self) {
+    pub fn refresh_scrape_gauges(&self) {
         self.metrics.fenced_writes.set(self.fence.writes_refused());
         self.metrics.set_watches(&self.watches.snapshot());
         self.metrics.set_memory();

@@ -10,7 +10,7 @@ use crate::state::State;
 
 /// Brings every scrape-time gauge of `state.metrics` up to date.
 pub fn refresh(state: &State) {
-    state.refresh_syncer_metrics();
+    state.refresh_scrape_gauges();
     let targets = state.targets.state();
     let views: Vec<_> = targets.iter().map(|t| state.target_view(t)).collect();
     state.metrics.set_targets(
